@@ -1,0 +1,93 @@
+-- shardcast catalog: the state that survives restarts.
+--
+-- History is kept in two tiers so that it stays bounded (see README, "History storage"):
+--   recent_access : 5-minute buckets of the last hours, one narrow row per shard and bucket with
+--                   activity; the sampler adds to the current bucket.
+--   daily_access  : older history, one row per shard and UTC day with 24 hourly slots per counter.
+-- The worker moves whole hours from the first to the second ("compaction") and purges what is
+-- older than shardcast.history_retention.
+
+-- Every ordinary table and leaf partition seen in the watched database. A shard is identified by
+-- (relid, schema_name, table_name): a dropped table is retired (retired_at set) and kept for its
+-- history; a new table that reuses an OID is a new shard.
+CREATE TABLE shardcast.shards (
+    shard_id        integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    relid           oid         NOT NULL,
+    schema_name     name        NOT NULL,
+    table_name      name        NOT NULL,
+    parent_relid    oid,
+    first_seen      timestamptz NOT NULL DEFAULT now(),
+    retired_at      timestamptz,
+    size_bytes      bigint,
+    size_updated_at timestamptz
+);
+CREATE UNIQUE INDEX shards_live_relid ON shardcast.shards (relid) WHERE retired_at IS NULL;
+COMMENT ON TABLE shardcast.shards IS
+    'Every table and leaf partition shardcast has seen; retired_at is set when it went away.';
+
+CREATE TABLE shardcast.recent_access (
+    shard_id       integer     NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,
+    bucket_start   timestamptz NOT NULL,
+    scans          double precision NOT NULL DEFAULT 0,
+    tuples_read    double precision NOT NULL DEFAULT 0,
+    tuples_written double precision NOT NULL DEFAULT 0,
+    blocks_hit     double precision NOT NULL DEFAULT 0,
+    blocks_read    double precision NOT NULL DEFAULT 0,
+    PRIMARY KEY (shard_id, bucket_start)
+) WITH (fillfactor = 70);
+-- Compaction and purging walk the oldest buckets.
+CREATE INDEX recent_access_bucket_start ON shardcast.recent_access (bucket_start);
+COMMENT ON TABLE shardcast.recent_access IS
+    'Access deltas per shard in 5-minute buckets, for the most recent hours.';
+
+CREATE TABLE shardcast.daily_access (
+    shard_id       integer NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,
+    day            date    NOT NULL,
+    scans          real[]  NOT NULL,
+    tuples_read    real[]  NOT NULL,
+    tuples_written real[]  NOT NULL,
+    blocks_hit     real[]  NOT NULL,
+    blocks_read    real[]  NOT NULL,
+    PRIMARY KEY (shard_id, day)
+);
+COMMENT ON TABLE shardcast.daily_access IS
+    'Compacted access history: per shard and UTC day, 24 hourly sums per counter (index 1 = 00:00 UTC).';
+
+-- The worker's own health, one row, written by the worker.
+CREATE TABLE shardcast.worker_state (
+    singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    pid              integer,
+    database         name,
+    state            text,
+    started_at       timestamptz,
+    last_sample_at   timestamptz,
+    last_cycle_ms    double precision,
+    shards_tracked   integer NOT NULL DEFAULT 0,
+    samples_written  bigint  NOT NULL DEFAULT 0,
+    resets_detected  bigint  NOT NULL DEFAULT 0,
+    last_error       text,
+    last_error_at    timestamptz
+);
+INSERT INTO shardcast.worker_state DEFAULT VALUES;
+
+-- The relations that are shards right now: ordinary tables and leaf partitions, outside system
+-- schemas, shardcast's own schema, temporary schemas and the schemas listed in
+-- shardcast.excluded_schemas. The one place that decides what a shard is.
+CREATE VIEW shardcast.shard_candidates AS
+SELECT c.oid AS relid,
+       n.nspname AS schema_name,
+       c.relname AS table_name,
+       p.inhparent AS parent_relid
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_inherits p ON c.relispartition AND p.inhrelid = c.oid
+WHERE c.relkind = 'r'
+  AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardcast')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND n.nspname <> ALL (
+        pg_catalog.regexp_split_to_array(
+            pg_catalog.btrim(coalesce(pg_catalog.current_setting('shardcast.excluded_schemas', true), '')),
+            '\s*,\s*'));
+COMMENT ON VIEW shardcast.shard_candidates IS
+    'Relations that are shards now (tables and leaf partitions outside excluded schemas).';

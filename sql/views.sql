@@ -1,0 +1,105 @@
+-- shardcast views: what a DBA looks at. pg_stat_* conventions: snake_case, timestamptz, bytes.
+
+-- Every stored history bucket: 5-minute buckets for recent hours, hourly buckets before that.
+-- shard is NULL for retired shards (their OID may belong to another table now).
+CREATE VIEW shardcast.access_history AS
+SELECT s.shard_id,
+       CASE WHEN s.retired_at IS NULL THEN s.relid::regclass END AS shard,
+       s.schema_name,
+       s.table_name,
+       r.bucket_start,
+       interval '5 minutes' AS bucket_width,
+       r.scans,
+       r.tuples_read,
+       r.tuples_written,
+       r.blocks_hit,
+       r.blocks_read
+FROM shardcast.recent_access r
+JOIN shardcast.shards s USING (shard_id)
+UNION ALL
+SELECT s.shard_id,
+       CASE WHEN s.retired_at IS NULL THEN s.relid::regclass END,
+       s.schema_name,
+       s.table_name,
+       (d.day + make_interval(hours => h.hour - 1)) AT TIME ZONE 'UTC',
+       interval '1 hour',
+       d.scans[h.hour],
+       d.tuples_read[h.hour],
+       d.tuples_written[h.hour],
+       d.blocks_hit[h.hour],
+       d.blocks_read[h.hour]
+FROM shardcast.daily_access d
+JOIN shardcast.shards s USING (shard_id)
+CROSS JOIN LATERAL generate_series(1, 24) AS h(hour)
+WHERE d.scans[h.hour] <> 0 OR d.tuples_read[h.hour] <> 0 OR d.tuples_written[h.hour] <> 0
+   OR d.blocks_hit[h.hour] <> 0 OR d.blocks_read[h.hour] <> 0;
+COMMENT ON VIEW shardcast.access_history IS
+    'Access deltas per shard and bucket (5-minute buckets recently, hourly before).';
+
+-- One row per live shard: what a DBA looks at first.
+CREATE VIEW shardcast.shard_activity AS
+WITH recent AS (
+    SELECT shard_id,
+           sum(scans + tuples_read) FILTER (WHERE bucket_start >= now() - interval '15 minutes') AS reads_15m,
+           sum(tuples_written) FILTER (WHERE bucket_start >= now() - interval '15 minutes') AS writes_15m,
+           sum(scans) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS scans_1h,
+           sum(tuples_read) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS tuples_read_1h,
+           sum(tuples_written) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS tuples_written_1h,
+           sum(scans) AS scans_recent,
+           sum(tuples_read) AS tuples_read_recent,
+           sum(tuples_written) AS tuples_written_recent,
+           max(bucket_start) AS last_bucket
+    FROM shardcast.recent_access
+    WHERE bucket_start >= now() - interval '1 day'
+    GROUP BY shard_id
+), older AS (
+    SELECT d.shard_id,
+           sum(d.scans[h]) AS scans,
+           sum(d.tuples_read[h]) AS tuples_read,
+           sum(d.tuples_written[h]) AS tuples_written
+    FROM shardcast.daily_access d
+    CROSS JOIN LATERAL generate_series(1, 24) AS h
+    WHERE d.day >= (now() AT TIME ZONE 'UTC')::date - 1
+      AND (d.day + make_interval(hours => h - 1)) AT TIME ZONE 'UTC' >= now() - interval '1 day'
+    GROUP BY d.shard_id
+)
+SELECT s.shard_id,
+       s.relid::regclass AS shard,
+       s.schema_name,
+       s.table_name,
+       s.parent_relid::regclass AS parent,
+       s.size_bytes,
+       s.size_updated_at,
+       s.first_seen,
+       r.last_bucket AS last_active_bucket,
+       coalesce(r.reads_15m, 0) / 900.0 AS reads_per_sec,
+       coalesce(r.writes_15m, 0) / 900.0 AS writes_per_sec,
+       coalesce(r.scans_1h, 0) AS scans_last_hour,
+       coalesce(r.tuples_read_1h, 0) AS tuples_read_last_hour,
+       coalesce(r.tuples_written_1h, 0) AS tuples_written_last_hour,
+       coalesce(r.scans_recent, 0) + coalesce(o.scans, 0) AS scans_last_day,
+       coalesce(r.tuples_read_recent, 0) + coalesce(o.tuples_read, 0) AS tuples_read_last_day,
+       coalesce(r.tuples_written_recent, 0) + coalesce(o.tuples_written, 0) AS tuples_written_last_day
+FROM shardcast.shards s
+LEFT JOIN recent r USING (shard_id)
+LEFT JOIN older o USING (shard_id)
+WHERE s.retired_at IS NULL;
+COMMENT ON VIEW shardcast.shard_activity IS
+    'One row per live shard: size, recent rates (last 15 minutes), last hour and last day totals.';
+
+CREATE VIEW shardcast.worker_status AS
+SELECT w.pid,
+       w.database,
+       CASE WHEN a.pid IS NULL THEN 'not running' ELSE w.state END AS state,
+       w.started_at,
+       w.last_sample_at,
+       w.last_cycle_ms,
+       w.shards_tracked,
+       w.samples_written,
+       w.resets_detected,
+       w.last_error,
+       w.last_error_at
+FROM shardcast.worker_state w
+LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid AND a.backend_type = 'shardcast';
+COMMENT ON VIEW shardcast.worker_status IS
+    'The background worker: what it is doing, when it last sampled, its last error.';

@@ -1,0 +1,24 @@
+//! One way to raise errors from SQL functions: an `ErrorReport` with its SQLSTATE and a hint.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+pub type SqlResult<T> = Result<T, ErrorReport>;
+
+#[track_caller]
+pub fn sql_error(
+    code: PgSqlErrorCode,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> ErrorReport {
+    ErrorReport::new(code, message.into(), "shardcast").set_hint(hint)
+}
+
+/// Any SPI failure inside a SQL function is an internal error: the input was already checked.
+pub fn spi_error(err: pgrx::spi::Error) -> ErrorReport {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("shardcast: catalog access failed: {err}"),
+        "shardcast",
+    )
+}

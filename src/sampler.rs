@@ -1,0 +1,153 @@
+//! The sampling stage: read every shard's cumulative counters, turn them into deltas against the
+//! previous reading (core::access::sample), and add the deltas to the history buckets.
+
+use std::collections::{HashMap, HashSet};
+
+use pgrx::prelude::*;
+use shardcast_core::access::{self, Counters, Sample, FINE_BUCKET_SECS};
+
+use crate::history;
+use crate::registry;
+
+/// Sizes are refreshed with `pg_total_relation_size`, which stats every file of a relation:
+/// only for shards that are new, were written to, or have not been measured for a while, and at
+/// most this many per cycle.
+const SIZE_REFRESH_BATCH: i64 = 1000;
+
+/// What one sample did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SampleReport {
+    pub shards: usize,
+    pub buckets_written: usize,
+    pub resets: usize,
+    pub registered: i64,
+    pub retired: i64,
+    pub compacted: i64,
+}
+
+/// The sampler's memory between cycles: the previous counters of every shard. It is not
+/// persisted: after a restart the first reading is a baseline.
+#[derive(Default)]
+pub struct Sampler {
+    previous: HashMap<i32, Counters>,
+    written_since_sized: HashSet<i32>,
+}
+
+impl Sampler {
+    /// Forgets every previous reading, so that the next sample is a baseline. Used when the
+    /// extension was re-created: shard ids then start over and mean other relations.
+    pub fn forget(&mut self) {
+        self.previous.clear();
+        self.written_since_sized.clear();
+    }
+
+    /// Takes one sample. Must run in its own transaction: cumulative statistics are read
+    /// through a snapshot taken once per transaction.
+    pub fn sample(
+        &mut self,
+        retention: std::time::Duration,
+    ) -> Result<SampleReport, pgrx::spi::Error> {
+        let (registered, retired) = registry::sync()?;
+        let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+        let bucket = access::bucket_start(now, FINE_BUCKET_SECS);
+        let current = read_counters()?;
+
+        let mut report = SampleReport {
+            registered,
+            retired,
+            shards: current.len(),
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        for (shard_id, counters) in &current {
+            match access::sample(self.previous.get(shard_id), counters) {
+                Sample::Baseline => {}
+                Sample::Reset => report.resets += 1,
+                Sample::Delta(delta) if delta.is_zero() => {}
+                Sample::Delta(delta) => {
+                    if delta.tuples_written > 0.0 {
+                        self.written_since_sized.insert(*shard_id);
+                    }
+                    rows.push((*shard_id, bucket, delta));
+                }
+            }
+        }
+        // Retired shards drop out of memory with this replacement.
+        self.previous = current.into_iter().collect();
+        rows.sort_by_key(|(shard_id, _, _)| *shard_id);
+        report.buckets_written = history::add_to_buckets(&rows)?;
+        report.compacted = history::compact_and_purge(retention)?;
+        Ok(report)
+    }
+
+    /// Refreshes the size of shards that are new, were written to since they were last
+    /// measured (at most once a minute), or were not measured for an hour. Runs in its own
+    /// transaction with a short lock timeout, so that a table locked by DDL delays only its
+    /// own size, never a sample.
+    pub fn refresh_sizes(&mut self) -> Result<usize, pgrx::spi::Error> {
+        let written: Vec<i32> = self.written_since_sized.iter().copied().collect();
+        Spi::run("SET LOCAL lock_timeout = '500ms'")?;
+        let refreshed: Vec<i32> = Spi::connect_mut(|client| {
+            client
+                .update(
+                    "UPDATE shardcast.shards s
+                     SET size_bytes = pg_catalog.pg_total_relation_size(s.relid),
+                         size_updated_at = now()
+                     WHERE s.shard_id IN (
+                         SELECT shard_id FROM shardcast.shards
+                         WHERE retired_at IS NULL
+                           AND (size_updated_at IS NULL
+                                OR size_updated_at < now() - interval '1 hour'
+                                OR (shard_id = ANY($1) AND size_updated_at < now() - interval '1 minute'))
+                         ORDER BY size_updated_at NULLS FIRST
+                         LIMIT $2)
+                     RETURNING s.shard_id",
+                    None,
+                    &[written.into(), SIZE_REFRESH_BATCH.into()],
+                )?
+                .map(|row| row.get::<i32>(1).map(|id| id.unwrap_or_default()))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        for shard_id in &refreshed {
+            self.written_since_sized.remove(shard_id);
+        }
+        Ok(refreshed.len())
+    }
+}
+
+/// Every live shard's cumulative counters, from the statistics views.
+fn read_counters() -> Result<Vec<(i32, Counters)>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.shard_id,
+                        coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0),
+                        coalesce(t.seq_tup_read, 0) + coalesce(t.idx_tup_fetch, 0),
+                        t.n_tup_ins + t.n_tup_upd + t.n_tup_del,
+                        coalesce(io.heap_blks_hit, 0) + coalesce(io.idx_blks_hit, 0)
+                          + coalesce(io.toast_blks_hit, 0) + coalesce(io.tidx_blks_hit, 0),
+                        coalesce(io.heap_blks_read, 0) + coalesce(io.idx_blks_read, 0)
+                          + coalesce(io.toast_blks_read, 0) + coalesce(io.tidx_blks_read, 0)
+                 FROM shardcast.shards s
+                 JOIN pg_catalog.pg_stat_user_tables t ON t.relid = s.relid
+                 JOIN pg_catalog.pg_statio_user_tables io ON io.relid = s.relid
+                 WHERE s.retired_at IS NULL",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                let count = |i| row.get::<i64>(i).map(|v| v.unwrap_or(0));
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    Counters {
+                        scans: count(2)?,
+                        tuples_read: count(3)?,
+                        tuples_written: count(4)?,
+                        blocks_hit: count(5)?,
+                        blocks_read: count(6)?,
+                    },
+                ))
+            })
+            .collect()
+    })
+}
