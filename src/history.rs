@@ -153,7 +153,7 @@ fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
 
 /// Records externally observed accesses of one shard (from query logs, say). The timestamp may
 /// be in the past, for history import.
-#[pg_extern(schema = "shardcast", name = "record_access")]
+#[pg_extern(name = "record_access")]
 fn record_access(
     shard: Option<PgRelation>,
     sampled_at: Option<TimestampWithTimeZone>,
@@ -180,7 +180,6 @@ fn record_access(
 /// Bulk form of `record_access`: element i of each array is one sample. Validates everything
 /// before writing anything; returns the number of samples recorded.
 #[pg_extern(
-    schema = "shardcast",
     name = "record_access",
     sql = "
 CREATE FUNCTION shardcast.record_access(
@@ -235,7 +234,7 @@ fn record_access_bulk(
 }
 
 /// Internal: spreads per-hour sums over a day row's 24 slots.
-#[pg_extern(schema = "shardcast", name = "_hour_slots", immutable, parallel_safe)]
+#[pg_extern(name = "_hour_slots", immutable, parallel_safe)]
 fn hour_slots(hours: Vec<Option<i32>>, values: Vec<Option<f64>>) -> Vec<f32> {
     let (hours, values): (Vec<i32>, Vec<f64>) = hours
         .into_iter()
@@ -246,7 +245,7 @@ fn hour_slots(hours: Vec<Option<i32>>, values: Vec<Option<f64>>) -> Vec<f32> {
 }
 
 /// Internal: adds two day rows slot by slot.
-#[pg_extern(schema = "shardcast", name = "_add_slots", immutable, parallel_safe)]
+#[pg_extern(name = "_add_slots", immutable, parallel_safe)]
 fn add_slots(a: Vec<Option<f32>>, b: Vec<Option<f32>>) -> Vec<f32> {
     let dense = |v: Vec<Option<f32>>| v.into_iter().map(|x| x.unwrap_or(0.0)).collect::<Vec<_>>();
     access::add_slots(&dense(a), &dense(b))

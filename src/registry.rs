@@ -52,10 +52,10 @@ pub fn sync() -> Result<(i64, i64), pgrx::spi::Error> {
 pub fn shard_id_for(relid: pg_sys::Oid) -> SqlResult<i32> {
     let lookup = || {
         Spi::get_one_with_args::<i32>(
-            "SELECT s.shard_id FROM shardcast.shards s
-             JOIN shardcast.shard_candidates c ON c.relid = s.relid
-                  AND c.schema_name = s.schema_name AND c.table_name = s.table_name
-             WHERE s.relid = $1 AND s.retired_at IS NULL",
+            "SELECT (SELECT s.shard_id FROM shardcast.shards s
+                     JOIN shardcast.shard_candidates c ON c.relid = s.relid
+                          AND c.schema_name = s.schema_name AND c.table_name = s.table_name
+                     WHERE s.relid = $1 AND s.retired_at IS NULL)",
             &[relid.into()],
         )
         .map_err(spi_error)
@@ -73,7 +73,8 @@ pub fn shard_id_for(relid: pg_sys::Oid) -> SqlResult<i32> {
 /// Explains why a relation is not a shard.
 fn not_a_shard(relid: pg_sys::Oid) -> SqlResult<pgrx::pg_sys::panic::ErrorReport> {
     let (name, kind) = Spi::get_two_with_args::<String, String>(
-        "SELECT c.oid::regclass::text, c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        "SELECT c.oid::regclass::text, c.relkind::text
+         FROM (SELECT $1::oid AS relid) r LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid",
         &[relid.into()],
     )
     .map_err(spi_error)?;

@@ -111,7 +111,7 @@ impl Worker {
 
     fn sample_stage(&mut self, started: Instant) -> Result<Outcome, pgrx::spi::Error> {
         let extension = Spi::get_one::<pg_sys::Oid>(
-            "SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'shardcast'",
+            "SELECT (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'shardcast')",
         )?;
         let Some(extension) = extension else {
             self.extension = None;
