@@ -1,0 +1,227 @@
+"""End to end: the background worker samples a real cluster that real clients use."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from cluster import wait_for
+from conftest import DB
+
+
+def one(conn, sql, *args):
+    row = conn.execute(sql, args).fetchone()
+    return None if row is None else row[0]
+
+
+def live_shard(conn, table):
+    return one(conn, "SELECT shard_id FROM shardcast.shards WHERE relid = to_regclass(%s) AND retired_at IS NULL", table)
+
+
+def recorded(conn, table, column="scans"):
+    return one(conn, f"SELECT coalesce(sum({column}), 0) FROM shardcast.access_history WHERE shard = to_regclass(%s)", table)
+
+
+def test_waiting_for_the_extension_was_logged_once(cluster):
+    assert cluster.log_text().count("waiting for CREATE EXTENSION") == 1
+
+
+def test_worker_is_visible_in_pg_stat_activity(db):
+    row = wait_for("the worker in pg_stat_activity", lambda: db.execute(
+        "SELECT backend_type, datname FROM pg_stat_activity WHERE backend_type = 'shardcast'").fetchone())
+    assert row == ("shardcast", DB)
+
+
+def test_client_accesses_appear_in_history(db):
+    db.execute("CREATE TABLE public.hot (id int PRIMARY KEY, v text)")
+    db.execute("INSERT INTO public.hot SELECT i, 'x' FROM generate_series(1, 1000) i")
+    wait_for("the new table to be registered", lambda: live_shard(db, "public.hot"))
+    time.sleep(1.5)  # let the worker take its baseline of the new table
+    with psycopg.connect(db.info.dsn, autocommit=True) as client:
+        for i in range(200):
+            client.execute("SELECT v FROM public.hot WHERE id = %s", (i + 1,)).fetchone()
+        for _ in range(5):
+            client.execute("SELECT count(*) FROM public.hot").fetchone()
+    scans = wait_for("the scans to reach history", lambda: (s := recorded(db, "public.hot")) >= 205 and s, timeout=15)
+    assert scans <= 210, f"{scans} scans recorded for 205 made"
+    assert recorded(db, "public.hot", "tuples_read") >= 200 + 5 * 1000
+    assert recorded(db, "public.hot", "tuples_written") <= 1000  # the baseline absorbed the load
+
+
+def test_size_is_kept_current(db):
+    db.execute("CREATE TABLE public.grows (id int, pad text)")
+    wait_for("a first size", lambda: one(db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.grows'::regclass") is not None)
+    db.execute("INSERT INTO public.grows SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
+    actual = one(db, "SELECT pg_total_relation_size('public.grows')")
+    wait_for("the size to follow the writes", lambda: one(
+        db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.grows'::regclass") == actual, timeout=90)
+
+
+def test_stats_reset_gives_no_negative_and_no_spike(db):
+    db.execute("CREATE TABLE public.steady (id int PRIMARY KEY)")
+    db.execute("INSERT INTO public.steady SELECT generate_series(1, 100)")
+    wait_for("registration", lambda: live_shard(db, "public.steady"))
+    time.sleep(1.5)
+    resets_before = one(db, "SELECT resets_detected FROM shardcast.worker_status")
+    made = 0
+    stop = threading.Event()
+
+    def load():
+        nonlocal made
+        with psycopg.connect(db.info.dsn, autocommit=True) as client:
+            while not stop.is_set():
+                client.execute("SELECT * FROM public.steady WHERE id = 7").fetchone()
+                made += 1
+                time.sleep(0.01)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(3)
+        db.execute("SELECT pg_stat_reset()")
+        time.sleep(4)
+    finally:
+        stop.set()
+        worker.join()
+    time.sleep(2.5)
+    assert one(db, "SELECT count(*) FROM shardcast.recent_access WHERE least(scans, tuples_read, tuples_written, blocks_hit, blocks_read) < 0") == 0
+    scans = recorded(db, "public.steady")
+    assert 0 < scans <= made, f"{scans} scans recorded for {made} made"
+    assert scans >= made * 0.5, f"only {scans} of {made} scans recorded"
+    assert one(db, "SELECT resets_detected FROM shardcast.worker_status") > resets_before
+
+
+def test_drop_and_recreate_gives_a_new_shard_and_a_retired_one(db):
+    db.execute("CREATE TABLE public.phoenix (id int)")
+    first = wait_for("registration", lambda: live_shard(db, "public.phoenix"))
+    db.execute("DROP TABLE public.phoenix")
+    db.execute("CREATE TABLE public.phoenix (id int)")
+    second = wait_for("the successor", lambda: (s := live_shard(db, "public.phoenix")) != first and s)
+    assert one(db, "SELECT retired_at IS NOT NULL FROM shardcast.shards WHERE shard_id = %s", first)
+    assert second != first
+
+
+def test_partitions_are_leaf_shards(db):
+    db.execute("""
+        CREATE TABLE public.events (at date, v int) PARTITION BY RANGE (at);
+        CREATE TABLE public.events_2026 PARTITION OF public.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        CREATE TABLE public.events_2027 PARTITION OF public.events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')
+            PARTITION BY RANGE (at);
+        CREATE TABLE public.events_2027_h1 PARTITION OF public.events_2027 FOR VALUES FROM ('2027-01-01') TO ('2027-07-01');
+    """)
+    wait_for("the leaves", lambda: live_shard(db, "public.events_2027_h1") and live_shard(db, "public.events_2026"))
+    assert live_shard(db, "public.events") is None
+    assert live_shard(db, "public.events_2027") is None
+    assert one(db, "SELECT parent::text FROM shardcast.shard_activity WHERE shard = 'public.events_2027_h1'::regclass") == "events_2027"
+
+
+def test_retention_purges_old_history(db):
+    db.execute("CREATE TABLE public.ancient (id int)")
+    db.execute("SELECT shardcast.record_access('public.ancient', now() - interval '40 days', 5)")
+    db.execute("SELECT shardcast.record_access('public.ancient', now() - interval '20 days', 3)")
+    wait_for("the purge", lambda: recorded(db, "public.ancient", "tuples_read") == 3, timeout=10)
+    assert one(db, "SELECT min(bucket_start) > now() - interval '28 days' FROM shardcast.access_history WHERE shard = 'public.ancient'::regclass")
+
+
+def test_bulk_import_of_a_million_samples(db):
+    db.execute("CREATE TABLE public.imported (id int)")
+    started = time.monotonic()
+    count = one(db, """
+        SELECT shardcast.record_access(array_agg('public.imported'::regclass),
+                                       array_agg(now() - i * interval '2 seconds'),
+                                       array_agg(1.0::float8), NULL)
+        FROM generate_series(1, 1000000) i""")
+    elapsed = time.monotonic() - started
+    assert count == 1000000
+    print(f"imported 1,000,000 samples in {elapsed:.2f} s")
+    assert elapsed < 60
+    assert recorded(db, "public.imported", "tuples_read") == 1000000
+    wait_for("the import to be compacted", lambda: one(db, """
+        SELECT count(*) = 0 FROM shardcast.recent_access JOIN shardcast.shards USING (shard_id)
+        WHERE table_name = 'imported' AND bucket_start < now() - interval '7 hours'"""), timeout=10)
+    assert recorded(db, "public.imported", "tuples_read") == 1000000
+
+
+def test_worker_status_moves(db):
+    first = db.execute("SELECT last_sample_at, samples_written FROM shardcast.worker_status").fetchone()
+    later = wait_for("a new sample", lambda: (r := db.execute(
+        "SELECT last_sample_at, samples_written, state, pid, shards_tracked, last_cycle_ms FROM shardcast.worker_status").fetchone())[0] > first[0] and r)
+    assert later[2] == "running"
+    assert later[3] == one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'")
+    assert later[4] >= 5
+    assert later[5] > 0
+
+
+def test_an_error_in_a_cycle_is_recorded_and_the_next_cycle_runs(db):
+    db.execute("CREATE TABLE public.flaky (id int)")
+    wait_for("registration", lambda: live_shard(db, "public.flaky"))
+    db.execute("ALTER TABLE shardcast.recent_access ADD CONSTRAINT sabotage CHECK (scans < 0) NOT VALID")
+    try:
+        db.execute("SELECT count(*) FROM public.flaky")
+        wait_for("the error to show", lambda: one(db, "SELECT last_error FROM shardcast.worker_status"), timeout=10)
+        assert "sabotage" in one(db, "SELECT last_error FROM shardcast.worker_status")
+    finally:
+        db.execute("ALTER TABLE shardcast.recent_access DROP CONSTRAINT sabotage")
+    pid = one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'")
+    after_error = one(db, "SELECT last_error_at FROM shardcast.worker_status")
+    wait_for("a good cycle after the error", lambda: one(
+        db, "SELECT last_sample_at > %s AND state = 'running' FROM shardcast.worker_status", after_error), timeout=10)
+    assert one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'") == pid
+
+
+def test_enabled_off_pauses_without_restart(db):
+    pid = one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'")
+    db.execute("ALTER SYSTEM SET shardcast.enabled = off")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        wait_for("the pause", lambda: one(db, "SELECT state FROM shardcast.worker_status").startswith("paused"))
+        paused_at = one(db, "SELECT last_sample_at FROM shardcast.worker_status")
+        time.sleep(2.5)
+        assert one(db, "SELECT last_sample_at FROM shardcast.worker_status") == paused_at
+    finally:
+        db.execute("ALTER SYSTEM RESET shardcast.enabled")
+        db.execute("SELECT pg_reload_conf()")
+    wait_for("sampling again", lambda: one(db, "SELECT state FROM shardcast.worker_status") == "running")
+    assert one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'") == pid
+
+
+@pytest.mark.parametrize("setting, value, sqlstate", [
+    ("shardcast.sample_interval", "0", "22023"),
+    ("shardcast.sample_interval", "2 days", "22023"),
+    ("shardcast.sample_interval", "often", "22023"),
+    ("shardcast.history_retention", "10min", "22023"),
+    ("shardcast.enabled", "maybe", "22023"),
+    ("shardcast.sampel_interval", "1s", "42704"),
+])
+def test_invalid_settings_are_refused(db, setting, value, sqlstate):
+    with pytest.raises(psycopg.Error) as refused:
+        db.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
+    assert refused.value.sqlstate == sqlstate
+
+
+def test_worker_survives_drop_and_create_extension(cluster, db):
+    pid = one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'")
+    db.execute("DROP EXTENSION shardcast")
+    time.sleep(2.5)
+    assert one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'") == pid
+    db.execute("CREATE EXTENSION shardcast")
+    wait_for("sampling in the new extension", lambda: one(db, "SELECT last_sample_at FROM shardcast.worker_status"))
+    assert one(db, "SELECT pid FROM shardcast.worker_status") == pid
+    wait_for("shards registered again", lambda: live_shard(db, "public.hot"))
+    time.sleep(1.5)
+    with psycopg.connect(db.info.dsn, autocommit=True) as client:
+        for _ in range(10):
+            client.execute("SELECT count(*) FROM public.hot").fetchone()
+    wait_for("accesses recorded again", lambda: recorded(db, "public.hot") >= 10, timeout=10)
+    assert recorded(db, "public.hot") <= 12
+
+
+def test_clean_exit_on_shutdown(cluster):
+    """Runs last (file order): stop the server and read what the worker said."""
+    cluster.stop()
+    log = cluster.log_text()
+    assert "shardcast worker exiting" in log
+    assert "terminated by signal" not in log
+    assert "PANIC" not in log
+    assert "panicked" not in log
