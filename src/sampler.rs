@@ -81,11 +81,15 @@ impl Sampler {
     }
 
     /// Refreshes the size of shards that are new, were written to since they were last
-    /// measured (at most once a minute), or were not measured for an hour. Runs in its own
-    /// transaction with a short lock timeout, so that a table locked by DDL delays only its
+    /// measured (at most once per `written_gap`), or were not measured for an hour. Runs in its
+    /// own transaction with a short lock timeout, so that a table locked by DDL delays only its
     /// own size, never a sample.
-    pub fn refresh_sizes(&mut self) -> Result<usize, pgrx::spi::Error> {
+    pub fn refresh_sizes(
+        &mut self,
+        written_gap: std::time::Duration,
+    ) -> Result<usize, pgrx::spi::Error> {
         let written: Vec<i32> = self.written_since_sized.iter().copied().collect();
+        let written_gap = pgrx::datum::Interval::from_micros(written_gap.as_micros() as i64);
         Spi::run("SET LOCAL lock_timeout = '500ms'")?;
         let refreshed: Vec<i32> = Spi::connect_mut(|client| {
             client
@@ -98,12 +102,16 @@ impl Sampler {
                          WHERE retired_at IS NULL
                            AND (size_updated_at IS NULL
                                 OR size_updated_at < now() - interval '1 hour'
-                                OR (shard_id = ANY($1) AND size_updated_at < now() - interval '1 minute'))
+                                OR (shard_id = ANY($1) AND size_updated_at < now() - $3::interval))
                          ORDER BY size_updated_at NULLS FIRST
                          LIMIT $2)
                      RETURNING s.shard_id",
                     None,
-                    &[written.into(), SIZE_REFRESH_BATCH.into()],
+                    &[
+                        written.into(),
+                        SIZE_REFRESH_BATCH.into(),
+                        written_gap.into(),
+                    ],
                 )?
                 .map(|row| row.get::<i32>(1).map(|id| id.unwrap_or_default()))
                 .collect::<Result<Vec<_>, _>>()

@@ -17,6 +17,9 @@ use crate::sampler::{SampleReport, Sampler};
 /// Shown as `backend_type` in `pg_stat_activity`.
 const WORKER_TYPE: &str = "shardcast";
 
+/// A written shard's size is measured again after this many sample intervals.
+const SIZE_REFRESH_INTERVALS: u32 = 5;
+
 /// Registers the worker; called from `_PG_init` while preloading.
 pub fn register() {
     BackgroundWorkerBuilder::new("shardcast sampler")
@@ -90,9 +93,10 @@ impl Worker {
                     report.buckets_written, report.compacted
                 );
                 // Sizes are secondary: a failure here is retried next cycle, not an error.
-                if let Err(message) =
-                    in_transaction(AssertUnwindSafe(|| self.sampler.refresh_sizes()))
-                {
+                if let Err(message) = in_transaction(AssertUnwindSafe(|| {
+                    self.sampler
+                        .refresh_sizes(gucs::sample_interval() * SIZE_REFRESH_INTERVALS)
+                })) {
                     debug1!("shardcast worker: size refresh skipped: {message}");
                 }
             }

@@ -1,0 +1,42 @@
+# shardcast: the README's two commands are `make demo` and `make test`.
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGRX_TEST_DATA ?= /tmp/shardcast-pgrx-test
+RUN_AS ?= postgres
+
+.PHONY: deps demo test test-core test-pgrx test-e2e install install-release bench lint
+
+deps:
+	./scripts/install-deps.sh
+
+# Builds and installs the extension into the system PostgreSQL 15 (debug build: quick to build).
+install: deps
+	cargo pgrx install --pg-config $(PG_CONFIG)
+
+install-release: deps
+	cargo pgrx install --release --pg-config $(PG_CONFIG)
+
+demo: install-release
+	python3 demo/demo.py
+
+test: deps test-core test-pgrx test-e2e
+
+# The pure-Rust core: unit and property tests, no database.
+test-core:
+	cargo test -p shardcast-core
+
+# #[pg_test]s inside a PostgreSQL started by pgrx, with the worker preloaded.
+test-pgrx: deps
+	mkdir -p $(PGRX_TEST_DATA) && chown $(RUN_AS) $(PGRX_TEST_DATA)
+	cargo pgrx test pg15 --runas $(RUN_AS) --pgdata $(PGRX_TEST_DATA)/data
+
+# End to end: real clusters, real clients, the real worker. `cargo pgrx test` installs its
+# test build, so install the plain build again first.
+test-e2e: install
+	python3 -m pytest pg_test -q
+
+bench: install-release
+	python3 bench/sampler_bench.py
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
