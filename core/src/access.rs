@@ -369,3 +369,62 @@ mod tests {
         assert_eq!(add_slots(&a, &a)[5], 2.0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn counters() -> impl Strategy<Value = Counters> {
+        (
+            0..i64::MAX / 4,
+            0..i64::MAX / 4,
+            0..i64::MAX / 4,
+            0..i64::MAX / 4,
+            0..i64::MAX / 4,
+        )
+            .prop_map(
+                |(scans, tuples_read, tuples_written, blocks_hit, blocks_read)| Counters {
+                    scans,
+                    tuples_read,
+                    tuples_written,
+                    blocks_hit,
+                    blocks_read,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn a_delta_is_never_negative_and_never_exceeds_the_growth(a in counters(), b in counters()) {
+            match sample(Some(&a), &b) {
+                Sample::Delta(d) => {
+                    for v in [d.scans, d.tuples_read, d.tuples_written, d.blocks_hit, d.blocks_read] {
+                        prop_assert!(v >= 0.0 && v.is_finite());
+                    }
+                    prop_assert_eq!(d.scans, (b.scans - a.scans) as f64);
+                }
+                Sample::Reset => prop_assert!(a.fields().iter().zip(b.fields()).any(|(x, y)| y < *x)),
+                Sample::Baseline => prop_assert!(false, "a previous reading was given"),
+            }
+        }
+
+        #[test]
+        fn consecutive_deltas_add_up_to_the_total_growth(start in counters(), steps in proptest::collection::vec(0..1_000_000i64, 1..20)) {
+            let mut previous = start;
+            let mut total = 0.0;
+            for step in steps.iter() {
+                let next = Counters { tuples_read: previous.tuples_read + step, ..previous };
+                if let Sample::Delta(d) = sample(Some(&previous), &next) { total += d.tuples_read; }
+                previous = next;
+            }
+            prop_assert_eq!(total, steps.iter().sum::<i64>() as f64);
+        }
+
+        #[test]
+        fn every_instant_falls_in_its_bucket(micros in -1_000_000_000_000_000i64..1_000_000_000_000_000) {
+            let start = bucket_start(micros, FINE_BUCKET_SECS);
+            prop_assert!(start <= micros && micros < start + FINE_BUCKET_SECS * 1_000_000);
+        }
+    }
+}
