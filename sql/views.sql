@@ -103,3 +103,12 @@ FROM shardcast.worker_state w
 LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid AND a.backend_type = 'shardcast';
 COMMENT ON VIEW shardcast.worker_status IS
     'The background worker: what it is doing, when it last sampled, its last error.';
+
+-- Anyone may look, as with pg_stat_* views; writing history is for roles granted it
+-- (GRANT EXECUTE ON FUNCTION shardcast.record_access(...) TO importer).
+GRANT USAGE ON SCHEMA shardcast TO PUBLIC;
+GRANT SELECT ON shardcast.access_history, shardcast.shard_activity, shardcast.worker_status TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) FROM PUBLIC;
+COMMENT ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) IS
+    'Adds externally observed reads and writes of a shard at a time (which may be in the past) to its history.';

@@ -268,3 +268,18 @@ fn settings_have_units_and_bounds() {
             .unwrap();
     assert_eq!(retention.as_deref(), Some("40320min"));
 }
+
+#[pg_test]
+fn views_are_public_and_recording_is_not() {
+    let privileges = Spi::get_one::<String>(
+        "SELECT concat_ws(',',
+             has_table_privilege('public', 'shardcast.shard_activity', 'SELECT'),
+             has_table_privilege('public', 'shardcast.access_history', 'SELECT'),
+             has_table_privilege('public', 'shardcast.worker_status', 'SELECT'),
+             has_table_privilege('public', 'shardcast.recent_access', 'INSERT'),
+             has_function_privilege('public', 'shardcast.record_access(regclass, timestamptz, float8, float8)', 'EXECUTE'),
+             has_function_privilege('public', 'shardcast.record_access(regclass[], timestamptz[], float8[], float8[])', 'EXECUTE'))",
+    )
+    .unwrap();
+    assert_eq!(privileges.as_deref(), Some("t,t,t,f,f,f"));
+}
