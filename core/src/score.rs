@@ -85,11 +85,7 @@ pub fn inherit(
     // source, so once a shard is taken from the heap its score is final.
     let mut heap: BinaryHeap<Candidate> = base
         .iter()
-        .map(|(&shard, &score)| Candidate {
-            score,
-            shard,
-            source: shard,
-        })
+        .map(|(&shard, &score)| Candidate { score, shard })
         .collect();
     let mut settled = std::collections::HashSet::new();
     while let Some(Candidate { score, shard }) = heap.pop() {
@@ -112,7 +108,6 @@ pub fn inherit(
                 heap.push(Candidate {
                     score: offered,
                     shard: to,
-                    source: shard,
                 });
             }
         }
