@@ -91,3 +91,28 @@ WHERE c.relkind = 'r'
             '\s*,\s*'));
 COMMENT ON VIEW shardcast.shard_candidates IS
     'Relations that are shards now (tables and leaf partitions outside excluded schemas).';
+
+-- Application metadata: how much a class of shards matters. Editable; the defaults come with the
+-- extension and user rows are kept by pg_dump.
+CREATE TABLE shardcast.shard_classes (
+    class       text PRIMARY KEY CHECK (class ~ '^[a-z][a-z0-9_]*$'),
+    weight      double precision NOT NULL CHECK (weight >= 0 AND weight < 'infinity'),
+    description text,
+    builtin     boolean NOT NULL DEFAULT false
+);
+INSERT INTO shardcast.shard_classes (class, weight, description, builtin) VALUES
+    ('critical', 10, 'read by user-facing paths; replicate first', true),
+    ('normal', 1, 'the default class', true),
+    ('log', 0.1, 'append-mostly history, rarely read', true);
+SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_classes', 'WHERE NOT builtin');
+
+-- A table's class, by qualified name so that it survives drop and re-create and dump and restore.
+-- A partition without a class of its own takes its parent's.
+CREATE TABLE shardcast.shard_class_assignments (
+    schema_name name NOT NULL,
+    table_name  name NOT NULL,
+    class       text NOT NULL REFERENCES shardcast.shard_classes ON UPDATE CASCADE,
+    assigned_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, table_name)
+);
+SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_class_assignments', '');

@@ -104,10 +104,43 @@ LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid AND a.backend_type = 's
 COMMENT ON VIEW shardcast.worker_status IS
     'The background worker: what it is doing, when it last sampled, its last error.';
 
+-- Each live shard's class and weight: its own class, else the nearest partitioned ancestor's,
+-- else 'normal'. class_source says which table the class was set on.
+CREATE VIEW shardcast.effective_classes AS
+WITH RECURSIVE ancestry AS (
+    SELECT s.shard_id, s.relid AS rel, 0 AS depth
+    FROM shardcast.shards s WHERE s.retired_at IS NULL
+    UNION ALL
+    SELECT a.shard_id, i.inhparent, a.depth + 1
+    FROM ancestry a JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.rel
+)
+SELECT s.shard_id,
+       s.relid::regclass AS shard,
+       coalesce(own.class, 'normal') AS class,
+       coalesce(k.weight, 1) AS weight,
+       own.source AS class_source
+FROM shardcast.shards s
+LEFT JOIN LATERAL (
+    SELECT ca.class, a.rel::regclass AS source
+    FROM ancestry a
+    JOIN pg_catalog.pg_class c ON c.oid = a.rel
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN shardcast.shard_class_assignments ca ON ca.schema_name = n.nspname AND ca.table_name = c.relname
+    WHERE a.shard_id = s.shard_id
+    ORDER BY a.depth
+    LIMIT 1
+) own ON true
+LEFT JOIN shardcast.shard_classes k ON k.class = coalesce(own.class, 'normal')
+WHERE s.retired_at IS NULL;
+COMMENT ON VIEW shardcast.effective_classes IS
+    'Each live shard''s class and weight, inherited from its partitioned parent unless set.';
+
 -- Anyone may look, as with pg_stat_* views; writing history is for roles granted it
 -- (GRANT EXECUTE ON FUNCTION shardcast.record_access(...) TO importer).
 GRANT USAGE ON SCHEMA shardcast TO PUBLIC;
-GRANT SELECT ON shardcast.access_history, shardcast.shard_activity, shardcast.worker_status TO PUBLIC;
+GRANT SELECT ON shardcast.access_history, shardcast.shard_activity, shardcast.worker_status,
+    shardcast.effective_classes, shardcast.shard_classes TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION shardcast.set_shard_class(regclass, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) FROM PUBLIC;
 COMMENT ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) IS

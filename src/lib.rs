@@ -9,6 +9,7 @@
 
 use pgrx::prelude::*;
 
+mod classes;
 mod error;
 mod gucs;
 mod history;

@@ -1,0 +1,58 @@
+//! Application metadata: the class of a shard (critical, normal, log, ...) and its weight.
+
+use pgrx::prelude::*;
+use pgrx::{PgRelation, PgSqlErrorCode};
+
+use crate::error::{spi_error, sql_error, SqlResult};
+
+/// Sets the class of a table, a leaf partition, or a partitioned table (whose partitions then
+/// take it unless they have a class of their own).
+#[pg_extern]
+fn set_shard_class(shard: Option<PgRelation>, class: Option<&str>) -> SqlResult<()> {
+    let null = |what: &str| {
+        sql_error(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{what} must not be NULL"),
+            "Pass a table and the name of a class in shardcast.shard_classes.",
+        )
+    };
+    let shard = shard.ok_or_else(|| null("shard"))?;
+    let class = class.ok_or_else(|| null("class"))?;
+    let (relkind, persistence) = Spi::get_two_with_args::<String, String>(
+        "SELECT relkind::text, relpersistence::text FROM pg_catalog.pg_class WHERE oid = $1",
+        &[shard.oid().into()],
+    )
+    .map_err(spi_error)?;
+    if !matches!(relkind.as_deref(), Some("r") | Some("p")) || persistence.as_deref() == Some("t") {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{}\" is not a table", shard.name()),
+            "Classes apply to tables, leaf partitions and partitioned tables (not views, sequences or temporary tables).",
+        ));
+    }
+    let known = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM shardcast.shard_classes WHERE class = $1)",
+        &[class.into()],
+    )
+    .map_err(spi_error)?;
+    if known != Some(true) {
+        let classes = Spi::get_one::<String>(
+            "SELECT string_agg(class, ', ' ORDER BY weight DESC) FROM shardcast.shard_classes",
+        )
+        .map_err(spi_error)?
+        .unwrap_or_default();
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("unknown shard class \"{class}\""),
+            format!("Known classes: {classes}. Add one with INSERT INTO shardcast.shard_classes (class, weight)."),
+        ));
+    }
+    Spi::run_with_args(
+        "INSERT INTO shardcast.shard_class_assignments (schema_name, table_name, class)
+         SELECT n.nspname, c.relname, $2 FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1
+         ON CONFLICT (schema_name, table_name) DO UPDATE SET class = excluded.class, assigned_at = now()",
+        &[shard.oid().into(), class.into()],
+    )
+    .map_err(spi_error)
+}
