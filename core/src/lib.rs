@@ -1,2 +1,3 @@
 pub mod access;
+pub mod forecast;
 pub mod score;
