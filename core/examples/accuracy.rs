@@ -57,7 +57,12 @@ fn hourly(path: &str) -> Vec<f64> {
 
 fn main() {
     let paths: Vec<String> = std::env::args().skip(1).collect();
-    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let defaults = Settings::default();
     let settings = Settings {
         origins: env("BACKTEST_ORIGINS", defaults.origins),

@@ -1,3 +1,4 @@
 pub mod access;
 pub mod forecast;
 pub mod score;
+pub mod sparkline;

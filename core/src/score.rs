@@ -173,8 +173,13 @@ pub fn tiers(scores: &[f64], tiers: usize) -> Vec<u8> {
         .collect();
     let mut sorted = values.clone();
     sorted.sort_by(f64::total_cmp);
-    let mut centroids: Vec<f64> = (0..k)
-        .map(|i| sorted[((2 * i + 1) * n) / (2 * k)])
+    // Seeds at quantiles of the distinct values, so that a crowd of equal scores does not
+    // swallow the seeds of the other tiers.
+    let mut distinct = sorted.clone();
+    distinct.dedup();
+    let m = distinct.len();
+    let mut centroids: Vec<f64> = (0..k.min(m))
+        .map(|i| distinct[((2 * i + 1) * m) / (2 * k.min(m))])
         .collect();
     centroids.dedup();
     let mut boundaries = Vec::new();
@@ -340,5 +345,143 @@ mod tests {
                 prop_assert_eq!(l.source.is_some(), l.lift > 0.0);
             }
         }
+    }
+}
+
+/// One shard going into scoring.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreInput {
+    pub shard_id: i32,
+    pub predicted_load: f64,
+    pub class_weight: f64,
+    /// The score published last time, for hysteresis.
+    pub published: Option<f64>,
+}
+
+/// One shard's published score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRow {
+    pub shard_id: i32,
+    pub base_score: f64,
+    pub lift: f64,
+    pub lift_source: Option<i32>,
+    pub score: f64,
+    pub priority_weight: u16,
+    pub tier: u8,
+    /// 1 = highest score; ties share the order of shard ids.
+    pub rank: u32,
+}
+
+/// How scores are published.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreSettings {
+    pub inheritance_factor: f64,
+    pub hysteresis: f64,
+    pub tiers: usize,
+}
+
+/// The whole scoring step: base scores, inheritance over `references` (referencing,
+/// referenced), hysteresis against the published scores, then weights, tiers and ranks.
+pub fn score_all(
+    inputs: &[ScoreInput],
+    references: &[(i32, i32)],
+    settings: &ScoreSettings,
+) -> Vec<ScoreRow> {
+    let base: HashMap<i32, f64> = inputs
+        .iter()
+        .map(|i| (i.shard_id, base_score(i.predicted_load, i.class_weight)))
+        .collect();
+    let lifted = inherit(&base, references, settings.inheritance_factor);
+    let mut rows: Vec<ScoreRow> = inputs
+        .iter()
+        .map(|input| {
+            let l = lifted[&input.shard_id];
+            ScoreRow {
+                shard_id: input.shard_id,
+                base_score: base[&input.shard_id],
+                lift: l.lift,
+                lift_source: l.source,
+                score: with_hysteresis(input.published, l.score, settings.hysteresis),
+                priority_weight: 0,
+                tier: 0,
+                rank: 0,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.shard_id.cmp(&b.shard_id))
+    });
+    let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
+    let weights = priority_weights(&scores);
+    let tier = tiers(&scores, settings.tiers);
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.priority_weight = weights[i];
+        row.tier = tier[i];
+        row.rank = i as u32 + 1;
+    }
+    rows
+}
+
+#[cfg(test)]
+mod pipeline_tests {
+    use super::*;
+
+    #[test]
+    fn scoring_ranks_weights_and_lifts() {
+        let input = |shard_id, predicted_load, class_weight| ScoreInput {
+            shard_id,
+            predicted_load,
+            class_weight,
+            published: None,
+        };
+        let rows = score_all(
+            &[
+                input(1, 1000.0, 1.0),
+                input(2, 10.0, 1.0),
+                input(3, 100.0, 10.0),
+                input(4, 0.0, 1.0),
+            ],
+            &[(1, 2)],
+            &ScoreSettings {
+                inheritance_factor: 0.5,
+                hysteresis: 0.2,
+                tiers: 3,
+            },
+        );
+        let order: Vec<i32> = rows.iter().map(|r| r.shard_id).collect();
+        assert_eq!(order, vec![1, 3, 2, 4]);
+        assert_eq!(rows[0].priority_weight, 1000);
+        assert_eq!(
+            (rows[2].score, rows[2].lift, rows[2].lift_source),
+            (500.0, 490.0, Some(1))
+        );
+        assert_eq!(rows[3].priority_weight, 0);
+        assert_eq!(
+            rows.iter().map(|r| r.rank).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(rows[0].tier, 1);
+        assert_eq!(rows[3].tier, 3);
+    }
+
+    #[test]
+    fn published_scores_hold_through_small_changes() {
+        let rows = score_all(
+            &[ScoreInput {
+                shard_id: 1,
+                predicted_load: 105.0,
+                class_weight: 1.0,
+                published: Some(100.0),
+            }],
+            &[],
+            &ScoreSettings {
+                inheritance_factor: 1.0,
+                hysteresis: 0.2,
+                tiers: 3,
+            },
+        );
+        assert_eq!(rows[0].score, 100.0);
     }
 }
