@@ -18,7 +18,8 @@ def cluster():
     The database is created after the server starts and the extension a little later, so that
     every run also checks that the worker waits for both without crashing or flooding the log.
     """
-    c = Cluster({"shardcast.database": f"'{DB}'", "shardcast.sample_interval": "'1s'"}, "shardcast-e2e")
+    c = Cluster({"shardcast.database": f"'{DB}'", "shardcast.sample_interval": "'1s'",
+                 "shardcast.refresh_interval": "'2s'"}, "shardcast-e2e")
     c.start()
     try:
         with c.connect() as conn:

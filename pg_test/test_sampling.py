@@ -215,13 +215,3 @@ def test_worker_survives_drop_and_create_extension(cluster, db):
             client.execute("SELECT count(*) FROM public.hot").fetchone()
     wait_for("accesses recorded again", lambda: recorded(db, "public.hot") >= 10, timeout=10)
     assert recorded(db, "public.hot") <= 12
-
-
-def test_clean_exit_on_shutdown(cluster):
-    """Runs last (file order): stop the server and read what the worker said."""
-    cluster.stop()
-    log = cluster.log_text()
-    assert "shardcast worker exiting" in log
-    assert "terminated by signal" not in log
-    assert "PANIC" not in log
-    assert "panicked" not in log

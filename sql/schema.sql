@@ -116,3 +116,44 @@ CREATE TABLE shardcast.shard_class_assignments (
     PRIMARY KEY (schema_name, table_name)
 );
 SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_class_assignments', '');
+
+-- Each live shard's latest forecast of its load over the horizon, and the model selection it
+-- came from (kept between refits, so that forecasts can be updated cheaply).
+CREATE TABLE shardcast.forecasts (
+    shard_id        integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
+    computed_at     timestamptz NOT NULL,
+    horizon         interval NOT NULL,
+    model           text NOT NULL,
+    point           double precision NOT NULL CHECK (point >= 0),
+    lower           double precision NOT NULL CHECK (lower >= 0 AND lower <= point),
+    upper           double precision NOT NULL CHECK (upper >= point),
+    backtest_mase   double precision,
+    history_points  integer NOT NULL,
+    selected_at     timestamptz NOT NULL,
+    selected_model  text NOT NULL,
+    error_low       double precision NOT NULL,
+    error_high      double precision NOT NULL
+);
+COMMENT ON TABLE shardcast.forecasts IS
+    'Latest forecast per shard: total load over the horizon, its interval, the model and its backtest MASE.';
+
+-- Published Shard Priority Scores.
+CREATE TABLE shardcast.scores (
+    shard_id        integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
+    computed_at     timestamptz NOT NULL,
+    predicted_load  double precision NOT NULL,
+    class           text NOT NULL,
+    weight          double precision NOT NULL,
+    base_score      double precision NOT NULL,
+    lift            double precision NOT NULL,
+    lift_source     integer REFERENCES shardcast.shards ON DELETE SET NULL,
+    score           double precision NOT NULL,
+    priority_weight integer NOT NULL CHECK (priority_weight BETWEEN 0 AND 1000),
+    tier            integer NOT NULL,
+    rank            integer NOT NULL
+);
+
+ALTER TABLE shardcast.worker_state
+    ADD COLUMN last_refresh_at timestamptz,
+    ADD COLUMN last_refresh_ms double precision,
+    ADD COLUMN shards_scored   integer NOT NULL DEFAULT 0;

@@ -98,7 +98,10 @@ SELECT w.pid,
        w.samples_written,
        w.resets_detected,
        w.last_error,
-       w.last_error_at
+       w.last_error_at,
+       w.last_refresh_at,
+       w.last_refresh_ms,
+       w.shards_scored
 FROM shardcast.worker_state w
 LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid AND a.backend_type = 'shardcast';
 COMMENT ON VIEW shardcast.worker_status IS
@@ -145,3 +148,33 @@ REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass, timestamptz, double
 REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) FROM PUBLIC;
 COMMENT ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) IS
     'Adds externally observed reads and writes of a shard at a time (which may be in the past) to its history.';
+
+-- What replication should copy first: every live shard's Shard Priority Score.
+-- score = predicted load over the horizon x class weight, lifted along foreign keys
+-- (lift, lift_source), held by hysteresis; priority_weight maps it to 0-1000
+-- (round(1000 * ln(1 + score) / ln(1 + max score))); tier 1 is the hottest; rank 1 is first.
+CREATE VIEW shardcast.priority_scores AS
+SELECT s.relid::regclass AS shard,
+       sc.class,
+       sc.weight,
+       sc.predicted_load,
+       f.lower AS predicted_load_lower,
+       f.upper AS predicted_load_upper,
+       f.model,
+       sc.lift,
+       src.relid::regclass AS lift_source,
+       sc.score,
+       sc.priority_weight,
+       sc.tier,
+       sc.rank,
+       s.size_bytes,
+       sc.computed_at,
+       shardcast.sparkline(s.relid::regclass) AS sparkline
+FROM shardcast.scores sc
+JOIN shardcast.shards s ON s.shard_id = sc.shard_id AND s.retired_at IS NULL
+LEFT JOIN shardcast.forecasts f ON f.shard_id = sc.shard_id
+LEFT JOIN shardcast.shards src ON src.shard_id = sc.lift_source;
+COMMENT ON VIEW shardcast.priority_scores IS
+    'Shard Priority Scores: forecast load x class weight, lifted along foreign keys; rank 1 first.';
+GRANT SELECT ON shardcast.priority_scores, shardcast.forecasts TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION shardcast.refresh_forecasts() FROM PUBLIC;

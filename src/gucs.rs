@@ -12,6 +12,14 @@ static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SAMPLE_INTERVAL_SECS: GucSetting<i32> = GucSetting::<i32>::new(60);
 static HISTORY_RETENTION_MINS: GucSetting<i32> = GucSetting::<i32>::new(28 * 24 * 60);
 static EXCLUDED_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static HORIZON_MINS: GucSetting<i32> = GucSetting::<i32>::new(60);
+static INTERVAL_LEVEL: GucSetting<f64> = GucSetting::<f64>::new(0.8);
+static REFRESH_INTERVAL_SECS: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
+static REFIT_INTERVAL_SECS: GucSetting<i32> = GucSetting::<i32>::new(60 * 60);
+static WRITE_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+static INHERITANCE_FACTOR: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+static SCORE_HYSTERESIS: GucSetting<f64> = GucSetting::<f64>::new(0.2);
+static TIERS: GucSetting<i32> = GucSetting::<i32>::new(3);
 
 /// Defines the settings. `shardcast.database` is fixed at server start, so it only exists when
 /// the library is preloaded (PostgreSQL refuses a postmaster-level setting defined later).
@@ -62,6 +70,86 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"shardcast.horizon",
+        c"How far ahead load is forecast: the expected replication window.",
+        c"Forecasts are totals over whole hours; the horizon is rounded up to hours.",
+        &HORIZON_MINS,
+        60,
+        7 * 24 * 60,
+        GucContext::Userset,
+        GucFlags::UNIT_MIN,
+    );
+    GucRegistry::define_float_guc(
+        c"shardcast.interval_level",
+        c"Coverage of forecast prediction intervals.",
+        c"0.8 gives 80% intervals (10th to 90th percentile of backtest errors).",
+        &INTERVAL_LEVEL,
+        0.5,
+        0.99,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"shardcast.refresh_interval",
+        c"Time between two refreshes of forecasts and scores by the worker.",
+        c"shardcast.refresh_forecasts() refreshes on demand.",
+        &REFRESH_INTERVAL_SECS,
+        1,
+        24 * 60 * 60,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"shardcast.refit_interval",
+        c"How often each shard's forecasting model is selected again by backtest.",
+        c"Selection is costly; it is spread over refreshes, and forecasts are updated cheaply between.",
+        &REFIT_INTERVAL_SECS,
+        1,
+        7 * 24 * 60 * 60,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_float_guc(
+        c"shardcast.write_weight",
+        c"Weight of tuples written in a shard's load, against scans and tuples read.",
+        c"Load = scans + tuples read + write_weight x tuples written.",
+        &WRITE_WEIGHT,
+        0.0,
+        1000.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"shardcast.inheritance_factor",
+        c"How far a table is lifted toward the score of the hot tables that reference it.",
+        c"0 turns priority inheritance off; 1 lifts referenced tables to the referencing score.",
+        &INHERITANCE_FACTOR,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"shardcast.score_hysteresis",
+        c"Relative change below which a published score is kept.",
+        c"0.2 keeps a score until the new one differs by more than 20%, so queues do not thrash.",
+        &SCORE_HYSTERESIS,
+        0.0,
+        10.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"shardcast.tiers",
+        c"Number of priority tiers shards are grouped into.",
+        c"Tiers come from one-dimensional clustering of log scores; tier 1 is the hottest.",
+        &TIERS,
+        1,
+        20,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     unsafe { pg_sys::MarkGUCPrefixReserved(c"shardcast".as_ptr()) };
 }
 
@@ -82,4 +170,37 @@ pub fn sample_interval() -> Duration {
 
 pub fn history_retention() -> Duration {
     Duration::from_secs(HISTORY_RETENTION_MINS.get().max(1) as u64 * 60)
+}
+
+/// Forecast horizon in whole hours.
+pub fn horizon_hours() -> usize {
+    (HORIZON_MINS.get().max(60) as usize).div_ceil(60)
+}
+
+pub fn interval_level() -> f64 {
+    INTERVAL_LEVEL.get()
+}
+
+pub fn refresh_interval() -> Duration {
+    Duration::from_secs(REFRESH_INTERVAL_SECS.get().max(1) as u64)
+}
+
+pub fn refit_interval() -> Duration {
+    Duration::from_secs(REFIT_INTERVAL_SECS.get().max(1) as u64)
+}
+
+pub fn write_weight() -> f64 {
+    WRITE_WEIGHT.get()
+}
+
+pub fn inheritance_factor() -> f64 {
+    INHERITANCE_FACTOR.get()
+}
+
+pub fn score_hysteresis() -> f64 {
+    SCORE_HYSTERESIS.get()
+}
+
+pub fn tiers() -> usize {
+    TIERS.get().max(1) as usize
 }

@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 
 mod classes;
 mod error;
+mod forecaster;
 mod gucs;
 mod history;
 mod registry;

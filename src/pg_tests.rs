@@ -327,3 +327,135 @@ fn bad_class_input_is_an_error_with_sqlstate_and_hint() {
     .unwrap();
     assert_eq!(assigned, Some(0));
 }
+
+/// Three days of hourly history: `orders` busy with a daily cycle, `customers` (which orders
+/// references) quiet, `audit` barely read.
+fn shop_with_history() {
+    Spi::run(
+        "CREATE TABLE public.f_customers (id int PRIMARY KEY);
+         CREATE TABLE public.f_orders (id int PRIMARY KEY, customer_id int REFERENCES public.f_customers);
+         CREATE TABLE public.f_audit (id int);
+         SELECT shardcast.record_access(
+             array_agg(t.rel::regclass),
+             array_agg(date_trunc('hour', now()) - h * interval '1 hour' + interval '10 minutes'),
+             array_agg(t.level * (2 + sin(h * pi() / 12))))
+         FROM generate_series(1, 72) h,
+              (VALUES ('public.f_orders', 1000.0), ('public.f_customers', 10.0), ('public.f_audit', 1.0)) t(rel, level);",
+    )
+    .unwrap();
+}
+
+fn score_of(table: &str) -> (f64, i32, i32, i32, String) {
+    let row = Spi::get_one_with_args::<String>(
+        "SELECT concat_ws('|', score, priority_weight, tier, rank, coalesce(lift_source::text, '-'))
+         FROM shardcast.priority_scores WHERE shard = $1::regclass",
+        &[table.into()],
+    )
+    .unwrap()
+    .unwrap();
+    let p: Vec<&str> = row.split('|').collect();
+    (p[0].parse().unwrap(), p[1].parse().unwrap(), p[2].parse().unwrap(), p[3].parse().unwrap(), p[4].to_owned())
+}
+
+#[pg_test]
+fn refresh_scores_shards_from_history_with_inheritance() {
+    shop_with_history();
+    let scored = Spi::get_one::<i64>("SELECT shardcast.refresh_forecasts()").unwrap().unwrap();
+    assert!(scored >= 3);
+    let orders = score_of("public.f_orders");
+    let customers = score_of("public.f_customers");
+    let audit = score_of("public.f_audit");
+    assert_eq!(orders.1, 1000);
+    assert_eq!(orders.2, 1);
+    // customers is referenced by orders: lifted to its score (inheritance_factor 1).
+    assert_eq!(customers.4, "f_orders");
+    assert!((customers.0 - orders.0).abs() < 1e-6 * orders.0);
+    assert!(audit.0 < orders.0 / 100.0, "{audit:?} vs {orders:?}");
+    assert!(audit.2 > orders.2);
+    let forecast = Spi::get_one::<String>(
+        "SELECT f.model || ':' || (f.lower <= f.point AND f.point <= f.upper) || ':' || (f.history_points >= 72)
+         FROM shardcast.forecasts f JOIN shardcast.shards s USING (shard_id) WHERE s.table_name = 'f_orders'",
+    )
+    .unwrap()
+    .unwrap();
+    assert!(forecast.ends_with(":true:true"), "{forecast}");
+    // Between 2 and 3 times the level, one hour ahead.
+    let point = Spi::get_one::<f64>(
+        "SELECT predicted_load FROM shardcast.priority_scores WHERE shard = 'public.f_orders'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    assert!((800.0..=3500.0).contains(&point), "{point}");
+}
+
+#[pg_test]
+fn without_inheritance_a_referenced_table_keeps_its_own_score() {
+    shop_with_history();
+    Spi::run("SET LOCAL shardcast.inheritance_factor = 0").unwrap();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let customers = score_of("public.f_customers");
+    assert_eq!(customers.4, "-");
+    assert!(customers.0 < score_of("public.f_orders").0 / 10.0);
+}
+
+#[pg_test]
+fn class_weight_multiplies_the_score() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let before = score_of("public.f_audit").0;
+    Spi::run("SELECT shardcast.set_shard_class('public.f_audit', 'critical'); SELECT shardcast.refresh_forecasts()")
+        .unwrap();
+    let after = score_of("public.f_audit").0;
+    assert!((after - 10.0 * before).abs() < 1e-6 * after, "{before} -> {after}");
+}
+
+#[pg_test]
+fn published_scores_move_only_on_material_change() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let fresh = score_of("public.f_orders").0;
+    // A published score within 20% of the fresh one is kept; one further away is replaced.
+    Spi::run_with_args(
+        "UPDATE shardcast.scores SET score = $1 WHERE shard_id = (SELECT shard_id FROM shardcast.shards WHERE table_name = 'f_orders')",
+        &[(fresh * 1.1).into()],
+    )
+    .unwrap();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    assert!((score_of("public.f_orders").0 - fresh * 1.1).abs() < 1e-6 * fresh);
+    Spi::run_with_args(
+        "UPDATE shardcast.scores SET score = $1 WHERE shard_id = (SELECT shard_id FROM shardcast.shards WHERE table_name = 'f_orders')",
+        &[(fresh * 2.0).into()],
+    )
+    .unwrap();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    assert!((score_of("public.f_orders").0 - fresh).abs() < 1e-6 * fresh);
+}
+
+#[pg_test]
+fn tiers_follow_the_setting() {
+    shop_with_history();
+    Spi::run("SET LOCAL shardcast.tiers = 1; SELECT shardcast.refresh_forecasts()").unwrap();
+    let tiers = Spi::get_one::<i64>("SELECT count(DISTINCT tier) FROM shardcast.priority_scores").unwrap();
+    assert_eq!(tiers, Some(1));
+    // Three distinct levels (no lift) make three tiers, hottest first.
+    Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SET LOCAL shardcast.tiers = 3; SELECT shardcast.refresh_forecasts()")
+        .unwrap();
+    let tiers = Spi::get_one::<String>(
+        "SELECT string_agg(tier::text, ',' ORDER BY rank) FROM shardcast.priority_scores",
+    )
+    .unwrap();
+    assert_eq!(tiers.as_deref(), Some("1,2,3"));
+}
+
+#[pg_test]
+fn sparkline_draws_history_and_forecast() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let line = Spi::get_one::<String>("SELECT sparkline FROM shardcast.priority_scores WHERE shard = 'public.f_orders'::regclass")
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.chars().count(), 25 + 2, "{line}");
+    assert!(line.contains('│'));
+    let short = Spi::get_one::<String>("SELECT shardcast.sparkline('public.f_orders', '6 hours')").unwrap().unwrap();
+    assert_eq!(short.chars().count(), 7 + 2, "{short}");
+}

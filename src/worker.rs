@@ -11,6 +11,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use crate::forecaster;
 use crate::gucs;
 use crate::sampler::{SampleReport, Sampler};
 
@@ -61,6 +62,8 @@ struct Worker {
     /// Whether "waiting for CREATE EXTENSION" was already logged.
     told_waiting: bool,
     paused: bool,
+    /// When forecasts and scores were last refreshed by this worker.
+    last_refresh: Option<Instant>,
 }
 
 /// What a cycle found.
@@ -99,6 +102,12 @@ impl Worker {
                 })) {
                     debug1!("shardcast worker: size refresh skipped: {message}");
                 }
+                if self
+                    .last_refresh
+                    .is_none_or(|at| at.elapsed() >= gucs::refresh_interval())
+                {
+                    self.refresh_stage();
+                }
             }
             Err(message) => {
                 warning!("shardcast worker: sampling cycle failed: {message}");
@@ -111,6 +120,32 @@ impl Worker {
             }
         }
         report_activity("idle");
+    }
+
+    /// Forecasts and scores every shard from the history sampled so far.
+    fn refresh_stage(&mut self) {
+        let started = Instant::now();
+        self.last_refresh = Some(started);
+        report_activity("forecasting");
+        let result = in_transaction(|| {
+            let report = forecaster::refresh()?;
+            record_refresh(report.scored, started.elapsed())?;
+            Ok::<_, pgrx::spi::Error>(report)
+        });
+        match result {
+            Ok(report) => debug1!(
+                "shardcast worker: scored {} shards ({} models selected) in {:?}",
+                report.scored,
+                report.selected,
+                started.elapsed()
+            ),
+            Err(message) => {
+                warning!("shardcast worker: forecast refresh failed: {message}");
+                if let Err(again) = in_transaction(|| record_error(&message)) {
+                    debug1!("shardcast worker: could not record the error: {again}");
+                }
+            }
+        }
     }
 
     fn sample_stage(&mut self, started: Instant) -> Result<Outcome, pgrx::spi::Error> {
@@ -126,6 +161,7 @@ impl Worker {
                 log!("shardcast worker: extension \"shardcast\" found; sampling");
             }
             self.sampler.forget();
+            self.last_refresh = None;
             self.extension = Some(extension);
             self.told_waiting = false;
             set_started()?;
@@ -226,6 +262,17 @@ fn record_sample(report: &SampleReport, elapsed: Duration) -> Result<(), pgrx::s
             (report.shards as i32).into(),
             (report.buckets_written as i64).into(),
             (report.resets as i64).into(),
+        ],
+    )
+}
+
+fn record_refresh(scored: usize, elapsed: Duration) -> Result<(), pgrx::spi::Error> {
+    Spi::run_with_args(
+        "UPDATE shardcast.worker_state
+         SET last_refresh_at = now(), last_refresh_ms = $1, shards_scored = $2",
+        &[
+            (elapsed.as_secs_f64() * 1000.0).into(),
+            (scored as i32).into(),
         ],
     )
 }

@@ -1,0 +1,52 @@
+"""End to end: the worker forecasts and scores shards on its own, from history it sampled."""
+
+import threading
+import time
+
+import psycopg
+
+from cluster import wait_for
+from test_sampling import live_shard, one
+
+
+def test_worker_scores_what_clients_read(db):
+    db.execute("""
+        CREATE TABLE public.s_hot (id int PRIMARY KEY, v text);
+        CREATE TABLE public.s_ref (id int PRIMARY KEY);
+        CREATE TABLE public.s_cold (id int PRIMARY KEY, v text);
+        INSERT INTO public.s_hot SELECT i, 'x' FROM generate_series(1, 1000) i;
+        INSERT INTO public.s_cold SELECT i, 'x' FROM generate_series(1, 1000) i;""")
+    db.execute("ALTER TABLE public.s_hot ADD COLUMN ref int REFERENCES public.s_ref")
+    wait_for("registration", lambda: live_shard(db, "public.s_hot") and live_shard(db, "public.s_cold"))
+    stop = threading.Event()
+
+    def load():
+        with psycopg.connect(db.info.dsn, autocommit=True) as client:
+            while not stop.is_set():
+                for i in range(50):
+                    client.execute("SELECT v FROM public.s_hot WHERE id = %s", (i + 1,)).fetchone()
+                client.execute("SELECT v FROM public.s_cold WHERE id = 1").fetchone()
+                time.sleep(0.2)
+
+    reader = threading.Thread(target=load)
+    reader.start()
+    try:
+        ranked = wait_for("the worker to rank the hot table above the cold one", lambda: one(db, """
+            SELECT h.rank < c.rank AND h.score > 0
+            FROM shardcast.priority_scores h, shardcast.priority_scores c
+            WHERE h.shard = 'public.s_hot'::regclass AND c.shard = 'public.s_cold'::regclass"""), timeout=60)
+        assert ranked
+    finally:
+        stop.set()
+        reader.join()
+    status = db.execute("SELECT last_refresh_at IS NOT NULL, shards_scored, last_refresh_ms FROM shardcast.worker_status").fetchone()
+    assert status[0] and status[1] >= 3 and status[2] > 0
+    row = db.execute("""
+        SELECT priority_weight, model, lift_source::text, sparkline FROM shardcast.priority_scores
+        WHERE shard = 'public.s_hot'::regclass""").fetchone()
+    assert row[0] > 0 and row[1] in ("recent_mean", "cluster_profile", "last_value", "ets", "tsb",
+                                      "seasonal_naive_daily", "mstl", "median_ensemble")
+    assert "│" in row[3]
+    # s_ref is referenced by the hot table: lifted toward its score, and says so.
+    lifted = one(db, "SELECT lift_source::text FROM shardcast.priority_scores WHERE shard = 'public.s_ref'::regclass")
+    assert lifted == "s_hot"
