@@ -33,8 +33,8 @@ impl Default for Settings {
         Settings {
             horizon: 1,
             level: 0.8,
-            origins: 12,
-            origin_stride: 2,
+            origins: 6,
+            origin_stride: 4,
         }
     }
 }
@@ -179,6 +179,15 @@ pub fn select(y: &[f64], settings: &Settings) -> Selection {
         return Selection {
             model: ModelKind::ClusterProfile,
             ..fallback
+        };
+    }
+    // A constant history (an idle shard, most often) is its own exact forecast.
+    if y.iter().all(|v| *v == y[0]) {
+        return Selection {
+            model: ModelKind::LastValue,
+            mase: Some(0.0),
+            error_low: 0.0,
+            error_high: 0.0,
         };
     }
     let stride = settings.origin_stride.max(1);

@@ -18,7 +18,7 @@ pub enum ModelKind {
     SeasonalNaiveWeekly,
     /// MSTL over daily (and weekly) seasons with a naive trend (augurs).
     Mstl,
-    /// Simple exponential smoothing, ETS(A,N,N) (augurs).
+    /// Exponential smoothing with a damped trend, ETS(A,Ad,N) (augurs).
     Ets,
     /// Teunter-Syntetos-Babai: intermittent demand, for mostly-zero shards.
     Tsb,
@@ -114,9 +114,15 @@ fn seasonal_naive(y: &[f64], period: usize, horizon: usize) -> Vec<f64> {
     (0..horizon).map(|i| y[start + i % period]).collect()
 }
 
-/// MSTL needs two full cycles of its longest period; a weekly season joins once two weeks exist.
+/// Fitting cost grows with the history: MSTL sees the last two weeks (two full cycles of its
+/// longest period, as it needs), ETS the last week (it weighs recent points most anyway).
+const MSTL_WINDOW: usize = 2 * WEEK;
+const ETS_WINDOW: usize = WEEK;
+
+/// MSTL over a daily season, and a weekly one once two weeks exist.
 fn mstl(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     use augurs::{Fit, Predict};
+    let y = &y[y.len().saturating_sub(MSTL_WINDOW)..];
     let periods = if y.len() >= 2 * WEEK {
         vec![DAY, WEEK]
     } else {
@@ -126,13 +132,20 @@ fn mstl(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     Some(fitted.predict(horizon, None).ok()?.point)
 }
 
+/// Damped-trend exponential smoothing, ETS(A,Ad,N). (augurs 0.10 fails to fit ETS(A,N,N).)
 fn ets(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     use augurs::{Fit, Predict};
+    let y = &y[y.len().saturating_sub(ETS_WINDOW)..];
     // ETS fits a likelihood: a constant series has nothing to fit, and its forecast is itself.
     if y.iter().all(|v| *v == y[0]) {
         return Some(vec![y[0]; horizon]);
     }
-    let fitted = AutoETS::new(1, "ANN").ok()?.fit(y).ok()?;
+    let fitted = AutoETS::new(1, "AAN")
+        .ok()?
+        .damped(true)
+        .ok()?
+        .fit(y)
+        .ok()?;
     Some(fitted.predict(horizon, None).ok()?.point)
 }
 
