@@ -71,6 +71,8 @@ def bench(shards: int) -> dict:
                 scored = conn.execute("SELECT shardcast.refresh_forecasts()").fetchone()[0]
                 return scored, time.monotonic() - wall, backend_cpu(conn) - cpu
 
+            conn.execute("SET client_min_messages = debug1")
+            conn.add_notice_handler(lambda notice: print("   ", notice.message_primary, flush=True))
             scored, full_wall, full_cpu = timed()
             # Steady state: each selection is older than the refit interval after an hour; age
             # them all, so that the next refreshes reselect their budget (1/12) each.

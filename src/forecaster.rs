@@ -41,7 +41,9 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
         level: gucs::interval_level(),
         ..Settings::default()
     };
+    let started = std::time::Instant::now();
     let mut shards = load_histories(gucs::write_weight(), settings.horizon)?;
+    let loaded = started.elapsed();
     let profiles = Profiles::fit(shards.iter().map(|s| (s.load.as_slice(), s.next_hour)));
 
     // Model selection is costly: redo it for shards never selected or young, and for the
@@ -86,6 +88,7 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
         forecasts.push((shard.shard_id, f, selection, fresh));
     }
 
+    let forecasted = started.elapsed();
     let inputs: Vec<ScoreInput> = shards
         .iter()
         .zip(&forecasts)
@@ -113,6 +116,14 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
         .collect();
     write_scores(&scores, &classes)?;
     report.scored = scores.len();
+    debug1!(
+        "shardcast: refreshed {} shards ({} models selected): history {:?}, forecasts {:?}, scores and writes {:?}",
+        report.scored,
+        report.selected,
+        loaded,
+        forecasted - loaded,
+        started.elapsed() - forecasted
+    );
     Ok(report)
 }
 
@@ -209,11 +220,22 @@ fn load_histories(
         for row in days {
             let shard_id = row.get::<i32>(1)?.unwrap_or_default();
             let first_hour = row.get::<i64>(2)?.unwrap_or_default();
-            let scans = row.get::<Vec<Option<f32>>>(3)?.unwrap_or_default();
-            let read = row.get::<Vec<Option<f32>>>(4)?.unwrap_or_default();
-            let written = row.get::<Vec<Option<f32>>>(5)?.unwrap_or_default();
+            // Borrowed arrays: the day rows are the bulk of what a refresh reads.
+            let scans = row.get::<pgrx::Array<f32>>(3)?;
+            let read = row.get::<pgrx::Array<f32>>(4)?;
+            let written = row.get::<pgrx::Array<f32>>(5)?;
+            let slots = |a: &Option<pgrx::Array<f32>>| -> Vec<f32> {
+                match a.as_ref().map(|a| a.as_slice()) {
+                    Some(Ok(slice)) => slice.to_vec(),
+                    _ => a
+                        .as_ref()
+                        .map(|a| a.iter().map(|v| v.unwrap_or(0.0)).collect())
+                        .unwrap_or_default(),
+                }
+            };
+            let (scans, read, written) = (slots(&scans), slots(&read), slots(&written));
             for h in 0..DAY {
-                let at = |v: &Vec<Option<f32>>| v.get(h).copied().flatten().unwrap_or(0.0) as f64;
+                let at = |v: &Vec<f32>| v.get(h).copied().unwrap_or(0.0) as f64;
                 add(
                     shard_id,
                     first_hour + h as i64,

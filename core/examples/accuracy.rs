@@ -71,6 +71,7 @@ fn main() {
     };
     let mut rows = Vec::new();
     let started = Instant::now();
+    let (mut total_covered, mut total_evaluated) = (0usize, 0usize);
     for path in &paths {
         let series = hourly(path);
         let name = std::path::Path::new(path)
@@ -82,6 +83,7 @@ fn main() {
         let prepared = forecast::prepare(&series);
         let scale = forecast::mase_scale(&prepared[..n - EVAL_HOURS], 1);
         let (mut auto, mut snaive, mut last) = (0.0, 0.0, 0.0);
+        let mut covered = 0usize;
         let mut chosen: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut evaluated = 0;
         for t in n - EVAL_HOURS..n {
@@ -94,12 +96,15 @@ fn main() {
             *chosen.entry(f.model.name()).or_default() += 1;
             let total = |m: ModelKind| models::predict(m, &history, 1).map_or(0.0, |p| p[0]);
             auto += (truth - f.point).abs();
+            covered += usize::from(f.lower <= truth && truth <= f.upper);
             snaive += (truth - total(ModelKind::SeasonalNaiveDaily)).abs();
             last += (truth - total(ModelKind::LastValue)).abs();
             evaluated += 1;
         }
         let mase = |e: f64| e / evaluated as f64 / scale;
         rows.push((name, mase(auto), mase(snaive), mase(last), chosen));
+        total_covered += covered;
+        total_evaluated += evaluated;
     }
     println!("| series | shardcast (auto) | seasonal naive | last value | auto / seasonal naive | models chosen |");
     println!("|---|---:|---:|---:|---:|---|");
@@ -133,8 +138,9 @@ fn main() {
         geo(|r| r.1) / geo(|r| r.2)
     );
     println!(
-        "\n{} origins in {:.1} s",
-        rows.len() * EVAL_HOURS,
+        "\n80% interval coverage: {:.0}% of {} origins; {:.1} s in all",
+        100.0 * total_covered as f64 / total_evaluated.max(1) as f64,
+        total_evaluated,
         started.elapsed().as_secs_f64()
     );
 }

@@ -33,8 +33,10 @@ impl Default for Settings {
         Settings {
             horizon: 1,
             level: 0.8,
-            origins: 6,
-            origin_stride: 4,
+            // Five origins spread over the last day: every hour of the daily cycle weighs in a
+            // little, at the cost of five fits per candidate.
+            origins: 5,
+            origin_stride: 5,
         }
     }
 }
@@ -45,7 +47,7 @@ pub struct Selection {
     pub model: ModelKind,
     /// Backtest MASE of the model (scaled by seasonal naive); None without a backtest.
     pub mase: Option<f64>,
-    /// Quantiles of the backtest errors (actual − forecast) that make the interval.
+    /// Offsets from the point forecast to the interval bounds, from the backtest errors.
     pub error_low: f64,
     pub error_high: f64,
 }
@@ -155,15 +157,6 @@ pub fn mase_scale(y: &[f64], horizon: usize) -> f64 {
     diffs.iter().sum::<f64>() / diffs.len() as f64
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let position = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let (below, above) = (position.floor() as usize, position.ceil() as usize);
-    sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64)
-}
-
 /// Picks a model by rolling-origin backtest: each candidate forecasts the horizon from every
 /// origin using only the history before it; the lowest mean absolute error wins (ties go to
 /// the simpler model). Histories under a day have no backtest: see [`forecast_with`].
@@ -230,14 +223,22 @@ pub fn select(y: &[f64], settings: &Settings) -> Selection {
     } else {
         f64::MAX
     };
-    let mut model_errors = errors.remove(&model).unwrap_or_default();
-    model_errors.sort_by(f64::total_cmp);
-    let tail = (1.0 - settings.level.clamp(0.0, 1.0)) / 2.0;
+    // Five errors are too few for empirical quantiles: the band is the normal one with the
+    // backtest's root mean squared error as its spread.
+    let model_errors = errors.remove(&model).unwrap_or_default();
+    let rmse =
+        (model_errors.iter().map(|e| e * e).sum::<f64>() / model_errors.len().max(1) as f64).sqrt();
+    let z = distrs::Normal::ppf(0.5 + settings.level.clamp(0.0, 0.999) / 2.0, 0.0, 1.0);
+    let half_width = if (z * rmse).is_finite() {
+        z * rmse
+    } else {
+        0.0
+    };
     Selection {
         model,
         mase: Some(sanitise(mase)),
-        error_low: quantile(&model_errors, tail),
-        error_high: quantile(&model_errors, 1.0 - tail),
+        error_low: -half_width,
+        error_high: half_width,
     }
 }
 
