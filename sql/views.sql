@@ -116,24 +116,22 @@ WITH RECURSIVE ancestry AS (
     UNION ALL
     SELECT a.shard_id, i.inhparent, a.depth + 1
     FROM ancestry a JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.rel
-)
-SELECT s.shard_id,
-       s.relid::regclass AS shard,
-       coalesce(own.class, 'normal') AS class,
-       coalesce(k.weight, 1) AS weight,
-       own.source AS class_source
-FROM shardcast.shards s
-LEFT JOIN LATERAL (
-    SELECT ca.class, a.rel::regclass AS source
+), assigned AS (
+    SELECT DISTINCT ON (a.shard_id) a.shard_id, ca.class, a.rel AS source
     FROM ancestry a
     JOIN pg_catalog.pg_class c ON c.oid = a.rel
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     JOIN shardcast.shard_class_assignments ca ON ca.schema_name = n.nspname AND ca.table_name = c.relname
-    WHERE a.shard_id = s.shard_id
-    ORDER BY a.depth
-    LIMIT 1
-) own ON true
-LEFT JOIN shardcast.shard_classes k ON k.class = coalesce(own.class, 'normal')
+    ORDER BY a.shard_id, a.depth
+)
+SELECT s.shard_id,
+       s.relid::regclass AS shard,
+       coalesce(a.class, 'normal') AS class,
+       coalesce(k.weight, 1) AS weight,
+       a.source::regclass AS class_source
+FROM shardcast.shards s
+LEFT JOIN assigned a USING (shard_id)
+LEFT JOIN shardcast.shard_classes k ON k.class = coalesce(a.class, 'normal')
 WHERE s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.effective_classes IS
     'Each live shard''s class and weight, inherited from its partitioned parent unless set.';
