@@ -3,7 +3,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/shardcast-pgrx-test
 RUN_AS ?= postgres
 
-.PHONY: deps demo test test-core test-pgrx test-e2e install install-release bench lint
+.PHONY: deps demo test test-core test-pgrx test-e2e install install-release bench bench-forecast-core lint
 
 deps:
 	./scripts/install-deps.sh
@@ -34,8 +34,17 @@ test-pgrx: deps
 test-e2e: install
 	python3 -m pytest pg_test -q
 
-bench: install-release
+# Benchmarks print figures; they assert nothing.
+bench: bench-forecast-core install-release
 	python3 bench/sampler_bench.py
+	python3 bench/forecast_bench.py
+
+# Forecast accuracy and ranking on the real traces, without a database.
+TRACES ?= ../shared/data/nab/*.csv
+bench-forecast-core:
+	cargo run --release -q -p shardcast-core --example accuracy -- $(TRACES)
+	cargo run --release -q -p shardcast-core --example ranking -- $(TRACES)
+	cargo run --release -q -p shardcast-core --example model_cost
 
 lint:
 	cargo fmt --check
