@@ -20,7 +20,8 @@ WORKLOAD_SECONDS = 20
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text, city text);
 CREATE TABLE products  (id int PRIMARY KEY, title text, price numeric);
-CREATE TABLE orders    (id bigint, customer_id int, product_id int, at date, PRIMARY KEY (id, at))
+CREATE TABLE orders    (id bigint, customer_id int REFERENCES customers, product_id int REFERENCES products,
+                        at date, PRIMARY KEY (id, at))
     PARTITION BY RANGE (at);
 CREATE TABLE orders_2026_10 PARTITION OF orders FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');
 CREATE TABLE orders_2026_11 PARTITION OF orders FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');
@@ -71,7 +72,7 @@ def psql(cluster, sql: str) -> None:
 
 def main() -> None:
     settings = {"shardcast.database": f"'{DB}'", "shardcast.sample_interval": "'1s'",
-                "shardcast.excluded_schemas": "'scratch'"}
+                "shardcast.refresh_interval": "'5s'", "shardcast.excluded_schemas": "'scratch'"}
     with running_cluster(settings, "shardcast-demo") as cluster:
         banner(f"PostgreSQL 15 on 127.0.0.1:{cluster.port}, shared_preload_libraries = 'shardcast', "
                "shardcast.sample_interval = 1s, shardcast.excluded_schemas = 'scratch'")
@@ -80,6 +81,8 @@ def main() -> None:
         with cluster.connect(DB) as conn:
             conn.execute("CREATE EXTENSION shardcast")
             conn.execute(SCHEMA)
+            conn.execute("SELECT shardcast.set_shard_class('orders', 'critical')")
+            conn.execute("SELECT shardcast.set_shard_class('audit_log', 'log')")
             wait_for("the worker to register the shop's tables", lambda: conn.execute(
                 "SELECT count(*) >= 6 FROM shardcast.shards WHERE retired_at IS NULL").fetchone()[0])
             # Import a week of history that a query log knows about: a daily cycle on products.
@@ -119,6 +122,14 @@ def main() -> None:
             FROM shardcast.access_history WHERE shard = 'products'::regclass
               AND bucket_width = interval '1 hour'
             ORDER BY bucket_start DESC LIMIT 6""")
+        banner("shardcast.priority_scores: what to replicate first (forecast x class weight, lifted along foreign keys)")
+        with cluster.connect(DB) as conn:
+            conn.execute("SELECT shardcast.refresh_forecasts()")
+        psql(cluster, """
+            SELECT rank, shard, class, weight, round(predicted_load::numeric) AS predicted_load, model,
+                   round(lift::numeric) AS lift, lift_source, round(score::numeric) AS score,
+                   priority_weight, tier, sparkline
+            FROM shardcast.priority_scores ORDER BY rank""")
         banner("shardcast.worker_status")
         psql(cluster, "SELECT * FROM shardcast.worker_status")
         print("\nscratch.tmp_import is not a shard: scratch is in shardcast.excluded_schemas.")

@@ -368,7 +368,7 @@ pub struct ScoreRow {
     pub score: f64,
     pub priority_weight: u16,
     pub tier: u8,
-    /// 1 = highest score; ties share the order of shard ids.
+    /// 1 = highest score; among equal scores, the higher own score, then the lower shard id.
     pub rank: u32,
 }
 
@@ -396,21 +396,32 @@ pub fn score_all(
         .iter()
         .map(|input| {
             let l = lifted[&input.shard_id];
+            let own = base[&input.shard_id];
+            let score = with_hysteresis(input.published, l.score, settings.hysteresis);
+            // The lift explains the published score: what it holds beyond the shard's own.
+            let lift = if l.source.is_some() {
+                (score - own).max(0.0)
+            } else {
+                0.0
+            };
             ScoreRow {
                 shard_id: input.shard_id,
-                base_score: base[&input.shard_id],
-                lift: l.lift,
-                lift_source: l.source,
-                score: with_hysteresis(input.published, l.score, settings.hysteresis),
+                base_score: own,
+                lift,
+                lift_source: l.source.filter(|_| lift > 0.0),
+                score,
                 priority_weight: 0,
                 tier: 0,
                 rank: 0,
             }
         })
         .collect();
+    // Equal scores (a lifted table and the table that lifted it) rank the shard's own score
+    // first.
     rows.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
+            .then(b.base_score.total_cmp(&a.base_score))
             .then(a.shard_id.cmp(&b.shard_id))
     });
     let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
@@ -483,5 +494,34 @@ mod pipeline_tests {
             },
         );
         assert_eq!(rows[0].score, 100.0);
+    }
+}
+
+#[cfg(test)]
+mod tie_tests {
+    use super::*;
+
+    #[test]
+    fn a_table_ranks_above_the_tables_it_lifts_to_its_score() {
+        let input = |shard_id, predicted_load| ScoreInput {
+            shard_id,
+            predicted_load,
+            class_weight: 1.0,
+            published: None,
+        };
+        let rows = score_all(
+            &[input(1, 1.0), input(2, 1.0), input(3, 100.0)],
+            &[(3, 1), (3, 2)],
+            &ScoreSettings {
+                inheritance_factor: 1.0,
+                hysteresis: 0.2,
+                tiers: 3,
+            },
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.shard_id).collect::<Vec<_>>(),
+            vec![3, 1, 2]
+        );
+        assert_eq!((rows[1].lift, rows[1].lift_source), (99.0, Some(3)));
     }
 }
