@@ -72,20 +72,17 @@ impl ModelKind {
         }
     }
 
+    /// Cold-start models are not chosen by backtest: they stand in when there is none.
+    pub fn is_cold_start(self) -> bool {
+        matches!(self, ModelKind::ClusterProfile | ModelKind::RecentMean)
+    }
+
     /// The models a backtest chooses among, for a history of `len` points.
     pub fn candidates(len: usize) -> Vec<ModelKind> {
-        [
-            ModelKind::LastValue,
-            ModelKind::SeasonalNaiveDaily,
-            ModelKind::SeasonalNaiveWeekly,
-            ModelKind::Mstl,
-            ModelKind::Ets,
-            ModelKind::Tsb,
-            ModelKind::MedianEnsemble,
-        ]
-        .into_iter()
-        .filter(|m| len >= m.min_history())
-        .collect()
+        ModelKind::ALL
+            .into_iter()
+            .filter(|m| !m.is_cold_start() && len >= m.min_history())
+            .collect()
     }
 }
 
