@@ -76,11 +76,11 @@ def bench(shards: int) -> dict:
             scored, full_wall, full_cpu = timed()
             # Steady state: each selection is older than the refit interval after an hour; age
             # them all, so that the next refreshes reselect their budget (1/12) each.
-            conn.execute("UPDATE shardcast.forecasts SET selected_at = selected_at - interval '2 hours'")
+            conn.execute("UPDATE shardcast.forecast_state SET selected_at = selected_at - interval '2 hours'")
             steady = [timed() for _ in range(3)]
             models = conn.execute("""
                 SELECT string_agg(model || ' ' || n, ', ' ORDER BY n DESC)
-                FROM (SELECT model, count(*) n FROM shardcast.forecasts GROUP BY model) m""").fetchone()[0]
+                FROM (SELECT model, count(*) n FROM shardcast.forecast_state GROUP BY model) m""").fetchone()[0]
             return {
                 "shards": scored,
                 "full_wall": full_wall,

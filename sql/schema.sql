@@ -119,7 +119,7 @@ SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_class_assignments', 
 
 -- Each live shard's latest forecast of its load over the horizon, and the model selection it
 -- came from (kept between refits, so that forecasts can be updated cheaply).
-CREATE TABLE shardcast.forecasts (
+CREATE TABLE shardcast.forecast_state (
     shard_id        integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
     computed_at     timestamptz NOT NULL,
     horizon         interval NOT NULL,
@@ -134,7 +134,7 @@ CREATE TABLE shardcast.forecasts (
     error_low       double precision NOT NULL,
     error_high      double precision NOT NULL
 );
-COMMENT ON TABLE shardcast.forecasts IS
+COMMENT ON TABLE shardcast.forecast_state IS
     'Latest forecast per shard: total load over the horizon, its interval, the model and its backtest MASE.';
 
 -- Published Shard Priority Scores.

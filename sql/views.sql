@@ -170,9 +170,26 @@ SELECT s.relid::regclass AS shard,
        shardcast.sparkline(s.relid::regclass) AS sparkline
 FROM shardcast.scores sc
 JOIN shardcast.shards s ON s.shard_id = sc.shard_id AND s.retired_at IS NULL
-LEFT JOIN shardcast.forecasts f ON f.shard_id = sc.shard_id
+LEFT JOIN shardcast.forecast_state f ON f.shard_id = sc.shard_id
 LEFT JOIN shardcast.shards src ON src.shard_id = sc.lift_source;
 COMMENT ON VIEW shardcast.priority_scores IS
     'Shard Priority Scores: forecast load x class weight, lifted along foreign keys; rank 1 first.';
+-- Each live shard's latest forecast: total load over the horizon, its interval, the model and
+-- the model's backtest MASE (NULL without a backtest: cold start).
+CREATE VIEW shardcast.forecasts AS
+SELECT s.relid::regclass AS shard,
+       f.shard_id,
+       f.computed_at,
+       f.horizon,
+       f.model,
+       f.point,
+       f.lower,
+       f.upper,
+       f.backtest_mase,
+       f.history_points
+FROM shardcast.forecast_state f
+JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL;
+COMMENT ON VIEW shardcast.forecasts IS
+    'Latest forecast per live shard: load over the horizon, interval, model, backtest MASE.';
 GRANT SELECT ON shardcast.priority_scores, shardcast.forecasts TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.refresh_forecasts() FROM PUBLIC;

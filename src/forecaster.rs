@@ -1,6 +1,6 @@
 //! The forecasting and scoring stage: read every live shard's hourly history, select models
 //! where due (core::forecast::select), forecast, score (core::score), and publish to
-//! `shardcast.forecasts` and `shardcast.scores`.
+//! `shardcast.forecast_state` and `shardcast.scores`.
 
 use std::collections::HashMap;
 
@@ -160,7 +160,7 @@ fn load_histories(
                     sc.score, c.class, c.weight
              FROM shardcast.shards s
              JOIN shardcast.effective_classes c USING (shard_id)
-             LEFT JOIN shardcast.forecasts f ON f.shard_id = s.shard_id AND f.horizon = $2::interval
+             LEFT JOIN shardcast.forecast_state f ON f.shard_id = s.shard_id AND f.horizon = $2::interval
              LEFT JOIN shardcast.scores sc ON sc.shard_id = s.shard_id
              WHERE s.retired_at IS NULL
              ORDER BY s.shard_id",
@@ -331,17 +331,17 @@ fn write_forecasts(
     let error_high: Vec<f64> = forecasts.iter().map(|f| f.2.error_high).collect();
     let fresh: Vec<bool> = forecasts.iter().map(|f| f.3).collect();
     Spi::run_with_args(
-        "DELETE FROM shardcast.forecasts f USING shardcast.shards s
+        "DELETE FROM shardcast.forecast_state f USING shardcast.shards s
          WHERE s.shard_id = f.shard_id AND s.retired_at IS NOT NULL",
         &[],
     )?;
     Spi::run_with_args(
-        "INSERT INTO shardcast.forecasts AS f (shard_id, computed_at, horizon, model, point, lower, upper,
+        "INSERT INTO shardcast.forecast_state AS f (shard_id, computed_at, horizon, model, point, lower, upper,
                 backtest_mase, history_points, selected_at, selected_model, error_low, error_high)
          SELECT u.id, now(), make_interval(hours => $12), u.model, u.point, u.lower, u.upper, u.mase,
                 u.points,
                 CASE WHEN u.fresh THEN now()
-                     ELSE (SELECT selected_at FROM shardcast.forecasts WHERE shard_id = u.id) END,
+                     ELSE (SELECT selected_at FROM shardcast.forecast_state WHERE shard_id = u.id) END,
                 u.selected, u.error_low, u.error_high
          FROM unnest($1::int4[], $2::text[], $3::float8[], $4::float8[], $5::float8[], $6::float8[],
                      $7::int4[], $8::text[], $9::float8[], $10::float8[], $11::bool[])
@@ -446,7 +446,7 @@ fn sparkline(
         .map_err(spi_error)?;
     let forecast = Spi::get_one_with_args::<f64>(
         "SELECT (SELECT f.point / greatest(extract(epoch FROM f.horizon) / 3600, 1)
-                 FROM shardcast.forecasts f JOIN shardcast.shards s USING (shard_id)
+                 FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
                  WHERE s.relid = $1 AND s.retired_at IS NULL)",
         &[shard.oid().into()],
     )

@@ -374,7 +374,7 @@ fn refresh_scores_shards_from_history_with_inheritance() {
     assert!(audit.2 > orders.2);
     let forecast = Spi::get_one::<String>(
         "SELECT f.model || ':' || (f.lower <= f.point AND f.point <= f.upper) || ':' || (f.history_points >= 72)
-         FROM shardcast.forecasts f JOIN shardcast.shards s USING (shard_id) WHERE s.table_name = 'f_orders'",
+         FROM shardcast.forecasts f WHERE f.shard = 'public.f_orders'::regclass",
     )
     .unwrap()
     .unwrap();
