@@ -1,4 +1,5 @@
 pub mod access;
 pub mod forecast;
+pub mod schedule;
 pub mod score;
 pub mod sparkline;
