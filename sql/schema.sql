@@ -157,3 +157,66 @@ ALTER TABLE shardcast.worker_state
     ADD COLUMN last_refresh_at timestamptz,
     ADD COLUMN last_refresh_ms double precision,
     ADD COLUMN shards_scored   integer NOT NULL DEFAULT 0;
+
+-- Replication destinations.
+CREATE TABLE shardcast.nodes (
+    node                   text PRIMARY KEY CHECK (node <> ''),
+    conninfo               text,
+    capacity_bytes_per_sec double precision NOT NULL CHECK (capacity_bytes_per_sec > 0 AND capacity_bytes_per_sec < 'infinity'),
+    max_concurrent         integer NOT NULL DEFAULT 4 CHECK (max_concurrent > 0),
+    current_load           double precision NOT NULL DEFAULT 0 CHECK (current_load BETWEEN 0 AND 1),
+    load_reported_at       timestamptz,
+    enabled                boolean NOT NULL DEFAULT true,
+    added_at               timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('shardcast.nodes', '');
+
+-- One shard to copy to one destination. node is the destination given at enqueue, or the one
+-- node assignment chose; dispatch_rank is the task's place in the plan (1 = next).
+CREATE TABLE shardcast.replication_tasks (
+    task_id                      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    shard_id                     integer NOT NULL REFERENCES shardcast.shards,
+    destination                  text REFERENCES shardcast.nodes ON UPDATE CASCADE,
+    node                         text REFERENCES shardcast.nodes ON UPDATE CASCADE,
+    state                        text NOT NULL DEFAULT 'queued'
+                                 CHECK (state IN ('queued', 'claimed', 'done', 'failed', 'cancelled')),
+    size_bytes                   bigint NOT NULL,
+    score                        double precision NOT NULL DEFAULT 0,
+    priority_weight              integer NOT NULL DEFAULT 0,
+    tier                         integer NOT NULL DEFAULT 1,
+    prefetch                     boolean NOT NULL DEFAULT false,
+    dispatch_rank                integer,
+    claimed_by                   text,
+    lease_expires_at             timestamptz,
+    attempts                     integer NOT NULL DEFAULT 0,
+    enqueued_at                  timestamptz NOT NULL DEFAULT now(),
+    claimed_at                   timestamptz,
+    finished_at                  timestamptz,
+    priority_weight_at_claim     integer,
+    priority_weight_at_completion integer,
+    detail                       text
+);
+CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard_id, coalesce(destination, ''))
+    WHERE state IN ('queued', 'claimed');
+CREATE INDEX replication_tasks_dispatch ON shardcast.replication_tasks (dispatch_rank, task_id)
+    WHERE state = 'queued';
+CREATE INDEX replication_tasks_leases ON shardcast.replication_tasks (lease_expires_at)
+    WHERE state = 'claimed';
+
+CREATE TABLE shardcast.completion_log (
+    task_id         bigint NOT NULL,
+    shard_id        integer NOT NULL,
+    schema_name     name NOT NULL,
+    table_name      name NOT NULL,
+    node            text,
+    worker          text,
+    succeeded       boolean NOT NULL,
+    attempts        integer NOT NULL,
+    priority_weight integer,
+    size_bytes      bigint,
+    claimed_at      timestamptz,
+    finished_at     timestamptz NOT NULL,
+    duration        interval,
+    detail          text
+);
+CREATE INDEX completion_log_finished ON shardcast.completion_log (finished_at);

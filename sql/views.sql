@@ -193,3 +193,72 @@ COMMENT ON VIEW shardcast.forecasts IS
     'Latest forecast per live shard: load over the horizon, interval, model, backtest MASE.';
 GRANT SELECT ON shardcast.priority_scores, shardcast.forecasts TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.refresh_forecasts() FROM PUBLIC;
+
+-- The replication queue in dispatch order under the session's shardcast.ordering ('wspt' by
+-- default: score per byte to copy; 'score'; 'fifo'): the express lane first, then weighted fair
+-- queuing across tiers. Claims follow the order stored by the last replan (server settings).
+CREATE VIEW shardcast.prioritized_queue AS
+SELECT q.position, q.task_id, q.relid::regclass AS shard, q.size_bytes, q.score, q.priority_weight,
+       q.density, q.tier, q.prefetch, q.node
+FROM shardcast._prioritized_queue() q;
+COMMENT ON VIEW shardcast.prioritized_queue IS
+    'Queued replication tasks in dispatch order (position 1 = next).';
+
+-- For every queued task: the worker slot, node, bandwidth share (bytes/s) and expected start and
+-- finish if `workers` slots share `bandwidth` bytes/s (defaults: shardcast.plan_workers,
+-- shardcast.plan_bandwidth).
+CREATE FUNCTION shardcast.allocation_plan(workers integer DEFAULT NULL, bandwidth bigint DEFAULT NULL)
+RETURNS TABLE ("position" bigint, task_id bigint, shard regclass, tier integer, prefetch boolean,
+               worker integer, node text, bandwidth_share double precision,
+               expected_start timestamptz, expected_finish timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT p.position, p.task_id, p.relid::regclass, p.tier, p.prefetch, p.worker, p.node, p.bandwidth_share,
+           now() + p.start_offset * interval '1 second', now() + p.finish_offset * interval '1 second'
+    FROM shardcast._allocation_plan($1, $2) p
+$$;
+
+-- Hands out the next task under the plan, atomically (FOR UPDATE SKIP LOCKED), under a lease.
+-- No row when there is nothing to do.
+CREATE FUNCTION shardcast.claim_task(worker text, destination text DEFAULT NULL)
+RETURNS TABLE (task_id bigint, shard regclass, qualified_name text, node text, size_bytes bigint,
+               priority_weight integer, prefetch boolean, attempts integer, lease_expires_at timestamptz)
+LANGUAGE sql VOLATILE AS $$
+    SELECT c.task_id, c.relid::regclass, format('%I.%I', n.nspname, r.relname), c.node, c.size_bytes,
+           c.priority_weight, c.prefetch, c.attempts, c.lease_expires_at
+    FROM shardcast._claim_task($1, $2) c
+    JOIN pg_catalog.pg_class r ON r.oid = c.relid
+    JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+$$;
+
+-- One row per open task: what a replication script copies, where, in which order.
+CREATE VIEW shardcast.replication_manifest AS
+SELECT t.task_id,
+       format('%I.%I', s.schema_name, s.table_name) AS shard,
+       (SELECT system_identifier FROM pg_catalog.pg_control_system()) AS source_system_identifier,
+       current_database() AS source_database,
+       t.node AS destination,
+       t.size_bytes,
+       t.priority_weight,
+       CASE WHEN t.state = 'queued' THEN t.dispatch_rank END AS position,
+       t.tier,
+       t.prefetch,
+       t.state
+FROM shardcast.replication_tasks t
+JOIN shardcast.shards s USING (shard_id)
+WHERE t.state IN ('queued', 'claimed');
+COMMENT ON VIEW shardcast.replication_manifest IS
+    'Open replication tasks: shard, source identity, destination, size, priority weight, position.';
+
+GRANT SELECT ON shardcast.prioritized_queue, shardcast.replication_manifest, shardcast.nodes,
+    shardcast.replication_tasks, shardcast.completion_log TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION
+    shardcast.add_node(text, double precision, integer, text),
+    shardcast.report_node_load(text, double precision),
+    shardcast.enqueue(regclass, text),
+    shardcast.enqueue_publication(text, text),
+    shardcast.enqueue_all(text),
+    shardcast.claim_task(text, text),
+    shardcast._claim_task(text, text),
+    shardcast.heartbeat(bigint),
+    shardcast.complete_task(bigint, boolean, text, text)
+FROM PUBLIC;

@@ -4,7 +4,19 @@ use std::ffi::CString;
 use std::time::Duration;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::pg_sys;
+use pgrx::{pg_sys, PostgresGucEnum};
+use shardcast_core::schedule::Order;
+
+/// `shardcast.ordering`: how the replication queue is ordered.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum QueueOrdering {
+    #[name = c"wspt"]
+    Wspt,
+    #[name = c"score"]
+    Score,
+    #[name = c"fifo"]
+    Fifo,
+}
 
 static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -20,6 +32,14 @@ static WRITE_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.1);
 static INHERITANCE_FACTOR: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 static SCORE_HYSTERESIS: GucSetting<f64> = GucSetting::<f64>::new(0.2);
 static TIERS: GucSetting<i32> = GucSetting::<i32>::new(3);
+static ORDERING: GucSetting<QueueOrdering> = GucSetting::<QueueOrdering>::new(QueueOrdering::Wspt);
+static MIN_TIER_SHARE: GucSetting<f64> = GucSetting::<f64>::new(0.05);
+static PREFETCH_QUANTILE: GucSetting<f64> = GucSetting::<f64>::new(0.99);
+static PREFETCH_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
+static PLAN_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
+static PLAN_BANDWIDTH: GucSetting<f64> = GucSetting::<f64>::new(100.0 * 1024.0 * 1024.0);
+static CLAIM_LEASE_SECS: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
+static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 
 /// Defines the settings. `shardcast.database` is fixed at server start, so it only exists when
 /// the library is preloaded (PostgreSQL refuses a postmaster-level setting defined later).
@@ -150,6 +170,84 @@ pub fn init(preloading: bool) {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"shardcast.ordering",
+        c"Order of the replication queue: wspt, score or fifo.",
+        c"wspt (Smith's rule: score per byte) minimises access-weighted completion time; score is a plain sort; fifo is catalog order.",
+        &ORDERING,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"shardcast.min_tier_share",
+        c"Share of replication capacity every priority tier is guaranteed.",
+        c"Fair queuing across tiers never gives a tier with queued tasks less than this.",
+        &MIN_TIER_SHARE,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"shardcast.prefetch_quantile",
+        c"Quantile of all shards' forecasts that a forecast's lower bound must exceed for pre-replication.",
+        c"Such shards go to the express lane, dispatched before everything else.",
+        &PREFETCH_QUANTILE,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"shardcast.prefetch_workers",
+        c"Worker slots reserved for the express lane in the allocation plan.",
+        c"",
+        &PREFETCH_WORKERS,
+        0,
+        1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"shardcast.plan_workers",
+        c"Default number of worker slots in shardcast.allocation_plan().",
+        c"",
+        &PLAN_WORKERS,
+        1,
+        1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"shardcast.plan_bandwidth",
+        c"Default total bandwidth, in bytes per second, in shardcast.allocation_plan().",
+        c"",
+        &PLAN_BANDWIDTH,
+        1.0,
+        1e15,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"shardcast.claim_lease",
+        c"How long a claimed replication task stays claimed without a heartbeat.",
+        c"An expired lease returns the task to the queue.",
+        &CLAIM_LEASE_SECS,
+        1,
+        7 * 24 * 60 * 60,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"shardcast.max_attempts",
+        c"Attempts after which a replication task is marked failed.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     unsafe { pg_sys::MarkGUCPrefixReserved(c"shardcast".as_ptr()) };
 }
 
@@ -203,4 +301,40 @@ pub fn score_hysteresis() -> f64 {
 
 pub fn tiers() -> usize {
     TIERS.get().max(1) as usize
+}
+
+pub fn ordering() -> Order {
+    match ORDERING.get() {
+        QueueOrdering::Wspt => Order::Wspt,
+        QueueOrdering::Score => Order::Score,
+        QueueOrdering::Fifo => Order::Fifo,
+    }
+}
+
+pub fn min_tier_share() -> f64 {
+    MIN_TIER_SHARE.get()
+}
+
+pub fn prefetch_quantile() -> f64 {
+    PREFETCH_QUANTILE.get()
+}
+
+pub fn prefetch_workers() -> usize {
+    PREFETCH_WORKERS.get().max(0) as usize
+}
+
+pub fn plan_workers() -> i32 {
+    PLAN_WORKERS.get()
+}
+
+pub fn plan_bandwidth() -> f64 {
+    PLAN_BANDWIDTH.get()
+}
+
+pub fn claim_lease() -> Duration {
+    Duration::from_secs(CLAIM_LEASE_SECS.get().max(1) as u64)
+}
+
+pub fn max_attempts() -> i32 {
+    MAX_ATTEMPTS.get()
 }

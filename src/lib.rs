@@ -15,6 +15,7 @@ mod forecaster;
 mod gucs;
 mod history;
 mod registry;
+mod replication;
 mod sampler;
 mod worker;
 

@@ -459,3 +459,209 @@ fn sparkline_draws_history_and_forecast() {
     let short = Spi::get_one::<String>("SELECT shardcast.sparkline('public.f_orders', '6 hours')").unwrap().unwrap();
     assert_eq!(short.chars().count(), 7 + 2, "{short}");
 }
+
+fn two_nodes() {
+    Spi::run(
+        "SELECT shardcast.add_node('fast', 100e6, 4);
+         SELECT shardcast.add_node('slow', 10e6, 2, 'host=127.0.0.1 port=1');",
+    )
+    .unwrap();
+}
+
+fn set_size(table: &str, bytes: i64) {
+    Spi::run_with_args(
+        "UPDATE shardcast.shards SET size_bytes = $2 WHERE relid = $1::regclass AND retired_at IS NULL",
+        &[table.into(), bytes.into()],
+    )
+    .unwrap();
+}
+
+fn queue_order(ordering: &str) -> String {
+    Spi::run(&format!("SET LOCAL shardcast.ordering = '{ordering}'")).unwrap();
+    Spi::get_one::<String>("SELECT string_agg(shard::text, ',' ORDER BY position) FROM shardcast.prioritized_queue")
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[pg_test]
+fn node_errors_have_sqlstates_and_hints() {
+    two_nodes();
+    let cases = [
+        ("SELECT shardcast.add_node('fast', 1e6)", "42710"),
+        ("SELECT shardcast.add_node('x', 0)", "22023"),
+        ("SELECT shardcast.add_node('x', 'NaN')", "22023"),
+        ("SELECT shardcast.add_node('x', 1e6, 0)", "22023"),
+        ("SELECT shardcast.add_node(NULL, 1e6)", "22004"),
+        ("SELECT shardcast.report_node_load('nowhere', 0.5)", "42704"),
+        ("SELECT shardcast.report_node_load('fast', 1.5)", "22023"),
+        ("SELECT shardcast.enqueue('pg_catalog.pg_class')", "42809"),
+        ("SELECT shardcast.enqueue_all('nowhere')", "42704"),
+        ("SELECT shardcast.enqueue_publication('no_such_publication')", "42704"),
+        ("SELECT * FROM shardcast.allocation_plan(0, 1000)", "22023"),
+        ("SELECT * FROM shardcast.allocation_plan(2, -5)", "22023"),
+        ("SELECT shardcast.heartbeat(424242)", "42704"),
+        ("SELECT shardcast.complete_task(424242)", "42704"),
+        ("SELECT * FROM shardcast.claim_task(NULL)", "22004"),
+    ];
+    for (sql, sqlstate) in cases {
+        assert_eq!(outcome(sql), format!("{sqlstate} with hint"), "{sql}");
+    }
+}
+
+#[pg_test]
+fn enqueue_is_idempotent_and_covers_publications() {
+    shop_with_history();
+    let first = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.f_orders')").unwrap();
+    let again = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.f_orders')").unwrap();
+    assert_eq!(first, again);
+    Spi::run("CREATE PUBLICATION f_pub FOR TABLE public.f_orders, public.f_audit").unwrap();
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.enqueue_publication('f_pub')").unwrap(), Some(2));
+    let open = Spi::get_one::<i64>(
+        "SELECT count(*) FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name LIKE 'f\\_%' AND t.state = 'queued'",
+    )
+    .unwrap();
+    assert_eq!(open, Some(2));
+}
+
+#[pg_test]
+fn wspt_orders_by_score_per_byte_and_the_other_orders_differ() {
+    shop_with_history();
+    Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SELECT shardcast.refresh_forecasts()").unwrap();
+    // orders is hottest but huge; customers is cooler but tiny.
+    set_size("public.f_orders", 100_000_000_000);
+    set_size("public.f_customers", 10_000);
+    set_size("public.f_audit", 10_000_000);
+    // One tier and no express lane: the order is the ordering's alone.
+    Spi::run("SET LOCAL shardcast.tiers = 1; SET LOCAL shardcast.prefetch_quantile = 1; SELECT shardcast.enqueue_all()")
+        .unwrap();
+    assert_eq!(queue_order("wspt"), "f_customers,f_audit,f_orders");
+    assert_eq!(queue_order("score"), "f_orders,f_customers,f_audit");
+    let fifo = queue_order("fifo");
+    let ids = Spi::get_one::<String>(
+        "SELECT string_agg(s.table_name::text, ',' ORDER BY t.task_id) FROM shardcast.replication_tasks t
+         JOIN shardcast.shards s USING (shard_id) WHERE t.state = 'queued'",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(fifo, ids);
+}
+
+#[pg_test]
+fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
+    shop_with_history();
+    Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SELECT shardcast.refresh_forecasts()").unwrap();
+    set_size("public.f_orders", 100_000_000_000);
+    set_size("public.f_customers", 10_000);
+    set_size("public.f_audit", 10_000);
+    // With three shards, the 0.5 quantile of points is the middle one: only orders' lower
+    // bound can exceed it.
+    Spi::run("SET LOCAL shardcast.prefetch_quantile = 0.5; SELECT shardcast.enqueue_all()").unwrap();
+    let first = Spi::get_one::<String>("SELECT shard::text || ':' || prefetch FROM shardcast.prioritized_queue WHERE position = 1")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("f_orders:true"));
+    let plan = Spi::get_one::<String>(
+        "SELECT shard::text || ':' || worker || ':' || (expected_start = now()) FROM shardcast.allocation_plan(2, 1000000) WHERE position = 1",
+    )
+    .unwrap();
+    assert_eq!(plan.as_deref(), Some("f_orders:1:true"));
+    let manifest = Spi::get_one::<pgrx::JsonB>("SELECT shardcast.manifest_json()").unwrap().unwrap().0;
+    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["tasks"][0]["shard"], "public.f_orders");
+    assert_eq!(manifest["tasks"][0]["prefetch"], true);
+}
+
+#[pg_test]
+fn the_plan_shares_workers_and_bandwidth() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    for t in ["public.f_orders", "public.f_customers", "public.f_audit"] {
+        set_size(t, 1_000_000);
+    }
+    Spi::run("SET LOCAL shardcast.prefetch_quantile = 1; SELECT shardcast.enqueue_all()").unwrap();
+    let plan = Spi::get_one::<String>(
+        "SELECT string_agg(worker || '@' || round(extract(epoch FROM expected_start - now())) || '-'
+                           || round(extract(epoch FROM expected_finish - now())) || ':' || bandwidth_share, ' ' ORDER BY position)
+         FROM shardcast.allocation_plan(2, 2000000)",
+    )
+    .unwrap();
+    assert_eq!(plan.as_deref(), Some("1@0-1:1000000 2@0-1:1000000 1@1-2:1000000"));
+}
+
+#[pg_test]
+fn tasks_without_a_destination_go_to_the_fast_idle_node() {
+    shop_with_history();
+    two_nodes();
+    Spi::run("SELECT shardcast.report_node_load('slow', 0.5); SELECT shardcast.refresh_forecasts(); SELECT shardcast.enqueue('public.f_orders')")
+        .unwrap();
+    let node = Spi::get_one::<String>("SELECT node FROM shardcast.prioritized_queue WHERE shard = 'public.f_orders'::regclass")
+        .unwrap();
+    assert_eq!(node.as_deref(), Some("fast"));
+    let fixed = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.f_audit', 'slow')").unwrap().unwrap();
+    let node = Spi::get_one_with_args::<String>(
+        "SELECT node FROM shardcast.prioritized_queue WHERE task_id = $1",
+        &[fixed.into()],
+    )
+    .unwrap();
+    assert_eq!(node.as_deref(), Some("slow"));
+}
+
+#[pg_test]
+fn claim_heartbeat_complete_and_their_errors() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts(); SELECT shardcast.enqueue_all()").unwrap();
+    let first = Spi::get_one::<i64>("SELECT task_id FROM shardcast.prioritized_queue WHERE position = 1").unwrap();
+    let claimed = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w1')").unwrap();
+    assert_eq!(claimed, first);
+    let task = claimed.unwrap();
+    assert_eq!(outcome(&format!("SELECT shardcast.heartbeat({task})")), "ok");
+    assert_eq!(
+        outcome(&format!("SELECT shardcast.complete_task({task}, true, NULL, 'w2')")),
+        "55000 with hint"
+    );
+    assert_eq!(outcome(&format!("SELECT shardcast.complete_task({task}, true, 'copied', 'w1')")), "ok");
+    assert_eq!(outcome(&format!("SELECT shardcast.complete_task({task})")), "55000 with hint");
+    assert_eq!(outcome(&format!("SELECT shardcast.heartbeat({task})")), "55000 with hint");
+    let logged = Spi::get_one_with_args::<String>(
+        "SELECT succeeded || ':' || worker || ':' || detail FROM shardcast.completion_log WHERE task_id = $1",
+        &[task.into()],
+    )
+    .unwrap();
+    assert_eq!(logged.as_deref(), Some("true:w1:copied"));
+    // A failure goes back to the queue with one more attempt.
+    let second = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w1')").unwrap().unwrap();
+    Spi::run_with_args("SELECT shardcast.complete_task($1, false, 'disk full')", &[second.into()]).unwrap();
+    let state = Spi::get_one_with_args::<String>(
+        "SELECT state || ':' || attempts FROM shardcast.replication_tasks WHERE task_id = $1",
+        &[second.into()],
+    )
+    .unwrap();
+    assert_eq!(state.as_deref(), Some("queued:1"));
+}
+
+#[pg_test]
+fn a_dropped_shard_task_is_cancelled_not_copied() {
+    Spi::run("CREATE TABLE public.doomed (id int); SELECT shardcast.enqueue('public.doomed')").unwrap();
+    Spi::run("DROP TABLE public.doomed; SELECT shardcast.enqueue_all()").unwrap();
+    let state = Spi::get_one::<String>(
+        "SELECT t.state FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name = 'doomed'",
+    )
+    .unwrap();
+    assert_eq!(state.as_deref(), Some("cancelled"));
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.claim_task('w')").unwrap(), Some(0));
+}
+
+#[pg_test]
+fn mutating_replication_functions_are_not_public() {
+    let public = Spi::get_one::<bool>(
+        "SELECT bool_or(has_function_privilege('public', f, 'EXECUTE')) FROM unnest(ARRAY[
+             'shardcast.claim_task(text, text)', 'shardcast.complete_task(bigint, boolean, text, text)',
+             'shardcast.enqueue(regclass, text)', 'shardcast.add_node(text, double precision, integer, text)',
+             'shardcast.heartbeat(bigint)']::regprocedure[]) f",
+    )
+    .unwrap();
+    assert_eq!(public, Some(false));
+    let readable = Spi::get_one::<bool>("SELECT has_table_privilege('public', 'shardcast.prioritized_queue', 'SELECT')").unwrap();
+    assert_eq!(readable, Some(true));
+}

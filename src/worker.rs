@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 use crate::forecaster;
 use crate::gucs;
+use crate::replication;
 use crate::sampler::{SampleReport, Sampler};
 
 /// Shown as `backend_type` in `pg_stat_activity`.
@@ -129,6 +130,9 @@ impl Worker {
         report_activity("forecasting");
         let result = in_transaction(|| {
             let report = forecaster::refresh()?;
+            // New scores reorder the replication queue; expired leases rejoin it.
+            replication::expire_leases()?;
+            replication::replan()?;
             record_refresh(report.scored, started.elapsed())?;
             Ok::<_, pgrx::spi::Error>(report)
         });

@@ -1,0 +1,712 @@
+//! The replication controller's SQL surface: nodes, tasks, the prioritized queue, the allocation
+//! plan, claims with leases, completions with notifications. The ordering, fairness and node
+//! assignment live in `shardcast_core::schedule`; this module reads and writes the catalog.
+
+// pgrx reads the returned columns from the written-out TableIterator type, so it cannot be aliased.
+#![allow(clippy::type_complexity)]
+
+use pgrx::prelude::*;
+use pgrx::{PgRelation, PgSqlErrorCode};
+use shardcast_core::schedule::{self, Node, Order, Task};
+
+use pgrx::pg_sys::panic::ErrorReport;
+
+use crate::error::{spi_error, sql_error, SqlResult};
+use crate::{gucs, registry};
+
+/// Deficit round robin credits this many bytes per round, split among tiers by their shares.
+pub const DRR_QUANTUM_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+
+fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{name} must not be NULL"),
+        "Pass a value for every required argument.",
+    )
+}
+
+fn invalid(message: String, hint: &str) -> pgrx::pg_sys::panic::ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        hint,
+    )
+}
+
+/// An ERROR unless `node` names a node.
+fn check_node(node: &str) -> SqlResult<()> {
+    let known = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM shardcast.nodes WHERE node = $1)",
+        &[node.into()],
+    )
+    .map_err(spi_error)?;
+    if known == Some(true) {
+        Ok(())
+    } else {
+        Err(sql_error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("unknown node \"{node}\""),
+            "Add it with shardcast.add_node(name, capacity_bytes_per_sec); see shardcast.nodes.",
+        ))
+    }
+}
+
+#[pg_extern]
+fn add_node(
+    name: Option<&str>,
+    capacity_bytes_per_sec: Option<f64>,
+    max_concurrent: default!(Option<i32>, 4),
+    conninfo: default!(Option<&str>, "NULL"),
+) -> SqlResult<()> {
+    let name = name.ok_or_else(|| null_argument("name"))?;
+    let capacity = capacity_bytes_per_sec.ok_or_else(|| null_argument("capacity_bytes_per_sec"))?;
+    let max_concurrent = max_concurrent.ok_or_else(|| null_argument("max_concurrent"))?;
+    if name.trim().is_empty() {
+        return Err(invalid(
+            "a node needs a name".into(),
+            "Name the destination, e.g. 'replica-1'.",
+        ));
+    }
+    if !(capacity.is_finite() && capacity > 0.0) {
+        return Err(invalid(
+            format!("capacity must be a positive number of bytes per second, not {capacity}"),
+            "Give the destination's copy throughput, e.g. 100e6 for 100 MB/s.",
+        ));
+    }
+    if max_concurrent < 1 {
+        return Err(invalid(
+            format!("max_concurrent must be at least 1, not {max_concurrent}"),
+            "It is how many tasks may copy to the node at once.",
+        ));
+    }
+    let added = Spi::get_one_with_args::<bool>(
+        "WITH added AS (
+             INSERT INTO shardcast.nodes (node, capacity_bytes_per_sec, max_concurrent, conninfo)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (node) DO NOTHING RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM added)",
+        &[
+            name.into(),
+            capacity.into(),
+            max_concurrent.into(),
+            conninfo.into(),
+        ],
+    )
+    .map_err(spi_error)?;
+    if added != Some(true) {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("node \"{name}\" already exists"),
+            "Change it with UPDATE shardcast.nodes, or choose another name.",
+        ));
+    }
+    Ok(())
+}
+
+#[pg_extern]
+fn report_node_load(node: Option<&str>, load: Option<f64>) -> SqlResult<()> {
+    let node = node.ok_or_else(|| null_argument("node"))?;
+    let load = load.ok_or_else(|| null_argument("load"))?;
+    if !(0.0..=1.0).contains(&load) {
+        return Err(invalid(
+            format!("load must be between 0 and 1, not {load}"),
+            "Report the share of the node's capacity in use.",
+        ));
+    }
+    check_node(node)?;
+    Spi::run_with_args(
+        "UPDATE shardcast.nodes SET current_load = $2, load_reported_at = now() WHERE node = $1",
+        &[node.into(), load.into()],
+    )
+    .map_err(spi_error)
+}
+
+/// Enqueues the given live shards for `destination` (NULL: node assignment chooses); an open
+/// task for the same shard and destination is kept, not duplicated. Returns the tasks' ids.
+fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec<i64>> {
+    if let Some(node) = destination {
+        check_node(node)?;
+    }
+    let ids: Vec<i64> = Spi::connect_mut(|client| {
+        client
+            .update(
+                "WITH wanted AS (
+                     SELECT s.shard_id,
+                            coalesce(s.size_bytes, pg_catalog.pg_total_relation_size(s.relid), 0) AS size_bytes
+                     FROM shardcast.shards s
+                     WHERE s.shard_id = ANY($1) AND s.retired_at IS NULL
+                 ), added AS (
+                     INSERT INTO shardcast.replication_tasks (shard_id, destination, node, size_bytes)
+                     SELECT shard_id, $2, $2, size_bytes FROM wanted ORDER BY shard_id
+                     ON CONFLICT (shard_id, coalesce(destination, ''))
+                         WHERE state IN ('queued', 'claimed') DO NOTHING
+                     RETURNING task_id, shard_id)
+                 SELECT coalesce(a.task_id, t.task_id)
+                 FROM wanted w
+                 LEFT JOIN added a USING (shard_id)
+                 LEFT JOIN shardcast.replication_tasks t
+                        ON t.shard_id = w.shard_id AND t.destination IS NOT DISTINCT FROM $2
+                       AND t.state IN ('queued', 'claimed')
+                 ORDER BY w.shard_id",
+                None,
+                &[shard_ids.to_vec().into(), destination.into()],
+            )?
+            .map(|row| row.get::<i64>(1).map(|v| v.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(spi_error)?;
+    replan().map_err(spi_error)?;
+    Ok(ids)
+}
+
+/// Enqueues one shard; returns its task id (the existing one if it is already queued).
+#[pg_extern]
+fn enqueue(
+    shard: Option<PgRelation>,
+    destination: default!(Option<&str>, "NULL"),
+) -> SqlResult<i64> {
+    let shard = shard.ok_or_else(|| null_argument("shard"))?;
+    let shard_id = registry::shard_id_for(shard.oid())?;
+    Ok(enqueue_shards(&[shard_id], destination)?
+        .first()
+        .copied()
+        .unwrap_or_default())
+}
+
+/// Enqueues every table of a logical-replication publication; returns the number of tasks.
+#[pg_extern]
+fn enqueue_publication(
+    publication: Option<&str>,
+    destination: default!(Option<&str>, "NULL"),
+) -> SqlResult<i64> {
+    let publication = publication.ok_or_else(|| null_argument("publication"))?;
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)",
+        &[publication.into()],
+    )
+    .map_err(spi_error)?;
+    if exists != Some(true) {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("publication \"{publication}\" does not exist"),
+            "See pg_publication, or CREATE PUBLICATION first.",
+        ));
+    }
+    registry::sync().map_err(spi_error)?;
+    let shard_ids: Vec<i32> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.shard_id
+                 FROM pg_catalog.pg_publication_tables p
+                 JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
+                 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+                 CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
+                                     SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) WHERE isleaf) leaf
+                 JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL
+                 WHERE p.pubname = $1",
+                None,
+                &[publication.into()],
+            )?
+            .map(|row| row.get::<i32>(1).map(|v| v.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(spi_error)?;
+    Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
+}
+
+/// Enqueues every live shard; returns the number of tasks.
+#[pg_extern]
+fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
+    registry::sync().map_err(spi_error)?;
+    let shard_ids: Vec<i32> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT shard_id FROM shardcast.shards WHERE retired_at IS NULL",
+                None,
+                &[],
+            )?
+            .map(|row| row.get::<i32>(1).map(|v| v.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(spi_error)?;
+    Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
+}
+
+/// One queued task in dispatch order.
+struct Queued {
+    task: Task,
+    relid: pg_sys::Oid,
+    priority_weight: i32,
+    node: Option<String>,
+}
+
+/// The queued tasks in dispatch order under `order`: the express lane first, then deficit round
+/// robin across tiers, each assigned a node. Tasks of dropped shards are left out.
+fn compute_queue(order: Order) -> Result<Vec<Queued>, pgrx::spi::Error> {
+    let tiers = gucs::tiers();
+    let threshold = Spi::get_one::<Vec<f64>>(
+        "SELECT coalesce(array_agg(f.point), '{}') FROM shardcast.forecast_state f
+         JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL",
+    )?
+    .map(|points| schedule::prefetch_threshold(&points, gucs::prefetch_quantile()))
+    .unwrap_or(f64::INFINITY);
+    let mut queued: Vec<(Queued, Option<String>)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
+                        coalesce(sc.priority_weight, 0), coalesce(sc.tier, $1), f.lower, t.destination
+                 FROM shardcast.replication_tasks t
+                 JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
+                 JOIN pg_catalog.pg_class c ON c.oid = s.relid
+                 LEFT JOIN shardcast.scores sc ON sc.shard_id = t.shard_id
+                 LEFT JOIN shardcast.forecast_state f ON f.shard_id = t.shard_id
+                 WHERE t.state = 'queued'",
+                None,
+                &[(tiers as i32).into()],
+            )?
+            .map(|row| {
+                let lower = row.get::<f64>(7)?;
+                Ok((
+                    Queued {
+                        task: Task {
+                            task_id: row.get::<i64>(1)?.unwrap_or_default(),
+                            bytes: row.get::<f64>(3)?.unwrap_or_default(),
+                            score: row.get::<f64>(4)?.unwrap_or_default(),
+                            tier: row.get::<i32>(6)?.unwrap_or(tiers as i32).clamp(1, 255) as u8,
+                            prefetch: lower.is_some_and(|l| l > threshold && l > 0.0),
+                        },
+                        relid: row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                        priority_weight: row.get::<i32>(5)?.unwrap_or_default(),
+                        node: None,
+                    },
+                    row.get::<String>(8)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let tasks: Vec<Task> = queued.iter().map(|(q, _)| q.task.clone()).collect();
+    let shares = schedule::tier_shares(tiers, gucs::min_tier_share());
+    let order = schedule::dispatch_order(&tasks, order, &shares, DRR_QUANTUM_BYTES);
+
+    let mut nodes: Vec<Node> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT n.node, n.capacity_bytes_per_sec, n.current_load,
+                        coalesce((SELECT sum(t.size_bytes) FROM shardcast.replication_tasks t
+                                  WHERE t.node = n.node AND t.state = 'claimed'), 0)::float8
+                 FROM shardcast.nodes n WHERE n.enabled ORDER BY n.node",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok(Node {
+                    name: row.get::<String>(1)?.unwrap_or_default(),
+                    capacity: row.get::<f64>(2)?.unwrap_or(1.0),
+                    load: row.get::<f64>(3)?.unwrap_or_default(),
+                    assigned_bytes: row.get::<f64>(4)?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let mut result = Vec::with_capacity(order.len());
+    let mut slots: Vec<Option<(Queued, Option<String>)>> = queued.drain(..).map(Some).collect();
+    for i in order {
+        let Some((mut q, destination)) = slots[i].take() else {
+            continue;
+        };
+        q.node = match destination {
+            Some(fixed) => {
+                if let Some(n) = nodes.iter_mut().find(|n| n.name == fixed) {
+                    n.assigned_bytes += q.task.bytes.max(schedule::MIN_TASK_BYTES);
+                }
+                Some(fixed)
+            }
+            None => schedule::assign_nodes(&[q.task.bytes], &mut nodes)[0]
+                .map(|n| nodes[n].name.clone()),
+        };
+        result.push(q);
+    }
+    Ok(result)
+}
+
+/// Stores the dispatch order (under the server's `shardcast.ordering`) that claims follow, with
+/// each task's node, score, tier and express-lane flag; cancels tasks of dropped shards.
+/// Returns the number of queued tasks.
+pub fn replan() -> Result<usize, pgrx::spi::Error> {
+    Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")?;
+    Spi::run(
+        "UPDATE shardcast.replication_tasks t
+         SET state = 'cancelled', finished_at = now(), detail = 'the shard was dropped'
+         FROM shardcast.shards s
+         WHERE s.shard_id = t.shard_id AND t.state = 'queued'
+           AND (s.retired_at IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.relid))",
+    )?;
+    let queue = compute_queue(gucs::ordering())?;
+    let ids: Vec<i64> = queue.iter().map(|q| q.task.task_id).collect();
+    let ranks: Vec<i32> = (1..=queue.len() as i32).collect();
+    let nodes: Vec<Option<String>> = queue.iter().map(|q| q.node.clone()).collect();
+    let scores: Vec<f64> = queue.iter().map(|q| q.task.score).collect();
+    let weights: Vec<i32> = queue.iter().map(|q| q.priority_weight).collect();
+    let tiers: Vec<i32> = queue.iter().map(|q| q.task.tier as i32).collect();
+    let prefetch: Vec<bool> = queue.iter().map(|q| q.task.prefetch).collect();
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks t
+         SET dispatch_rank = u.rank, node = u.node, score = u.score, priority_weight = u.weight,
+             tier = u.tier, prefetch = u.prefetch
+         FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], $5::int4[], $6::int4[], $7::bool[])
+              AS u(id, rank, node, score, weight, tier, prefetch)
+         WHERE t.task_id = u.id AND t.state = 'queued'",
+        &[
+            ids.into(),
+            ranks.into(),
+            nodes.into(),
+            scores.into(),
+            weights.into(),
+            tiers.into(),
+            prefetch.into(),
+        ],
+    )?;
+    Ok(queue.len())
+}
+
+/// Internal: the live queue under the session's `shardcast.ordering`, behind the
+/// `shardcast.prioritized_queue` view.
+#[pg_extern(stable)]
+fn _prioritized_queue() -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(position, i64),
+            name!(task_id, i64),
+            name!(relid, pg_sys::Oid),
+            name!(size_bytes, i64),
+            name!(score, f64),
+            name!(priority_weight, i32),
+            name!(density, f64),
+            name!(tier, i32),
+            name!(prefetch, bool),
+            name!(node, Option<String>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let queue = compute_queue(gucs::ordering()).map_err(spi_error)?;
+    Ok(TableIterator::new(queue.into_iter().enumerate().map(
+        |(i, q)| {
+            (
+                i as i64 + 1,
+                q.task.task_id,
+                q.relid,
+                q.task.bytes as i64,
+                q.task.score,
+                q.priority_weight,
+                schedule::density(&q.task),
+                q.task.tier as i32,
+                q.task.prefetch,
+                q.node,
+            )
+        },
+    )))
+}
+
+/// Internal: the allocation plan, behind `shardcast.allocation_plan()`.
+#[pg_extern(stable)]
+fn _allocation_plan(
+    workers: Option<i32>,
+    bandwidth: Option<i64>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(position, i64),
+            name!(task_id, i64),
+            name!(relid, pg_sys::Oid),
+            name!(tier, i32),
+            name!(prefetch, bool),
+            name!(worker, i32),
+            name!(node, Option<String>),
+            name!(bandwidth_share, f64),
+            name!(start_offset, f64),
+            name!(finish_offset, f64),
+        ),
+    >,
+    ErrorReport,
+> {
+    let workers = workers.unwrap_or_else(gucs::plan_workers);
+    if workers < 1 {
+        return Err(invalid(
+            format!("workers must be at least 1, not {workers}"),
+            "Plan over the number of copy workers the replication scripts run.",
+        ));
+    }
+    let bandwidth = bandwidth
+        .map(|b| b as f64)
+        .unwrap_or_else(gucs::plan_bandwidth);
+    if bandwidth <= 0.0 {
+        return Err(invalid(
+            format!("bandwidth must be a positive number of bytes per second, not {bandwidth}"),
+            "Give the total copy bandwidth, e.g. 100000000 for 100 MB/s.",
+        ));
+    }
+    let queue = compute_queue(gucs::ordering()).map_err(spi_error)?;
+    let tasks: Vec<&Task> = queue.iter().map(|q| &q.task).collect();
+    let slots = schedule::plan(
+        &tasks,
+        workers as usize,
+        bandwidth,
+        gucs::prefetch_workers(),
+    );
+    Ok(TableIterator::new(
+        queue
+            .into_iter()
+            .zip(slots)
+            .enumerate()
+            .map(|(i, (q, slot))| {
+                (
+                    i as i64 + 1,
+                    q.task.task_id,
+                    q.relid,
+                    q.task.tier as i32,
+                    q.task.prefetch,
+                    slot.worker as i32,
+                    q.node,
+                    slot.bandwidth,
+                    slot.start,
+                    slot.finish,
+                )
+            }),
+    ))
+}
+
+/// Returns tasks whose lease expired to the queue (or marks them failed after
+/// `shardcast.max_attempts`). Returns how many.
+pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<i64>(
+        "WITH expired AS (
+             UPDATE shardcast.replication_tasks
+             SET attempts = attempts + 1,
+                 state = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE 'queued' END,
+                 finished_at = CASE WHEN attempts + 1 >= $1 THEN now() END,
+                 detail = 'lease expired (claimed by ' || coalesce(claimed_by, '?') || ')',
+                 claimed_by = NULL, lease_expires_at = NULL
+             WHERE state = 'claimed' AND lease_expires_at < clock_timestamp()
+             RETURNING 1)
+         SELECT count(*) FROM expired",
+        &[gucs::max_attempts().into()],
+    )?
+    .unwrap_or_default())
+}
+
+/// Internal: claims the next task under the plan, behind `shardcast.claim_task()`.
+#[pg_extern]
+fn _claim_task(
+    worker: Option<&str>,
+    destination: Option<&str>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(task_id, i64),
+            name!(relid, pg_sys::Oid),
+            name!(node, Option<String>),
+            name!(size_bytes, i64),
+            name!(priority_weight, i32),
+            name!(prefetch, bool),
+            name!(attempts, i32),
+            name!(lease_expires_at, TimestampWithTimeZone),
+        ),
+    >,
+    ErrorReport,
+> {
+    let worker = worker.ok_or_else(|| null_argument("worker"))?;
+    if let Some(node) = destination {
+        check_node(node)?;
+    }
+    expire_leases().map_err(spi_error)?;
+    let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
+    let rows = Spi::connect_mut(|client| {
+        client
+            .update(
+                "WITH next AS (
+                     SELECT t.task_id
+                     FROM shardcast.replication_tasks t
+                     JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
+                     WHERE t.state = 'queued'
+                       AND ($2::text IS NULL OR t.node = $2)
+                       AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
+                                                WHERE c.state = 'claimed' AND c.node = t.node)
+                                              < (SELECT max_concurrent FROM shardcast.nodes n WHERE n.node = t.node))
+                     ORDER BY t.dispatch_rank NULLS LAST, t.task_id
+                     LIMIT 1
+                     FOR UPDATE OF t SKIP LOCKED)
+                 UPDATE shardcast.replication_tasks t
+                 SET state = 'claimed', claimed_by = $1, claimed_at = now(),
+                     lease_expires_at = clock_timestamp() + $3::interval,
+                     priority_weight_at_claim = coalesce(
+                         (SELECT priority_weight FROM shardcast.scores sc WHERE sc.shard_id = t.shard_id),
+                         t.priority_weight)
+                 FROM next, shardcast.shards s
+                 WHERE t.task_id = next.task_id AND s.shard_id = t.shard_id
+                 RETURNING t.task_id, s.relid, t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch,
+                           t.attempts, t.lease_expires_at",
+                None,
+                &[worker.into(), destination.into(), lease.into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or_default(),
+                    row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                    row.get::<String>(3)?,
+                    row.get::<i64>(4)?.unwrap_or_default(),
+                    row.get::<i32>(5)?.unwrap_or_default(),
+                    row.get::<bool>(6)?.unwrap_or_default(),
+                    row.get::<i32>(7)?.unwrap_or_default(),
+                    row.get::<TimestampWithTimeZone>(8)?
+                        .unwrap_or_else(TimestampWithTimeZone::positive_infinity),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    Ok(TableIterator::new(rows))
+}
+
+fn unknown_task(task_id: i64) -> pgrx::pg_sys::panic::ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("unknown task {task_id}"),
+        "See shardcast.replication_tasks for the tasks that exist.",
+    )
+}
+
+/// The state and claimer of a task, locked for the rest of the transaction.
+fn lock_task(task_id: i64) -> SqlResult<(String, Option<String>)> {
+    let (state, claimed_by) = Spi::get_two_with_args::<String, String>(
+        "SELECT (SELECT state FROM shardcast.replication_tasks WHERE task_id = $1 FOR UPDATE),
+                (SELECT claimed_by FROM shardcast.replication_tasks WHERE task_id = $1)",
+        &[task_id.into()],
+    )
+    .map_err(spi_error)?;
+    let state = state.ok_or_else(|| unknown_task(task_id))?;
+    Ok((state, claimed_by))
+}
+
+fn not_claimed(task_id: i64, state: &str) -> pgrx::pg_sys::panic::ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!("task {task_id} is {state}, not claimed"),
+        "Only a claimed task can be heartbeaten or completed; a task whose lease expired is back in the queue.",
+    )
+}
+
+/// Extends a claimed task's lease; returns the new expiry.
+#[pg_extern]
+fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
+    let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
+    let (state, _) = lock_task(task_id)?;
+    if state != "claimed" {
+        return Err(not_claimed(task_id, &state));
+    }
+    let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
+    Spi::get_one_with_args::<TimestampWithTimeZone>(
+        "UPDATE shardcast.replication_tasks SET lease_expires_at = clock_timestamp() + $2::interval
+         WHERE task_id = $1 RETURNING lease_expires_at",
+        &[task_id.into(), lease.into()],
+    )
+    .map_err(spi_error)?
+    .ok_or_else(|| unknown_task(task_id))
+}
+
+/// Records the outcome of a claimed task, logs it and sends NOTIFY shardcast_completion. A
+/// failed task goes back to the queue until `shardcast.max_attempts`.
+#[pg_extern]
+fn complete_task(
+    task_id: Option<i64>,
+    succeeded: default!(Option<bool>, true),
+    detail: default!(Option<&str>, "NULL"),
+    worker: default!(Option<&str>, "NULL"),
+) -> SqlResult<()> {
+    let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
+    let succeeded = succeeded.ok_or_else(|| null_argument("succeeded"))?;
+    let (state, claimed_by) = lock_task(task_id)?;
+    if state != "claimed" {
+        return Err(not_claimed(task_id, &state));
+    }
+    if let (Some(worker), Some(owner)) = (worker, claimed_by.as_deref()) {
+        if worker != owner {
+            return Err(sql_error(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("task {task_id} is claimed by \"{owner}\", not \"{worker}\""),
+                "Its lease may have expired and the task been claimed again: do not complete it.",
+            ));
+        }
+    }
+    Spi::run_with_args(
+        "WITH done AS (
+             UPDATE shardcast.replication_tasks t
+             SET attempts = CASE WHEN $2 THEN t.attempts ELSE t.attempts + 1 END,
+                 state = CASE WHEN $2 THEN 'done'
+                              WHEN t.attempts + 1 >= $4 THEN 'failed' ELSE 'queued' END,
+                 finished_at = CASE WHEN $2 OR t.attempts + 1 >= $4 THEN now() END,
+                 detail = $3,
+                 priority_weight_at_completion = coalesce(
+                     (SELECT priority_weight FROM shardcast.scores sc WHERE sc.shard_id = t.shard_id),
+                     t.priority_weight),
+                 lease_expires_at = NULL,
+                 claimed_by = CASE WHEN $2 THEN t.claimed_by END
+             WHERE t.task_id = $1
+             RETURNING t.*
+         ), logged AS (
+             INSERT INTO shardcast.completion_log (task_id, shard_id, schema_name, table_name, node, worker,
+                     succeeded, attempts, priority_weight, size_bytes, claimed_at, finished_at, duration, detail)
+             SELECT d.task_id, d.shard_id, s.schema_name, s.table_name, d.node, $5, $2,
+                    d.attempts + CASE WHEN $2 THEN 1 ELSE 0 END,
+                    d.priority_weight_at_completion, d.size_bytes, d.claimed_at, now(), now() - d.claimed_at, $3
+             FROM done d JOIN shardcast.shards s USING (shard_id)
+             RETURNING *
+         )
+         SELECT pg_catalog.pg_notify('shardcast_completion', json_build_object(
+                    'task', task_id, 'shard', format('%I.%I', schema_name, table_name),
+                    'destination', node, 'priority_weight', priority_weight, 'size', size_bytes,
+                    'duration', extract(epoch FROM duration), 'succeeded', succeeded,
+                    'attempts', attempts, 'detail', detail)::text)
+         FROM logged",
+        &[
+            task_id.into(),
+            succeeded.into(),
+            detail.into(),
+            gucs::max_attempts().into(),
+            claimed_by.as_deref().or(worker).into(),
+        ],
+    )
+    .map_err(spi_error)?;
+    if !succeeded {
+        replan().map_err(spi_error)?;
+    }
+    Ok(())
+}
+
+/// The manifest as a versioned document (see the README for its schema).
+#[pg_extern(stable)]
+fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx::JsonB> {
+    if let Some(node) = destination {
+        check_node(node)?;
+    }
+    Spi::get_one_with_args::<pgrx::JsonB>(
+        "SELECT jsonb_build_object(
+             'version', 1,
+             'generated_at', now(),
+             'source', jsonb_build_object('system_identifier', (SELECT system_identifier::text FROM pg_catalog.pg_control_system()),
+                                          'database', current_database()),
+             'destination', $1::text,
+             'tasks', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                          'task_id', m.task_id, 'shard', m.shard, 'destination', m.destination,
+                          'size_bytes', m.size_bytes, 'priority_weight', m.priority_weight,
+                          'position', m.position, 'tier', m.tier, 'prefetch', m.prefetch, 'state', m.state)
+                          ORDER BY m.position NULLS LAST, m.task_id)
+                        FROM shardcast.replication_manifest m
+                        WHERE $1::text IS NULL OR m.destination = $1), '[]'::jsonb))",
+        &[destination.into()],
+    )
+    .map_err(spi_error)?
+    .ok_or_else(|| invalid("no manifest".into(), ""))
+}
