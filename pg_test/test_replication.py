@@ -1,0 +1,125 @@
+"""End to end: replication scripts drive the queue over real, concurrent connections."""
+
+import json
+import threading
+import time
+
+import psycopg
+
+from cluster import wait_for
+
+
+def one(conn, sql, *args):
+    row = conn.execute(sql, args).fetchone()
+    return None if row is None else row[0]
+
+
+def test_sixteen_parallel_claimers_never_share_a_task(db):
+    db.execute("""
+        DO $$ BEGIN
+            FOR i IN 1..120 LOOP
+                EXECUTE format('CREATE TABLE public.r_%s (id int)', i);
+            END LOOP;
+        END $$""")
+    queued = one(db, "SELECT shardcast.enqueue_all()")
+    assert queued >= 120
+    open_tasks = {r[0] for r in db.execute("SELECT task_id FROM shardcast.replication_tasks WHERE state = 'queued'")}
+    claimed: list[list[int]] = [[] for _ in range(16)]
+    errors = []
+
+    def claimer(i):
+        try:
+            with psycopg.connect(db.info.dsn, autocommit=True) as conn:
+                while True:
+                    row = conn.execute("SELECT task_id FROM shardcast.claim_task(%s)", (f"w{i}",)).fetchone()
+                    if row is None:
+                        return
+                    claimed[i].append(row[0])
+                    conn.execute("SELECT shardcast.complete_task(%s, true, NULL, %s)", (row[0], f"w{i}"))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    every = [task for mine in claimed for task in mine]
+    assert len(every) == len(set(every)), "a task was handed out twice"
+    assert open_tasks <= set(every)
+    assert sum(1 for mine in claimed if mine) > 1, "the claimers did not run concurrently"
+    assert one(db, "SELECT count(*) FROM shardcast.completion_log WHERE task_id = ANY(%s)", list(open_tasks)) == len(open_tasks)
+
+
+def test_a_claimer_that_dies_loses_nothing(db):
+    db.execute("CREATE TABLE public.r_fragile (id int)")
+    task = one(db, "SELECT shardcast.enqueue('public.r_fragile')")
+    dying = psycopg.connect(db.info.dsn, autocommit=True)
+    dying.execute("SET shardcast.claim_lease = '1s'")
+    got = None
+    while got != task:  # claim until we hold our task (others may be queued ahead)
+        row = dying.execute("SELECT task_id FROM shardcast.claim_task('doomed')").fetchone()
+        assert row is not None
+        got = row[0]
+    dying.close()  # dies mid-task: no heartbeat, no completion
+    time.sleep(1.5)
+    with psycopg.connect(db.info.dsn, autocommit=True) as survivor:
+        again = None
+        while again != task:
+            row = survivor.execute("SELECT task_id, attempts FROM shardcast.claim_task('survivor')").fetchone()
+            assert row is not None, "the task did not come back"
+            again, attempts = row
+        assert attempts == 1
+        survivor.execute("SELECT shardcast.complete_task(%s, true, NULL, 'survivor')", (task,))
+    assert one(db, "SELECT count(*) FROM shardcast.completion_log WHERE task_id = %s AND succeeded", task) == 1
+    assert one(db, "SELECT state FROM shardcast.replication_tasks WHERE task_id = %s", task) == "done"
+
+
+def test_heartbeats_keep_a_lease(db):
+    db.execute("CREATE TABLE public.r_slow (id int)")
+    task = one(db, "SELECT shardcast.enqueue('public.r_slow')")
+    with psycopg.connect(db.info.dsn, autocommit=True) as worker:
+        worker.execute("SET shardcast.claim_lease = '2s'")
+        got = None
+        while got != task:
+            got = worker.execute("SELECT task_id FROM shardcast.claim_task('steady')").fetchone()[0]
+        for _ in range(3):
+            time.sleep(1)
+            worker.execute("SELECT shardcast.heartbeat(%s)", (task,))
+        assert one(db, "SELECT state || ':' || claimed_by FROM shardcast.replication_tasks WHERE task_id = %s", task) == "claimed:steady"
+        worker.execute("SELECT shardcast.complete_task(%s)", (task,))
+
+
+def test_completion_notifications_reach_a_listener(db, cluster):
+    db.execute("CREATE TABLE public.r_told (id int)")
+    task = one(db, "SELECT shardcast.enqueue('public.r_told')")
+    received = []
+    listening = threading.Event()
+
+    def listen():
+        with psycopg.connect(db.info.dsn, autocommit=True) as listener:
+            listener.execute("LISTEN shardcast_completion")
+            listening.set()
+            for note in listener.notifies(timeout=15):
+                payload = json.loads(note.payload)
+                received.append(payload)
+                if payload["task"] == task:
+                    return
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    listening.wait(5)
+    with psycopg.connect(db.info.dsn, autocommit=True) as worker:
+        got = None
+        while got != task:
+            got = worker.execute("SELECT task_id FROM shardcast.claim_task('teller')").fetchone()[0]
+            if got != task:
+                worker.execute("SELECT shardcast.complete_task(%s)", (got,))
+        worker.execute("SELECT shardcast.complete_task(%s, true, 'copied')", (task,))
+    thread.join(20)
+    mine = [p for p in received if p["task"] == task]
+    assert len(mine) == 1
+    assert mine[0]["shard"] == "public.r_told"
+    assert mine[0]["succeeded"] is True
+    assert set(mine[0]) >= {"task", "shard", "destination", "priority_weight", "size", "duration", "succeeded", "attempts"}
