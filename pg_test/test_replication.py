@@ -123,3 +123,42 @@ def test_completion_notifications_reach_a_listener(db, cluster):
     assert mine[0]["shard"] == "public.r_told"
     assert mine[0]["succeeded"] is True
     assert set(mine[0]) >= {"task", "shard", "destination", "priority_weight", "size", "duration", "succeeded", "attempts"}
+
+
+def test_the_report_shows_hot_first_beat_fifo(db):
+    db.execute("CREATE TABLE public.r_cold (id int); CREATE TABLE public.r_hot (id int PRIMARY KEY)")
+    db.execute("INSERT INTO public.r_hot SELECT generate_series(1, 100)")
+    wait_for("registration", lambda: one(db, "SELECT count(*) = 2 FROM shardcast.shards WHERE table_name IN ('r_cold', 'r_hot') AND retired_at IS NULL"))
+    since = one(db, "SELECT now()")
+    # Catalog order would copy the cold table first.
+    cold = one(db, "SELECT shardcast.enqueue('public.r_cold')")
+    hot = one(db, "SELECT shardcast.enqueue('public.r_hot')")
+    stop = threading.Event()
+
+    def load():
+        with psycopg.connect(db.info.dsn, autocommit=True) as client:
+            while not stop.is_set():
+                client.execute("SELECT id FROM public.r_hot WHERE id = 5").fetchone()
+                time.sleep(0.01)
+
+    reader = threading.Thread(target=load)
+    reader.start()
+    try:
+        with psycopg.connect(db.info.dsn, autocommit=True) as worker:
+            for task in (hot, cold):  # the order shardcast would choose: the hot table first
+                with worker.transaction():  # a concurrent replan cannot reorder in between
+                    worker.execute("UPDATE shardcast.replication_tasks SET dispatch_rank = 0 WHERE task_id = %s", (task,))
+                    got = worker.execute("SELECT task_id FROM shardcast.claim_task('reporter')").fetchone()[0]
+                assert got == task
+                time.sleep(1.5)
+                worker.execute("SELECT shardcast.complete_task(%s)", (task,))
+        time.sleep(2.5)  # the last accesses reach history
+    finally:
+        stop.set()
+        reader.join()
+    row = db.execute("SELECT tasks, awa_realised, awa_fifo, awa_oracle, capture FROM shardcast.prioritization_report_since(%s)", (since,)).fetchone()
+    tasks, realised, fifo, oracle, capture = row
+    assert tasks == 2
+    assert realised > fifo, row
+    assert oracle >= fifo, row
+    assert 0 <= realised <= 1 and 0 <= fifo <= 1

@@ -262,3 +262,13 @@ REVOKE EXECUTE ON FUNCTION
     shardcast.heartbeat(bigint),
     shardcast.complete_task(bigint, boolean, text, text)
 FROM PUBLIC;
+
+-- What prioritization was worth on the tasks done so far: access-weighted availability (the
+-- share of the accesses during the run that hit shards already copied) of the realised order,
+-- of FIFO (catalog order) and of perfect foresight (WSPT on the true load), both on one channel
+-- at the run's effective bandwidth; capture = (realised - fifo) / (oracle - fifo).
+CREATE VIEW shardcast.prioritization_report AS
+SELECT * FROM shardcast.prioritization_report_since(NULL);
+COMMENT ON VIEW shardcast.prioritization_report IS
+    'Access-weighted availability of the realised replication order against FIFO and perfect foresight.';
+GRANT SELECT ON shardcast.prioritization_report TO PUBLIC;

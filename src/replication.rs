@@ -710,3 +710,118 @@ fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx:
     .map_err(spi_error)?
     .ok_or_else(|| invalid("no manifest".into(), ""))
 }
+
+/// What prioritization was worth on the tasks done (claimed at or after `since`; all when NULL).
+/// The `shardcast.prioritization_report` view shows it for all.
+#[pg_extern(stable)]
+fn prioritization_report_since(
+    since: Option<TimestampWithTimeZone>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(tasks, i64),
+            name!(window_start, Option<TimestampWithTimeZone>),
+            name!(window_end, Option<TimestampWithTimeZone>),
+            name!(bytes_copied, i64),
+            name!(bandwidth, f64),
+            name!(awa_realised, f64),
+            name!(awa_fifo, f64),
+            name!(awa_oracle, f64),
+            name!(capture, Option<f64>),
+        ),
+    >,
+    ErrorReport,
+> {
+    use shardcast_core::report::{self, Accesses};
+    // One row per shard copied (its first successful copy), in catalog (FIFO) order.
+    let copied: Vec<(i32, f64, f64, f64)> = Spi::connect(|client| {
+        client
+            .select(
+                "WITH firsts AS (
+                     SELECT DISTINCT ON (shard_id) shard_id, task_id, size_bytes, claimed_at, finished_at
+                     FROM shardcast.replication_tasks
+                     WHERE state = 'done' AND ($1::timestamptz IS NULL OR claimed_at >= $1)
+                     ORDER BY shard_id, finished_at)
+                 SELECT shard_id, size_bytes::float8,
+                        extract(epoch FROM claimed_at)::float8, extract(epoch FROM finished_at)::float8
+                 FROM firsts ORDER BY task_id",
+                None,
+                &[since.into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    row.get::<f64>(2)?.unwrap_or_default(),
+                    row.get::<f64>(3)?.unwrap_or_default(),
+                    row.get::<f64>(4)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    if copied.is_empty() {
+        return Ok(TableIterator::new(Vec::new()));
+    }
+    let start = copied.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
+    let end = copied.iter().map(|c| c.3).fold(f64::NEG_INFINITY, f64::max);
+    let bytes: Vec<f64> = copied.iter().map(|c| c.1).collect();
+    let ids: Vec<i32> = copied.iter().map(|c| c.0).collect();
+    let accesses: Vec<Accesses> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT array_position($1::int4[], h.shard_id) - 1,
+                        extract(epoch FROM h.bucket_start)::float8,
+                        extract(epoch FROM h.bucket_start + h.bucket_width)::float8,
+                        (h.scans + h.tuples_read + $4 * h.tuples_written)::float8
+                 FROM shardcast.access_history h
+                 WHERE h.shard_id = ANY($1)
+                   AND h.bucket_start < to_timestamp($3) AND h.bucket_start + h.bucket_width > to_timestamp($2)",
+                None,
+                &[ids.clone().into(), start.into(), end.into(), gucs::write_weight().into()],
+            )?
+            .map(|row| {
+                Ok(Accesses {
+                    shard: row.get::<i32>(1)?.unwrap_or_default().max(0) as usize,
+                    start: row.get::<f64>(2)?.unwrap_or_default(),
+                    end: row.get::<f64>(3)?.unwrap_or_default(),
+                    load: row.get::<f64>(4)?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    let window = (start, end.max(start));
+    let bandwidth = bytes
+        .iter()
+        .map(|b| b.max(schedule::MIN_TASK_BYTES))
+        .sum::<f64>()
+        / (end - start).max(1e-3);
+    let realised_ready: Vec<f64> = copied.iter().map(|c| c.3).collect();
+    let fifo_order: Vec<usize> = (0..copied.len()).collect();
+    let realised = report::awa(&realised_ready, &accesses, window);
+    let fifo = report::awa(
+        &report::sequential_ready(&bytes, &fifo_order, bandwidth, start),
+        &accesses,
+        window,
+    );
+    let oracle_order = report::oracle_order(&bytes, &accesses, window);
+    let oracle = report::awa(
+        &report::sequential_ready(&bytes, &oracle_order, bandwidth, start),
+        &accesses,
+        window,
+    );
+    let timestamp =
+        |secs: f64| TimestampWithTimeZone::try_from(((secs - 946_684_800.0) * 1e6) as i64).ok();
+    Ok(TableIterator::new(vec![(
+        copied.len() as i64,
+        timestamp(start),
+        timestamp(end),
+        bytes.iter().sum::<f64>() as i64,
+        bandwidth,
+        realised,
+        fifo,
+        oracle,
+        report::capture(realised, fifo, oracle),
+    )]))
+}

@@ -1,5 +1,6 @@
 pub mod access;
 pub mod forecast;
+pub mod report;
 pub mod schedule;
 pub mod score;
 pub mod sparkline;
