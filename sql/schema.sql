@@ -202,6 +202,9 @@ CREATE INDEX replication_tasks_dispatch ON shardcast.replication_tasks (dispatch
     WHERE state = 'queued';
 CREATE INDEX replication_tasks_leases ON shardcast.replication_tasks (lease_expires_at)
     WHERE state = 'claimed';
+-- A node's tasks in flight, for its concurrency limit.
+CREATE INDEX replication_tasks_in_flight ON shardcast.replication_tasks (node)
+    WHERE state = 'claimed';
 
 CREATE TABLE shardcast.completion_log (
     task_id         bigint NOT NULL,

@@ -526,18 +526,20 @@ fn _claim_task(
     let rows = Spi::connect_mut(|client| {
         client
             .update(
+                // Only the task table in the locking scan, walked in the dispatch index's order, so
+                // that a claim reads a handful of rows however long the queue is. Tasks of
+                // dropped shards are cancelled by the replan, not filtered here.
                 "WITH next AS (
                      SELECT t.task_id
                      FROM shardcast.replication_tasks t
-                     JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
                      WHERE t.state = 'queued'
                        AND ($2::text IS NULL OR t.node = $2)
                        AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
                                                 WHERE c.state = 'claimed' AND c.node = t.node)
                                               < (SELECT max_concurrent FROM shardcast.nodes n WHERE n.node = t.node))
-                     ORDER BY t.dispatch_rank NULLS LAST, t.task_id
+                     ORDER BY t.dispatch_rank, t.task_id
                      LIMIT 1
-                     FOR UPDATE OF t SKIP LOCKED)
+                     FOR UPDATE SKIP LOCKED)
                  UPDATE shardcast.replication_tasks t
                  SET state = 'claimed', claimed_by = $1, claimed_at = now(),
                      lease_expires_at = clock_timestamp() + $3::interval,
