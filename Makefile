@@ -38,6 +38,7 @@ test-e2e: install
 bench: bench-forecast-core install-release
 	python3 bench/sampler_bench.py
 	python3 bench/forecast_bench.py
+	python3 bench/queue_bench.py
 
 # Forecast accuracy and ranking on the real traces, without a database.
 TRACES ?= ../shared/data/nab/*.csv
