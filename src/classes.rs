@@ -7,7 +7,8 @@ use crate::error::{spi_error, sql_error, SqlResult};
 
 /// Sets the class of a table, a leaf partition, or a partitioned table (whose partitions then
 /// take it unless they have a class of their own).
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn set_shard_class(shard: Option<PgRelation>, class: Option<&str>) -> SqlResult<()> {
     let null = |what: &str| {
         sql_error(

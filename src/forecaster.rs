@@ -415,13 +415,15 @@ fn write_scores(
 }
 
 /// Refreshes forecasts and Shard Priority Scores now; returns the number of shards scored.
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn refresh_forecasts() -> SqlResult<i64> {
     refresh().map(|r| r.scored as i64).map_err(spi_error)
 }
 
 /// A one-line chart of a shard's load over `span` (hourly), then `│` and its forecast per hour.
-#[pg_extern(stable, parallel_safe, cost = 1000)]
+#[pg_extern(stable, parallel_safe, cost = 1000, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn sparkline(
     shard: pgrx::PgRelation,
     span: default!(pgrx::datum::Interval, "'24 hours'"),

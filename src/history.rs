@@ -153,7 +153,8 @@ fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
 
 /// Records externally observed accesses of one shard (from query logs, say). The timestamp may
 /// be in the past, for history import.
-#[pg_extern(name = "record_access")]
+#[pg_extern(name = "record_access", security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn record_access(
     shard: Option<PgRelation>,
     sampled_at: Option<TimestampWithTimeZone>,
@@ -186,7 +187,8 @@ CREATE FUNCTION shardcast.record_access(
     shards regclass[], sampled_at timestamptz[], reads double precision[],
     writes double precision[] DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE c AS 'MODULE_PATHNAME', 'record_access_bulk_wrapper';
+LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'record_access_bulk_wrapper';
 COMMENT ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) IS
     'Imports many access samples at once: element i of each array is one sample; writes NULL means no writes.';
 "

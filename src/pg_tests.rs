@@ -665,3 +665,31 @@ fn mutating_replication_functions_are_not_public() {
     let readable = Spi::get_one::<bool>("SELECT has_table_privilege('public', 'shardcast.prioritized_queue', 'SELECT')").unwrap();
     assert_eq!(readable, Some(true));
 }
+
+#[pg_test]
+fn the_readme_grants_let_a_replication_role_work_and_an_inspector_read() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts(); SELECT shardcast.enqueue_all()").unwrap();
+    Spi::run(
+        "CREATE ROLE replicator_t;
+         GRANT USAGE ON SCHEMA shardcast TO replicator_t;
+         GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), shardcast._claim_task(text, text),
+               shardcast.heartbeat(bigint), shardcast.complete_task(bigint, boolean, text, text)
+               TO replicator_t;
+         CREATE ROLE inspector_t;
+         GRANT USAGE ON SCHEMA shardcast TO inspector_t;",
+    )
+    .unwrap();
+    Spi::run("SET LOCAL ROLE replicator_t").unwrap();
+    let task = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('r')").unwrap().unwrap();
+    Spi::run_with_args("SELECT shardcast.heartbeat($1); SELECT shardcast.complete_task($1)", &[task.into()]).unwrap();
+    Spi::run("RESET ROLE; SET LOCAL ROLE inspector_t").unwrap();
+    let rows = Spi::get_one::<i64>(
+        "SELECT (SELECT count(*) FROM shardcast.prioritized_queue) + (SELECT count(*) FROM shardcast.priority_scores)
+              + (SELECT count(*) FROM shardcast.replication_manifest)",
+    )
+    .unwrap();
+    assert!(rows.unwrap() > 0);
+    assert_eq!(outcome("SELECT * FROM shardcast.claim_task('i')"), "42501 without hint");
+    Spi::run("RESET ROLE").unwrap();
+}

@@ -51,7 +51,8 @@ fn check_node(node: &str) -> SqlResult<()> {
     }
 }
 
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn add_node(
     name: Option<&str>,
     capacity_bytes_per_sec: Option<f64>,
@@ -102,7 +103,8 @@ fn add_node(
     Ok(())
 }
 
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn report_node_load(node: Option<&str>, load: Option<f64>) -> SqlResult<()> {
     let node = node.ok_or_else(|| null_argument("node"))?;
     let load = load.ok_or_else(|| null_argument("load"))?;
@@ -159,7 +161,8 @@ fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec
 }
 
 /// Enqueues one shard; returns its task id (the existing one if it is already queued).
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn enqueue(
     shard: Option<PgRelation>,
     destination: default!(Option<&str>, "NULL"),
@@ -173,7 +176,8 @@ fn enqueue(
 }
 
 /// Enqueues every table of a logical-replication publication; returns the number of tasks.
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn enqueue_publication(
     publication: Option<&str>,
     destination: default!(Option<&str>, "NULL"),
@@ -214,7 +218,8 @@ fn enqueue_publication(
 }
 
 /// Enqueues every live shard; returns the number of tasks.
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
     registry::sync().map_err(spi_error)?;
     let shard_ids: Vec<i32> = Spi::connect(|client| {
@@ -370,7 +375,8 @@ pub fn replan() -> Result<usize, pgrx::spi::Error> {
 
 /// Internal: the live queue under the session's `shardcast.ordering`, behind the
 /// `shardcast.prioritized_queue` view.
-#[pg_extern(stable)]
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn _prioritized_queue() -> Result<
     TableIterator<
         'static,
@@ -409,7 +415,8 @@ fn _prioritized_queue() -> Result<
 }
 
 /// Internal: the allocation plan, behind `shardcast.allocation_plan()`.
-#[pg_extern(stable)]
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn _allocation_plan(
     workers: Option<i32>,
     bandwidth: Option<i64>,
@@ -497,7 +504,8 @@ pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
 }
 
 /// Internal: claims the next task under the plan, behind `shardcast.claim_task()`.
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn _claim_task(
     worker: Option<&str>,
     destination: Option<&str>,
@@ -601,7 +609,8 @@ fn not_claimed(task_id: i64, state: &str) -> pgrx::pg_sys::panic::ErrorReport {
 }
 
 /// Extends a claimed task's lease; returns the new expiry.
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
     let (state, _) = lock_task(task_id)?;
@@ -620,7 +629,8 @@ fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
 
 /// Records the outcome of a claimed task, logs it and sends NOTIFY shardcast_completion. A
 /// failed task goes back to the queue until `shardcast.max_attempts`.
-#[pg_extern]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn complete_task(
     task_id: Option<i64>,
     succeeded: default!(Option<bool>, true),
@@ -688,7 +698,8 @@ fn complete_task(
 }
 
 /// The manifest as a versioned document (see the README for its schema).
-#[pg_extern(stable)]
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx::JsonB> {
     if let Some(node) = destination {
         check_node(node)?;
@@ -715,7 +726,8 @@ fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx:
 
 /// What prioritization was worth on the tasks done (claimed at or after `since`; all when NULL).
 /// The `shardcast.prioritization_report` view shows it for all.
-#[pg_extern(stable)]
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn prioritization_report_since(
     since: Option<TimestampWithTimeZone>,
 ) -> Result<
