@@ -3,7 +3,7 @@
 use pgrx::prelude::*;
 use pgrx::{PgRelation, PgSqlErrorCode};
 
-use crate::error::{spi_error, sql_error, SqlResult};
+use crate::error::{null_argument, spi_error, sql_error, SqlResult};
 
 /// Sets the class of a table, a leaf partition, or a partitioned table (whose partitions then
 /// take it unless they have a class of their own).
@@ -11,9 +11,8 @@ use crate::error::{spi_error, sql_error, SqlResult};
 #[search_path(pg_catalog, pg_temp)]
 fn set_shard_class(shard: Option<PgRelation>, class: Option<&str>) -> SqlResult<()> {
     let null = |what: &str| {
-        sql_error(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{what} must not be NULL"),
+        null_argument(
+            what,
             "Pass a table and the name of a class in shardcast.shard_classes.",
         )
     };

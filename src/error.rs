@@ -14,6 +14,17 @@ pub fn sql_error(
     ErrorReport::new(code, message.into(), "shardcast").set_hint(hint)
 }
 
+/// A NULL where a value is required (SQL functions are not STRICT, so that NULL is an error
+/// rather than a silent NULL result).
+#[track_caller]
+pub fn null_argument(name: &str, hint: &str) -> ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{name} must not be NULL"),
+        hint,
+    )
+}
+
 /// Any SPI failure inside a SQL function is an internal error: the input was already checked.
 pub fn spi_error(err: pgrx::spi::Error) -> ErrorReport {
     ErrorReport::new(

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::{PgRelation, PgSqlErrorCode};
 use shardcast_core::access::{self, Access, BucketSums, ExternalSample, SampleError};
 
-use crate::error::{spi_error, sql_error, SqlResult};
+use crate::error::{self, spi_error, sql_error, SqlResult};
 use crate::registry;
 
 /// How long samples stay in 5-minute buckets before they are compacted into hourly slots.
@@ -144,9 +144,8 @@ fn check_sample(sample: &ExternalSample, now: i64, position: Option<usize>) -> S
 }
 
 fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
-    sql_error(
-        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("{name} must not be NULL"),
+    error::null_argument(
+        name,
         "Pass a value for every argument; use 0 for no accesses.",
     )
 }

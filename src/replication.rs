@@ -11,18 +11,14 @@ use shardcast_core::schedule::{self, Node, Order, Task};
 
 use pgrx::pg_sys::panic::ErrorReport;
 
-use crate::error::{spi_error, sql_error, SqlResult};
+use crate::error::{self, spi_error, sql_error, SqlResult};
 use crate::{gucs, registry};
 
 /// Deficit round robin credits this many bytes per round, split among tiers by their shares.
 pub const DRR_QUANTUM_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 
-fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
-    sql_error(
-        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("{name} must not be NULL"),
-        "Pass a value for every required argument.",
-    )
+fn null_argument(name: &str) -> ErrorReport {
+    error::null_argument(name, "Pass a value for every required argument.")
 }
 
 fn invalid(message: String, hint: &str) -> pgrx::pg_sys::panic::ErrorReport {
