@@ -480,6 +480,11 @@ fn _allocation_plan(
     ))
 }
 
+fn current_time() -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(unsafe { pg_sys::GetCurrentTimestamp() })
+        .unwrap_or_else(|_| TimestampWithTimeZone::positive_infinity())
+}
+
 /// Returns tasks whose lease expired to the queue (or marks them failed after
 /// `shardcast.max_attempts`). Returns how many.
 pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
@@ -491,10 +496,12 @@ pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
                  finished_at = CASE WHEN attempts + 1 >= $1 THEN now() END,
                  detail = 'lease expired (claimed by ' || coalesce(claimed_by, '?') || ')',
                  claimed_by = NULL, lease_expires_at = NULL
-             WHERE state = 'claimed' AND lease_expires_at < clock_timestamp()
+             WHERE state = 'claimed' AND lease_expires_at < $2
              RETURNING 1)
          SELECT count(*) FROM expired",
-        &[gucs::max_attempts().into()],
+        // A parameter, not clock_timestamp() (volatile), so that the lease index is searched
+        // for the expired entries instead of read whole.
+        &[gucs::max_attempts().into(), current_time().into()],
     )?
     .unwrap_or_default())
 }
