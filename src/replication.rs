@@ -14,6 +14,33 @@ use pgrx::pg_sys::panic::ErrorReport;
 use crate::error::{self, spi_error, sql_error, SqlResult};
 use crate::{gucs, registry};
 
+thread_local! {
+    /// Plans of the statements every claim runs, kept for the session: planning them costs as
+    /// much as running them. PostgreSQL's plan cache revalidates them after DDL.
+    static CLAIM_PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, pgrx::spi::OwnedPreparedStatement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs a mutating statement through its kept plan, preparing it on first use.
+fn run_kept<R>(
+    sql: &'static str,
+    types: &[PgOid],
+    args: &[pgrx::datum::DatumWithOid<'_>],
+    read: impl FnOnce(pgrx::spi::SpiTupleTable<'_>) -> Result<R, pgrx::spi::Error>,
+) -> Result<R, pgrx::spi::Error> {
+    Spi::connect_mut(|client| {
+        CLAIM_PLANS.with(|plans| {
+            let mut plans = plans.borrow_mut();
+            if !plans.contains_key(sql) {
+                let plan = client.prepare_mut(sql, types)?.keep();
+                plans.insert(sql, plan);
+            }
+            let plan = &plans[sql];
+            read(client.update(plan, None, args)?)
+        })
+    })
+}
+
 /// Deficit round robin credits this many bytes per round, split among tiers by their shares.
 pub const DRR_QUANTUM_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 
@@ -488,7 +515,7 @@ fn current_time() -> TimestampWithTimeZone {
 /// Returns tasks whose lease expired to the queue (or marks them failed after
 /// `shardcast.max_attempts`). Returns how many.
 pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
-    Ok(Spi::get_one_with_args::<i64>(
+    run_kept(
         "WITH expired AS (
              UPDATE shardcast.replication_tasks
              SET attempts = attempts + 1,
@@ -499,11 +526,15 @@ pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
              WHERE state = 'claimed' AND lease_expires_at < $2
              RETURNING 1)
          SELECT count(*) FROM expired",
+        &[
+            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+            PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+        ],
         // A parameter, not clock_timestamp() (volatile), so that the lease index is searched
         // for the expired entries instead of read whole.
         &[gucs::max_attempts().into(), current_time().into()],
-    )?
-    .unwrap_or_default())
+        |table| Ok(table.first().get_one::<i64>()?.unwrap_or_default()),
+    )
 }
 
 /// Internal: claims the next task under the plan, behind `shardcast.claim_task()`.
@@ -534,13 +565,11 @@ fn _claim_task(
     }
     expire_leases().map_err(spi_error)?;
     let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
-    let rows = Spi::connect_mut(|client| {
-        client
-            .update(
-                // Only the task table in the locking scan, walked in the dispatch index's order, so
-                // that a claim reads a handful of rows however long the queue is. Tasks of
-                // dropped shards are cancelled by the replan, not filtered here.
-                "WITH next AS (
+    // Only the task table in the locking scan, walked in the dispatch index's order, so that a
+    // claim reads a handful of rows however long the queue is. Tasks of dropped shards are
+    // cancelled by the replan, not filtered here.
+    let rows = run_kept(
+        "WITH next AS (
                      SELECT t.task_id
                      FROM shardcast.replication_tasks t
                      WHERE t.state = 'queued'
@@ -561,10 +590,15 @@ fn _claim_task(
                  WHERE t.task_id = next.task_id AND s.shard_id = t.shard_id
                  RETURNING t.task_id, s.relid, t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch,
                            t.attempts, t.lease_expires_at",
-                None,
-                &[worker.into(), destination.into(), lease.into()],
-            )?
-            .map(|row| {
+        &[
+            PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+            PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+            PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+        ],
+        &[worker.into(), destination.into(), lease.into()],
+        |table| {
+            table
+                .map(|row| {
                 Ok((
                     row.get::<i64>(1)?.unwrap_or_default(),
                     row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
@@ -578,7 +612,8 @@ fn _claim_task(
                 ))
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })
+        },
+    )
     .map_err(spi_error)?;
     Ok(TableIterator::new(rows))
 }
