@@ -130,6 +130,21 @@ def main() -> None:
                    round(lift::numeric) AS lift, lift_source, round(score::numeric) AS score,
                    priority_weight, tier, sparkline
             FROM shardcast.priority_scores ORDER BY rank""")
+        banner("the replication queue: two destinations, every shard enqueued (shardcast.prioritized_queue)")
+        with cluster.connect(DB) as conn:
+            conn.execute("SELECT shardcast.add_node('replica-fast', 200e6, 4)")
+            conn.execute("SELECT shardcast.add_node('replica-slow', 20e6, 2)")
+            conn.execute("SELECT shardcast.enqueue_all()")
+        psql(cluster, """
+            SELECT position, shard, pg_size_pretty(size_bytes) AS size, round(score::numeric) AS score,
+                   priority_weight, tier, prefetch, node
+            FROM shardcast.prioritized_queue""")
+        banner("shardcast.allocation_plan(2 workers, 50 MB/s)")
+        psql(cluster, """
+            SELECT position, shard, worker, node, pg_size_pretty(bandwidth_share::bigint) || '/s' AS bandwidth,
+                   round(extract(epoch FROM expected_start - now())::numeric, 2) AS start_s,
+                   round(extract(epoch FROM expected_finish - now())::numeric, 2) AS finish_s
+            FROM shardcast.allocation_plan(2, 50000000)""")
         banner("shardcast.worker_status")
         psql(cluster, "SELECT * FROM shardcast.worker_status")
         print("\nscratch.tmp_import is not a shard: scratch is in shardcast.excluded_schemas.")
