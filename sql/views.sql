@@ -217,19 +217,6 @@ LANGUAGE sql STABLE AS $$
     FROM shardcast._allocation_plan($1, $2) p
 $$;
 
--- Hands out the next task under the plan, atomically (FOR UPDATE SKIP LOCKED), under a lease.
--- No row when there is nothing to do.
-CREATE FUNCTION shardcast.claim_task(worker text, destination text DEFAULT NULL)
-RETURNS TABLE (task_id bigint, shard regclass, qualified_name text, node text, size_bytes bigint,
-               priority_weight integer, prefetch boolean, attempts integer, lease_expires_at timestamptz)
-LANGUAGE sql VOLATILE AS $$
-    SELECT c.task_id, c.relid::regclass, format('%I.%I', n.nspname, r.relname), c.node, c.size_bytes,
-           c.priority_weight, c.prefetch, c.attempts, c.lease_expires_at
-    FROM shardcast._claim_task($1, $2) c
-    JOIN pg_catalog.pg_class r ON r.oid = c.relid
-    JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
-$$;
-
 -- One row per open task: what a replication script copies, where, in which order.
 CREATE VIEW shardcast.replication_manifest AS
 SELECT t.task_id,
@@ -258,7 +245,6 @@ REVOKE EXECUTE ON FUNCTION
     shardcast.enqueue_publication(text, text),
     shardcast.enqueue_all(text),
     shardcast.claim_task(text, text),
-    shardcast._claim_task(text, text),
     shardcast.heartbeat(bigint),
     shardcast.complete_task(bigint, boolean, text, text)
 FROM PUBLIC;

@@ -673,7 +673,7 @@ fn the_readme_grants_let_a_replication_role_work_and_an_inspector_read() {
     Spi::run(
         "CREATE ROLE replicator_t;
          GRANT USAGE ON SCHEMA shardcast TO replicator_t;
-         GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), shardcast._claim_task(text, text),
+         GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text),
                shardcast.heartbeat(bigint), shardcast.complete_task(bigint, boolean, text, text)
                TO replicator_t;
          CREATE ROLE inspector_t;

@@ -537,10 +537,22 @@ pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
     )
 }
 
-/// Internal: claims the next task under the plan, behind `shardcast.claim_task()`.
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn _claim_task(
+/// Hands out the next task under the plan, atomically (FOR UPDATE SKIP LOCKED), under a lease;
+/// no row when there is nothing to do. Declared by hand so that the shard comes back as a
+/// regclass (an OID underneath) without a wrapper around every claim.
+#[pg_extern(
+    name = "claim_task",
+    sql = "
+CREATE FUNCTION shardcast.claim_task(worker text, destination text DEFAULT NULL)
+RETURNS TABLE (task_id bigint, shard regclass, qualified_name text, node text, size_bytes bigint,
+               priority_weight integer, prefetch boolean, attempts integer, lease_expires_at timestamptz)
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'claim_task_wrapper';
+COMMENT ON FUNCTION shardcast.claim_task(text, text) IS
+    'Claims the next replication task under the plan, under a lease; no row when there is nothing to do.';
+"
+)]
+fn claim_task(
     worker: Option<&str>,
     destination: Option<&str>,
 ) -> Result<
@@ -548,7 +560,8 @@ fn _claim_task(
         'static,
         (
             name!(task_id, i64),
-            name!(relid, pg_sys::Oid),
+            name!(shard, pg_sys::Oid),
+            name!(qualified_name, String),
             name!(node, Option<String>),
             name!(size_bytes, i64),
             name!(priority_weight, i32),
@@ -588,8 +601,8 @@ fn _claim_task(
                          t.priority_weight)
                  FROM next, shardcast.shards s
                  WHERE t.task_id = next.task_id AND s.shard_id = t.shard_id
-                 RETURNING t.task_id, s.relid, t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch,
-                           t.attempts, t.lease_expires_at",
+                 RETURNING t.task_id, s.relid, format('%I.%I', s.schema_name, s.table_name), t.node,
+                           t.size_bytes, t.priority_weight_at_claim, t.prefetch, t.attempts, t.lease_expires_at",
         &[
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
@@ -602,12 +615,13 @@ fn _claim_task(
                 Ok((
                     row.get::<i64>(1)?.unwrap_or_default(),
                     row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-                    row.get::<String>(3)?,
-                    row.get::<i64>(4)?.unwrap_or_default(),
-                    row.get::<i32>(5)?.unwrap_or_default(),
-                    row.get::<bool>(6)?.unwrap_or_default(),
-                    row.get::<i32>(7)?.unwrap_or_default(),
-                    row.get::<TimestampWithTimeZone>(8)?
+                    row.get::<String>(3)?.unwrap_or_default(),
+                    row.get::<String>(4)?,
+                    row.get::<i64>(5)?.unwrap_or_default(),
+                    row.get::<i32>(6)?.unwrap_or_default(),
+                    row.get::<bool>(7)?.unwrap_or_default(),
+                    row.get::<i32>(8)?.unwrap_or_default(),
+                    row.get::<TimestampWithTimeZone>(9)?
                         .unwrap_or_else(TimestampWithTimeZone::positive_infinity),
                 ))
             })
