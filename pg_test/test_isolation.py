@@ -12,7 +12,7 @@ def test_claim_isolation_specs(cluster, tmp_path):
         conn.execute("DROP DATABASE IF EXISTS shardcast_isolation")
         conn.execute("CREATE DATABASE shardcast_isolation")
     pgxs = subprocess.run(["pg_config", "--pgxs"], capture_output=True, text=True, check=True).stdout.strip()
-    regress = Path(pgxs).parent.parent / "src/test/isolation/pg_isolation_regress"
+    regress = Path(pgxs).parent.parent / "test/isolation/pg_isolation_regress"
     specs = sorted(p.stem for p in (HERE / "specs").glob("*.spec"))
     result = subprocess.run(
         [str(regress), "--use-existing", "--host=127.0.0.1", f"--port={cluster.port}", "--user=postgres",
