@@ -91,7 +91,9 @@ def main() -> None:
         single_tps, single = pgbench(1, 5, claim_and_complete)
         tps, latencies = pgbench(CLIENTS, SECONDS, claim_and_complete)
         # Claims alone: the tasks stay claimed (their scripts would be copying).
-        claim_tps, claims = pgbench(CLIENTS, 10, "SELECT task_id FROM shardcast.claim_task('w:client_id');\n")
+        claim_only = "SELECT task_id FROM shardcast.claim_task('w:client_id');\n"
+        single_claim_tps, single_claims = pgbench(1, 5, claim_only)
+        claim_tps, claims = pgbench(CLIENTS, 10, claim_only)
         with cluster.connect(DB) as conn:
             done = conn.execute("SELECT count(*) FROM shardcast.replication_tasks WHERE state = 'done'").fetchone()[0]
             dupes = conn.execute("""SELECT count(*) FROM (SELECT task_id FROM shardcast.completion_log
@@ -110,6 +112,8 @@ def main() -> None:
     print(f"| latency p50 / p95 / p99, 1 client | {pct(single, 0.5):.2f} / {pct(single, 0.95):.2f} / {pct(single, 0.99):.2f} ms |")
     print(f"| claim + complete, {CLIENTS} clients, {SECONDS} s | {float(tps):.0f} tasks/s |")
     print(f"| latency p50 / p95 / p99, {CLIENTS} clients | {pct(latencies, 0.5):.2f} / {pct(latencies, 0.95):.2f} / {pct(latencies, 0.99):.2f} ms |")
+    print(f"| claim alone, 1 client, 5 s | {float(single_claim_tps):.0f} claims/s |")
+    print(f"| latency p50 / p95 / p99, claim alone, 1 client | {pct(single_claims, 0.5):.2f} / {pct(single_claims, 0.95):.2f} / {pct(single_claims, 0.99):.2f} ms |")
     print(f"| claim alone, {CLIENTS} clients, 10 s | {float(claim_tps):.0f} claims/s |")
     print(f"| latency p50 / p95 / p99, claim alone, {CLIENTS} clients | {pct(claims, 0.5):.2f} / {pct(claims, 0.95):.2f} / {pct(claims, 0.99):.2f} ms |")
     print(f"| tasks completed, completed twice | {done:,}, {dupes} |")
