@@ -23,6 +23,7 @@ from cluster import running_cluster  # noqa: E402
 DB = "bench"
 CLIENTS = 16
 SECONDS = 20
+OFFERED_RATES = (100, 400, 800)
 
 
 def main() -> None:
@@ -69,20 +70,24 @@ def main() -> None:
             plan_s = timed("SELECT * FROM shardcast.allocation_plan(16, 1000000000)")
             manifest_s = timed("SELECT shardcast.manifest_json()")
 
-        def pgbench(clients: int, seconds: int, sql: str):
+        def pgbench(clients: int, seconds: int, sql: str, rate: int | None = None):
+          """Runs `sql` from `clients` pgbench clients; with `rate`, at that many transactions per
+          second in all (Poisson arrivals), and the latency includes any wait for its schedule."""
           with tempfile.TemporaryDirectory() as scratch:
             script = Path(scratch) / "claim.sql"
             script.write_text(sql)
             log_prefix = Path(scratch) / "log"
+            throttle = ["-R", str(rate)] if rate else []
             out = subprocess.run(
                 [cluster.bin("pgbench"), "-n", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
-                 "-f", str(script), "-l", "--log-prefix", str(log_prefix), cluster.dsn(DB)],
+                 *throttle, "-f", str(script), "-l", "--log-prefix", str(log_prefix), cluster.dsn(DB)],
                 check=True, capture_output=True, text=True, cwd=scratch)
             latencies = []
             for log in Path(scratch).glob("log*"):
                 for line in log.read_text().splitlines():
                     fields = line.split()
-                    latencies.append(int(fields[2]) / 1000.0)  # microseconds -> ms
+                    lag = int(fields[6]) if rate and len(fields) > 6 else 0
+                    latencies.append((int(fields[2]) + lag) / 1000.0)  # microseconds -> ms
             latencies.sort()
             tps = next(l for l in out.stdout.splitlines() if l.startswith("tps"))
             return tps.split("=")[1].split("(")[0].strip(), latencies
@@ -90,6 +95,8 @@ def main() -> None:
         claim_and_complete = "SELECT shardcast.complete_task(task_id) FROM shardcast.claim_task('w:client_id');\n"
         single_tps, single = pgbench(1, 5, claim_and_complete)
         tps, latencies = pgbench(CLIENTS, SECONDS, claim_and_complete)
+        # Replication scripts claim once per table copied, not back to back: offered load.
+        offered = {rate: pgbench(CLIENTS, 10, claim_and_complete, rate)[1] for rate in OFFERED_RATES}
         # Claims alone: the tasks stay claimed (their scripts would be copying).
         claim_only = "SELECT task_id FROM shardcast.claim_task('w:client_id');\n"
         single_claim_tps, single_claims = pgbench(1, 5, claim_only)
@@ -112,6 +119,8 @@ def main() -> None:
     print(f"| latency p50 / p95 / p99, 1 client | {pct(single, 0.5):.2f} / {pct(single, 0.95):.2f} / {pct(single, 0.99):.2f} ms |")
     print(f"| claim + complete, {CLIENTS} clients, {SECONDS} s | {float(tps):.0f} tasks/s |")
     print(f"| latency p50 / p95 / p99, {CLIENTS} clients | {pct(latencies, 0.5):.2f} / {pct(latencies, 0.95):.2f} / {pct(latencies, 0.99):.2f} ms |")
+    for rate, lat in offered.items():
+        print(f"| latency p50 / p95 / p99, {CLIENTS} clients offering {rate} tasks/s in all | {pct(lat, 0.5):.2f} / {pct(lat, 0.95):.2f} / {pct(lat, 0.99):.2f} ms |")
     print(f"| claim alone, 1 client, 5 s | {float(single_claim_tps):.0f} claims/s |")
     print(f"| latency p50 / p95 / p99, claim alone, 1 client | {pct(single_claims, 0.5):.2f} / {pct(single_claims, 0.95):.2f} / {pct(single_claims, 0.99):.2f} ms |")
     print(f"| claim alone, {CLIENTS} clients, 10 s | {float(claim_tps):.0f} claims/s |")

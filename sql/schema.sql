@@ -206,6 +206,17 @@ CREATE INDEX replication_tasks_leases ON shardcast.replication_tasks (lease_expi
 CREATE INDEX replication_tasks_in_flight ON shardcast.replication_tasks (node)
     WHERE state = 'claimed';
 
+-- Reads that replication itself makes of the shards it copies (one whole-table scan per claim),
+-- taken out of the sampled deltas by the sampler: a copy is not the application's load. Kept
+-- until a while after the copy ends, because a scan's statistics arrive when it finishes.
+CREATE TABLE shardcast.copy_credits (
+    shard_id     integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
+    scans        double precision NOT NULL CHECK (scans >= 0),
+    tuples_read  double precision NOT NULL CHECK (tuples_read >= 0),
+    blocks       double precision NOT NULL CHECK (blocks >= 0),
+    valid_until  timestamptz NOT NULL
+);
+
 CREATE TABLE shardcast.completion_log (
     task_id         bigint NOT NULL,
     shard_id        integer NOT NULL,

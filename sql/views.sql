@@ -236,8 +236,11 @@ WHERE t.state IN ('queued', 'claimed');
 COMMENT ON VIEW shardcast.replication_manifest IS
     'Open replication tasks: shard, source identity, destination, size, priority weight, position.';
 
-GRANT SELECT ON shardcast.prioritized_queue, shardcast.replication_manifest, shardcast.nodes,
+GRANT SELECT ON shardcast.prioritized_queue, shardcast.replication_manifest,
     shardcast.replication_tasks, shardcast.completion_log TO PUBLIC;
+-- conninfo may hold a password: readable, like pg_subscription.subconninfo, only where granted.
+GRANT SELECT (node, capacity_bytes_per_sec, max_concurrent, current_load, load_reported_at, enabled, added_at)
+    ON shardcast.nodes TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     shardcast.add_node(text, double precision, integer, text),
     shardcast.report_node_load(text, double precision),
@@ -246,7 +249,8 @@ REVOKE EXECUTE ON FUNCTION
     shardcast.enqueue_all(text),
     shardcast.claim_task(text, text),
     shardcast.heartbeat(bigint),
-    shardcast.complete_task(bigint, boolean, text, text)
+    shardcast.complete_task(bigint, boolean, text, text),
+    shardcast.release_task(bigint, text)
 FROM PUBLIC;
 
 -- What prioritization was worth on the tasks done so far: access-weighted availability (the

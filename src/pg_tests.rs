@@ -640,6 +640,27 @@ fn claim_heartbeat_complete_and_their_errors() {
 }
 
 #[pg_test]
+fn a_released_task_goes_back_to_the_queue_without_an_attempt() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts(); SELECT shardcast.enqueue_all()").unwrap();
+    let task = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w1')").unwrap().unwrap();
+    assert_eq!(outcome(&format!("SELECT shardcast.release_task({task}, 'w2')")), "55000 with hint");
+    assert_eq!(outcome(&format!("SELECT shardcast.release_task({task}, 'w1')")), "ok");
+    let state = Spi::get_one_with_args::<String>(
+        "SELECT state || ':' || attempts || ':' || coalesce(claimed_by, '-') FROM shardcast.replication_tasks
+         WHERE task_id = $1",
+        &[task.into()],
+    )
+    .unwrap();
+    assert_eq!(state.as_deref(), Some("queued:0:-"));
+    assert_eq!(outcome(&format!("SELECT shardcast.release_task({task})")), "55000 with hint");
+    assert_eq!(outcome("SELECT shardcast.release_task(424242)"), "42704 with hint");
+    // It keeps its place: the next claim takes it again.
+    let again = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w3')").unwrap();
+    assert_eq!(again, Some(task));
+}
+
+#[pg_test]
 fn a_dropped_shard_task_is_cancelled_not_copied() {
     Spi::run("CREATE TABLE public.doomed (id int); SELECT shardcast.enqueue('public.doomed')").unwrap();
     Spi::run("DROP TABLE public.doomed; SELECT shardcast.enqueue_all()").unwrap();
@@ -658,12 +679,15 @@ fn mutating_replication_functions_are_not_public() {
         "SELECT bool_or(has_function_privilege('public', f, 'EXECUTE')) FROM unnest(ARRAY[
              'shardcast.claim_task(text, text)', 'shardcast.complete_task(bigint, boolean, text, text)',
              'shardcast.enqueue(regclass, text)', 'shardcast.add_node(text, double precision, integer, text)',
-             'shardcast.heartbeat(bigint)']::regprocedure[]) f",
+             'shardcast.heartbeat(bigint)', 'shardcast.release_task(bigint, text)']::regprocedure[]) f",
     )
     .unwrap();
     assert_eq!(public, Some(false));
     let readable = Spi::get_one::<bool>("SELECT has_table_privilege('public', 'shardcast.prioritized_queue', 'SELECT')").unwrap();
     assert_eq!(readable, Some(true));
+    // A node's conninfo may hold a password: like pg_subscription.subconninfo, not for everyone.
+    let conninfo = Spi::get_one::<bool>("SELECT has_column_privilege('public', 'shardcast.nodes', 'conninfo', 'SELECT')").unwrap();
+    assert_eq!(conninfo, Some(false));
 }
 
 #[pg_test]

@@ -507,6 +507,13 @@ fn _allocation_plan(
     ))
 }
 
+/// How long after a copy's lease or end its credit stays: a scan's statistics reach the
+/// cumulative views when it finishes (within seconds), and the sampler sees them a sample later.
+fn copy_credit_margin() -> pgrx::datum::Interval {
+    let margin = (gucs::sample_interval() * 3).max(std::time::Duration::from_secs(600));
+    pgrx::datum::Interval::from_micros(margin.as_micros() as i64)
+}
+
 fn current_time() -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(unsafe { pg_sys::GetCurrentTimestamp() })
         .unwrap_or_else(|_| TimestampWithTimeZone::positive_infinity())
@@ -592,7 +599,8 @@ fn claim_task(
                                               < (SELECT max_concurrent FROM shardcast.nodes n WHERE n.node = t.node))
                      ORDER BY t.dispatch_rank, t.task_id
                      LIMIT 1
-                     FOR UPDATE SKIP LOCKED)
+                     FOR UPDATE SKIP LOCKED),
+             claimed AS (
                  UPDATE shardcast.replication_tasks t
                  SET state = 'claimed', claimed_by = $1, claimed_at = now(),
                      lease_expires_at = clock_timestamp() + $3::interval,
@@ -601,14 +609,29 @@ fn claim_task(
                          t.priority_weight)
                  FROM next, shardcast.shards s
                  WHERE t.task_id = next.task_id AND s.shard_id = t.shard_id
-                 RETURNING t.task_id, s.relid, format('%I.%I', s.schema_name, s.table_name), t.node,
-                           t.size_bytes, t.priority_weight_at_claim, t.prefetch, t.attempts, t.lease_expires_at",
+                 RETURNING t.task_id, s.relid, format('%I.%I', s.schema_name, s.table_name) AS qualified_name,
+                           t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch, t.attempts,
+                           t.lease_expires_at, t.shard_id),
+             credited AS (
+                 INSERT INTO shardcast.copy_credits AS cc (shard_id, scans, tuples_read, blocks, valid_until)
+                 SELECT c.shard_id, 1,
+                        greatest(r.reltuples, pg_catalog.pg_stat_get_live_tuples(r.oid), 0),
+                        greatest(r.relpages, 0), c.lease_expires_at + $4::interval
+                 FROM claimed c JOIN pg_catalog.pg_class r ON r.oid = c.relid
+                 ON CONFLICT (shard_id) DO UPDATE SET
+                     scans = cc.scans + excluded.scans, tuples_read = cc.tuples_read + excluded.tuples_read,
+                     blocks = cc.blocks + excluded.blocks,
+                     valid_until = greatest(cc.valid_until, excluded.valid_until))
+         SELECT task_id, relid, qualified_name, node, size_bytes, priority_weight_at_claim, prefetch, attempts,
+                lease_expires_at
+         FROM claimed",
         &[
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
             PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+            PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
         ],
-        &[worker.into(), destination.into(), lease.into()],
+        &[worker.into(), destination.into(), lease.into(), copy_credit_margin().into()],
         |table| {
             table
                 .map(|row| {
@@ -671,12 +694,50 @@ fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
     }
     let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
     Spi::get_one_with_args::<TimestampWithTimeZone>(
-        "UPDATE shardcast.replication_tasks SET lease_expires_at = clock_timestamp() + $2::interval
-         WHERE task_id = $1 RETURNING lease_expires_at",
-        &[task_id.into(), lease.into()],
+        "WITH renewed AS (
+             UPDATE shardcast.replication_tasks SET lease_expires_at = clock_timestamp() + $2::interval
+             WHERE task_id = $1 RETURNING shard_id, lease_expires_at
+         ), credit AS (
+             UPDATE shardcast.copy_credits cc SET valid_until = greatest(cc.valid_until, r.lease_expires_at + $3)
+             FROM renewed r WHERE cc.shard_id = r.shard_id)
+         SELECT lease_expires_at FROM renewed",
+        &[task_id.into(), lease.into(), copy_credit_margin().into()],
     )
     .map_err(spi_error)?
     .ok_or_else(|| unknown_task(task_id))
+}
+
+/// Returns a claimed task to the queue without counting an attempt: for a replication script
+/// that stops (Ctrl-C) before it could finish, so that the task need not wait for its lease.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn release_task(task_id: Option<i64>, worker: default!(Option<&str>, "NULL")) -> SqlResult<()> {
+    let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
+    let (state, claimed_by) = lock_task(task_id)?;
+    if state != "claimed" {
+        return Err(not_claimed(task_id, &state));
+    }
+    check_claimer(task_id, worker, claimed_by.as_deref())?;
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks
+         SET state = 'queued', claimed_by = NULL, claimed_at = NULL, lease_expires_at = NULL,
+             detail = 'released by ' || coalesce($2, claimed_by, '?')
+         WHERE task_id = $1",
+        &[task_id.into(), worker.into()],
+    )
+    .map_err(spi_error)
+}
+
+/// Refuses to act for `worker` on a task that someone else claimed.
+fn check_claimer(task_id: i64, worker: Option<&str>, claimed_by: Option<&str>) -> SqlResult<()> {
+    match (worker, claimed_by) {
+        (Some(worker), Some(owner)) if worker != owner => Err(sql_error(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("task {task_id} is claimed by \"{owner}\", not \"{worker}\""),
+            "Its lease may have expired and the task been claimed again: leave it to its new claimer.",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Records the outcome of a claimed task, logs it and sends NOTIFY shardcast_completion. A
@@ -695,15 +756,7 @@ fn complete_task(
     if state != "claimed" {
         return Err(not_claimed(task_id, &state));
     }
-    if let (Some(worker), Some(owner)) = (worker, claimed_by.as_deref()) {
-        if worker != owner {
-            return Err(sql_error(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("task {task_id} is claimed by \"{owner}\", not \"{worker}\""),
-                "Its lease may have expired and the task been claimed again: do not complete it.",
-            ));
-        }
-    }
+    check_claimer(task_id, worker, claimed_by.as_deref())?;
     Spi::run_with_args(
         "WITH done AS (
              UPDATE shardcast.replication_tasks t
@@ -719,6 +772,9 @@ fn complete_task(
                  claimed_by = CASE WHEN $2 THEN t.claimed_by END
              WHERE t.task_id = $1
              RETURNING t.*
+         ), credit AS (
+             UPDATE shardcast.copy_credits cc SET valid_until = greatest(cc.valid_until, now() + $6)
+             FROM done d WHERE cc.shard_id = d.shard_id
          ), logged AS (
              INSERT INTO shardcast.completion_log (task_id, shard_id, schema_name, table_name, node, worker,
                      succeeded, attempts, priority_weight, size_bytes, claimed_at, finished_at, duration, detail)
@@ -740,6 +796,7 @@ fn complete_task(
             detail.into(),
             gucs::max_attempts().into(),
             claimed_by.as_deref().or(worker).into(),
+            copy_credit_margin().into(),
         ],
     )
     .map_err(spi_error)?;

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use pgrx::prelude::*;
-use shardcast_core::access::{self, Counters, Sample, FINE_BUCKET_SECS};
+use shardcast_core::access::{self, Access, CopyCredit, Counters, Sample, FINE_BUCKET_SECS};
 
 use crate::history;
 use crate::registry;
@@ -72,6 +72,8 @@ impl Sampler {
                 }
             }
         }
+        spend_copy_credits(&mut rows)?;
+        rows.retain(|(_, _, delta)| !delta.is_zero());
         // Retired shards drop out of memory with this replacement.
         self.previous = current.into_iter().collect();
         rows.sort_by_key(|(shard_id, _, _)| *shard_id);
@@ -121,6 +123,59 @@ impl Sampler {
         }
         Ok(refreshed.len())
     }
+}
+
+/// Takes replication's own reads (`shardcast.copy_credits`, granted by claims) out of the
+/// deltas, and keeps what is left of each credit until it expires.
+fn spend_copy_credits(rows: &mut [(i32, i64, Access)]) -> Result<(), pgrx::spi::Error> {
+    Spi::run("DELETE FROM shardcast.copy_credits WHERE valid_until < now()")?;
+    let mut credits: HashMap<i32, CopyCredit> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT shard_id, scans, tuples_read, blocks FROM shardcast.copy_credits",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    CopyCredit {
+                        scans: row.get::<f64>(2)?.unwrap_or_default(),
+                        tuples_read: row.get::<f64>(3)?.unwrap_or_default(),
+                        blocks: row.get::<f64>(4)?.unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect::<Result<HashMap<_, _>, pgrx::spi::Error>>()
+    })?;
+    if credits.is_empty() {
+        return Ok(());
+    }
+    let mut touched = Vec::new();
+    for (shard_id, _, delta) in rows.iter_mut() {
+        if let Some(credit) = credits.get_mut(shard_id) {
+            credit.discount(delta);
+            touched.push(*shard_id);
+        }
+    }
+    let (spent, left): (Vec<i32>, Vec<i32>) =
+        touched.into_iter().partition(|id| credits[id].is_spent());
+    let column =
+        |f: fn(&CopyCredit) -> f64| left.iter().map(|id| f(&credits[id])).collect::<Vec<f64>>();
+    Spi::run_with_args(
+        "WITH spent AS (DELETE FROM shardcast.copy_credits WHERE shard_id = ANY($1))
+         UPDATE shardcast.copy_credits c
+         SET scans = l.scans, tuples_read = l.tuples_read, blocks = l.blocks
+         FROM unnest($2::int4[], $3::float8[], $4::float8[], $5::float8[]) AS l(shard_id, scans, tuples_read, blocks)
+         WHERE c.shard_id = l.shard_id",
+        &[
+            spent.into(),
+            left.clone().into(),
+            column(|c| c.scans).into(),
+            column(|c| c.tuples_read).into(),
+            column(|c| c.blocks).into(),
+        ],
+    )
 }
 
 /// Every live shard's cumulative counters, from the statistics views.
