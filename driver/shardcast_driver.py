@@ -4,7 +4,7 @@
 It talks to shardcast through SQL only. For every enabled node with a conninfo it keeps one
 publication on the source and one subscription on the node, both named `shardcast_<node>`. For
 every task it claims (`shardcast.claim_task`, in the plan's order, at most `max_concurrent` per
-node), it:
+node and `shardcast.plan_workers` in all), it:
 
   1. creates the table on the node from the source's definition when it is missing,
   2. adds the table to the node's publication (`ALTER PUBLICATION ... ADD TABLE ONLY`),
@@ -205,17 +205,18 @@ class Driver:
                 return EXIT_FAILED
             for node in self.nodes:
                 ensure_channel(source, node, self.args.publisher_conninfo or self.args.source)
-            self.lease = source.execute(
-                "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)::float8"
-            ).fetchone()[0]
+            self.lease, plan_workers = source.execute(
+                "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)::float8,"
+                "       current_setting('shardcast.plan_workers')::int").fetchone()
+            self.workers = self.args.workers or plan_workers
             tasks, weight = source.execute(
                 "SELECT count(*), coalesce(sum(priority_weight), 0) FROM shardcast.replication_manifest"
                 " WHERE destination = ANY(%s)", [[n.name for n in self.nodes]]).fetchone()
             self.progress = Progress(tasks, weight)
             heartbeats = threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True)
             heartbeats.start()
-            self.progress.say(f"shardcast-driver {self.worker}: {tasks} open tasks for "
-                              + ", ".join(f"{n.name} ({n.max_concurrent} at once)" for n in self.nodes))
+            self.progress.say(f"shardcast-driver {self.worker}: {tasks} open tasks, up to {self.workers} syncs at "
+                              "once: " + ", ".join(f"{n.name} ({n.max_concurrent} at once)" for n in self.nodes))
             while not self.stopping.is_set():
                 claimed = self.claim_what_the_plan_allows(source)
                 if not claimed and not self.busy() and not self.args.follow and self.queue_is_empty(source):
@@ -249,7 +250,8 @@ class Driver:
     def claim_what_the_plan_allows(self, source: psycopg.Connection) -> int:
         claimed = 0
         for node in self.nodes:
-            while len(node.in_flight) < node.max_concurrent and not self.stopping.is_set():
+            while (len(node.in_flight) < node.max_concurrent and len(self.in_flight) < self.workers
+                   and not self.stopping.is_set()):
                 row = source.execute(
                     "SELECT task_id, qualified_name, size_bytes, priority_weight, prefetch, attempts"
                     " FROM shardcast.claim_task(%s, %s)", [self.worker, node.name]).fetchone()
@@ -299,13 +301,15 @@ class Driver:
 
     def replicate(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> bool:
         """Makes the destination copy the shard; True once it is ready there, False when stopping."""
+        statements = create_table_statements(source, task.shard)  # also refuses a table without identity
         if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is None:
-            statements = create_table_statements(source, task.shard)
             with dest.transaction():
                 for statement in statements:
                     dest.execute(statement)
-        else:
-            create_table_statements(source, task.shard)  # the same replica identity check
+        elif self.subscription_state(task, dest) is None and dest.execute(
+                sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
+            # The initial copy would collide with these rows and retry for ever.
+            raise SyncError(f"{task.shard} already has rows on {task.node.name}; empty it (or drop it) and retry")
         self.add_to_publication(task, source)
         with task.node.refresh_lock:
             dest.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION").format(
@@ -339,16 +343,22 @@ class Driver:
         except psycopg.Error as error:
             self.progress.say(f"heartbeats stopped: {error}; leases will expire")
 
+    @staticmethod
+    def subscription_state(task: Task, dest: psycopg.Connection) -> str | None:
+        """The table's state in the node's subscription (`r` = ready), None when it is not in it."""
+        row = dest.execute(
+            "SELECT r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid"
+            " WHERE s.subname = %s AND r.srrelid = to_regclass(%s)", [task.node.channel, task.shard]).fetchone()
+        return row[0] if row else None
+
     def wait_until_ready(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> bool:
         deadline = time.monotonic() + self.args.sync_timeout
         missing_since = None
         while True:
-            row = dest.execute(
-                "SELECT r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid"
-                " WHERE s.subname = %s AND r.srrelid = to_regclass(%s)", [task.node.channel, task.shard]).fetchone()
-            if row and row[0] == "r":
+            state = self.subscription_state(task, dest)
+            if state == "r":
                 return True
-            if row is None:
+            if state is None:
                 # The refresh ran before the publication change was visible; run it again.
                 missing_since = missing_since or time.monotonic()
                 if time.monotonic() - missing_since > 2:
@@ -361,7 +371,7 @@ class Driver:
             if task.lost:
                 raise LeaseLost(task.lost)
             if time.monotonic() > deadline:
-                raise SyncError(f"not ready after {self.args.sync_timeout:.0f} s (state {row[0] if row else 'missing'})")
+                raise SyncError(f"not ready after {self.args.sync_timeout:.0f} s (state {state or 'missing'})")
             self.stopping.wait(self.args.poll)
 
     # --- signals --------------------------------------------------------------------------
@@ -385,6 +395,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "enabled node with a conninfo)")
     parser.add_argument("--worker", default=f"driver-{os.uname().nodename}-{os.getpid()}",
                         help="the name claims are made under")
+    parser.add_argument("--workers", type=int, help="syncs at once over all nodes (default: the plan's, "
+                        "shardcast.plan_workers); each node also keeps to its max_concurrent")
     parser.add_argument("--follow", action="store_true", help="keep waiting for new tasks instead of "
                         "exiting when the queue is empty")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls (default 0.5)")

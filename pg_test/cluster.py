@@ -59,6 +59,16 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, ev
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+# What the replication driver needs: a source that publishes with logical decoding (a slot and
+# a WAL sender per subscriber, plus one per table syncing at once), and subscribers that are
+# plain PostgreSQL 15 and sync several tables at once.
+PUBLISHER_SETTINGS = {"wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20",
+                      "wal_sender_timeout": "'10s'"}
+SUBSCRIBER_SETTINGS = {"shared_preload_libraries": "''", "max_worker_processes": "16",
+                       "max_logical_replication_workers": "8", "max_sync_workers_per_subscription": "4",
+                       "wal_retrieve_retry_interval": "'1s'"}
+
+
 class Cluster:
     def __init__(self, settings: dict[str, str] | None = None, name: str = "shardcast"):
         self.bindir = pg_bindir()
@@ -115,6 +125,15 @@ class Cluster:
 
     def bin(self, name: str) -> str:
         return str(self.bindir / name)
+
+    def wait_for_subscribers(self, dbname: str, timeout: float = 60) -> None:
+        """Waits until every subscription of the driver has confirmed all WAL written so far."""
+        with self.connect(dbname) as conn:
+            target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+            wait_for("the subscribers to catch up", lambda: conn.execute(
+                "SELECT bool_and(confirmed_flush_lsn >= %s::pg_lsn) FROM pg_replication_slots"
+                " WHERE slot_name LIKE 'shardcast\\_%%' AND slot_name NOT LIKE '%%\\_sync\\_%%'",
+                [target]).fetchone()[0], timeout=timeout)
 
 
 @contextlib.contextmanager

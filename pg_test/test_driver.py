@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cluster import Cluster, wait_for
+from cluster import PUBLISHER_SETTINGS, SUBSCRIBER_SETTINGS, Cluster, wait_for
 
 DB = "app"
 DRIVER = Path(__file__).resolve().parent.parent / "driver" / "shardcast_driver.py"
@@ -101,9 +101,7 @@ class Workload:
 
 
 def subscriber(name: str) -> Cluster:
-    return Cluster({"shared_preload_libraries": "''", "max_worker_processes": "16",
-                    "max_logical_replication_workers": "8", "max_sync_workers_per_subscription": "4",
-                    "wal_retrieve_retry_interval": "'1s'"}, name).start()
+    return Cluster(SUBSCRIBER_SETTINGS, name).start()
 
 
 def run_driver(publisher: Cluster, worker: str, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -121,9 +119,7 @@ def start_driver(publisher: Cluster, worker: str) -> subprocess.Popen:
 def clusters():
     publisher = Cluster({"shardcast.database": f"'{DB}'", "shardcast.sample_interval": "'1s'",
                          "shardcast.refresh_interval": "'2s'", "shardcast.claim_lease": f"'{LEASE_SECONDS}s'",
-                         "shardcast.prefetch_quantile": "0.9",
-                         "wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20",
-                         "wal_sender_timeout": "'10s'"}, "shardcast-pub")
+                         "shardcast.prefetch_quantile": "0.9", **PUBLISHER_SETTINGS}, "shardcast-pub")
     fast, slow = None, None
     try:
         publisher.start()
@@ -145,14 +141,6 @@ def clusters():
 def table_fingerprint(conn, table: str) -> tuple[int, str]:
     return conn.execute(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM {table} t"
                         ).fetchone()
-
-
-def wait_for_catch_up(publisher: Cluster) -> None:
-    with publisher.connect(DB) as pub:
-        target = one(pub, "SELECT pg_current_wal_lsn()")
-        wait_for("the subscribers to catch up", lambda: one(
-            pub, "SELECT bool_and(confirmed_flush_lsn >= %s::pg_lsn) FROM pg_replication_slots"
-                 " WHERE slot_name LIKE 'shardcast_%%' AND slot_name NOT LIKE '%%sync%%'", target), timeout=60)
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -210,7 +198,7 @@ def synced(clusters):
     workload.stop()
     print(driver.stdout)
     assert driver.returncode == 0, driver.stdout + driver.stderr
-    wait_for_catch_up(publisher)
+    publisher.wait_for_subscribers(DB)
     return {"plan": plan, "driver": driver, "notifications": notifications, "report": report,
             "archive_reads": archive_reads,
             "events_before": events_before, "events_during": events_during}
@@ -327,7 +315,7 @@ def test_a_killed_driver_loses_nothing_and_the_next_run_syncs_exactly_once(clust
     driver = run_driver(publisher, "driver-2")
     assert driver.returncode == 0, driver.stdout + driver.stderr
     assert "late_orders" in driver.stdout
-    wait_for_catch_up(publisher)
+    publisher.wait_for_subscribers(DB)
     with publisher.connect(DB) as pub, fast.connect(DB) as f:
         state, attempts, claimed_by = pub.execute(
             "SELECT state, attempts, claimed_by FROM shardcast.replication_tasks WHERE task_id = %s", [task]).fetchone()
@@ -360,3 +348,21 @@ def test_ctrl_c_releases_the_tasks_in_flight(clusters, synced):
     assert finish.returncode == 0, finish.stdout + finish.stderr
     with publisher.connect(DB) as pub:
         assert one(pub, "SELECT state FROM shardcast.replication_tasks WHERE task_id = %s", task) == "done"
+
+
+def test_a_table_without_replica_identity_is_refused_not_published(clusters, synced):
+    publisher, _, _ = clusters
+    with publisher.connect(DB) as pub:
+        pub.execute("CREATE TABLE no_identity (v text); INSERT INTO no_identity VALUES ('a')")
+        wait_for("no_identity to become a shard", lambda: one(
+            pub, "SELECT count(*) FROM shardcast.shards WHERE table_name = 'no_identity' AND retired_at IS NULL"))
+        task = one(pub, "SELECT shardcast.enqueue('no_identity', 'fast')")
+    driver = run_driver(publisher, "driver-4")
+    assert driver.returncode == 1, driver.stdout + driver.stderr
+    with publisher.connect(DB) as pub:
+        state, detail = pub.execute("SELECT state, detail FROM shardcast.replication_tasks WHERE task_id = %s",
+                                    [task]).fetchone()
+        assert state == "failed" and "replica identity" in detail, (state, detail)
+        # Publishing it would have made the source refuse UPDATE and DELETE on it.
+        assert one(pub, "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'no_identity'") == 0
+        pub.execute("UPDATE no_identity SET v = 'b'")

@@ -661,6 +661,31 @@ fn a_released_task_goes_back_to_the_queue_without_an_attempt() {
 }
 
 #[pg_test]
+fn a_claim_grants_a_credit_for_the_copys_own_reads() {
+    Spi::run(
+        "CREATE TABLE public.copied (id int PRIMARY KEY, v text);
+         INSERT INTO public.copied SELECT i, repeat('x', 100) FROM generate_series(1, 1000) i;
+         ANALYZE public.copied;
+         SELECT shardcast.enqueue('public.copied')",
+    )
+    .unwrap();
+    let task = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w')").unwrap().unwrap();
+    let credit = Spi::get_one::<String>(
+        "SELECT concat_ws('|', c.scans, c.tuples_read, c.blocks = r.relpages, c.valid_until > t.lease_expires_at)
+         FROM shardcast.copy_credits c JOIN shardcast.shards s USING (shard_id)
+         JOIN pg_class r ON r.oid = s.relid JOIN shardcast.replication_tasks t USING (shard_id)",
+    )
+    .unwrap();
+    assert_eq!(credit.as_deref(), Some("1|1000|t|t"));
+    Spi::run_with_args("SELECT shardcast.complete_task($1)", &[task.into()]).unwrap();
+    let lasts = Spi::get_one::<bool>(
+        "SELECT valid_until >= now() + interval '10 minutes' FROM shardcast.copy_credits",
+    )
+    .unwrap();
+    assert_eq!(lasts, Some(true));
+}
+
+#[pg_test]
 fn a_dropped_shard_task_is_cancelled_not_copied() {
     Spi::run("CREATE TABLE public.doomed (id int); SELECT shardcast.enqueue('public.doomed')").unwrap();
     Spi::run("DROP TABLE public.doomed; SELECT shardcast.enqueue_all()").unwrap();
@@ -697,16 +722,21 @@ fn the_readme_grants_let_a_replication_role_work_and_an_inspector_read() {
     Spi::run(
         "CREATE ROLE replicator_t;
          GRANT USAGE ON SCHEMA shardcast TO replicator_t;
-         GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text),
-               shardcast.heartbeat(bigint), shardcast.complete_task(bigint, boolean, text, text)
+         GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), shardcast.heartbeat(bigint),
+               shardcast.complete_task(bigint, boolean, text, text), shardcast.release_task(bigint, text)
                TO replicator_t;
+         GRANT SELECT (conninfo) ON shardcast.nodes TO replicator_t;
          CREATE ROLE inspector_t;
          GRANT USAGE ON SCHEMA shardcast TO inspector_t;",
     )
     .unwrap();
     Spi::run("SET LOCAL ROLE replicator_t").unwrap();
     let task = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('r')").unwrap().unwrap();
+    Spi::run_with_args("SELECT shardcast.release_task($1, 'r')", &[task.into()]).unwrap();
+    let task = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('r')").unwrap().unwrap();
     Spi::run_with_args("SELECT shardcast.heartbeat($1); SELECT shardcast.complete_task($1)", &[task.into()]).unwrap();
+    let conninfo = Spi::get_one::<i64>("SELECT count(conninfo) FROM shardcast.nodes").unwrap();
+    assert!(conninfo.is_some());
     Spi::run("RESET ROLE; SET LOCAL ROLE inspector_t").unwrap();
     let rows = Spi::get_one::<i64>(
         "SELECT (SELECT count(*) FROM shardcast.prioritized_queue) + (SELECT count(*) FROM shardcast.priority_scores)
@@ -715,5 +745,6 @@ fn the_readme_grants_let_a_replication_role_work_and_an_inspector_read() {
     .unwrap();
     assert!(rows.unwrap() > 0);
     assert_eq!(outcome("SELECT * FROM shardcast.claim_task('i')"), "42501 without hint");
+    assert_eq!(outcome("SELECT conninfo FROM shardcast.nodes"), "42501 without hint");
     Spi::run("RESET ROLE").unwrap();
 }
