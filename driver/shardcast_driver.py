@@ -194,6 +194,7 @@ class Driver:
         self.failed = False
         self.in_flight: dict[int, Task] = {}
         self.done = threading.Event()
+        self.slot_freed = threading.Event()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -221,7 +222,9 @@ class Driver:
                 claimed = self.claim_what_the_plan_allows(source)
                 if not claimed and not self.busy() and not self.args.follow and self.queue_is_empty(source):
                     break
-                self.stopping.wait(self.args.poll)
+                # A sync that finishes frees its slot at once; otherwise poll for new tasks.
+                self.slot_freed.wait(self.args.poll)
+                self.slot_freed.clear()
         for thread in self.threads:
             while thread.is_alive() and not self.quit_now:
                 thread.join(0.2)
@@ -298,6 +301,7 @@ class Driver:
         finally:
             self.in_flight.pop(task.task_id, None)
             task.node.in_flight.discard(task.task_id)
+            self.slot_freed.set()
 
     def replicate(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> bool:
         """Makes the destination copy the shard; True once it is ready there, False when stopping."""
@@ -381,6 +385,7 @@ class Driver:
             self.quit_now = True
             os._exit(EXIT_INTERRUPTED)
         self.stopping.set()
+        self.slot_freed.set()
         in_flight = sum(len(n.in_flight) for n in self.nodes)
         print(f"\nstopping: releasing {in_flight} task(s) in flight (again to quit now and leave them "
               "to their leases)", file=sys.stderr, flush=True)

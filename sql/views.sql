@@ -255,8 +255,8 @@ FROM PUBLIC;
 
 -- What prioritization was worth on the tasks done so far: access-weighted availability (the
 -- share of the accesses during the run that hit shards already copied) of the realised order,
--- of FIFO (catalog order) and of perfect foresight (WSPT on the true load), both on one channel
--- at the run's effective bandwidth; capture = (realised - fifo) / (oracle - fifo).
+-- of FIFO (catalog order) and of perfect foresight (Smith's rule on the true load), both replayed
+-- on the run's own workers with each copy's own duration; capture = (realised - fifo) / (oracle - fifo).
 CREATE VIEW shardcast.prioritization_report AS
 SELECT * FROM shardcast.prioritization_report_since(NULL);
 COMMENT ON VIEW shardcast.prioritization_report IS

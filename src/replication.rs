@@ -921,19 +921,23 @@ fn prioritization_report_since(
         .sum::<f64>()
         / (end - start).max(1e-3);
     let realised_ready: Vec<f64> = copied.iter().map(|c| c.3).collect();
-    let fifo_order: Vec<usize> = (0..copied.len()).collect();
     let realised = report::awa(&realised_ready, &accesses, window);
-    let fifo = report::awa(
-        &report::sequential_ready(&bytes, &fifo_order, bandwidth, start),
-        &accesses,
-        window,
-    );
-    let oracle_order = report::oracle_order(&bytes, &accesses, window);
-    let oracle = report::awa(
-        &report::sequential_ready(&bytes, &oracle_order, bandwidth, start),
-        &accesses,
-        window,
-    );
+    // The other orders replayed on the run's own workers, each copy taking as long as it did.
+    let intervals: Vec<(f64, f64)> = copied.iter().map(|c| (c.2, c.3)).collect();
+    let durations: Vec<f64> = intervals
+        .iter()
+        .map(|(from, to)| (to - from).max(0.0))
+        .collect();
+    let workers = report::max_concurrency(&intervals);
+    let replay = |order: &[usize]| {
+        report::awa(
+            &report::replay_ready(&durations, order, workers, start),
+            &accesses,
+            window,
+        )
+    };
+    let fifo = replay(&(0..copied.len()).collect::<Vec<_>>());
+    let oracle = replay(&report::oracle_order(&durations, &accesses, window));
     let timestamp =
         |secs: f64| TimestampWithTimeZone::try_from(((secs - 946_684_800.0) * 1e6) as i64).ok();
     Ok(TableIterator::new(vec![(

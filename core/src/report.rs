@@ -1,7 +1,8 @@
 //! How much prioritization was worth: access-weighted availability (AWA) of a replication order,
 //! the share of all accesses during a window that hit shards already copied (see DESIGN.md).
 
-use crate::schedule::MIN_TASK_BYTES;
+/// The shortest a copy is taken to last, in seconds.
+const MIN_DURATION: f64 = 1e-3;
 
 /// Accesses of one shard spread evenly over [start, end) (seconds).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,31 +39,57 @@ pub fn awa(ready: &[f64], accesses: &[Accesses], window: (f64, f64)) -> f64 {
     }
 }
 
-/// Ready times when shards are copied one after another in `order` over one channel of
-/// `bandwidth` bytes/s starting at `start`.
-pub fn sequential_ready(bytes: &[f64], order: &[usize], bandwidth: f64, start: f64) -> Vec<f64> {
-    let mut ready = vec![f64::INFINITY; bytes.len()];
-    let mut t = start;
+/// Ready times when the copies are dispatched in `order` to `channels` parallel workers starting
+/// at `start`, each copy taking its `durations[i]` seconds (list scheduling: the next copy goes to
+/// the first worker free). Replaying other orders with the run's own workers and the copies' own
+/// measured durations compares orders, not throughput.
+pub fn replay_ready(durations: &[f64], order: &[usize], channels: usize, start: f64) -> Vec<f64> {
+    let mut ready = vec![f64::INFINITY; durations.len()];
+    let mut free_at = vec![start; channels.max(1)];
     for &i in order {
-        t += bytes[i].max(MIN_TASK_BYTES) / bandwidth.max(f64::MIN_POSITIVE);
-        ready[i] = t;
+        let Some(duration) = durations.get(i) else {
+            continue;
+        };
+        let worker = (0..free_at.len())
+            .min_by(|&a, &b| free_at[a].total_cmp(&free_at[b]))
+            .unwrap_or(0);
+        free_at[worker] += duration.max(MIN_DURATION);
+        ready[i] = free_at[worker];
     }
     ready
 }
 
-/// The perfect-foresight order: WSPT on the true load during the window.
-pub fn oracle_order(bytes: &[f64], accesses: &[Accesses], window: (f64, f64)) -> Vec<usize> {
-    let mut load = vec![0.0; bytes.len()];
+/// The most copies that were in flight at once, from their (start, end) intervals: the run's
+/// workers.
+pub fn max_concurrency(intervals: &[(f64, f64)]) -> usize {
+    let mut events: Vec<(f64, i32)> = intervals
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end.max(start), -1)])
+        .collect();
+    // Ends before starts at the same instant: a worker that finishes is free for the next.
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in events {
+        now += step;
+        most = most.max(now);
+    }
+    most.max(1) as usize
+}
+
+/// The perfect-foresight order: Smith's rule on the true load during the window per second of
+/// copying.
+pub fn oracle_order(durations: &[f64], accesses: &[Accesses], window: (f64, f64)) -> Vec<usize> {
+    let mut load = vec![0.0; durations.len()];
     for a in accesses {
         let (start, end) = (a.start.max(window.0), a.end.min(window.1));
         if end > start && a.end > a.start && a.shard < load.len() {
             load[a.shard] += a.load * (end - start) / (a.end - a.start);
         }
     }
-    let mut order: Vec<usize> = (0..bytes.len()).collect();
+    let mut order: Vec<usize> = (0..durations.len()).collect();
     order.sort_by(|&a, &b| {
-        (load[b] / bytes[b].max(MIN_TASK_BYTES))
-            .total_cmp(&(load[a] / bytes[a].max(MIN_TASK_BYTES)))
+        (load[b] / durations[b].max(MIN_DURATION))
+            .total_cmp(&(load[a] / durations[a].max(MIN_DURATION)))
             .then(a.cmp(&b))
     });
     order
@@ -102,7 +129,7 @@ mod tests {
 
     #[test]
     fn hot_small_first_beats_fifo_and_the_oracle_bounds_it() {
-        let bytes = [1e9, 1e6];
+        let durations = [100.0, 0.1];
         let accesses = [
             Accesses {
                 shard: 0,
@@ -119,16 +146,35 @@ mod tests {
         ];
         let window = (0.0, 100.0);
         let fifo = awa(
-            &sequential_ready(&bytes, &[0, 1], 1e7, 0.0),
+            &replay_ready(&durations, &[0, 1], 1, 0.0),
             &accesses,
             window,
         );
-        let oracle_ready =
-            sequential_ready(&bytes, &oracle_order(&bytes, &accesses, window), 1e7, 0.0);
+        let oracle_ready = replay_ready(
+            &durations,
+            &oracle_order(&durations, &accesses, window),
+            1,
+            0.0,
+        );
         let oracle = awa(&oracle_ready, &accesses, window);
         assert!(oracle > fifo + 0.5, "{oracle} vs {fifo}");
         assert_eq!(capture(oracle, fifo, oracle), Some(1.0));
         assert_eq!(capture(fifo, fifo, oracle), Some(0.0));
         assert_eq!(capture(0.5, 0.5, 0.5), None);
+    }
+
+    #[test]
+    fn a_replay_sends_each_copy_to_the_first_free_worker() {
+        let ready = replay_ready(&[3.0, 1.0, 1.0, 1.0], &[0, 1, 2, 3], 2, 10.0);
+        assert_eq!(ready, vec![13.0, 11.0, 12.0, 13.0]);
+        assert_eq!(replay_ready(&[1.0, 2.0], &[1, 0], 1, 0.0), vec![3.0, 2.0]);
+        assert_eq!(replay_ready(&[1.0], &[0, 5], 0, 0.0), vec![1.0]);
+    }
+
+    #[test]
+    fn concurrency_counts_overlapping_copies_only() {
+        assert_eq!(max_concurrency(&[(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]), 2);
+        assert_eq!(max_concurrency(&[(0.0, 1.0), (1.0, 2.0)]), 1);
+        assert_eq!(max_concurrency(&[]), 1);
     }
 }
