@@ -199,13 +199,37 @@ class Driver:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
+        try:
+            status = self.serve()
+        except psycopg.Error as error:
+            # The source went away: stop, and let the syncs in flight hand their tasks back if
+            # they still can (their leases cover them otherwise).
+            print(f"shardcast-driver: {str(error).strip()}", file=sys.stderr, flush=True)
+            self.stopping.set()
+            status = EXIT_FAILED
+        for thread in self.threads:
+            while thread.is_alive() and not self.quit_now:
+                thread.join(0.2)
+        self.done.set()
+        if status == EXIT_OK and self.failed:
+            return EXIT_FAILED
+        return status
+
+    def serve(self) -> int:
         with connect(self.args.source) as source:
-            self.nodes = self.load_nodes(source)
+            nodes = self.load_nodes(source)
+            for node in nodes:
+                try:
+                    ensure_channel(source, node, self.args.publisher_conninfo or self.args.source)
+                    self.nodes.append(node)
+                except psycopg.Error as error:
+                    self.failed = True
+                    print(f"node {node.name}: cannot set up {node.channel}, skipped: {str(error).strip()}",
+                          file=sys.stderr, flush=True)
             if not self.nodes:
-                print("no enabled node with a conninfo: see shardcast.add_node", file=sys.stderr)
+                print("no enabled node with a conninfo that works: see shardcast.nodes and shardcast.add_node",
+                      file=sys.stderr)
                 return EXIT_FAILED
-            for node in self.nodes:
-                ensure_channel(source, node, self.args.publisher_conninfo or self.args.source)
             self.lease, plan_workers = source.execute(
                 "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)::float8,"
                 "       current_setting('shardcast.plan_workers')::int").fetchone()
@@ -225,13 +249,7 @@ class Driver:
                 # A sync that finishes frees its slot at once; otherwise poll for new tasks.
                 self.slot_freed.wait(self.args.poll)
                 self.slot_freed.clear()
-        for thread in self.threads:
-            while thread.is_alive() and not self.quit_now:
-                thread.join(0.2)
-        self.done.set()
-        if self.stopping.is_set():
-            return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return EXIT_INTERRUPTED if self.stopping.is_set() else EXIT_OK
 
     def load_nodes(self, source: psycopg.Connection) -> list[Node]:
         rows = source.execute(
@@ -275,9 +293,9 @@ class Driver:
     def sync(self, task: Task) -> None:
         started = time.monotonic()
         try:
-            with connect(self.args.source) as source, connect(task.node.conninfo) as dest:
+            with connect(self.args.source) as source:
                 try:
-                    if self.replicate(task, source, dest):
+                    if self.replicate(task, source):
                         source.execute("SELECT shardcast.complete_task(%s, true, %s, %s)",
                                        [task.task_id, f"ready on {task.node.name} via {task.node.channel}",
                                         self.worker])
@@ -303,8 +321,16 @@ class Driver:
             task.node.in_flight.discard(task.task_id)
             self.slot_freed.set()
 
-    def replicate(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> bool:
+    def replicate(self, task: Task, source: psycopg.Connection) -> bool:
         """Makes the destination copy the shard; True once it is ready there, False when stopping."""
+        try:
+            dest = connect(task.node.conninfo)
+        except psycopg.OperationalError as error:
+            raise SyncError(f"cannot connect to {task.node.name}: {str(error).strip()}") from error
+        with dest:
+            return self.replicate_to(task, source, dest)
+
+    def replicate_to(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> bool:
         statements = create_table_statements(source, task.shard)  # also refuses a table without identity
         if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is None:
             with dest.transaction():

@@ -366,3 +366,20 @@ def test_a_table_without_replica_identity_is_refused_not_published(clusters, syn
         # Publishing it would have made the source refuse UPDATE and DELETE on it.
         assert one(pub, "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'no_identity'") == 0
         pub.execute("UPDATE no_identity SET v = 'b'")
+
+
+def test_an_unreachable_node_is_reported_and_its_tasks_stay_queued(clusters, synced):
+    publisher, _, _ = clusters
+    with publisher.connect(DB) as pub:
+        pub.execute("SELECT shardcast.add_node('gone', 1e6, 1, 'host=127.0.0.1 port=1 dbname=app connect_timeout=2')")
+        pub.execute("CREATE TABLE for_gone (id int PRIMARY KEY)")
+        wait_for("for_gone to become a shard", lambda: one(
+            pub, "SELECT count(*) FROM shardcast.shards WHERE table_name = 'for_gone' AND retired_at IS NULL"))
+        task = one(pub, "SELECT shardcast.enqueue('for_gone', 'gone')")
+    driver = run_driver(publisher, "driver-5", "--node", "gone")
+    assert driver.returncode == 1, driver.stdout + driver.stderr
+    assert "node gone: cannot set up shardcast_gone" in driver.stderr
+    with publisher.connect(DB) as pub:
+        assert one(pub, "SELECT state || ':' || attempts FROM shardcast.replication_tasks WHERE task_id = %s",
+                   task) == "queued:0"
+        pub.execute("UPDATE shardcast.nodes SET enabled = false WHERE node = 'gone'")

@@ -208,9 +208,11 @@ CREATE INDEX replication_tasks_in_flight ON shardcast.replication_tasks (node)
 
 -- Reads that replication itself makes of the shards it copies (one whole-table scan per claim),
 -- taken out of the sampled deltas by the sampler: a copy is not the application's load. Kept
--- until a while after the copy ends, because a scan's statistics arrive when it finishes.
+-- until a while after the copy ends, because a scan's statistics arrive when it finishes. One
+-- row per task, so that claims of one shard for several destinations never wait on each other.
 CREATE TABLE shardcast.copy_credits (
-    shard_id     integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
+    task_id      bigint PRIMARY KEY,
+    shard_id     integer NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,
     scans        double precision NOT NULL CHECK (scans >= 0),
     tuples_read  double precision NOT NULL CHECK (tuples_read >= 0),
     blocks       double precision NOT NULL CHECK (blocks >= 0),

@@ -613,12 +613,12 @@ fn claim_task(
                            t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch, t.attempts,
                            t.lease_expires_at, t.shard_id),
              credited AS (
-                 INSERT INTO shardcast.copy_credits AS cc (shard_id, scans, tuples_read, blocks, valid_until)
-                 SELECT c.shard_id, 1,
+                 INSERT INTO shardcast.copy_credits AS cc (task_id, shard_id, scans, tuples_read, blocks, valid_until)
+                 SELECT c.task_id, c.shard_id, 1,
                         greatest(r.reltuples, pg_catalog.pg_stat_get_live_tuples(r.oid), 0),
                         greatest(r.relpages, 0), c.lease_expires_at + $4::interval
                  FROM claimed c JOIN pg_catalog.pg_class r ON r.oid = c.relid
-                 ON CONFLICT (shard_id) DO UPDATE SET
+                 ON CONFLICT (task_id) DO UPDATE SET
                      scans = cc.scans + excluded.scans, tuples_read = cc.tuples_read + excluded.tuples_read,
                      blocks = cc.blocks + excluded.blocks,
                      valid_until = greatest(cc.valid_until, excluded.valid_until))
@@ -696,10 +696,10 @@ fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
     Spi::get_one_with_args::<TimestampWithTimeZone>(
         "WITH renewed AS (
              UPDATE shardcast.replication_tasks SET lease_expires_at = clock_timestamp() + $2::interval
-             WHERE task_id = $1 RETURNING shard_id, lease_expires_at
+             WHERE task_id = $1 RETURNING task_id, lease_expires_at
          ), credit AS (
              UPDATE shardcast.copy_credits cc SET valid_until = greatest(cc.valid_until, r.lease_expires_at + $3)
-             FROM renewed r WHERE cc.shard_id = r.shard_id)
+             FROM renewed r WHERE cc.task_id = r.task_id)
          SELECT lease_expires_at FROM renewed",
         &[task_id.into(), lease.into(), copy_credit_margin().into()],
     )
@@ -774,7 +774,7 @@ fn complete_task(
              RETURNING t.*
          ), credit AS (
              UPDATE shardcast.copy_credits cc SET valid_until = greatest(cc.valid_until, now() + $6)
-             FROM done d WHERE cc.shard_id = d.shard_id
+             FROM done d WHERE cc.task_id = d.task_id
          ), logged AS (
              INSERT INTO shardcast.completion_log (task_id, shard_id, schema_name, table_name, node, worker,
                      succeeded, attempts, priority_weight, size_bytes, claimed_at, finished_at, duration, detail)

@@ -129,48 +129,59 @@ impl Sampler {
 /// deltas, and keeps what is left of each credit until it expires.
 fn spend_copy_credits(rows: &mut [(i32, i64, Access)]) -> Result<(), pgrx::spi::Error> {
     Spi::run("DELETE FROM shardcast.copy_credits WHERE valid_until < now()")?;
-    let mut credits: HashMap<i32, CopyCredit> = Spi::connect(|client| {
+    // Oldest first: the copy that started first is the first whose scan is reported.
+    let credits: Vec<(i64, i32, CopyCredit)> = Spi::connect(|client| {
         client
             .select(
-                "SELECT shard_id, scans, tuples_read, blocks FROM shardcast.copy_credits",
+                "SELECT task_id, shard_id, scans, tuples_read, blocks FROM shardcast.copy_credits
+                 ORDER BY task_id",
                 None,
                 &[],
             )?
             .map(|row| {
                 Ok((
-                    row.get::<i32>(1)?.unwrap_or_default(),
+                    row.get::<i64>(1)?.unwrap_or_default(),
+                    row.get::<i32>(2)?.unwrap_or_default(),
                     CopyCredit {
-                        scans: row.get::<f64>(2)?.unwrap_or_default(),
-                        tuples_read: row.get::<f64>(3)?.unwrap_or_default(),
-                        blocks: row.get::<f64>(4)?.unwrap_or_default(),
+                        scans: row.get::<f64>(3)?.unwrap_or_default(),
+                        tuples_read: row.get::<f64>(4)?.unwrap_or_default(),
+                        blocks: row.get::<f64>(5)?.unwrap_or_default(),
                     },
                 ))
             })
-            .collect::<Result<HashMap<_, _>, pgrx::spi::Error>>()
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
     if credits.is_empty() {
         return Ok(());
     }
-    let mut touched = Vec::new();
+    let mut by_shard: HashMap<i32, Vec<(i64, CopyCredit)>> = HashMap::new();
+    for (task_id, shard_id, credit) in credits {
+        by_shard
+            .entry(shard_id)
+            .or_default()
+            .push((task_id, credit));
+    }
+    let (mut spent, mut left) = (Vec::new(), Vec::new());
     for (shard_id, _, delta) in rows.iter_mut() {
-        if let Some(credit) = credits.get_mut(shard_id) {
+        for (task_id, credit) in by_shard.get_mut(shard_id).into_iter().flatten() {
             credit.discount(delta);
-            touched.push(*shard_id);
+            if credit.is_spent() {
+                spent.push(*task_id);
+            } else {
+                left.push((*task_id, *credit));
+            }
         }
     }
-    let (spent, left): (Vec<i32>, Vec<i32>) =
-        touched.into_iter().partition(|id| credits[id].is_spent());
-    let column =
-        |f: fn(&CopyCredit) -> f64| left.iter().map(|id| f(&credits[id])).collect::<Vec<f64>>();
+    let column = |f: fn(&CopyCredit) -> f64| left.iter().map(|(_, c)| f(c)).collect::<Vec<f64>>();
     Spi::run_with_args(
-        "WITH spent AS (DELETE FROM shardcast.copy_credits WHERE shard_id = ANY($1))
+        "WITH spent AS (DELETE FROM shardcast.copy_credits WHERE task_id = ANY($1))
          UPDATE shardcast.copy_credits c
          SET scans = l.scans, tuples_read = l.tuples_read, blocks = l.blocks
-         FROM unnest($2::int4[], $3::float8[], $4::float8[], $5::float8[]) AS l(shard_id, scans, tuples_read, blocks)
-         WHERE c.shard_id = l.shard_id",
+         FROM unnest($2::int8[], $3::float8[], $4::float8[], $5::float8[]) AS l(task_id, scans, tuples_read, blocks)
+         WHERE c.task_id = l.task_id",
         &[
             spent.into(),
-            left.clone().into(),
+            left.iter().map(|(id, _)| *id).collect::<Vec<i64>>().into(),
             column(|c| c.scans).into(),
             column(|c| c.tuples_read).into(),
             column(|c| c.blocks).into(),
