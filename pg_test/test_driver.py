@@ -188,7 +188,12 @@ def synced(clusters):
         notifications = [json.loads(n.payload) for n in listener.notifies(timeout=3)]
         listener.close()
         events_during = one(pub, "SELECT max(id) FROM events")
-        time.sleep(3)  # the copies' own reads reach the statistics, then a sample or two
+        # The copies' own scans reach the statistics when they end, and the sampler spends the
+        # credits their claims granted.
+        wait_for("the archives' copy credits to be spent", lambda: one(
+            pub, "SELECT count(*) = 0 FROM shardcast.copy_credits c JOIN shardcast.shards s USING (shard_id)"
+                 " WHERE s.table_name LIKE 'archive%%'"), timeout=30)
+        time.sleep(1.5)
         report = pub.execute("SELECT awa_realised, awa_fifo, awa_oracle FROM shardcast.prioritization_report_since(%s)",
                              [started]).fetchone()
         archive_reads = one(pub, "SELECT coalesce(sum(tuples_read), 0) FROM shardcast.access_history h"
