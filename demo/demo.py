@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pg_test"))
 
-from cluster import PUBLISHER_SETTINGS, SUBSCRIBER_SETTINGS, running_cluster, wait_for  # noqa: E402
+from cluster import source_with_replicas, wait_for  # noqa: E402
 
 DRIVER = Path(__file__).resolve().parent.parent / "driver" / "shardcast_driver.py"
 
@@ -194,17 +194,11 @@ def sync(source, fast, slow) -> None:
 def main() -> None:
     settings = {"shardcast.database": f"'{DB}'", "shardcast.sample_interval": "'1s'",
                 "shardcast.refresh_interval": "'5s'", "shardcast.excluded_schemas": "'scratch'",
-                "shardcast.prefetch_quantile": "0.9", **PUBLISHER_SETTINGS}
-    with running_cluster(settings, "shardcast-demo") as source, \
-            running_cluster(SUBSCRIBER_SETTINGS, "shardcast-demo-fast") as fast, \
-            running_cluster(SUBSCRIBER_SETTINGS, "shardcast-demo-slow") as slow:
+                "shardcast.prefetch_quantile": "0.9"}
+    with source_with_replicas(settings, DB, "shardcast-demo") as (source, fast, slow):
         banner(f"source: PostgreSQL 15 on 127.0.0.1:{source.port}, shared_preload_libraries = 'shardcast', "
                f"wal_level = logical; replicas on ports {fast.port} and {slow.port}")
-        for cluster in (source, fast, slow):
-            with cluster.connect() as conn:
-                conn.execute(f"CREATE DATABASE {DB}")
         with source.connect(DB) as conn:
-            conn.execute("CREATE EXTENSION shardcast")
             conn.execute(SCHEMA)
             conn.execute("SELECT shardcast.set_shard_class('orders', 'critical')")
             conn.execute("SELECT shardcast.set_shard_class('audit_log', 'log')")

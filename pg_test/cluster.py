@@ -147,3 +147,19 @@ def running_cluster(settings: dict[str, str] | None = None, name: str = "shardca
             print(f"cluster kept at {cluster.root}")
         else:
             cluster.destroy()
+
+
+@contextlib.contextmanager
+def source_with_replicas(settings: dict[str, str], dbname: str, name: str) -> Iterator[tuple[Cluster, Cluster, Cluster]]:
+    """A source with shardcast preloaded and logical decoding on, and two plain PostgreSQL 15
+    replicas (`fast` and `slow`), each with database `dbname`; shardcast is created in the
+    source's."""
+    with running_cluster({**settings, **PUBLISHER_SETTINGS}, name) as source, \
+            running_cluster(SUBSCRIBER_SETTINGS, f"{name}-fast") as fast, \
+            running_cluster(SUBSCRIBER_SETTINGS, f"{name}-slow") as slow:
+        for cluster in (source, fast, slow):
+            with cluster.connect() as conn:
+                conn.execute(f"CREATE DATABASE {dbname}")
+        with source.connect(dbname) as conn:
+            conn.execute("CREATE EXTENSION shardcast")
+        yield source, fast, slow

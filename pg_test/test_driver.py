@@ -8,7 +8,6 @@ learns it, and the driver replicates every table while the writes go on.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cluster import PUBLISHER_SETTINGS, SUBSCRIBER_SETTINGS, Cluster, wait_for
+from cluster import Cluster, source_with_replicas, wait_for
 
 DB = "app"
 DRIVER = Path(__file__).resolve().parent.parent / "driver" / "shardcast_driver.py"
@@ -100,10 +99,6 @@ class Workload:
             self.process.communicate(timeout=60)
 
 
-def subscriber(name: str) -> Cluster:
-    return Cluster(SUBSCRIBER_SETTINGS, name).start()
-
-
 def run_driver(publisher: Cluster, worker: str, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(DRIVER), "--source", publisher.dsn(DB), "--worker", worker,
                            "--poll", "0.2", *extra],
@@ -117,25 +112,13 @@ def start_driver(publisher: Cluster, worker: str) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def clusters():
-    publisher = Cluster({"shardcast.database": f"'{DB}'", "shardcast.sample_interval": "'1s'",
-                         "shardcast.refresh_interval": "'2s'", "shardcast.claim_lease": f"'{LEASE_SECONDS}s'",
-                         "shardcast.prefetch_quantile": "0.9", **PUBLISHER_SETTINGS}, "shardcast-pub")
-    fast, slow = None, None
-    try:
-        publisher.start()
-        fast, slow = subscriber("shardcast-sub-fast"), subscriber("shardcast-sub-slow")
-        for c in (publisher, fast, slow):
-            with c.connect() as conn:
-                conn.execute(f"CREATE DATABASE {DB}")
+    settings = {"shardcast.database": f"'{DB}'", "shardcast.sample_interval": "'1s'",
+                "shardcast.refresh_interval": "'2s'", "shardcast.claim_lease": f"'{LEASE_SECONDS}s'",
+                "shardcast.prefetch_quantile": "0.9"}
+    with source_with_replicas(settings, DB, "shardcast-pub") as (publisher, fast, slow):
         with publisher.connect(DB) as conn:
-            conn.execute("CREATE EXTENSION shardcast")
             conn.execute(SCHEMA)
         yield publisher, fast, slow
-    finally:
-        keep = os.environ.get("SHARDCAST_KEEP_CLUSTER")
-        for c in (fast, slow, publisher):
-            if c is not None:
-                c.stop() if keep else c.destroy()
 
 
 def table_fingerprint(conn, table: str) -> tuple[int, str]:

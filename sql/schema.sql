@@ -200,6 +200,9 @@ CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard
     WHERE state IN ('queued', 'claimed');
 CREATE INDEX replication_tasks_dispatch ON shardcast.replication_tasks (dispatch_rank, task_id)
     WHERE state = 'queued';
+-- Claims for one destination walk its queued tasks in dispatch order.
+CREATE INDEX replication_tasks_node_dispatch ON shardcast.replication_tasks (node, dispatch_rank, task_id)
+    WHERE state = 'queued';
 CREATE INDEX replication_tasks_leases ON shardcast.replication_tasks (lease_expires_at)
     WHERE state = 'claimed';
 -- A node's tasks in flight, for its concurrency limit.

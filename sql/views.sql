@@ -241,6 +241,13 @@ GRANT SELECT ON shardcast.prioritized_queue, shardcast.replication_manifest,
 -- conninfo may hold a password: readable, like pg_subscription.subconninfo, only where granted.
 GRANT SELECT (node, capacity_bytes_per_sec, max_concurrent, current_load, load_reported_at, enabled, added_at)
     ON shardcast.nodes TO PUBLIC;
+-- Claims, heartbeats and completions run kept plans (replication.rs); with custom plans each
+-- call would plan its statements again, which costs as much as running them.
+ALTER FUNCTION shardcast.claim_task(text, text) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION shardcast.heartbeat(bigint) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION shardcast.complete_task(bigint, boolean, text, text) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION shardcast.release_task(bigint, text) SET plan_cache_mode = force_generic_plan;
+
 REVOKE EXECUTE ON FUNCTION
     shardcast.add_node(text, double precision, integer, text),
     shardcast.report_node_load(text, double precision),

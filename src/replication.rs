@@ -15,8 +15,10 @@ use crate::error::{self, spi_error, sql_error, SqlResult};
 use crate::{gucs, registry};
 
 thread_local! {
-    /// Plans of the statements every claim runs, kept for the session: planning them costs as
-    /// much as running them. PostgreSQL's plan cache revalidates them after DDL.
+    /// Plans of the statements every claim, heartbeat and completion runs, kept for the session:
+    /// planning them costs as much as running them. The functions that run them force generic
+    /// plans (views.sql), so that they are planned once; PostgreSQL's plan cache revalidates
+    /// them after DDL.
     static CLAIM_PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, pgrx::spi::OwnedPreparedStatement>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
@@ -531,6 +533,10 @@ pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
                  detail = 'lease expired (claimed by ' || coalesce(claimed_by, '?') || ')',
                  claimed_by = NULL, lease_expires_at = NULL
              WHERE state = 'claimed' AND lease_expires_at < $2
+               -- Usually nothing has expired: the earliest lease, one index probe, says so
+               -- before any claimed task is looked at.
+               AND (SELECT min(c.lease_expires_at) FROM shardcast.replication_tasks c
+                    WHERE c.state = 'claimed') < $2
              RETURNING 1)
          SELECT count(*) FROM expired",
         &[
@@ -543,6 +549,55 @@ pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
         |table| Ok(table.first().get_one::<i64>()?.unwrap_or_default()),
     )
 }
+
+/// The claim statement, for the queued tasks that `$filter` admits. Written out once per filter
+/// so that each kept plan is generic (planned once per session) and walks its own index in
+/// dispatch order: `replication_tasks_dispatch` for any node, `replication_tasks_node_dispatch`
+/// for one.
+macro_rules! claim_statement {
+    ($filter:literal) => {
+        concat!(
+            "WITH next AS (
+                     SELECT t.task_id
+                     FROM shardcast.replication_tasks t
+                     WHERE t.state = 'queued'
+                       AND ", $filter, "
+                       AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
+                                                WHERE c.state = 'claimed' AND c.node = t.node)
+                                              < (SELECT max_concurrent FROM shardcast.nodes n WHERE n.node = t.node))
+                     ORDER BY t.dispatch_rank, t.task_id
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED),
+             claimed AS (
+                 UPDATE shardcast.replication_tasks t
+                 SET state = 'claimed', claimed_by = $1, claimed_at = now(),
+                     lease_expires_at = clock_timestamp() + $3::interval,
+                     priority_weight_at_claim = coalesce(
+                         (SELECT priority_weight FROM shardcast.scores sc WHERE sc.shard_id = t.shard_id),
+                         t.priority_weight)
+                 FROM next, shardcast.shards s
+                 WHERE t.task_id = next.task_id AND s.shard_id = t.shard_id
+                 RETURNING t.task_id, s.relid, format('%I.%I', s.schema_name, s.table_name) AS qualified_name,
+                           t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch, t.attempts,
+                           t.lease_expires_at, t.shard_id),
+             credited AS (
+                 INSERT INTO shardcast.copy_credits AS cc (task_id, shard_id, scans, tuples_read, blocks, valid_until)
+                 SELECT c.task_id, c.shard_id, 1,
+                        greatest(r.reltuples, pg_catalog.pg_stat_get_live_tuples(r.oid), 0),
+                        greatest(r.relpages, 0), c.lease_expires_at + $4::interval
+                 FROM claimed c JOIN pg_catalog.pg_class r ON r.oid = c.relid
+                 ON CONFLICT (task_id) DO UPDATE SET
+                     scans = cc.scans + excluded.scans, tuples_read = cc.tuples_read + excluded.tuples_read,
+                     blocks = cc.blocks + excluded.blocks,
+                     valid_until = greatest(cc.valid_until, excluded.valid_until))
+         SELECT task_id, relid, qualified_name, node, size_bytes, priority_weight_at_claim, prefetch, attempts,
+                lease_expires_at
+         FROM claimed"
+        )
+    };
+}
+const CLAIM_NEXT: &str = claim_statement!("$2::text IS NULL");
+const CLAIM_NEXT_FOR_NODE: &str = claim_statement!("t.node = $2");
 
 /// Hands out the next task under the plan, atomically (FOR UPDATE SKIP LOCKED), under a lease;
 /// no row when there is nothing to do. Declared by hand so that the shard comes back as a
@@ -589,66 +644,40 @@ fn claim_task(
     // claim reads a handful of rows however long the queue is. Tasks of dropped shards are
     // cancelled by the replan, not filtered here.
     let rows = run_kept(
-        "WITH next AS (
-                     SELECT t.task_id
-                     FROM shardcast.replication_tasks t
-                     WHERE t.state = 'queued'
-                       AND ($2::text IS NULL OR t.node = $2)
-                       AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
-                                                WHERE c.state = 'claimed' AND c.node = t.node)
-                                              < (SELECT max_concurrent FROM shardcast.nodes n WHERE n.node = t.node))
-                     ORDER BY t.dispatch_rank, t.task_id
-                     LIMIT 1
-                     FOR UPDATE SKIP LOCKED),
-             claimed AS (
-                 UPDATE shardcast.replication_tasks t
-                 SET state = 'claimed', claimed_by = $1, claimed_at = now(),
-                     lease_expires_at = clock_timestamp() + $3::interval,
-                     priority_weight_at_claim = coalesce(
-                         (SELECT priority_weight FROM shardcast.scores sc WHERE sc.shard_id = t.shard_id),
-                         t.priority_weight)
-                 FROM next, shardcast.shards s
-                 WHERE t.task_id = next.task_id AND s.shard_id = t.shard_id
-                 RETURNING t.task_id, s.relid, format('%I.%I', s.schema_name, s.table_name) AS qualified_name,
-                           t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch, t.attempts,
-                           t.lease_expires_at, t.shard_id),
-             credited AS (
-                 INSERT INTO shardcast.copy_credits AS cc (task_id, shard_id, scans, tuples_read, blocks, valid_until)
-                 SELECT c.task_id, c.shard_id, 1,
-                        greatest(r.reltuples, pg_catalog.pg_stat_get_live_tuples(r.oid), 0),
-                        greatest(r.relpages, 0), c.lease_expires_at + $4::interval
-                 FROM claimed c JOIN pg_catalog.pg_class r ON r.oid = c.relid
-                 ON CONFLICT (task_id) DO UPDATE SET
-                     scans = cc.scans + excluded.scans, tuples_read = cc.tuples_read + excluded.tuples_read,
-                     blocks = cc.blocks + excluded.blocks,
-                     valid_until = greatest(cc.valid_until, excluded.valid_until))
-         SELECT task_id, relid, qualified_name, node, size_bytes, priority_weight_at_claim, prefetch, attempts,
-                lease_expires_at
-         FROM claimed",
+        if destination.is_some() {
+            CLAIM_NEXT_FOR_NODE
+        } else {
+            CLAIM_NEXT
+        },
         &[
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
             PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
             PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
         ],
-        &[worker.into(), destination.into(), lease.into(), copy_credit_margin().into()],
+        &[
+            worker.into(),
+            destination.into(),
+            lease.into(),
+            copy_credit_margin().into(),
+        ],
         |table| {
             table
                 .map(|row| {
-                Ok((
-                    row.get::<i64>(1)?.unwrap_or_default(),
-                    row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-                    row.get::<String>(3)?.unwrap_or_default(),
-                    row.get::<String>(4)?,
-                    row.get::<i64>(5)?.unwrap_or_default(),
-                    row.get::<i32>(6)?.unwrap_or_default(),
-                    row.get::<bool>(7)?.unwrap_or_default(),
-                    row.get::<i32>(8)?.unwrap_or_default(),
-                    row.get::<TimestampWithTimeZone>(9)?
-                        .unwrap_or_else(TimestampWithTimeZone::positive_infinity),
-                ))
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+                    Ok((
+                        row.get::<i64>(1)?.unwrap_or_default(),
+                        row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                        row.get::<String>(3)?.unwrap_or_default(),
+                        row.get::<String>(4)?,
+                        row.get::<i64>(5)?.unwrap_or_default(),
+                        row.get::<i32>(6)?.unwrap_or_default(),
+                        row.get::<bool>(7)?.unwrap_or_default(),
+                        row.get::<i32>(8)?.unwrap_or_default(),
+                        row.get::<TimestampWithTimeZone>(9)?
+                            .unwrap_or_else(TimestampWithTimeZone::positive_infinity),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
         },
     )
     .map_err(spi_error)?;
@@ -665,10 +694,15 @@ fn unknown_task(task_id: i64) -> pgrx::pg_sys::panic::ErrorReport {
 
 /// The state and claimer of a task, locked for the rest of the transaction.
 fn lock_task(task_id: i64) -> SqlResult<(String, Option<String>)> {
-    let (state, claimed_by) = Spi::get_two_with_args::<String, String>(
+    let (state, claimed_by) = run_kept(
         "SELECT (SELECT state FROM shardcast.replication_tasks WHERE task_id = $1 FOR UPDATE),
                 (SELECT claimed_by FROM shardcast.replication_tasks WHERE task_id = $1)",
+        &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
         &[task_id.into()],
+        |table| {
+            let row = table.first();
+            Ok((row.get::<String>(1)?, row.get::<String>(2)?))
+        },
     )
     .map_err(spi_error)?;
     let state = state.ok_or_else(|| unknown_task(task_id))?;
@@ -693,7 +727,7 @@ fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
         return Err(not_claimed(task_id, &state));
     }
     let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
-    Spi::get_one_with_args::<TimestampWithTimeZone>(
+    run_kept(
         "WITH renewed AS (
              UPDATE shardcast.replication_tasks SET lease_expires_at = clock_timestamp() + $2::interval
              WHERE task_id = $1 RETURNING task_id, lease_expires_at
@@ -701,7 +735,13 @@ fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
              UPDATE shardcast.copy_credits cc SET valid_until = greatest(cc.valid_until, r.lease_expires_at + $3)
              FROM renewed r WHERE cc.task_id = r.task_id)
          SELECT lease_expires_at FROM renewed",
+        &[
+            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+            PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+        ],
         &[task_id.into(), lease.into(), copy_credit_margin().into()],
+        |table| table.first().get_one::<TimestampWithTimeZone>(),
     )
     .map_err(spi_error)?
     .ok_or_else(|| unknown_task(task_id))
@@ -757,7 +797,7 @@ fn complete_task(
         return Err(not_claimed(task_id, &state));
     }
     check_claimer(task_id, worker, claimed_by.as_deref())?;
-    Spi::run_with_args(
+    run_kept(
         "WITH done AS (
              UPDATE shardcast.replication_tasks t
              SET attempts = CASE WHEN $2 THEN t.attempts ELSE t.attempts + 1 END,
@@ -791,6 +831,14 @@ fn complete_task(
                     'attempts', attempts, 'detail', detail)::text)
          FROM logged",
         &[
+            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            PgOid::BuiltIn(PgBuiltInOids::BOOLOID),
+            PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+            PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+            PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+        ],
+        &[
             task_id.into(),
             succeeded.into(),
             detail.into(),
@@ -798,6 +846,7 @@ fn complete_task(
             claimed_by.as_deref().or(worker).into(),
             copy_credit_margin().into(),
         ],
+        |_| Ok(()),
     )
     .map_err(spi_error)?;
     if !succeeded {
