@@ -42,7 +42,9 @@ pub fn awa(ready: &[f64], accesses: &[Accesses], window: (f64, f64)) -> f64 {
 /// Ready times when the copies are dispatched in `order` to `channels` parallel workers starting
 /// at `start`, each copy taking its `durations[i]` seconds (list scheduling: the next copy goes to
 /// the first worker free). Replaying other orders with the run's own workers and the copies' own
-/// measured durations compares orders, not throughput.
+/// measured durations compares orders, not throughput. With one channel and durations of
+/// bytes / B this is DESIGN.md's definition (Cⱼ = bytes up to and including j / B); real syncs
+/// also pay a fixed latency per table, which that definition would credit to FIFO alone.
 pub fn replay_ready(durations: &[f64], order: &[usize], channels: usize, start: f64) -> Vec<f64> {
     let mut ready = vec![f64::INFINITY; durations.len()];
     let mut free_at = vec![start; channels.max(1)];
