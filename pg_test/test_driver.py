@@ -30,17 +30,26 @@ HOT = [f"hot_{i:02}" for i in range(5)]              # small, read all the time
 SESSIONS = "sessions"                                # the hottest: read and updated all the time
 EVENTS = "events"                                    # appended to all the time
 TRENDING = "trending"                                # cold at first, hot after the shift
-ALL_TABLES = ARCHIVES + CATALOGS + [EVENTS, TRENDING] + HOT + [SESSIONS]
+LEDGER = "ledger"                                    # no key: REPLICA IDENTITY FULL, updated all the time
+METRICS = ["metrics_2026_10", "metrics_2026_11"]     # leaf partitions of metrics; November is read
+ALL_TABLES = ARCHIVES + CATALOGS + [EVENTS, TRENDING, LEDGER] + METRICS + HOT + [SESSIONS]
 
 SCHEMA = "\n".join(
     [f"CREATE TABLE {t} (id int PRIMARY KEY, payload text);"
      f"INSERT INTO {t} SELECT i, repeat(md5(i::text), 6) FROM generate_series(1, 20000) i;" for t in ARCHIVES]
-    + [f"CREATE TABLE {t} (id int PRIMARY KEY, title text, price numeric);"
+    + [f"CREATE TABLE {t} (id int PRIMARY KEY, title text, price numeric,"
+       f"                 price_with_tax numeric GENERATED ALWAYS AS (price * 1.2) STORED);"
        f"INSERT INTO {t} SELECT i, 'item ' || i, i % 100 FROM generate_series(1, 3000) i;" for t in CATALOGS]
     + [f"CREATE TABLE {EVENTS} (id bigserial PRIMARY KEY, kind text, at timestamptz DEFAULT now());"
        f"INSERT INTO {EVENTS} (kind) SELECT 'seed' FROM generate_series(1, 1000);",
        f"CREATE TABLE {TRENDING} (id int PRIMARY KEY, title text);"
-       f"INSERT INTO {TRENDING} SELECT i, 'trend ' || i FROM generate_series(1, 2000) i;"]
+       f"INSERT INTO {TRENDING} SELECT i, 'trend ' || i FROM generate_series(1, 2000) i;",
+       f"CREATE TABLE {LEDGER} (id int NOT NULL, balance int); ALTER TABLE {LEDGER} REPLICA IDENTITY FULL;"
+       f"INSERT INTO {LEDGER} SELECT i, 0 FROM generate_series(1, 500) i;",
+       "CREATE TABLE metrics (id int, day date, v int, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);"
+       "CREATE TABLE metrics_2026_10 PARTITION OF metrics FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');"
+       "CREATE TABLE metrics_2026_11 PARTITION OF metrics FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');"
+       "INSERT INTO metrics SELECT i, date '2026-10-01' + (i % 60), i FROM generate_series(1, 4000) i;"]
     + [f"CREATE TABLE {t} (id int PRIMARY KEY, name text);"
        f"INSERT INTO {t} SELECT i, 'row ' || i FROM generate_series(1, 1000) i;" for t in HOT]
     + [f"CREATE TABLE {SESSIONS} (id int PRIMARY KEY, seen timestamptz);"
@@ -58,6 +67,8 @@ COMMON = {
     "sessions": (40, "\\set id random(1, 2000)\nUPDATE sessions SET seen = now() WHERE id = :id;\n"
                      "SELECT seen FROM sessions WHERE id = :id;\n"),
     "events": (10, "INSERT INTO events (kind) VALUES ('click');\n"),
+    "ledger": (5, "\\set id random(1, 500)\nUPDATE ledger SET balance = balance + 1 WHERE id = :id;\n"),
+    "metrics": (3, "\\set id random(1, 4000)\nSELECT v FROM metrics WHERE day >= '2026-11-01' AND id = :id;\n"),
     **{t: (1, point_read(t, 3000)) for t in CATALOGS},
     **{t: (10, point_read(t, 1000)) for t in HOT[:4]},
 }
@@ -228,6 +239,8 @@ def test_tables_become_ready_in_the_queue_order_hot_and_small_first(clusters, sy
     for node, order in claims:
         mine = [shard for shard in order if shard in express]
         assert order[:len(mine)] == mine, (node, order)
+    # ... and ready among the first round of syncs (plan_workers = 4 at once).
+    assert all(ready_rank[shard] < 4 for shard in express), [(s, ready_rank[s]) for s in express]
 
 
 def test_a_listener_hears_one_notification_per_task(clusters, synced):
