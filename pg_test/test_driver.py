@@ -384,3 +384,36 @@ def test_an_unreachable_node_is_reported_and_its_tasks_stay_queued(clusters, syn
         assert one(pub, "SELECT state || ':' || attempts FROM shardcast.replication_tasks WHERE task_id = %s",
                    task) == "queued:0"
         pub.execute("UPDATE shardcast.nodes SET enabled = false WHERE node = 'gone'")
+
+
+def test_follow_mode_serves_new_tasks_until_ctrl_c(clusters, synced):
+    publisher, _, slow = clusters
+    driver = subprocess.Popen([sys.executable, str(DRIVER), "--source", publisher.dsn(DB), "--worker", "follower",
+                               "--node", "slow", "--poll", "0.2", "--follow"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with publisher.connect(DB) as pub:
+            pub.execute("CREATE TABLE arrives_later (id int PRIMARY KEY); INSERT INTO arrives_later VALUES (1), (2)")
+            wait_for("arrives_later to become a shard", lambda: one(
+                pub, "SELECT count(*) FROM shardcast.shards WHERE table_name = 'arrives_later' AND retired_at IS NULL"))
+            task = one(pub, "SELECT shardcast.enqueue('arrives_later', 'slow')")
+            wait_for("the following driver to sync it", lambda: one(
+                pub, "SELECT state = 'done' FROM shardcast.replication_tasks WHERE task_id = %s", task), timeout=30)
+        assert driver.poll() is None, "--follow exited when the queue was empty"
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=20)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, out
+    with slow.connect(DB) as s:
+        assert one(s, "SELECT count(*) FROM arrives_later") == 2
+
+
+def test_node_names_become_plain_identifiers():
+    sys.path.insert(0, str(DRIVER.parent))
+    from shardcast_driver import Node
+    assert Node("replica_a", "", 1).channel == "shardcast_replica_a"
+    fancy = Node("Replica A/eu-west", "", 1).channel
+    assert fancy.startswith("shardcast_replica_a_eu_west_") and fancy.isidentifier() and fancy.islower()
+    assert Node("Replica-A", "", 1).channel != Node("replica-a", "", 1).channel
