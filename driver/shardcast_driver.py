@@ -44,6 +44,9 @@ class Node:
     conninfo: str
     max_concurrent: int
     in_flight: set[int] = field(default_factory=set)
+    # After a failed sync, no claims for this node until then (time.monotonic()), so that a node
+    # that is briefly down does not use up every task's attempts in a second.
+    resting_until: float = 0.0
     # ALTER SUBSCRIPTION takes the subscription's lock anyway; one refresh at a time per node
     # keeps concurrent syncs from waiting on each other inside the server.
     refresh_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -124,42 +127,60 @@ def connect(conninfo: str) -> psycopg.Connection:
 def ensure_channel(source: psycopg.Connection, node: Node, publisher_conninfo: str) -> None:
     """Creates the node's publication on the source and its subscription on the node, if missing."""
     if not source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
-        source.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(node.channel)))
+        try:
+            source.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(node.channel)))
+        except psycopg.errors.DuplicateObject:
+            pass  # another driver created it meanwhile
     with connect(node.conninfo) as dest:
         exists = dest.execute(
             "SELECT 1 FROM pg_subscription WHERE subname = %s"
             " AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
             [node.channel]).fetchone()
         if not exists:
-            dest.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {}").format(
-                sql.Identifier(node.channel), sql.Literal(publisher_conninfo), sql.Identifier(node.channel)))
+            try:
+                dest.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {}").format(
+                    sql.Identifier(node.channel), sql.Literal(publisher_conninfo), sql.Identifier(node.channel)))
+            except psycopg.errors.DuplicateObject:
+                pass  # another driver created it meanwhile
 
 
+# Read with an empty search_path, so that every type, function and collation outside
+# pg_catalog comes out schema-qualified and means the same on the destination.
 TABLE_DEFINITION = """
 SELECT n.nspname, c.relname, c.relreplident,
-       (SELECT string_agg(format('%%I %%s%%s%%s', a.attname, format_type(a.atttypid, a.atttypmod),
+       (SELECT string_agg(format('%%I %%s%%s%%s%%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                   CASE WHEN a.attcollation <> t.typcollation
+                        THEN format(' COLLATE %%I.%%I', cn.nspname, co.collname) ELSE '' END,
                    CASE WHEN a.attgenerated = 's'
                         THEN format(' GENERATED ALWAYS AS (%%s) STORED', pg_get_expr(d.adbin, d.adrelid)) ELSE '' END,
                    CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY a.attnum)
-        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation
+        LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p'),
-       (SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident),
-       (SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid = to_regclass(%s)
+       i.indisprimary, pg_get_indexdef(i.indexrelid), ic.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisreplident
+LEFT JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE c.oid = %s::regclass
 """
 
 
 def create_table_statements(source: psycopg.Connection, shard: str) -> list[sql.Composable]:
-    """The statements that create `shard` on a destination: columns, types, NOT NULL, generated
-    columns, primary key and replica identity. Foreign keys, other indexes, defaults and
-    triggers are left out: logical replication's apply does not need them, and foreign keys
+    """The statements that create `shard` on a destination: columns, types, collations, NOT NULL,
+    generated columns, primary key and replica identity. Foreign keys, other indexes, defaults
+    and triggers are left out: logical replication's apply does not need them, and foreign keys
     would tie a table's sync to the tables it references."""
-    row = source.execute(TABLE_DEFINITION, [shard]).fetchone()
-    if row is None:
+    if source.execute("SELECT to_regclass(%s)", [shard]).fetchone()[0] is None:
         raise SyncError(f"{shard} no longer exists on the source")
-    schema, table, replident, columns, primary_key, identity_index, identity_index_name = row
+    with source.transaction():
+        source.execute("SET LOCAL search_path = ''")
+        row = source.execute(TABLE_DEFINITION, [shard]).fetchone()
+    schema, table, replident, columns, primary_key, identity_is_primary, identity_index, identity_name = row
     if replident == "n" or (replident == "d" and primary_key is None):
         # Adding it to a publication would make the source refuse UPDATE and DELETE on it.
         raise SyncError(f"{shard} has no replica identity; give it a primary key or "
@@ -174,11 +195,11 @@ def create_table_statements(source: psycopg.Connection, shard: str) -> list[sql.
     ]
     if replident == "f":
         statements.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(qualified))
-    elif replident == "i" and identity_index:
+    elif replident == "i" and identity_index and not identity_is_primary:
+        # The primary key's index, when it is the identity, comes with the primary key.
         statements.append(sql.SQL(identity_index))
-        index = identity_index_name.split(".")[-1]
         statements.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(
-            qualified, sql.SQL(index)))
+            qualified, sql.Identifier(identity_name)))
     return statements
 
 
@@ -269,22 +290,40 @@ class Driver:
             [[n.name for n in self.nodes]]).fetchone()
 
     def claim_what_the_plan_allows(self, source: psycopg.Connection) -> int:
+        """Claims tasks in the plan's order across our nodes, while we and their nodes have room."""
         claimed = 0
-        for node in self.nodes:
-            while (len(node.in_flight) < node.max_concurrent and len(self.in_flight) < self.workers
-                   and not self.stopping.is_set()):
+        full: set[str] = set()
+        while len(self.in_flight) < self.workers and not self.stopping.is_set():
+            now = time.monotonic()
+            open_nodes = [n for n in self.nodes if len(n.in_flight) < n.max_concurrent
+                          and n.resting_until <= now and n.name not in full]
+            if not open_nodes:
+                break
+            # The node whose next task comes first in the stored dispatch order. With nothing
+            # queued, a claim still returns tasks whose lease expired to the queue: try each node.
+            next_node = source.execute(
+                "SELECT node FROM shardcast.replication_tasks WHERE state = 'queued' AND node = ANY(%s)"
+                " ORDER BY dispatch_rank, task_id LIMIT 1", [[n.name for n in open_nodes]]).fetchone()
+            candidates = [n for n in open_nodes if n.name == next_node[0]] if next_node else open_nodes
+            row, node = None, None
+            for node in candidates:
                 row = source.execute(
                     "SELECT task_id, qualified_name, size_bytes, priority_weight, prefetch, attempts"
                     " FROM shardcast.claim_task(%s, %s)", [self.worker, node.name]).fetchone()
-                if row is None:
+                if row is not None:
                     break
-                task = Task(row[0], row[1], node, row[2], row[3], row[4], row[5])
-                node.in_flight.add(task.task_id)
-                self.in_flight[task.task_id] = task
-                thread = threading.Thread(target=self.sync, args=(task,), name=f"sync-{task.task_id}")
-                self.threads.append(thread)
-                thread.start()
-                claimed += 1
+                full.add(node.name)  # at its limit counting other drivers' claims, or taken meanwhile
+            if row is None:
+                if next_node is None:
+                    break
+                continue
+            task = Task(row[0], row[1], node, row[2], row[3], row[4], row[5])
+            node.in_flight.add(task.task_id)
+            self.in_flight[task.task_id] = task
+            thread = threading.Thread(target=self.sync, args=(task,), name=f"sync-{task.task_id}")
+            self.threads.append(thread)
+            thread.start()
+            claimed += 1
         self.threads = [t for t in self.threads if t.is_alive()]
         return claimed
 
@@ -308,6 +347,7 @@ class Driver:
                     self.progress.say(f"lost {task.shard} -> {task.node.name}: {error}")
                 except (SyncError, psycopg.Error) as error:
                     self.failed = True
+                    task.node.resting_until = time.monotonic() + self.args.retry_delay
                     detail = str(error).strip().splitlines()[0]
                     source.execute("SELECT shardcast.complete_task(%s, false, %s, %s)",
                                    [task.task_id, detail, self.worker])
@@ -333,9 +373,11 @@ class Driver:
     def replicate_to(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> bool:
         statements = create_table_statements(source, task.shard)  # also refuses a table without identity
         if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is None:
-            with dest.transaction():
-                for statement in statements:
-                    dest.execute(statement)
+            try:
+                self.create_table(dest, statements)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+                # Another sync created the same new schema at the same moment: it is there now.
+                self.create_table(dest, statements)
         elif self.subscription_state(task, dest) is None and dest.execute(
                 sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
             # The initial copy would collide with these rows and retry for ever.
@@ -362,16 +404,33 @@ class Driver:
         """Renews the lease of every task in flight, every third of a lease, from a connection
         of its own: a sync may block for long in the server (a lock on its table, say), and its
         lease must not expire for that."""
-        try:
-            with connect(self.args.source) as source:
-                while not self.done.wait(self.lease / 3):
-                    for task in list(self.in_flight.values()):
-                        try:
-                            source.execute("SELECT shardcast.heartbeat(%s)", [task.task_id])
-                        except psycopg.errors.ObjectNotInPrerequisiteState as error:
-                            task.lost = str(error).strip()
-        except psycopg.Error as error:
-            self.progress.say(f"heartbeats stopped: {error}; leases will expire")
+        source = None
+        while not self.done.wait(self.lease / 3):
+            try:
+                source = source if source is not None and not source.closed else connect(self.args.source)
+                for task in list(self.in_flight.values()):
+                    try:
+                        source.execute("SELECT shardcast.heartbeat(%s)", [task.task_id])
+                    except psycopg.errors.ObjectNotInPrerequisiteState as error:
+                        task.lost = str(error).strip()
+                    except psycopg.Error as error:
+                        if source.closed or source.broken:
+                            raise
+                        self.progress.say(f"heartbeat of {task.shard}: {str(error).strip()}")
+            except psycopg.Error as error:
+                # Connect again at the next beat; a lease lasts three beats.
+                self.progress.say(f"heartbeats: {str(error).strip()}; retrying")
+                if source is not None:
+                    source.close()
+                source = None
+        if source is not None:
+            source.close()
+
+    @staticmethod
+    def create_table(dest: psycopg.Connection, statements: list[sql.Composable]) -> None:
+        with dest.transaction():
+            for statement in statements:
+                dest.execute(statement)
 
     @staticmethod
     def subscription_state(task: Task, dest: psycopg.Connection) -> str | None:
@@ -431,6 +490,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--follow", action="store_true", help="keep waiting for new tasks instead of "
                         "exiting when the queue is empty")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls (default 0.5)")
+    parser.add_argument("--retry-delay", type=float, default=5.0,
+                        help="seconds without claims for a node after one of its syncs failed (default 5)")
     parser.add_argument("--sync-timeout", type=float, default=3600.0,
                         help="seconds a table may take to become ready before its task fails")
     return parser.parse_args(argv)

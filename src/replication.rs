@@ -586,9 +586,9 @@ macro_rules! claim_statement {
                         greatest(r.reltuples, pg_catalog.pg_stat_get_live_tuples(r.oid), 0),
                         greatest(r.relpages, 0), c.lease_expires_at + $4::interval
                  FROM claimed c JOIN pg_catalog.pg_class r ON r.oid = c.relid
+                 -- A task claimed again (its lease expired, or it failed) resumes the same
+                 -- copy more often than it starts another: one credit per task.
                  ON CONFLICT (task_id) DO UPDATE SET
-                     scans = cc.scans + excluded.scans, tuples_read = cc.tuples_read + excluded.tuples_read,
-                     blocks = cc.blocks + excluded.blocks,
                      valid_until = greatest(cc.valid_until, excluded.valid_until))
          SELECT task_id, relid, qualified_name, node, size_bytes, priority_weight_at_claim, prefetch, attempts,
                 lease_expires_at
@@ -694,19 +694,22 @@ fn unknown_task(task_id: i64) -> pgrx::pg_sys::panic::ErrorReport {
 
 /// The state and claimer of a task, locked for the rest of the transaction.
 fn lock_task(task_id: i64) -> SqlResult<(String, Option<String>)> {
-    let (state, claimed_by) = run_kept(
-        "SELECT (SELECT state FROM shardcast.replication_tasks WHERE task_id = $1 FOR UPDATE),
-                (SELECT claimed_by FROM shardcast.replication_tasks WHERE task_id = $1)",
+    // One row read under the lock: FOR UPDATE returns the version it locked, so the state and
+    // the claimer always belong together, even when a new claim committed while we waited.
+    let locked = run_kept(
+        "SELECT state, claimed_by FROM shardcast.replication_tasks WHERE task_id = $1 FOR UPDATE",
         &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
         &[task_id.into()],
-        |table| {
-            let row = table.first();
-            Ok((row.get::<String>(1)?, row.get::<String>(2)?))
+        |mut table| match table.next() {
+            Some(row) => Ok(Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?,
+            ))),
+            None => Ok(None),
         },
     )
     .map_err(spi_error)?;
-    let state = state.ok_or_else(|| unknown_task(task_id))?;
-    Ok((state, claimed_by))
+    locked.ok_or_else(|| unknown_task(task_id))
 }
 
 fn not_claimed(task_id: i64, state: &str) -> pgrx::pg_sys::panic::ErrorReport {
