@@ -410,7 +410,7 @@ class Driver:
                 source = source if source is not None and not source.closed else connect(self.args.source)
                 for task in list(self.in_flight.values()):
                     try:
-                        source.execute("SELECT shardcast.heartbeat(%s)", [task.task_id])
+                        source.execute("SELECT shardcast.heartbeat(%s, %s)", [task.task_id, self.worker])
                     except psycopg.errors.ObjectNotInPrerequisiteState as error:
                         task.lost = str(error).strip()
                     except psycopg.Error as error:

@@ -244,7 +244,7 @@ GRANT SELECT (node, capacity_bytes_per_sec, max_concurrent, current_load, load_r
 -- Claims, heartbeats and completions run kept plans (replication.rs); with custom plans each
 -- call would plan its statements again, which costs as much as running them.
 ALTER FUNCTION shardcast.claim_task(text, text) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION shardcast.heartbeat(bigint) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION shardcast.heartbeat(bigint, text) SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION shardcast.complete_task(bigint, boolean, text, text) SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION shardcast.release_task(bigint, text) SET plan_cache_mode = force_generic_plan;
 
@@ -255,7 +255,7 @@ REVOKE EXECUTE ON FUNCTION
     shardcast.enqueue_publication(text, text),
     shardcast.enqueue_all(text),
     shardcast.claim_task(text, text),
-    shardcast.heartbeat(bigint),
+    shardcast.heartbeat(bigint, text),
     shardcast.complete_task(bigint, boolean, text, text),
     shardcast.release_task(bigint, text)
 FROM PUBLIC;

@@ -615,6 +615,8 @@ fn claim_heartbeat_complete_and_their_errors() {
     assert_eq!(claimed, first);
     let task = claimed.unwrap();
     assert_eq!(outcome(&format!("SELECT shardcast.heartbeat({task})")), "ok");
+    assert_eq!(outcome(&format!("SELECT shardcast.heartbeat({task}, 'w1')")), "ok");
+    assert_eq!(outcome(&format!("SELECT shardcast.heartbeat({task}, 'w2')")), "55000 with hint");
     assert_eq!(
         outcome(&format!("SELECT shardcast.complete_task({task}, true, NULL, 'w2')")),
         "55000 with hint"
@@ -704,7 +706,7 @@ fn mutating_replication_functions_are_not_public() {
         "SELECT bool_or(has_function_privilege('public', f, 'EXECUTE')) FROM unnest(ARRAY[
              'shardcast.claim_task(text, text)', 'shardcast.complete_task(bigint, boolean, text, text)',
              'shardcast.enqueue(regclass, text)', 'shardcast.add_node(text, double precision, integer, text)',
-             'shardcast.heartbeat(bigint)', 'shardcast.release_task(bigint, text)']::regprocedure[]) f",
+             'shardcast.heartbeat(bigint, text)', 'shardcast.release_task(bigint, text)']::regprocedure[]) f",
     )
     .unwrap();
     assert_eq!(public, Some(false));
@@ -722,7 +724,7 @@ fn the_readme_grants_let_a_replication_role_work_and_an_inspector_read() {
     Spi::run(
         "CREATE ROLE replicator_t;
          GRANT USAGE ON SCHEMA shardcast TO replicator_t;
-         GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), shardcast.heartbeat(bigint),
+         GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), shardcast.heartbeat(bigint, text),
                shardcast.complete_task(bigint, boolean, text, text), shardcast.release_task(bigint, text)
                TO replicator_t;
          GRANT SELECT (conninfo) ON shardcast.nodes TO replicator_t;

@@ -723,12 +723,16 @@ fn not_claimed(task_id: i64, state: &str) -> pgrx::pg_sys::panic::ErrorReport {
 /// Extends a claimed task's lease; returns the new expiry.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn heartbeat(task_id: Option<i64>) -> SqlResult<TimestampWithTimeZone> {
+fn heartbeat(
+    task_id: Option<i64>,
+    worker: default!(Option<&str>, "NULL"),
+) -> SqlResult<TimestampWithTimeZone> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
-    let (state, _) = lock_task(task_id)?;
+    let (state, claimed_by) = lock_task(task_id)?;
     if state != "claimed" {
         return Err(not_claimed(task_id, &state));
     }
+    check_claimer(task_id, worker, claimed_by.as_deref())?;
     let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
     run_kept(
         "WITH renewed AS (
