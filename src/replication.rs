@@ -692,8 +692,9 @@ fn unknown_task(task_id: i64) -> pgrx::pg_sys::panic::ErrorReport {
     )
 }
 
-/// The state and claimer of a task, locked for the rest of the transaction.
-fn lock_task(task_id: i64) -> SqlResult<(String, Option<String>)> {
+/// Locks a claimed task for the rest of the transaction and returns its claimer; refuses a task
+/// that is unknown, not claimed, or (when `worker` is given) claimed by someone else.
+fn lock_claimed(task_id: i64, worker: Option<&str>) -> SqlResult<Option<String>> {
     // One row read under the lock: FOR UPDATE returns the version it locked, so the state and
     // the claimer always belong together, even when a new claim committed while we waited.
     let locked = run_kept(
@@ -709,7 +710,20 @@ fn lock_task(task_id: i64) -> SqlResult<(String, Option<String>)> {
         },
     )
     .map_err(spi_error)?;
-    locked.ok_or_else(|| unknown_task(task_id))
+    let (state, claimed_by) = locked.ok_or_else(|| unknown_task(task_id))?;
+    if state != "claimed" {
+        return Err(not_claimed(task_id, &state));
+    }
+    if let (Some(worker), Some(owner)) = (worker, claimed_by.as_deref()) {
+        if worker != owner {
+            return Err(sql_error(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("task {task_id} is claimed by \"{owner}\", not \"{worker}\""),
+                "Its lease may have expired and the task been claimed again: leave it to its new claimer.",
+            ));
+        }
+    }
+    Ok(claimed_by)
 }
 
 fn not_claimed(task_id: i64, state: &str) -> pgrx::pg_sys::panic::ErrorReport {
@@ -728,11 +742,7 @@ fn heartbeat(
     worker: default!(Option<&str>, "NULL"),
 ) -> SqlResult<TimestampWithTimeZone> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
-    let (state, claimed_by) = lock_task(task_id)?;
-    if state != "claimed" {
-        return Err(not_claimed(task_id, &state));
-    }
-    check_claimer(task_id, worker, claimed_by.as_deref())?;
+    lock_claimed(task_id, worker)?;
     let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
     run_kept(
         "WITH renewed AS (
@@ -760,11 +770,7 @@ fn heartbeat(
 #[search_path(pg_catalog, pg_temp)]
 fn release_task(task_id: Option<i64>, worker: default!(Option<&str>, "NULL")) -> SqlResult<()> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
-    let (state, claimed_by) = lock_task(task_id)?;
-    if state != "claimed" {
-        return Err(not_claimed(task_id, &state));
-    }
-    check_claimer(task_id, worker, claimed_by.as_deref())?;
+    lock_claimed(task_id, worker)?;
     Spi::run_with_args(
         "UPDATE shardcast.replication_tasks
          SET state = 'queued', claimed_by = NULL, claimed_at = NULL, lease_expires_at = NULL,
@@ -773,18 +779,6 @@ fn release_task(task_id: Option<i64>, worker: default!(Option<&str>, "NULL")) ->
         &[task_id.into(), worker.into()],
     )
     .map_err(spi_error)
-}
-
-/// Refuses to act for `worker` on a task that someone else claimed.
-fn check_claimer(task_id: i64, worker: Option<&str>, claimed_by: Option<&str>) -> SqlResult<()> {
-    match (worker, claimed_by) {
-        (Some(worker), Some(owner)) if worker != owner => Err(sql_error(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("task {task_id} is claimed by \"{owner}\", not \"{worker}\""),
-            "Its lease may have expired and the task been claimed again: leave it to its new claimer.",
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Records the outcome of a claimed task, logs it and sends NOTIFY shardcast_completion. A
@@ -799,11 +793,7 @@ fn complete_task(
 ) -> SqlResult<()> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
     let succeeded = succeeded.ok_or_else(|| null_argument("succeeded"))?;
-    let (state, claimed_by) = lock_task(task_id)?;
-    if state != "claimed" {
-        return Err(not_claimed(task_id, &state));
-    }
-    check_claimer(task_id, worker, claimed_by.as_deref())?;
+    let claimed_by = lock_claimed(task_id, worker)?;
     run_kept(
         "WITH done AS (
              UPDATE shardcast.replication_tasks t
