@@ -164,10 +164,11 @@ fn spend_copy_credits(rows: &mut [(i32, i64, Access)]) -> Result<(), pgrx::spi::
     let (mut spent, mut left) = (Vec::new(), Vec::new());
     for (shard_id, _, delta) in rows.iter_mut() {
         for (task_id, credit) in by_shard.get_mut(shard_id).into_iter().flatten() {
+            let before = *credit;
             credit.discount(delta);
             if credit.is_spent() {
                 spent.push(*task_id);
-            } else {
+            } else if *credit != before {
                 left.push((*task_id, *credit));
             }
         }
