@@ -43,7 +43,6 @@ class Node:
     name: str
     conninfo: str
     max_concurrent: int
-    in_flight: set[int] = field(default_factory=set)
     # After a failed sync, no claims for this node until then (time.monotonic()), so that a node
     # that is briefly down does not use up every task's attempts in a second.
     resting_until: float = 0.0
@@ -279,8 +278,11 @@ class Driver:
             " ORDER BY node", [self.args.node, self.args.node]).fetchall()
         return [Node(name, conninfo, max_concurrent) for name, conninfo, max_concurrent in rows]
 
+    def syncing_on(self, node: Node) -> int:
+        return sum(1 for task in list(self.in_flight.values()) if task.node is node)
+
     def busy(self) -> bool:
-        return any(node.in_flight for node in self.nodes)
+        return bool(self.in_flight)
 
     def queue_is_empty(self, source: psycopg.Connection) -> bool:
         """No task left for our nodes, not even one claimed by a driver that may have died: its
@@ -295,7 +297,7 @@ class Driver:
         full: set[str] = set()
         while len(self.in_flight) < self.workers and not self.stopping.is_set():
             now = time.monotonic()
-            open_nodes = [n for n in self.nodes if len(n.in_flight) < n.max_concurrent
+            open_nodes = [n for n in self.nodes if self.syncing_on(n) < n.max_concurrent
                           and n.resting_until <= now and n.name not in full]
             if not open_nodes:
                 break
@@ -318,7 +320,6 @@ class Driver:
                     break
                 continue
             task = Task(row[0], row[1], node, row[2], row[3], row[4], row[5])
-            node.in_flight.add(task.task_id)
             self.in_flight[task.task_id] = task
             thread = threading.Thread(target=self.sync, args=(task,), name=f"sync-{task.task_id}")
             self.threads.append(thread)
@@ -358,7 +359,6 @@ class Driver:
             self.progress.say(f"error {task.shard} -> {task.node.name}: {error}; its lease will expire")
         finally:
             self.in_flight.pop(task.task_id, None)
-            task.node.in_flight.discard(task.task_id)
             self.slot_freed.set()
 
     def replicate(self, task: Task, source: psycopg.Connection) -> bool:
@@ -471,8 +471,7 @@ class Driver:
             os._exit(EXIT_INTERRUPTED)
         self.stopping.set()
         self.slot_freed.set()
-        in_flight = sum(len(n.in_flight) for n in self.nodes)
-        print(f"\nstopping: releasing {in_flight} task(s) in flight (again to quit now and leave them "
+        print(f"\nstopping: releasing {len(self.in_flight)} task(s) in flight (again to quit now and leave them "
               "to their leases)", file=sys.stderr, flush=True)
 
 
