@@ -84,13 +84,7 @@ def psql(cluster, sql: str) -> None:
 
 
 def start_workload(cluster, scripts_dir: str, seconds: int) -> subprocess.Popen:
-    args = []
-    for name, (weight, body) in WORKLOAD.items():
-        path = Path(scripts_dir) / f"{name}.sql"
-        path.write_text(body)
-        args += ["-f", f"{path}@{weight}"]
-    return subprocess.Popen([cluster.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-R", "400", "-T", str(seconds),
-                             *args, cluster.dsn(DB)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return cluster.start_pgbench(DB, WORKLOAD, scripts_dir, seconds, rate=400)
 
 
 def learn(source) -> None:

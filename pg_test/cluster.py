@@ -126,6 +126,20 @@ class Cluster:
     def bin(self, name: str) -> str:
         return str(self.bindir / name)
 
+    def start_pgbench(self, dbname: str, scripts: dict[str, tuple[int, str]], scripts_dir: str, seconds: int,
+                      rate: int) -> subprocess.Popen:
+        """Runs pgbench in the background: 4 clients, `scripts` (name -> (weight, body)) mixed by
+        weight, `rate` transactions per second in all, for `seconds`."""
+        args = []
+        for name, (weight, body) in scripts.items():
+            path = Path(scripts_dir) / f"{name}-{seconds}.sql"
+            path.write_text(body)
+            args += ["-f", f"{path}@{weight}"]
+        return subprocess.Popen(
+            [self.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-R", str(rate), "-T", str(seconds), *args,
+             self.dsn(dbname)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
     def wait_for_subscribers(self, dbname: str, timeout: float = 60) -> None:
         """Waits until every subscription of the driver has confirmed all WAL written so far."""
         with self.connect(dbname) as conn:

@@ -90,15 +90,7 @@ class Workload:
         self.process: subprocess.Popen | None = None
 
     def start(self, scripts: dict[str, tuple[int, str]], seconds: int, rate: int = 300) -> None:
-        args = []
-        for name, (weight, body) in scripts.items():
-            path = Path(self.dir.name) / f"{name}-{seconds}.sql"
-            path.write_text(body)
-            args += ["-f", f"{path}@{weight}"]
-        self.process = subprocess.Popen(
-            [self.publisher.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-R", str(rate), "-T", str(seconds),
-             *args, self.publisher.dsn(DB)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = self.publisher.start_pgbench(DB, scripts, self.dir.name, seconds, rate)
 
     def wait(self) -> None:
         _, err = self.process.communicate(timeout=600)
