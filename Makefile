@@ -40,12 +40,25 @@ bench: bench-forecast-core install-release
 	python3 bench/forecast_bench.py
 	python3 bench/queue_bench.py
 
-# Forecast accuracy and ranking on the real traces, without a database.
-TRACES ?= ../shared/data/nab/*.csv
+# Ranking and model cost on the traces in bench/data, without a database.
+TRACES ?= bench/data/nab/*.csv
 bench-forecast-core:
-	cargo run --release -q -p shardcast-core --example accuracy -- $(TRACES)
 	cargo run --release -q -p shardcast-core --example ranking -- $(TRACES)
 	cargo run --release -q -p shardcast-core --example model_cost
+
+# Forecast accuracy of shardcast beside statsforecast peers on M4 hourly and NAB (bench/data):
+# prints markdown tables, about 15 minutes on 2 cores. Quick run: make bench-accuracy ACCURACY_ARGS="--series 40"
+.PHONY: bench-accuracy
+bench-accuracy:
+	python3 -m pip install -q -r bench/requirements.txt
+	python3 bench/forecast_accuracy.py $(ACCURACY_ARGS)
+
+# Prioritization replay through SQL: NAB and M4 hourly groups as shards, >= 16 cuts each, AWA
+# capture of prioritized_queue against FIFO, last-hour and yesterday WSPT and the oracle at 1, 4
+# and 12 h windows; prints markdown tables, about 15 minutes. Quick run: make bench-replay REPLAY_ARGS="--cuts 4 --m4-groups 1"
+.PHONY: bench-replay
+bench-replay: install-release
+	python3 bench/replay_bench.py $(REPLAY_ARGS)
 
 lint:
 	cargo fmt --check

@@ -121,7 +121,7 @@ def plan(source, fast, slow) -> None:
         conn.execute("SELECT shardcast.add_node('replica-slow', 20e6, 2, %s)", [slow.dsn(DB)])
         conn.execute("SELECT shardcast.report_node_load('replica-slow', 0.5)")
         conn.execute("SELECT shardcast.enqueue_all()")
-    banner("shardcast.prioritized_queue: express lane first, then hot and small (score per byte) across tiers")
+    banner("shardcast.prioritized_queue: express lane first, then hot and small first (score per byte)")
     psql(source, """
         SELECT position, shard, pg_size_pretty(size_bytes) AS size, round(score::numeric) AS score,
                priority_weight, tier, prefetch, node

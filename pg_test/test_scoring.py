@@ -44,9 +44,16 @@ def test_worker_scores_what_clients_read(db):
     row = db.execute("""
         SELECT priority_weight, model, lift_source::text, sparkline FROM shardcast.priority_scores
         WHERE shard = 'public.s_hot'::regclass""").fetchone()
-    assert row[0] > 0 and row[1] in ("recent_mean", "cluster_profile", "last_value", "ets", "tsb",
-                                      "seasonal_naive_daily", "mstl", "median_ensemble")
+    # Minutes of history: no backtest is possible, so a cold-start model made the forecast.
+    assert row[0] > 0 and row[1] in ("recent_mean", "cluster_profile"), row
     assert "│" in row[3]
+    # The forecast is for the window starting when it was made, from what the worker observed.
+    window = db.execute("""
+        SELECT window_start = computed_at, window_end - window_start = horizon, observed_hours,
+               imported_hours, change_reason
+        FROM shardcast.forecasts WHERE shard = 'public.s_hot'::regclass""").fetchone()
+    assert window[:4] == (True, True, 1, 0), window
+    assert window[4] in ("first forecast", "new data"), window
     # s_ref is referenced by the hot table: lifted toward its score, and says so.
     lifted = one(db, "SELECT lift_source::text FROM shardcast.priority_scores WHERE shard = 'public.s_ref'::regclass")
     assert lifted == "s_hot"

@@ -17,8 +17,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# Debian starts a cluster of its own on install; shardcast's tests start throwaway ones instead.
-$SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
 
 if [ "$(cargo pgrx --version 2>/dev/null || true)" != "cargo-pgrx $PGRX_VERSION" ]; then
     echo "==> cargo install cargo-pgrx $PGRX_VERSION (about 4 minutes)"

@@ -117,25 +117,43 @@ CREATE TABLE shardcast.shard_class_assignments (
 );
 SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_class_assignments', '');
 
--- Each live shard's latest forecast of its load over the horizon, and the model selection it
--- came from (kept between refits, so that forecasts can be updated cheaply).
+-- Each live shard's latest forecast of its load over [window_start, window_end), and the model
+-- selection it came from (kept between refits, so that forecasts can be updated cheaply).
 CREATE TABLE shardcast.forecast_state (
-    shard_id        integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
-    computed_at     timestamptz NOT NULL,
-    horizon         interval NOT NULL,
-    model           text NOT NULL,
-    point           double precision NOT NULL CHECK (point >= 0),
-    lower           double precision NOT NULL CHECK (lower >= 0 AND lower <= point),
-    upper           double precision NOT NULL CHECK (upper >= point),
-    backtest_mase   double precision,
-    history_points  integer NOT NULL,
-    selected_at     timestamptz NOT NULL,
-    selected_model  text NOT NULL,
-    error_low       double precision NOT NULL,
-    error_high      double precision NOT NULL
+    shard_id         integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
+    computed_at      timestamptz NOT NULL,
+    horizon          interval NOT NULL,
+    model            text NOT NULL,
+    point            double precision NOT NULL CHECK (point >= 0),
+    lower            double precision NOT NULL CHECK (lower >= 0 AND lower <= point),
+    upper            double precision NOT NULL CHECK (upper >= point),
+    backtest_mase    double precision,
+    history_points   integer NOT NULL,
+    selected_at      timestamptz NOT NULL,
+    error_low        double precision NOT NULL,
+    error_high       double precision NOT NULL,
+    window_start     timestamptz NOT NULL,
+    window_end       timestamptz NOT NULL,
+    observed_hours   integer NOT NULL,
+    imported_hours   integer NOT NULL,
+    change_reason    text NOT NULL,
+    selected_members text[] NOT NULL,
+    selected_weights double precision[] NOT NULL,
+    selected_mase    double precision,
+    error_offset     double precision NOT NULL
 );
 COMMENT ON TABLE shardcast.forecast_state IS
-    'Latest forecast per shard: total load over the horizon, its interval, the model and its backtest MASE.';
+    'Latest forecast per shard: total load over [window_start, window_end), its interval, the models combined, the history used, and why it changed.';
+
+-- When the worker sampled: history inside these periods was observed (an idle shard's hour is
+-- then a measured zero); hours outside them are unknown unless imported with record_access.
+CREATE TABLE shardcast.sampling_periods (
+    started_at timestamptz NOT NULL,
+    ended_at   timestamptz NOT NULL CHECK (ended_at >= started_at),
+    PRIMARY KEY (started_at)
+);
+COMMENT ON TABLE shardcast.sampling_periods IS
+    'Periods during which the worker sampled continuously; hours outside them are unknown, not idle.';
 
 -- Published Shard Priority Scores.
 CREATE TABLE shardcast.scores (

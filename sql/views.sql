@@ -174,29 +174,40 @@ LEFT JOIN shardcast.forecast_state f ON f.shard_id = sc.shard_id
 LEFT JOIN shardcast.shards src ON src.shard_id = sc.lift_source;
 COMMENT ON VIEW shardcast.priority_scores IS
     'Shard Priority Scores: forecast load x class weight, lifted along foreign keys; rank 1 first.';
--- Each live shard's latest forecast: total load over the horizon, its interval, the model and
--- the model's backtest MASE (NULL without a backtest: cold start).
+-- Each live shard's latest forecast: total load over [window_start, window_end) (the window
+-- starts when the forecast was made), its interval, the models combined and their weights, the
+-- combination's backtest MASE (NULL without a backtest: cold start), the history it used
+-- (observed_hours measured by the worker, imported_hours known only from record_access; hours
+-- nobody observed are not read as zero) and why it changed since the last refresh.
 CREATE VIEW shardcast.forecasts AS
 SELECT s.relid::regclass AS shard,
        f.shard_id,
        f.computed_at,
+       f.window_start,
+       f.window_end,
        f.horizon,
        f.model,
        f.point,
        f.lower,
        f.upper,
+       (SELECT string_agg(format('%s %s', m, round(w::numeric, 2)), ', ' ORDER BY w DESC, m)
+        FROM unnest(f.selected_members, f.selected_weights) AS u(m, w)) AS models,
        f.backtest_mase,
-       f.history_points
+       f.history_points,
+       f.observed_hours,
+       f.imported_hours,
+       f.change_reason
 FROM shardcast.forecast_state f
 JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.forecasts IS
-    'Latest forecast per live shard: load over the horizon, interval, model, backtest MASE.';
+    'Latest forecast per live shard: load over [window_start, window_end), interval, models and weights, backtest MASE, history used, why it changed.';
 GRANT SELECT ON shardcast.priority_scores, shardcast.forecasts TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.refresh_forecasts() FROM PUBLIC;
 
--- The replication queue in dispatch order under the session's shardcast.ordering ('wspt' by
--- default: score per byte to copy; 'score'; 'fifo'): the express lane first, then weighted fair
--- queuing across tiers. Claims follow the order stored by the last replan (server settings).
+-- The replication queue in dispatch order under the server's shardcast.ordering ('wspt' by
+-- default: score per byte to copy; 'score'; 'fifo'): the express lane first, then that order,
+-- no task overtaking one enqueued more than shardcast.overtake_window before it. Claims follow
+-- the order stored by the last replan.
 CREATE VIEW shardcast.prioritized_queue AS
 SELECT q.position, q.task_id, q.relid::regclass AS shard, q.size_bytes, q.score, q.priority_weight,
        q.density, q.tier, q.prefetch, q.node

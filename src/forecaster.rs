@@ -5,14 +5,40 @@
 use std::collections::HashMap;
 
 use pgrx::prelude::*;
-use shardcast_core::forecast::{self, models::DAY, ModelKind, Profiles, Selection, Settings};
+use shardcast_core::access::FINE_BUCKET_SECS;
+use shardcast_core::forecast::{
+    self, models::DAY, History, ModelKind, Profiles, Selection, Settings,
+};
 use shardcast_core::score::{self, ScoreInput, ScoreSettings};
+use shardcast_core::series::AlignedSeries;
 
 use crate::error::{spi_error, SqlResult};
-use crate::gucs;
+use crate::gucs::{self, LoadMeasure};
 
 /// At most this much history feeds a forecast: two weekly cycles for MSTL, four for the profile.
-const HISTORY_HOURS: i64 = 28 * 24;
+const HISTORY_HOURS: usize = 28 * 24;
+
+/// The columns of the history tables that make up a shard's load (load = the measure's
+/// columns + write_weight × tuples written). Fixed strings, never user input.
+fn measure_columns(measure: LoadMeasure) -> (&'static str, &'static str) {
+    match measure {
+        LoadMeasure::Scans => ("scans", "NULL"),
+        LoadMeasure::Tuples => ("tuples_read", "NULL"),
+        LoadMeasure::Blocks => ("blocks_hit", "blocks_read"),
+    }
+}
+
+/// The SQL expression of a shard's load over the columns of `shardcast.recent_access` (or
+/// `shardcast.access_history`), `$weight` being the parameter that holds write_weight.
+pub fn load_expression(measure: LoadMeasure, table: &str, weight: &str) -> String {
+    let (first, second) = measure_columns(measure);
+    let second = if second == "NULL" {
+        String::new()
+    } else {
+        format!(" + {table}.{second}")
+    };
+    format!("({table}.{first}{second} + {weight} * {table}.tuples_written)")
+}
 
 /// What one refresh did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -21,17 +47,69 @@ pub struct RefreshReport {
     pub selected: usize,
 }
 
+/// What the last refresh published for a shard, to say why the new forecast differs.
+struct Previous {
+    selection: Option<Selection>,
+    selected_at_age_secs: Option<f64>,
+    imported_hours: Option<i32>,
+    had_forecast: bool,
+}
+
 struct ShardHistory {
     shard_id: i32,
-    /// Hourly load, oldest first, ending with the last complete hour.
-    load: Vec<f64>,
-    /// UTC hour of day of the hour after the last point.
-    next_hour: usize,
-    previous: Option<Selection>,
-    selected_at_age_secs: Option<f64>,
+    history: History,
+    observed_hours: usize,
+    imported_hours: usize,
+    previous: Previous,
     published_score: Option<f64>,
     class: String,
     weight: f64,
+}
+
+/// A forecast ready to be stored.
+struct Made {
+    shard_id: i32,
+    forecast: forecast::Forecast,
+    selection: Selection,
+    fresh: bool,
+    observed_hours: usize,
+    imported_hours: usize,
+    reason: String,
+}
+
+/// Why a forecast differs from the last one, in a DBA's words.
+fn change_reason(shard: &ShardHistory, selection: &Selection, fresh: bool) -> String {
+    let previous = &shard.previous;
+    if !previous.had_forecast {
+        return "first forecast".into();
+    }
+    let unchanged = previous.selection.as_ref().is_some_and(|old| {
+        old.members
+            .iter()
+            .map(|m| m.0)
+            .eq(selection.members.iter().map(|m| m.0))
+    });
+    if fresh && !unchanged {
+        let describe = |s: &Selection| -> String {
+            s.members
+                .iter()
+                .map(|(m, w)| format!("{} {:.2}", m.name(), w))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return match &previous.selection {
+            Some(old) => format!(
+                "models selected again: {} (was {})",
+                describe(selection),
+                describe(old)
+            ),
+            None => format!("models selected: {}", describe(selection)),
+        };
+    }
+    if previous.imported_hours != Some(shard.imported_hours as i32) {
+        return "imported history changed".into();
+    }
+    "new data".into()
 }
 
 /// Refreshes forecasts and scores of every live shard. Returns how many were scored.
@@ -42,9 +120,11 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
         ..Settings::default()
     };
     let started = std::time::Instant::now();
-    let mut shards = load_histories(gucs::write_weight(), settings.horizon)?;
+    let minutes = gucs::horizon_minutes();
+    let (mut shards, next_hour) =
+        load_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
     let loaded = started.elapsed();
-    let profiles = Profiles::fit(shards.iter().map(|s| (s.load.as_slice(), s.next_hour)));
+    let profiles = Profiles::fit(shards.iter().map(|s| (s.history.y.as_slice(), next_hour)));
 
     // Model selection is costly: redo it for shards never selected or young, and for the
     // stalest of the rest, so that every shard is reselected about once per refit interval.
@@ -54,10 +134,12 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
     let mut stale: Vec<(f64, usize)> = shards
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| match (s.previous, s.selected_at_age_secs) {
-            (Some(_), Some(age)) if s.load.len() >= DAY && age >= refit => Some((age, i)),
-            _ => None,
-        })
+        .filter_map(
+            |(i, s)| match (&s.previous.selection, s.previous.selected_at_age_secs) {
+                (Some(_), Some(age)) if s.history.len() >= DAY && age >= refit => Some((age, i)),
+                _ => None,
+            },
+        )
         .collect();
     stale.sort_by(|a, b| b.0.total_cmp(&a.0));
     let reselect: std::collections::HashSet<usize> = stale
@@ -67,34 +149,41 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
         .collect();
 
     let mut report = RefreshReport::default();
-    let mut forecasts = Vec::with_capacity(shards.len());
+    let mut made = Vec::with_capacity(shards.len());
     for (i, shard) in shards.iter_mut().enumerate() {
-        let (selection, fresh) = match shard.previous {
-            Some(previous) if shard.load.len() >= DAY && !reselect.contains(&i) => {
-                (previous, false)
+        // Selection takes milliseconds per shard: a refresh of many shards must stay cancellable.
+        pg_sys::check_for_interrupts!();
+        let (selection, fresh) = match &shard.previous.selection {
+            Some(previous) if shard.history.len() >= DAY && !reselect.contains(&i) => {
+                (previous.clone(), false)
             }
-            _ => (forecast::select(&shard.load, &settings), true),
+            _ => (forecast::select(&shard.history, &settings), true),
         };
         if fresh {
             report.selected += 1;
         }
-        let f = forecast::forecast_with(
-            &shard.load,
-            &selection,
-            &settings,
-            &profiles,
-            shard.next_hour,
-        );
-        forecasts.push((shard.shard_id, f, selection, fresh));
+        let f =
+            forecast::forecast_with(&shard.history, &selection, &settings, &profiles, next_hour)
+                .truncated(minutes as f64 / 60.0);
+        let reason = change_reason(shard, &selection, fresh);
+        made.push(Made {
+            shard_id: shard.shard_id,
+            forecast: f,
+            selection,
+            fresh,
+            observed_hours: shard.observed_hours,
+            imported_hours: shard.imported_hours,
+            reason,
+        });
     }
 
     let forecasted = started.elapsed();
     let inputs: Vec<ScoreInput> = shards
         .iter()
-        .zip(&forecasts)
-        .map(|(s, (_, f, _, _))| ScoreInput {
+        .zip(&made)
+        .map(|(s, m)| ScoreInput {
             shard_id: s.shard_id,
-            predicted_load: f.point,
+            predicted_load: m.forecast.point,
             class_weight: s.weight,
             published: s.published_score,
         })
@@ -108,11 +197,11 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
             tiers: gucs::tiers(),
         },
     );
-    write_forecasts(&forecasts, settings.horizon)?;
+    write_forecasts(&made, minutes)?;
     let classes: HashMap<i32, (&str, f64, f64)> = shards
         .iter()
-        .zip(&forecasts)
-        .map(|(s, (_, f, _, _))| (s.shard_id, (s.class.as_str(), s.weight, f.point)))
+        .zip(&made)
+        .map(|(s, m)| (s.shard_id, (s.class.as_str(), s.weight, m.forecast.point)))
         .collect();
     write_scores(&scores, &classes)?;
     report.scored = scores.len();
@@ -127,102 +216,113 @@ pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
     Ok(report)
 }
 
-/// Every live shard's hourly load over the last [`HISTORY_HOURS`] (starting when it was first
-/// seen or first has history, whichever is earlier), with its last model selection, published
-/// score and class.
+/// Every live shard's hourly load over the last [`HISTORY_HOURS`], in hours that end now (see
+/// core::series): the freshest 5-minute buckets make the last hour, and hours nobody observed
+/// are unknown. Returns the shards with their last selection, published score and class, and
+/// the UTC hour of day of the hour ahead.
 fn load_histories(
+    measure: LoadMeasure,
     write_weight: f64,
-    horizon: usize,
-) -> Result<Vec<ShardHistory>, pgrx::spi::Error> {
-    let (hour_epoch, this_hour, elapsed) = Spi::get_three::<i64, i32, f64>(
-        "SELECT extract(epoch FROM date_trunc('hour', now()))::int8,
-                extract(hour FROM now() AT TIME ZONE 'UTC')::int4,
-                extract(epoch FROM now() - date_trunc('hour', now()))::float8",
+    horizon_minutes: usize,
+) -> Result<(Vec<ShardHistory>, usize), pgrx::spi::Error> {
+    let (now, next_hour) = Spi::get_two::<f64, i32>(
+        "SELECT extract(epoch FROM now())::float8,
+                extract(hour FROM (now() + interval '30 minutes') AT TIME ZONE 'UTC')::int4",
     )?;
-    // Forecasts come from complete hours. A shard with nothing but the current, partial hour
-    // uses that, scaled up to a full hour (from at least five minutes of it), so that a new
-    // deployment has forecasts within its first hour.
-    let partial_hour_scale = 3600.0 / elapsed.unwrap_or(3600.0).max(300.0);
-    let start_epoch = hour_epoch.unwrap_or_default() - HISTORY_HOURS * 3600;
-    let hours = HISTORY_HOURS as usize + 1;
-    let horizon_text = format!("{horizon} hours");
+    let now = now.unwrap_or_default();
+    let next_hour = next_hour.unwrap_or_default().clamp(0, 23) as usize;
+    let start = now - HISTORY_HOURS as f64 * 3600.0;
+    let horizon_text = format!("{horizon_minutes} minutes");
 
     let mut index: HashMap<i32, usize> = HashMap::new();
     let mut shards: Vec<ShardHistory> = Vec::new();
-    let mut full: Vec<Vec<f64>> = Vec::new();
-    let mut first_index: Vec<usize> = Vec::new();
+    let mut series: Vec<AlignedSeries> = Vec::new();
+    let mut first_seen: Vec<f64> = Vec::new();
+    let mut periods: Vec<(f64, f64)> = Vec::new();
     Spi::connect(|client| {
+        for row in client.select(
+            "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM ended_at)::float8
+             FROM shardcast.sampling_periods WHERE ended_at >= to_timestamp($1)",
+            None,
+            &[start.into()],
+        )? {
+            if let (Some(from), Some(to)) = (row.get::<f64>(1)?, row.get::<f64>(2)?) {
+                periods.push((from, to));
+            }
+        }
         let rows = client.select(
-            "SELECT s.shard_id,
-                    greatest(0, floor((extract(epoch FROM s.first_seen) - $1) / 3600))::int8,
-                    f.selected_model, f.error_low, f.error_high, f.backtest_mase,
+            "SELECT s.shard_id, extract(epoch FROM s.first_seen)::float8,
+                    f.selected_members, f.selected_weights, f.error_low, f.error_high,
+                    f.error_offset, f.backtest_mase,
                     extract(epoch FROM now() - f.selected_at)::float8,
+                    f.imported_hours, f.shard_id IS NOT NULL,
                     sc.score, c.class, c.weight
              FROM shardcast.shards s
              JOIN shardcast.effective_classes c USING (shard_id)
-             LEFT JOIN shardcast.forecast_state f ON f.shard_id = s.shard_id AND f.horizon = $2::interval
+             LEFT JOIN shardcast.forecast_state f ON f.shard_id = s.shard_id AND f.horizon = $1::interval
              LEFT JOIN shardcast.scores sc ON sc.shard_id = s.shard_id
              WHERE s.retired_at IS NULL
              ORDER BY s.shard_id",
             None,
-            &[start_epoch.into(), horizon_text.as_str().into()],
+            &[horizon_text.as_str().into()],
         )?;
         for row in rows {
             let shard_id = row.get::<i32>(1)?.unwrap_or_default();
-            let seen = row
-                .get::<i64>(2)?
-                .unwrap_or_default()
-                .clamp(0, HISTORY_HOURS) as usize;
-            let previous = row
-                .get::<String>(3)?
-                .and_then(|name| ModelKind::from_name(&name))
-                .map(|model| Selection {
-                    model,
-                    error_low: row.get::<f64>(4).ok().flatten().unwrap_or_default(),
-                    error_high: row.get::<f64>(5).ok().flatten().unwrap_or_default(),
-                    mase: row.get::<f64>(6).ok().flatten(),
-                });
+            let members = row.get::<Vec<String>>(3)?.unwrap_or_default();
+            let weights = row.get::<Vec<f64>>(4)?.unwrap_or_default();
+            let members: Option<Vec<(ModelKind, f64)>> = members
+                .iter()
+                .zip(&weights)
+                .map(|(name, w)| ModelKind::from_name(name).map(|m| (m, *w)))
+                .collect();
+            let selection = members.filter(|m| !m.is_empty()).map(|members| Selection {
+                members,
+                error_low: row.get::<f64>(5).ok().flatten().unwrap_or_default(),
+                error_high: row.get::<f64>(6).ok().flatten().unwrap_or_default(),
+                error_offset: row.get::<f64>(7).ok().flatten().unwrap_or_default(),
+                mase: row.get::<f64>(8).ok().flatten(),
+            });
             index.insert(shard_id, shards.len());
+            first_seen.push(row.get::<f64>(2)?.unwrap_or(now));
+            series.push(AlignedSeries::new(now, HISTORY_HOURS));
             shards.push(ShardHistory {
                 shard_id,
-                load: Vec::new(),
-                next_hour: 0,
-                previous,
-                selected_at_age_secs: row.get::<f64>(7)?,
-                published_score: row.get::<f64>(8)?,
-                class: row.get::<String>(9)?.unwrap_or_else(|| "normal".into()),
-                weight: row.get::<f64>(10)?.unwrap_or(1.0),
+                history: History::default(),
+                observed_hours: 0,
+                imported_hours: 0,
+                previous: Previous {
+                    selection,
+                    selected_at_age_secs: row.get::<f64>(9)?,
+                    imported_hours: row.get::<i32>(10)?,
+                    had_forecast: row.get::<bool>(11)?.unwrap_or(false),
+                },
+                published_score: row.get::<f64>(12)?,
+                class: row.get::<String>(13)?.unwrap_or_else(|| "normal".into()),
+                weight: row.get::<f64>(14)?.unwrap_or(1.0),
             });
-            full.push(vec![0.0; hours]);
-            first_index.push(seen);
         }
 
-        let mut add = |shard_id: i32, hour: i64, load: f64| {
-            if let (Some(&i), Ok(h)) = (index.get(&shard_id), usize::try_from(hour)) {
-                if h < hours {
-                    full[i][h] += load;
-                    if load > 0.0 {
-                        first_index[i] = first_index[i].min(h);
-                    }
-                }
-            }
-        };
+        let (first, second) = measure_columns(measure);
         let days = client.select(
-            "SELECT d.shard_id,
-                    ((extract(epoch FROM d.day::timestamp) - $1) / 3600)::int8,
-                    d.scans, d.tuples_read, d.tuples_written
-             FROM shardcast.daily_access d
-             JOIN shardcast.shards s ON s.shard_id = d.shard_id AND s.retired_at IS NULL
-             WHERE d.day >= (to_timestamp($1) AT TIME ZONE 'UTC')::date",
+            &format!(
+                "SELECT d.shard_id, extract(epoch FROM d.day::timestamp)::float8,
+                        d.{first}, {second}::real[], d.tuples_written
+                 FROM shardcast.daily_access d
+                 JOIN shardcast.shards s ON s.shard_id = d.shard_id AND s.retired_at IS NULL
+                 WHERE d.day >= (to_timestamp($1) AT TIME ZONE 'UTC')::date"
+            ),
             None,
-            &[start_epoch.into()],
+            &[start.into()],
         )?;
         for row in days {
             let shard_id = row.get::<i32>(1)?.unwrap_or_default();
-            let first_hour = row.get::<i64>(2)?.unwrap_or_default();
+            let Some(&i) = index.get(&shard_id) else {
+                continue;
+            };
+            let day_start = row.get::<f64>(2)?.unwrap_or_default();
             // Borrowed arrays: the day rows are the bulk of what a refresh reads.
-            let scans = row.get::<pgrx::Array<f32>>(3)?;
-            let read = row.get::<pgrx::Array<f32>>(4)?;
+            let first = row.get::<pgrx::Array<f32>>(3)?;
+            let second = row.get::<pgrx::Array<f32>>(4)?;
             let written = row.get::<pgrx::Array<f32>>(5)?;
             let slots = |a: &Option<pgrx::Array<f32>>| -> Vec<f32> {
                 match a.as_ref().map(|a| a.as_slice()) {
@@ -233,49 +333,48 @@ fn load_histories(
                         .unwrap_or_default(),
                 }
             };
-            let (scans, read, written) = (slots(&scans), slots(&read), slots(&written));
+            let (first, second, written) = (slots(&first), slots(&second), slots(&written));
             for h in 0..DAY {
                 let at = |v: &Vec<f32>| v.get(h).copied().unwrap_or(0.0) as f64;
-                add(
-                    shard_id,
-                    first_hour + h as i64,
-                    at(&scans) + at(&read) + write_weight * at(&written),
+                let from = day_start + h as f64 * 3600.0;
+                series[i].add(
+                    from,
+                    from + 3600.0,
+                    at(&first) + at(&second) + write_weight * at(&written),
                 );
             }
         }
         let recent = client.select(
-            "SELECT r.shard_id,
-                    ((extract(epoch FROM date_trunc('hour', r.bucket_start)) - $1) / 3600)::int8,
-                    sum(r.scans + r.tuples_read + $2 * r.tuples_written)
-             FROM shardcast.recent_access r
-             JOIN shardcast.shards s ON s.shard_id = r.shard_id AND s.retired_at IS NULL
-             WHERE r.bucket_start >= to_timestamp($1)
-             GROUP BY 1, 2",
+            &format!(
+                "SELECT r.shard_id, extract(epoch FROM r.bucket_start)::float8, {}
+                 FROM shardcast.recent_access r
+                 JOIN shardcast.shards s ON s.shard_id = r.shard_id AND s.retired_at IS NULL
+                 WHERE r.bucket_start >= to_timestamp($1) - interval '5 minutes'",
+                load_expression(measure, "r", "$2")
+            ),
             None,
-            &[start_epoch.into(), write_weight.into()],
+            &[start.into(), write_weight.into()],
         )?;
         for row in recent {
-            add(
-                row.get::<i32>(1)?.unwrap_or_default(),
-                row.get::<i64>(2)?.unwrap_or_default(),
+            let Some(&i) = index.get(&row.get::<i32>(1)?.unwrap_or_default()) else {
+                continue;
+            };
+            let from = row.get::<f64>(2)?.unwrap_or_default();
+            series[i].add(
+                from,
+                from + FINE_BUCKET_SECS as f64,
                 row.get::<f64>(3)?.unwrap_or_default(),
             );
         }
         Ok::<_, pgrx::spi::Error>(())
     })?;
-    let this_hour = this_hour.unwrap_or_default().clamp(0, 23) as usize;
-    for (i, shard) in shards.iter_mut().enumerate() {
-        let first = first_index[i].min(hours - 1);
-        if first == hours - 1 {
-            full[i][hours - 1] *= partial_hour_scale;
-            shard.load = forecast::prepare(&full[i][first..]);
-            shard.next_hour = (this_hour + 1) % DAY;
-        } else {
-            shard.load = forecast::prepare(&full[i][first..hours - 1]);
-            shard.next_hour = this_hour;
-        }
+    for ((shard, aligned), since) in shards.iter_mut().zip(series).zip(first_seen) {
+        let aligned = aligned.finish(&periods, since);
+        shard.observed_hours = aligned.observed_hours;
+        shard.imported_hours = aligned.imported_hours;
+        shard.history = forecast::prepare(&aligned.hourly);
     }
-    Ok(shards)
+    Ok((shards, next_hour))
 }
 
 /// (referencing, referenced) shard pairs from foreign keys, leaf partitions included on both
@@ -306,53 +405,81 @@ fn foreign_keys() -> Result<Vec<(i32, i32)>, pgrx::spi::Error> {
     })
 }
 
-fn write_forecasts(
-    forecasts: &[(i32, forecast::Forecast, Selection, bool)],
-    horizon: usize,
-) -> Result<(), pgrx::spi::Error> {
-    let ids: Vec<i32> = forecasts.iter().map(|f| f.0).collect();
-    let model: Vec<String> = forecasts
+fn write_forecasts(made: &[Made], horizon_minutes: usize) -> Result<(), pgrx::spi::Error> {
+    let ids: Vec<i32> = made.iter().map(|m| m.shard_id).collect();
+    let model: Vec<String> = made
         .iter()
-        .map(|f| f.1.model.name().to_owned())
+        .map(|m| m.forecast.model_name().to_owned())
         .collect();
-    let point: Vec<f64> = forecasts.iter().map(|f| f.1.point).collect();
-    let lower: Vec<f64> = forecasts.iter().map(|f| f.1.lower).collect();
-    let upper: Vec<f64> = forecasts.iter().map(|f| f.1.upper).collect();
-    let mase: Vec<Option<f64>> = forecasts.iter().map(|f| f.1.backtest_mase).collect();
-    let points: Vec<i32> = forecasts
+    let point: Vec<f64> = made.iter().map(|m| m.forecast.point).collect();
+    let lower: Vec<f64> = made.iter().map(|m| m.forecast.lower).collect();
+    let upper: Vec<f64> = made.iter().map(|m| m.forecast.upper).collect();
+    let mase: Vec<Option<f64>> = made.iter().map(|m| m.forecast.backtest_mase()).collect();
+    let points: Vec<i32> = made
         .iter()
-        .map(|f| f.1.history_points as i32)
+        .map(|m| m.forecast.history_points as i32)
         .collect();
-    let selected: Vec<String> = forecasts
+    // Members as one text per shard ('{a,b}'): SQL arrays of arrays must be rectangular.
+    let members: Vec<String> = made
         .iter()
-        .map(|f| f.2.model.name().to_owned())
+        .map(|m| {
+            let names: Vec<&str> = m.selection.members.iter().map(|(k, _)| k.name()).collect();
+            format!("{{{}}}", names.join(","))
+        })
         .collect();
-    let error_low: Vec<f64> = forecasts.iter().map(|f| f.2.error_low).collect();
-    let error_high: Vec<f64> = forecasts.iter().map(|f| f.2.error_high).collect();
-    let fresh: Vec<bool> = forecasts.iter().map(|f| f.3).collect();
+    let weights: Vec<String> = made
+        .iter()
+        .map(|m| {
+            let weights: Vec<String> = m
+                .selection
+                .members
+                .iter()
+                .map(|(_, w)| format!("{w:e}"))
+                .collect();
+            format!("{{{}}}", weights.join(","))
+        })
+        .collect();
+    let error_low: Vec<f64> = made.iter().map(|m| m.selection.error_low).collect();
+    let error_high: Vec<f64> = made.iter().map(|m| m.selection.error_high).collect();
+    let error_offset: Vec<f64> = made.iter().map(|m| m.selection.error_offset).collect();
+    let fresh: Vec<bool> = made.iter().map(|m| m.fresh).collect();
+    let observed: Vec<i32> = made.iter().map(|m| m.observed_hours as i32).collect();
+    let imported: Vec<i32> = made.iter().map(|m| m.imported_hours as i32).collect();
+    let reason: Vec<String> = made.iter().map(|m| m.reason.clone()).collect();
+    let selected_mase: Vec<Option<f64>> = made.iter().map(|m| m.selection.mase).collect();
     Spi::run_with_args(
         "DELETE FROM shardcast.forecast_state f USING shardcast.shards s
          WHERE s.shard_id = f.shard_id AND s.retired_at IS NOT NULL",
         &[],
     )?;
     Spi::run_with_args(
-        "INSERT INTO shardcast.forecast_state AS f (shard_id, computed_at, horizon, model, point, lower, upper,
-                backtest_mase, history_points, selected_at, selected_model, error_low, error_high)
-         SELECT u.id, now(), make_interval(hours => $12), u.model, u.point, u.lower, u.upper, u.mase,
-                u.points,
+        "INSERT INTO shardcast.forecast_state AS f (shard_id, computed_at, horizon, window_start, window_end,
+                model, point, lower, upper, backtest_mase, history_points, observed_hours, imported_hours,
+                change_reason, selected_at, selected_members, selected_weights, selected_mase,
+                error_low, error_high, error_offset)
+         SELECT u.id, now(), make_interval(mins => $18), now(), now() + make_interval(mins => $18),
+                u.model, u.point, u.lower, u.upper, u.mase, u.points, u.observed, u.imported, u.reason,
                 CASE WHEN u.fresh THEN now()
                      ELSE (SELECT selected_at FROM shardcast.forecast_state WHERE shard_id = u.id) END,
-                u.selected, u.error_low, u.error_high
+                u.members::text[], u.weights::float8[], u.selected_mase,
+                u.error_low, u.error_high, u.error_offset
          FROM unnest($1::int4[], $2::text[], $3::float8[], $4::float8[], $5::float8[], $6::float8[],
-                     $7::int4[], $8::text[], $9::float8[], $10::float8[], $11::bool[])
-              AS u(id, model, point, lower, upper, mase, points, selected, error_low, error_high, fresh)
+                     $7::int4[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::float8[],
+                     $13::bool[], $14::int4[], $15::int4[], $16::text[], $17::float8[])
+              AS u(id, model, point, lower, upper, mase, points, members, weights, error_low, error_high,
+                   error_offset, fresh, observed, imported, reason, selected_mase)
          ON CONFLICT (shard_id) DO UPDATE SET
-                computed_at = excluded.computed_at, horizon = excluded.horizon, model = excluded.model,
-                point = excluded.point, lower = excluded.lower, upper = excluded.upper,
-                backtest_mase = excluded.backtest_mase, history_points = excluded.history_points,
-                selected_at = excluded.selected_at,
-                selected_model = excluded.selected_model, error_low = excluded.error_low,
-                error_high = excluded.error_high",
+                computed_at = excluded.computed_at, horizon = excluded.horizon,
+                window_start = excluded.window_start, window_end = excluded.window_end,
+                model = excluded.model, point = excluded.point, lower = excluded.lower,
+                upper = excluded.upper, backtest_mase = excluded.backtest_mase,
+                history_points = excluded.history_points, observed_hours = excluded.observed_hours,
+                imported_hours = excluded.imported_hours, change_reason = excluded.change_reason,
+                selected_at = coalesce(excluded.selected_at, f.selected_at),
+                selected_members = excluded.selected_members,
+                selected_weights = excluded.selected_weights, selected_mase = excluded.selected_mase,
+                error_low = excluded.error_low, error_high = excluded.error_high,
+                error_offset = excluded.error_offset",
         &[
             ids.into(),
             model.into(),
@@ -361,11 +488,17 @@ fn write_forecasts(
             upper.into(),
             mase.into(),
             points.into(),
-            selected.into(),
+            members.into(),
+            weights.into(),
             error_low.into(),
             error_high.into(),
+            error_offset.into(),
             fresh.into(),
-            (horizon as i32).into(),
+            observed.into(),
+            imported.into(),
+            reason.into(),
+            selected_mase.into(),
+            (horizon_minutes as i32).into(),
         ],
     )
 }
@@ -429,23 +562,29 @@ fn sparkline(
     span: default!(pgrx::datum::Interval, "'24 hours'"),
 ) -> SqlResult<String> {
     let hours = (span.as_micros() / 3_600_000_000).clamp(1, HISTORY_HOURS as i128) as i32;
-    let history: Vec<f64> =
-        Spi::connect(|client| {
-            client
+    let history: Vec<f64> = Spi::connect(|client| {
+        client
             .select(
-                "SELECT coalesce(sum(h.scans + h.tuples_read + $3 * h.tuples_written), 0)::float8
+                &format!(
+                    "SELECT coalesce(sum({}), 0)::float8
                  FROM generate_series(date_trunc('hour', now()) - make_interval(hours => $2),
                                       date_trunc('hour', now()), interval '1 hour') AS g(hour)
                  LEFT JOIN shardcast.access_history h
                         ON h.shard = $1::regclass AND date_trunc('hour', h.bucket_start) = g.hour
                  GROUP BY g.hour ORDER BY g.hour",
+                    load_expression(gucs::load_measure(), "h", "$3")
+                ),
                 None,
-                &[shard.oid().into(), hours.into(), gucs::write_weight().into()],
+                &[
+                    shard.oid().into(),
+                    hours.into(),
+                    gucs::write_weight().into(),
+                ],
             )?
             .map(|row| row.get::<f64>(1).map(|v| v.unwrap_or_default()))
             .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(spi_error)?;
+    })
+    .map_err(spi_error)?;
     let forecast = Spi::get_one_with_args::<f64>(
         "SELECT (SELECT f.point / greatest(extract(epoch FROM f.horizon) / 3600, 1)
                  FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)

@@ -7,6 +7,20 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_sys, PostgresGucEnum};
 use shardcast_core::schedule::Order;
 
+/// `shardcast.load_measure`: what a shard's load counts.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LoadMeasure {
+    /// Sequential plus index scans: how often the table is accessed.
+    #[name = c"scans"]
+    Scans,
+    /// Tuples returned by scans plus tuples fetched by index scans: how much is read.
+    #[name = c"tuples"]
+    Tuples,
+    /// Blocks hit plus blocks read: I/O volume.
+    #[name = c"blocks"]
+    Blocks,
+}
+
 /// `shardcast.ordering`: how the replication queue is ordered.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum QueueOrdering {
@@ -29,11 +43,12 @@ static INTERVAL_LEVEL: GucSetting<f64> = GucSetting::<f64>::new(0.8);
 static REFRESH_INTERVAL_SECS: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
 static REFIT_INTERVAL_SECS: GucSetting<i32> = GucSetting::<i32>::new(60 * 60);
 static WRITE_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+static LOAD_MEASURE: GucSetting<LoadMeasure> = GucSetting::<LoadMeasure>::new(LoadMeasure::Scans);
 static INHERITANCE_FACTOR: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 static SCORE_HYSTERESIS: GucSetting<f64> = GucSetting::<f64>::new(0.2);
 static TIERS: GucSetting<i32> = GucSetting::<i32>::new(3);
 static ORDERING: GucSetting<QueueOrdering> = GucSetting::<QueueOrdering>::new(QueueOrdering::Wspt);
-static MIN_TIER_SHARE: GucSetting<f64> = GucSetting::<f64>::new(0.05);
+static OVERTAKE_WINDOW_SECS: GucSetting<i32> = GucSetting::<i32>::new(60 * 60);
 static PREFETCH_QUANTILE: GucSetting<f64> = GucSetting::<f64>::new(0.99);
 static PREFETCH_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static PLAN_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
@@ -93,7 +108,7 @@ pub fn init(preloading: bool) {
     GucRegistry::define_int_guc(
         c"shardcast.horizon",
         c"How far ahead load is forecast: the expected replication window.",
-        c"Forecasts are totals over whole hours; the horizon is rounded up to hours.",
+        c"Forecasts are totals over [now, now + horizon); a horizon that is not whole hours takes the matching part of its last hour.",
         &HORIZON_MINS,
         60,
         7 * 24 * 60,
@@ -130,10 +145,18 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_enum_guc(
+        c"shardcast.load_measure",
+        c"What a shard's load counts: scans, tuples or blocks.",
+        c"scans (the default) counts accesses: a query that reads the table once counts once, whether it fetches one row or a million.",
+        &LOAD_MEASURE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_float_guc(
         c"shardcast.write_weight",
-        c"Weight of tuples written in a shard's load, against scans and tuples read.",
-        c"Load = scans + tuples read + write_weight x tuples written.",
+        c"Weight of tuples written in a shard's load, against what shardcast.load_measure counts.",
+        c"Load = measure + write_weight x tuples written.",
         &WRITE_WEIGHT,
         0.0,
         1000.0,
@@ -170,23 +193,25 @@ pub fn init(preloading: bool) {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // The queue's order is a server setting: the stored dispatch order that every claimer
+    // follows must not depend on the settings of the session that last replanned it.
     GucRegistry::define_enum_guc(
         c"shardcast.ordering",
         c"Order of the replication queue: wspt, score or fifo.",
         c"wspt (Smith's rule: score per byte) minimises access-weighted completion time; score is a plain sort; fifo is catalog order.",
         &ORDERING,
-        GucContext::Userset,
+        GucContext::Sighup,
         GucFlags::default(),
     );
-    GucRegistry::define_float_guc(
-        c"shardcast.min_tier_share",
-        c"Share of replication capacity every priority tier is guaranteed.",
-        c"Fair queuing across tiers never gives a tier with queued tasks less than this.",
-        &MIN_TIER_SHARE,
-        0.0,
-        1.0,
-        GucContext::Userset,
-        GucFlags::default(),
+    GucRegistry::define_int_guc(
+        c"shardcast.overtake_window",
+        c"A queued replication task is never overtaken by a task enqueued more than this after it.",
+        c"Bounds the wait of cold tasks while hot ones keep arriving; a queue enqueued within one window is in shardcast.ordering alone, 0 is first come, first served.",
+        &OVERTAKE_WINDOW_SECS,
+        0,
+        7 * 24 * 60 * 60,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_float_guc(
         c"shardcast.prefetch_quantile",
@@ -270,7 +295,12 @@ pub fn history_retention() -> Duration {
     Duration::from_secs(HISTORY_RETENTION_MINS.get().max(1) as u64 * 60)
 }
 
-/// Forecast horizon in whole hours.
+/// Forecast horizon in minutes.
+pub fn horizon_minutes() -> usize {
+    HORIZON_MINS.get().max(60) as usize
+}
+
+/// Forecast horizon in whole hours, rounded up: the hours the models forecast.
 pub fn horizon_hours() -> usize {
     (HORIZON_MINS.get().max(60) as usize).div_ceil(60)
 }
@@ -289,6 +319,10 @@ pub fn refit_interval() -> Duration {
 
 pub fn write_weight() -> f64 {
     WRITE_WEIGHT.get()
+}
+
+pub fn load_measure() -> LoadMeasure {
+    LOAD_MEASURE.get()
 }
 
 pub fn inheritance_factor() -> f64 {
@@ -311,8 +345,9 @@ pub fn ordering() -> Order {
     }
 }
 
-pub fn min_tier_share() -> f64 {
-    MIN_TIER_SHARE.get()
+/// `shardcast.overtake_window`: how much later a task may be enqueued and still go first.
+pub fn overtake_window() -> Duration {
+    Duration::from_secs(OVERTAKE_WINDOW_SECS.get().max(0) as u64)
 }
 
 pub fn prefetch_quantile() -> f64 {

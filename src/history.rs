@@ -111,7 +111,36 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
          WHERE day < ((now() - $1::interval) AT TIME ZONE 'UTC')::date",
         &[retention.into()],
     )?;
+    Spi::run_with_args(
+        "DELETE FROM shardcast.sampling_periods WHERE ended_at < now() - $1::interval",
+        &[retention.into()],
+    )?;
     Ok(moved)
+}
+
+/// Records that the worker observed up to `now`: the period that ended at the previous sample
+/// is extended, or, after a baseline (no previous sample), a new period starts at `now`.
+pub fn record_sampling(
+    previous: Option<pg_sys::TimestampTz>,
+    now: pg_sys::TimestampTz,
+) -> Result<(), pgrx::spi::Error> {
+    let now = pg_timestamp(now);
+    match previous {
+        Some(previous) => Spi::run_with_args(
+            "WITH extended AS (
+                 UPDATE shardcast.sampling_periods SET ended_at = $2
+                 WHERE ended_at = $1 RETURNING 1)
+             INSERT INTO shardcast.sampling_periods (started_at, ended_at)
+             SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM extended)
+             ON CONFLICT (started_at) DO UPDATE SET ended_at = excluded.ended_at",
+            &[pg_timestamp(previous).into(), now.into()],
+        ),
+        None => Spi::run_with_args(
+            "INSERT INTO shardcast.sampling_periods (started_at, ended_at) VALUES ($1, $1)
+             ON CONFLICT (started_at) DO NOTHING",
+            &[now.into()],
+        ),
+    }
 }
 
 fn pg_timestamp(micros: i64) -> TimestampWithTimeZone {
@@ -128,7 +157,7 @@ fn now_micros() -> i64 {
 fn check_sample(sample: &ExternalSample, now: i64, position: Option<usize>) -> SqlResult<()> {
     sample.validate(now).map_err(|err| {
         let code = match err {
-            SampleError::Negative | SampleError::NotFinite => {
+            SampleError::Negative | SampleError::NotFinite | SampleError::TooLarge => {
                 PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
             }
             SampleError::InTheFuture | SampleError::InfiniteTime => {

@@ -92,6 +92,9 @@ fn bad_input_is_an_error_with_sqlstate_and_hint_and_writes_nothing() {
         ("SELECT shardcast.record_access('public.t_bad', now(), 1, -0.5)", "22003"),
         ("SELECT shardcast.record_access('public.t_bad', now(), 'NaN')", "22003"),
         ("SELECT shardcast.record_access('public.t_bad', now(), 'Infinity')", "22003"),
+        // Huge but finite counts would overflow history sums (and stall the worker): refused.
+        ("SELECT shardcast.record_access('public.t_bad', now(), 1e308)", "22003"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), 1, 1e16)", "22003"),
         ("SELECT shardcast.record_access('public.t_bad', now(), 1, '-Infinity')", "22003"),
         ("SELECT shardcast.record_access('public.t_bad', now() + interval '1 hour', 1)", "22023"),
         ("SELECT shardcast.record_access('public.t_bad', 'infinity', 1)", "22023"),
@@ -267,6 +270,21 @@ fn settings_have_units_and_bounds() {
         Spi::get_one::<String>("SELECT setting || unit FROM pg_settings WHERE name = 'shardcast.history_retention'")
             .unwrap();
     assert_eq!(retention.as_deref(), Some("40320min"));
+    // The queue's order settings are server-wide: the stored order every claimer follows.
+    let window = Spi::get_one::<String>(
+        "SELECT setting || unit || ' ' || min_val || '..' || max_val || ' ' || context
+         FROM pg_settings WHERE name = 'shardcast.overtake_window'",
+    )
+    .unwrap();
+    assert_eq!(window.as_deref(), Some("3600s 0..604800 sighup"));
+    let ordering =
+        Spi::get_one::<String>("SELECT setting || ' ' || context FROM pg_settings WHERE name = 'shardcast.ordering'")
+            .unwrap();
+    assert_eq!(ordering.as_deref(), Some("wspt sighup"));
+    assert_eq!(
+        Spi::get_one::<i64>("SELECT count(*) FROM pg_settings WHERE name = 'shardcast.min_tier_share'").unwrap(),
+        Some(0)
+    );
 }
 
 #[pg_test]
@@ -476,11 +494,32 @@ fn set_size(table: &str, bytes: i64) {
     .unwrap();
 }
 
-fn queue_order(ordering: &str) -> String {
-    Spi::run(&format!("SET LOCAL shardcast.ordering = '{ordering}'")).unwrap();
+/// The queued tables in the order of the `prioritized_queue` view: the server's settings.
+fn queue_view() -> String {
     Spi::get_one::<String>("SELECT string_agg(shard::text, ',' ORDER BY position) FROM shardcast.prioritized_queue")
         .unwrap()
         .unwrap_or_default()
+}
+
+/// The queued tables in the order `ordering` gives with an overtaking window of `window_secs`.
+/// Both are server settings (a reload, which a test's transaction cannot wait for), so the
+/// queue is computed directly.
+fn queue_order_with(ordering: &str, window_secs: f64) -> String {
+    let order = shardcast_core::schedule::Order::from_name(ordering).unwrap();
+    let ids = crate::replication::queue_task_ids(order, window_secs);
+    Spi::get_one_with_args::<String>(
+        "SELECT string_agg(s.relid::regclass::text, ',' ORDER BY u.n)
+         FROM unnest($1::int8[]) WITH ORDINALITY u(id, n)
+         JOIN shardcast.replication_tasks t ON t.task_id = u.id JOIN shardcast.shards s USING (shard_id)",
+        &[ids.into()],
+    )
+    .unwrap()
+    .unwrap_or_default()
+}
+
+/// The queued tables in the order `ordering` gives with the default window.
+fn queue_order(ordering: &str) -> String {
+    queue_order_with(ordering, 3600.0)
 }
 
 #[pg_test]
@@ -532,10 +571,14 @@ fn wspt_orders_by_score_per_byte_and_the_other_orders_differ() {
     set_size("public.f_orders", 100_000_000_000);
     set_size("public.f_customers", 10_000);
     set_size("public.f_audit", 10_000_000);
-    // One tier and no express lane: the order is the ordering's alone.
-    Spi::run("SET LOCAL shardcast.tiers = 1; SET LOCAL shardcast.prefetch_quantile = 1; SELECT shardcast.enqueue_all()")
-        .unwrap();
+    // No express lane, and everything enqueued at once: the order is the ordering's alone,
+    // whatever the tiers.
+    Spi::run("SET LOCAL shardcast.prefetch_quantile = 1; SELECT shardcast.enqueue_all()").unwrap();
     assert_eq!(queue_order("wspt"), "f_customers,f_audit,f_orders");
+    // The view and the stored order follow the server's ordering (wspt), not the session's.
+    assert_eq!(queue_view(), "f_customers,f_audit,f_orders");
+    assert_eq!(outcome("SET shardcast.ordering = 'fifo'"), "55P02 without hint");
+    assert_eq!(outcome("SET shardcast.overtake_window = 0"), "55P02 without hint");
     assert_eq!(queue_order("score"), "f_orders,f_customers,f_audit");
     let fifo = queue_order("fifo");
     let ids = Spi::get_one::<String>(
@@ -545,6 +588,67 @@ fn wspt_orders_by_score_per_byte_and_the_other_orders_differ() {
     .unwrap()
     .unwrap();
     assert_eq!(fifo, ids);
+}
+
+/// The stored dispatch order: what claims follow.
+fn stored_order() -> String {
+    Spi::get_one::<String>(
+        "SELECT string_agg(s.relid::regclass::text, ',' ORDER BY t.dispatch_rank)
+         FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) WHERE t.state = 'queued'",
+    )
+    .unwrap()
+    .unwrap_or_default()
+}
+
+#[pg_test]
+fn hot_tasks_enqueued_later_than_the_window_do_not_overtake_a_cold_one() {
+    shop_with_history();
+    Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SELECT shardcast.refresh_forecasts()").unwrap();
+    // Scores as published, pinned so that the test is about the queue alone: orders hottest.
+    Spi::run(
+        "UPDATE shardcast.scores sc SET score = CASE s.table_name WHEN 'f_orders' THEN 1000 WHEN 'f_customers' THEN 10 ELSE 1 END
+         FROM shardcast.shards s WHERE s.shard_id = sc.shard_id AND s.table_name IN ('f_orders', 'f_customers', 'f_audit')",
+    )
+    .unwrap();
+    let pinned = Spi::get_one::<i64>(
+        "SELECT count(*) FROM shardcast.scores sc JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name IN ('f_orders', 'f_customers', 'f_audit') AND s.retired_at IS NULL",
+    )
+    .unwrap();
+    assert_eq!(pinned, Some(3));
+    set_size("public.f_orders", 100_000_000_000);
+    set_size("public.f_customers", 10_000);
+    set_size("public.f_audit", 10_000_000);
+    Spi::run("SET LOCAL shardcast.prefetch_quantile = 1; SELECT shardcast.enqueue_all()").unwrap();
+    // A one-shot queue is WSPT: the huge orders table, least dense, goes last.
+    assert_eq!(queue_view(), "f_customers,f_audit,f_orders");
+    assert_eq!(stored_order(), "f_customers,f_audit,f_orders");
+    // orders has waited: the others came 2 hours (more than the default 1 h window) after it,
+    // as hot tasks keep arriving under the driver's --follow. They no longer go first.
+    Spi::run(
+        "UPDATE shardcast.replication_tasks t SET enqueued_at = t.enqueued_at + interval '2 hours'
+         FROM shardcast.shards s WHERE s.shard_id = t.shard_id AND s.table_name IN ('f_customers', 'f_audit')",
+    )
+    .unwrap();
+    assert_eq!(queue_view(), "f_orders,f_customers,f_audit");
+    // The next replan (here an idempotent enqueue) stores that order, and a claim follows it.
+    Spi::run("SELECT shardcast.enqueue('public.f_orders')").unwrap();
+    assert_eq!(stored_order(), "f_orders,f_customers,f_audit");
+    let claimed = Spi::get_two::<String, i64>("SELECT shard::text, task_id FROM shardcast.claim_task('copier-1')").unwrap();
+    assert_eq!(claimed.0.as_deref(), Some("f_orders"));
+    Spi::run(&format!("SELECT shardcast.release_task({}, 'copier-1')", claimed.1.unwrap())).unwrap();
+    // Within a window of 3 hours, WSPT alone; with none, first come, first served (WSPT among
+    // the tasks enqueued together).
+    assert_eq!(queue_order_with("wspt", 3.0 * 3600.0), "f_customers,f_audit,f_orders");
+    assert_eq!(queue_order_with("wspt", 0.0), "f_orders,f_customers,f_audit");
+    // audit came 2 hours later still (4 hours after orders): under a 3-hour window customers
+    // (2 hours after orders) may pass orders, audit may not.
+    Spi::run(
+        "UPDATE shardcast.replication_tasks t SET enqueued_at = t.enqueued_at + interval '2 hours'
+         FROM shardcast.shards s WHERE s.shard_id = t.shard_id AND s.table_name = 'f_audit'",
+    )
+    .unwrap();
+    assert_eq!(queue_order_with("wspt", 3.0 * 3600.0), "f_customers,f_orders,f_audit");
 }
 
 #[pg_test]
@@ -749,4 +853,86 @@ fn the_readme_grants_let_a_replication_role_work_and_an_inspector_read() {
     assert_eq!(outcome("SELECT * FROM shardcast.claim_task('i')"), "42501 without hint");
     assert_eq!(outcome("SELECT conninfo FROM shardcast.nodes"), "42501 without hint");
     Spi::run("RESET ROLE").unwrap();
+}
+
+#[pg_test]
+fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
+    // A week of flat history, 100 reads an hour; then the last 40 minutes at 30 times the rate.
+    // Whatever the minute of the hour, the forecast is for [now, now + 1 hour) and its level
+    // comes from the last 60 minutes, not from the last complete clock hour.
+    Spi::run(
+        "CREATE TABLE public.w_surge (id int);
+         SELECT shardcast.record_access(array_agg('public.w_surge'::regclass),
+                                        array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
+                                        array_agg(100.0::float8))
+         FROM generate_series(1, 7 * 24) h;
+         SELECT shardcast.record_access(array_agg('public.w_surge'::regclass),
+                                        array_agg(now() - m * interval '5 minutes'),
+                                        array_agg(250.0::float8))
+         FROM generate_series(0, 7) m;
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', window_start = now(), window_end = now() + interval '1 hour',
+                          horizon = interval '1 hour', point, lower <= point AND point <= upper,
+                          imported_hours >= 7 * 24, change_reason)
+         FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let p: Vec<&str> = row.split('|').collect();
+    assert_eq!(&p[..3], ["t", "t", "t"], "{row}");
+    let point: f64 = p[3].parse().unwrap();
+    assert!(point > 1000.0, "the surge of the last 40 minutes sets the level: {row}");
+    assert_eq!(&p[4..], ["t", "t", "first forecast"], "{row}");
+    // A horizon that is not whole hours is forecast, not rounded: 90 minutes.
+    Spi::run("SET LOCAL shardcast.horizon = '90min'; SELECT shardcast.refresh_forecasts()").unwrap();
+    let window = Spi::get_one::<String>(
+        "SELECT concat_ws('|', window_end - window_start, point)
+         FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let (span, longer) = window.split_once('|').unwrap();
+    assert_eq!(span, "01:30:00");
+    let longer: f64 = longer.parse().unwrap();
+    assert!(longer > point * 1.2 && longer < point * 1.8, "{longer} vs {point}");
+}
+
+#[pg_test]
+fn hours_nobody_observed_are_not_read_as_zero() {
+    // One import of 1,200 reads five days ago (the README's example) and a steady measured-like
+    // import of the last day: the old import is too far from the rest to stand for the days
+    // between, and the forecast keeps the recent level.
+    Spi::run(
+        "CREATE TABLE public.w_sparse (id int);
+         SELECT shardcast.record_access(array_agg('public.w_sparse'::regclass),
+                                        array_agg(now() - m * interval '5 minutes'),
+                                        array_agg(500.0::float8))
+         FROM generate_series(0, 12 * 24 - 1) m;
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let before = Spi::get_one::<f64>(
+        "SELECT point FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    Spi::run(
+        "SELECT shardcast.record_access('public.w_sparse', now() - interval '5 days', reads => 1200);
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', point, history_points, change_reason)
+         FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let p: Vec<&str> = row.split('|').collect();
+    let after: f64 = p[0].parse().unwrap();
+    assert!((after - before).abs() <= 0.05 * before, "{before} then {row}");
+    assert!(p[1].parse::<i32>().unwrap() <= 25, "the old import is cut off: {row}");
+    assert_eq!(p[2], "imported history changed", "{row}");
 }

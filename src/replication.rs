@@ -1,5 +1,5 @@
 //! The replication controller's SQL surface: nodes, tasks, the prioritized queue, the allocation
-//! plan, claims with leases, completions with notifications. The ordering, fairness and node
+//! plan, claims with leases, completions with notifications. The ordering, its wait bound and node
 //! assignment live in `shardcast_core::schedule`; this module reads and writes the catalog.
 
 // pgrx reads the returned columns from the written-out TableIterator type, so it cannot be aliased.
@@ -42,9 +42,6 @@ fn run_kept<R>(
         })
     })
 }
-
-/// Deficit round robin credits this many bytes per round, split among tiers by their shares.
-pub const DRR_QUANTUM_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 
 fn null_argument(name: &str) -> ErrorReport {
     error::null_argument(name, "Pass a value for every required argument.")
@@ -269,9 +266,11 @@ struct Queued {
     node: Option<String>,
 }
 
-/// The queued tasks in dispatch order under `order`: the express lane first, then deficit round
-/// robin across tiers, each assigned a node. Tasks of dropped shards are left out.
-fn compute_queue(order: Order) -> Result<Vec<Queued>, pgrx::spi::Error> {
+/// The queued tasks in dispatch order under `order` and an overtaking window of `window_secs`
+/// (see `schedule::dispatch_order`): the express lane first, then `order`, no task going before
+/// one enqueued more than the window earlier; each assigned a node. Tasks of dropped shards are
+/// left out.
+fn compute_queue(order: Order, window_secs: f64) -> Result<Vec<Queued>, pgrx::spi::Error> {
     let tiers = gucs::tiers();
     let threshold = Spi::get_one::<Vec<f64>>(
         "SELECT coalesce(array_agg(f.point), '{}') FROM shardcast.forecast_state f
@@ -283,7 +282,8 @@ fn compute_queue(order: Order) -> Result<Vec<Queued>, pgrx::spi::Error> {
         client
             .select(
                 "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
-                        coalesce(sc.priority_weight, 0), coalesce(sc.tier, $1), f.lower, t.destination
+                        coalesce(sc.priority_weight, 0), coalesce(sc.tier, $1), f.lower, t.destination,
+                        extract(epoch FROM t.enqueued_at)::float8
                  FROM shardcast.replication_tasks t
                  JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
                  JOIN pg_catalog.pg_class c ON c.oid = s.relid
@@ -303,6 +303,7 @@ fn compute_queue(order: Order) -> Result<Vec<Queued>, pgrx::spi::Error> {
                             score: row.get::<f64>(4)?.unwrap_or_default(),
                             tier: row.get::<i32>(6)?.unwrap_or(tiers as i32).clamp(1, 255) as u8,
                             prefetch: lower.is_some_and(|l| l > threshold && l > 0.0),
+                            enqueued_at: row.get::<f64>(9)?.unwrap_or_default(),
                         },
                         relid: row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
                         priority_weight: row.get::<i32>(5)?.unwrap_or_default(),
@@ -314,8 +315,7 @@ fn compute_queue(order: Order) -> Result<Vec<Queued>, pgrx::spi::Error> {
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
     let tasks: Vec<Task> = queued.iter().map(|(q, _)| q.task.clone()).collect();
-    let shares = schedule::tier_shares(tiers, gucs::min_tier_share());
-    let order = schedule::dispatch_order(&tasks, order, &shares, DRR_QUANTUM_BYTES);
+    let order = schedule::dispatch_order(&tasks, order, window_secs);
 
     let mut nodes: Vec<Node> = Spi::connect(|client| {
         client
@@ -358,8 +358,26 @@ fn compute_queue(order: Order) -> Result<Vec<Queued>, pgrx::spi::Error> {
     Ok(result)
 }
 
-/// Stores the dispatch order (under the server's `shardcast.ordering`) that claims follow, with
-/// each task's node, score, tier and express-lane flag; cancels tasks of dropped shards.
+/// The queue under the server's `shardcast.ordering` and `shardcast.overtake_window`: the order
+/// claims follow, whichever session computes it.
+fn server_queue() -> Result<Vec<Queued>, pgrx::spi::Error> {
+    compute_queue(gucs::ordering(), gucs::overtake_window().as_secs_f64())
+}
+
+/// Task ids in dispatch order under another ordering and window than the server's: the order
+/// settings can only change on a reload, which a #[pg_test]'s transaction cannot wait for.
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn queue_task_ids(order: Order, window_secs: f64) -> Vec<i64> {
+    compute_queue(order, window_secs)
+        .unwrap()
+        .iter()
+        .map(|q| q.task.task_id)
+        .collect()
+}
+
+/// Stores the dispatch order (under the server's `shardcast.ordering` and
+/// `shardcast.overtake_window`) that claims follow, with each task's node, score, tier and
+/// express-lane flag; cancels tasks of dropped shards.
 /// Returns the number of queued tasks.
 pub fn replan() -> Result<usize, pgrx::spi::Error> {
     Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")?;
@@ -370,7 +388,7 @@ pub fn replan() -> Result<usize, pgrx::spi::Error> {
          WHERE s.shard_id = t.shard_id AND t.state = 'queued'
            AND (s.retired_at IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.relid))",
     )?;
-    let queue = compute_queue(gucs::ordering())?;
+    let queue = server_queue()?;
     let ids: Vec<i64> = queue.iter().map(|q| q.task.task_id).collect();
     let ranks: Vec<i32> = (1..=queue.len() as i32).collect();
     let nodes: Vec<Option<String>> = queue.iter().map(|q| q.node.clone()).collect();
@@ -398,8 +416,8 @@ pub fn replan() -> Result<usize, pgrx::spi::Error> {
     Ok(queue.len())
 }
 
-/// Internal: the live queue under the session's `shardcast.ordering`, behind the
-/// `shardcast.prioritized_queue` view.
+/// Internal: the live queue under the server's `shardcast.ordering` and
+/// `shardcast.overtake_window`, behind the `shardcast.prioritized_queue` view.
 #[pg_extern(stable, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn _prioritized_queue() -> Result<
@@ -420,7 +438,7 @@ fn _prioritized_queue() -> Result<
     >,
     ErrorReport,
 > {
-    let queue = compute_queue(gucs::ordering()).map_err(spi_error)?;
+    let queue = server_queue().map_err(spi_error)?;
     Ok(TableIterator::new(queue.into_iter().enumerate().map(
         |(i, q)| {
             (
@@ -479,7 +497,7 @@ fn _allocation_plan(
             "Give the total copy bandwidth, e.g. 100000000 for 100 MB/s.",
         ));
     }
-    let queue = compute_queue(gucs::ordering()).map_err(spi_error)?;
+    let queue = server_queue().map_err(spi_error)?;
     let tasks: Vec<&Task> = queue.iter().map(|q| &q.task).collect();
     let slots = schedule::plan(
         &tasks,

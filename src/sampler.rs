@@ -31,6 +31,8 @@ pub struct SampleReport {
 pub struct Sampler {
     previous: HashMap<i32, Counters>,
     written_since_sized: HashSet<i32>,
+    /// When the previous sample was taken, if the next one continues from it.
+    last_sample_at: Option<pg_sys::TimestampTz>,
 }
 
 impl Sampler {
@@ -39,6 +41,7 @@ impl Sampler {
     pub fn forget(&mut self) {
         self.previous.clear();
         self.written_since_sized.clear();
+        self.last_sample_at = None;
     }
 
     /// Takes one sample. Must run in its own transaction: cumulative statistics are read
@@ -79,6 +82,8 @@ impl Sampler {
         rows.sort_by_key(|(shard_id, _, _)| *shard_id);
         report.buckets_written = history::add_to_buckets(&rows)?;
         report.compacted = history::compact_and_purge(retention)?;
+        history::record_sampling(self.last_sample_at, now)?;
+        self.last_sample_at = Some(now);
         Ok(report)
     }
 

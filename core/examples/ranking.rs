@@ -30,7 +30,7 @@ fn top_share(predicted: &[f64], truth: &[f64], k: usize) -> f64 {
 fn main() {
     let mut shards: Vec<Vec<f64>> = Vec::new();
     for path in std::env::args().skip(1) {
-        let series = forecast::prepare(&hourly(&path));
+        let series = forecast::prepare(&hourly(&path)).y;
         let mean = series.iter().sum::<f64>() / series.len() as f64;
         for (j, shift) in SHIFTS_DAYS.iter().enumerate() {
             let end = series.len() - shift * 24;
@@ -60,8 +60,13 @@ fn main() {
             let t = y.len() - back;
             let history = &y[t.saturating_sub(HISTORY_HOURS)..t];
             truth[s] = y[t];
-            predictions[0][s] =
-                forecast::forecast(history, &settings, &Profiles::default(), 0).point;
+            predictions[0][s] = forecast::forecast(
+                &forecast::History::from_loads(history),
+                &settings,
+                &Profiles::default(),
+                0,
+            )
+            .point;
             let one = |m: ModelKind| models::predict(m, history, 1).map_or(0.0, |p| p[0]);
             predictions[1][s] = one(ModelKind::LastValue);
             predictions[2][s] = one(ModelKind::SeasonalNaiveDaily);
@@ -85,9 +90,9 @@ fn main() {
     println!("|---|{}", "---:|".repeat(ks.len()));
     for (m, name) in methods.iter().enumerate() {
         print!("| {name} |");
-        for ki in 0..ks.len() {
-            let share = shares[m][ki] / EVAL_HOURS as f64;
-            let oracle = shares[3][ki] / EVAL_HOURS as f64;
+        for (mine, best) in shares[m].iter().zip(&shares[3]) {
+            let share = mine / EVAL_HOURS as f64;
+            let oracle = best / EVAL_HOURS as f64;
             if m == 3 {
                 print!(" {:.1}% |", 100.0 * share);
             } else {

@@ -150,7 +150,13 @@ pub enum SampleError {
     InTheFuture,
     /// The timestamp is infinite.
     InfiniteTime,
+    /// A count is above [`MAX_SAMPLE_COUNT`].
+    TooLarge,
 }
+
+/// The largest count one external sample may carry: a million accesses a second for thirty
+/// years. Anything larger is a unit mistake, and would overflow sums of history.
+pub const MAX_SAMPLE_COUNT: f64 = 1e15;
 
 impl SampleError {
     pub fn message(&self) -> &'static str {
@@ -159,12 +165,13 @@ impl SampleError {
             SampleError::NotFinite => "access counts must be finite numbers",
             SampleError::InTheFuture => "an access sample cannot be in the future",
             SampleError::InfiniteTime => "an access sample needs a finite timestamp",
+            SampleError::TooLarge => "access counts must be at most 1e15",
         }
     }
 
     pub fn hint(&self) -> &'static str {
         match self {
-            SampleError::Negative | SampleError::NotFinite => {
+            SampleError::Negative | SampleError::NotFinite | SampleError::TooLarge => {
                 "Pass the number of reads and writes in the interval, zero or more."
             }
             SampleError::InTheFuture => {
@@ -193,6 +200,9 @@ impl ExternalSample {
         if self.reads < 0.0 || self.writes < 0.0 {
             return Err(SampleError::Negative);
         }
+        if self.reads > MAX_SAMPLE_COUNT || self.writes > MAX_SAMPLE_COUNT {
+            return Err(SampleError::TooLarge);
+        }
         if self.at == i64::MAX || self.at == i64::MIN {
             return Err(SampleError::InfiniteTime);
         }
@@ -202,9 +212,12 @@ impl ExternalSample {
         Ok(())
     }
 
-    /// External history knows reads and writes, not scans or blocks.
+    /// External history knows reads and writes, not scans or blocks: an imported read counts as
+    /// one access (a scan) that reads one tuple, so that it is load whatever
+    /// `shardcast.load_measure` counts, scans or tuples.
     pub fn access(&self) -> Access {
         Access {
+            scans: self.reads,
             tuples_read: self.reads,
             tuples_written: self.writes,
             ..Access::default()

@@ -3,4 +3,5 @@ pub mod forecast;
 pub mod report;
 pub mod schedule;
 pub mod score;
+pub mod series;
 pub mod sparkline;

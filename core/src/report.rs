@@ -103,6 +103,40 @@ pub fn capture(realised: f64, fifo: f64, oracle: f64) -> Option<f64> {
     (gap.abs() > 1e-12).then(|| (realised - fifo) / gap)
 }
 
+/// Capture of `order` for a one-shot queue copied on one channel of `bandwidth` bytes/s from the
+/// start of `window`, with shard i's `bytes[i]` to copy and `load[i]` accesses spread evenly over
+/// the window: DESIGN.md's one-channel definition, FIFO being index order and the oracle Smith's
+/// rule on the true load. None when no order can do better than FIFO.
+pub fn one_channel_capture(
+    bytes: &[f64],
+    load: &[f64],
+    bandwidth: f64,
+    window: (f64, f64),
+    order: &[usize],
+) -> Option<f64> {
+    let durations: Vec<f64> = bytes.iter().map(|b| b / bandwidth).collect();
+    let accesses: Vec<Accesses> = load
+        .iter()
+        .enumerate()
+        .map(|(shard, &load)| Accesses {
+            shard,
+            start: window.0,
+            end: window.1,
+            load,
+        })
+        .collect();
+    let awa_of = |order: &[usize]| {
+        awa(
+            &replay_ready(&durations, order, 1, window.0),
+            &accesses,
+            window,
+        )
+    };
+    let fifo: Vec<usize> = (0..durations.len()).collect();
+    let oracle = oracle_order(&durations, &accesses, window);
+    capture(awa_of(order), awa_of(&fifo), awa_of(&oracle))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +197,16 @@ mod tests {
         assert_eq!(capture(oracle, fifo, oracle), Some(1.0));
         assert_eq!(capture(fifo, fifo, oracle), Some(0.0));
         assert_eq!(capture(0.5, 0.5, 0.5), None);
+    }
+
+    #[test]
+    fn one_channel_capture_is_1_for_the_oracle_and_0_for_fifo() {
+        let (bytes, load) = ([100e6, 1e6, 10e6], [1.0, 1000.0, 10.0]);
+        let capture_of =
+            |order: &[usize]| one_channel_capture(&bytes, &load, 1e6, (0.0, 200.0), order);
+        assert_eq!(capture_of(&[0, 1, 2]), Some(0.0));
+        assert!((capture_of(&[1, 2, 0]).unwrap() - 1.0).abs() < 1e-12);
+        assert!(capture_of(&[2, 0, 1]).unwrap() < 0.0);
     }
 
     #[test]

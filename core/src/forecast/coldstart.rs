@@ -97,10 +97,10 @@ impl Profiles {
     /// Forecast for a young shard: the nearest profile scaled to the shard's level (least
     /// squares over the hours it has), or its recent mean when no profile fits better than a
     /// flat line.
-    pub fn forecast(&self, y: &[f64], next_hour: usize, horizon: usize) -> (ModelKind, f64) {
+    pub fn forecast(&self, y: &[f64], next_hour: usize, horizon: usize) -> (ModelKind, Vec<f64>) {
         let n = y.len();
         if n == 0 {
-            return (ModelKind::RecentMean, 0.0);
+            return (ModelKind::RecentMean, vec![0.0; horizon]);
         }
         let mean = super::models::recent_mean(y);
         let flat_error: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
@@ -127,10 +127,12 @@ impl Profiles {
             Some((c, level, error))
                 if n >= 3 && level > 0.0 && error < flat_error * PROFILE_ADVANTAGE =>
             {
-                let total = (0..horizon).map(|k| c[(next_hour + k) % DAY]).sum::<f64>() * level;
-                (ModelKind::ClusterProfile, sanitise(total))
+                let path = (0..horizon)
+                    .map(|k| sanitise(c[(next_hour + k) % DAY] * level))
+                    .collect();
+                (ModelKind::ClusterProfile, path)
             }
-            _ => (ModelKind::RecentMean, sanitise(mean * horizon as f64)),
+            _ => (ModelKind::RecentMean, vec![sanitise(mean); horizon]),
         }
     }
 }

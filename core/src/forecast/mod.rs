@@ -1,17 +1,17 @@
 //! Forecasting a shard's load over the horizon from its hourly history.
 //!
-//! Model selection (a rolling-origin backtest over every candidate) is costly and is redone
-//! rarely; [`forecast_with`] updates a forecast cheaply with the model selected last time.
+//! Model selection (a rolling-origin backtest over every candidate, the best few combined) is
+//! costly and is redone rarely; [`forecast_with`] updates a forecast cheaply with the
+//! combination selected last time. The series is hourly and ends at the moment of the forecast
+//! (the adapter aligns hours to "now"), so that the forecast covers [now, now + horizon).
 //! Whatever the input, outputs are finite and non-negative.
 
 pub mod coldstart;
 pub mod models;
 
-use std::collections::HashMap;
-
 pub use coldstart::Profiles;
 pub use models::ModelKind;
-use models::{DAY, ENSEMBLE};
+use models::DAY;
 
 /// Loads above this (per hour) are clamped, so that sums over a horizon stay finite.
 pub const MAX_LOAD: f64 = 1e15;
@@ -26,6 +26,8 @@ pub struct Settings {
     /// Backtest origins and the hours between them.
     pub origins: usize,
     pub origin_stride: usize,
+    /// At most this many models are combined.
+    pub members: usize,
 }
 
 impl Default for Settings {
@@ -33,34 +35,144 @@ impl Default for Settings {
         Settings {
             horizon: 1,
             level: 0.8,
-            // Five origins spread over the last day: every hour of the daily cycle weighs in a
-            // little, at the cost of five fits per candidate.
-            origins: 5,
-            origin_stride: 5,
+            // 24 origins 7 hours apart span the last week and fall on every hour of the day
+            // once (7 and 24 are coprime): no hour of the daily cycle decides alone, and one
+            // odd hour is one error in 24.
+            origins: 24,
+            origin_stride: 7,
+            members: 3,
         }
     }
 }
 
-/// The outcome of model selection, kept between refits.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Selection {
-    pub model: ModelKind,
-    /// Backtest MASE of the model (scaled by seasonal naive); None without a backtest.
-    pub mase: Option<f64>,
-    /// Offsets from the point forecast to the interval bounds, from the backtest errors.
-    pub error_low: f64,
-    pub error_high: f64,
+/// Gaps up to this long (hours nobody observed between observed ones) are interpolated; a
+/// longer gap ends the history that models see, so that a sparse old import never stands for
+/// the days around it.
+pub const MAX_GAP_HOURS: usize = 24;
+
+/// A shard's hourly history made ready for the models.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// Hourly loads, oldest first, gap-free, finite and non-negative.
+    pub y: Vec<f64>,
+    /// Whether each hour was observed (false: interpolated across a short gap).
+    pub known: Vec<bool>,
 }
 
-/// A shard's forecast: total load over the horizon.
-#[derive(Clone, Copy, Debug, PartialEq)]
+impl History {
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    /// Hours that were observed.
+    pub fn known_hours(&self) -> usize {
+        self.known.iter().filter(|k| **k).count()
+    }
+
+    /// A fully observed history (benchmarks, tests).
+    pub fn from_loads(y: &[f64]) -> History {
+        prepare(y)
+    }
+}
+
+/// The outcome of model selection, kept between refits: which models are combined with which
+/// weights, and the interval learnt from the combination's backtest errors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    /// Models and weights (summing to 1), heaviest first.
+    pub members: Vec<(ModelKind, f64)>,
+    /// Backtest MASE of the combination (trimmed mean absolute error of the horizon totals,
+    /// scaled by seasonal naive's); None without a backtest.
+    pub mase: Option<f64>,
+    /// The interval: bounds are `point + error_low/high × (point + error_offset)`, from the
+    /// quantiles of the backtest's relative errors at this horizon.
+    pub error_low: f64,
+    pub error_high: f64,
+    pub error_offset: f64,
+}
+
+impl Selection {
+    fn single(model: ModelKind) -> Selection {
+        Selection {
+            members: vec![(model, 1.0)],
+            mase: None,
+            error_low: 0.0,
+            error_high: 0.0,
+            error_offset: 0.0,
+        }
+    }
+
+    /// The model that weighs most.
+    pub fn model(&self) -> ModelKind {
+        self.members
+            .first()
+            .map_or(ModelKind::RecentMean, |(m, _)| *m)
+    }
+
+    /// "combination" when several models are combined, else the one model's name.
+    pub fn name(&self) -> &'static str {
+        if self.members.len() > 1 {
+            COMBINATION
+        } else {
+            self.model().name()
+        }
+    }
+}
+
+/// The name of a forecast that combines several models.
+pub const COMBINATION: &str = "combination";
+
+/// A shard's forecast: total load over the horizon, and per hour.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Forecast {
-    pub model: ModelKind,
+    pub selection: Selection,
     pub point: f64,
     pub lower: f64,
     pub upper: f64,
-    pub backtest_mase: Option<f64>,
+    /// The point forecast of each hour of the horizon (sums to `point`).
+    pub path: Vec<f64>,
     pub history_points: usize,
+}
+
+impl Forecast {
+    /// The forecast over the first `hours` hours of its horizon (a fraction takes that part of
+    /// the last hour): a horizon of 90 minutes is forecast as two hours, and keeps one and a
+    /// half. The interval shrinks in proportion.
+    pub fn truncated(mut self, hours: f64) -> Forecast {
+        if !(hours.is_finite() && hours > 0.0) || hours >= self.path.len() as f64 {
+            return self;
+        }
+        let whole = hours.floor() as usize;
+        let part = hours - whole as f64;
+        self.path.truncate(whole + usize::from(part > 0.0));
+        if part > 0.0 {
+            if let Some(last) = self.path.last_mut() {
+                *last *= part;
+            }
+        }
+        let point = sanitise(self.path.iter().sum());
+        let ratio = if self.point > 0.0 {
+            point / self.point
+        } else {
+            0.0
+        };
+        self.lower = sanitise(self.lower * ratio).min(point);
+        self.upper = sanitise(self.upper * ratio).max(point);
+        self.point = point;
+        self
+    }
+
+    pub fn model_name(&self) -> &'static str {
+        self.selection.name()
+    }
+
+    pub fn backtest_mase(&self) -> Option<f64> {
+        self.selection.mase
+    }
 }
 
 /// A finite, non-negative load.
@@ -72,9 +184,25 @@ pub fn sanitise(v: f64) -> f64 {
     }
 }
 
-/// Makes a raw hourly series usable: gaps (NaN) are interpolated linearly (held at the ends),
-/// infinities and negatives become finite, non-negative loads.
-pub fn prepare(raw: &[f64]) -> Vec<f64> {
+/// Makes a raw hourly series usable. NaN is an hour nobody observed: leading ones are dropped,
+/// a run of more than [`MAX_GAP_HOURS`] ends the history (only what follows it is kept), and
+/// shorter gaps are interpolated linearly. Infinities and negatives become finite, non-negative
+/// loads.
+pub fn prepare(raw: &[f64]) -> History {
+    let mut start = raw.len();
+    let mut gap = 0;
+    for (i, v) in raw.iter().enumerate().rev() {
+        if v.is_nan() {
+            gap += 1;
+            if gap > MAX_GAP_HOURS {
+                break;
+            }
+        } else {
+            gap = 0;
+            start = i;
+        }
+    }
+    let raw = &raw[start..];
     let known: Vec<(usize, f64)> = raw
         .iter()
         .enumerate()
@@ -90,12 +218,9 @@ pub fn prepare(raw: &[f64]) -> Vec<f64> {
             )
         })
         .collect();
-    if known.is_empty() {
-        return vec![0.0; raw.len()];
-    }
-    let mut out = vec![0.0; raw.len()];
+    let mut y = vec![0.0; raw.len()];
     let mut next = 0;
-    for (i, slot) in out.iter_mut().enumerate() {
+    for (i, slot) in y.iter_mut().enumerate() {
         while next < known.len() && known[next].0 < i {
             next += 1;
         }
@@ -107,32 +232,64 @@ pub fn prepare(raw: &[f64]) -> Vec<f64> {
             (None, None) => 0.0,
         };
     }
+    History {
+        y,
+        known: raw.iter().map(|v| !v.is_nan()).collect(),
+    }
+}
+
+/// The freshest hours are never cleaned: a surge that is happening now is the news.
+const FRESH_HOURS: usize = 6;
+/// A point this many robust standard deviations away from its neighbours is an outlier.
+const OUTLIER_SIGMAS: f64 = 5.0;
+
+/// The history the models fit: isolated outliers (a spike or a dip that neither the same hour
+/// on the neighbouring days nor the same hour on the neighbouring weeks shares) are replaced by
+/// the median of those neighbours, so that no model repeats a one-off at full height. What
+/// recurs daily or weekly stays, and so do the last [`FRESH_HOURS`] hours.
+pub fn clean_outliers(y: &[f64]) -> Vec<f64> {
+    let n = y.len();
+    if n < 3 * DAY {
+        return y.to_vec();
+    }
+    let neighbours = |t: usize, lag: usize| -> Vec<f64> {
+        (1..=3)
+            .flat_map(|k| [t.checked_sub(k * lag), t.checked_add(k * lag)])
+            .flatten()
+            .filter(|&i| i < n)
+            .map(|i| y[i])
+            .collect()
+    };
+    let expected: Vec<f64> = (0..n).map(|t| models::median(neighbours(t, DAY))).collect();
+    let residuals: Vec<f64> = y
+        .iter()
+        .zip(&expected)
+        .map(|(v, e)| (v - e).abs())
+        .collect();
+    let spread = 1.4826 * models::median(residuals.clone());
+    if spread <= 0.0 {
+        return y.to_vec();
+    }
+    let mut out = y.to_vec();
+    for t in 0..n.saturating_sub(FRESH_HOURS) {
+        if residuals[t] <= OUTLIER_SIGMAS * spread {
+            continue;
+        }
+        // Recurring weekly (the same hour a week before or after looks alike): keep it.
+        let weekly = neighbours(t, models::WEEK);
+        let recurs = weekly
+            .iter()
+            .any(|w| (w - y[t]).abs() <= OUTLIER_SIGMAS * spread / 2.0);
+        if !recurs {
+            out[t] = expected[t];
+        }
+    }
     out
 }
 
-/// The total forecast over `horizon` of one model, ensembles included.
-fn predict_total(
-    model: ModelKind,
-    y: &[f64],
-    horizon: usize,
-    cache: &mut HashMap<ModelKind, Option<f64>>,
-) -> Option<f64> {
-    if let Some(total) = cache.get(&model) {
-        return *total;
-    }
-    let total = match model {
-        ModelKind::MedianEnsemble => {
-            let members: Vec<f64> = ENSEMBLE
-                .into_iter()
-                .filter_map(|m| predict_total(m, y, horizon, cache))
-                .collect();
-            (members.len() >= 2).then(|| models::median(members))
-        }
-        _ => models::predict(model, y, horizon).map(|p| p.into_iter().map(sanitise).sum::<f64>()),
-    }
-    .map(sanitise);
-    cache.insert(model, total);
-    total
+/// The hourly path of one model.
+fn predict_path(model: ModelKind, y: &[f64], horizon: usize) -> Option<Vec<f64>> {
+    models::predict(model, y, horizon).map(|p| p.into_iter().map(sanitise).collect())
 }
 
 fn horizon_sums(y: &[f64], horizon: usize) -> Vec<f64> {
@@ -157,158 +314,230 @@ pub fn mase_scale(y: &[f64], horizon: usize) -> f64 {
     diffs.iter().sum::<f64>() / diffs.len() as f64
 }
 
-/// Picks a model by rolling-origin backtest: each candidate forecasts the horizon from every
-/// origin using only the history before it; the lowest mean absolute error wins (ties go to
-/// the simpler model). Histories under a day have no backtest: see [`forecast_with`].
-pub fn select(y: &[f64], settings: &Settings) -> Selection {
-    let horizon = settings.horizon.max(1);
-    let fallback = Selection {
-        model: ModelKind::RecentMean,
-        mase: None,
-        error_low: 0.0,
-        error_high: 0.0,
-    };
-    if y.len() < DAY {
-        return Selection {
-            model: ModelKind::ClusterProfile,
-            ..fallback
-        };
+/// The mean of absolute errors without the largest eighth: one spike, or three in 24 origins,
+/// cannot decide a selection.
+fn trimmed_mean_abs(errors: &[f64]) -> f64 {
+    let mut abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+    abs.sort_by(f64::total_cmp);
+    let keep = abs.len() - abs.len() / 8;
+    if keep == 0 {
+        return 0.0;
     }
+    abs[..keep].iter().sum::<f64>() / keep as f64
+}
+
+/// A model more than this many times worse than the best is not combined.
+const MEMBER_LOSS_RATIO: f64 = 2.0;
+/// Fewer backtest errors than this make no empirical interval.
+const MIN_INTERVAL_ERRORS: usize = 8;
+
+/// Selects and weights models by a rolling-origin backtest. From every origin (see
+/// [`Settings`]) each candidate forecasts the horizon total from the history before it; the
+/// loss is the trimmed mean absolute error. The best few (at most `members`, none worse than
+/// twice the best) are combined with weights inversely proportional to their loss, so that no
+/// single model's quirk (seasonal naive repeating yesterday's spike) comes back at full height.
+/// The interval comes from the empirical quantiles of the combination's relative backtest
+/// errors (split-conformal style). Histories under a day have no backtest: see
+/// [`forecast_with`].
+pub fn select(history: &History, settings: &Settings) -> Selection {
+    let raw = &history.y;
+    let horizon = settings.horizon.max(1);
+    if raw.len() < DAY {
+        return Selection::single(ModelKind::ClusterProfile);
+    }
+    let cleaned = clean_outliers(raw);
+    let y = &cleaned;
     // A constant history (an idle shard, most often) is its own exact forecast.
     if y.iter().all(|v| *v == y[0]) {
         return Selection {
-            model: ModelKind::LastValue,
             mase: Some(0.0),
-            error_low: 0.0,
-            error_high: 0.0,
+            ..Selection::single(ModelKind::LastValue)
         };
     }
     let stride = settings.origin_stride.max(1);
+    // Origins whose outcome was mostly observed, each with at least a day of history before it.
     let origins: Vec<usize> = (0..settings.origins.max(1))
         .filter_map(|j| y.len().checked_sub(horizon + j * stride))
-        .filter(|&t| t >= 4)
+        .filter(|&t| t >= DAY)
+        .filter(|&t| 2 * history.known[t..t + horizon].iter().filter(|k| **k).count() >= horizon)
         .collect();
     let Some(&earliest) = origins.last() else {
-        return fallback;
+        return Selection::single(ModelKind::RecentMean);
     };
     let candidates = ModelKind::candidates(earliest);
-    let mut errors: HashMap<ModelKind, Vec<f64>> = HashMap::new();
-    for &t in &origins {
-        let actual: f64 = y[t..t + horizon].iter().sum();
-        let mut cache = HashMap::new();
-        for &m in &candidates {
-            if let Some(predicted) = predict_total(m, &y[..t], horizon, &mut cache) {
-                errors.entry(m).or_default().push(actual - predicted);
-            }
-        }
-    }
-    let mean_abs = |e: &Vec<f64>| e.iter().map(|x| x.abs()).sum::<f64>() / e.len() as f64;
-    let best = candidates
+    // Outcomes are what happened, outliers included.
+    let actual: Vec<f64> = origins
         .iter()
-        .filter_map(|m| {
-            errors
-                .get(m)
-                .filter(|e| e.len() == origins.len())
-                .map(|e| (*m, mean_abs(e)))
+        .map(|&t| raw[t..t + horizon].iter().sum())
+        .collect();
+    // predictions[c][o]: candidate c's total from origin o.
+    let mut predictions: Vec<Option<Vec<f64>>> = Vec::with_capacity(candidates.len());
+    for &m in &candidates {
+        let totals: Option<Vec<f64>> = origins
+            .iter()
+            .map(|&t| predict_path(m, &y[..t], horizon).map(|p| p.iter().sum::<f64>()))
+            .collect();
+        predictions.push(totals);
+    }
+    let mut ranked: Vec<(usize, f64)> = predictions
+        .iter()
+        .enumerate()
+        .filter_map(|(c, p)| {
+            let p = p.as_ref()?;
+            let errors: Vec<f64> = actual.iter().zip(p).map(|(a, f)| a - f).collect();
+            Some((c, trimmed_mean_abs(&errors)))
         })
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    let Some((model, mae)) = best else {
-        return fallback;
+        .collect();
+    // Ties go to the simpler model (candidates are listed simplest first).
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let Some(&(_, best_loss)) = ranked.first() else {
+        return Selection::single(ModelKind::RecentMean);
     };
+    let chosen: Vec<(usize, f64)> = if best_loss <= 0.0 {
+        vec![(ranked[0].0, 1.0)]
+    } else {
+        let kept: Vec<(usize, f64)> = ranked
+            .iter()
+            .take(settings.members.max(1))
+            .filter(|(_, loss)| *loss <= MEMBER_LOSS_RATIO * best_loss)
+            .map(|&(c, loss)| (c, 1.0 / loss))
+            .collect();
+        let total: f64 = kept.iter().map(|(_, w)| w).sum();
+        kept.into_iter().map(|(c, w)| (c, w / total)).collect()
+    };
+    let combined: Vec<f64> = (0..origins.len())
+        .map(|o| {
+            chosen
+                .iter()
+                .map(|&(c, w)| w * predictions[c].as_ref().map_or(0.0, |p| p[o]))
+                .sum()
+        })
+        .collect();
+    let errors: Vec<f64> = actual.iter().zip(&combined).map(|(a, f)| a - f).collect();
     let scale = mase_scale(y, horizon);
+    let loss = trimmed_mean_abs(&errors);
     let mase = if scale > 0.0 {
-        mae / scale
-    } else if mae == 0.0 {
+        loss / scale
+    } else if loss == 0.0 {
         0.0
     } else {
         f64::MAX
     };
-    // Five errors are too few for empirical quantiles: the band is the normal one with the
-    // backtest's root mean squared error as its spread.
-    let model_errors = errors.remove(&model).unwrap_or_default();
-    let rmse =
-        (model_errors.iter().map(|e| e * e).sum::<f64>() / model_errors.len().max(1) as f64).sqrt();
-    let z = distrs::Normal::ppf(0.5 + settings.level.clamp(0.0, 0.999) / 2.0, 0.0, 1.0);
-    let half_width = if (z * rmse).is_finite() {
-        z * rmse
-    } else {
-        0.0
-    };
+    let (error_low, error_high, error_offset) = interval(&actual, &combined, settings.level);
     Selection {
-        model,
+        members: chosen
+            .into_iter()
+            .map(|(c, w)| (candidates[c], w))
+            .collect(),
         mase: Some(sanitise(mase)),
-        error_low: -half_width,
-        error_high: half_width,
+        error_low,
+        error_high,
+        error_offset,
     }
 }
 
-/// Forecasts with an already selected model: one fit, no backtest. `hour_of_day` is the UTC
-/// hour of the point after the last one, for cold-start profiles.
+/// The interval from backtest outcomes and forecasts: relative errors e / (forecast + offset),
+/// where the offset (a tenth of the mean outcome) keeps quiet hours from blowing them up; the
+/// bounds are their order statistics at ⌊(n+1)α/2⌋ and ⌈(n+1)(1−α/2)⌉, the split-conformal
+/// choice that covers at least the nominal level on exchangeable errors.
+fn interval(actual: &[f64], predicted: &[f64], level: f64) -> (f64, f64, f64) {
+    let n = actual.len();
+    let offset = 0.1 * actual.iter().sum::<f64>() / n.max(1) as f64 + 1e-9;
+    if n < MIN_INTERVAL_ERRORS {
+        return (-0.5, 0.5, offset);
+    }
+    let mut relative: Vec<f64> = actual
+        .iter()
+        .zip(predicted)
+        .map(|(a, f)| (a - f) / (f + offset))
+        .collect();
+    relative.sort_by(f64::total_cmp);
+    let alpha = 1.0 - level.clamp(0.5, 0.999);
+    let low_rank = (((n + 1) as f64) * alpha / 2.0).floor() as usize;
+    let high_rank = (((n + 1) as f64) * (1.0 - alpha / 2.0)).ceil() as usize;
+    let low = relative[low_rank.clamp(1, n) - 1].min(0.0);
+    let high = relative[high_rank.clamp(1, n) - 1].max(0.0);
+    (low, high, offset)
+}
+
+/// Forecasts with an already selected combination: one fit per member, no backtest.
+/// `hour_of_day` is the UTC hour of the point after the last one, for cold-start profiles.
 pub fn forecast_with(
-    y: &[f64],
+    history: &History,
     selection: &Selection,
     settings: &Settings,
     profiles: &Profiles,
     hour_of_day: usize,
 ) -> Forecast {
+    let raw = &history.y;
     let horizon = settings.horizon.max(1);
-    let mut selection = *selection;
-    let point = match selection.model {
-        ModelKind::ClusterProfile | ModelKind::RecentMean => {
-            let (model, point) = profiles.forecast(y, hour_of_day, horizon);
-            selection = Selection {
-                model,
-                mase: None,
-                error_low: 0.0,
-                error_high: 0.0,
-            };
-            point
-        }
-        model => {
-            let mut cache = HashMap::new();
-            predict_total(model, y, horizon, &mut cache).unwrap_or_else(|| {
-                selection = Selection {
-                    model: ModelKind::RecentMean,
-                    mase: None,
-                    error_low: 0.0,
-                    error_high: 0.0,
-                };
-                models::recent_mean(y) * horizon as f64
-            })
+    let mut selection = selection.clone();
+    let cold = selection.members.iter().any(|(m, _)| m.is_cold_start());
+    let path: Vec<f64> = if cold || selection.members.is_empty() {
+        let (model, path) = profiles.forecast(raw, hour_of_day, horizon);
+        selection = Selection::single(model);
+        path
+    } else {
+        let y = &clean_outliers(raw);
+        let fitted: Vec<(Vec<f64>, f64)> = selection
+            .members
+            .iter()
+            .filter_map(|&(m, w)| predict_path(m, y, horizon).map(|p| (p, w)))
+            .collect();
+        let weight: f64 = fitted.iter().map(|(_, w)| w).sum();
+        if fitted.is_empty() || weight <= 0.0 {
+            selection = Selection::single(ModelKind::RecentMean);
+            vec![models::recent_mean(y); horizon]
+        } else {
+            (0..horizon)
+                .map(|h| fitted.iter().map(|(p, w)| p[h] * w).sum::<f64>() / weight)
+                .collect()
         }
     };
-    let point = sanitise(point);
+    let mut path: Vec<f64> = path.into_iter().map(sanitise).collect();
+    let total: f64 = path.iter().sum();
+    if total > MAX_LOAD {
+        path.iter_mut().for_each(|v| *v *= MAX_LOAD / total);
+    }
+    let point = sanitise(path.iter().sum());
     let (lower, upper) = if selection.mase.is_some() {
+        let base = point + selection.error_offset;
         (
-            sanitise(point + selection.error_low).min(point),
-            sanitise(point + selection.error_high).max(point),
+            sanitise(point + selection.error_low * base).min(point),
+            sanitise(point + selection.error_high * base).max(point),
         )
     } else {
-        // No backtest errors to learn from: a Poisson-like band around the level.
-        let spread = 1.28 * point.sqrt();
+        // No backtest errors to learn from: a wide band around the level.
+        let spread = 0.5 * point + 1.28 * point.sqrt();
         (
             sanitise(point - spread).min(point),
             sanitise(point + spread).max(point),
         )
     };
     Forecast {
-        model: selection.model,
+        selection,
         point,
         lower,
         upper,
-        backtest_mase: selection.mase,
-        history_points: y.len(),
+        path,
+        history_points: raw.len(),
     }
 }
 
 /// Selection and forecast in one.
 pub fn forecast(
-    y: &[f64],
+    history: &History,
     settings: &Settings,
     profiles: &Profiles,
     hour_of_day: usize,
 ) -> Forecast {
-    forecast_with(y, &select(y, settings), settings, profiles, hour_of_day)
+    forecast_with(
+        history,
+        &select(history, settings),
+        settings,
+        profiles,
+        hour_of_day,
+    )
 }
 
 #[cfg(test)]

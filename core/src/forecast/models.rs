@@ -7,23 +7,27 @@ use augurs::mstl::MSTLModel;
 pub const DAY: usize = 24;
 pub const WEEK: usize = 7 * DAY;
 
-/// The model behind a forecast. Stored by name in `shardcast.forecasts.model`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A model behind a forecast. Stored by name in `shardcast.forecast_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ModelKind {
     /// The last hour repeated: what reactive systems use.
     LastValue,
-    /// The same hour one day earlier.
+    /// The same hours one day earlier.
     SeasonalNaiveDaily,
-    /// The same hour one week earlier.
+    /// The same hours one week earlier.
     SeasonalNaiveWeekly,
+    /// The level of the last few hours, shaped by the robust daily profile of the last week:
+    /// the freshest data sets the level, the history gives the shape.
+    SeasonalLevel,
+    /// The Theta method: simple exponential smoothing with half the linear trend as drift, on
+    /// the deseasonalised series (Assimakopoulos and Nikolopoulos; Hyndman and Billah).
+    Theta,
     /// MSTL over daily (and weekly) seasons with a naive trend (augurs).
     Mstl,
     /// Exponential smoothing with a damped trend, ETS(A,Ad,N) (augurs).
     Ets,
     /// Teunter-Syntetos-Babai: intermittent demand, for mostly-zero shards.
     Tsb,
-    /// The median of last value, daily seasonal naive, MSTL and ETS.
-    MedianEnsemble,
     /// Cold start: the nearest cluster's daily profile, scaled to the shard's level.
     ClusterProfile,
     /// Cold start with no fitting profile: the shard's recent mean.
@@ -31,14 +35,15 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 9] = [
+    pub const ALL: [ModelKind; 10] = [
         ModelKind::LastValue,
         ModelKind::SeasonalNaiveDaily,
         ModelKind::SeasonalNaiveWeekly,
+        ModelKind::SeasonalLevel,
+        ModelKind::Theta,
         ModelKind::Mstl,
         ModelKind::Ets,
         ModelKind::Tsb,
-        ModelKind::MedianEnsemble,
         ModelKind::ClusterProfile,
         ModelKind::RecentMean,
     ];
@@ -48,10 +53,11 @@ impl ModelKind {
             ModelKind::LastValue => "last_value",
             ModelKind::SeasonalNaiveDaily => "seasonal_naive_daily",
             ModelKind::SeasonalNaiveWeekly => "seasonal_naive_weekly",
+            ModelKind::SeasonalLevel => "seasonal_level",
+            ModelKind::Theta => "theta",
             ModelKind::Mstl => "mstl",
             ModelKind::Ets => "ets",
             ModelKind::Tsb => "tsb",
-            ModelKind::MedianEnsemble => "median_ensemble",
             ModelKind::ClusterProfile => "cluster_profile",
             ModelKind::RecentMean => "recent_mean",
         }
@@ -65,10 +71,10 @@ impl ModelKind {
     pub fn min_history(self) -> usize {
         match self {
             ModelKind::LastValue | ModelKind::RecentMean | ModelKind::ClusterProfile => 1,
-            ModelKind::Tsb | ModelKind::Ets => 4,
-            ModelKind::SeasonalNaiveDaily => DAY,
+            ModelKind::Tsb | ModelKind::Ets | ModelKind::Theta => 4,
+            ModelKind::SeasonalNaiveDaily | ModelKind::SeasonalLevel => DAY,
             ModelKind::SeasonalNaiveWeekly => 2 * WEEK,
-            ModelKind::Mstl | ModelKind::MedianEnsemble => 2 * DAY,
+            ModelKind::Mstl => 2 * DAY,
         }
     }
 
@@ -77,11 +83,13 @@ impl ModelKind {
         matches!(self, ModelKind::ClusterProfile | ModelKind::RecentMean)
     }
 
-    /// The models a backtest chooses among, for a history of `len` points.
+    /// The models a backtest chooses among, for a history of `len` points. ETS is left out: its
+    /// likelihood fit costs ten times the others' at every backtest origin, and Theta (simple
+    /// exponential smoothing with drift) covers what it adds on hourly load.
     pub fn candidates(len: usize) -> Vec<ModelKind> {
         ModelKind::ALL
             .into_iter()
-            .filter(|m| !m.is_cold_start() && len >= m.min_history())
+            .filter(|m| !m.is_cold_start() && *m != ModelKind::Ets && len >= m.min_history())
             .collect()
     }
 }
@@ -96,19 +104,205 @@ pub fn predict(model: ModelKind, y: &[f64], horizon: usize) -> Option<Vec<f64>> 
         ModelKind::LastValue => Some(vec![*y.last()?; horizon]),
         ModelKind::SeasonalNaiveDaily => Some(seasonal_naive(y, DAY, horizon)),
         ModelKind::SeasonalNaiveWeekly => Some(seasonal_naive(y, WEEK, horizon)),
+        ModelKind::SeasonalLevel => seasonal_level(y, horizon),
+        ModelKind::Theta => Some(theta(y, horizon)),
         ModelKind::Mstl => mstl(y, horizon),
         ModelKind::Ets => ets(y, horizon),
         ModelKind::Tsb => Some(tsb(y, horizon)),
         ModelKind::RecentMean => Some(vec![recent_mean(y); horizon]),
-        // Built from other models' forecasts (see `super::predict_total`) or from cluster
-        // profiles (see `super::coldstart`).
-        ModelKind::MedianEnsemble | ModelKind::ClusterProfile => None,
+        // Built from cluster profiles (see `super::coldstart`).
+        ModelKind::ClusterProfile => None,
     }
 }
 
 fn seasonal_naive(y: &[f64], period: usize, horizon: usize) -> Vec<f64> {
     let start = y.len() - period;
     (0..horizon).map(|i| y[start + i % period]).collect()
+}
+
+/// Days of history behind the daily profile of [`ModelKind::SeasonalLevel`].
+const PROFILE_DAYS: usize = 7;
+/// Hours whose load sets the level of [`ModelKind::SeasonalLevel`].
+const LEVEL_HOURS: usize = 3;
+
+/// The daily shape of the last week, robust to one odd day: per hour of the day, the median of
+/// that hour's loads; scaled to mean 1. Index i is the hour i points after the series' start
+/// modulo a day (phase), so `shape[(t) % DAY]` belongs to point t of a series of this length
+/// only when read through [`phase`].
+fn robust_daily_shape(y: &[f64]) -> Option<[f64; DAY]> {
+    let n = y.len();
+    let days = (n / DAY).min(PROFILE_DAYS);
+    if days == 0 {
+        return None;
+    }
+    let mut shape = [0.0; DAY];
+    for (slot, value) in shape.iter_mut().enumerate() {
+        // Point n - DAY + slot is this slot's most recent occurrence.
+        let values: Vec<f64> = (0..days).map(|d| y[n - DAY + slot - d * DAY]).collect();
+        *value = median(values);
+    }
+    let mean = shape.iter().sum::<f64>() / DAY as f64;
+    (mean > 0.0 && mean.is_finite()).then(|| shape.map(|v| v / mean))
+}
+
+/// The slot of the daily shape (see [`robust_daily_shape`]) of point `t` of a series of `n`.
+fn phase(t: usize, n: usize) -> usize {
+    (t + DAY - n % DAY) % DAY
+}
+
+/// The level of the last [`LEVEL_HOURS`] hours divided by their share of the daily shape, times
+/// the shape of the hours ahead. Shapes are floored at a tenth of the mean, so that an hour that
+/// is usually idle cannot multiply a small level into a large one.
+fn seasonal_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
+    let n = y.len();
+    let shape = robust_daily_shape(y)?.map(|s| s.max(0.1));
+    let k = LEVEL_HOURS.min(n);
+    let recent: f64 = y[n - k..].iter().sum();
+    let expected: f64 = (n - k..n).map(|t| shape[phase(t, n)]).sum();
+    let level = recent / expected;
+    Some(
+        (0..horizon)
+            .map(|h| level * shape[phase(n + h, n)])
+            .collect(),
+    )
+}
+
+/// Theta works on the last four weeks: enough for a stable seasonal index and trend.
+const THETA_WINDOW: usize = 4 * WEEK;
+
+/// The Theta method (standard theta, θ = 2): the series is deseasonalised (classical
+/// multiplicative decomposition with a daily period, when a daily season is significant), then
+/// forecast by simple exponential smoothing plus half the slope of its linear trend, and
+/// reseasonalised.
+fn theta(y: &[f64], horizon: usize) -> Vec<f64> {
+    let y = &y[y.len().saturating_sub(THETA_WINDOW)..];
+    let n = y.len();
+    let season = seasonal_indices(y);
+    let adjusted: Vec<f64> = y
+        .iter()
+        .enumerate()
+        .map(|(t, v)| season.as_ref().map_or(*v, |s| v / s[t % DAY]))
+        .collect();
+    let (alpha, level) = fit_ses(&adjusted);
+    let slope = trend_slope(&adjusted);
+    let decay = (1.0 - alpha).powi(n as i32);
+    (0..horizon)
+        .map(|h| {
+            let drift = 0.5 * slope * (h as f64 + (1.0 - decay) / alpha);
+            let value = level + drift;
+            season.as_ref().map_or(value, |s| value * s[(n + h) % DAY])
+        })
+        .collect()
+}
+
+/// Multiplicative daily indices (mean 1, indexed by point modulo a day) when the daily season
+/// is significant at 90% (autocorrelation at lag 24 against Bartlett's bound), else None.
+fn seasonal_indices(y: &[f64]) -> Option<[f64; DAY]> {
+    let n = y.len();
+    if n < 3 * DAY {
+        return None;
+    }
+    let mean = y.iter().sum::<f64>() / n as f64;
+    let variance: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
+    if variance <= 0.0 || mean <= 0.0 {
+        return None;
+    }
+    let acf = |lag: usize| -> f64 {
+        (lag..n)
+            .map(|t| (y[t] - mean) * (y[t - lag] - mean))
+            .sum::<f64>()
+            / variance
+    };
+    let r: Vec<f64> = (1..=DAY).map(acf).collect();
+    let bound =
+        1.645 * ((1.0 + 2.0 * r[..DAY - 1].iter().map(|x| x * x).sum::<f64>()) / n as f64).sqrt();
+    if r[DAY - 1].abs() <= bound {
+        return None;
+    }
+    // Centred 2x24 moving average, then the mean ratio per slot.
+    let mut sums = [0.0; DAY];
+    let mut counts = [0usize; DAY];
+    for t in DAY / 2..n - DAY / 2 {
+        let average = (0.5 * y[t - DAY / 2]
+            + y[t + 1 - DAY / 2..t + DAY / 2].iter().sum::<f64>()
+            + 0.5 * y[t + DAY / 2])
+            / DAY as f64;
+        if average > 0.0 {
+            sums[t % DAY] += y[t] / average;
+            counts[t % DAY] += 1;
+        }
+    }
+    if counts.contains(&0) {
+        return None;
+    }
+    let mut indices = [0.0; DAY];
+    for s in 0..DAY {
+        indices[s] = sums[s] / counts[s] as f64;
+    }
+    let mean_index = indices.iter().sum::<f64>() / DAY as f64;
+    if mean_index.is_nan() || mean_index <= 0.0 {
+        return None;
+    }
+    // A slot that is always idle would divide by zero: floor the indices.
+    Some(indices.map(|i| (i / mean_index).max(0.01)))
+}
+
+/// Simple exponential smoothing with the smoothing constant that minimises the one-step squared
+/// error (golden-section search). Returns (alpha, final level).
+fn fit_ses(y: &[f64]) -> (f64, f64) {
+    let run = |alpha: f64| -> (f64, f64) {
+        let mut level = y[0];
+        let mut sse = 0.0;
+        for &v in &y[1..] {
+            let e = v - level;
+            sse += e * e;
+            level += alpha * e;
+        }
+        (sse, level)
+    };
+    let (mut a, mut b) = (0.01f64, 0.99f64);
+    let ratio = (5f64.sqrt() - 1.0) / 2.0;
+    let mut c = b - ratio * (b - a);
+    let mut d = a + ratio * (b - a);
+    let (mut fc, mut fd) = (run(c).0, run(d).0);
+    for _ in 0..30 {
+        if fc < fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - ratio * (b - a);
+            fc = run(c).0;
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + ratio * (b - a);
+            fd = run(d).0;
+        }
+    }
+    let alpha = (a + b) / 2.0;
+    (alpha, run(alpha).1)
+}
+
+/// Least-squares slope of `y` against time.
+fn trend_slope(y: &[f64]) -> f64 {
+    let n = y.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let t_mean = (n - 1.0) / 2.0;
+    let y_mean = y.iter().sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (t, v) in y.iter().enumerate() {
+        let dt = t as f64 - t_mean;
+        num += dt * (v - y_mean);
+        den += dt * dt;
+    }
+    if den > 0.0 {
+        num / den
+    } else {
+        0.0
+    }
 }
 
 /// Fitting cost grows with the history: MSTL sees the last two weeks (two full cycles of its
@@ -166,14 +360,6 @@ fn tsb(y: &[f64], horizon: usize) -> Vec<f64> {
     }
     vec![probability * size; horizon]
 }
-
-/// The members of the median ensemble.
-pub const ENSEMBLE: [ModelKind; 4] = [
-    ModelKind::LastValue,
-    ModelKind::SeasonalNaiveDaily,
-    ModelKind::Mstl,
-    ModelKind::Ets,
-];
 
 pub fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {

@@ -1,0 +1,61 @@
+//! shardcast's forecaster as a filter, for benchmarks against other forecasters.
+//!
+//! cargo run --release -p shardcast-core --example forecast_cli -- --horizon 4 --level 0.8
+//!
+//! Reads JSON lines `{"id": .., "y": [hourly loads, oldest first, null = unknown],
+//! "next_hour": UTC hour of the point after the last}` and writes, per line and in order,
+//! `{"id": .., "model": .., "members": {..}, "point": .., "lower": .., "upper": .., "path": [..]}`:
+//! the total forecast over the horizon, its interval and its hourly path, made exactly as the
+//! extension makes them (selection by backtest, combination, calibrated interval).
+
+use std::io::{BufRead, Write};
+
+use serde_json::{json, Value};
+use shardcast_core::forecast::{self, Profiles, Settings};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let settings = Settings {
+        horizon: value("--horizon").and_then(|v| v.parse().ok()).unwrap_or(1),
+        level: value("--level").and_then(|v| v.parse().ok()).unwrap_or(0.8),
+        ..Settings::default()
+    };
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    for line in stdin.lock().lines() {
+        let line = line.expect("readable input");
+        if line.trim().is_empty() {
+            continue;
+        }
+        let input: Value = serde_json::from_str(&line).expect("a JSON object per line");
+        let raw: Vec<f64> = input["y"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
+            .unwrap_or_default();
+        let next_hour = input["next_hour"].as_u64().unwrap_or(0) as usize % 24;
+        let history = forecast::prepare(&raw);
+        let f = forecast::forecast(&history, &settings, &Profiles::default(), next_hour);
+        let members: serde_json::Map<String, Value> = f
+            .selection
+            .members
+            .iter()
+            .map(|(m, w)| (m.name().to_owned(), json!(w)))
+            .collect();
+        let output = json!({
+            "id": input["id"],
+            "model": f.model_name(),
+            "members": members,
+            "point": f.point,
+            "lower": f.lower,
+            "upper": f.upper,
+            "path": f.path,
+        });
+        writeln!(out, "{output}").expect("writable output");
+    }
+}
