@@ -85,7 +85,7 @@ impl History {
 pub struct Selection {
     /// Models and weights (summing to 1), heaviest first.
     pub members: Vec<(ModelKind, f64)>,
-    /// Backtest MASE of the combination (trimmed mean absolute error of the horizon totals,
+    /// Backtest MASE of the combination (capped mean absolute error of the horizon totals,
     /// scaled by seasonal naive's); None without a backtest.
     pub mase: Option<f64>,
     /// The interval: bounds are `point + error_low/high × (point + error_offset)`, from the
@@ -314,16 +314,45 @@ pub fn mase_scale(y: &[f64], horizon: usize) -> f64 {
     diffs.iter().sum::<f64>() / diffs.len() as f64
 }
 
-/// The mean of absolute errors without the largest eighth: one spike, or three in 24 origins,
-/// cannot decide a selection.
-fn trimmed_mean_abs(errors: &[f64]) -> f64 {
-    let mut abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
-    abs.sort_by(f64::total_cmp);
-    let keep = abs.len() - abs.len() / 8;
-    if keep == 0 {
+/// The mean absolute error with each error capped at three times the mean outcome: a spike in
+/// the outcomes costs every model the same capped amount instead of deciding the selection, and
+/// a model that now and then forecasts wildly still pays for each time it does.
+fn capped_mean_abs(errors: &[f64], cap: f64, weights: &[f64]) -> f64 {
+    let total: f64 = weights.iter().take(errors.len()).sum();
+    if errors.is_empty() || total <= 0.0 {
         return 0.0;
     }
-    abs[..keep].iter().sum::<f64>() / keep as f64
+    errors
+        .iter()
+        .zip(weights)
+        .map(|(e, w)| w * e.abs().min(cap))
+        .sum::<f64>()
+        / total
+}
+
+/// Backtest errors lose half their weight every this many hours of age: the most recent
+/// origins say most about the shard as it is now (after a level shift, say), the older ones
+/// still keep one odd day from deciding.
+const ERROR_HALF_LIFE_HOURS: f64 = 72.0;
+
+/// No forecast total may exceed this many times the largest total the history saw over any
+/// window of the horizon's length: beyond it a model has extrapolated, not forecast.
+const MAX_TOTAL_RATIO: f64 = 2.0;
+
+/// The largest horizon total in `y` times [`MAX_TOTAL_RATIO`].
+fn total_ceiling(y: &[f64], horizon: usize) -> f64 {
+    let windows = horizon_sums(y, horizon.min(y.len()).max(1));
+    let highest = windows.iter().copied().fold(0.0, f64::max);
+    MAX_TOTAL_RATIO * highest * (horizon as f64 / horizon.min(y.len()).max(1) as f64)
+}
+
+/// A path scaled down to the ceiling when its total exceeds it.
+fn bounded(mut path: Vec<f64>, ceiling: f64) -> Vec<f64> {
+    let total: f64 = path.iter().sum();
+    if total > ceiling && total > 0.0 {
+        path.iter_mut().for_each(|v| *v *= ceiling / total);
+    }
+    path
 }
 
 /// A model more than this many times worse than the best is not combined.
@@ -333,7 +362,7 @@ const MIN_INTERVAL_ERRORS: usize = 8;
 
 /// Selects and weights models by a rolling-origin backtest. From every origin (see
 /// [`Settings`]) each candidate forecasts the horizon total from the history before it; the
-/// loss is the trimmed mean absolute error. The best few (at most `members`, none worse than
+/// loss is the mean absolute error with errors capped (see [`capped_mean_abs`]). The best few (at most `members`, none worse than
 /// twice the best) are combined with weights inversely proportional to their loss, so that no
 /// single model's quirk (seasonal naive repeating yesterday's spike) comes back at full height.
 /// The interval comes from the empirical quantiles of the combination's relative backtest
@@ -375,17 +404,29 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
     for &m in &candidates {
         let totals: Option<Vec<f64>> = origins
             .iter()
-            .map(|&t| predict_path(m, &y[..t], horizon).map(|p| p.iter().sum::<f64>()))
+            .map(|&t| {
+                predict_path(m, &y[..t], horizon).map(|p| {
+                    bounded(p, total_ceiling(&y[..t], horizon))
+                        .iter()
+                        .sum::<f64>()
+                })
+            })
             .collect();
         predictions.push(totals);
     }
+    let cap = 3.0 * actual.iter().sum::<f64>() / actual.len() as f64 + f64::MIN_POSITIVE;
+    let newest = origins[0];
+    let weights: Vec<f64> = origins
+        .iter()
+        .map(|&t| 0.5f64.powf((newest - t) as f64 / ERROR_HALF_LIFE_HOURS))
+        .collect();
     let mut ranked: Vec<(usize, f64)> = predictions
         .iter()
         .enumerate()
         .filter_map(|(c, p)| {
             let p = p.as_ref()?;
             let errors: Vec<f64> = actual.iter().zip(p).map(|(a, f)| a - f).collect();
-            Some((c, trimmed_mean_abs(&errors)))
+            Some((c, capped_mean_abs(&errors, cap, &weights)))
         })
         .collect();
     // Ties go to the simpler model (candidates are listed simplest first).
@@ -415,7 +456,7 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
         .collect();
     let errors: Vec<f64> = actual.iter().zip(&combined).map(|(a, f)| a - f).collect();
     let scale = mase_scale(y, horizon);
-    let loss = trimmed_mean_abs(&errors);
+    let loss = capped_mean_abs(&errors, cap, &weights);
     let mase = if scale > 0.0 {
         loss / scale
     } else if loss == 0.0 {
@@ -479,10 +520,11 @@ pub fn forecast_with(
         path
     } else {
         let y = &clean_outliers(raw);
+        let ceiling = total_ceiling(y, horizon);
         let fitted: Vec<(Vec<f64>, f64)> = selection
             .members
             .iter()
-            .filter_map(|&(m, w)| predict_path(m, y, horizon).map(|p| (p, w)))
+            .filter_map(|&(m, w)| predict_path(m, y, horizon).map(|p| (bounded(p, ceiling), w)))
             .collect();
         let weight: f64 = fitted.iter().map(|(_, w)| w).sum();
         if fitted.is_empty() || weight <= 0.0 {

@@ -150,19 +150,19 @@ fn phase(t: usize, n: usize) -> usize {
     (t + DAY - n % DAY) % DAY
 }
 
-/// The level of the last [`LEVEL_HOURS`] hours divided by their share of the daily shape, times
-/// the shape of the hours ahead. Shapes are floored at a tenth of the mean, so that an hour that
-/// is usually idle cannot multiply a small level into a large one.
+/// The mean of the last [`LEVEL_HOURS`] hours, times how much busier (or quieter) each hour
+/// ahead usually is than those hours, per the daily shape. The factor is held within
+/// [1/4, 4]: on a spiky series the median shape is mostly zeros, and an unbounded ratio would
+/// turn one busy hour into a forecast of thousands.
 fn seasonal_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     let n = y.len();
     let shape = robust_daily_shape(y)?.map(|s| s.max(0.1));
     let k = LEVEL_HOURS.min(n);
-    let recent: f64 = y[n - k..].iter().sum();
-    let expected: f64 = (n - k..n).map(|t| shape[phase(t, n)]).sum();
-    let level = recent / expected;
+    let recent = y[n - k..].iter().sum::<f64>() / k as f64;
+    let usual = (n - k..n).map(|t| shape[phase(t, n)]).sum::<f64>() / k as f64;
     Some(
         (0..horizon)
-            .map(|h| level * shape[phase(n + h, n)])
+            .map(|h| recent * (shape[phase(n + h, n)] / usual).clamp(0.25, 4.0))
             .collect(),
     )
 }
