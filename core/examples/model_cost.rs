@@ -17,7 +17,7 @@ fn main() {
     let runs = 200;
     for model in ModelKind::candidates(y.len())
         .into_iter()
-        .chain([ModelKind::Ets])
+        .chain([ModelKind::Mstl, ModelKind::Ets])
     {
         let started = Instant::now();
         for _ in 0..runs {

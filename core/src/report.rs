@@ -45,18 +45,18 @@ pub fn awa(ready: &[f64], accesses: &[Accesses], window: (f64, f64)) -> f64 {
 /// measured durations compares orders, not throughput. With one channel and durations of
 /// bytes / B this is DESIGN.md's definition (Cⱼ = bytes up to and including j / B); real syncs
 /// also pay a fixed latency per table, which that definition would credit to FIFO alone.
+///
+/// O(copies × log(channels)): the first free worker comes from a heap, not a scan of them all.
 pub fn replay_ready(durations: &[f64], order: &[usize], channels: usize, start: f64) -> Vec<f64> {
     let mut ready = vec![f64::INFINITY; durations.len()];
-    let mut free_at = vec![start; channels.max(1)];
+    let mut workers = crate::schedule::Slots::new(0..channels.max(1), start);
     for &i in order {
         let Some(duration) = durations.get(i) else {
             continue;
         };
-        let worker = (0..free_at.len())
-            .min_by(|&a, &b| free_at[a].total_cmp(&free_at[b]))
-            .unwrap_or(0);
-        free_at[worker] += duration.max(MIN_DURATION);
-        ready[i] = free_at[worker];
+        if let Some((_, _, finish)) = workers.assign(duration.max(MIN_DURATION)) {
+            ready[i] = finish;
+        }
     }
     ready
 }
@@ -215,6 +215,11 @@ mod tests {
         assert_eq!(ready, vec![13.0, 11.0, 12.0, 13.0]);
         assert_eq!(replay_ready(&[1.0, 2.0], &[1, 0], 1, 0.0), vec![3.0, 2.0]);
         assert_eq!(replay_ready(&[1.0], &[0, 5], 0, 0.0), vec![1.0]);
+        // Workers no copy reaches cost nothing.
+        assert_eq!(
+            replay_ready(&[1.0, 2.0], &[0, 1], usize::MAX / 2, 0.0),
+            vec![1.0, 2.0]
+        );
     }
 
     #[test]

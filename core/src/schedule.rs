@@ -195,18 +195,28 @@ impl Node {
 pub fn assign_nodes(task_bytes: &[f64], nodes: &mut [Node]) -> Vec<Option<usize>> {
     task_bytes
         .iter()
-        .map(|&bytes| {
-            let bytes = bytes.max(MIN_TASK_BYTES);
-            let best = (0..nodes.len()).min_by(|&a, &b| {
-                nodes[a]
-                    .finish_after(bytes)
-                    .total_cmp(&nodes[b].finish_after(bytes))
-                    .then(a.cmp(&b))
-            })?;
-            nodes[best].assigned_bytes += bytes;
-            Some(best)
-        })
+        .map(|&bytes| assign_node_except(bytes, nodes, |_| false))
         .collect()
+}
+
+/// Assigns one task as [`assign_nodes`] does, to a node that `excluded` does not rule out (one
+/// that already has the shard coming, say). None when no node is left.
+pub fn assign_node_except(
+    bytes: f64,
+    nodes: &mut [Node],
+    excluded: impl Fn(&Node) -> bool,
+) -> Option<usize> {
+    let bytes = bytes.max(MIN_TASK_BYTES);
+    let best = (0..nodes.len())
+        .filter(|&n| !excluded(&nodes[n]))
+        .min_by(|&a, &b| {
+            nodes[a]
+                .finish_after(bytes)
+                .total_cmp(&nodes[b].finish_after(bytes))
+                .then(a.cmp(&b))
+        })?;
+    nodes[best].assigned_bytes += bytes;
+    Some(best)
 }
 
 /// One task in the allocation plan.
@@ -219,9 +229,85 @@ pub struct Slot {
     pub finish: f64,
 }
 
+/// Worker slots `range.start..range.end`, each free from `start` until given work, taken earliest
+/// free first (the lowest index among equals). Only the slots given work are kept: a range of
+/// millions of slots costs what the tasks placed on it need, O(log used) a task.
+#[derive(Clone, Debug)]
+pub struct Slots {
+    busy: BinaryHeap<std::cmp::Reverse<FreeSlot>>,
+    next_unused: usize,
+    end: usize,
+    start: f64,
+}
+
+/// A slot and when it is free, ordered by (time, index).
+#[derive(Clone, Copy, Debug)]
+struct FreeSlot(f64, usize);
+
+impl Ord for FreeSlot {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl PartialOrd for FreeSlot {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for FreeSlot {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for FreeSlot {}
+
+impl Slots {
+    pub fn new(range: std::ops::Range<usize>, start: f64) -> Slots {
+        Slots {
+            busy: BinaryHeap::new(),
+            next_unused: range.start,
+            end: range.end.max(range.start),
+            start,
+        }
+    }
+
+    /// The slot that frees first and when: (time, index); None for an empty range.
+    pub fn peek(&self) -> Option<(f64, usize)> {
+        let unused =
+            (self.next_unused < self.end).then_some(FreeSlot(self.start, self.next_unused));
+        let busy = self.busy.peek().map(|r| r.0);
+        let first = match (unused, busy) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some((first.0, first.1))
+    }
+
+    /// Gives the slot that frees first `duration` more seconds of work; returns (index, start,
+    /// finish), or None for an empty range.
+    pub fn assign(&mut self, duration: f64) -> Option<(usize, f64, f64)> {
+        let (free_at, index) = self.peek()?;
+        // Busy slots all have indexes below `next_unused`.
+        if self.next_unused < self.end && index == self.next_unused {
+            self.next_unused += 1;
+        } else {
+            self.busy.pop();
+        }
+        let finish = free_at + duration;
+        self.busy.push(std::cmp::Reverse(FreeSlot(finish, index)));
+        Some((index, free_at, finish))
+    }
+}
+
 /// List scheduling of the dispatch order on `workers` slots sharing `bandwidth` bytes/s equally:
 /// each task starts on the slot that frees first. The first `express_workers` slots take only
 /// express-lane tasks while any are left. Returns a slot per task, in dispatch order.
+///
+/// O(tasks × log(tasks)) in time and O(tasks) in memory, whatever `workers` is: slots that no
+/// task reaches are never materialised.
 pub fn plan(
     tasks_in_order: &[&Task],
     workers: usize,
@@ -231,32 +317,33 @@ pub fn plan(
     let workers = workers.max(1);
     let per_slot = (bandwidth / workers as f64).max(f64::MIN_POSITIVE);
     let express_workers = express_workers.min(workers);
-    let mut free_at = vec![0.0f64; workers];
+    let mut express = Slots::new(0..express_workers, 0.0);
+    let mut regular = Slots::new(express_workers..workers, 0.0);
     let express_left = tasks_in_order.iter().filter(|t| t.prefetch).count();
     let mut express_done = 0;
     tasks_in_order
         .iter()
         .map(|task| {
-            let candidates: Vec<usize> = if task.prefetch || express_done >= express_left {
-                (0..workers).collect()
-            } else {
-                (express_workers..workers).collect()
-            };
-            let candidates = if candidates.is_empty() {
-                (0..workers).collect()
-            } else {
-                candidates
-            };
-            let worker = candidates
-                .into_iter()
-                .min_by(|&a, &b| free_at[a].total_cmp(&free_at[b]).then(a.cmp(&b)))
-                .unwrap_or(0);
+            let any_slot =
+                task.prefetch || express_done >= express_left || workers == express_workers;
+            let use_express = any_slot
+                && match (express.peek(), regular.peek()) {
+                    (Some((a, i)), Some((b, j))) => a.total_cmp(&b).then(i.cmp(&j)).is_le(),
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
             if task.prefetch {
                 express_done += 1;
             }
-            let start = free_at[worker];
-            let finish = start + task.bytes.max(MIN_TASK_BYTES) / per_slot;
-            free_at[worker] = finish;
+            let duration = task.bytes.max(MIN_TASK_BYTES) / per_slot;
+            let slots = if use_express {
+                &mut express
+            } else {
+                &mut regular
+            };
+            // Neither range is empty when it is chosen: `regular` is empty only when every
+            // slot is an express slot, and then `any_slot` holds.
+            let (worker, start, finish) = slots.assign(duration).unwrap_or((0, 0.0, duration));
             Slot {
                 worker: worker + 1,
                 bandwidth: per_slot,
@@ -528,6 +615,10 @@ mod tests {
         let fast = assigned.iter().filter(|a| **a == Some(1)).count();
         assert!(fast >= 3, "{assigned:?}");
         assert_eq!(assign_nodes(&[1.0], &mut []), vec![None]);
+        // A node ruled out (it already has the shard coming) is passed over, even if fastest.
+        let best = assign_node_except(1.0, &mut nodes, |n| n.name == "fast");
+        assert_ne!(best.map(|b| nodes[b].name.as_str()), Some("fast"));
+        assert_eq!(assign_node_except(1.0, &mut nodes, |_| true), None);
     }
 
     #[test]
@@ -547,6 +638,59 @@ mod tests {
         assert_eq!(slots[1].worker, 2);
         assert_eq!(slots[2].start, 1.0);
         assert!(slots.iter().all(|s| s.bandwidth == 100.0 * MIN_TASK_BYTES));
+    }
+
+    /// The plan as first written: every slot a vector entry, every task a scan of them all.
+    fn naive_plan(tasks: &[&Task], workers: usize, bandwidth: f64, express: usize) -> Vec<Slot> {
+        let per_slot = (bandwidth / workers as f64).max(f64::MIN_POSITIVE);
+        let express = express.min(workers);
+        let mut free_at = vec![0.0f64; workers];
+        let express_left = tasks.iter().filter(|t| t.prefetch).count();
+        let mut express_done = 0;
+        tasks
+            .iter()
+            .map(|task| {
+                let mut candidates: Vec<usize> = if task.prefetch || express_done >= express_left {
+                    (0..workers).collect()
+                } else {
+                    (express..workers).collect()
+                };
+                if candidates.is_empty() {
+                    candidates = (0..workers).collect();
+                }
+                let worker = candidates
+                    .into_iter()
+                    .min_by(|&a, &b| free_at[a].total_cmp(&free_at[b]).then(a.cmp(&b)))
+                    .unwrap();
+                if task.prefetch {
+                    express_done += 1;
+                }
+                let start = free_at[worker];
+                let finish = start + task.bytes.max(MIN_TASK_BYTES) / per_slot;
+                free_at[worker] = finish;
+                Slot {
+                    worker: worker + 1,
+                    bandwidth: per_slot,
+                    start,
+                    finish,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_over_more_workers_than_tasks_costs_what_the_tasks_need() {
+        // allocation_plan(2147483647, 1) once allocated a slot vector per task: 16.8 GB for 7
+        // tasks. Slots no task reaches are never materialised, however many there are.
+        let tasks: Vec<Task> = (0..7).map(|i| task(i, 1e6, 1.0, 1)).collect();
+        let order: Vec<&Task> = tasks.iter().collect();
+        let slots = plan(&order, usize::MAX / 2, 1.0, 1);
+        assert_eq!(slots.len(), 7);
+        // No express-lane task: each task starts at once on a slot of its own, the express
+        // slot included.
+        let workers: Vec<usize> = slots.iter().map(|s| s.worker).collect();
+        assert_eq!(workers, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert!(slots.iter().all(|s| s.start == 0.0 && s.finish > 0.0));
     }
 
     fn arbitrary_tasks(specs: &[(f64, f64, f64, bool)]) -> Vec<Task> {
@@ -573,6 +717,18 @@ mod tests {
             prop_assert!(order[..express].iter().all(|&i| tasks[i].prefetch));
             order.sort();
             prop_assert_eq!(order, (0..tasks.len()).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn the_plan_is_list_scheduling_on_the_earliest_free_slot(
+            specs in proptest::collection::vec((1.0f64..1e9, 0.0f64..1e6, 0.0f64..1e5, proptest::bool::weighted(0.2)), 0..80),
+            workers in 1usize..12,
+            express in 0usize..4,
+            bandwidth in 1.0f64..1e9,
+        ) {
+            let tasks = arbitrary_tasks(&specs);
+            let order: Vec<&Task> = dispatch_order(&tasks, Order::Wspt, 3600.0).into_iter().map(|i| &tasks[i]).collect();
+            prop_assert_eq!(plan(&order, workers, bandwidth, express), naive_plan(&order, workers, bandwidth, express));
         }
 
         #[test]
