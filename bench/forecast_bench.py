@@ -52,18 +52,19 @@ def bench(shards: int) -> dict:
                 FROM shardcast.shard_candidates""")
             conn.execute("""
                 INSERT INTO shardcast.daily_access
-                SELECT s.shard_id, current_date - d,
-                       array_fill(0::real, ARRAY[24]),
-                       (SELECT array_agg(greatest(0, level * (1 + 0.6 * sin((h + phase) * pi() / 12))
-                                                  * (CASE WHEN extract(isodow FROM current_date - d) > 5 THEN 0.5 ELSE 1 END)
-                                                  * (0.8 + 0.4 * random()))::real ORDER BY h)
-                        FROM generate_series(0, 23) h),
+                SELECT s.shard_id, current_date - d, p.load, p.load,
                        array_fill(1::real, ARRAY[24]),
                        array_fill(0::real, ARRAY[24]),
-                       array_fill(0::real, ARRAY[24])
+                       array_fill(0::real, ARRAY[24]),
+                       16777215
                 FROM (SELECT shard_id, exp(random() * 12) AS level, (random() * 24)::int AS phase
                       FROM shardcast.shards) s
-                CROSS JOIN generate_series(0, 27) d""")
+                CROSS JOIN generate_series(0, 27) d
+                CROSS JOIN LATERAL (
+                    SELECT array_agg(greatest(0, s.level * (1 + 0.6 * sin((h + s.phase) * pi() / 12))
+                                               * (CASE WHEN extract(isodow FROM current_date - d) > 5 THEN 0.5 ELSE 1 END)
+                                               * (0.8 + 0.4 * random()))::real ORDER BY h) AS load
+                    FROM generate_series(0, 23) h) p""")
             conn.execute("VACUUM ANALYZE shardcast.daily_access")
 
             def timed():

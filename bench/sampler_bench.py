@@ -76,7 +76,8 @@ def bench(tables: int) -> dict:
                        (SELECT array_agg((random() * 1e8)::real) FROM generate_series(1, 24) WHERE s.shard_id > 0),
                        (SELECT array_agg((random() * 1e5)::real) FROM generate_series(1, 24) WHERE s.shard_id > 0),
                        (SELECT array_agg((random() * 1e7)::real) FROM generate_series(1, 24) WHERE s.shard_id > 0),
-                       (SELECT array_agg((random() * 1e4)::real) FROM generate_series(1, 24) WHERE s.shard_id > 0)
+                       (SELECT array_agg((random() * 1e4)::real) FROM generate_series(1, 24) WHERE s.shard_id > 0),
+                       16777215
                 FROM shardcast.shards s CROSS JOIN generate_series(1, {RETENTION_DAYS}) d
                 WHERE s.retired_at IS NULL""")
             conn.execute("""

@@ -245,13 +245,13 @@ impl BucketSums {
         self.sums.is_empty()
     }
 
-    /// The non-zero buckets, as (shard_id, bucket start, accesses), in a stable order so that
-    /// concurrent writers take row locks in the same order.
+    /// The buckets, as (shard_id, bucket start, accesses), in a stable order so that concurrent
+    /// writers take row locks in the same order. Zero buckets are kept: an imported zero says
+    /// the shard was idle then, which is not the same as nobody knowing.
     pub fn into_sorted(self) -> Vec<(i32, i64, Access)> {
         let mut rows: Vec<_> = self
             .sums
             .into_iter()
-            .filter(|(_, access)| !access.is_zero())
             .map(|((shard, bucket), access)| (shard, bucket, access))
             .collect();
         rows.sort_by_key(|(shard, bucket, _)| (*shard, *bucket));
@@ -376,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn bucket_sums_merge_samples_of_one_bucket_and_drop_zeros() {
+    fn bucket_sums_merge_samples_of_one_bucket_and_keep_zeros() {
         let mut sums = BucketSums::default();
         let read = |n: f64| Access {
             tuples_read: n,
@@ -387,10 +387,13 @@ mod tests {
         sums.add(2, 300 * 1_000_000, &read(4.0));
         sums.add(1, 0, &read(0.0));
         let rows = sums.into_sorted();
-        assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].0, rows[0].1, rows[0].2.tuples_read), (2, 0, 3.0));
+        assert_eq!(rows.len(), 3);
+        // An imported zero is a known idle bucket.
+        assert_eq!((rows[0].0, rows[0].1), (1, 0));
+        assert!(rows[0].2.is_zero());
+        assert_eq!((rows[1].0, rows[1].1, rows[1].2.tuples_read), (2, 0, 3.0));
         assert_eq!(
-            (rows[1].0, rows[1].1, rows[1].2.tuples_read),
+            (rows[2].0, rows[2].1, rows[2].2.tuples_read),
             (2, 300_000_000, 4.0)
         );
     }

@@ -74,10 +74,12 @@ impl AlignedSeries {
         }
     }
 
-    /// Adds `amount` of load that happened evenly over [from, to). An amount whose span ends
-    /// after `now` (the current bucket) is spread over the part up to `now`.
+    /// Adds `amount` of load that happened evenly over [from, to), marking those hours as
+    /// known. An amount whose span ends after `now` (the current bucket) is spread over the
+    /// part up to `now`.
     pub fn add(&mut self, from: f64, to: f64, amount: f64) {
-        if !amount.is_finite() || amount <= 0.0 {
+        // Zero is added too: it marks the hours as known (an imported idle hour).
+        if !amount.is_finite() || amount < 0.0 {
             return;
         }
         let to = to.min(self.now);
@@ -184,6 +186,17 @@ mod tests {
         // Seconds of observation are scaled as if they were five minutes.
         let a = s.finish(&[(0.0, now)], now - 30.0);
         assert!(a.hourly[2] <= 12.0 * 50.0 + 1e-9, "{:?}", a.hourly);
+    }
+
+    #[test]
+    fn an_imported_zero_is_known() {
+        let now = 10.0 * HOUR;
+        let mut s = AlignedSeries::new(now, 2);
+        s.add(now - 2.0 * HOUR, now - HOUR, 0.0);
+        let a = s.finish(&[], 0.0);
+        assert_eq!(a.hourly[0], 0.0);
+        assert!(a.hourly[1].is_nan());
+        assert_eq!(a.imported_hours, 1);
     }
 
     #[test]

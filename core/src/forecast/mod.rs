@@ -362,12 +362,12 @@ const MIN_INTERVAL_ERRORS: usize = 8;
 
 /// Selects and weights models by a rolling-origin backtest. From every origin (see
 /// [`Settings`]) each candidate forecasts the horizon total from the history before it; the
-/// loss is the mean absolute error with errors capped (see [`capped_mean_abs`]). The best few (at most `members`, none worse than
-/// twice the best) are combined with weights inversely proportional to their loss, so that no
-/// single model's quirk (seasonal naive repeating yesterday's spike) comes back at full height.
-/// The interval comes from the empirical quantiles of the combination's relative backtest
-/// errors (split-conformal style). Histories under a day have no backtest: see
-/// [`forecast_with`].
+/// loss is the recency-weighted mean absolute error with errors capped (see
+/// [`capped_mean_abs`]). The best few (at most `members`, none worse than twice the best) are
+/// combined with weights inversely proportional to their squared loss, so that no single
+/// model's quirk (seasonal naive repeating yesterday's spike) comes back at full height. The
+/// interval comes from the empirical quantiles of the combination's relative backtest errors
+/// (split-conformal style). Histories under a day have no backtest: see [`forecast_with`].
 pub fn select(history: &History, settings: &Settings) -> Selection {
     let raw = &history.y;
     let horizon = settings.horizon.max(1);
@@ -441,7 +441,7 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
             .iter()
             .take(settings.members.max(1))
             .filter(|(_, loss)| *loss <= MEMBER_LOSS_RATIO * best_loss)
-            .map(|&(c, loss)| (c, 1.0 / loss))
+            .map(|&(c, loss)| (c, 1.0 / (loss * loss)))
             .collect();
         let total: f64 = kept.iter().map(|(_, w)| w).sum();
         kept.into_iter().map(|(c, w)| (c, w / total)).collect()
