@@ -48,10 +48,15 @@ CREATE TABLE shardcast.daily_access (
     tuples_written real[]  NOT NULL,
     blocks_hit     real[]  NOT NULL,
     blocks_read    real[]  NOT NULL,
+    -- Which hours of the day held any history (bit h = hour h UTC), zero buckets included: an
+    -- imported zero is knowledge, an hour without a bucket outside the sampling periods is not.
+    hours_present  integer NOT NULL,
     PRIMARY KEY (shard_id, day)
 );
 COMMENT ON TABLE shardcast.daily_access IS
     'Compacted access history: per shard and UTC day, 24 hourly sums per counter (index 1 = 00:00 UTC).';
+COMMENT ON COLUMN shardcast.daily_access.hours_present IS
+    'Bit h set when hour h (UTC) held any history, zeros included.';
 
 -- The worker's own health, one row, written by the worker.
 CREATE TABLE shardcast.worker_state (
@@ -93,7 +98,9 @@ COMMENT ON VIEW shardcast.shard_candidates IS
     'Relations that are shards now (tables and leaf partitions outside excluded schemas).';
 
 -- Application metadata: how much a class of shards matters. Editable; the defaults come with the
--- extension and user rows are kept by pg_dump.
+-- extension. pg_dump keeps the user's classes and the builtin ones whose weight or description
+-- was edited (the condition below lists the defaults, so that a later release's new defaults
+-- are not overwritten by a dump's unedited copies).
 CREATE TABLE shardcast.shard_classes (
     class       text PRIMARY KEY CHECK (class ~ '^[a-z][a-z0-9_]*$'),
     weight      double precision NOT NULL CHECK (weight >= 0 AND weight < 'infinity'),
@@ -104,7 +111,30 @@ INSERT INTO shardcast.shard_classes (class, weight, description, builtin) VALUES
     ('critical', 10, 'read by user-facing paths; replicate first', true),
     ('normal', 1, 'the default class', true),
     ('log', 0.1, 'append-mostly history, rarely read', true);
-SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_classes', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_classes',
+    'WHERE NOT builtin OR NOT EXISTS (SELECT FROM (VALUES '
+    || '(''critical'', 10::float8, ''read by user-facing paths; replicate first''), '
+    || '(''normal'', 1::float8, ''the default class''), '
+    || '(''log'', 0.1::float8, ''append-mostly history, rarely read'')) AS d(c, w, t) '
+    || 'WHERE (d.c, d.w, d.t) IS NOT DISTINCT FROM (class, weight, description))');
+-- A restore runs CREATE EXTENSION, which inserts the builtin rows, before it copies the dumped
+-- ones: a builtin row inserted when it exists already updates it (an edited weight comes back)
+-- instead of failing on the primary key and losing every dumped class with it.
+CREATE FUNCTION shardcast._restore_builtin_class() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE shardcast.shard_classes
+    SET weight = NEW.weight, description = NEW.description
+    WHERE class = NEW.class AND builtin;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER restore_builtin BEFORE INSERT ON shardcast.shard_classes
+    FOR EACH ROW WHEN (NEW.builtin) EXECUTE FUNCTION shardcast._restore_builtin_class();
 
 -- A table's class, by qualified name so that it survives drop and re-create and dump and restore.
 -- A partition without a class of its own takes its parent's.
@@ -215,6 +245,10 @@ CREATE TABLE shardcast.replication_tasks (
     detail                       text
 );
 CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard_id, coalesce(destination, ''))
+    WHERE state IN ('queued', 'claimed');
+-- One shard, one node, one open task, whether the node was given or assigned: a shard is never
+-- copied to one node twice at once.
+CREATE UNIQUE INDEX replication_tasks_open_node ON shardcast.replication_tasks (shard_id, node)
     WHERE state IN ('queued', 'claimed');
 CREATE INDEX replication_tasks_dispatch ON shardcast.replication_tasks (dispatch_rank, task_id)
     WHERE state = 'queued';

@@ -17,6 +17,32 @@ ALTER TABLE shardcast.forecast_state
     ADD COLUMN error_offset     double precision NOT NULL;
 COMMENT ON TABLE shardcast.forecast_state IS
     'Latest forecast per shard: total load over [window_start, window_end), its interval, the models combined, the history used, and why it changed.';
+-- The forecasts view shows the window, the models combined and the history used: new columns
+-- amid the old ones, so the view is dropped and created.
+DROP VIEW shardcast.forecasts;
+CREATE VIEW shardcast.forecasts AS
+SELECT s.relid::regclass AS shard,
+       f.shard_id,
+       f.computed_at,
+       f.window_start,
+       f.window_end,
+       f.horizon,
+       f.model,
+       f.point,
+       f.lower,
+       f.upper,
+       (SELECT string_agg(format('%s %s', m, round(w::numeric, 2)), ', ' ORDER BY w DESC, m)
+        FROM unnest(f.selected_members, f.selected_weights) AS u(m, w)) AS models,
+       f.backtest_mase,
+       f.history_points,
+       f.observed_hours,
+       f.imported_hours,
+       f.change_reason
+FROM shardcast.forecast_state f
+JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL;
+COMMENT ON VIEW shardcast.forecasts IS
+    'Latest forecast per live shard: load over [window_start, window_end), interval, models and weights, backtest MASE, history used, why it changed.';
+GRANT SELECT ON shardcast.forecasts TO PUBLIC;
 
 -- Hours nobody observed are unknown, not idle. 0.1.0 read every hour since a shard was first
 -- seen as observed: its history is kept so, as one period from the oldest history to now.
@@ -29,3 +55,143 @@ COMMENT ON TABLE shardcast.sampling_periods IS
     'Periods during which the worker sampled continuously; hours outside them are unknown, not idle.';
 INSERT INTO shardcast.sampling_periods (started_at, ended_at)
 SELECT least(min(first_seen), now()), now() FROM shardcast.shards HAVING count(*) > 0;
+
+-- The worker is a launcher connected to no database that keeps a sampler running (restarted
+-- after termination, waiting quietly while its database is missing or it is paused);
+-- worker_status says where the worker runs, and why it does not.
+CREATE FUNCTION shardcast."preloaded"() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'preloaded_wrapper';
+-- Dropped and created, not replaced: state takes the collation of pg_stat_activity.datname now.
+DROP VIEW shardcast.worker_status;
+CREATE VIEW shardcast.worker_status AS
+SELECT a.pid,
+       coalesce(a.datname, pg_catalog.current_setting('shardcast.database', true)::name) AS database,
+       CASE
+           WHEN a.pid IS NOT NULL AND a.datname <> pg_catalog.current_database()
+               THEN 'running in database "' || a.datname || '"'
+           WHEN a.pid IS NOT NULL AND a.pid = w.pid THEN w.state
+           WHEN a.pid IS NOT NULL THEN 'starting'
+           WHEN NOT shardcast.preloaded()
+               THEN 'not running: shardcast is not in shared_preload_libraries'
+           WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity l
+                            WHERE l.backend_type = 'shardcast launcher') THEN 'not running'
+           WHEN NOT pg_catalog.current_setting('shardcast.enabled')::boolean
+               THEN 'paused (shardcast.enabled = off)'
+           WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d
+                            WHERE d.datname = pg_catalog.current_setting('shardcast.database'))
+               THEN 'waiting for database "' || pg_catalog.current_setting('shardcast.database') || '"'
+           ELSE 'restarting'
+       END AS state,
+       w.started_at,
+       w.last_sample_at,
+       w.last_cycle_ms,
+       w.shards_tracked,
+       w.samples_written,
+       w.resets_detected,
+       w.last_error,
+       w.last_error_at,
+       w.last_refresh_at,
+       w.last_refresh_ms,
+       w.shards_scored
+FROM shardcast.worker_state w
+LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM pg_catalog.pg_stat_activity a
+                   WHERE a.backend_type = 'shardcast' ORDER BY a.backend_start LIMIT 1) a ON true;
+COMMENT ON VIEW shardcast.worker_status IS
+    'The background worker: where it runs, what it is doing, when it last sampled, its last error.';
+GRANT SELECT ON shardcast.worker_status TO PUBLIC;
+
+-- Read-only views never open a shard's relation: priority_scores draws its sparklines with
+-- _sparkline(oid) and leaves out shards whose table is gone; sparkline() takes its regclass as an
+-- OID (an OID that names nothing is 42P01, not XX000).
+CREATE FUNCTION shardcast."_sparkline"(
+	"relid" oid,
+	"span" interval DEFAULT '24 hours'
+) RETURNS TEXT
+STABLE SECURITY DEFINER PARALLEL SAFE COST 1000
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sparkline_of_oid_wrapper';
+ALTER FUNCTION shardcast.sparkline(regclass, interval) CALLED ON NULL INPUT;
+COMMENT ON FUNCTION shardcast.sparkline(regclass, interval) IS
+    'A one-line chart of a shard''s hourly load over span (1 hour to 28 days), then its forecast per hour.';
+COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
+    'Enqueues one shard for a node (NULL: node assignment chooses); returns the task id, the open one if there is one.';
+COMMENT ON FUNCTION shardcast.set_shard_class(regclass, text) IS
+    'Sets the class of a table, leaf partition or partitioned table (its partitions inherit it).';
+CREATE OR REPLACE VIEW shardcast.priority_scores AS
+SELECT s.relid::regclass AS shard,
+       sc.class,
+       sc.weight,
+       sc.predicted_load,
+       f.lower AS predicted_load_lower,
+       f.upper AS predicted_load_upper,
+       f.model,
+       sc.lift,
+       CASE WHEN src.retired_at IS NULL THEN src.relid::regclass END AS lift_source,
+       sc.score,
+       sc.priority_weight,
+       sc.tier,
+       sc.rank,
+       s.size_bytes,
+       sc.computed_at,
+       shardcast._sparkline(s.relid) AS sparkline
+FROM shardcast.scores sc
+JOIN shardcast.shards s ON s.shard_id = sc.shard_id AND s.retired_at IS NULL
+JOIN pg_catalog.pg_class c ON c.oid = s.relid AND c.relname = s.table_name
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schema_name
+LEFT JOIN shardcast.forecast_state f ON f.shard_id = sc.shard_id
+LEFT JOIN shardcast.shards src ON src.shard_id = sc.lift_source;
+
+-- One shard, one node, one open task. 0.1.0 could queue a shard twice for one node (once for
+-- any node, once for that node): one is kept (one in flight, else the one given that node, else
+-- the oldest), the others are cancelled.
+WITH ranked AS (
+    SELECT task_id,
+           first_value(task_id) OVER w AS kept,
+           row_number() OVER w AS n
+    FROM shardcast.replication_tasks
+    WHERE state IN ('queued', 'claimed') AND node IS NOT NULL
+    WINDOW w AS (PARTITION BY shard_id, node
+                 ORDER BY state = 'claimed' DESC, destination IS NOT NULL DESC, task_id)
+)
+UPDATE shardcast.replication_tasks t
+SET state = 'cancelled', finished_at = now(), claimed_by = NULL, lease_expires_at = NULL,
+    detail = 'a duplicate of task ' || r.kept || ' for the same node'
+FROM ranked r
+WHERE t.task_id = r.task_id AND r.n > 1;
+CREATE UNIQUE INDEX replication_tasks_open_node ON shardcast.replication_tasks (shard_id, node)
+    WHERE state IN ('queued', 'claimed');
+
+-- An imported zero is knowledge: day rows say which hours held history. 0.1.0's day rows came
+-- from the worker's sampling or imports alike: every hour of them counts as present.
+ALTER TABLE shardcast.daily_access ADD COLUMN hours_present integer NOT NULL DEFAULT 16777215;
+ALTER TABLE shardcast.daily_access ALTER COLUMN hours_present DROP DEFAULT;
+COMMENT ON COLUMN shardcast.daily_access.hours_present IS
+    'Bit h set when hour h (UTC) held any history, zeros included.';
+
+-- pg_dump keeps edited builtin classes too (0.1.0 dumped only the user's, so a restore brought
+-- the default weights back), and a restore updates the builtin rows it finds instead of
+-- failing on their primary key.
+SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_classes',
+    'WHERE NOT builtin OR NOT EXISTS (SELECT FROM (VALUES '
+    || '(''critical'', 10::float8, ''read by user-facing paths; replicate first''), '
+    || '(''normal'', 1::float8, ''the default class''), '
+    || '(''log'', 0.1::float8, ''append-mostly history, rarely read'')) AS d(c, w, t) '
+    || 'WHERE (d.c, d.w, d.t) IS NOT DISTINCT FROM (class, weight, description))');
+CREATE FUNCTION shardcast._restore_builtin_class() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE shardcast.shard_classes
+    SET weight = NEW.weight, description = NEW.description
+    WHERE class = NEW.class AND builtin;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER restore_builtin BEFORE INSERT ON shardcast.shard_classes
+    FOR EACH ROW WHEN (NEW.builtin) EXECUTE FUNCTION shardcast._restore_builtin_class();

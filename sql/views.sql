@@ -87,10 +87,28 @@ WHERE s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.shard_activity IS
     'One row per live shard: size, recent rates (last 15 minutes), last hour and last day totals.';
 
+-- The worker's record in this database (worker_state, written by the sampler), and where its
+-- processes are: pg_stat_activity shows them to every database, so a database the worker does
+-- not sample says where it is, and a missing worker says why.
 CREATE VIEW shardcast.worker_status AS
-SELECT w.pid,
-       w.database,
-       CASE WHEN a.pid IS NULL THEN 'not running' ELSE w.state END AS state,
+SELECT a.pid,
+       coalesce(a.datname, pg_catalog.current_setting('shardcast.database', true)::name) AS database,
+       CASE
+           WHEN a.pid IS NOT NULL AND a.datname <> pg_catalog.current_database()
+               THEN 'running in database "' || a.datname || '"'
+           WHEN a.pid IS NOT NULL AND a.pid = w.pid THEN w.state
+           WHEN a.pid IS NOT NULL THEN 'starting'
+           WHEN NOT shardcast.preloaded()
+               THEN 'not running: shardcast is not in shared_preload_libraries'
+           WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity l
+                            WHERE l.backend_type = 'shardcast launcher') THEN 'not running'
+           WHEN NOT pg_catalog.current_setting('shardcast.enabled')::boolean
+               THEN 'paused (shardcast.enabled = off)'
+           WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d
+                            WHERE d.datname = pg_catalog.current_setting('shardcast.database'))
+               THEN 'waiting for database "' || pg_catalog.current_setting('shardcast.database') || '"'
+           ELSE 'restarting'
+       END AS state,
        w.started_at,
        w.last_sample_at,
        w.last_cycle_ms,
@@ -103,9 +121,26 @@ SELECT w.pid,
        w.last_refresh_ms,
        w.shards_scored
 FROM shardcast.worker_state w
-LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid AND a.backend_type = 'shardcast';
+LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM pg_catalog.pg_stat_activity a
+                   WHERE a.backend_type = 'shardcast' ORDER BY a.backend_start LIMIT 1) a ON true;
 COMMENT ON VIEW shardcast.worker_status IS
-    'The background worker: what it is doing, when it last sampled, its last error.';
+    'The background worker: where it runs, what it is doing, when it last sampled, its last error.';
+
+-- Setup mistakes are not silent: CREATE EXTENSION says when the worker cannot run, or samples
+-- another database (WARNING: extension scripts run with client_min_messages = warning).
+DO $$
+BEGIN
+    IF NOT shardcast.preloaded() THEN
+        RAISE WARNING 'shardcast is not in shared_preload_libraries: its worker does not run, so nothing is sampled'
+            USING HINT = 'Add shardcast to shared_preload_libraries in postgresql.conf and restart the server.';
+    ELSIF pg_catalog.current_setting('shardcast.database') <> pg_catalog.current_database() THEN
+        RAISE WARNING 'the shardcast worker samples database "%" (shardcast.database), not "%"',
+                pg_catalog.current_setting('shardcast.database'), pg_catalog.current_database()
+            USING HINT = pg_catalog.format('Create the extension in database "%s", or set shardcast.database = ''%s'' in postgresql.conf and restart the server.',
+                pg_catalog.current_setting('shardcast.database'), pg_catalog.current_database());
+    END IF;
+END
+$$;
 
 -- Each live shard's class and weight: its own class, else the nearest partitioned ancestor's,
 -- else 'normal'. class_source says which table the class was set on.
@@ -151,6 +186,9 @@ COMMENT ON FUNCTION shardcast.record_access(regclass, timestamptz, double precis
 -- score = predicted load over the horizon x class weight, lifted along foreign keys
 -- (lift, lift_source), held by hysteresis; priority_weight maps it to 0-1000
 -- (round(1000 * ln(1 + score) / ln(1 + max score))); tier 1 is the hottest; rank 1 is first.
+-- The view never opens a relation (_sparkline takes an OID), so that it neither fails when a
+-- shard was just dropped nor waits behind DDL that locks one; a shard whose relation is gone or
+-- no longer its own (dropped, renamed) is left out until the next sample retires it.
 CREATE VIEW shardcast.priority_scores AS
 SELECT s.relid::regclass AS shard,
        sc.class,
@@ -160,16 +198,18 @@ SELECT s.relid::regclass AS shard,
        f.upper AS predicted_load_upper,
        f.model,
        sc.lift,
-       src.relid::regclass AS lift_source,
+       CASE WHEN src.retired_at IS NULL THEN src.relid::regclass END AS lift_source,
        sc.score,
        sc.priority_weight,
        sc.tier,
        sc.rank,
        s.size_bytes,
        sc.computed_at,
-       shardcast.sparkline(s.relid::regclass) AS sparkline
+       shardcast._sparkline(s.relid) AS sparkline
 FROM shardcast.scores sc
 JOIN shardcast.shards s ON s.shard_id = sc.shard_id AND s.retired_at IS NULL
+JOIN pg_catalog.pg_class c ON c.oid = s.relid AND c.relname = s.table_name
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schema_name
 LEFT JOIN shardcast.forecast_state f ON f.shard_id = sc.shard_id
 LEFT JOIN shardcast.shards src ON src.shard_id = sc.lift_source;
 COMMENT ON VIEW shardcast.priority_scores IS

@@ -2,7 +2,8 @@
 //! where due (core::forecast::select), forecast, score (core::score), and publish to
 //! `shardcast.forecast_state` and `shardcast.scores`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
 use shardcast_core::access::FINE_BUCKET_SECS;
@@ -112,108 +113,202 @@ fn change_reason(shard: &ShardHistory, selection: &Selection, fresh: bool) -> St
     "new data".into()
 }
 
-/// Refreshes forecasts and scores of every live shard. Returns how many were scored.
-pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
-    let settings = Settings {
-        horizon: gucs::horizon_hours(),
-        level: gucs::interval_level(),
-        ..Settings::default()
-    };
-    let started = std::time::Instant::now();
-    let minutes = gucs::horizon_minutes();
-    let (mut shards, next_hour) =
-        load_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
-    let loaded = started.elapsed();
-    let profiles = Profiles::fit(shards.iter().map(|s| (s.history.y.as_slice(), next_hour)));
+/// A refresh of every live shard's forecast and score, in three parts so that the worker can
+/// spread a long one over its cycles and sample on time in between: [`Refresh::start`] reads
+/// the history (in a transaction), [`Refresh::step`] forecasts shards, model selection
+/// included, until a deadline (computation only: no transaction, no lock held), and
+/// [`Refresh::finish`] scores and publishes (in a transaction). `refresh_forecasts()` does all
+/// three at once.
+pub struct Refresh {
+    settings: Settings,
+    minutes: usize,
+    next_hour: usize,
+    shards: Vec<ShardHistory>,
+    profiles: Profiles,
+    /// The stale shards whose models are selected again in this refresh.
+    reselect: HashSet<usize>,
+    /// One per shard forecast so far, in the order of `shards`.
+    made: Vec<Made>,
+    report: RefreshReport,
+    started: Instant,
+    loaded: Duration,
+}
 
-    // Model selection is costly: redo it for shards never selected or young, and for the
-    // stalest of the rest, so that every shard is reselected about once per refit interval.
-    let refit = gucs::refit_interval().as_secs_f64();
-    let budget =
-        ((shards.len() as f64) * gucs::refresh_interval().as_secs_f64() / refit).ceil() as usize;
-    let mut stale: Vec<(f64, usize)> = shards
-        .iter()
-        .enumerate()
-        .filter_map(
-            |(i, s)| match (&s.previous.selection, s.previous.selected_at_age_secs) {
-                (Some(_), Some(age)) if s.history.len() >= DAY && age >= refit => Some((age, i)),
-                _ => None,
-            },
-        )
-        .collect();
-    stale.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let reselect: std::collections::HashSet<usize> = stale
-        .into_iter()
-        .take(budget.max(1))
-        .map(|(_, i)| i)
-        .collect();
-
-    let mut report = RefreshReport::default();
-    let mut made = Vec::with_capacity(shards.len());
-    for (i, shard) in shards.iter_mut().enumerate() {
-        // Selection takes milliseconds per shard: a refresh of many shards must stay cancellable.
-        pg_sys::check_for_interrupts!();
-        let (selection, fresh) = match &shard.previous.selection {
-            Some(previous) if shard.history.len() >= DAY && !reselect.contains(&i) => {
-                (previous.clone(), false)
-            }
-            _ => (forecast::select(&shard.history, &settings), true),
+impl Refresh {
+    /// Reads every live shard's history and decides which models are selected again.
+    pub fn start() -> Result<Refresh, pgrx::spi::Error> {
+        let settings = Settings {
+            horizon: gucs::horizon_hours(),
+            level: gucs::interval_level(),
+            ..Settings::default()
         };
-        if fresh {
-            report.selected += 1;
-        }
-        let f =
-            forecast::forecast_with(&shard.history, &selection, &settings, &profiles, next_hour)
-                .truncated(minutes as f64 / 60.0);
-        let reason = change_reason(shard, &selection, fresh);
-        made.push(Made {
-            shard_id: shard.shard_id,
-            forecast: f,
-            selection,
-            fresh,
-            observed_hours: shard.observed_hours,
-            imported_hours: shard.imported_hours,
-            reason,
-        });
+        let started = Instant::now();
+        let minutes = gucs::horizon_minutes();
+        let (shards, next_hour) =
+            load_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
+        let loaded = started.elapsed();
+        let profiles = Profiles::fit(shards.iter().map(|s| (s.history.y.as_slice(), next_hour)));
+
+        // Model selection is costly: redo it for shards never selected or young, and for the
+        // stalest of the rest, so that every shard is reselected about once per refit interval.
+        let refit = gucs::refit_interval().as_secs_f64();
+        let budget = ((shards.len() as f64) * gucs::refresh_interval().as_secs_f64() / refit).ceil()
+            as usize;
+        let mut stale: Vec<(f64, usize)> = shards
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(i, s)| match (&s.previous.selection, s.previous.selected_at_age_secs) {
+                    (Some(_), Some(age)) if s.history.len() >= DAY && age >= refit => {
+                        Some((age, i))
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        stale.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let reselect = stale
+            .into_iter()
+            .take(budget.max(1))
+            .map(|(_, i)| i)
+            .collect();
+        Ok(Refresh {
+            settings,
+            minutes,
+            next_hour,
+            made: Vec::with_capacity(shards.len()),
+            shards,
+            profiles,
+            reselect,
+            report: RefreshReport::default(),
+            started,
+            loaded,
+        })
     }
 
-    let forecasted = started.elapsed();
-    let inputs: Vec<ScoreInput> = shards
-        .iter()
-        .zip(&made)
-        .map(|(s, m)| ScoreInput {
-            shard_id: s.shard_id,
-            predicted_load: m.forecast.point,
-            class_weight: s.weight,
-            published: s.published_score,
-        })
-        .collect();
-    let scores = score::score_all(
-        &inputs,
-        &foreign_keys()?,
-        &ScoreSettings {
-            inheritance_factor: gucs::inheritance_factor(),
-            hysteresis: gucs::score_hysteresis(),
-            tiers: gucs::tiers(),
-        },
-    );
-    write_forecasts(&made, minutes)?;
-    let classes: HashMap<i32, (&str, f64, f64)> = shards
-        .iter()
-        .zip(&made)
-        .map(|(s, m)| (s.shard_id, (s.class.as_str(), s.weight, m.forecast.point)))
-        .collect();
-    write_scores(&scores, &classes)?;
-    report.scored = scores.len();
-    debug1!(
-        "shardcast: refreshed {} shards ({} models selected): history {:?}, forecasts {:?}, scores and writes {:?}",
-        report.scored,
-        report.selected,
-        loaded,
-        forecasted - loaded,
-        started.elapsed() - forecasted
-    );
-    Ok(report)
+    /// Forecasts the next shards until all are done (returns true) or `deadline` passes
+    /// (returns false; at least one shard is done per step, so a refresh always progresses).
+    pub fn step(&mut self, deadline: Option<Instant>) -> bool {
+        let first = self.made.len();
+        while self.made.len() < self.shards.len() {
+            if self.made.len() > first && deadline.is_some_and(|at| Instant::now() >= at) {
+                return false;
+            }
+            // Selection takes milliseconds per shard: a refresh of many shards must stay
+            // interruptible (cancel and statement timeout; SIGTERM in the worker).
+            crate::worker::check_for_interrupts();
+            let i = self.made.len();
+            let shard = &self.shards[i];
+            let (selection, fresh) = match &shard.previous.selection {
+                // A cold-start selection is not kept once the shard has a day of history.
+                Some(previous)
+                    if shard.history.len() >= DAY
+                        && !self.reselect.contains(&i)
+                        && !previous.members.iter().any(|(m, _)| m.is_cold_start()) =>
+                {
+                    (previous.clone(), false)
+                }
+                _ => (forecast::select(&shard.history, &self.settings), true),
+            };
+            if fresh {
+                self.report.selected += 1;
+            }
+            let f = forecast::forecast_with(
+                &shard.history,
+                &selection,
+                &self.settings,
+                &self.profiles,
+                self.next_hour,
+            )
+            .truncated(self.minutes as f64 / 60.0);
+            let reason = change_reason(shard, &selection, fresh);
+            self.made.push(Made {
+                shard_id: shard.shard_id,
+                forecast: f,
+                selection,
+                fresh,
+                observed_hours: shard.observed_hours,
+                imported_hours: shard.imported_hours,
+                reason,
+            });
+        }
+        true
+    }
+
+    /// Shards forecast so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.made.len(), self.shards.len())
+    }
+
+    /// Scores every shard (forecasting what is left first) and publishes forecasts and scores.
+    /// Shards retired since [`Refresh::start`] are left out.
+    pub fn finish(mut self) -> Result<RefreshReport, pgrx::spi::Error> {
+        self.step(None);
+        // One publisher at a time: the worker and a refresh_forecasts() call both replace the
+        // published scores.
+        Spi::run(
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.publish'))",
+        )?;
+        let forecasted = self.started.elapsed();
+        let live: HashSet<i32> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT shard_id FROM shardcast.shards WHERE retired_at IS NULL",
+                    None,
+                    &[],
+                )?
+                .map(|row| row.get::<i32>(1).map(|id| id.unwrap_or_default()))
+                .collect::<Result<HashSet<_>, _>>()
+        })?;
+        let (shards, made): (Vec<ShardHistory>, Vec<Made>) = self
+            .shards
+            .into_iter()
+            .zip(self.made)
+            .filter(|(s, _)| live.contains(&s.shard_id))
+            .unzip();
+        let inputs: Vec<ScoreInput> = shards
+            .iter()
+            .zip(&made)
+            .map(|(s, m)| ScoreInput {
+                shard_id: s.shard_id,
+                predicted_load: m.forecast.point,
+                class_weight: s.weight,
+                published: s.published_score,
+            })
+            .collect();
+        let scores = score::score_all(
+            &inputs,
+            &foreign_keys()?,
+            &ScoreSettings {
+                inheritance_factor: gucs::inheritance_factor(),
+                hysteresis: gucs::score_hysteresis(),
+                tiers: gucs::tiers(),
+            },
+        );
+        write_forecasts(&made, self.minutes)?;
+        let classes: HashMap<i32, (&str, f64, f64)> = shards
+            .iter()
+            .zip(&made)
+            .map(|(s, m)| (s.shard_id, (s.class.as_str(), s.weight, m.forecast.point)))
+            .collect();
+        write_scores(&scores, &classes)?;
+        let mut report = self.report;
+        report.scored = scores.len();
+        debug1!(
+            "shardcast: refreshed {} shards ({} models selected): history {:?}, forecasts {:?}, scores and writes {:?}",
+            report.scored,
+            report.selected,
+            self.loaded,
+            forecasted - self.loaded,
+            self.started.elapsed() - forecasted
+        );
+        Ok(report)
+    }
+}
+
+/// Refreshes forecasts and scores of every live shard at once. Returns how many were scored.
+pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
+    Refresh::start()?.finish()
 }
 
 /// Every live shard's hourly load over the last [`HISTORY_HOURS`], in hours that end now (see
@@ -253,7 +348,7 @@ fn load_histories(
         let rows = client.select(
             "SELECT s.shard_id, extract(epoch FROM s.first_seen)::float8,
                     f.selected_members, f.selected_weights, f.error_low, f.error_high,
-                    f.error_offset, f.backtest_mase,
+                    f.error_offset, f.selected_mase,
                     extract(epoch FROM now() - f.selected_at)::float8,
                     f.imported_hours, f.shard_id IS NOT NULL,
                     sc.score, c.class, c.weight
@@ -306,7 +401,7 @@ fn load_histories(
         let days = client.select(
             &format!(
                 "SELECT d.shard_id, extract(epoch FROM d.day::timestamp)::float8,
-                        d.{first}, {second}::real[], d.tuples_written
+                        d.{first}, {second}::real[], d.tuples_written, d.hours_present
                  FROM shardcast.daily_access d
                  JOIN shardcast.shards s ON s.shard_id = d.shard_id AND s.retired_at IS NULL
                  WHERE d.day >= (to_timestamp($1) AT TIME ZONE 'UTC')::date"
@@ -334,7 +429,8 @@ fn load_histories(
                 }
             };
             let (first, second, written) = (slots(&first), slots(&second), slots(&written));
-            for h in 0..DAY {
+            let present = row.get::<i32>(6)?.unwrap_or(0);
+            for h in (0..DAY).filter(|h| present & (1 << h) != 0) {
                 let at = |v: &Vec<f32>| v.get(h).copied().unwrap_or(0.0) as f64;
                 let from = day_start + h as f64 * 3600.0;
                 series[i].add(
@@ -378,20 +474,31 @@ fn load_histories(
 }
 
 /// (referencing, referenced) shard pairs from foreign keys, leaf partitions included on both
-/// sides, so that a hot table lifts the tables its joins need.
+/// sides, so that a hot table lifts the tables its joins need. Partitions are read from
+/// pg_inherits, which takes no lock: pg_partition_tree() locks every partition, and waited behind
+/// any DDL lock on one of them.
 fn foreign_keys() -> Result<Vec<(i32, i32)>, pgrx::spi::Error> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT DISTINCT f.shard_id, t.shard_id
-                 FROM pg_catalog.pg_constraint c
-                 CROSS JOIN LATERAL (SELECT c.conrelid AS relid UNION
-                                     SELECT relid FROM pg_catalog.pg_partition_tree(c.conrelid) WHERE isleaf) fp
-                 CROSS JOIN LATERAL (SELECT c.confrelid AS relid UNION
-                                     SELECT relid FROM pg_catalog.pg_partition_tree(c.confrelid) WHERE isleaf) tp
+                "WITH RECURSIVE fk AS (
+                     SELECT c.conrelid, c.confrelid FROM pg_catalog.pg_constraint c
+                     WHERE c.contype = 'f' AND c.conparentid = 0
+                 ), tree AS (
+                     SELECT e.relid AS root, e.relid
+                     FROM (SELECT conrelid AS relid FROM fk UNION SELECT confrelid FROM fk) e
+                     UNION
+                     SELECT t.root, i.inhrelid
+                     FROM tree t
+                     JOIN pg_catalog.pg_inherits i ON i.inhparent = t.relid
+                     JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid AND p.relispartition
+                 )
+                 SELECT DISTINCT f.shard_id, t.shard_id
+                 FROM fk
+                 JOIN tree fp ON fp.root = fk.conrelid
+                 JOIN tree tp ON tp.root = fk.confrelid
                  JOIN shardcast.shards f ON f.relid = fp.relid AND f.retired_at IS NULL
-                 JOIN shardcast.shards t ON t.relid = tp.relid AND t.retired_at IS NULL
-                 WHERE c.contype = 'f' AND c.conparentid = 0",
+                 JOIN shardcast.shards t ON t.relid = tp.relid AND t.retired_at IS NULL",
                 None,
                 &[],
             )?
@@ -551,46 +658,10 @@ fn write_scores(
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn refresh_forecasts() -> SqlResult<i64> {
-    refresh().map(|r| r.scored as i64).map_err(spi_error)
-}
-
-/// A one-line chart of a shard's load over `span` (hourly), then `│` and its forecast per hour.
-#[pg_extern(stable, parallel_safe, cost = 1000, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn sparkline(
-    shard: pgrx::PgRelation,
-    span: default!(pgrx::datum::Interval, "'24 hours'"),
-) -> SqlResult<String> {
-    let hours = (span.as_micros() / 3_600_000_000).clamp(1, HISTORY_HOURS as i128) as i32;
-    let history: Vec<f64> = Spi::connect(|client| {
-        client
-            .select(
-                &format!(
-                    "SELECT coalesce(sum({}), 0)::float8
-                 FROM generate_series(date_trunc('hour', now()) - make_interval(hours => $2),
-                                      date_trunc('hour', now()), interval '1 hour') AS g(hour)
-                 LEFT JOIN shardcast.access_history h
-                        ON h.shard = $1::regclass AND date_trunc('hour', h.bucket_start) = g.hour
-                 GROUP BY g.hour ORDER BY g.hour",
-                    load_expression(gucs::load_measure(), "h", "$3")
-                ),
-                None,
-                &[
-                    shard.oid().into(),
-                    hours.into(),
-                    gucs::write_weight().into(),
-                ],
-            )?
-            .map(|row| row.get::<f64>(1).map(|v| v.unwrap_or_default()))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .map_err(spi_error)?;
-    let forecast = Spi::get_one_with_args::<f64>(
-        "SELECT (SELECT f.point / greatest(extract(epoch FROM f.horizon) / 3600, 1)
-                 FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
-                 WHERE s.relid = $1 AND s.retired_at IS NULL)",
-        &[shard.oid().into()],
-    )
-    .map_err(spi_error)?;
-    Ok(shardcast_core::sparkline::sparkline(&history, forecast))
+    crate::worker::warn_about_setup();
+    let report = refresh().map_err(spi_error)?;
+    // Claims follow the stored dispatch order: it must follow the new scores, as after the
+    // worker's refreshes.
+    crate::replication::replan().map_err(spi_error)?;
+    Ok(report.scored as i64)
 }

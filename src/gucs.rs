@@ -56,19 +56,23 @@ static PLAN_BANDWIDTH: GucSetting<f64> = GucSetting::<f64>::new(100.0 * 1024.0 *
 static CLAIM_LEASE_SECS: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
 static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 
-/// Defines the settings. `shardcast.database` is fixed at server start, so it only exists when
-/// the library is preloaded (PostgreSQL refuses a postmaster-level setting defined later).
+/// Defines the settings. `shardcast.database` is fixed at server start; PostgreSQL refuses a
+/// postmaster-level setting defined after start, so when the library is loaded later (it is not
+/// in `shared_preload_libraries`, and no worker runs) the setting is defined at reload level,
+/// only so that `SHOW shardcast.database` and the setup warnings can read it.
 pub fn init(preloading: bool) {
-    if preloading {
-        GucRegistry::define_string_guc(
-            c"shardcast.database",
-            c"Database whose shards the shardcast worker samples.",
-            c"The background worker connects to this database at server start.",
-            &DATABASE,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
-    }
+    GucRegistry::define_string_guc(
+        c"shardcast.database",
+        c"Database whose shards the shardcast worker samples.",
+        c"The background worker connects to this database; a change applies at server restart.",
+        &DATABASE,
+        if preloading {
+            GucContext::Postmaster
+        } else {
+            GucContext::Sighup
+        },
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"shardcast.enabled",
         c"Whether the shardcast worker samples access statistics.",
@@ -213,6 +217,8 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    // Like the order: the express lane is part of the stored dispatch order that every claimer
+    // follows, so it is a server setting.
     GucRegistry::define_float_guc(
         c"shardcast.prefetch_quantile",
         c"Quantile of all shards' forecasts that a forecast's lower bound must exceed for pre-replication.",
@@ -220,7 +226,7 @@ pub fn init(preloading: bool) {
         &PREFETCH_QUANTILE,
         0.0,
         1.0,
-        GucContext::Userset,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use pgrx::prelude::*;
-use pgrx::{PgRelation, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 use shardcast_core::access::{self, Access, BucketSums, ExternalSample, SampleError};
 
 use crate::error::{self, spi_error, sql_error, SqlResult};
@@ -85,17 +85,20 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
              GROUP BY 1, 2, 3
          ), merged AS (
              INSERT INTO shardcast.daily_access AS d
-                    (shard_id, day, scans, tuples_read, tuples_written, blocks_hit, blocks_read)
+                    (shard_id, day, scans, tuples_read, tuples_written, blocks_hit, blocks_read,
+                     hours_present)
              SELECT shard_id, day,
                     shardcast._hour_slots(array_agg(hour), array_agg(scans)),
                     shardcast._hour_slots(array_agg(hour), array_agg(tuples_read)),
                     shardcast._hour_slots(array_agg(hour), array_agg(tuples_written)),
                     shardcast._hour_slots(array_agg(hour), array_agg(blocks_hit)),
-                    shardcast._hour_slots(array_agg(hour), array_agg(blocks_read))
+                    shardcast._hour_slots(array_agg(hour), array_agg(blocks_read)),
+                    bit_or(1 << hour)
              FROM hourly
              GROUP BY shard_id, day
              ORDER BY shard_id, day
              ON CONFLICT (shard_id, day) DO UPDATE SET
+                    hours_present = d.hours_present | excluded.hours_present,
                     scans = shardcast._add_slots(d.scans, excluded.scans),
                     tuples_read = shardcast._add_slots(d.tuples_read, excluded.tuples_read),
                     tuples_written = shardcast._add_slots(d.tuples_written, excluded.tuples_written),
@@ -179,12 +182,24 @@ fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
     )
 }
 
+/// The most samples one bulk `record_access` call takes; a larger import is split into calls.
+pub const MAX_SAMPLES_PER_CALL: usize = 1_000_000;
+
 /// Records externally observed accesses of one shard (from query logs, say). The timestamp may
-/// be in the past, for history import.
-#[pg_extern(name = "record_access", security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+/// be in the past, for history import. Declared by hand so that the shard is a regclass read as
+/// an OID: it is never opened, and an OID that names nothing is `42P01`.
+#[pg_extern(
+    name = "record_access",
+    sql = "
+CREATE FUNCTION shardcast.record_access(
+    shard regclass, sampled_at timestamptz, reads double precision, writes double precision DEFAULT 0
+) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'record_access_wrapper';
+"
+)]
 fn record_access(
-    shard: Option<PgRelation>,
+    shard: Option<pg_sys::Oid>,
     sampled_at: Option<TimestampWithTimeZone>,
     reads: Option<f64>,
     writes: default!(Option<f64>, 0),
@@ -199,7 +214,7 @@ fn record_access(
         writes,
     };
     check_sample(&sample, now_micros(), None)?;
-    let shard_id = registry::shard_id_for(shard.oid())?;
+    let shard_id = registry::shard_id_for(registry::existing_relation(shard)?)?;
     let mut sums = BucketSums::default();
     sums.add(shard_id, sample.at, &sample.access());
     add_to_buckets(&sums.into_sorted()).map_err(spi_error)?;
@@ -238,10 +253,18 @@ fn record_access_bulk(
             "Pass one shard, one timestamp, one read count (and one write count) per sample.",
         ));
     }
+    if n > MAX_SAMPLES_PER_CALL {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("at most {MAX_SAMPLES_PER_CALL} samples per call, not {n}"),
+            "Split the import into calls of at most 1,000,000 samples each.",
+        ));
+    }
     let now = now_micros();
     let mut shard_ids = registry::ShardIdCache::default();
     let mut sums = BucketSums::default();
     for i in 0..n {
+        pg_sys::check_for_interrupts!();
         let element = |name: &str| null_argument(&format!("{name}[{}]", i + 1));
         let relid = shards[i].ok_or_else(|| element("shards"))?;
         let at = sampled_at[i].ok_or_else(|| element("sampled_at"))?;

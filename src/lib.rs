@@ -17,6 +17,7 @@ mod history;
 mod registry;
 mod replication;
 mod sampler;
+mod sparkline;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -28,9 +29,7 @@ extension_sql_file!("../sql/views.sql", name = "views", finalize);
 pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     gucs::init(preloading);
-    if preloading {
-        worker::register();
-    }
+    worker::init(preloading);
 }
 
 // `#[pg_schema]` needs an inline module; the tests themselves live in their own file.

@@ -10,8 +10,9 @@ use pgrx::PgSqlErrorCode;
 use crate::error::{spi_error, sql_error, SqlResult};
 
 /// Brings the registry in line with the catalog: shards whose relation went away (dropped,
-/// renamed, moved to an excluded schema) are retired, new relations are registered, and
-/// partitions follow ATTACH/DETACH. Returns (registered, retired).
+/// renamed, moved to an excluded schema) are retired, relations that come back as they were
+/// revive their shard, new relations are registered, and partitions follow ATTACH/DETACH.
+/// Returns (registered, retired).
 pub fn sync() -> Result<(i64, i64), pgrx::spi::Error> {
     let retired = Spi::get_one::<i64>(
         "WITH gone AS (
@@ -25,6 +26,19 @@ pub fn sync() -> Result<(i64, i64), pgrx::spi::Error> {
          SELECT count(*) FROM gone",
     )?
     .unwrap_or(0);
+    // A relation that comes back as it was (renamed and renamed back, or excluded for a while)
+    // is the shard it was: its history continues instead of starting over.
+    Spi::run(
+        "UPDATE shardcast.shards s SET retired_at = NULL
+         FROM shardcast.shard_candidates c
+         WHERE s.relid = c.relid AND s.schema_name = c.schema_name AND s.table_name = c.table_name
+           AND s.retired_at IS NOT NULL
+           AND s.shard_id = (SELECT max(r.shard_id) FROM shardcast.shards r
+                             WHERE r.relid = c.relid AND r.schema_name = c.schema_name
+                               AND r.table_name = c.table_name)
+           AND NOT EXISTS (SELECT 1 FROM shardcast.shards l
+                           WHERE l.relid = c.relid AND l.retired_at IS NULL)",
+    )?;
     let registered = Spi::get_one::<i64>(
         "WITH added AS (
              INSERT INTO shardcast.shards (relid, schema_name, table_name, parent_relid)
@@ -70,6 +84,30 @@ pub fn shard_id_for(relid: pg_sys::Oid) -> SqlResult<i32> {
     }
 }
 
+/// `relid` if a relation has it, else an `undefined_table` error: for functions that take a
+/// regclass as an OID, so that they never open (and lock) the relation, and a regclass made from
+/// an OID that names nothing (`99999::oid::regclass`) is a clean error, not an internal one.
+pub fn existing_relation(relid: pg_sys::Oid) -> SqlResult<pg_sys::Oid> {
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1)",
+        &[relid.into()],
+    )
+    .map_err(spi_error)?;
+    if exists == Some(true) {
+        Ok(relid)
+    } else {
+        Err(no_such_relation(relid))
+    }
+}
+
+fn no_such_relation(relid: pg_sys::Oid) -> pgrx::pg_sys::panic::ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+        format!("relation with OID {} does not exist", relid.to_u32()),
+        "It may have been dropped; name the table instead, e.g. 'public.orders'.",
+    )
+}
+
 /// Explains why a relation is not a shard.
 fn not_a_shard(relid: pg_sys::Oid) -> SqlResult<pgrx::pg_sys::panic::ErrorReport> {
     let (name, kind) = Spi::get_two_with_args::<String, String>(
@@ -78,7 +116,9 @@ fn not_a_shard(relid: pg_sys::Oid) -> SqlResult<pgrx::pg_sys::panic::ErrorReport
         &[relid.into()],
     )
     .map_err(spi_error)?;
-    let name = name.unwrap_or_else(|| relid.to_u32().to_string());
+    let Some(name) = name else {
+        return Ok(no_such_relation(relid));
+    };
     Ok(match kind.as_deref() {
         Some("p") => sql_error(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,

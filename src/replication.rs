@@ -6,7 +6,7 @@
 #![allow(clippy::type_complexity)]
 
 use pgrx::prelude::*;
-use pgrx::{PgRelation, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 use shardcast_core::schedule::{self, Node, Order, Task};
 
 use pgrx::pg_sys::panic::ErrorReport;
@@ -42,6 +42,20 @@ fn run_kept<R>(
         })
     })
 }
+
+/// The most worker slots `allocation_plan()` plans over: `shardcast.plan_workers`'s range.
+pub const MAX_PLAN_WORKERS: i32 = 1024;
+/// The largest bandwidth (bytes per second) a plan or a node may have: `shardcast.plan_bandwidth`'s
+/// range, 1 PB/s.
+pub const MAX_BANDWIDTH: f64 = 1e15;
+/// The longest node name, in bytes: an identifier's (NAMEDATALEN - 1).
+pub const MAX_NODE_NAME_BYTES: usize = 63;
+/// The most tasks a node may copy at once.
+pub const MAX_NODE_CONCURRENCY: i32 = 1024;
+/// How much of a completion's detail its notification carries, in characters; the full detail
+/// stays in `replication_tasks` and `completion_log`. With node names and shard names bounded,
+/// this keeps every payload far below NOTIFY's 8000 bytes, whatever the characters.
+pub const NOTIFY_DETAIL_CHARS: i32 = 500;
 
 fn null_argument(name: &str) -> ErrorReport {
     error::null_argument(name, "Pass a value for every required argument.")
@@ -90,15 +104,28 @@ fn add_node(
             "Name the destination, e.g. 'replica-1'.",
         ));
     }
-    if !(capacity.is_finite() && capacity > 0.0) {
+    if name.len() > MAX_NODE_NAME_BYTES {
         return Err(invalid(
-            format!("capacity must be a positive number of bytes per second, not {capacity}"),
+            format!(
+                "a node name must be at most {MAX_NODE_NAME_BYTES} bytes, not {}",
+                name.len()
+            ),
+            "Node names are bounded like identifiers; choose a shorter one, e.g. 'replica-1'.",
+        ));
+    }
+    if !(capacity.is_finite() && capacity > 0.0 && capacity <= MAX_BANDWIDTH) {
+        return Err(invalid(
+            format!(
+                "capacity must be a positive number of bytes per second up to 1e15, not {capacity}"
+            ),
             "Give the destination's copy throughput, e.g. 100e6 for 100 MB/s.",
         ));
     }
-    if max_concurrent < 1 {
+    if !(1..=MAX_NODE_CONCURRENCY).contains(&max_concurrent) {
         return Err(invalid(
-            format!("max_concurrent must be at least 1, not {max_concurrent}"),
+            format!(
+                "max_concurrent must be between 1 and {MAX_NODE_CONCURRENCY}, not {max_concurrent}"
+            ),
             "It is how many tasks may copy to the node at once.",
         ));
     }
@@ -144,12 +171,18 @@ fn report_node_load(node: Option<&str>, load: Option<f64>) -> SqlResult<()> {
     .map_err(spi_error)
 }
 
-/// Enqueues the given live shards for `destination` (NULL: node assignment chooses); an open
-/// task for the same shard and destination is kept, not duplicated. Returns the tasks' ids.
+/// Enqueues the given live shards for `destination` (NULL: node assignment chooses). One shard,
+/// one node, one open task: an open task that already takes the shard there is kept, whether
+/// its node was given or assigned; a queued task of the shard that node assignment was to place
+/// goes to `destination` instead of a second task; without a destination, any open task of the
+/// shard will do. Returns the tasks' ids.
 fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec<i64>> {
     if let Some(node) = destination {
         check_node(node)?;
     }
+    // Enqueues and replans run one at a time (the replan's lock), so that two enqueues of one
+    // shard, for a node and for any node, see each other's task instead of adding two.
+    lock_queue().map_err(spi_error)?;
     let ids: Vec<i64> = Spi::connect_mut(|client| {
         client
             .update(
@@ -158,23 +191,40 @@ fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec
                             coalesce(s.size_bytes, pg_catalog.pg_total_relation_size(s.relid), 0) AS size_bytes
                      FROM shardcast.shards s
                      WHERE s.shard_id = ANY($1) AND s.retired_at IS NULL
+                 ), open AS (
+                     -- The task that already does it: for a node, one given that node, else the
+                     -- shard's task without a destination if it is still queued (it is placed
+                     -- there now) or copies to that node; for any node, any.
+                     SELECT DISTINCT ON (t.shard_id) t.shard_id, t.task_id,
+                            $2::text IS NOT NULL AND t.destination IS NULL AND t.state = 'queued' AS to_place
+                     FROM shardcast.replication_tasks t
+                     JOIN wanted w USING (shard_id)
+                     WHERE t.state IN ('queued', 'claimed')
+                       AND ($2::text IS NULL OR t.destination = $2
+                            OR (t.destination IS NULL AND (t.state = 'queued' OR t.node = $2)))
+                     ORDER BY t.shard_id, t.destination IS NOT DISTINCT FROM $2 DESC, t.task_id
+                 ), placed AS (
+                     UPDATE shardcast.replication_tasks t SET destination = $2, node = $2
+                     FROM open o WHERE t.task_id = o.task_id AND o.to_place
                  ), added AS (
                      INSERT INTO shardcast.replication_tasks (shard_id, destination, node, size_bytes)
-                     SELECT shard_id, $2, $2, size_bytes FROM wanted ORDER BY shard_id
-                     ON CONFLICT (shard_id, coalesce(destination, ''))
-                         WHERE state IN ('queued', 'claimed') DO NOTHING
+                     SELECT w.shard_id, $2, $2, w.size_bytes FROM wanted w
+                     WHERE NOT EXISTS (SELECT 1 FROM open o WHERE o.shard_id = w.shard_id)
+                     ORDER BY w.shard_id
+                     ON CONFLICT DO NOTHING
                      RETURNING task_id, shard_id)
-                 SELECT coalesce(a.task_id, t.task_id)
+                 SELECT coalesce(o.task_id, a.task_id)
                  FROM wanted w
+                 LEFT JOIN open o USING (shard_id)
                  LEFT JOIN added a USING (shard_id)
-                 LEFT JOIN shardcast.replication_tasks t
-                        ON t.shard_id = w.shard_id AND t.destination IS NOT DISTINCT FROM $2
-                       AND t.state IN ('queued', 'claimed')
                  ORDER BY w.shard_id",
                 None,
                 &[shard_ids.to_vec().into(), destination.into()],
             )?
-            .map(|row| row.get::<i64>(1).map(|v| v.unwrap_or_default()))
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                row.get::<i64>(1).map(|v| v.unwrap_or_default())
+            })
             .collect::<Result<Vec<_>, _>>()
     })
     .map_err(spi_error)?;
@@ -182,15 +232,22 @@ fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec
     Ok(ids)
 }
 
-/// Enqueues one shard; returns its task id (the existing one if it is already queued).
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn enqueue(
-    shard: Option<PgRelation>,
-    destination: default!(Option<&str>, "NULL"),
-) -> SqlResult<i64> {
+/// Enqueues one shard; returns its task id (the existing one if it is already queued). Declared
+/// by hand so that the shard is a regclass read as an OID: the relation is never opened, and an
+/// OID that names no relation is a clean error.
+#[pg_extern(
+    name = "enqueue",
+    sql = "
+CREATE FUNCTION shardcast.enqueue(shard regclass, destination text DEFAULT NULL) RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'enqueue_wrapper';
+COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
+    'Enqueues one shard for a node (NULL: node assignment chooses); returns the task id, the open one if there is one.';
+"
+)]
+fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i64> {
     let shard = shard.ok_or_else(|| null_argument("shard"))?;
-    let shard_id = registry::shard_id_for(shard.oid())?;
+    let shard_id = registry::shard_id_for(registry::existing_relation(shard)?)?;
     Ok(enqueue_shards(&[shard_id], destination)?
         .first()
         .copied()
@@ -232,7 +289,10 @@ fn enqueue_publication(
                 None,
                 &[publication.into()],
             )?
-            .map(|row| row.get::<i32>(1).map(|v| v.unwrap_or_default()))
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                row.get::<i32>(1).map(|v| v.unwrap_or_default())
+            })
             .collect::<Result<Vec<_>, _>>()
     })
     .map_err(spi_error)?;
@@ -251,7 +311,10 @@ fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
                 None,
                 &[],
             )?
-            .map(|row| row.get::<i32>(1).map(|v| v.unwrap_or_default()))
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                row.get::<i32>(1).map(|v| v.unwrap_or_default())
+            })
             .collect::<Result<Vec<_>, _>>()
     })
     .map_err(spi_error)?;
@@ -266,42 +329,80 @@ struct Queued {
     node: Option<String>,
 }
 
-/// The queued tasks in dispatch order under `order` and an overtaking window of `window_secs`
-/// (see `schedule::dispatch_order`): the express lane first, then `order`, no task going before
-/// one enqueued more than the window earlier; each assigned a node. Tasks of dropped shards are
-/// left out.
-fn compute_queue(order: Order, window_secs: f64) -> Result<Vec<Queued>, pgrx::spi::Error> {
-    let tiers = gucs::tiers();
+/// A queued task as read, before it is ordered and placed.
+struct Read {
+    queued: Queued,
+    destination: Option<String>,
+    /// Nodes that other open tasks of the same shard copy to: node assignment avoids them, so
+    /// that a shard is never copied to one node twice.
+    taken: Vec<String>,
+}
+
+/// What shapes the stored dispatch order: the server's settings, whichever session replans
+/// (`shardcast.ordering`, `shardcast.overtake_window`, `shardcast.prefetch_quantile`, all
+/// reload settings), and the stored scores and forecasts.
+#[derive(Clone, Copy)]
+pub(crate) struct QueueSettings {
+    pub order: Order,
+    pub window_secs: f64,
+    pub prefetch_quantile: f64,
+}
+
+impl QueueSettings {
+    pub fn server() -> QueueSettings {
+        QueueSettings {
+            order: gucs::ordering(),
+            window_secs: gucs::overtake_window().as_secs_f64(),
+            prefetch_quantile: gucs::prefetch_quantile(),
+        }
+    }
+}
+
+/// The queued tasks in dispatch order under `settings.order` and an overtaking window of
+/// `settings.window_secs` (see `schedule::dispatch_order`): the express lane first, then the
+/// order, no task going before one enqueued more than the window earlier; each assigned a node.
+/// Tasks of dropped shards, and of shards whose relation is no longer theirs, are left out.
+/// Scores and tiers are the stored ones (a shard not scored yet takes the coldest stored tier),
+/// never the session's settings.
+fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Error> {
     let threshold = Spi::get_one::<Vec<f64>>(
         "SELECT coalesce(array_agg(f.point), '{}') FROM shardcast.forecast_state f
          JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL",
     )?
-    .map(|points| schedule::prefetch_threshold(&points, gucs::prefetch_quantile()))
+    .map(|points| schedule::prefetch_threshold(&points, settings.prefetch_quantile))
     .unwrap_or(f64::INFINITY);
-    let mut queued: Vec<(Queued, Option<String>)> = Spi::connect(|client| {
+    let mut queued: Vec<Read> = Spi::connect(|client| {
         client
             .select(
                 "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
-                        coalesce(sc.priority_weight, 0), coalesce(sc.tier, $1), f.lower, t.destination,
-                        extract(epoch FROM t.enqueued_at)::float8
+                        coalesce(sc.priority_weight, 0),
+                        coalesce(sc.tier, (SELECT max(tier) FROM shardcast.scores), 1), f.lower,
+                        t.destination, extract(epoch FROM t.enqueued_at)::float8,
+                        CASE WHEN t.destination IS NULL THEN
+                            ARRAY(SELECT o.node FROM shardcast.replication_tasks o
+                                  WHERE o.shard_id = t.shard_id AND o.task_id <> t.task_id
+                                    AND o.state IN ('queued', 'claimed') AND o.node IS NOT NULL)
+                        END
                  FROM shardcast.replication_tasks t
                  JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
-                 JOIN pg_catalog.pg_class c ON c.oid = s.relid
+                 JOIN pg_catalog.pg_class c ON c.oid = s.relid AND c.relname = s.table_name
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schema_name
                  LEFT JOIN shardcast.scores sc ON sc.shard_id = t.shard_id
                  LEFT JOIN shardcast.forecast_state f ON f.shard_id = t.shard_id
                  WHERE t.state = 'queued'",
                 None,
-                &[(tiers as i32).into()],
+                &[],
             )?
             .map(|row| {
+                pg_sys::check_for_interrupts!();
                 let lower = row.get::<f64>(7)?;
-                Ok((
-                    Queued {
+                Ok(Read {
+                    queued: Queued {
                         task: Task {
                             task_id: row.get::<i64>(1)?.unwrap_or_default(),
                             bytes: row.get::<f64>(3)?.unwrap_or_default(),
                             score: row.get::<f64>(4)?.unwrap_or_default(),
-                            tier: row.get::<i32>(6)?.unwrap_or(tiers as i32).clamp(1, 255) as u8,
+                            tier: row.get::<i32>(6)?.unwrap_or(1).clamp(1, 255) as u8,
                             prefetch: lower.is_some_and(|l| l > threshold && l > 0.0),
                             enqueued_at: row.get::<f64>(9)?.unwrap_or_default(),
                         },
@@ -309,13 +410,19 @@ fn compute_queue(order: Order, window_secs: f64) -> Result<Vec<Queued>, pgrx::sp
                         priority_weight: row.get::<i32>(5)?.unwrap_or_default(),
                         node: None,
                     },
-                    row.get::<String>(8)?,
-                ))
+                    destination: row.get::<String>(8)?,
+                    taken: row
+                        .get::<Vec<Option<String>>>(10)?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                })
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
-    let tasks: Vec<Task> = queued.iter().map(|(q, _)| q.task.clone()).collect();
-    let order = schedule::dispatch_order(&tasks, order, window_secs);
+    let tasks: Vec<Task> = queued.iter().map(|r| r.queued.task.clone()).collect();
+    let order = schedule::dispatch_order(&tasks, settings.order, settings.window_secs);
 
     let mut nodes: Vec<Node> = Spi::connect(|client| {
         client
@@ -338,9 +445,15 @@ fn compute_queue(order: Order, window_secs: f64) -> Result<Vec<Queued>, pgrx::sp
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
     let mut result = Vec::with_capacity(order.len());
-    let mut slots: Vec<Option<(Queued, Option<String>)>> = queued.drain(..).map(Some).collect();
+    let mut slots: Vec<Option<Read>> = queued.drain(..).map(Some).collect();
     for i in order {
-        let Some((mut q, destination)) = slots[i].take() else {
+        pg_sys::check_for_interrupts!();
+        let Some(Read {
+            queued: mut q,
+            destination,
+            taken,
+        }) = slots[i].take()
+        else {
             continue;
         };
         q.node = match destination {
@@ -350,8 +463,10 @@ fn compute_queue(order: Order, window_secs: f64) -> Result<Vec<Queued>, pgrx::sp
                 }
                 Some(fixed)
             }
-            None => schedule::assign_nodes(&[q.task.bytes], &mut nodes)[0]
-                .map(|n| nodes[n].name.clone()),
+            None => {
+                schedule::assign_node_except(q.task.bytes, &mut nodes, |n| taken.contains(&n.name))
+                    .map(|n| nodes[n].name.clone())
+            }
         };
         result.push(q);
     }
@@ -361,18 +476,43 @@ fn compute_queue(order: Order, window_secs: f64) -> Result<Vec<Queued>, pgrx::sp
 /// The queue under the server's `shardcast.ordering` and `shardcast.overtake_window`: the order
 /// claims follow, whichever session computes it.
 fn server_queue() -> Result<Vec<Queued>, pgrx::spi::Error> {
-    compute_queue(gucs::ordering(), gucs::overtake_window().as_secs_f64())
+    compute_queue(QueueSettings::server())
 }
 
 /// Task ids in dispatch order under another ordering and window than the server's: the order
 /// settings can only change on a reload, which a #[pg_test]'s transaction cannot wait for.
 #[cfg(any(test, feature = "pg_test"))]
 pub(crate) fn queue_task_ids(order: Order, window_secs: f64) -> Vec<i64> {
-    compute_queue(order, window_secs)
-        .unwrap()
-        .iter()
-        .map(|q| q.task.task_id)
-        .collect()
+    compute_queue(QueueSettings {
+        order,
+        window_secs,
+        ..QueueSettings::server()
+    })
+    .unwrap()
+    .iter()
+    .map(|q| q.task.task_id)
+    .collect()
+}
+
+/// SQL: why the shard `s` of a task can no longer be copied, or NULL while it can: the relation with
+/// its OID must still exist under its name, and the shard must not be retired. A table dropped
+/// and created again under its name has another OID, so its predecessor's tasks never copy it.
+macro_rules! gone_detail {
+    () => {
+        "(SELECT CASE WHEN c.oid IS NULL THEN 'the shard was dropped'
+                      WHEN c.relname <> s.table_name OR n.nspname <> s.schema_name
+                           THEN 'the shard was renamed or moved: it is a new shard now'
+                      WHEN s.retired_at IS NOT NULL THEN 'the shard was retired'
+                 END
+          FROM (SELECT) AS one
+          LEFT JOIN pg_catalog.pg_class c ON c.oid = s.relid
+          LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace)"
+    };
+}
+
+/// Serialises enqueues and replans until the end of the transaction.
+fn lock_queue() -> Result<(), pgrx::spi::Error> {
+    Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")
 }
 
 /// Stores the dispatch order (under the server's `shardcast.ordering` and
@@ -380,14 +520,15 @@ pub(crate) fn queue_task_ids(order: Order, window_secs: f64) -> Vec<i64> {
 /// express-lane flag; cancels tasks of dropped shards.
 /// Returns the number of queued tasks.
 pub fn replan() -> Result<usize, pgrx::spi::Error> {
-    Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")?;
-    Spi::run(
+    lock_queue()?;
+    Spi::run(concat!(
         "UPDATE shardcast.replication_tasks t
-         SET state = 'cancelled', finished_at = now(), detail = 'the shard was dropped'
-         FROM shardcast.shards s
-         WHERE s.shard_id = t.shard_id AND t.state = 'queued'
-           AND (s.retired_at IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.relid))",
-    )?;
+         SET state = 'cancelled', finished_at = now(), detail = gone.detail
+         FROM shardcast.shards s, LATERAL (SELECT ",
+        gone_detail!(),
+        " AS detail) gone
+         WHERE s.shard_id = t.shard_id AND t.state = 'queued' AND gone.detail IS NOT NULL"
+    ))?;
     let queue = server_queue()?;
     let ids: Vec<i64> = queue.iter().map(|q| q.task.task_id).collect();
     let ranks: Vec<i32> = (1..=queue.len() as i32).collect();
@@ -441,6 +582,7 @@ fn _prioritized_queue() -> Result<
     let queue = server_queue().map_err(spi_error)?;
     Ok(TableIterator::new(queue.into_iter().enumerate().map(
         |(i, q)| {
+            pg_sys::check_for_interrupts!();
             (
                 i as i64 + 1,
                 q.task.task_id,
@@ -482,23 +624,24 @@ fn _allocation_plan(
     ErrorReport,
 > {
     let workers = workers.unwrap_or_else(gucs::plan_workers);
-    if workers < 1 {
+    if !(1..=MAX_PLAN_WORKERS).contains(&workers) {
         return Err(invalid(
-            format!("workers must be at least 1, not {workers}"),
-            "Plan over the number of copy workers the replication scripts run.",
+            format!("workers must be between 1 and {MAX_PLAN_WORKERS}, not {workers}"),
+            "Plan over the number of copy workers the replication scripts run (shardcast.plan_workers' range).",
         ));
     }
     let bandwidth = bandwidth
         .map(|b| b as f64)
         .unwrap_or_else(gucs::plan_bandwidth);
-    if bandwidth <= 0.0 {
+    if !(bandwidth > 0.0 && bandwidth <= MAX_BANDWIDTH) {
         return Err(invalid(
-            format!("bandwidth must be a positive number of bytes per second, not {bandwidth}"),
+            format!("bandwidth must be a positive number of bytes per second up to 1e15, not {bandwidth}"),
             "Give the total copy bandwidth, e.g. 100000000 for 100 MB/s.",
         ));
     }
     let queue = server_queue().map_err(spi_error)?;
     let tasks: Vec<&Task> = queue.iter().map(|q| &q.task).collect();
+    // O(tasks × log(tasks)) whatever `workers` is: slots no task reaches are never made.
     let slots = schedule::plan(
         &tasks,
         workers as usize,
@@ -511,6 +654,7 @@ fn _allocation_plan(
             .zip(slots)
             .enumerate()
             .map(|(i, (q, slot))| {
+                pg_sys::check_for_interrupts!();
                 (
                     i as i64 + 1,
                     q.task.task_id,
@@ -571,21 +715,34 @@ pub fn expire_leases() -> Result<i64, pgrx::spi::Error> {
 /// The claim statement, for the queued tasks that `$filter` admits. Written out once per filter
 /// so that each kept plan is generic (planned once per session) and walks its own index in
 /// dispatch order: `replication_tasks_dispatch` for any node, `replication_tasks_node_dispatch`
-/// for one.
+/// for one. Tasks for a disabled node, or for a node at its `max_concurrent`, are passed over.
+/// The task it takes is claimed if its shard is still its own relation, and cancelled otherwise
+/// (the last column says which), so that a dropped table is never copied, nor another table
+/// that took its name.
 macro_rules! claim_statement {
     ($filter:literal) => {
         concat!(
             "WITH next AS (
-                     SELECT t.task_id
+                     SELECT t.task_id, t.shard_id
                      FROM shardcast.replication_tasks t
                      WHERE t.state = 'queued'
                        AND ", $filter, "
                        AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
                                                 WHERE c.state = 'claimed' AND c.node = t.node)
-                                              < (SELECT max_concurrent FROM shardcast.nodes n WHERE n.node = t.node))
+                                              < (SELECT max_concurrent FROM shardcast.nodes n
+                                                 WHERE n.node = t.node AND n.enabled))
                      ORDER BY t.dispatch_rank, t.task_id
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED),
+             checked AS (
+                 SELECT next.task_id, ", gone_detail!(), " AS gone
+                 FROM next JOIN shardcast.shards s ON s.shard_id = next.shard_id),
+             cancelled AS (
+                 UPDATE shardcast.replication_tasks t
+                 SET state = 'cancelled', finished_at = now(), detail = checked.gone
+                 FROM checked
+                 WHERE t.task_id = checked.task_id AND checked.gone IS NOT NULL
+                 RETURNING t.task_id),
              claimed AS (
                  UPDATE shardcast.replication_tasks t
                  SET state = 'claimed', claimed_by = $1, claimed_at = now(),
@@ -593,8 +750,8 @@ macro_rules! claim_statement {
                      priority_weight_at_claim = coalesce(
                          (SELECT priority_weight FROM shardcast.scores sc WHERE sc.shard_id = t.shard_id),
                          t.priority_weight)
-                 FROM next, shardcast.shards s
-                 WHERE t.task_id = next.task_id AND s.shard_id = t.shard_id
+                 FROM checked, shardcast.shards s
+                 WHERE t.task_id = checked.task_id AND checked.gone IS NULL AND s.shard_id = t.shard_id
                  RETURNING t.task_id, s.relid, format('%I.%I', s.schema_name, s.table_name) AS qualified_name,
                            t.node, t.size_bytes, t.priority_weight_at_claim, t.prefetch, t.attempts,
                            t.lease_expires_at, t.shard_id),
@@ -609,8 +766,10 @@ macro_rules! claim_statement {
                  ON CONFLICT (task_id) DO UPDATE SET
                      valid_until = greatest(cc.valid_until, excluded.valid_until))
          SELECT task_id, relid, qualified_name, node, size_bytes, priority_weight_at_claim, prefetch, attempts,
-                lease_expires_at
-         FROM claimed"
+                lease_expires_at, false AS cancelled
+         FROM claimed
+         UNION ALL
+         SELECT task_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM cancelled"
         )
     };
 }
@@ -659,47 +818,57 @@ fn claim_task(
     expire_leases().map_err(spi_error)?;
     let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
     // Only the task table in the locking scan, walked in the dispatch index's order, so that a
-    // claim reads a handful of rows however long the queue is. Tasks of dropped shards are
-    // cancelled by the replan, not filtered here.
-    let rows = run_kept(
-        if destination.is_some() {
-            CLAIM_NEXT_FOR_NODE
-        } else {
-            CLAIM_NEXT
-        },
-        &[
-            PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-            PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-            PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
-            PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
-        ],
-        &[
-            worker.into(),
-            destination.into(),
-            lease.into(),
-            copy_credit_margin().into(),
-        ],
-        |table| {
-            table
-                .map(|row| {
-                    Ok((
-                        row.get::<i64>(1)?.unwrap_or_default(),
-                        row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-                        row.get::<String>(3)?.unwrap_or_default(),
-                        row.get::<String>(4)?,
-                        row.get::<i64>(5)?.unwrap_or_default(),
-                        row.get::<i32>(6)?.unwrap_or_default(),
-                        row.get::<bool>(7)?.unwrap_or_default(),
-                        row.get::<i32>(8)?.unwrap_or_default(),
-                        row.get::<TimestampWithTimeZone>(9)?
-                            .unwrap_or_else(TimestampWithTimeZone::positive_infinity),
-                    ))
-                })
-                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-        },
-    )
-    .map_err(spi_error)?;
-    Ok(TableIterator::new(rows))
+    // claim reads a handful of rows however long the queue is. A task whose shard is gone is
+    // cancelled where the claim meets it, and the claim goes on to the next: each such task is
+    // met once.
+    loop {
+        pg_sys::check_for_interrupts!();
+        let rows = run_kept(
+            if destination.is_some() {
+                CLAIM_NEXT_FOR_NODE
+            } else {
+                CLAIM_NEXT
+            },
+            &[
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+                PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+            ],
+            &[
+                worker.into(),
+                destination.into(),
+                lease.into(),
+                copy_credit_margin().into(),
+            ],
+            |table| {
+                table
+                    .map(|row| {
+                        Ok((
+                            row.get::<bool>(10)?.unwrap_or_default(),
+                            (
+                                row.get::<i64>(1)?.unwrap_or_default(),
+                                row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                                row.get::<String>(3)?.unwrap_or_default(),
+                                row.get::<String>(4)?,
+                                row.get::<i64>(5)?.unwrap_or_default(),
+                                row.get::<i32>(6)?.unwrap_or_default(),
+                                row.get::<bool>(7)?.unwrap_or_default(),
+                                row.get::<i32>(8)?.unwrap_or_default(),
+                                row.get::<TimestampWithTimeZone>(9)?
+                                    .unwrap_or_else(TimestampWithTimeZone::positive_infinity),
+                            ),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+            },
+        )
+        .map_err(spi_error)?;
+        if rows.iter().any(|(cancelled, _)| *cancelled) {
+            continue;
+        }
+        return Ok(TableIterator::new(rows.into_iter().map(|(_, row)| row)));
+    }
 }
 
 fn unknown_task(task_id: i64) -> pgrx::pg_sys::panic::ErrorReport {
@@ -710,27 +879,48 @@ fn unknown_task(task_id: i64) -> pgrx::pg_sys::panic::ErrorReport {
     )
 }
 
+/// Whether `lock_claimed` accepts a task whose lease has run out but that no claim has
+/// returned to the queue yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    Refuse,
+    Accept,
+}
+
 /// Locks a claimed task for the rest of the transaction and returns its claimer; refuses a task
-/// that is unknown, not claimed, or (when `worker` is given) claimed by someone else.
-fn lock_claimed(task_id: i64, worker: Option<&str>) -> SqlResult<Option<String>> {
-    // One row read under the lock: FOR UPDATE returns the version it locked, so the state and
-    // the claimer always belong together, even when a new claim committed while we waited.
+/// that is unknown, not claimed, (when `worker` is given) claimed by someone else, or (with
+/// `Expired::Refuse`) whose lease ran out, whether or not a claim has noticed it yet.
+fn lock_claimed(task_id: i64, worker: Option<&str>, expired: Expired) -> SqlResult<Option<String>> {
+    // One row read under the lock: FOR UPDATE returns the version it locked, so the state, the
+    // claimer and the lease always belong together, even when a new claim committed while we
+    // waited. The lease is compared with the clock now, after the wait.
     let locked = run_kept(
-        "SELECT state, claimed_by FROM shardcast.replication_tasks WHERE task_id = $1 FOR UPDATE",
+        "SELECT state, claimed_by, lease_expires_at < clock_timestamp(), lease_expires_at::text
+         FROM shardcast.replication_tasks WHERE task_id = $1 FOR UPDATE",
         &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
         &[task_id.into()],
         |mut table| match table.next() {
             Some(row) => Ok(Some((
                 row.get::<String>(1)?.unwrap_or_default(),
                 row.get::<String>(2)?,
+                row.get::<bool>(3)?.unwrap_or(false),
+                row.get::<String>(4)?.unwrap_or_default(),
             ))),
             None => Ok(None),
         },
     )
     .map_err(spi_error)?;
-    let (state, claimed_by) = locked.ok_or_else(|| unknown_task(task_id))?;
+    let (state, claimed_by, lease_over, lease_end) = locked.ok_or_else(|| unknown_task(task_id))?;
     if state != "claimed" {
         return Err(not_claimed(task_id, &state));
+    }
+    if lease_over && expired == Expired::Refuse {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the lease of task {task_id} expired at {lease_end}"),
+            "Heartbeat more often than shardcast.claim_lease; the task goes back to the queue \
+             at the next claim, and whoever claims it then copies it.",
+        ));
     }
     if let (Some(worker), Some(owner)) = (worker, claimed_by.as_deref()) {
         if worker != owner {
@@ -760,7 +950,7 @@ fn heartbeat(
     worker: default!(Option<&str>, "NULL"),
 ) -> SqlResult<TimestampWithTimeZone> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
-    lock_claimed(task_id, worker)?;
+    lock_claimed(task_id, worker, Expired::Refuse)?;
     let lease = pgrx::datum::Interval::from_micros(gucs::claim_lease().as_micros() as i64);
     run_kept(
         "WITH renewed AS (
@@ -788,7 +978,9 @@ fn heartbeat(
 #[search_path(pg_catalog, pg_temp)]
 fn release_task(task_id: Option<i64>, worker: default!(Option<&str>, "NULL")) -> SqlResult<()> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
-    lock_claimed(task_id, worker)?;
+    // A task whose lease ran out may still be handed back by its claimer while nobody else has
+    // claimed it: it goes back to the queue as the next claim would put it there.
+    lock_claimed(task_id, worker, Expired::Accept)?;
     Spi::run_with_args(
         "UPDATE shardcast.replication_tasks
          SET state = 'queued', claimed_by = NULL, claimed_at = NULL, lease_expires_at = NULL,
@@ -811,7 +1003,7 @@ fn complete_task(
 ) -> SqlResult<()> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
     let succeeded = succeeded.ok_or_else(|| null_argument("succeeded"))?;
-    let claimed_by = lock_claimed(task_id, worker)?;
+    let claimed_by = lock_claimed(task_id, worker, Expired::Refuse)?;
     run_kept(
         "WITH done AS (
              UPDATE shardcast.replication_tasks t
@@ -839,11 +1031,15 @@ fn complete_task(
              FROM done d JOIN shardcast.shards s USING (shard_id)
              RETURNING *
          )
+         -- NOTIFY refuses payloads of 8000 bytes or more: the detail is cut to $7 characters
+         -- (the full detail is in the tables) and the node name to $8, so that a completion
+         -- is always recorded and announced.
          SELECT pg_catalog.pg_notify('shardcast_completion', json_build_object(
                     'task', task_id, 'shard', format('%I.%I', schema_name, table_name),
-                    'destination', node, 'priority_weight', priority_weight, 'size', size_bytes,
+                    'destination', left(node, $8), 'priority_weight', priority_weight, 'size', size_bytes,
                     'duration', extract(epoch FROM duration), 'succeeded', succeeded,
-                    'attempts', attempts, 'detail', detail)::text)
+                    'attempts', attempts,
+                    'detail', CASE WHEN length(detail) > $7 THEN left(detail, $7) || '…' ELSE detail END)::text)
          FROM logged",
         &[
             PgOid::BuiltIn(PgBuiltInOids::INT8OID),
@@ -852,6 +1048,8 @@ fn complete_task(
             PgOid::BuiltIn(PgBuiltInOids::INT4OID),
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
             PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
         ],
         &[
             task_id.into(),
@@ -860,6 +1058,8 @@ fn complete_task(
             gucs::max_attempts().into(),
             claimed_by.as_deref().or(worker).into(),
             copy_credit_margin().into(),
+            NOTIFY_DETAIL_CHARS.into(),
+            (MAX_NODE_NAME_BYTES as i32).into(),
         ],
         |_| Ok(()),
     )
@@ -937,6 +1137,7 @@ fn prioritization_report_since(
                 &[since.into()],
             )?
             .map(|row| {
+                pg_sys::check_for_interrupts!();
                 Ok((
                     row.get::<i32>(1)?.unwrap_or_default(),
                     row.get::<f64>(2)?.unwrap_or_default(),
@@ -968,6 +1169,7 @@ fn prioritization_report_since(
                 &[ids.clone().into(), start.into(), end.into(), gucs::write_weight().into()],
             )?
             .map(|row| {
+                pg_sys::check_for_interrupts!();
                 Ok(Accesses {
                     shard: row.get::<i32>(1)?.unwrap_or_default().max(0) as usize,
                     start: row.get::<f64>(2)?.unwrap_or_default(),

@@ -185,13 +185,17 @@ pub fn sanitise(v: f64) -> f64 {
 }
 
 /// Makes a raw hourly series usable. NaN is an hour nobody observed: leading ones are dropped,
-/// a run of more than [`MAX_GAP_HOURS`] ends the history (only what follows it is kept), and
-/// shorter gaps are interpolated linearly. Infinities and negatives become finite, non-negative
+/// a run of more than [`MAX_GAP_HOURS`] between known hours ends the history (only what follows
+/// it is kept), shorter gaps are interpolated linearly, and unknown hours at the end are held at
+/// the last known value. Infinities and negatives become finite, non-negative
 /// loads.
 pub fn prepare(raw: &[f64]) -> History {
     let mut start = raw.len();
     let mut gap = 0;
-    for (i, v) in raw.iter().enumerate().rev() {
+    // Unknown hours at the end (the worker was stopped until just now) do not end the history:
+    // the history before them is still the shard's; they are held at its last value.
+    let last_known = raw.iter().rposition(|v| !v.is_nan()).map_or(0, |i| i + 1);
+    for (i, v) in raw[..last_known].iter().enumerate().rev() {
         if v.is_nan() {
             gap += 1;
             if gap > MAX_GAP_HOURS {
@@ -441,7 +445,7 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
             .iter()
             .take(settings.members.max(1))
             .filter(|(_, loss)| *loss <= MEMBER_LOSS_RATIO * best_loss)
-            .map(|&(c, loss)| (c, 1.0 / (loss * loss)))
+            .map(|&(c, loss)| (c, (best_loss / loss).powi(2)))
             .collect();
         let total: f64 = kept.iter().map(|(_, w)| w).sum();
         kept.into_iter().map(|(c, w)| (c, w / total)).collect()

@@ -56,6 +56,17 @@ fn short_gaps_are_interpolated_and_bad_values_made_loads() {
 }
 
 #[test]
+fn unknown_hours_at_the_end_do_not_end_the_history() {
+    // Two days observed, then the worker was stopped for two days until now.
+    let mut raw = vec![5.0; 2 * DAY];
+    raw.extend([f64::NAN; 2 * DAY]);
+    let h = prepare(&raw);
+    assert_eq!(h.len(), 4 * DAY);
+    assert_eq!(h.known_hours(), 2 * DAY);
+    assert!(h.y.iter().all(|v| *v == 5.0));
+}
+
+#[test]
 fn a_long_unobserved_gap_ends_the_history() {
     // One imported hour five days ago, then nothing until the worker's last three hours.
     let mut raw = vec![f64::NAN; 5 * DAY];

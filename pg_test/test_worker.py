@@ -1,0 +1,237 @@
+"""End to end: the worker's life as a DBA sees it. Each test runs its own cluster (the worker's
+database, settings and faults are the subject), so none depends on another's order or tables."""
+
+import contextlib
+import re
+import time
+
+import psycopg
+import pytest
+
+from cluster import running_cluster, wait_for
+
+APP = "app"
+FAST = {"shardcast.database": f"'{APP}'", "shardcast.sample_interval": "'1s'",
+        "shardcast.refresh_interval": "'1s'"}
+
+
+def one(conn, sql, *args):
+    row = conn.execute(sql, args).fetchone()
+    return None if row is None else row[0]
+
+
+@contextlib.contextmanager
+def app_cluster(settings=None, extension=True):
+    """A cluster whose worker samples database `app` every second; yields it and a connection
+    to `app` (where the extension is created unless told otherwise)."""
+    with running_cluster({**FAST, **(settings or {})}, "shardcast-worker") as cluster:
+        with cluster.connect() as conn:
+            conn.execute(f"CREATE DATABASE {APP}")
+        with cluster.connect(APP) as db:
+            if extension:
+                db.execute("CREATE EXTENSION shardcast")
+            yield cluster, db
+
+
+def sampler_pid(conn):
+    return one(conn, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'")
+
+
+def launcher_pid(conn):
+    return one(conn, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast launcher'")
+
+
+def sampler_activity(conn):
+    return one(conn, "SELECT query FROM pg_stat_activity WHERE backend_type = 'shardcast'") or ""
+
+
+def samples_during(db, seconds):
+    """The samples the worker took in the next `seconds` (distinct last_sample_at seen)."""
+    seen = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.add(one(db, "SELECT last_sample_at FROM shardcast.worker_status"))
+        time.sleep(0.05)
+    return len(seen) - 1
+
+
+def collect_messages(conn):
+    messages = []
+    conn.add_notice_handler(lambda d: messages.append((d.severity, d.message_primary, d.message_hint)))
+    return messages
+
+
+def import_month(db, prefix, count):
+    """`count` tables, each with 28 days of hourly history (a daily cycle plus noise), so that
+    selecting their models is a full backtest."""
+    for i in range(count):
+        db.execute(f"CREATE TABLE public.{prefix}_{i} (id int)")
+    for first in range(0, count, 1000):  # record_access takes at most a million samples a call
+        db.execute(f"""
+            SELECT shardcast.record_access(array_agg(format('public.{prefix}_%s', i)::regclass),
+                                           array_agg(date_trunc('hour', now()) - h * interval '1 hour'),
+                                           array_agg((100 + 80 * sin(h * pi() / 12) + 30 * random() + i)::float8),
+                                           NULL)
+            FROM generate_series({first}, {min(count, first + 1000) - 1}) i, generate_series(1, 28 * 24) h""")
+
+
+def test_a_long_refresh_delays_neither_samples_nor_a_fast_shutdown():
+    with app_cluster({"shardcast.refit_interval": "'1s'", "shardcast.enabled": "off"}) as (cluster, db):
+        # Size the work on this build (debug or release): one refresh of every shard would take
+        # about 40 s, which the worker used to do in one go, deaf to SIGTERM.
+        import_month(db, "probe", 8)
+        started = time.monotonic()
+        db.execute("SELECT shardcast.refresh_forecasts()")
+        per_shard = (time.monotonic() - started) / 8
+        count = max(20, min(1000, int(40 / per_shard)))
+        import_month(db, "big", count)
+        db.execute("ALTER SYSTEM SET shardcast.enabled = on")
+        db.execute("SELECT pg_reload_conf()")
+        # The first sample compacts the imported 5-minute buckets into day rows (a long cycle of
+        # its own); the refresh starts after it, and has forecast some shards once a slice ended.
+        wait_for("the compaction", lambda: one(db, """
+            SELECT count(*) = 0 FROM shardcast.recent_access
+            WHERE bucket_start < now() - interval '7 hours'"""), timeout=300, every=0.5)
+        wait_for("the refresh to go on between samples",
+                 lambda: re.search(r"forecasting: [1-9]\d* of", sampler_activity(db)), timeout=120, every=0.02)
+        refreshed = one(db, "SELECT last_refresh_at FROM shardcast.worker_status")
+
+        taken = samples_during(db, 10)
+        print(f"{count} shards to select models for ({per_shard:.3f} s each): {taken} samples in 10 s")
+        assert taken >= 7, f"{taken} samples in 10 s at a 1 s interval while the refresh ran"
+        # Still the same refresh, going on between the samples.
+        assert one(db, "SELECT last_refresh_at FROM shardcast.worker_status") == refreshed
+        wait_for("the worker to forecast", lambda: "forecasting: " in sampler_activity(db), timeout=10, every=0.01)
+        started = time.monotonic()
+        cluster.stop("fast")
+        stopped = time.monotonic() - started
+        print(f"fast shutdown during the refresh took {stopped:.1f} s")
+        assert stopped < 5
+        assert "shardcast worker exiting" in cluster.log_text()
+
+
+def test_a_terminated_worker_comes_back():
+    with app_cluster() as (cluster, db):
+        first = wait_for("the sampler", lambda: sampler_pid(db))
+        db.execute("SELECT pg_terminate_backend(%s)", [first])
+        second = wait_for("a new sampler", lambda: (p := sampler_pid(db)) != first and p, timeout=15)
+        wait_for("it to sample", lambda: one(db, "SELECT state = 'running' AND pid = %s FROM shardcast.worker_status", second))
+
+        # The launcher too: the postmaster starts it again, and it starts a sampler.
+        launcher = launcher_pid(db)
+        db.execute("SELECT pg_terminate_backend(%s)", [launcher])
+        wait_for("a new launcher", lambda: (p := launcher_pid(db)) and p != launcher, timeout=20)
+        third = wait_for("a new sampler", lambda: (p := sampler_pid(db)) and p != second and p, timeout=20)
+        assert one(db, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'shardcast'") == 1
+        wait_for("it to sample", lambda: one(db, "SELECT state = 'running' AND pid = %s FROM shardcast.worker_status", third))
+
+
+def test_a_dropped_database_is_waited_for_and_the_worker_comes_back_when_it_is_created():
+    with app_cluster() as (cluster, db):
+        wait_for("the sampler", lambda: sampler_pid(db))
+        db.close()
+        with cluster.connect() as postgres:
+            before = len(cluster.log_text())
+            postgres.execute(f"DROP DATABASE {APP} WITH (FORCE)")
+            time.sleep(12)
+            missing = [line for line in cluster.log_text()[before:].splitlines()
+                       if f'"{APP}"' in line and "does not exist" in line]
+            assert len(missing) == 1, missing
+            assert sampler_pid(postgres) is None
+            assert "waiting for the database" in one(
+                postgres, "SELECT query FROM pg_stat_activity WHERE backend_type = 'shardcast launcher'")
+            postgres.execute(f"CREATE DATABASE {APP}")
+            wait_for("the sampler in the new database", lambda: one(
+                postgres, "SELECT datname FROM pg_stat_activity WHERE backend_type = 'shardcast'") == APP, timeout=15)
+        with cluster.connect(APP) as db:
+            db.execute("CREATE EXTENSION shardcast")
+            wait_for("it to sample", lambda: one(db, "SELECT state FROM shardcast.worker_status") == "running")
+
+
+def test_a_missing_database_is_one_log_line_then_silence():
+    with running_cluster({**FAST, "shardcast.database": "'nowhere'"}, "shardcast-worker") as cluster:
+        time.sleep(15)
+        lines = [line for line in cluster.log_text().splitlines()
+                 if any(word in line for word in ("nowhere", "] shardcast", "background worker", "FATAL"))]
+        assert len(lines) == 1, lines
+        assert "FATAL" not in cluster.log_text()
+        with cluster.connect() as conn:
+            conn.execute("CREATE DATABASE nowhere")
+            wait_for("the sampler", lambda: one(
+                conn, "SELECT datname FROM pg_stat_activity WHERE backend_type = 'shardcast'") == "nowhere", timeout=15)
+
+
+def test_a_ddl_lock_on_a_referenced_partition_does_not_stall_sampling_or_the_refresh():
+    with app_cluster() as (cluster, db):
+        db.execute("""
+            CREATE TABLE public.parent (id int PRIMARY KEY) PARTITION BY RANGE (id);
+            CREATE TABLE public.parent_1 PARTITION OF public.parent FOR VALUES FROM (0) TO (1000);
+            CREATE TABLE public.parent_2 PARTITION OF public.parent FOR VALUES FROM (1000) TO (2000);
+            CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent);
+            INSERT INTO public.parent SELECT generate_series(0, 1999);
+            INSERT INTO public.child SELECT i, i FROM generate_series(0, 1999) i;""")
+        # Registered, sized and scored before the lock.
+        wait_for("scores of the new tables", lambda: one(
+            db, "SELECT count(*) FROM shardcast.priority_scores WHERE shard::text IN ('parent_1', 'child')") == 2,
+            timeout=30)
+        time.sleep(2)
+        with cluster.connect(APP, autocommit=False) as ddl:
+            ddl.execute("LOCK TABLE public.parent_1 IN ACCESS EXCLUSIVE MODE")
+            refreshed = one(db, "SELECT last_refresh_at FROM shardcast.worker_status")
+            taken = samples_during(db, 8)
+            after = one(db, "SELECT last_refresh_at FROM shardcast.worker_status")
+            ddl.rollback()
+        assert taken >= 6, f"{taken} samples in 8 s at a 1 s interval while a partition was locked"
+        assert after > refreshed, "no refresh while a partition was locked"
+
+
+def test_without_preloading_the_setup_mistake_is_named():
+    with running_cluster({"shared_preload_libraries": "''"}, "shardcast-worker") as cluster:
+        with cluster.connect() as conn:
+            messages = collect_messages(conn)
+            conn.execute("CREATE EXTENSION shardcast")
+            assert ("WARNING", "shardcast is not in shared_preload_libraries: its worker does not run, so nothing is sampled",
+                    "Add shardcast to shared_preload_libraries in postgresql.conf and restart the server.") in messages
+            assert one(conn, "SHOW shardcast.database") == "postgres"
+            assert one(conn, "SELECT state FROM shardcast.worker_status") == \
+                "not running: shardcast is not in shared_preload_libraries"
+        with cluster.connect() as conn:
+            messages = collect_messages(conn)
+            assert one(conn, "SELECT shardcast.refresh_forecasts()") == 0
+            assert [m[0] for m in messages] == ["WARNING"]
+            assert "shared_preload_libraries" in messages[0][2]
+
+
+def test_in_another_database_worker_status_says_where_the_worker_runs():
+    with app_cluster() as (cluster, db):
+        pid = wait_for("the sampler", lambda: sampler_pid(db))
+        with cluster.connect() as conn:
+            messages = collect_messages(conn)
+            conn.execute("CREATE EXTENSION shardcast")
+            assert [m[0] for m in messages] == ["WARNING"]
+            assert 'samples database "app" (shardcast.database), not "postgres"' in messages[0][1]
+            assert "shardcast.database = 'postgres'" in messages[0][2]
+            assert conn.execute("SELECT pid, database, state FROM shardcast.worker_status").fetchone() == \
+                (pid, APP, 'running in database "app"')
+            messages.clear()
+            conn.execute("SELECT shardcast.refresh_forecasts()")
+            assert [m[0] for m in messages] == ["NOTICE"]
+            assert 'not "postgres"' in messages[0][1]
+
+
+def test_a_paused_worker_lets_its_database_be_dropped():
+    with app_cluster() as (cluster, db):
+        wait_for("the sampler", lambda: sampler_pid(db))
+        db.execute("ALTER SYSTEM SET shardcast.enabled = off")
+        db.execute("SELECT pg_reload_conf()")
+        wait_for("the pause", lambda: one(db, "SELECT state FROM shardcast.worker_status") == "paused (shardcast.enabled = off)")
+        assert sampler_pid(db) is None
+        db.close()
+        with cluster.connect() as postgres:
+            postgres.execute(f"DROP DATABASE {APP}")
+            postgres.execute(f"CREATE DATABASE {APP}")
+            postgres.execute("ALTER SYSTEM RESET shardcast.enabled")
+            postgres.execute("SELECT pg_reload_conf()")
+        with cluster.connect(APP) as db:
+            db.execute("CREATE EXTENSION shardcast")
+            wait_for("sampling again", lambda: one(db, "SELECT state FROM shardcast.worker_status") == "running", timeout=15)
