@@ -2,7 +2,7 @@
 //! top-k shards as shardcast ranks them, against the true top-k (perfect foresight) and against
 //! ranking by last value and by seasonal naive.
 //!
-//! cargo run --release -p shardcast-core --example ranking -- ../shared/data/nab/*.csv
+//! cargo run --release -p shardcast-core --example ranking -- bench/data/nab/*.csv
 //!
 //! Each trace is normalised to mean 1 and replayed as four shards: ending 0, 1, 2 and 3 days
 //! before the trace ends, at levels spread over 1x-3x, so that the ranking turns on each shard's
