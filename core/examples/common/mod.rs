@@ -1,4 +1,4 @@
-//! Reading the traces in ../shared/data: `timestamp,value` CSVs.
+//! Reading the traces in bench/data: `timestamp,value` CSVs.
 
 use std::collections::BTreeMap;
 
