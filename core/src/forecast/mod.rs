@@ -403,17 +403,19 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
         .iter()
         .map(|&t| raw[t..t + horizon].iter().sum())
         .collect();
+    // Each origin's ceiling depends on the history alone, not on the candidate.
+    let ceilings: Vec<f64> = origins
+        .iter()
+        .map(|&t| total_ceiling(&y[..t], horizon))
+        .collect();
     // predictions[c][o]: candidate c's total from origin o.
     let mut predictions: Vec<Option<Vec<f64>>> = Vec::with_capacity(candidates.len());
     for &m in &candidates {
         let totals: Option<Vec<f64>> = origins
             .iter()
-            .map(|&t| {
-                predict_path(m, &y[..t], horizon).map(|p| {
-                    bounded(p, total_ceiling(&y[..t], horizon))
-                        .iter()
-                        .sum::<f64>()
-                })
+            .zip(&ceilings)
+            .map(|(&t, &ceiling)| {
+                predict_path(m, &y[..t], horizon).map(|p| bounded(p, ceiling).iter().sum::<f64>())
             })
             .collect();
         predictions.push(totals);
