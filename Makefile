@@ -32,7 +32,7 @@ install-released-scripts:
 demo: install-release
 	python3 demo/demo.py
 
-test: deps test-core test-pgrx test-e2e
+test: deps test-core test-pgrx test-e2e test-regress
 
 # The pure-Rust core: unit and property tests, no database.
 test-core:
@@ -48,11 +48,18 @@ test-pgrx: deps
 test-e2e: install
 	python3 -m pytest pg_test -q
 
+# The SQL API documented by its own regression output: pg_regress runs pg_test/regress/sql and
+# compares with pg_test/regress/expected, on a throwaway cluster with the worker paused.
+.PHONY: test-regress
+test-regress: install
+	python3 pg_test/regress/run.py
+
 # Benchmarks print figures; they assert nothing.
 bench: bench-forecast-core install-release
 	python3 bench/sampler_bench.py
 	python3 bench/forecast_bench.py
 	python3 bench/queue_bench.py
+	python3 bench/overhead_bench.py $(OVERHEAD_ARGS)
 
 # Ranking and model cost on the traces in bench/data, without a database.
 TRACES ?= bench/data/nab/*.csv
@@ -73,6 +80,14 @@ bench-accuracy:
 .PHONY: bench-replay
 bench-replay: install-release
 	python3 bench/replay_bench.py $(REPLAY_ARGS)
+
+# The worker's overhead on pgbench: TPS with shardcast not preloaded, preloaded sampling every
+# 1 min and every 1 s (interleaved rounds, paired ratios), and the CPU of shardcast's processes;
+# prints markdown tables, about 20 minutes (5 rounds x 3 x 60 s; --mode both doubles it). Quick
+# run: make bench-overhead OVERHEAD_ARGS="--duration 15 --rounds 2 --tables 200"
+.PHONY: bench-overhead
+bench-overhead: install-release
+	python3 bench/overhead_bench.py $(OVERHEAD_ARGS)
 
 lint:
 	cargo fmt --check

@@ -6,12 +6,16 @@ publication on the source and one subscription on the node, both named `shardcas
 every task it claims (`shardcast.claim_task`, in the plan's order, at most `max_concurrent` per
 node and `shardcast.plan_workers` in all), it:
 
-  1. creates the table on the node from the source's definition when it is missing,
+  1. creates the table on the node when it is missing, from pg_dump of the source's table (with
+     the types it uses, defaults, constraints and replica identity; `--bare`: only what apply
+     needs, from the catalog),
   2. adds the table to the node's publication (`ALTER PUBLICATION ... ADD TABLE ONLY`),
   3. refreshes the node's subscription (`ALTER SUBSCRIPTION ... REFRESH PUBLICATION`), which
      starts PostgreSQL's own table synchronisation (initial COPY, then catch-up),
   4. waits for the table to be ready in the node's `pg_subscription_rel`, heartbeating its lease,
-  5. completes the task (`shardcast.complete_task`), which notifies `shardcast_completion`.
+  5. builds the table's other indexes and unique constraints, and adds the foreign keys whose
+     referenced table is on the node too (the others wait for it, or for the end of the run),
+  6. completes the task (`shardcast.complete_task`), which notifies `shardcast_completion`.
 
 Every step is idempotent, so a task whose driver died is finished by the next claimer without
 copying anything twice. Ctrl-C (or SIGTERM) stops claiming and releases the tasks in flight
@@ -23,17 +27,24 @@ copying anything twice. Ctrl-C (or SIGTERM) stops claiming and releases the task
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -146,7 +157,7 @@ def ensure_channel(source: psycopg.Connection, node: Node, publisher_conninfo: s
 # Read with an empty search_path, so that every type, function and collation outside
 # pg_catalog comes out schema-qualified and means the same on the destination.
 TABLE_DEFINITION = """
-SELECT n.nspname, c.relname, c.relreplident,
+SELECT n.nspname, c.relname, c.relreplident, c.relpersistence,
        (SELECT string_agg(format('%%I %%s%%s%%s%%s', a.attname, format_type(a.atttypid, a.atttypmod),
                    CASE WHEN a.attcollation <> t.typcollation
                         THEN format(' COLLATE %%I.%%I', cn.nspname, co.collname) ELSE '' END,
@@ -179,7 +190,12 @@ def create_table_statements(source: psycopg.Connection, shard: str) -> list[sql.
     with source.transaction():
         source.execute("SET LOCAL search_path = ''")
         row = source.execute(TABLE_DEFINITION, [shard]).fetchone()
-    schema, table, replident, columns, primary_key, identity_is_primary, identity_index, identity_name = row
+    (schema, table, replident, persistence, columns, primary_key, identity_is_primary, identity_index,
+     identity_name) = row
+    if persistence != "p":
+        # shardcast.enqueue refuses these; this one became unlogged after it was enqueued.
+        raise SyncError(f"{shard} is {'an unlogged' if persistence == 'u' else 'a temporary'} table, which logical "
+                        f"replication cannot copy; ALTER TABLE {shard} SET LOGGED, then enqueue it again")
     if replident == "n" or (replident == "d" and primary_key is None):
         # Adding it to a publication would make the source refuse UPDATE and DELETE on it.
         raise SyncError(f"{shard} has no replica identity; give it a primary key or "
@@ -202,6 +218,332 @@ def create_table_statements(source: psycopg.Connection, shard: str) -> list[sql.
     return statements
 
 
+# --- the replica's full definition of a table (the default; --bare keeps only the above) -------
+#
+# What a table is made of comes from pg_dump's own output for that table, so that a replica gets
+# what `pg_dump -t` + `pg_restore` would give it, quoting and all. pg_dump writes a custom-format
+# archive; `pg_restore -l` lists its entries with the source catalog's OIDs, which tell each
+# entry's object exactly (no parsing of names or SQL), and `pg_restore -L` writes the SQL of the
+# entries chosen. The table's entries go in three steps:
+#
+#   before the copy: the table (columns, types, collations, defaults, NOT NULL, CHECK, generated
+#       columns, REPLICA IDENTITY FULL), its owned sequences (serial, identity) and their defaults,
+#       the primary key and the replica identity index: apply needs the identity from the first
+#       change it applies;
+#   after the table is ready: the other unique constraints and indexes (building them once, after
+#       the copy, is faster than keeping them up to date row by row during it);
+#   foreign keys: once the referenced table is on the node too (and ready there); until then they
+#       wait, and are added when a later task brings that table, or at the end of the run.
+#
+# Left out: triggers and rules (their functions are not dumped with a table, and apply does not
+# fire them), row security and policies (they name roles), comments, extended statistics,
+# partition attachment (a leaf partition is a table of its own on a replica), ownership and
+# privileges.
+
+# pg_dump's and pg_restore's options for every archive: definitions only, and nothing that names
+# roles, tablespaces or security label providers that a replica may not have.
+DUMP_OPTIONS = ["--schema-only", "--no-owner", "--no-privileges", "--no-tablespaces", "--no-security-labels"]
+# Entry kinds in `pg_restore -l` output, longest first: some are prefixes of others.
+TOC_KINDS = sorted(["TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT", "CONSTRAINT", "CHECK CONSTRAINT",
+                    "FK CONSTRAINT", "INDEX", "INDEX ATTACH", "TABLE ATTACH", "TYPE", "DOMAIN"],
+                   key=len, reverse=True)
+TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+
+
+def dump_pattern(schema: str, name: str | None = None) -> str:
+    """A pg_dump pattern that matches exactly this schema (and name): double-quoted parts are
+    taken literally, whatever characters they hold."""
+    quote = lambda part: '"' + part.replace('"', '""') + '"'  # noqa: E731
+    return quote(schema) if name is None else f"{quote(schema)}.{quote(name)}"
+
+
+@dataclass
+class TocEntry:
+    line: str
+    oid: int  # the object's OID in the source (0 for entries that have none)
+    kind: str
+
+
+class PgDump:
+    """pg_dump and pg_restore (of one installation) run against the source."""
+
+    def __init__(self, pg_dump: str, source_conninfo: str):
+        self.pg_dump = pg_dump
+        self.pg_restore = str(Path(pg_dump).with_name("pg_restore"))
+        params = conninfo_to_dict(source_conninfo)
+        password = params.pop("password", None)
+        params.setdefault("application_name", "shardcast-driver")
+        # The password goes through the environment, not the command line that `ps` shows.
+        self.conninfo = make_conninfo("", **params)
+        self.env = dict(os.environ)
+        if password is not None:
+            self.env["PGPASSWORD"] = password
+
+    @staticmethod
+    def locate(explicit: str | None, source_major: int) -> str:
+        """--pg-dump, else the source's major version's own pg_dump (Debian's layout), else 15's,
+        else the one on PATH."""
+        if explicit:
+            return explicit
+        for candidate in (f"/usr/lib/postgresql/{source_major}/bin/pg_dump", "/usr/lib/postgresql/15/bin/pg_dump"):
+            if os.access(candidate, os.X_OK):
+                return candidate
+        found = shutil.which("pg_dump")
+        if found is None:
+            raise SyncError("pg_dump not found: install PostgreSQL's client programs, pass --pg-dump PATH, "
+                            "or run with --bare")
+        return found
+
+    def check(self, source_major: int) -> None:
+        """pg_dump dumps servers of its own major version and older only; pg_restore must be its twin."""
+        versions = []
+        for program in (self.pg_dump, self.pg_restore):
+            try:
+                out = subprocess.run([program, "--version"], capture_output=True, text=True, check=True).stdout
+            except (OSError, subprocess.CalledProcessError) as error:
+                raise SyncError(f"cannot run {program}: {error}") from error
+            found = re.search(r"\)\s+(\d+)", out)
+            if found is None:
+                raise SyncError(f"cannot tell the version of {program} from {out.strip()!r}")
+            versions.append(int(found.group(1)))
+        if versions[0] != versions[1]:
+            raise SyncError(f"{self.pg_dump} is version {versions[0]} but {self.pg_restore} is {versions[1]}")
+        if versions[0] < source_major:
+            raise SyncError(f"{self.pg_dump} is version {versions[0]}, older than the source's PostgreSQL "
+                            f"{source_major}: pass the pg_dump of PostgreSQL {source_major} or newer with --pg-dump")
+
+    def run(self, args: list[str], what: str) -> str:
+        done = subprocess.run(args, capture_output=True, text=True, env=self.env)
+        if done.returncode != 0:
+            message = done.stderr.strip().replace("\n", "; ") or f"exit status {done.returncode}"
+            raise SyncError(f"{what}: {message}")
+        return done.stdout
+
+    @contextlib.contextmanager
+    def archive(self, selection: list[str], what: str) -> Iterator["Archive"]:
+        with tempfile.TemporaryDirectory(prefix="shardcast-driver-") as directory:
+            path = str(Path(directory) / "dump")
+            self.run([self.pg_dump, *DUMP_OPTIONS, "--format=custom", "--strict-names", *selection,
+                      "--file", path, "--dbname", self.conninfo], f"pg_dump of {what}")
+            yield Archive(self, directory, path, what)
+
+
+class Archive:
+    def __init__(self, dumper: PgDump, directory: str, path: str, what: str):
+        self.dumper, self.directory, self.path, self.what = dumper, directory, path, what
+        self.entries = []
+        for line in dumper.run([dumper.pg_restore, "--list", path], f"pg_restore --list of {what}").splitlines():
+            parsed = TOC_LINE.match(line)
+            if parsed is None:
+                continue  # comments
+            rest = parsed.group(4)
+            kind = next((k for k in TOC_KINDS if rest.startswith(k + " ")), rest.split(" ", 1)[0])
+            self.entries.append(TocEntry(line, int(parsed.group(3)), kind))
+
+    def script(self, entries: list[TocEntry]) -> str:
+        """The SQL of these entries, in the archive's (dependency) order, as pg_restore writes it:
+        SET statements first (search_path = '' among them), then the entries."""
+        if not entries:
+            return ""
+        listing = Path(self.directory) / "list"
+        listing.write_text("".join(e.line + "\n" for e in entries))
+        out = self.dumper.run([self.dumper.pg_restore, *DUMP_OPTIONS, "--use-list", str(listing), "--file", "-",
+                               self.path], f"pg_restore of {self.what}")
+        # pg_restore 15.14 and later fence a script with psql's \restrict KEY ... \unrestrict KEY;
+        # these are psql commands, not SQL.
+        fence = re.search(r"^\\restrict (\S+)$", out, re.M)
+        if fence:
+            out = re.sub(r"^\\(un)?restrict " + re.escape(fence.group(1)) + r"$", "", out, flags=re.M)
+        return out
+
+
+# Types a table's columns need, from the source catalog: the columns' types and, recursively,
+# domains' base types, arrays' elements, composite types' attributes, ranges' subtypes and
+# multiranges' ranges. Deepest first, so that a type comes after those it is made of.
+NEEDED_TYPES = """
+WITH RECURSIVE needed(oid, depth) AS (
+    SELECT a.atttypid, 0 FROM pg_attribute a
+    WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+    SELECT d.oid, n.depth + 1
+    FROM needed n JOIN pg_type t ON t.oid = n.oid
+    CROSS JOIN LATERAL (
+        SELECT t.typbasetype WHERE t.typtype = 'd'
+        UNION ALL SELECT t.typelem WHERE t.typelem <> 0 AND t.typlen = -1
+        UNION ALL SELECT a.atttypid FROM pg_attribute a
+                  WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE t.typtype = 'r' AND r.rngtypid = t.oid
+        UNION ALL SELECT r.rngtypid FROM pg_range r WHERE t.typtype = 'm' AND r.rngmultitypid = t.oid) d(oid)
+    WHERE n.depth < 32
+)
+SELECT t.oid, ns.nspname, format('%%I.%%I', ns.nspname, t.typname), t.typtype,
+       (SELECT e.extname FROM pg_depend dep JOIN pg_extension e ON e.oid = dep.refobjid
+        WHERE dep.classid = 'pg_type'::regclass AND dep.objid = t.oid AND dep.deptype = 'e'),
+       t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) <> 'c'
+FROM (SELECT oid, max(depth) AS depth FROM needed GROUP BY oid) n
+JOIN pg_type t ON t.oid = n.oid
+JOIN pg_namespace ns ON ns.oid = t.typnamespace
+WHERE ns.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT (t.typelem <> 0 AND t.typlen = -1)  -- arrays come with their element type
+  AND t.typtype <> 'm'                        -- and multiranges with their range type
+ORDER BY n.depth DESC, t.oid
+"""
+
+# The table's constraints and indexes in the source, with the names a replica knows them by.
+TABLE_PARTS = """
+SELECT 'constraint', k.oid, k.contype::text, k.conname, NULL,
+       k.contype = 'p' OR (k.conindid <> 0 AND EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = k.conindid
+                                                       AND i.indisreplident)),
+       CASE WHEN k.contype = 'f' THEN format('%%I.%%I', fn.nspname, f.relname) END
+FROM pg_constraint k
+LEFT JOIN pg_class f ON f.oid = k.confrelid
+LEFT JOIN pg_namespace fn ON fn.oid = f.relnamespace
+WHERE k.conrelid = %s::regclass
+UNION ALL
+SELECT 'index', i.indexrelid, NULL, ic.relname, format('%%I.%%I', n.nspname, ic.relname),
+       i.indisprimary OR i.indisreplident, NULL
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+WHERE i.indrelid = %s::regclass
+"""
+
+
+@dataclass
+class Step:
+    """One index or constraint built after the copy, unless the replica has it already."""
+    what: str
+    script: str
+    exists: tuple[str, list]  # a query for the replica, and its parameters
+
+
+@dataclass
+class ForeignKey:
+    table: str
+    name: str
+    references: str
+    script: str
+
+
+@dataclass
+class NeededType:
+    oid: int
+    schema: str
+    name: str  # quoted qualified
+    extension: str | None  # the extension it belongs to, if any
+    creatable: bool  # an enum, domain, composite, range or multirange type of its own
+
+
+@dataclass
+class TableDefinition:
+    shard: str
+    schema: str
+    types: list[NeededType]  # deepest first
+    pre_copy: str
+    post_copy: list[Step]
+    foreign_keys: list[ForeignKey]
+
+
+def constraint_exists(table: str, name: str) -> tuple[str, list]:
+    return ("SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s)",
+            [table, name])
+
+
+def table_definition(source: psycopg.Connection, dumper: PgDump, shard: str) -> TableDefinition:
+    """What a replica needs to hold `shard` as the source does, from pg_dump of that table."""
+    with source.transaction():
+        source.execute("SET LOCAL search_path = ''")
+        schema, name, qualified, inherits = source.execute(
+            "SELECT n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname),"
+            "       EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid AND NOT c.relispartition)"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass",
+            [shard]).fetchone()
+        parts = source.execute(TABLE_PARTS, [shard, shard]).fetchall()
+        types = source.execute(NEEDED_TYPES, [shard]).fetchall()
+    constraints = {oid: (contype, conname, identity, references)
+                   for kind, oid, contype, conname, _, identity, references in parts if kind == "constraint"}
+    indexes = {oid: (qualified_index, identity)
+               for kind, oid, _, _, qualified_index, identity, _ in parts if kind == "index"}
+    pre_copy: list[TocEntry] = []
+    post_copy: list[Step] = []
+    foreign_keys: list[ForeignKey] = []
+    with dumper.archive(["--table", dump_pattern(schema, name)], shard) as archive:
+        for entry in archive.entries:
+            if entry.kind in ("TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT"):
+                pre_copy.append(entry)
+            elif entry.kind in ("CONSTRAINT", "CHECK CONSTRAINT", "FK CONSTRAINT") and entry.oid in constraints:
+                contype, conname, identity, references = constraints[entry.oid]
+                if entry.kind == "FK CONSTRAINT":
+                    foreign_keys.append(ForeignKey(qualified, conname, references, archive.script([entry])))
+                elif identity:
+                    pre_copy.append(entry)
+                else:
+                    post_copy.append(Step(f"constraint {conname}", archive.script([entry]),
+                                          constraint_exists(qualified, conname)))
+            elif entry.kind == "INDEX" and entry.oid in indexes:
+                qualified_index, identity = indexes[entry.oid]
+                if identity:
+                    pre_copy.append(entry)
+                else:
+                    post_copy.append(Step(f"index {qualified_index}", archive.script([entry]),
+                                          ("SELECT to_regclass(%s) IS NOT NULL", [qualified_index])))
+            # Everything else is left out: see above.
+        if inherits:
+            # pg_dump writes CREATE TABLE ... INHERITS (parent), which needs the parents on the
+            # replica: an inheritance child is made from the catalog instead, as with --bare
+            # (every column its own, primary key and replica identity), and gets the rest after
+            # the copy.
+            script = "".join(s.as_string(source) + ";\n" for s in create_table_statements(source, shard))
+        else:
+            script = archive.script(pre_copy)
+    needed = [NeededType(oid, type_schema, type_name, extension, typtype in "edcrm" and not rowtype)
+              for oid, type_schema, type_name, typtype, extension, rowtype in types]
+    return TableDefinition(qualified, schema, needed, script, post_copy, foreign_keys)
+
+
+def run_on_replica(dest: psycopg.Connection, scripts: list[str | sql.Composable]) -> None:
+    """Runs scripts of pg_restore in one transaction on a replica. They begin with SET statements
+    (and `set_config('search_path', '', false)`) that last for the session: RESET ALL gives the
+    session its own settings back afterwards, whatever happened."""
+    try:
+        with dest.transaction():
+            for script in scripts:
+                if not isinstance(script, str) or script.strip():
+                    dest.execute(script)
+    finally:
+        if not dest.closed:
+            with contextlib.suppress(psycopg.Error):
+                dest.execute("RESET ALL")
+
+
+# On a replica: its tables, with their state in the node's subscription (NULL: not in it).
+TABLES_ON_REPLICA = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       (SELECT r.srsubstate::text FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+        WHERE s.subname = %s AND r.srrelid = c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+"""
+FOREIGN_KEYS_ON_REPLICA = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), k.conname
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE k.contype = 'f'
+"""
+# On the source: foreign keys from or to the given tables (NULL: all), as pg_dump dumps them with
+# their table (a partition's inherited ones come with its parent, which a replica does not have).
+FOREIGN_KEYS_ON_SOURCE = """
+SELECT t.name, k.conname, f.name
+FROM pg_constraint k
+CROSS JOIN LATERAL (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = k.conrelid) t(name)
+CROSS JOIN LATERAL (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = k.confrelid) f(name)
+WHERE k.contype = 'f' AND k.conparentid = 0
+  AND (%s::text[] IS NULL OR t.name = ANY(%s::text[]) OR f.name = ANY(%s::text[]))
+ORDER BY 1, 2
+"""
+
+
 class Driver:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -215,6 +557,7 @@ class Driver:
         self.in_flight: dict[int, Task] = {}
         self.done = threading.Event()
         self.slot_freed = threading.Event()
+        self.dumper: PgDump | None = None  # None with --bare
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -237,6 +580,14 @@ class Driver:
 
     def serve(self) -> int:
         with connect(self.args.source) as source:
+            if not self.args.bare:
+                source_major = source.info.server_version // 10000
+                try:
+                    self.dumper = PgDump(PgDump.locate(self.args.pg_dump, source_major), self.args.source)
+                    self.dumper.check(source_major)
+                except SyncError as error:
+                    print(f"shardcast-driver: {error}", file=sys.stderr, flush=True)
+                    return EXIT_FAILED
             nodes = self.load_nodes(source)
             for node in nodes:
                 try:
@@ -269,7 +620,25 @@ class Driver:
                 # A sync that finishes frees its slot at once; otherwise poll for new tasks.
                 self.slot_freed.wait(self.args.poll)
                 self.slot_freed.clear()
+            if not self.stopping.is_set():
+                self.add_waiting_foreign_keys(source)
         return EXIT_INTERRUPTED if self.stopping.is_set() else EXIT_OK
+
+    def add_waiting_foreign_keys(self, source: psycopg.Connection) -> None:
+        """At the end of a run: every foreign key between tables that are on a node now (this run's
+        or earlier runs') and that it lacks."""
+        if self.dumper is None:
+            return
+        for node in self.nodes:
+            try:
+                with connect(node.conninfo) as dest:
+                    waiting = self.add_foreign_keys(node, source, dest)
+            except (psycopg.Error, SyncError) as error:
+                self.progress.say(f"foreign keys on {node.name}: {str(error).strip()}")
+                continue
+            if waiting:
+                self.progress.say(f"{node.name}: {len(waiting)} foreign key(s) wait for the table they reference: "
+                                  + ", ".join(waiting))
 
     def load_nodes(self, source: psycopg.Connection) -> list[Node]:
         rows = source.execute(
@@ -372,12 +741,9 @@ class Driver:
 
     def replicate_to(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> bool:
         statements = create_table_statements(source, task.shard)  # also refuses a table without identity
+        definition = None if self.dumper is None else table_definition(source, self.dumper, task.shard)
         if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is None:
-            try:
-                self.create_table(dest, statements)
-            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
-                # Another sync created the same new schema at the same moment: it is there now.
-                self.create_table(dest, statements)
+            self.create_table(task, dest, statements, definition)
         elif self.subscription_state(task, dest) is None and dest.execute(
                 sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
             # The initial copy would collide with these rows and retry for ever.
@@ -386,7 +752,12 @@ class Driver:
         with task.node.refresh_lock:
             dest.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION").format(
                 sql.Identifier(task.node.channel)))
-        return self.wait_until_ready(task, source, dest)
+        if not self.wait_until_ready(task, source, dest):
+            return False
+        if definition is not None:
+            self.complete_definition(task, dest, definition)
+            self.add_foreign_keys(task.node, source, dest, [definition.shard], {definition.shard: definition})
+        return True
 
     def add_to_publication(self, task: Task, source: psycopg.Connection) -> None:
         published = source.execute(
@@ -426,11 +797,112 @@ class Driver:
         if source is not None:
             source.close()
 
-    @staticmethod
-    def create_table(dest: psycopg.Connection, statements: list[sql.Composable]) -> None:
-        with dest.transaction():
-            for statement in statements:
-                dest.execute(statement)
+    def create_table(self, task: Task, dest: psycopg.Connection, statements: list[sql.Composable],
+                     definition: TableDefinition | None) -> None:
+        """Creates the table on the node: with --bare from `statements`, else the types it needs
+        that the node lacks, then its definition before the copy (see TableDefinition)."""
+        for attempt in range(2):
+            try:
+                if definition is None:
+                    with dest.transaction():
+                        for statement in statements:
+                            dest.execute(statement)
+                else:
+                    types = self.types_script(task, dest, definition)
+                    schema = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(definition.schema))
+                    run_on_replica(dest, [schema, types, definition.pre_copy])
+                return
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema,
+                    psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable):
+                # Another sync created the same new schema or type at the same moment: it is there
+                # now, and the second attempt leaves it be.
+                if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is not None:
+                    return
+                if attempt:
+                    raise
+
+    def types_script(self, task: Task, dest: psycopg.Connection, definition: TableDefinition) -> str:
+        """CREATE TYPE and CREATE DOMAIN for the types the table needs that the node lacks.
+
+        pg_dump -t does not dump the types a table uses. They come from pg_dump of their schemas
+        with every table left out (`-n s -T 's.*'`), and of that only their own TYPE and DOMAIN
+        entries, chosen by OID: pg_dump's output is the definition PostgreSQL itself restores
+        (every kind, option, constraint, collation and quoting, in dependency order), where SQL
+        rebuilt from pg_type, pg_enum and pg_constraint would have to follow each release's
+        catalog and would drift from it. The catalog only says which types are needed."""
+        assert self.dumper is not None
+        missing = [t for t in definition.types
+                   if dest.execute("SELECT to_regtype(%s) IS NULL", [t.name]).fetchone()[0]]
+        if not missing:
+            return ""
+        for needed in missing:
+            if needed.extension is not None:
+                raise SyncError(f"{task.shard} has a column of type {needed.name}, of extension "
+                                f"{needed.extension}: CREATE EXTENSION {needed.extension} on {task.node.name} first")
+            if not needed.creatable:
+                raise SyncError(f"{task.shard} has a column of type {needed.name}, which the driver cannot create "
+                                f"(a base type, or a table's row type): create it on {task.node.name} first")
+        schemas = sorted({t.schema for t in missing})
+        selection = [option for schema in schemas
+                     for option in ("--schema", dump_pattern(schema), "--exclude-table", dump_pattern(schema) + ".*")]
+        wanted = {t.oid for t in missing}
+        with self.dumper.archive(selection, f"the types of {task.shard}") as archive:
+            entries = [e for e in archive.entries if e.kind in ("TYPE", "DOMAIN") and e.oid in wanted]
+            lost = [t.name for t in missing if t.oid not in {e.oid for e in entries}]
+            if lost:
+                raise SyncError(f"pg_dump did not dump type {', '.join(lost)} that {task.shard} needs")
+            creates = "".join(sql.SQL("CREATE SCHEMA IF NOT EXISTS {};\n").format(sql.Identifier(s)).as_string(dest)
+                              for s in schemas)
+            return creates + archive.script(entries)
+
+    def complete_definition(self, task: Task, dest: psycopg.Connection, definition: TableDefinition) -> None:
+        """After the copy: the indexes and constraints that the node does not have yet."""
+        for step in definition.post_copy:
+            query, params = step.exists
+            if dest.execute(query, params).fetchone()[0]:
+                continue
+            try:
+                run_on_replica(dest, [step.script])
+            except psycopg.Error as error:
+                detail = str(error).strip().splitlines()[0]
+                raise SyncError(f"ready on {task.node.name}, but its {step.what} could not be built there: "
+                                f"{detail}") from error
+
+    def add_foreign_keys(self, node: Node, source: psycopg.Connection, dest: psycopg.Connection,
+                         tables: list[str] | None = None,
+                         definitions: dict[str, TableDefinition] | None = None) -> list[str]:
+        """Adds the foreign keys from or to `tables` (None: every table) whose two tables are both
+        on the node (ready there, or not in its subscription at all) and that the node lacks.
+        Returns those still waiting: for the table they reference, or because adding one failed
+        (it is tried again next time). A foreign key never fails a copy."""
+        present = dict(dest.execute(TABLES_ON_REPLICA, [node.channel]).fetchall())
+        have = {(table, name) for table, name in dest.execute(FOREIGN_KEYS_ON_REPLICA).fetchall()}
+        rows = source.execute(FOREIGN_KEYS_ON_SOURCE, [tables, tables, tables]).fetchall()
+        usable = lambda table: table in present and present[table] in (None, "r")  # noqa: E731
+        waiting: list[str] = []
+        wanted: dict[str, set[str]] = {}
+        for table, name, references in rows:
+            if not usable(table) or (table, name) in have:
+                continue
+            if usable(references):
+                wanted.setdefault(table, set()).add(name)
+            else:
+                waiting.append(f"{name} of {table} ({references})")
+        for table, names in wanted.items():
+            try:
+                definition = (definitions or {}).get(table) or table_definition(source, self.dumper, table)
+            except (SyncError, psycopg.Error) as error:
+                waiting += [f"{name} of {table} ({str(error).strip()})" for name in sorted(names)]
+                continue
+            for key in definition.foreign_keys:
+                if key.name not in names:
+                    continue
+                try:
+                    run_on_replica(dest, [key.script])
+                except psycopg.Error as error:
+                    detail = str(error).strip().splitlines()[0]
+                    waiting.append(f"{key.name} of {table} ({detail})")
+        return waiting
 
     @staticmethod
     def subscription_state(task: Task, dest: psycopg.Connection) -> str | None:
@@ -493,6 +965,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds without claims for a node after one of its syncs failed (default 5)")
     parser.add_argument("--sync-timeout", type=float, default=3600.0,
                         help="seconds a table may take to become ready before its task fails")
+    parser.add_argument("--bare", action="store_true",
+                        help="give replicas only what apply needs (columns, primary key, replica identity), read "
+                        "from the catalog, instead of the table's full definition from pg_dump (types, defaults, "
+                        "constraints, indexes, foreign keys)")
+    parser.add_argument("--pg-dump", metavar="PATH",
+                        help="the pg_dump to read definitions with, of the source's major version or newer; "
+                        "pg_restore is taken from the same directory (default: PostgreSQL's own for the source's "
+                        "version, then 15's, then the one on PATH)")
     return parser.parse_args(argv)
 
 

@@ -53,7 +53,7 @@ def test_worker_scores_what_clients_read(db):
                imported_hours, change_reason
         FROM shardcast.forecasts WHERE shard = 'public.s_hot'::regclass""").fetchone()
     assert window[:4] == (True, True, 1, 0), window
-    assert window[4] in ("first forecast", "new data"), window
+    assert window[4] in ("first forecast", "refreshed with the latest history"), window
     # s_ref is referenced by the hot table: lifted toward its score, and says so.
     lifted = one(db, "SELECT lift_source::text FROM shardcast.priority_scores WHERE shard = 'public.s_ref'::regclass")
     assert lifted == "s_hot"

@@ -195,3 +195,24 @@ END
 $$;
 CREATE TRIGGER restore_builtin BEFORE INSERT ON shardcast.shard_classes
     FOR EACH ROW WHEN (NEW.builtin) EXECUTE FUNCTION shardcast._restore_builtin_class();
+
+-- The manifest's positions count what is still queued (1 = next), not the plan's stored ranks.
+CREATE OR REPLACE VIEW shardcast.replication_manifest AS
+SELECT t.task_id,
+       format('%I.%I', s.schema_name, s.table_name) AS shard,
+       (SELECT system_identifier FROM pg_catalog.pg_control_system()) AS source_system_identifier,
+       current_database() AS source_database,
+       t.node AS destination,
+       t.size_bytes,
+       t.priority_weight,
+       -- Renumbered over what is still queued, so that position 1 is the next task claimed
+       -- even after earlier tasks were claimed.
+       CASE WHEN t.state = 'queued'
+            THEN (row_number() OVER (PARTITION BY t.state ORDER BY t.dispatch_rank, t.task_id))::integer
+       END AS position,
+       t.tier,
+       t.prefetch,
+       t.state
+FROM shardcast.replication_tasks t
+JOIN shardcast.shards s USING (shard_id)
+WHERE t.state IN ('queued', 'claimed');

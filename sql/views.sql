@@ -277,7 +277,11 @@ SELECT t.task_id,
        t.node AS destination,
        t.size_bytes,
        t.priority_weight,
-       CASE WHEN t.state = 'queued' THEN t.dispatch_rank END AS position,
+       -- Renumbered over what is still queued, so that position 1 is the next task claimed
+       -- even after earlier tasks were claimed.
+       CASE WHEN t.state = 'queued'
+            THEN (row_number() OVER (PARTITION BY t.state ORDER BY t.dispatch_rank, t.task_id))::integer
+       END AS position,
        t.tier,
        t.prefetch,
        t.state

@@ -33,3 +33,14 @@ pub fn spi_error(err: pgrx::spi::Error) -> ErrorReport {
         "shardcast",
     )
 }
+
+/// A float as PostgreSQL spells it in messages (`Infinity`, `-Infinity`, `NaN`), not Rust.
+pub fn float_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        v.to_string()
+    }
+}

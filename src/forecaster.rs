@@ -110,7 +110,8 @@ fn change_reason(shard: &ShardHistory, selection: &Selection, fresh: bool) -> St
     if previous.imported_hours != Some(shard.imported_hours as i32) {
         return "imported history changed".into();
     }
-    "new data".into()
+    // The same models over a history that moved on with the clock (and what was sampled).
+    "refreshed with the latest history".into()
 }
 
 /// A refresh of every live shard's forecast and score, in three parts so that the worker can

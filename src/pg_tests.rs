@@ -1253,3 +1253,32 @@ fn a_table_renamed_and_renamed_back_keeps_its_shard_and_history() {
     .unwrap();
     assert_eq!(row, format!("{first}|42"));
 }
+
+#[pg_test]
+fn tables_logical_replication_cannot_carry_are_refused_at_enqueue() {
+    Spi::run(
+        "CREATE UNLOGGED TABLE public.ul_scratch (id int PRIMARY KEY);
+         CREATE TEMPORARY TABLE ul_session (id int PRIMARY KEY);
+         CREATE TABLE public.ul_kept (id int PRIMARY KEY);
+         CREATE TABLE public.ul_parts (id int, d int, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+         CREATE UNLOGGED TABLE public.ul_parts_cold PARTITION OF public.ul_parts FOR VALUES FROM (0) TO (10);
+         CREATE TABLE public.ul_parts_hot PARTITION OF public.ul_parts FOR VALUES FROM (10) TO (20);
+         CREATE PUBLICATION ul_pub FOR TABLE public.ul_parts, public.ul_kept;",
+    )
+    .unwrap();
+    // One named table: an ERROR that says what to do.
+    assert_eq!(outcome("SELECT shardcast.enqueue('public.ul_scratch')"), "0A000 with hint");
+    assert_eq!(outcome("SELECT shardcast.enqueue('pg_temp.ul_session')"), "0A000 with hint");
+    // In bulk: skipped (with a NOTICE), the others enqueued.
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.enqueue_publication('ul_pub')").unwrap(), Some(2));
+    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
+    let queued = Spi::get_one::<String>(
+        "SELECT string_agg(s.table_name::text, ',' ORDER BY s.table_name) FROM shardcast.replication_tasks t
+         JOIN shardcast.shards s USING (shard_id) WHERE s.table_name LIKE 'ul\\_%' AND t.state = 'queued'",
+    )
+    .unwrap();
+    assert_eq!(queued.as_deref(), Some("ul_kept,ul_parts_hot"));
+    // Made logged, it is a table like any other.
+    Spi::run("ALTER TABLE public.ul_scratch SET LOGGED").unwrap();
+    assert_eq!(outcome("SELECT shardcast.enqueue('public.ul_scratch')"), "ok");
+}

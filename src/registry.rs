@@ -123,7 +123,7 @@ fn not_a_shard(relid: pg_sys::Oid) -> SqlResult<pgrx::pg_sys::panic::ErrorReport
         Some("p") => sql_error(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             format!("\"{name}\" is a partitioned table, not a shard"),
-            "Record accesses against its leaf partitions: each is a shard of its own.",
+            "Name its leaf partitions instead: each is a shard of its own.",
         ),
         Some("r") => sql_error(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,

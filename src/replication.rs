@@ -116,7 +116,8 @@ fn add_node(
     if !(capacity.is_finite() && capacity > 0.0 && capacity <= MAX_BANDWIDTH) {
         return Err(invalid(
             format!(
-                "capacity must be a positive number of bytes per second up to 1e15, not {capacity}"
+                "capacity must be a positive number of bytes per second up to 1e15, not {}",
+                crate::error::float_text(capacity)
             ),
             "Give the destination's copy throughput, e.g. 100e6 for 100 MB/s.",
         ));
@@ -159,7 +160,10 @@ fn report_node_load(node: Option<&str>, load: Option<f64>) -> SqlResult<()> {
     let load = load.ok_or_else(|| null_argument("load"))?;
     if !(0.0..=1.0).contains(&load) {
         return Err(invalid(
-            format!("load must be between 0 and 1, not {load}"),
+            format!(
+                "load must be between 0 and 1, not {}",
+                crate::error::float_text(load)
+            ),
             "Report the share of the node's capacity in use.",
         ));
     }
@@ -232,9 +236,92 @@ fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec
     Ok(ids)
 }
 
+/// Why logical replication cannot carry a table of this persistence (`pg_class.relpersistence`),
+/// with what to do about it; None for a permanent table. PostgreSQL publishes permanent tables
+/// only: an unlogged table writes no WAL to decode and a temporary one lives in its session, so
+/// a task for either would fail at every attempt and leave an empty table on the replica.
+fn persistence_refusal(name: &str, persistence: &str) -> Option<(String, String)> {
+    match persistence {
+        "u" => Some((
+            format!("unlogged table \"{name}\" cannot be replicated"),
+            format!(
+                "Logical replication carries only permanent tables: make it logged first \
+                 (ALTER TABLE {name} SET LOGGED), then enqueue it."
+            ),
+        )),
+        "t" => Some((
+            format!("temporary table \"{name}\" cannot be replicated"),
+            "Logical replication carries only permanent tables: copy what you need into a \
+             permanent table and enqueue that."
+                .to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// The error that refuses to enqueue `relid` when logical replication cannot carry it.
+fn unreplicable(relid: pg_sys::Oid) -> SqlResult<Option<ErrorReport>> {
+    let (name, persistence) = Spi::get_two_with_args::<String, String>(
+        "SELECT c.oid::regclass::text, c.relpersistence::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[relid.into()],
+    )
+    .map_err(spi_error)?;
+    let (Some(name), Some(persistence)) = (name, persistence) else {
+        return Ok(None); // dropped meanwhile: shard_id_for says so
+    };
+    Ok(
+        persistence_refusal(&name, &persistence).map(|(message, hint)| {
+            sql_error(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, message, hint)
+        }),
+    )
+}
+
+/// `shard_ids` without the shards that logical replication cannot carry (unlogged tables), each
+/// skipped with a NOTICE, as PostgreSQL's own bulk commands skip what they cannot do.
+fn replicable_only(shard_ids: Vec<i32>) -> SqlResult<Vec<i32>> {
+    let skipped: Vec<(i32, String, String)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.shard_id, c.oid::regclass::text, c.relpersistence::text
+                 FROM shardcast.shards s JOIN pg_catalog.pg_class c ON c.oid = s.relid
+                 WHERE s.shard_id = ANY($1) AND c.relpersistence <> 'p'
+                 ORDER BY 2",
+                None,
+                &[shard_ids.clone().into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    if skipped.is_empty() {
+        return Ok(shard_ids);
+    }
+    for (_, name, persistence) in &skipped {
+        if let Some((message, hint)) = persistence_refusal(name, persistence) {
+            sql_error(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("{message}, skipping"),
+                hint,
+            )
+            .report(PgLogLevel::NOTICE);
+        }
+    }
+    Ok(shard_ids
+        .into_iter()
+        .filter(|id| !skipped.iter().any(|(skip, _, _)| skip == id))
+        .collect())
+}
+
 /// Enqueues one shard; returns its task id (the existing one if it is already queued). Declared
 /// by hand so that the shard is a regclass read as an OID: the relation is never opened, and an
-/// OID that names no relation is a clean error.
+/// OID that names no relation is a clean error. A table that logical replication cannot carry
+/// (unlogged, temporary) is refused: `feature_not_supported`, with what to do as the hint.
 #[pg_extern(
     name = "enqueue",
     sql = "
@@ -246,8 +333,11 @@ COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
 "
 )]
 fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i64> {
-    let shard = shard.ok_or_else(|| null_argument("shard"))?;
-    let shard_id = registry::shard_id_for(registry::existing_relation(shard)?)?;
+    let shard = registry::existing_relation(shard.ok_or_else(|| null_argument("shard"))?)?;
+    if let Some(refusal) = unreplicable(shard)? {
+        return Err(refusal);
+    }
+    let shard_id = registry::shard_id_for(shard)?;
     Ok(enqueue_shards(&[shard_id], destination)?
         .first()
         .copied()
@@ -255,6 +345,7 @@ fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i
 }
 
 /// Enqueues every table of a logical-replication publication; returns the number of tasks.
+/// Leaf partitions that logical replication cannot carry (unlogged) are skipped with a NOTICE.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn enqueue_publication(
@@ -296,10 +387,12 @@ fn enqueue_publication(
             .collect::<Result<Vec<_>, _>>()
     })
     .map_err(spi_error)?;
+    let shard_ids = replicable_only(shard_ids)?;
     Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
 }
 
-/// Enqueues every live shard; returns the number of tasks.
+/// Enqueues every live shard; returns the number of tasks. Unlogged tables, which logical
+/// replication cannot carry, are skipped with a NOTICE each.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
@@ -318,6 +411,7 @@ fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
             .collect::<Result<Vec<_>, _>>()
     })
     .map_err(spi_error)?;
+    let shard_ids = replicable_only(shard_ids)?;
     Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
 }
 
@@ -635,7 +729,10 @@ fn _allocation_plan(
         .unwrap_or_else(gucs::plan_bandwidth);
     if !(bandwidth > 0.0 && bandwidth <= MAX_BANDWIDTH) {
         return Err(invalid(
-            format!("bandwidth must be a positive number of bytes per second up to 1e15, not {bandwidth}"),
+            format!(
+                "bandwidth must be a positive number of bytes per second up to 1e15, not {}",
+                crate::error::float_text(bandwidth)
+            ),
             "Give the total copy bandwidth, e.g. 100000000 for 100 MB/s.",
         ));
     }
@@ -917,10 +1014,11 @@ fn lock_claimed(task_id: i64, worker: Option<&str>, expired: Expired) -> SqlResu
     if lease_over && expired == Expired::Refuse {
         return Err(sql_error(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("the lease of task {task_id} expired at {lease_end}"),
+            format!("the lease of task {task_id} has expired"),
             "Heartbeat more often than shardcast.claim_lease; the task goes back to the queue \
              at the next claim, and whoever claims it then copies it.",
-        ));
+        )
+        .set_detail(format!("The lease ended at {lease_end}.")));
     }
     if let (Some(worker), Some(owner)) = (worker, claimed_by.as_deref()) {
         if worker != owner {
@@ -938,7 +1036,8 @@ fn not_claimed(task_id: i64, state: &str) -> pgrx::pg_sys::panic::ErrorReport {
     sql_error(
         PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         format!("task {task_id} is {state}, not claimed"),
-        "Only a claimed task can be heartbeaten or completed; a task whose lease expired is back in the queue.",
+        "Only a claimed task can be heartbeaten, completed or released; a task whose lease \
+         expired is back in the queue.",
     )
 }
 
@@ -1155,16 +1254,20 @@ fn prioritization_report_since(
     let end = copied.iter().map(|c| c.3).fold(f64::NEG_INFINITY, f64::max);
     let bytes: Vec<f64> = copied.iter().map(|c| c.1).collect();
     let ids: Vec<i32> = copied.iter().map(|c| c.0).collect();
+    // The report weighs accesses by the same load the forecasts predict.
+    let load = crate::forecaster::load_expression(gucs::load_measure(), "h", "$4");
     let accesses: Vec<Accesses> = Spi::connect(|client| {
         client
             .select(
-                "SELECT array_position($1::int4[], h.shard_id) - 1,
-                        extract(epoch FROM h.bucket_start)::float8,
-                        extract(epoch FROM h.bucket_start + h.bucket_width)::float8,
-                        (h.scans + h.tuples_read + $4 * h.tuples_written)::float8
-                 FROM shardcast.access_history h
-                 WHERE h.shard_id = ANY($1)
-                   AND h.bucket_start < to_timestamp($3) AND h.bucket_start + h.bucket_width > to_timestamp($2)",
+                &format!(
+                    "SELECT array_position($1::int4[], h.shard_id) - 1,
+                            extract(epoch FROM h.bucket_start)::float8,
+                            extract(epoch FROM h.bucket_start + h.bucket_width)::float8,
+                            {load}::float8
+                     FROM shardcast.access_history h
+                     WHERE h.shard_id = ANY($1)
+                       AND h.bucket_start < to_timestamp($3) AND h.bucket_start + h.bucket_width > to_timestamp($2)"
+                ),
                 None,
                 &[ids.clone().into(), start.into(), end.into(), gucs::write_weight().into()],
             )?

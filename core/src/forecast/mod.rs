@@ -364,12 +364,41 @@ const MEMBER_LOSS_RATIO: f64 = 2.0;
 /// Fewer backtest errors than this make no empirical interval.
 const MIN_INTERVAL_ERRORS: usize = 8;
 
+/// Members whose forecasts differ by more than this factor describe different regimes.
+const REGIME_RATIO: f64 = 3.0;
+
+/// One value from the members' (forecast, weight) pairs: their weighted mean while they roughly
+/// agree (averaging cancels their independent errors), their weighted median when the largest is
+/// more than [`REGIME_RATIO`] times the smallest. Then the members describe different regimes
+/// (a burst repeated from yesterday beside an idle hour now); their mean is a value none of them
+/// predicts, far from either outcome, and the median is the better choice under absolute loss.
+fn combine(mut members: Vec<(f64, f64)>) -> f64 {
+    let total: f64 = members.iter().map(|(_, w)| w).sum();
+    if members.is_empty() || total <= 0.0 {
+        return 0.0;
+    }
+    members.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (lowest, highest) = (members[0].0, members[members.len() - 1].0);
+    if highest <= REGIME_RATIO * lowest {
+        return members.iter().map(|(v, w)| v * w).sum::<f64>() / total;
+    }
+    let mut weight = 0.0;
+    for &(value, w) in &members {
+        weight += w;
+        if weight >= 0.5 * total {
+            return value;
+        }
+    }
+    highest
+}
+
 /// Selects and weights models by a rolling-origin backtest. From every origin (see
 /// [`Settings`]) each candidate forecasts the horizon total from the history before it; the
 /// loss is the recency-weighted mean absolute error with errors capped (see
 /// [`capped_mean_abs`]). The best few (at most `members`, none worse than twice the best) are
-/// combined with weights inversely proportional to their squared loss, so that no single
-/// model's quirk (seasonal naive repeating yesterday's spike) comes back at full height. The
+/// combined (see [`combine`]) with weights inversely proportional to their squared loss, so
+/// that no single model's quirk (seasonal naive repeating yesterday's spike) comes back at full
+/// height. The
 /// interval comes from the empirical quantiles of the combination's relative backtest errors
 /// (split-conformal style). Histories under a day have no backtest: see [`forecast_with`].
 pub fn select(history: &History, settings: &Settings) -> Selection {
@@ -454,10 +483,12 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
     };
     let combined: Vec<f64> = (0..origins.len())
         .map(|o| {
-            chosen
-                .iter()
-                .map(|&(c, w)| w * predictions[c].as_ref().map_or(0.0, |p| p[o]))
-                .sum()
+            combine(
+                chosen
+                    .iter()
+                    .map(|&(c, w)| (predictions[c].as_ref().map_or(0.0, |p| p[o]), w))
+                    .collect(),
+            )
         })
         .collect();
     let errors: Vec<f64> = actual.iter().zip(&combined).map(|(a, f)| a - f).collect();
@@ -538,7 +569,7 @@ pub fn forecast_with(
             vec![models::recent_mean(y); horizon]
         } else {
             (0..horizon)
-                .map(|h| fitted.iter().map(|(p, w)| p[h] * w).sum::<f64>() / weight)
+                .map(|h| combine(fitted.iter().map(|(p, w)| (p[h], *w)).collect()))
                 .collect()
         }
     };

@@ -310,3 +310,31 @@ proptest! {
         prop_assert!(ok(&f), "{:?}", f);
     }
 }
+
+#[test]
+fn agreeing_members_are_averaged() {
+    let value = combine(vec![(100.0, 0.5), (120.0, 0.25), (200.0, 0.25)]);
+    assert!((value - 130.0).abs() < 1e-9, "{value}");
+}
+
+#[test]
+fn members_in_different_regimes_give_their_weighted_median() {
+    // Yesterday's burst (seasonal naive) beside the idle level now (last value): the mean would
+    // forecast a third of a burst, which neither outcome is near.
+    let value = combine(vec![(900.0, 0.45), (1_000_000.0, 0.35), (1_100.0, 0.2)]);
+    assert_eq!(value, 1_100.0);
+    let value = combine(vec![(900.0, 0.2), (1_000_000.0, 0.6), (1_100.0, 0.2)]);
+    assert_eq!(value, 1_000_000.0);
+}
+
+proptest! {
+    #[test]
+    fn a_combination_lies_between_its_members(
+        members in proptest::collection::vec((0.0f64..1e9, 0.01f64..1.0), 1..5)
+    ) {
+        let value = combine(members.clone());
+        let lowest = members.iter().map(|m| m.0).fold(f64::INFINITY, f64::min);
+        let highest = members.iter().map(|m| m.0).fold(0.0, f64::max);
+        prop_assert!(value >= lowest * (1.0 - 1e-12) && value <= highest * (1.0 + 1e-12));
+    }
+}

@@ -1,0 +1,80 @@
+-- The replication queue: one task copies one shard to one node.
+--   enqueue(shard regclass, destination text DEFAULT NULL) RETURNS bigint   -- the task id
+--   enqueue_publication(publication text, destination text DEFAULT NULL) RETURNS bigint  -- tasks
+--   enqueue_all(destination text DEFAULT NULL) RETURNS bigint             -- every live shard
+-- A NULL destination lets node assignment choose: highest priority first, each task goes to
+-- the enabled node that would finish it earliest (capacity, current load, bytes assigned).
+-- Enqueueing is idempotent: a shard never has two open tasks to one node.
+-- shardcast.prioritized_queue is the dispatch order (position 1 = next): the express lane
+-- first (shards whose forecast's lower bound is above shardcast.prefetch_quantile of all
+-- forecasts: pre-replication), then shardcast.ordering: 'wspt' (default: score per byte to
+-- copy, Smith's rule; density is that ratio), 'score' or 'fifo', no task overtaking one
+-- enqueued more than shardcast.overtake_window (1 hour) before it. Claims (10_claims) follow
+-- the order stored at the last replan (every enqueue, failed completion and worker refresh).
+--   allocation_plan(workers int DEFAULT NULL, bandwidth bigint DEFAULT NULL)
+-- plans every queued task on `workers` copy slots sharing `bandwidth` bytes/s (defaults:
+-- shardcast.plan_workers, shardcast.plan_bandwidth), shardcast.prefetch_workers slots kept
+-- for the express lane: slot, node, bandwidth share and expected start and finish.
+-- Sizes are those of the rows of 02_shards in PostgreSQL 15 pages (pg_total_relation_size).
+\set VERBOSITY verbose
+-- One shard; node assignment will choose its node. Again: the same task.
+SELECT shardcast.enqueue('orders');
+SELECT shardcast.enqueue('orders');
+-- Given a node, the queued task without a destination is bound to it (no second task).
+SELECT shardcast.enqueue('orders', 'replica-b');
+-- Every table of a publication (a partitioned table: its partitions), for replica-a.
+CREATE PUBLICATION app_pub FOR TABLE customers, measurements;
+SELECT shardcast.enqueue_publication('app_pub', 'replica-a');
+-- Every live shard (it first registers new tables and retires dropped ones: pageviews of
+-- 07_sparkline). Shards with an open task keep it; the count is of shards.
+SELECT shardcast.enqueue_all();
+SELECT table_name, retired_at IS NOT NULL AS retired FROM shardcast.shards WHERE table_name = 'pageviews';
+-- Scores again, without the retired page-view counter (refresh_forecasts() also replans).
+SELECT shardcast.refresh_forecasts();
+-- Sizes are measured at enqueue when the worker has not measured them yet.
+SELECT t.task_id, s.relid::regclass AS shard, t.destination, t.node, t.state, t.size_bytes, t.dispatch_rank
+FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) ORDER BY t.task_id;
+-- The dispatch order. orders is in the express lane: its forecast is certain (lower bound =
+-- point) and above the 0.99 quantile of all forecasts. The rest by score per byte.
+SELECT position, task_id, shard, size_bytes, round(score::numeric, 2) AS score, priority_weight,
+       round(density::numeric, 6) AS density, tier, prefetch, node
+FROM shardcast.prioritized_queue ORDER BY position;
+-- The plan: 4 slots (one for the express lane) sharing 100 MiB/s by default. Start and finish
+-- are in seconds from now.
+SELECT position, shard, worker, node, round(bandwidth_share::numeric) AS bandwidth_share,
+       round(extract(epoch FROM expected_start - now())::numeric, 6) AS starts_in_s,
+       round(extract(epoch FROM expected_finish - now())::numeric, 6) AS finishes_in_s
+FROM shardcast.allocation_plan() ORDER BY position;
+-- 2 slots sharing 1 MB/s.
+SELECT position, shard, worker, round(bandwidth_share::numeric) AS bandwidth_share,
+       round(extract(epoch FROM expected_start - now())::numeric, 3) AS starts_in_s,
+       round(extract(epoch FROM expected_finish - now())::numeric, 3) AS finishes_in_s
+FROM shardcast.allocation_plan(2, 1000000) ORDER BY position;
+
+-- A task whose table is dropped is cancelled at the next replan (or by the claim that meets
+-- it), and never handed out.
+CREATE TABLE doomed (id int);
+SELECT shardcast.enqueue('doomed');
+DROP TABLE doomed;
+SELECT shardcast.enqueue('events');
+SELECT s.table_name, t.state, t.detail FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
+WHERE s.table_name = 'doomed';
+SELECT count(*) FROM shardcast.prioritized_queue;
+
+-- Refused: NULLs (22004), an unknown node or publication (42704), a relation that is not a
+-- shard (42809), an OID that names no relation (42P01).
+SELECT shardcast.enqueue(NULL);
+SELECT shardcast.enqueue('orders', 'replica-z');
+SELECT shardcast.enqueue('order_totals');
+SELECT shardcast.enqueue('measurements');
+SELECT shardcast.enqueue(4000000000::oid::regclass);
+SELECT shardcast.enqueue_publication(NULL);
+SELECT shardcast.enqueue_publication('no_such_pub');
+SELECT shardcast.enqueue_publication('app_pub', 'replica-z');
+SELECT shardcast.enqueue_all('replica-z');
+-- allocation_plan: workers 1-1024, bandwidth above 0 and at most 1e15 bytes/s (22023).
+SELECT * FROM shardcast.allocation_plan(0);
+SELECT * FROM shardcast.allocation_plan(1025);
+SELECT * FROM shardcast.allocation_plan(4, 0);
+SELECT * FROM shardcast.allocation_plan(4, -1);
+SELECT * FROM shardcast.allocation_plan(4, 2000000000000000);
