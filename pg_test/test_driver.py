@@ -359,6 +359,11 @@ def test_a_table_without_replica_identity_is_refused_not_published(clusters, syn
         # Publishing it would have made the source refuse UPDATE and DELETE on it.
         assert one(pub, "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'no_identity'") == 0
         pub.execute("UPDATE no_identity SET v = 'b'")
+    # Until it is enqueued again (or dropped), every run for fast says it failed and exits 1.
+    again = run_driver(publisher, "driver-4b", "--node", "fast")
+    assert again.returncode == 1 and "failed in earlier runs" in again.stdout, again.stdout + again.stderr
+    with publisher.connect(DB) as pub:
+        pub.execute("DROP TABLE no_identity")
 
 
 def test_an_unreachable_node_is_reported_and_its_tasks_stay_queued(clusters, synced):
@@ -370,8 +375,9 @@ def test_an_unreachable_node_is_reported_and_its_tasks_stay_queued(clusters, syn
             pub, "SELECT count(*) FROM shardcast.shards WHERE table_name = 'for_gone' AND retired_at IS NULL"))
         task = one(pub, "SELECT shardcast.enqueue('for_gone', 'gone')")
     driver = run_driver(publisher, "driver-5", "--node", "gone")
-    assert driver.returncode == 1, driver.stdout + driver.stderr
+    assert driver.returncode == 3, driver.stdout + driver.stderr  # could not connect
     assert "node gone: cannot set up shardcast_gone" in driver.stderr
+    assert "add_node" not in driver.stderr  # the node is there; it cannot be reached
     with publisher.connect(DB) as pub:
         assert one(pub, "SELECT state || ':' || attempts FROM shardcast.replication_tasks WHERE task_id = %s",
                    task) == "queued:0"

@@ -203,6 +203,8 @@ def test_invalid_settings_are_refused(db, setting, value, sqlstate):
 
 
 def test_worker_survives_drop_and_create_extension(cluster, db):
+    db.execute("CREATE TABLE public.survivor (id int PRIMARY KEY)")
+    db.execute("INSERT INTO public.survivor SELECT generate_series(1, 100)")
     pid = one(db, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shardcast'")
     db.execute("DROP EXTENSION shardcast")
     time.sleep(2.5)
@@ -210,10 +212,10 @@ def test_worker_survives_drop_and_create_extension(cluster, db):
     db.execute("CREATE EXTENSION shardcast")
     wait_for("sampling in the new extension", lambda: one(db, "SELECT last_sample_at FROM shardcast.worker_status"))
     assert one(db, "SELECT pid FROM shardcast.worker_status") == pid
-    wait_for("shards registered again", lambda: live_shard(db, "public.hot"))
+    wait_for("shards registered again", lambda: live_shard(db, "public.survivor"))
     time.sleep(1.5)
     with psycopg.connect(db.info.dsn, autocommit=True) as client:
         for _ in range(10):
-            client.execute("SELECT count(*) FROM public.hot").fetchone()
-    wait_for("accesses recorded again", lambda: recorded(db, "public.hot") >= 10, timeout=10)
-    assert recorded(db, "public.hot") <= 12
+            client.execute("SELECT count(*) FROM public.survivor").fetchone()
+    wait_for("accesses recorded again", lambda: recorded(db, "public.survivor") >= 10, timeout=10)
+    assert recorded(db, "public.survivor") <= 12

@@ -71,9 +71,14 @@ CREATE TABLE shardcast.worker_state (
     samples_written  bigint  NOT NULL DEFAULT 0,
     resets_detected  bigint  NOT NULL DEFAULT 0,
     last_error       text,
-    last_error_at    timestamptz
+    last_error_at    timestamptz,
+    last_refresh_at  timestamptz,
+    last_refresh_ms  double precision,
+    shards_scored    integer NOT NULL DEFAULT 0
 );
 INSERT INTO shardcast.worker_state DEFAULT VALUES;
+COMMENT ON TABLE shardcast.worker_state IS
+    'The background worker''s health, one row written by the worker; read it through shardcast.worker_status.';
 
 -- The relations that are shards right now: ordinary tables and leaf partitions, outside system
 -- schemas, shardcast's own schema, temporary schemas and the schemas listed in
@@ -135,6 +140,10 @@ END
 $$;
 CREATE TRIGGER restore_builtin BEFORE INSERT ON shardcast.shard_classes
     FOR EACH ROW WHEN (NEW.builtin) EXECUTE FUNCTION shardcast._restore_builtin_class();
+COMMENT ON TABLE shardcast.shard_classes IS
+    'How much a class of shards matters: score = predicted load x weight. Editable; critical, normal and log come with the extension.';
+COMMENT ON FUNCTION shardcast._restore_builtin_class() IS
+    'Trigger: a restored builtin class updates the row CREATE EXTENSION made instead of failing on its key.';
 
 -- A table's class, by qualified name so that it survives drop and re-create and dump and restore.
 -- A partition without a class of its own takes its parent's.
@@ -146,6 +155,8 @@ CREATE TABLE shardcast.shard_class_assignments (
     PRIMARY KEY (schema_name, table_name)
 );
 SELECT pg_catalog.pg_extension_config_dump('shardcast.shard_class_assignments', '');
+COMMENT ON TABLE shardcast.shard_class_assignments IS
+    'Each table''s class by qualified name (survives drop and re-create, dump and restore); a partition without one takes its parent''s. Set with shardcast.set_shard_class.';
 
 -- Each live shard's latest forecast of its load over [window_start, window_end), and the model
 -- selection it came from (kept between refits, so that forecasts can be updated cheaply).
@@ -200,11 +211,8 @@ CREATE TABLE shardcast.scores (
     tier            integer NOT NULL,
     rank            integer NOT NULL
 );
-
-ALTER TABLE shardcast.worker_state
-    ADD COLUMN last_refresh_at timestamptz,
-    ADD COLUMN last_refresh_ms double precision,
-    ADD COLUMN shards_scored   integer NOT NULL DEFAULT 0;
+COMMENT ON TABLE shardcast.scores IS
+    'The published Shard Priority Scores, one row per live shard; read them through shardcast.priority_scores.';
 
 -- Replication destinations.
 CREATE TABLE shardcast.nodes (
@@ -218,6 +226,8 @@ CREATE TABLE shardcast.nodes (
     added_at               timestamptz NOT NULL DEFAULT now()
 );
 SELECT pg_catalog.pg_extension_config_dump('shardcast.nodes', '');
+COMMENT ON TABLE shardcast.nodes IS
+    'Replication destinations: copy throughput, concurrency limit and reported load. Add with shardcast.add_node; conninfo is readable only where granted.';
 
 -- One shard to copy to one destination. node is the destination given at enqueue, or the one
 -- node assignment chose; dispatch_rank is the task's place in the plan (1 = next).
@@ -244,6 +254,8 @@ CREATE TABLE shardcast.replication_tasks (
     priority_weight_at_completion integer,
     detail                       text
 );
+COMMENT ON TABLE shardcast.replication_tasks IS
+    'Replication tasks: one shard to copy to one node, queued, claimed (leased), done, failed or cancelled. Enqueue with shardcast.enqueue*, claim with shardcast.claim_task.';
 CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard_id, coalesce(destination, ''))
     WHERE state IN ('queued', 'claimed');
 -- One shard, one node, one open task, whether the node was given or assigned: a shard is never
@@ -273,6 +285,8 @@ CREATE TABLE shardcast.copy_credits (
     blocks       double precision NOT NULL CHECK (blocks >= 0),
     valid_until  timestamptz NOT NULL
 );
+COMMENT ON TABLE shardcast.copy_credits IS
+    'Reads made by replication''s own copies, subtracted from the sampled load so that a copy never counts as application load.';
 
 CREATE TABLE shardcast.completion_log (
     task_id         bigint NOT NULL,
@@ -291,3 +305,5 @@ CREATE TABLE shardcast.completion_log (
     detail          text
 );
 CREATE INDEX completion_log_finished ON shardcast.completion_log (finished_at);
+COMMENT ON TABLE shardcast.completion_log IS
+    'Every finished replication attempt (done or failed): shard, node, worker, timing and detail; the prioritization report reads it.';

@@ -216,3 +216,57 @@ SELECT t.task_id,
 FROM shardcast.replication_tasks t
 JOIN shardcast.shards s USING (shard_id)
 WHERE t.state IN ('queued', 'claimed');
+
+-- Every table and function explains itself in \d+ and \df+.
+COMMENT ON TABLE shardcast.worker_state IS
+    'The background worker''s health, one row written by the worker; read it through shardcast.worker_status.';
+COMMENT ON TABLE shardcast.shard_classes IS
+    'How much a class of shards matters: score = predicted load x weight. Editable; critical, normal and log come with the extension.';
+COMMENT ON FUNCTION shardcast._restore_builtin_class() IS
+    'Trigger: a restored builtin class updates the row CREATE EXTENSION made instead of failing on its key.';
+COMMENT ON TABLE shardcast.shard_class_assignments IS
+    'Each table''s class by qualified name (survives drop and re-create, dump and restore); a partition without one takes its parent''s. Set with shardcast.set_shard_class.';
+COMMENT ON TABLE shardcast.scores IS
+    'The published Shard Priority Scores, one row per live shard; read them through shardcast.priority_scores.';
+COMMENT ON TABLE shardcast.nodes IS
+    'Replication destinations: copy throughput, concurrency limit and reported load. Add with shardcast.add_node; conninfo is readable only where granted.';
+COMMENT ON TABLE shardcast.replication_tasks IS
+    'Replication tasks: one shard to copy to one node, queued, claimed (leased), done, failed or cancelled. Enqueue with shardcast.enqueue*, claim with shardcast.claim_task.';
+COMMENT ON TABLE shardcast.copy_credits IS
+    'Reads made by replication''s own copies, subtracted from the sampled load so that a copy never counts as application load.';
+COMMENT ON TABLE shardcast.completion_log IS
+    'Every finished replication attempt (done or failed): shard, node, worker, timing and detail; the prioritization report reads it.';
+COMMENT ON FUNCTION shardcast.allocation_plan(integer, bigint) IS
+    'Assigns the queue to copy workers (bandwidth shared fairly) and predicts when each task starts and finishes.';
+COMMENT ON FUNCTION shardcast.preloaded() IS
+    'Whether the shardcast library was loaded through shared_preload_libraries (the worker runs only then).';
+COMMENT ON FUNCTION shardcast.refresh_forecasts() IS
+    'Forecasts every live shard now and republishes scores and the queue order; returns the number of shards scored. Cancellable.';
+COMMENT ON FUNCTION shardcast.add_node(text, double precision, integer, text) IS
+    'Adds a replication destination: name, copy throughput in bytes per second, tasks it may copy at once, and the conninfo the driver uses.';
+COMMENT ON FUNCTION shardcast.report_node_load(text, double precision) IS
+    'Reports the share (0 to 1) of a node''s capacity in use; node assignment gives busy nodes less work.';
+COMMENT ON FUNCTION shardcast.enqueue_publication(text, text) IS
+    'Enqueues every table of a publication (to one node, or to the node assignment chooses); returns the number of tasks. Skips tables logical replication cannot carry.';
+COMMENT ON FUNCTION shardcast.enqueue_all(text) IS
+    'Enqueues every live shard (to one node, or to the node assignment chooses); returns the number of tasks. Skips tables logical replication cannot carry.';
+COMMENT ON FUNCTION shardcast.heartbeat(bigint, text) IS
+    'Extends a claimed task''s lease by shardcast.claim_lease; returns the new expiry.';
+COMMENT ON FUNCTION shardcast.release_task(bigint, text) IS
+    'Hands a claimed task back to the queue without counting an attempt.';
+COMMENT ON FUNCTION shardcast.complete_task(bigint, boolean, text, text) IS
+    'Finishes a claimed task: done, or failed (queued again until shardcast.max_attempts); logs it and sends a NOTIFY.';
+COMMENT ON FUNCTION shardcast.manifest_json(text) IS
+    'The open replication tasks as one JSON document (optionally for one destination), for replication tooling.';
+COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone) IS
+    'What prioritization was worth on tasks claimed since a time: access-weighted availability of the realised order against FIFO and perfect foresight.';
+COMMENT ON FUNCTION shardcast._prioritized_queue() IS
+    'Internal: the queue in dispatch order; read it through shardcast.prioritized_queue.';
+COMMENT ON FUNCTION shardcast._allocation_plan(integer, bigint) IS
+    'Internal: the allocation plan; call shardcast.allocation_plan.';
+COMMENT ON FUNCTION shardcast._sparkline(oid, interval) IS
+    'Internal: a shard''s sparkline by OID; call shardcast.sparkline.';
+COMMENT ON FUNCTION shardcast._hour_slots(integer[], double precision[]) IS
+    'Internal: spreads hourly values into a day row''s 24 slots (history compaction).';
+COMMENT ON FUNCTION shardcast._add_slots(real[], real[]) IS
+    'Internal: adds two day rows'' 24 hourly slots (history compaction).';

@@ -267,6 +267,8 @@ LANGUAGE sql STABLE AS $$
            now() + p.start_offset * interval '1 second', now() + p.finish_offset * interval '1 second'
     FROM shardcast._allocation_plan($1, $2) p
 $$;
+COMMENT ON FUNCTION shardcast.allocation_plan(integer, bigint) IS
+    'Assigns the queue to copy workers (bandwidth shared fairly) and predicts when each task starts and finishes.';
 
 -- One row per open task: what a replication script copies, where, in which order.
 CREATE VIEW shardcast.replication_manifest AS
@@ -324,3 +326,38 @@ SELECT * FROM shardcast.prioritization_report_since(NULL);
 COMMENT ON VIEW shardcast.prioritization_report IS
     'Access-weighted availability of the realised replication order against FIFO and perfect foresight.';
 GRANT SELECT ON shardcast.prioritization_report TO PUBLIC;
+
+-- What each function written in Rust does (\df+ shows it); the hand-written ones carry their
+-- COMMENT where they are created.
+COMMENT ON FUNCTION shardcast.preloaded() IS
+    'Whether the shardcast library was loaded through shared_preload_libraries (the worker runs only then).';
+COMMENT ON FUNCTION shardcast.refresh_forecasts() IS
+    'Forecasts every live shard now and republishes scores and the queue order; returns the number of shards scored. Cancellable.';
+COMMENT ON FUNCTION shardcast.add_node(text, double precision, integer, text) IS
+    'Adds a replication destination: name, copy throughput in bytes per second, tasks it may copy at once, and the conninfo the driver uses.';
+COMMENT ON FUNCTION shardcast.report_node_load(text, double precision) IS
+    'Reports the share (0 to 1) of a node''s capacity in use; node assignment gives busy nodes less work.';
+COMMENT ON FUNCTION shardcast.enqueue_publication(text, text) IS
+    'Enqueues every table of a publication (to one node, or to the node assignment chooses); returns the number of tasks. Skips tables logical replication cannot carry.';
+COMMENT ON FUNCTION shardcast.enqueue_all(text) IS
+    'Enqueues every live shard (to one node, or to the node assignment chooses); returns the number of tasks. Skips tables logical replication cannot carry.';
+COMMENT ON FUNCTION shardcast.heartbeat(bigint, text) IS
+    'Extends a claimed task''s lease by shardcast.claim_lease; returns the new expiry.';
+COMMENT ON FUNCTION shardcast.release_task(bigint, text) IS
+    'Hands a claimed task back to the queue without counting an attempt.';
+COMMENT ON FUNCTION shardcast.complete_task(bigint, boolean, text, text) IS
+    'Finishes a claimed task: done, or failed (queued again until shardcast.max_attempts); logs it and sends a NOTIFY.';
+COMMENT ON FUNCTION shardcast.manifest_json(text) IS
+    'The open replication tasks as one JSON document (optionally for one destination), for replication tooling.';
+COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone) IS
+    'What prioritization was worth on tasks claimed since a time: access-weighted availability of the realised order against FIFO and perfect foresight.';
+COMMENT ON FUNCTION shardcast._prioritized_queue() IS
+    'Internal: the queue in dispatch order; read it through shardcast.prioritized_queue.';
+COMMENT ON FUNCTION shardcast._allocation_plan(integer, bigint) IS
+    'Internal: the allocation plan; call shardcast.allocation_plan.';
+COMMENT ON FUNCTION shardcast._sparkline(oid, interval) IS
+    'Internal: a shard''s sparkline by OID; call shardcast.sparkline.';
+COMMENT ON FUNCTION shardcast._hour_slots(integer[], double precision[]) IS
+    'Internal: spreads hourly values into a day row''s 24 slots (history compaction).';
+COMMENT ON FUNCTION shardcast._add_slots(real[], real[]) IS
+    'Internal: adds two day rows'' 24 hourly slots (history compaction).';

@@ -1,7 +1,27 @@
 //! shardcast: forecasts how heavily each shard will be read and turns it into replication
 //! priorities. This file only wires the pieces to PostgreSQL: settings, the background worker
-//! and the SQL catalog. The logic lives in the stage modules and in the pgrx-free
-//! `shardcast-core` crate.
+//! and the SQL catalog. Policy lives in the pgrx-free `shardcast-core` crate (`core/`).
+//!
+//! Where each concept lives:
+//!
+//! - `api/`: the SQL functions, one file per concept, thin (argument checks, then catalog, queue
+//!   or core, errors mapped to SQLSTATEs): `classes` (set_shard_class), `history`
+//!   (record_access), `forecasts` (refresh_forecasts), `sparkline`, `nodes` (add_node,
+//!   report_node_load), `enqueue`, `queue` (the prioritized queue, the allocation plan),
+//!   `claims` (claim_task, heartbeat, release_task, complete_task), `manifest`, `report`
+//!   (prioritization_report_since).
+//! - `catalog/`: the SQL statements, one file per table or group: `shards` (the registry,
+//!   sizes, statistics), `classes`, `history`, `forecasts`, `scores`, `nodes`, `tasks`, `claims`,
+//!   `copy_credits` (granted by claims, spent by the sampler), `worker_state`, and `kept` (the
+//!   session's kept plans of the claim statements).
+//! - `queue.rs`: the replication queue in dispatch order, and the replan that stores it.
+//! - `worker/`: the launcher, the sampler's cycle, and its stages in the order of the data flow:
+//!   `sample` (counters → history), `refresh` (history → forecasts → scores).
+//! - `gucs.rs` (every setting), `error.rs` (SQL errors), `pg_tests.rs` (the #[pg_test]s).
+//! - `core/`: deltas and buckets (`access`), history series (`history`, `series`),
+//!   forecasting (`forecast/`), the refit budget (`refit`), scores (`score`), scheduling
+//!   (`schedule`), the queue's per-task decisions (`queue`), copy credits (`copy_credits`), the
+//!   report's evaluation (`report`), sparklines.
 
 // SQL functions return pgrx's ErrorReport so that every error keeps its SQLSTATE and hint; it is
 // large, and it is only built on the error path.
@@ -9,15 +29,11 @@
 
 use pgrx::prelude::*;
 
-mod classes;
+mod api;
+mod catalog;
 mod error;
-mod forecaster;
 mod gucs;
-mod history;
-mod registry;
-mod replication;
-mod sampler;
-mod sparkline;
+mod queue;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);

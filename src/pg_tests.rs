@@ -145,7 +145,7 @@ fn sync_registers_tables_and_leaf_partitions_only() {
          CREATE MATERIALIZED VIEW public.mv_plain AS SELECT 1;",
     )
     .unwrap();
-    crate::registry::sync().unwrap();
+    crate::catalog::shards::sync().unwrap();
     let shards = Spi::get_one::<String>(
         "SELECT string_agg(table_name || ':' || coalesce(parent_relid::regclass::text, '-'), ',' ORDER BY table_name)
          FROM shardcast.shards WHERE retired_at IS NULL AND table_name ~ '^(t_|v_|mv_)'",
@@ -157,14 +157,14 @@ fn sync_registers_tables_and_leaf_partitions_only() {
 #[pg_test]
 fn dropped_table_is_retired_and_its_successor_is_a_new_shard() {
     Spi::run("CREATE TABLE public.t_reborn (id int)").unwrap();
-    crate::registry::sync().unwrap();
+    crate::catalog::shards::sync().unwrap();
     Spi::run("SELECT shardcast.record_access('public.t_reborn', now(), 7)").unwrap();
     let first = Spi::get_one::<i32>(
         "SELECT shard_id FROM shardcast.shards WHERE table_name = 't_reborn' AND retired_at IS NULL",
     )
     .unwrap();
     Spi::run("DROP TABLE public.t_reborn; CREATE TABLE public.t_reborn (id int)").unwrap();
-    let (registered, retired) = crate::registry::sync().unwrap();
+    let (registered, retired) = crate::catalog::shards::sync().unwrap();
     assert!(registered >= 1 && retired >= 1);
     let rows = Spi::get_one::<String>(
         "SELECT string_agg(shard_id || ':' || (retired_at IS NOT NULL), ',' ORDER BY shard_id)
@@ -188,9 +188,9 @@ fn dropped_table_is_retired_and_its_successor_is_a_new_shard() {
 #[pg_test]
 fn renamed_table_is_a_new_shard() {
     Spi::run("CREATE TABLE public.t_old_name (id int)").unwrap();
-    crate::registry::sync().unwrap();
+    crate::catalog::shards::sync().unwrap();
     Spi::run("ALTER TABLE public.t_old_name RENAME TO t_new_name").unwrap();
-    crate::registry::sync().unwrap();
+    crate::catalog::shards::sync().unwrap();
     let live = Spi::get_one::<String>(
         "SELECT string_agg(table_name, ',') FROM shardcast.shards
          WHERE retired_at IS NULL AND table_name IN ('t_old_name', 't_new_name')",
@@ -210,7 +210,7 @@ fn compaction_moves_old_buckets_into_hourly_slots_and_retention_purges() {
     )
     .unwrap();
     assert_eq!(history_reads("public.t_old"), 108.0);
-    let moved = crate::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
+    let moved = crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
     assert_eq!(moved, 3);
     // The 40-day-old sample is gone, the two from 10 hours ago are one hourly bucket.
     assert_eq!(history_reads("public.t_old"), 8.0);
@@ -226,7 +226,7 @@ fn compaction_moves_old_buckets_into_hourly_slots_and_retention_purges() {
         "SELECT shardcast.record_access('public.t_old', date_trunc('hour', now()) - interval '10 hours', 5)",
     )
     .unwrap();
-    crate::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
+    crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
     assert_eq!(history_reads("public.t_old"), 13.0);
     let day_rows = Spi::get_one::<i64>(
         "SELECT count(*) FROM shardcast.daily_access d JOIN shardcast.shards s USING (shard_id)
@@ -315,7 +315,7 @@ fn classes_apply_to_tables_and_partitions_inherit_them() {
          SELECT shardcast.set_shard_class('public.c_log', 'log');",
     )
     .unwrap();
-    crate::registry::sync().unwrap();
+    crate::catalog::shards::sync().unwrap();
     let classes = Spi::get_one::<String>(
         "SELECT string_agg(shard::text || '=' || class || ':' || weight || ':' || coalesce(class_source::text, '-'), ' ' ORDER BY shard::text)
          FROM shardcast.effective_classes WHERE shard::text LIKE 'c\\_%'",
@@ -506,7 +506,7 @@ fn queue_view() -> String {
 /// queue is computed directly.
 fn queue_order_with(ordering: &str, window_secs: f64) -> String {
     let order = shardcast_core::schedule::Order::from_name(ordering).unwrap();
-    let ids = crate::replication::queue_task_ids(order, window_secs);
+    let ids = crate::queue::queue_task_ids(order, window_secs);
     Spi::get_one_with_args::<String>(
         "SELECT string_agg(s.relid::regclass::text, ',' ORDER BY u.n)
          FROM unnest($1::int8[]) WITH ORDINALITY u(id, n)

@@ -1,5 +1,9 @@
 pub mod access;
+pub mod copy_credits;
 pub mod forecast;
+pub mod history;
+pub mod queue;
+pub mod refit;
 pub mod report;
 pub mod schedule;
 pub mod score;

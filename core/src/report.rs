@@ -137,6 +137,133 @@ pub fn one_channel_capture(
     capture(awa_of(order), awa_of(&fifo), awa_of(&oracle))
 }
 
+/// A shard's first successful copy in the window a report covers (seconds).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Copied {
+    pub bytes: f64,
+    pub claimed_at: f64,
+    pub finished_at: f64,
+}
+
+/// What prioritization was worth on a run of copies: `shardcast.prioritization_report`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    pub copies: usize,
+    /// The first claim and the last finish.
+    pub start: f64,
+    pub end: f64,
+    pub bytes: f64,
+    /// Bytes per second over the run (each copy at least a page).
+    pub bandwidth: f64,
+    /// AWA of the order the copies were made in, of FIFO and of perfect foresight, both
+    /// replayed on the run's own workers with each copy taking as long as it did.
+    pub realised: f64,
+    pub fifo: f64,
+    pub oracle: f64,
+    pub capture: Option<f64>,
+}
+
+/// The span the copies cover, from the first claim to the last finish (the accesses to read);
+/// None without copies.
+pub fn span(copies: &[Copied]) -> Option<(f64, f64)> {
+    if copies.is_empty() {
+        return None;
+    }
+    let start = copies
+        .iter()
+        .map(|c| c.claimed_at)
+        .fold(f64::INFINITY, f64::min);
+    let end = copies
+        .iter()
+        .map(|c| c.finished_at)
+        .fold(f64::NEG_INFINITY, f64::max);
+    Some((start, end))
+}
+
+/// Evaluates the copies (in catalog, FIFO, order; `Accesses::shard` indexes them) against the
+/// accesses during their [`span`]. None without copies.
+pub fn evaluate(copies: &[Copied], accesses: &[Accesses]) -> Option<Evaluation> {
+    let (start, end) = span(copies)?;
+    let window = (start, end.max(start));
+    let bytes: Vec<f64> = copies.iter().map(|c| c.bytes).collect();
+    let bandwidth = bytes
+        .iter()
+        .map(|b| b.max(crate::schedule::MIN_TASK_BYTES))
+        .sum::<f64>()
+        / (end - start).max(1e-3);
+    let realised_ready: Vec<f64> = copies.iter().map(|c| c.finished_at).collect();
+    let realised = awa(&realised_ready, accesses, window);
+    let intervals: Vec<(f64, f64)> = copies
+        .iter()
+        .map(|c| (c.claimed_at, c.finished_at))
+        .collect();
+    let durations: Vec<f64> = intervals
+        .iter()
+        .map(|(from, to)| (to - from).max(0.0))
+        .collect();
+    let workers = max_concurrency(&intervals);
+    let replay = |order: &[usize]| {
+        awa(
+            &replay_ready(&durations, order, workers, start),
+            accesses,
+            window,
+        )
+    };
+    let fifo = replay(&(0..copies.len()).collect::<Vec<_>>());
+    let oracle = replay(&oracle_order(&durations, accesses, window));
+    Some(Evaluation {
+        copies: copies.len(),
+        start,
+        end,
+        bytes: bytes.iter().sum::<f64>(),
+        bandwidth,
+        realised,
+        fifo,
+        oracle,
+        capture: capture(realised, fifo, oracle),
+    })
+}
+
+#[cfg(test)]
+mod evaluation_tests {
+    use super::*;
+
+    fn copied(bytes: f64, claimed_at: f64, finished_at: f64) -> Copied {
+        Copied {
+            bytes,
+            claimed_at,
+            finished_at,
+        }
+    }
+
+    #[test]
+    fn no_copies_no_report() {
+        assert_eq!(span(&[]), None);
+        assert_eq!(evaluate(&[], &[]), None);
+    }
+
+    #[test]
+    fn hot_shard_copied_first_captures_the_gap() {
+        // One worker: shard 0 (cold) queued first, shard 1 (hot) copied first.
+        let copies = [copied(1000.0, 10.0, 20.0), copied(1000.0, 0.0, 10.0)];
+        assert_eq!(span(&copies), Some((0.0, 20.0)));
+        let accesses = [Accesses {
+            shard: 1,
+            start: 0.0,
+            end: 20.0,
+            load: 100.0,
+        }];
+        let e = evaluate(&copies, &accesses).unwrap();
+        assert_eq!(e.copies, 2);
+        assert_eq!((e.start, e.end, e.bytes), (0.0, 20.0, 2000.0));
+        assert_eq!(e.bandwidth, 2.0 * crate::schedule::MIN_TASK_BYTES / 20.0);
+        assert!((e.realised - 0.5).abs() < 1e-9);
+        assert!(e.fifo.abs() < 1e-9, "FIFO copies the hot shard last");
+        assert!((e.oracle - 0.5).abs() < 1e-9);
+        assert_eq!(e.capture, Some(1.0));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,9 @@ use pgrx::datum::Interval;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
+use crate::catalog::{forecasts, history, shards};
 use crate::error::{null_argument, spi_error, sql_error, SqlResult};
-use crate::forecaster::load_expression;
-use crate::{gucs, registry};
+use crate::gucs;
 
 /// The longest span a sparkline draws: the history the forecasts read (28 days).
 pub const MAX_SPAN_HOURS: i32 = 28 * 24;
@@ -17,37 +17,9 @@ pub const MAX_SPAN_HOURS: i32 = 28 * 24;
 /// per hour. Reads history and forecasts only: an OID that is no shard (any more) draws a flat
 /// line without a forecast.
 fn draw(relid: pg_sys::Oid, hours: i32) -> SqlResult<String> {
-    let history: Vec<f64> = Spi::connect(|client| {
-        client
-            .select(
-                &format!(
-                    "SELECT coalesce(sum({}), 0)::float8
-                     FROM generate_series(date_trunc('hour', now()) - make_interval(hours => $2),
-                                          date_trunc('hour', now()), interval '1 hour') AS g(hour)
-                     LEFT JOIN shardcast.access_history h
-                            ON h.shard_id = (SELECT s.shard_id FROM shardcast.shards s
-                                             WHERE s.relid = $1 AND s.retired_at IS NULL)
-                           AND date_trunc('hour', h.bucket_start) = g.hour
-                     GROUP BY g.hour ORDER BY g.hour",
-                    load_expression(gucs::load_measure(), "h", "$3")
-                ),
-                None,
-                &[relid.into(), hours.into(), gucs::write_weight().into()],
-            )?
-            .map(|row| {
-                pg_sys::check_for_interrupts!();
-                row.get::<f64>(1).map(|v| v.unwrap_or_default())
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .map_err(spi_error)?;
-    let forecast = Spi::get_one_with_args::<f64>(
-        "SELECT (SELECT f.point / greatest(extract(epoch FROM f.horizon) / 3600, 1)
-                 FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
-                 WHERE s.relid = $1 AND s.retired_at IS NULL)",
-        &[relid.into()],
-    )
-    .map_err(spi_error)?;
+    let history = history::hourly_load(relid, hours, gucs::load_measure(), gucs::write_weight())
+        .map_err(spi_error)?;
+    let forecast = forecasts::hourly_forecast(relid).map_err(spi_error)?;
     Ok(shardcast_core::sparkline::sparkline(&history, forecast))
 }
 
@@ -100,7 +72,7 @@ COMMENT ON FUNCTION shardcast.sparkline(regclass, interval) IS
 )]
 fn sparkline(shard: Option<pg_sys::Oid>, span: Option<Interval>) -> SqlResult<String> {
     let hint = "Pass a table and a span, e.g. sparkline('public.orders', '12 hours').";
-    let relid = registry::existing_relation(shard.ok_or_else(|| null_argument("shard", hint))?)?;
+    let relid = shards::existing_relation(shard.ok_or_else(|| null_argument("shard", hint))?)?;
     let hours = span_hours(span.ok_or_else(|| null_argument("span", hint))?)?;
     draw(relid, hours)
 }

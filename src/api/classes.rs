@@ -3,8 +3,8 @@
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
+use crate::catalog::{classes, shards};
 use crate::error::{null_argument, spi_error, sql_error, SqlResult};
-use crate::registry;
 
 /// Sets the class of a table, a leaf partition, or a partitioned table (whose partitions then
 /// take it unless they have a class of their own). Declared by hand so that the table is a
@@ -26,15 +26,11 @@ fn set_shard_class(shard: Option<pg_sys::Oid>, class: Option<&str>) -> SqlResult
             "Pass a table and the name of a class in shardcast.shard_classes.",
         )
     };
-    let shard = registry::existing_relation(shard.ok_or_else(|| null("shard"))?)?;
+    let shard = shards::existing_relation(shard.ok_or_else(|| null("shard"))?)?;
     let class = class.ok_or_else(|| null("class"))?;
-    let (relkind, persistence) = Spi::get_two_with_args::<String, String>(
-        "SELECT relkind::text, relpersistence::text FROM pg_catalog.pg_class WHERE oid = $1",
-        &[shard.into()],
-    )
-    .map_err(spi_error)?;
+    let (relkind, persistence) = classes::relation_kind(shard).map_err(spi_error)?;
     if !matches!(relkind.as_deref(), Some("r") | Some("p")) || persistence.as_deref() == Some("t") {
-        let name = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[shard.into()])
+        let name = classes::relation_name(shard)
             .map_err(spi_error)?
             .unwrap_or_else(|| shard.to_u32().to_string());
         return Err(sql_error(
@@ -43,29 +39,13 @@ fn set_shard_class(shard: Option<pg_sys::Oid>, class: Option<&str>) -> SqlResult
             "Classes apply to tables, leaf partitions and partitioned tables (not views, sequences or temporary tables).",
         ));
     }
-    let known = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM shardcast.shard_classes WHERE class = $1)",
-        &[class.into()],
-    )
-    .map_err(spi_error)?;
-    if known != Some(true) {
-        let classes = Spi::get_one::<String>(
-            "SELECT string_agg(class, ', ' ORDER BY weight DESC) FROM shardcast.shard_classes",
-        )
-        .map_err(spi_error)?
-        .unwrap_or_default();
+    if !classes::exists(class).map_err(spi_error)? {
+        let classes = classes::names().map_err(spi_error)?;
         return Err(sql_error(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("unknown shard class \"{class}\""),
             format!("Known classes: {classes}. Add one with INSERT INTO shardcast.shard_classes (class, weight)."),
         ));
     }
-    Spi::run_with_args(
-        "INSERT INTO shardcast.shard_class_assignments (schema_name, table_name, class)
-         SELECT n.nspname, c.relname, $2 FROM pg_catalog.pg_class c
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1
-         ON CONFLICT (schema_name, table_name) DO UPDATE SET class = excluded.class, assigned_at = now()",
-        &[shard.into(), class.into()],
-    )
-    .map_err(spi_error)
+    classes::assign(shard, class).map_err(spi_error)
 }

@@ -1,11 +1,13 @@
-//! The shard registry: which relations are shards, with stable ids. What counts as a shard is
-//! decided by the `shardcast.shard_candidates` view alone; this module keeps `shardcast.shards`
-//! in step with it.
+//! The shard registry (`shardcast.shards`): which relations are shards, with stable ids, their
+//! sizes, and their cumulative statistics. What counts as a shard is decided by the
+//! `shardcast.shard_candidates` view alone; this module keeps `shardcast.shards` in step with it.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
+use shardcast_core::access::Counters;
 
 use crate::error::{spi_error, sql_error, SqlResult};
 
@@ -154,4 +156,75 @@ impl ShardIdCache {
         self.ids.insert(relid, id);
         Ok(id)
     }
+}
+
+/// Measures again (`pg_total_relation_size`) at most `batch` live shards: those never measured,
+/// measured over an hour ago, or in `written` and measured over `written_gap` ago, least
+/// recently measured first. Returns their ids. Under a short lock timeout, so that a table
+/// locked by DDL fails the statement instead of waiting.
+pub fn refresh_sizes(
+    written: Vec<i32>,
+    batch: i64,
+    written_gap: Duration,
+) -> Result<Vec<i32>, pgrx::spi::Error> {
+    let written_gap = pgrx::datum::Interval::from_micros(written_gap.as_micros() as i64);
+    Spi::run("SET LOCAL lock_timeout = '500ms'")?;
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE shardcast.shards s
+                 SET size_bytes = pg_catalog.pg_total_relation_size(s.relid),
+                     size_updated_at = now()
+                 WHERE s.shard_id IN (
+                     SELECT shard_id FROM shardcast.shards
+                     WHERE retired_at IS NULL
+                       AND (size_updated_at IS NULL
+                            OR size_updated_at < now() - interval '1 hour'
+                            OR (shard_id = ANY($1) AND size_updated_at < now() - $3::interval))
+                     ORDER BY size_updated_at NULLS FIRST
+                     LIMIT $2)
+                 RETURNING s.shard_id",
+                None,
+                &[written.into(), batch.into(), written_gap.into()],
+            )?
+            .map(|row| row.get::<i32>(1).map(|id| id.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+}
+
+/// Every live shard's cumulative counters, from the statistics views.
+pub fn counters() -> Result<Vec<(i32, Counters)>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.shard_id,
+                        coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0),
+                        coalesce(t.seq_tup_read, 0) + coalesce(t.idx_tup_fetch, 0),
+                        t.n_tup_ins + t.n_tup_upd + t.n_tup_del,
+                        coalesce(io.heap_blks_hit, 0) + coalesce(io.idx_blks_hit, 0)
+                          + coalesce(io.toast_blks_hit, 0) + coalesce(io.tidx_blks_hit, 0),
+                        coalesce(io.heap_blks_read, 0) + coalesce(io.idx_blks_read, 0)
+                          + coalesce(io.toast_blks_read, 0) + coalesce(io.tidx_blks_read, 0)
+                 FROM shardcast.shards s
+                 JOIN pg_catalog.pg_stat_user_tables t ON t.relid = s.relid
+                 JOIN pg_catalog.pg_statio_user_tables io ON io.relid = s.relid
+                 WHERE s.retired_at IS NULL",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                let count = |i| row.get::<i64>(i).map(|v| v.unwrap_or(0));
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    Counters {
+                        scans: count(2)?,
+                        tuples_read: count(3)?,
+                        tuples_written: count(4)?,
+                        blocks_hit: count(5)?,
+                        blocks_read: count(6)?,
+                    },
+                ))
+            })
+            .collect()
+    })
 }

@@ -1,0 +1,122 @@
+//! Copy credits: the reads replication makes of the shards it copies, taken out of the sampled
+//! deltas so that a table just copied does not look hot. A claim grants a credit
+//! ([`CopyCredit`], one scan of the whole table); the sampler spends it here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::access::{Access, CopyCredit};
+
+/// What spending the credits did to them: the credits used up (to delete), and those spent in
+/// part, with what is left of each (to store).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Spending {
+    pub spent: Vec<i64>,
+    pub left: Vec<(i64, CopyCredit)>,
+}
+
+/// Takes `credits` (`(task_id, shard_id, credit)`, oldest first: the copy that started first is
+/// the first whose scan is reported) out of the deltas `rows` (`(shard_id, bucket, delta)`),
+/// never below zero. A credit that covered nothing is reported neither spent nor left.
+pub fn spend(rows: &mut [(i32, i64, Access)], credits: Vec<(i64, i32, CopyCredit)>) -> Spending {
+    let mut by_shard: HashMap<i32, Vec<(i64, CopyCredit)>> = HashMap::new();
+    for (task_id, shard_id, credit) in credits {
+        by_shard
+            .entry(shard_id)
+            .or_default()
+            .push((task_id, credit));
+    }
+    let mut spending = Spending::default();
+    for (shard_id, _, delta) in rows.iter_mut() {
+        for (task_id, credit) in by_shard.get_mut(shard_id).into_iter().flatten() {
+            let before = *credit;
+            credit.discount(delta);
+            if credit.is_spent() {
+                spending.spent.push(*task_id);
+            } else if *credit != before {
+                spending.left.push((*task_id, *credit));
+            }
+        }
+    }
+    spending
+}
+
+/// How long after a copy's lease or end its credit stays: a scan's statistics reach the
+/// cumulative views when it finishes (within seconds), and the sampler sees them a sample later.
+pub fn margin(sample_interval: Duration) -> Duration {
+    (sample_interval * 3).max(Duration::from_secs(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(scans: f64, tuples_read: f64, blocks_hit: f64, blocks_read: f64) -> Access {
+        Access {
+            scans,
+            tuples_read,
+            tuples_written: 0.0,
+            blocks_hit,
+            blocks_read,
+        }
+    }
+
+    fn credit(scans: f64, tuples_read: f64, blocks: f64) -> CopyCredit {
+        CopyCredit {
+            scans,
+            tuples_read,
+            blocks,
+        }
+    }
+
+    #[test]
+    fn a_copy_scan_is_taken_out_and_its_credit_spent() {
+        let mut rows = vec![(1, 0, delta(3.0, 1000.0, 40.0, 60.0))];
+        let spending = spend(&mut rows, vec![(7, 1, credit(1.0, 1000.0, 100.0))]);
+        assert_eq!(rows[0].2, delta(2.0, 0.0, 0.0, 0.0));
+        assert_eq!(spending.spent, vec![7]);
+        assert!(spending.left.is_empty());
+    }
+
+    #[test]
+    fn what_is_not_covered_yet_is_left_for_later_samples() {
+        let mut rows = vec![(1, 0, delta(0.0, 400.0, 10.0, 0.0))];
+        let spending = spend(&mut rows, vec![(7, 1, credit(1.0, 1000.0, 100.0))]);
+        assert!(rows[0].2.is_zero());
+        assert!(spending.spent.is_empty());
+        assert_eq!(spending.left, vec![(7, credit(1.0, 600.0, 90.0))]);
+    }
+
+    #[test]
+    fn oldest_credit_first_and_only_for_its_own_shard() {
+        let mut rows = vec![
+            (1, 0, delta(1.0, 100.0, 0.0, 0.0)),
+            (2, 0, delta(5.0, 5.0, 0.0, 0.0)),
+        ];
+        let spending = spend(
+            &mut rows,
+            vec![
+                (3, 1, credit(1.0, 100.0, 0.0)),
+                (4, 1, credit(1.0, 100.0, 0.0)),
+            ],
+        );
+        // Task 3's credit covers the one scan; task 4's is untouched, so not reported.
+        assert_eq!(spending.spent, vec![3]);
+        assert!(spending.left.is_empty());
+        assert!(rows[0].2.is_zero());
+        assert_eq!(rows[1].2, delta(5.0, 5.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn credits_outlive_three_samples_and_at_least_ten_minutes() {
+        assert_eq!(margin(Duration::from_secs(60)), Duration::from_secs(600));
+        assert_eq!(margin(Duration::from_secs(1000)), Duration::from_secs(3000));
+    }
+
+    #[test]
+    fn no_credits_change_nothing() {
+        let mut rows = vec![(1, 0, delta(1.0, 1.0, 1.0, 1.0))];
+        assert_eq!(spend(&mut rows, Vec::new()), Spending::default());
+        assert_eq!(rows[0].2, delta(1.0, 1.0, 1.0, 1.0));
+    }
+}

@@ -1,0 +1,350 @@
+"""The claim loop: claims tasks in the plan's order (`shardcast.claim_task`, at most
+`max_concurrent` per node and `--workers` / `shardcast.plan_workers` in all), syncs each in a
+thread of its own (sync.py), heartbeats their leases, completes or releases them, and says why it
+waits when other drivers hold the tasks that are left."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+
+import psycopg
+
+from . import __version__
+from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_SIGINT, EXIT_SIGTERM, LeaseLost, Node,
+                     Out, SetupError, SyncError, Task, connect, first_line, held_by_others, iso, load_nodes,
+                     still_failed)
+from .privileges import node_problems, source_problems
+from .report import Report
+from .schema import PgDump
+from .sync import ALREADY, COPIED, Syncer, ensure_channel
+
+
+class Driver(Syncer):
+    def __init__(self, args: argparse.Namespace, out: Out | None = None):
+        self.args = args
+        self.worker = args.worker
+        self.out = out or Out()
+        self.stopping = threading.Event()
+        self.stop_signal: int | None = None
+        self.quit_now = False
+        self.threads: list[threading.Thread] = []
+        self.nodes: list[Node] = []
+        self.skipped_nodes: list[str] = []
+        self.report: Report | None = None
+        self.in_flight: dict[int, Task] = {}
+        self.done = threading.Event()
+        self.slot_freed = threading.Event()
+        self.dumper: PgDump | None = None  # None with --bare
+        self.held: list[tuple] = []  # other drivers' claims left when the run ended (--no-wait)
+        self.told_held: dict[tuple, float] = {}  # (task, worker) -> when we last said we wait for it
+        self.lease = 300.0
+
+    # --- the run --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            with connect(self.args.source) as source:
+                status, why = self.serve(source)
+                if self.report is not None:
+                    self.join_syncs()
+                    status, why = self.final_status(source, status, why)
+                    failed = still_failed(source, [n.name for n in self.nodes])
+                    self.report.summary(failed, self.held, self.skipped_nodes, status, why)
+                return status
+        except SetupError as error:
+            self.out.say(f"shardcast-driver: {error}", error=True)
+            return error.status
+        except psycopg.OperationalError as error:
+            if self.report is None:
+                self.out.say(f"shardcast-driver: cannot connect to the source: {first_line(error)}", error=True)
+                return EXIT_ENVIRONMENT
+            # The source went away mid-run: stop, and let the syncs in flight hand their tasks
+            # back if they still can (their leases cover them otherwise).
+            self.out.say(f"shardcast-driver: lost the source: {first_line(error)}", error=True)
+            self.stopping.set()
+            self.join_syncs()
+            return EXIT_ENVIRONMENT
+        except psycopg.Error as error:
+            what = "missing privilege" if isinstance(error, psycopg.errors.InsufficientPrivilege) else "error"
+            self.out.say(f"shardcast-driver: {what} on the source: {first_line(error)}", error=True)
+            self.stopping.set()
+            self.join_syncs()
+            return EXIT_ENVIRONMENT
+        finally:
+            self.done.set()
+
+    def join_syncs(self) -> None:
+        for thread in self.threads:
+            while thread.is_alive() and not self.quit_now:
+                thread.join(0.2)
+
+    def final_status(self, source: psycopg.Connection, status: int | None, why: str) -> tuple[int, str]:
+        if self.stop_signal is not None:
+            if self.stop_signal == signal.SIGTERM and self.args.follow:
+                return EXIT_OK, "stopped by SIGTERM (--follow): tasks in flight released"
+            name = "SIGINT" if self.stop_signal == signal.SIGINT else "SIGTERM"
+            return (EXIT_SIGINT if self.stop_signal == signal.SIGINT else EXIT_SIGTERM,
+                    f"stopped by {name}: tasks in flight released")
+        if status is not None:
+            return status, why
+        counts = self.report.counts()
+        failed = still_failed(source, [n.name for n in self.nodes])
+        if self.skipped_nodes:
+            return EXIT_ENVIRONMENT, f"node(s) {', '.join(self.skipped_nodes)} could not be used"
+        if counts["failed"] or failed:
+            attempts = self.report.failed_attempts
+            return EXIT_FAILED, f"{max(len(failed), counts['failed'])} task(s) failed" + (
+                f" ({attempts} failed attempt(s) in this run)" if attempts else " in earlier runs")
+        if self.held:
+            return EXIT_OPEN, f"{len(self.held)} task(s) still held by other drivers"
+        return EXIT_OK, "every task done"
+
+    def serve(self, source: psycopg.Connection) -> tuple[int | None, str]:
+        """Sets up and runs the claim loop. Returns (None, '') when the loop ended as it should,
+        else the exit status that stopped it early and why."""
+        fixes = source_problems(source, None, None)
+        if fixes:
+            raise SetupError(self.missing(source, "the source", fixes))
+        nodes = load_nodes(source, self.args.node)
+        publisher = self.args.publisher_conninfo or self.args.source
+        fixes = source_problems(source, nodes, publisher)
+        if fixes:
+            raise SetupError(self.missing(source, "the source", fixes))
+        if not self.args.bare:
+            source_major = source.info.server_version // 10000
+            try:
+                self.dumper = PgDump(PgDump.locate(self.args.pg_dump, source_major), self.args.source)
+                self.dumper.check(source_major)
+            except SyncError as error:
+                raise SetupError(str(error)) from error
+        for node in nodes:
+            try:
+                with connect(node.conninfo) as dest:
+                    fixes = node_problems(dest, node)
+                    if fixes:
+                        self.out.say(self.missing(dest, f"node {node.name}", fixes), error=True)
+                        self.skipped_nodes.append(node.name)
+                        continue
+                    ensure_channel(source, node, publisher, dest)
+                self.nodes.append(node)
+            except psycopg.Error as error:
+                self.skipped_nodes.append(node.name)
+                self.out.say(f"node {node.name}: cannot set up {node.channel}, skipped: {first_line(error)}",
+                             error=True)
+        if not self.nodes:
+            raise SetupError(f"no node to sync to: {', '.join(self.skipped_nodes)} could not be set up (above); "
+                             "their tasks stay queued")
+        self.lease, plan_workers, max_attempts = source.execute(
+            "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)::float8,"
+            "       current_setting('shardcast.plan_workers')::int,"
+            "       current_setting('shardcast.max_attempts')::int").fetchone()
+        self.workers = self.args.workers or plan_workers
+        names = [n.name for n in self.nodes]
+        tasks, weight = source.execute(
+            "SELECT count(*), coalesce(sum(priority_weight), 0) FROM shardcast.replication_manifest"
+            " WHERE destination = ANY(%s)", [names]).fetchone()
+        self.report = Report(self.out, tasks, weight, max_attempts)
+        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
+        self.report.say(f"shardcast-driver {__version__} ({self.worker}): {tasks} open task(s), up to {self.workers} "
+                        "sync(s) at once: " + ", ".join(f"{n.name} ({n.max_concurrent} at once)" for n in self.nodes))
+        failed = still_failed(source, names)
+        if failed:
+            self.report.say(f"{len(failed)} task(s) failed in earlier runs and are not queued again: "
+                            + ", ".join(f"{shard} -> {node}" for _, shard, node, *_ in failed)
+                            + " (listed at the end; this run exits 1 unless they are enqueued again and succeed)")
+        while not self.stopping.is_set():
+            claimed = self.claim_what_the_plan_allows(source)
+            if not claimed and not self.in_flight and not self.queue_is_empty(source):
+                held = self.waiting_for_others(source)
+                if held and self.args.no_wait and not self.args.follow and len(held) == self.open_tasks(source):
+                    self.held = held
+                    break
+            if not claimed and not self.in_flight and not self.args.follow and self.queue_is_empty(source):
+                break
+            # A sync that finishes frees its slot at once; otherwise poll for new tasks.
+            self.slot_freed.wait(self.args.poll)
+            self.slot_freed.clear()
+        self.join_syncs()
+        if not self.stopping.is_set():
+            self.add_waiting_foreign_keys(source)
+        return None, ""
+
+    def missing(self, conn: psycopg.Connection, where: str, fixes: list[str]) -> str:
+        return (f"missing privileges on {where} for role {conn.info.user}; run as a superuser there:\n"
+                + "\n".join(f"    {fix}" for fix in fixes))
+
+    def waiting_for_others(self, source: psycopg.Connection) -> list[tuple]:
+        """Nothing to claim, nothing in flight, yet tasks are open: other drivers hold them (or a
+        dead driver's lease has not run out). Says so, once per task and holder, and again every
+        minute while it lasts."""
+        held = held_by_others(source, [n.name for n in self.nodes], self.worker)
+        now = time.monotonic()
+        for task_id, shard, node, worker, until, live in held:
+            key = (task_id, worker)
+            if now - self.told_held.get(key, -1e9) < 60:
+                continue
+            self.told_held[key] = now
+            if self.args.no_wait and not self.args.follow:
+                self.report.say(f"task {task_id} ({shard}) on node {node} is held by worker {worker} until "
+                                f"{iso(until)}; not waiting (--no-wait)")
+            elif live:
+                self.report.say(f"task {task_id} ({shard}) on node {node} is held by worker {worker} until "
+                                f"{iso(until)}; waiting (the task is this run's if that lease runs out)")
+            else:
+                self.report.say(f"task {task_id} ({shard}) on node {node}: the lease of worker {worker} ran out at "
+                                f"{iso(until)}; taking it over")
+        return held
+
+    def add_waiting_foreign_keys(self, source: psycopg.Connection) -> None:
+        """At the end of a run: every foreign key between tables that are on a node now (this run's
+        or earlier runs') and that it lacks."""
+        if self.dumper is None:
+            return
+        for node in self.nodes:
+            try:
+                with connect(node.conninfo) as dest:
+                    waiting = self.add_foreign_keys(node, source, dest)
+            except (psycopg.Error, SyncError) as error:
+                self.report.say(f"foreign keys on {node.name}: {first_line(error)}", error=True)
+                continue
+            if waiting:
+                self.report.say(f"{node.name}: {len(waiting)} foreign key(s) wait for the table they reference: "
+                                + ", ".join(waiting))
+
+    def syncing_on(self, node: Node) -> int:
+        return sum(1 for task in list(self.in_flight.values()) if task.node is node)
+
+    def open_tasks(self, source: psycopg.Connection) -> int:
+        return source.execute("SELECT count(*) FROM shardcast.replication_manifest WHERE destination = ANY(%s)",
+                              [[n.name for n in self.nodes]]).fetchone()[0]
+
+    def queue_is_empty(self, source: psycopg.Connection) -> bool:
+        """No task left for our nodes, not even one claimed by a driver that may have died: its
+        lease will expire and a claim here will take it over."""
+        return not source.execute(
+            "SELECT 1 FROM shardcast.replication_manifest WHERE destination = ANY(%s) LIMIT 1",
+            [[n.name for n in self.nodes]]).fetchone()
+
+    def claim_what_the_plan_allows(self, source: psycopg.Connection) -> int:
+        """Claims tasks in the plan's order across our nodes, while we and their nodes have room."""
+        claimed = 0
+        full: set[str] = set()
+        while len(self.in_flight) < self.workers and not self.stopping.is_set():
+            now = time.monotonic()
+            open_nodes = [n for n in self.nodes if self.syncing_on(n) < n.max_concurrent
+                          and n.resting_until <= now and n.name not in full]
+            if not open_nodes:
+                break
+            # The node whose next task comes first in the stored dispatch order. With nothing
+            # queued, a claim still returns tasks whose lease expired to the queue: try each node.
+            next_node = source.execute(
+                "SELECT node FROM shardcast.replication_tasks WHERE state = 'queued' AND node = ANY(%s)"
+                " ORDER BY dispatch_rank, task_id LIMIT 1", [[n.name for n in open_nodes]]).fetchone()
+            candidates = [n for n in open_nodes if n.name == next_node[0]] if next_node else open_nodes
+            row, node = None, None
+            for node in candidates:
+                row = source.execute(
+                    "SELECT task_id, qualified_name, size_bytes, priority_weight, prefetch, attempts"
+                    " FROM shardcast.claim_task(%s, %s)", [self.worker, node.name]).fetchone()
+                if row is not None:
+                    break
+                full.add(node.name)  # at its limit counting other drivers' claims, or taken meanwhile
+            if row is None:
+                if next_node is None:
+                    break
+                continue
+            task = Task(row[0], row[1], node, row[2], row[3], row[4], row[5])
+            self.in_flight[task.task_id] = task
+            thread = threading.Thread(target=self.sync, args=(task,), name=f"sync-{task.task_id}")
+            self.threads.append(thread)
+            thread.start()
+            claimed += 1
+        self.threads = [t for t in self.threads if t.is_alive()]
+        return claimed
+
+    # --- one task -------------------------------------------------------------------------
+
+    def sync(self, task: Task) -> None:
+        started = time.monotonic()
+        try:
+            with connect(self.args.source) as source:
+                try:
+                    outcome = self.replicate(task, source)
+                    if outcome in (COPIED, ALREADY):
+                        detail = (f"ready on {task.node.name} via {task.node.channel}" if outcome == COPIED
+                                  else f"already on {task.node.name} (in sync via {task.node.channel})")
+                        source.execute("SELECT shardcast.complete_task(%s, true, %s, %s)",
+                                       [task.task_id, detail, self.worker])
+                        self.report.done(task, time.monotonic() - started, outcome == COPIED)
+                    elif not self.quit_now:
+                        source.execute("SELECT shardcast.release_task(%s, %s)", [task.task_id, self.worker])
+                        self.report.released(task, time.monotonic() - started, f"stopping; {task.stopped_how}")
+                except (LeaseLost, psycopg.errors.ObjectNotInPrerequisiteState) as error:
+                    # The lease expired and the task is someone else's now: leave it to them.
+                    self.report.lost(task, time.monotonic() - started, first_line(error))
+                except (SyncError, psycopg.Error) as error:
+                    if isinstance(error, psycopg.OperationalError) and source.broken:
+                        raise
+                    detail = first_line(error)
+                    if self.stopping.is_set() and not self.quit_now:
+                        # Stopping: hand it back whatever went wrong (stopping the copy on an
+                        # unreachable node, say); no attempt counted.
+                        source.execute("SELECT shardcast.release_task(%s, %s)", [task.task_id, self.worker])
+                        self.report.released(task, time.monotonic() - started, f"stopping; {detail}")
+                        return
+                    task.node.resting_until = time.monotonic() + self.args.retry_delay
+                    source.execute("SELECT shardcast.complete_task(%s, false, %s, %s)",
+                                   [task.task_id, detail, self.worker])
+                    self.report.failed(task, time.monotonic() - started, detail)
+        except psycopg.Error as error:
+            # Could not even report: the lease returns the task to the queue.
+            self.report.lost(task, time.monotonic() - started,
+                             f"cannot report to the source ({first_line(error)}); its lease will expire")
+        finally:
+            self.in_flight.pop(task.task_id, None)
+            self.slot_freed.set()
+
+    def heartbeat(self) -> None:
+        """Renews the lease of every task in flight, every third of a lease, from a connection
+        of its own: a sync may block for long in the server (a lock on its table, say), and its
+        lease must not expire for that."""
+        source = None
+        while not self.done.wait(self.lease / 3):
+            try:
+                source = source if source is not None and not source.closed else connect(self.args.source)
+                for task in list(self.in_flight.values()):
+                    try:
+                        source.execute("SELECT shardcast.heartbeat(%s, %s)", [task.task_id, self.worker])
+                    except psycopg.errors.ObjectNotInPrerequisiteState as error:
+                        task.lost = first_line(error)
+                    except psycopg.Error as error:
+                        if source.closed or source.broken:
+                            raise
+                        self.report.say(f"heartbeat of {task.shard}: {first_line(error)}", error=True)
+            except psycopg.Error as error:
+                # Connect again at the next beat; a lease lasts three beats.
+                self.report.say(f"heartbeats: {first_line(error)}; retrying", error=True)
+                if source is not None:
+                    source.close()
+                source = None
+        if source is not None:
+            source.close()
+
+    # --- signals --------------------------------------------------------------------------
+
+    def interrupt(self, signum, frame) -> None:
+        if self.stopping.is_set():
+            self.quit_now = True
+            self.out.say("stopping now: the tasks in flight are left to their leases", error=True)
+            os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
+        self.stop_signal = signum
+        self.stopping.set()
+        self.slot_freed.set()
+        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+        self.out.say(f"stopping ({name}): no more claims; stopping the copies of {len(self.in_flight)} task(s) in "
+                     "flight on their nodes and releasing them (again to quit now and leave them to their leases)",
+                     error=True)

@@ -1,0 +1,173 @@
+"""`finish`: the way out once every task is done.
+
+By default the replicas become ordinary, independent tables: for each node, on the node
+`ALTER SUBSCRIPTION shardcast_<node> DISABLE` and `DROP SUBSCRIPTION` (which drops its
+replication slot, and any tablesync slot, on the source; when the source cannot be reached from
+the node, the slot is detached with `SET (slot_name = NONE)` and dropped on the source from
+here), then `DROP PUBLICATION shardcast_<node>` on the source, and a check that no slot of the
+node's subscription is left on the source. `--keep-replicating` leaves all of it in place (the
+replicas keep following the source; the slots keep WAL until the subscriptions consume it) and
+only checks that every task is done. Open tasks refuse it (exit 4), tasks that failed for good
+too (exit 1), unless `--force`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import psycopg
+from psycopg import sql
+
+from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, Node, Out, SetupError, connect, first_line,
+                     load_nodes, still_failed)
+from .privileges import source_problems
+
+
+def subscription_slots(source: psycopg.Connection, node: Node, suboid: int | None) -> list[tuple]:
+    """The node subscription's slots left on the source: its own (named after the channel) and
+    its tablesync workers' (pg_<subscription oid>_sync_<table oid>_<system id>)."""
+    pattern = f"pg\\_{suboid}\\_sync\\_%" if suboid is not None else None
+    return source.execute(
+        "SELECT slot_name, active, active_pid FROM pg_replication_slots"
+        " WHERE slot_name = %s OR (%s::text IS NOT NULL AND slot_name LIKE %s)",
+        [node.channel, pattern, pattern]).fetchall()
+
+
+def finish(args: argparse.Namespace, out: Out) -> int:
+    try:
+        source = connect(args.source)
+    except psycopg.OperationalError as error:
+        out.say(f"shardcast-driver finish: cannot connect to the source: {first_line(error)}", error=True)
+        return EXIT_ENVIRONMENT
+    with source:
+        try:
+            nodes = load_nodes(source, args.node, enabled_only=False)
+            fixes = source_problems(source, nodes, None, finishing=True)
+            if fixes:
+                raise SetupError(f"missing privileges on the source for role {source.info.user}; run as a superuser "
+                                 "there:\n" + "\n".join(f"    {fix}" for fix in fixes))
+        except SetupError as error:
+            out.say(f"shardcast-driver finish: {error}", error=True)
+            return error.status
+        names = [n.name for n in nodes]
+        open_tasks = source.execute(
+            "SELECT m.task_id, m.shard, m.destination, m.state, t.claimed_by FROM shardcast.replication_manifest m"
+            " JOIN shardcast.replication_tasks t USING (task_id) WHERE m.destination = ANY(%s)"
+            " ORDER BY m.position NULLS FIRST, m.task_id", [names]).fetchall()
+        failed = still_failed(source, names)
+        for task_id, shard, node, state, worker in open_tasks:
+            out.say(f"open: task {task_id} {shard} -> {node} ({state}{' by ' + worker if worker else ''})")
+        for task_id, shard, node, attempts, detail, _ in failed:
+            out.say(f"failed: task {task_id} {shard} -> {node} ({attempts} attempts): {detail}")
+        if (open_tasks or failed) and not args.force:
+            what = (f"{len(open_tasks)} task(s) open" if open_tasks else "") + \
+                   (" and " if open_tasks and failed else "") + (f"{len(failed)} failed" if failed else "")
+            out.say(f"finish refused: {what} for {', '.join(names)}; run the driver until they are done "
+                    "(or enqueue the failed ones again), or finish --force to leave them undone", error=True)
+            return EXIT_OPEN if open_tasks else EXIT_FAILED
+        if open_tasks or failed:
+            out.say("--force: finishing with tasks not done; their tables may be missing or partial on the nodes")
+        if args.keep_replicating:
+            return keep_replicating(source, nodes, out)
+        status = EXIT_OK
+        for node in nodes:
+            status = max(status, finish_node(source, node, args.force, out), key=severity)
+        remaining = [row for node in nodes for row in subscription_slots(source, node, None)]
+        if remaining:
+            out.say("still on the source: " + ", ".join(r[0] for r in remaining), error=True)
+            status = max(status, EXIT_FAILED, key=severity)
+        elif status == EXIT_OK:
+            out.say(f"finished: {', '.join(names)} hold ordinary tables now; no shardcast publication, subscription "
+                    "or slot is left for them. DROP EXTENSION shardcast may follow (README, Uninstalling)")
+        return status
+
+
+def severity(status: int) -> int:
+    return {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_ENVIRONMENT: 2}.get(status, 1)
+
+
+def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -> int:
+    channel = sql.Identifier(node.channel)
+    suboid = None
+    detached = False
+    try:
+        with connect(node.conninfo) as dest:
+            row = dest.execute(
+                "SELECT s.oid, s.subslotname, (SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid),"
+                "       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                " FROM pg_subscription s WHERE s.subname = %s"
+                " AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                [node.channel]).fetchone()
+            if row is None:
+                out.say(f"{node.name}: no subscription {node.channel} on the node")
+            else:
+                suboid, slot, tables, _ = row
+                dest.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(channel))
+                try:
+                    dest.execute(sql.SQL("DROP SUBSCRIPTION {}").format(channel))
+                except psycopg.Error as error:
+                    # Typically: the node cannot reach the source to drop the slot there.
+                    out.say(f"{node.name}: DROP SUBSCRIPTION {node.channel} could not drop its slot on the source "
+                            f"({first_line(error)}); detaching the slot (slot_name = NONE) and dropping it from here")
+                    dest.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(channel))
+                    dest.execute(sql.SQL("DROP SUBSCRIPTION {}").format(channel))
+                    detached = True
+                out.say(f"{node.name}: subscription {node.channel} dropped; its {tables} table(s) are ordinary "
+                        "tables of the node now")
+    except psycopg.Error as error:
+        out.say(f"{node.name}: cannot drop subscription {node.channel} on the node: {first_line(error)}", error=True)
+        if not force:
+            out.say(f"{node.name}: publication {node.channel} and its slot left on the source (the subscription "
+                    "still uses them); run finish again once the node is reachable, or with --force", error=True)
+            return EXIT_ENVIRONMENT
+        out.say(f"{node.name}: --force: dropping publication {node.channel} and its slot on the source anyway; on "
+                f"the node run ALTER SUBSCRIPTION {node.channel} DISABLE; ALTER SUBSCRIPTION {node.channel} SET "
+                f"(slot_name = NONE); DROP SUBSCRIPTION {node.channel}", error=True)
+        detached = True
+    status = EXIT_OK
+    if source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
+        source.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(channel))
+        out.say(f"{node.name}: publication {node.channel} dropped on the source")
+    else:
+        out.say(f"{node.name}: no publication {node.channel} on the source")
+    deadline = time.monotonic() + 15
+    while True:
+        left = subscription_slots(source, node, suboid)
+        if not left:
+            break
+        busy = [slot for slot, active, _ in left if active]
+        if busy and time.monotonic() < deadline and not detached:
+            time.sleep(0.2)  # a walsender that has not noticed its subscription is gone yet
+            continue
+        for slot, active, pid in left:
+            try:
+                if active:
+                    source.execute("SELECT pg_terminate_backend(%s)", [pid])
+                    time.sleep(0.5)
+                source.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+                out.say(f"{node.name}: replication slot {slot} dropped on the source")
+            except psycopg.Error as error:
+                hint = ""
+                if isinstance(error, psycopg.errors.InsufficientPrivilege):
+                    hint = f" (ALTER ROLE {source.info.user} REPLICATION, or drop it as a superuser)"
+                out.say(f"{node.name}: cannot drop replication slot {slot} on the source: {first_line(error)}{hint}",
+                        error=True)
+                status = EXIT_ENVIRONMENT if hint else EXIT_FAILED
+        break
+    return status
+
+
+def keep_replicating(source: psycopg.Connection, nodes: list[Node], out: Out) -> int:
+    for node in nodes:
+        slots = subscription_slots(source, node, None)
+        lag = source.execute(
+            "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn))"
+            " FROM pg_replication_slots WHERE slot_name = %s", [node.channel]).fetchone()
+        out.say(f"{node.name}: left replicating: publication and subscription {node.channel}"
+                + (f", slot {node.channel} ({'active' if slots[0][1] else 'INACTIVE'}, {lag[0]} behind)"
+                   if slots and lag else ", no slot on the source"))
+    out.say("--keep-replicating: every task is done; the replicas keep following the source, and each slot keeps "
+            "the source's WAL until its subscription has consumed it. Run finish without --keep-replicating "
+            "to make them independent")
+    return EXIT_OK

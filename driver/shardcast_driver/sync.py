@@ -1,0 +1,303 @@
+"""One task: make the node's subscription copy one table, report its progress, and stop the copy
+on the node when the driver stops.
+
+For a table it:
+  1. creates it on the node when it is missing (schema.py),
+  2. adds it to the node's publication (`ALTER PUBLICATION ... ADD TABLE ONLY`),
+  3. refreshes the node's subscription (`ALTER SUBSCRIPTION ... REFRESH PUBLICATION`), which
+     starts PostgreSQL's own table synchronisation (initial COPY, then catch-up),
+  4. waits for the table to be ready in the node's `pg_subscription_rel`, printing the bytes the
+     node's tablesync worker has copied (`pg_stat_progress_copy`) every --progress-interval,
+  5. builds the table's other indexes and unique constraints, and adds the foreign keys whose
+     referenced table is on the node too.
+
+Stopping (SIGINT, SIGTERM) before the table is ready stops the copy on the node: the table goes
+out of the publication and a REFRESH PUBLICATION takes it out of the subscription, which stops
+its tablesync worker at once (its COPY is rolled back) and drops the worker's slot on the source;
+rows that a finished copy had already committed are truncated, so that the next claimer starts
+from an empty table.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from psycopg import sql
+
+from .common import LeaseLost, Node, SyncError, Task, connect, first_line, pretty_bytes, pretty_seconds
+from .schema import (FOREIGN_KEYS_ON_REPLICA, FOREIGN_KEYS_ON_SOURCE, TABLES_ON_REPLICA, TableDefinition,
+                     create_table_statements, dump_pattern, run_on_replica, table_definition)
+
+COPIED, ALREADY, STOPPED = "copied", "already", "stopped"
+
+
+def ensure_channel(source: psycopg.Connection, node: Node, publisher_conninfo: str,
+                   dest: psycopg.Connection) -> None:
+    """Creates the node's publication on the source and its subscription on the node, if missing."""
+    if not source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
+        try:
+            source.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(node.channel)))
+        except psycopg.errors.DuplicateObject:
+            pass  # another driver created it meanwhile
+    exists = dest.execute(
+        "SELECT 1 FROM pg_subscription WHERE subname = %s"
+        " AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        [node.channel]).fetchone()
+    if not exists:
+        try:
+            dest.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {}").format(
+                sql.Identifier(node.channel), sql.Literal(publisher_conninfo), sql.Identifier(node.channel)))
+        except psycopg.errors.DuplicateObject:
+            pass  # another driver created it meanwhile
+
+
+def refresh(node: Node, dest: psycopg.Connection) -> None:
+    with node.refresh_lock:
+        dest.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION").format(sql.Identifier(node.channel)))
+
+
+class Syncer:
+    """The sync steps; mixed into the Driver (claims.py), whose attributes they use: args, dumper,
+    stopping, report."""
+
+    def replicate(self, task: Task, source: psycopg.Connection) -> str:
+        """Makes the node copy the shard: COPIED once it is ready there, ALREADY when it was in sync
+        there before, STOPPED when the driver stops first (the node's copy stopped)."""
+        try:
+            dest = connect(task.node.conninfo)
+        except psycopg.OperationalError as error:
+            raise SyncError(f"cannot connect to {task.node.name}: {first_line(error)}") from error
+        with dest:
+            return self.replicate_to(task, source, dest)
+
+    def replicate_to(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> str:
+        statements = create_table_statements(source, task.shard)  # also refuses a table without identity
+        definition = None if self.dumper is None else table_definition(source, self.dumper, task.shard)
+        if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is None:
+            self.create_table(task, dest, statements, definition)
+        elif self.subscription_state(task, dest) is None and dest.execute(
+                sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
+            # The initial copy would collide with these rows and retry for ever.
+            raise SyncError(f"{task.shard} already has rows on {task.node.name} and is not in its subscription "
+                            f"{task.node.channel}; empty it (or drop it) and retry")
+        if self.stopping.is_set() and self.stop_copy(task, source, dest) == STOPPED:
+            return STOPPED
+        self.add_to_publication(task, source)
+        already = self.subscription_state(task, dest) == "r"
+        if not already:
+            refresh(task.node, dest)
+            if not self.wait_until_ready(task, dest) and self.stop_copy(task, source, dest) == STOPPED:
+                return STOPPED
+        if definition is not None:
+            self.complete_definition(task, dest, definition)
+            self.add_foreign_keys(task.node, source, dest, [definition.shard], {definition.shard: definition})
+        return ALREADY if already else COPIED
+
+    def add_to_publication(self, task: Task, source: psycopg.Connection) -> None:
+        if self.published(task, source):
+            return
+        try:
+            source.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE ONLY {}").format(
+                sql.Identifier(task.node.channel), sql.SQL(task.shard)))
+        except psycopg.errors.DuplicateObject:
+            pass  # another driver added it meanwhile
+
+    @staticmethod
+    def published(task: Task, source: psycopg.Connection) -> bool:
+        return source.execute(
+            "SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid"
+            " WHERE p.pubname = %s AND r.prrelid = to_regclass(%s)", [task.node.channel, task.shard]
+        ).fetchone() is not None
+
+    @staticmethod
+    def subscription_state(task: Task, dest: psycopg.Connection) -> str | None:
+        """The table's state in the node's subscription (`r` = ready), None when it is not in it."""
+        row = dest.execute(
+            "SELECT r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid"
+            " WHERE s.subname = %s AND r.srrelid = to_regclass(%s)", [task.node.channel, task.shard]).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def copy_progress(task: Task, dest: psycopg.Connection) -> tuple[int, int] | None:
+        """Bytes and rows the node's tablesync worker has copied into the table so far (its COPY)."""
+        return dest.execute(
+            "SELECT p.bytes_processed, p.tuples_processed FROM pg_stat_progress_copy p"
+            " WHERE p.relid = to_regclass(%s) AND p.datid = (SELECT oid FROM pg_database"
+            "                                                WHERE datname = current_database())",
+            [task.shard]).fetchone()
+
+    def wait_until_ready(self, task: Task, dest: psycopg.Connection) -> bool:
+        """True once the table is ready on the node; False when the driver stops first."""
+        started = time.monotonic()
+        deadline = started + self.args.sync_timeout
+        next_progress = started + self.args.progress_interval
+        last_progress = None
+        missing_since = None
+        while True:
+            state = self.subscription_state(task, dest)
+            if state == "r":
+                return True
+            if state is None:
+                # The refresh ran before the publication change was visible; run it again.
+                missing_since = missing_since or time.monotonic()
+                if time.monotonic() - missing_since > 2:
+                    refresh(task.node, dest)
+                    missing_since = None
+            if self.stopping.is_set():
+                return False
+            if task.lost:
+                raise LeaseLost(task.lost)
+            now = time.monotonic()
+            if now >= next_progress:
+                next_progress = now + self.args.progress_interval
+                progress = self.copy_progress(task, dest)
+                if progress is not None and progress != last_progress:
+                    last_progress = progress
+                    self.report.say(f"copying  {task.shard} -> {task.node.name}: {pretty_bytes(progress[0])} "
+                                    f"({progress[1]} rows) copied after {pretty_seconds(now - started)}; "
+                                    f"{pretty_bytes(task.size_bytes)} on the source")
+                elif progress is None and state in ("f", "s") and last_progress != state:
+                    last_progress = state
+                    self.report.say(f"copying  {task.shard} -> {task.node.name}: copied, catching up with the "
+                                    f"writes made meanwhile ({pretty_seconds(now - started)})")
+            if now > deadline:
+                raise SyncError(f"not ready after {self.args.sync_timeout:.0f} s (state {state or 'missing'})")
+            self.stopping.wait(self.args.poll)
+
+    def stop_copy(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> str:
+        """Stops the node's copy of the table: out of the publication, then out of the subscription
+        (REFRESH PUBLICATION stops the table's tablesync worker and drops its slot). Returns COPIED
+        when the table turned out to be ready already."""
+        state = self.subscription_state(task, dest)
+        if state == "r":
+            return COPIED  # ready just as the driver stops: finish it, it costs nothing more
+        if self.published(task, source):
+            try:
+                source.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE ONLY {}").format(
+                    sql.Identifier(task.node.channel), sql.SQL(task.shard)))
+            except psycopg.errors.UndefinedObject:
+                pass  # taken out meanwhile
+        if state is not None:
+            refresh(task.node, dest)
+            # The worker is gone when the refresh commits; make sure, for a moment.
+            for _ in range(50):
+                if not dest.execute(
+                        "SELECT 1 FROM pg_stat_subscription WHERE subname = %s AND relid = to_regclass(%s)",
+                        [task.node.channel, task.shard]).fetchone() and self.copy_progress(task, dest) is None:
+                    break
+                time.sleep(0.1)
+            else:
+                raise SyncError(f"the copy of {task.shard} on {task.node.name} did not stop")
+        if dest.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
+            # A copy that had finished (catching up when stopped) committed its rows: the next
+            # claimer starts from an empty table.
+            dest.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(task.shard)))
+        task.stopped_how = (f"copy stopped on {task.node.name}" if state is not None
+                            else f"nothing was copying on {task.node.name} yet")
+        return STOPPED
+
+    def create_table(self, task: Task, dest: psycopg.Connection, statements: list[sql.Composable],
+                     definition: TableDefinition | None) -> None:
+        """Creates the table on the node: with --bare from `statements`, else the types it needs
+        that the node lacks, then its definition before the copy (see TableDefinition)."""
+        for attempt in range(2):
+            try:
+                if definition is None:
+                    with dest.transaction():
+                        for statement in statements:
+                            dest.execute(statement)
+                else:
+                    types = self.types_script(task, dest, definition)
+                    schema = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(definition.schema))
+                    run_on_replica(dest, [schema, types, definition.pre_copy])
+                return
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema,
+                    psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable):
+                # Another sync created the same new schema or type at the same moment: it is there
+                # now, and the second attempt leaves it be.
+                if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is not None:
+                    return
+                if attempt:
+                    raise
+
+    def types_script(self, task: Task, dest: psycopg.Connection, definition: TableDefinition) -> str:
+        """CREATE TYPE and CREATE DOMAIN for the types the table needs that the node lacks.
+
+        pg_dump -t does not dump the types a table uses. They come from pg_dump of their schemas
+        with every table left out (`-n s -T 's.*'`), and of that only their own TYPE and DOMAIN
+        entries, chosen by OID: pg_dump's output is the definition PostgreSQL itself restores
+        (every kind, option, constraint, collation and quoting, in dependency order), where SQL
+        rebuilt from pg_type, pg_enum and pg_constraint would have to follow each release's
+        catalog and would drift from it. The catalog only says which types are needed."""
+        assert self.dumper is not None
+        missing = [t for t in definition.types
+                   if dest.execute("SELECT to_regtype(%s) IS NULL", [t.name]).fetchone()[0]]
+        if not missing:
+            return ""
+        for needed in missing:
+            if needed.extension is not None:
+                raise SyncError(f"{task.shard} has a column of type {needed.name}, of extension "
+                                f"{needed.extension}: CREATE EXTENSION {needed.extension} on {task.node.name} first")
+            if not needed.creatable:
+                raise SyncError(f"{task.shard} has a column of type {needed.name}, which the driver cannot create "
+                                f"(a base type, or a table's row type): create it on {task.node.name} first")
+        schemas = sorted({t.schema for t in missing})
+        selection = [option for schema in schemas
+                     for option in ("--schema", dump_pattern(schema), "--exclude-table", dump_pattern(schema) + ".*")]
+        wanted = {t.oid for t in missing}
+        with self.dumper.archive(selection, f"the types of {task.shard}") as archive:
+            entries = [e for e in archive.entries if e.kind in ("TYPE", "DOMAIN") and e.oid in wanted]
+            lost = [t.name for t in missing if t.oid not in {e.oid for e in entries}]
+            if lost:
+                raise SyncError(f"pg_dump did not dump type {', '.join(lost)} that {task.shard} needs")
+            creates = "".join(sql.SQL("CREATE SCHEMA IF NOT EXISTS {};\n").format(sql.Identifier(s)).as_string(dest)
+                              for s in schemas)
+            return creates + archive.script(entries)
+
+    def complete_definition(self, task: Task, dest: psycopg.Connection, definition: TableDefinition) -> None:
+        """After the copy: the indexes and constraints that the node does not have yet."""
+        for step in definition.post_copy:
+            query, params = step.exists
+            if dest.execute(query, params).fetchone()[0]:
+                continue
+            try:
+                run_on_replica(dest, [step.script])
+            except psycopg.Error as error:
+                raise SyncError(f"ready on {task.node.name}, but its {step.what} could not be built there: "
+                                f"{first_line(error)}") from error
+
+    def add_foreign_keys(self, node: Node, source: psycopg.Connection, dest: psycopg.Connection,
+                         tables: list[str] | None = None,
+                         definitions: dict[str, TableDefinition] | None = None) -> list[str]:
+        """Adds the foreign keys from or to `tables` (None: every table) whose two tables are both
+        on the node (ready there, or not in its subscription at all) and that the node lacks.
+        Returns those still waiting: for the table they reference, or because adding one failed
+        (it is tried again next time). A foreign key never fails a copy."""
+        present = dict(dest.execute(TABLES_ON_REPLICA, [node.channel]).fetchall())
+        have = {(table, name) for table, name in dest.execute(FOREIGN_KEYS_ON_REPLICA).fetchall()}
+        rows = source.execute(FOREIGN_KEYS_ON_SOURCE, [tables, tables, tables]).fetchall()
+        usable = lambda table: table in present and present[table] in (None, "r")  # noqa: E731
+        waiting: list[str] = []
+        wanted: dict[str, set[str]] = {}
+        for table, name, references in rows:
+            if not usable(table) or (table, name) in have:
+                continue
+            if usable(references):
+                wanted.setdefault(table, set()).add(name)
+            else:
+                waiting.append(f"{name} of {table} ({references})")
+        for table, names in wanted.items():
+            try:
+                definition = (definitions or {}).get(table) or table_definition(source, self.dumper, table)
+            except (SyncError, psycopg.Error) as error:
+                waiting += [f"{name} of {table} ({str(error).strip()})" for name in sorted(names)]
+                continue
+            for key in definition.foreign_keys:
+                if key.name not in names:
+                    continue
+                try:
+                    run_on_replica(dest, [key.script])
+                except psycopg.Error as error:
+                    waiting.append(f"{key.name} of {table} ({first_line(error)})")
+        return waiting

@@ -1,0 +1,145 @@
+//! Enqueueing: `enqueue` (one shard), `enqueue_publication`, `enqueue_all`. One shard, one
+//! node, one open task; tables that logical replication cannot carry are refused or skipped.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use super::nodes::check_node;
+use super::null_argument;
+use crate::catalog::{shards, tasks};
+use crate::error::{spi_error, sql_error, SqlResult};
+use crate::queue;
+
+/// Enqueues the given live shards for `destination` (NULL: node assignment chooses). One shard,
+/// one node, one open task: an open task that already takes the shard there is kept, whether
+/// its node was given or assigned; a queued task of the shard that node assignment was to place
+/// goes to `destination` instead of a second task; without a destination, any open task of the
+/// shard will do. Returns the tasks' ids.
+fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec<i64>> {
+    if let Some(node) = destination {
+        check_node(node)?;
+    }
+    let ids = tasks::enqueue(shard_ids, destination).map_err(spi_error)?;
+    queue::replan().map_err(spi_error)?;
+    Ok(ids)
+}
+
+/// Why logical replication cannot carry a table of this persistence (`pg_class.relpersistence`),
+/// with what to do about it; None for a permanent table. PostgreSQL publishes permanent tables
+/// only: an unlogged table writes no WAL to decode and a temporary one lives in its session, so
+/// a task for either would fail at every attempt and leave an empty table on the replica.
+fn persistence_refusal(name: &str, persistence: &str) -> Option<(String, String)> {
+    match persistence {
+        "u" => Some((
+            format!("unlogged table \"{name}\" cannot be replicated"),
+            format!(
+                "Logical replication carries only permanent tables: make it logged first \
+                 (ALTER TABLE {name} SET LOGGED), then enqueue it."
+            ),
+        )),
+        "t" => Some((
+            format!("temporary table \"{name}\" cannot be replicated"),
+            "Logical replication carries only permanent tables: copy what you need into a \
+             permanent table and enqueue that."
+                .to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// The error that refuses to enqueue `relid` when logical replication cannot carry it.
+fn unreplicable(relid: pg_sys::Oid) -> SqlResult<Option<ErrorReport>> {
+    let (name, persistence) = tasks::persistence(relid).map_err(spi_error)?;
+    let (Some(name), Some(persistence)) = (name, persistence) else {
+        return Ok(None); // dropped meanwhile: shard_id_for says so
+    };
+    Ok(
+        persistence_refusal(&name, &persistence).map(|(message, hint)| {
+            sql_error(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, message, hint)
+        }),
+    )
+}
+
+/// `shard_ids` without the shards that logical replication cannot carry (unlogged tables), each
+/// skipped with a NOTICE, as PostgreSQL's own bulk commands skip what they cannot do.
+fn replicable_only(shard_ids: Vec<i32>) -> SqlResult<Vec<i32>> {
+    let skipped = tasks::not_permanent(&shard_ids).map_err(spi_error)?;
+    if skipped.is_empty() {
+        return Ok(shard_ids);
+    }
+    for (_, name, persistence) in &skipped {
+        if let Some((message, hint)) = persistence_refusal(name, persistence) {
+            sql_error(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("{message}, skipping"),
+                hint,
+            )
+            .report(PgLogLevel::NOTICE);
+        }
+    }
+    Ok(shard_ids
+        .into_iter()
+        .filter(|id| !skipped.iter().any(|(skip, _, _)| skip == id))
+        .collect())
+}
+
+/// Enqueues one shard; returns its task id (the existing one if it is already queued). Declared
+/// by hand so that the shard is a regclass read as an OID: the relation is never opened, and an
+/// OID that names no relation is a clean error. A table that logical replication cannot carry
+/// (unlogged, temporary) is refused: `feature_not_supported`, with what to do as the hint.
+#[pg_extern(
+    name = "enqueue",
+    sql = "
+CREATE FUNCTION shardcast.enqueue(shard regclass, destination text DEFAULT NULL) RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'enqueue_wrapper';
+COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
+    'Enqueues one shard for a node (NULL: node assignment chooses); returns the task id, the open one if there is one.';
+"
+)]
+fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i64> {
+    let shard = shards::existing_relation(shard.ok_or_else(|| null_argument("shard"))?)?;
+    if let Some(refusal) = unreplicable(shard)? {
+        return Err(refusal);
+    }
+    let shard_id = shards::shard_id_for(shard)?;
+    Ok(enqueue_shards(&[shard_id], destination)?
+        .first()
+        .copied()
+        .unwrap_or_default())
+}
+
+/// Enqueues every table of a logical-replication publication; returns the number of tasks.
+/// Leaf partitions that logical replication cannot carry (unlogged) are skipped with a NOTICE.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn enqueue_publication(
+    publication: Option<&str>,
+    destination: default!(Option<&str>, "NULL"),
+) -> SqlResult<i64> {
+    let publication = publication.ok_or_else(|| null_argument("publication"))?;
+    let exists = tasks::publication_exists(publication).map_err(spi_error)?;
+    if !exists {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("publication \"{publication}\" does not exist"),
+            "See pg_publication, or CREATE PUBLICATION first.",
+        ));
+    }
+    shards::sync().map_err(spi_error)?;
+    let shard_ids = tasks::publication_shard_ids(publication).map_err(spi_error)?;
+    let shard_ids = replicable_only(shard_ids)?;
+    Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
+}
+
+/// Enqueues every live shard; returns the number of tasks. Unlogged tables, which logical
+/// replication cannot carry, are skipped with a NOTICE each.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
+    shards::sync().map_err(spi_error)?;
+    let shard_ids = tasks::live_shard_ids().map_err(spi_error)?;
+    let shard_ids = replicable_only(shard_ids)?;
+    Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
+}

@@ -1,0 +1,160 @@
+//! Importing history: `record_access` (one sample, or many at once), and the internal functions
+//! that compaction uses to build day rows. The catalog side is `catalog::history`.
+
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use shardcast_core::access::{self, BucketSums, ExternalSample, SampleError};
+
+use crate::catalog::{history, shards};
+use crate::error::{self, spi_error, sql_error, SqlResult};
+
+fn now_micros() -> i64 {
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+fn check_sample(sample: &ExternalSample, now: i64, position: Option<usize>) -> SqlResult<()> {
+    sample.validate(now).map_err(|err| {
+        let code = match err {
+            SampleError::Negative | SampleError::NotFinite | SampleError::TooLarge => {
+                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
+            }
+            SampleError::InTheFuture | SampleError::InfiniteTime => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+        };
+        let message = match position {
+            Some(i) => format!("{} (element {})", err.message(), i + 1),
+            None => err.message().to_owned(),
+        };
+        sql_error(code, message, err.hint())
+    })
+}
+
+fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
+    error::null_argument(
+        name,
+        "Pass a value for every argument; use 0 for no accesses.",
+    )
+}
+
+/// The most samples one bulk `record_access` call takes; a larger import is split into calls.
+pub const MAX_SAMPLES_PER_CALL: usize = 1_000_000;
+
+/// Records externally observed accesses of one shard (from query logs, say). The timestamp may
+/// be in the past, for history import. Declared by hand so that the shard is a regclass read as
+/// an OID: it is never opened, and an OID that names nothing is `42P01`.
+#[pg_extern(
+    name = "record_access",
+    sql = "
+CREATE FUNCTION shardcast.record_access(
+    shard regclass, sampled_at timestamptz, reads double precision, writes double precision DEFAULT 0
+) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'record_access_wrapper';
+"
+)]
+fn record_access(
+    shard: Option<pg_sys::Oid>,
+    sampled_at: Option<TimestampWithTimeZone>,
+    reads: Option<f64>,
+    writes: default!(Option<f64>, 0),
+) -> SqlResult<()> {
+    let shard = shard.ok_or_else(|| null_argument("shard"))?;
+    let at = sampled_at.ok_or_else(|| null_argument("sampled_at"))?;
+    let reads = reads.ok_or_else(|| null_argument("reads"))?;
+    let writes = writes.ok_or_else(|| null_argument("writes"))?;
+    let sample = ExternalSample {
+        at: at.into_inner(),
+        reads,
+        writes,
+    };
+    check_sample(&sample, now_micros(), None)?;
+    let shard_id = shards::shard_id_for(shards::existing_relation(shard)?)?;
+    let mut sums = BucketSums::default();
+    sums.add(shard_id, sample.at, &sample.access());
+    history::add_to_buckets(&sums.into_sorted()).map_err(spi_error)?;
+    Ok(())
+}
+
+/// Bulk form of `record_access`: element i of each array is one sample. Validates everything
+/// before writing anything; returns the number of samples recorded.
+#[pg_extern(
+    name = "record_access",
+    sql = "
+CREATE FUNCTION shardcast.record_access(
+    shards regclass[], sampled_at timestamptz[], reads double precision[],
+    writes double precision[] DEFAULT NULL
+) RETURNS bigint
+LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'record_access_bulk_wrapper';
+COMMENT ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) IS
+    'Imports many access samples at once: element i of each array is one sample; writes NULL means no writes.';
+"
+)]
+fn record_access_bulk(
+    shards: Option<Vec<Option<pg_sys::Oid>>>,
+    sampled_at: Option<Vec<Option<TimestampWithTimeZone>>>,
+    reads: Option<Vec<Option<f64>>>,
+    writes: Option<Vec<Option<f64>>>,
+) -> SqlResult<i64> {
+    let shards = shards.ok_or_else(|| null_argument("shards"))?;
+    let sampled_at = sampled_at.ok_or_else(|| null_argument("sampled_at"))?;
+    let reads = reads.ok_or_else(|| null_argument("reads"))?;
+    let n = shards.len();
+    if sampled_at.len() != n || reads.len() != n || writes.as_ref().is_some_and(|w| w.len() != n) {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "the arrays must have the same length",
+            "Pass one shard, one timestamp, one read count (and one write count) per sample.",
+        ));
+    }
+    if n > MAX_SAMPLES_PER_CALL {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("at most {MAX_SAMPLES_PER_CALL} samples per call, not {n}"),
+            "Split the import into calls of at most 1,000,000 samples each.",
+        ));
+    }
+    let now = now_micros();
+    let mut shard_ids = shards::ShardIdCache::default();
+    let mut sums = BucketSums::default();
+    for i in 0..n {
+        pg_sys::check_for_interrupts!();
+        let element = |name: &str| null_argument(&format!("{name}[{}]", i + 1));
+        let relid = shards[i].ok_or_else(|| element("shards"))?;
+        let at = sampled_at[i].ok_or_else(|| element("sampled_at"))?;
+        let reads = reads[i].ok_or_else(|| element("reads"))?;
+        let writes = match &writes {
+            Some(w) => w[i].ok_or_else(|| element("writes"))?,
+            None => 0.0,
+        };
+        let sample = ExternalSample {
+            at: at.into_inner(),
+            reads,
+            writes,
+        };
+        check_sample(&sample, now, Some(i))?;
+        let shard_id = shard_ids.get(relid)?;
+        sums.add(shard_id, sample.at, &sample.access());
+    }
+    history::add_to_buckets(&sums.into_sorted()).map_err(spi_error)?;
+    Ok(n as i64)
+}
+
+/// Internal: spreads per-hour sums over a day row's 24 slots.
+#[pg_extern(name = "_hour_slots", immutable, parallel_safe)]
+fn hour_slots(hours: Vec<Option<i32>>, values: Vec<Option<f64>>) -> Vec<f32> {
+    let (hours, values): (Vec<i32>, Vec<f64>) = hours
+        .into_iter()
+        .zip(values)
+        .filter_map(|(h, v)| Some((h?, v?)))
+        .unzip();
+    access::hour_slots(&hours, &values).to_vec()
+}
+
+/// Internal: adds two day rows slot by slot.
+#[pg_extern(name = "_add_slots", immutable, parallel_safe)]
+fn add_slots(a: Vec<Option<f32>>, b: Vec<Option<f32>>) -> Vec<f32> {
+    let dense = |v: Vec<Option<f32>>| v.into_iter().map(|x| x.unwrap_or(0.0)).collect::<Vec<_>>();
+    access::add_slots(&dense(a), &dense(b))
+}

@@ -1,0 +1,21 @@
+//! The manifest: the tasks and their plan as a versioned JSON document (see the README for its
+//! schema), for a replication driver or an operator.
+
+use pgrx::prelude::*;
+
+use super::invalid;
+use super::nodes::check_node;
+use crate::catalog::tasks;
+use crate::error::{spi_error, SqlResult};
+
+/// The manifest as a versioned document (see the README for its schema).
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx::JsonB> {
+    if let Some(node) = destination {
+        check_node(node)?;
+    }
+    tasks::manifest(destination)
+        .map_err(spi_error)?
+        .ok_or_else(|| invalid("no manifest".into(), ""))
+}

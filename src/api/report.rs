@@ -1,0 +1,64 @@
+//! `prioritization_report_since`: what prioritization was worth on the tasks done, evaluated by
+//! `shardcast_core::report::evaluate` (behind the `shardcast.prioritization_report` view).
+
+// pgrx reads the returned columns from the written-out TableIterator type, so it cannot be aliased.
+#![allow(clippy::type_complexity)]
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use shardcast_core::report::{self, Copied};
+
+use crate::catalog::{history, tasks};
+use crate::error::spi_error;
+use crate::gucs;
+
+/// What prioritization was worth on the tasks done (claimed at or after `since`; all when NULL).
+/// The `shardcast.prioritization_report` view shows it for all.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn prioritization_report_since(
+    since: Option<TimestampWithTimeZone>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(tasks, i64),
+            name!(window_start, Option<TimestampWithTimeZone>),
+            name!(window_end, Option<TimestampWithTimeZone>),
+            name!(bytes_copied, i64),
+            name!(bandwidth, f64),
+            name!(awa_realised, f64),
+            name!(awa_fifo, f64),
+            name!(awa_oracle, f64),
+            name!(capture, Option<f64>),
+        ),
+    >,
+    ErrorReport,
+> {
+    // One row per shard copied (its first successful copy), in catalog (FIFO) order.
+    let copied = tasks::first_copies(since).map_err(spi_error)?;
+    let ids: Vec<i32> = copied.iter().map(|(id, _)| *id).collect();
+    let copies: Vec<Copied> = copied.into_iter().map(|(_, c)| c).collect();
+    let Some((start, end)) = report::span(&copies) else {
+        return Ok(TableIterator::new(Vec::new()));
+    };
+    // The report weighs accesses by the same load the forecasts predict.
+    let accesses = history::accesses(&ids, start, end, gucs::load_measure(), gucs::write_weight())
+        .map_err(spi_error)?;
+    let Some(e) = report::evaluate(&copies, &accesses) else {
+        return Ok(TableIterator::new(Vec::new()));
+    };
+    let timestamp =
+        |secs: f64| TimestampWithTimeZone::try_from(((secs - 946_684_800.0) * 1e6) as i64).ok();
+    Ok(TableIterator::new(vec![(
+        e.copies as i64,
+        timestamp(e.start),
+        timestamp(e.end),
+        e.bytes as i64,
+        e.bandwidth,
+        e.realised,
+        e.fifo,
+        e.oracle,
+        e.capture,
+    )]))
+}

@@ -1,0 +1,356 @@
+//! Access history in the catalog: the one write path into the fine buckets (used by the sampler
+//! and by `record_access`), compaction of old buckets into day rows, purging, the sampling
+//! periods, and the reads of history (a refresh's, a sparkline's, a report's).
+
+use std::time::Duration;
+
+use pgrx::prelude::*;
+use shardcast_core::access::Access;
+use shardcast_core::history::{DayRow, Histories};
+use shardcast_core::report::Accesses;
+
+use crate::gucs::LoadMeasure;
+
+/// How long samples stay in 5-minute buckets before they are compacted into hourly slots.
+pub const FINE_HISTORY_SPAN: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// The columns of the history tables that make up a shard's load (load = the measure's
+/// columns + write_weight × tuples written). Fixed strings, never user input.
+fn measure_columns(measure: LoadMeasure) -> (&'static str, &'static str) {
+    match measure {
+        LoadMeasure::Scans => ("scans", "NULL"),
+        LoadMeasure::Tuples => ("tuples_read", "NULL"),
+        LoadMeasure::Blocks => ("blocks_hit", "blocks_read"),
+    }
+}
+
+/// The SQL expression of a shard's load over the columns of `shardcast.recent_access` (or
+/// `shardcast.access_history`), `$weight` being the parameter that holds write_weight.
+pub fn load_expression(measure: LoadMeasure, table: &str, weight: &str) -> String {
+    let (first, second) = measure_columns(measure);
+    let second = if second == "NULL" {
+        String::new()
+    } else {
+        format!(" + {table}.{second}")
+    };
+    format!("({table}.{first}{second} + {weight} * {table}.tuples_written)")
+}
+
+/// Adds accesses to the fine buckets: `(shard_id, bucket start in PostgreSQL microseconds,
+/// accesses)`. Rows should be sorted by shard and bucket, so that concurrent writers lock
+/// buckets in the same order. Returns the number of buckets written.
+pub fn add_to_buckets(rows: &[(i32, i64, Access)]) -> Result<usize, pgrx::spi::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut shard_ids = Vec::with_capacity(rows.len());
+    let mut buckets = Vec::with_capacity(rows.len());
+    let mut columns: [Vec<f64>; 5] = Default::default();
+    for (shard_id, bucket, a) in rows {
+        shard_ids.push(*shard_id);
+        buckets.push(pg_timestamp(*bucket));
+        for (column, value) in columns.iter_mut().zip([
+            a.scans,
+            a.tuples_read,
+            a.tuples_written,
+            a.blocks_hit,
+            a.blocks_read,
+        ]) {
+            column.push(value);
+        }
+    }
+    let [scans, tuples_read, tuples_written, blocks_hit, blocks_read] = columns;
+    Spi::run_with_args(
+        "INSERT INTO shardcast.recent_access AS r
+                (shard_id, bucket_start, scans, tuples_read, tuples_written, blocks_hit, blocks_read)
+         SELECT * FROM unnest($1::int4[], $2::timestamptz[], $3::float8[], $4::float8[],
+                              $5::float8[], $6::float8[], $7::float8[])
+         ON CONFLICT (shard_id, bucket_start) DO UPDATE SET
+                scans = r.scans + excluded.scans,
+                tuples_read = r.tuples_read + excluded.tuples_read,
+                tuples_written = r.tuples_written + excluded.tuples_written,
+                blocks_hit = r.blocks_hit + excluded.blocks_hit,
+                blocks_read = r.blocks_read + excluded.blocks_read",
+        &[
+            shard_ids.into(),
+            buckets.into(),
+            scans.into(),
+            tuples_read.into(),
+            tuples_written.into(),
+            blocks_hit.into(),
+            blocks_read.into(),
+        ],
+    )?;
+    Ok(rows.len())
+}
+
+/// Moves fine buckets of whole hours older than [`FINE_HISTORY_SPAN`] into the day rows, drops
+/// history older than the retention, and returns the number of fine buckets moved or dropped.
+pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
+    let retention = pgrx::datum::Interval::from_micros(retention.as_micros() as i64);
+    let fine_span = pgrx::datum::Interval::from_micros(FINE_HISTORY_SPAN.as_micros() as i64);
+    let moved = Spi::get_one_with_args::<i64>(
+        "WITH moved AS (
+             DELETE FROM shardcast.recent_access
+             WHERE bucket_start < date_trunc('hour', now() - $1::interval)
+                OR bucket_start < now() - $2::interval
+             RETURNING *
+         ), hourly AS (
+             SELECT shard_id,
+                    (bucket_start AT TIME ZONE 'UTC')::date AS day,
+                    extract(hour FROM bucket_start AT TIME ZONE 'UTC')::int4 AS hour,
+                    sum(scans) AS scans, sum(tuples_read) AS tuples_read,
+                    sum(tuples_written) AS tuples_written, sum(blocks_hit) AS blocks_hit,
+                    sum(blocks_read) AS blocks_read
+             FROM moved
+             WHERE bucket_start >= now() - $2::interval
+             GROUP BY 1, 2, 3
+         ), merged AS (
+             INSERT INTO shardcast.daily_access AS d
+                    (shard_id, day, scans, tuples_read, tuples_written, blocks_hit, blocks_read,
+                     hours_present)
+             SELECT shard_id, day,
+                    shardcast._hour_slots(array_agg(hour), array_agg(scans)),
+                    shardcast._hour_slots(array_agg(hour), array_agg(tuples_read)),
+                    shardcast._hour_slots(array_agg(hour), array_agg(tuples_written)),
+                    shardcast._hour_slots(array_agg(hour), array_agg(blocks_hit)),
+                    shardcast._hour_slots(array_agg(hour), array_agg(blocks_read)),
+                    bit_or(1 << hour)
+             FROM hourly
+             GROUP BY shard_id, day
+             ORDER BY shard_id, day
+             ON CONFLICT (shard_id, day) DO UPDATE SET
+                    hours_present = d.hours_present | excluded.hours_present,
+                    scans = shardcast._add_slots(d.scans, excluded.scans),
+                    tuples_read = shardcast._add_slots(d.tuples_read, excluded.tuples_read),
+                    tuples_written = shardcast._add_slots(d.tuples_written, excluded.tuples_written),
+                    blocks_hit = shardcast._add_slots(d.blocks_hit, excluded.blocks_hit),
+                    blocks_read = shardcast._add_slots(d.blocks_read, excluded.blocks_read)
+         )
+         SELECT count(*) FROM moved",
+        &[fine_span.into(), retention.into()],
+    )?
+    .unwrap_or(0);
+    Spi::run_with_args(
+        "DELETE FROM shardcast.daily_access
+         WHERE day < ((now() - $1::interval) AT TIME ZONE 'UTC')::date",
+        &[retention.into()],
+    )?;
+    Spi::run_with_args(
+        "DELETE FROM shardcast.sampling_periods WHERE ended_at < now() - $1::interval",
+        &[retention.into()],
+    )?;
+    Ok(moved)
+}
+
+/// Records that the worker observed up to `now`: the period that ended at the previous sample
+/// is extended, or, after a baseline (no previous sample), a new period starts at `now`.
+pub fn record_sampling(
+    previous: Option<pg_sys::TimestampTz>,
+    now: pg_sys::TimestampTz,
+) -> Result<(), pgrx::spi::Error> {
+    let now = pg_timestamp(now);
+    match previous {
+        Some(previous) => Spi::run_with_args(
+            "WITH extended AS (
+                 UPDATE shardcast.sampling_periods SET ended_at = $2
+                 WHERE ended_at = $1 RETURNING 1)
+             INSERT INTO shardcast.sampling_periods (started_at, ended_at)
+             SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM extended)
+             ON CONFLICT (started_at) DO UPDATE SET ended_at = excluded.ended_at",
+            &[pg_timestamp(previous).into(), now.into()],
+        ),
+        None => Spi::run_with_args(
+            "INSERT INTO shardcast.sampling_periods (started_at, ended_at) VALUES ($1, $1)
+             ON CONFLICT (started_at) DO NOTHING",
+            &[now.into()],
+        ),
+    }
+}
+
+fn pg_timestamp(micros: i64) -> TimestampWithTimeZone {
+    // Bucket starts come from finite, validated timestamps floored to a bucket, so they are in
+    // range; the fallback only keeps this total.
+    TimestampWithTimeZone::try_from(micros)
+        .unwrap_or_else(|_| TimestampWithTimeZone::negative_infinity())
+}
+
+/// The transaction's time, in seconds since the Unix epoch, and the UTC hour of day of the hour
+/// ahead (the one a forecast starts in).
+pub fn clock() -> Result<(f64, usize), pgrx::spi::Error> {
+    let (now, next_hour) = Spi::get_two::<f64, i32>(
+        "SELECT extract(epoch FROM now())::float8,
+                extract(hour FROM (now() + interval '30 minutes') AT TIME ZONE 'UTC')::int4",
+    )?;
+    Ok((
+        now.unwrap_or_default(),
+        next_hour.unwrap_or_default().clamp(0, 23) as usize,
+    ))
+}
+
+/// The spans the worker sampled that end at or after `start` (seconds since the Unix epoch).
+pub fn sampling_periods(start: f64) -> Result<Vec<(f64, f64)>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        let mut periods = Vec::new();
+        for row in client.select(
+            "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM ended_at)::float8
+             FROM shardcast.sampling_periods WHERE ended_at >= to_timestamp($1)",
+            None,
+            &[start.into()],
+        )? {
+            if let (Some(from), Some(to)) = (row.get::<f64>(1)?, row.get::<f64>(2)?) {
+                periods.push((from, to));
+            }
+        }
+        Ok(periods)
+    })
+}
+
+/// Adds the live shards' history from `start` (seconds since the Unix epoch) to `histories`:
+/// the day rows, then the fine buckets.
+pub fn read_into(
+    histories: &mut Histories,
+    measure: LoadMeasure,
+    write_weight: f64,
+    start: f64,
+) -> Result<(), pgrx::spi::Error> {
+    Spi::connect(|client| {
+        let (first, second) = measure_columns(measure);
+        let days = client.select(
+            &format!(
+                "SELECT d.shard_id, extract(epoch FROM d.day::timestamp)::float8,
+                        d.{first}, {second}::real[], d.tuples_written, d.hours_present
+                 FROM shardcast.daily_access d
+                 JOIN shardcast.shards s ON s.shard_id = d.shard_id AND s.retired_at IS NULL
+                 WHERE d.day >= (to_timestamp($1) AT TIME ZONE 'UTC')::date"
+            ),
+            None,
+            &[start.into()],
+        )?;
+        for row in days {
+            let shard_id = row.get::<i32>(1)?.unwrap_or_default();
+            if !histories.contains(shard_id) {
+                continue;
+            }
+            let day_start = row.get::<f64>(2)?.unwrap_or_default();
+            // Borrowed arrays: the day rows are the bulk of what a refresh reads.
+            let first = row.get::<pgrx::Array<f32>>(3)?;
+            let second = row.get::<pgrx::Array<f32>>(4)?;
+            let written = row.get::<pgrx::Array<f32>>(5)?;
+            let slots = |a: &Option<pgrx::Array<f32>>| -> Vec<f32> {
+                match a.as_ref().map(|a| a.as_slice()) {
+                    Some(Ok(slice)) => slice.to_vec(),
+                    _ => a
+                        .as_ref()
+                        .map(|a| a.iter().map(|v| v.unwrap_or(0.0)).collect())
+                        .unwrap_or_default(),
+                }
+            };
+            let (first, second, written) = (slots(&first), slots(&second), slots(&written));
+            histories.add_day(
+                shard_id,
+                &DayRow {
+                    start: day_start,
+                    first: &first,
+                    second: &second,
+                    written: &written,
+                    present: row.get::<i32>(6)?.unwrap_or(0),
+                },
+            );
+        }
+        let recent = client.select(
+            &format!(
+                "SELECT r.shard_id, extract(epoch FROM r.bucket_start)::float8, {}
+                 FROM shardcast.recent_access r
+                 JOIN shardcast.shards s ON s.shard_id = r.shard_id AND s.retired_at IS NULL
+                 WHERE r.bucket_start >= to_timestamp($1) - interval '5 minutes'",
+                load_expression(measure, "r", "$2")
+            ),
+            None,
+            &[start.into(), write_weight.into()],
+        )?;
+        for row in recent {
+            let shard_id = row.get::<i32>(1)?.unwrap_or_default();
+            if !histories.contains(shard_id) {
+                continue;
+            }
+            histories.add_bucket(
+                shard_id,
+                row.get::<f64>(2)?.unwrap_or_default(),
+                row.get::<f64>(3)?.unwrap_or_default(),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The hourly load of the live shard of `relid` over the last `hours` hours (0 where there is
+/// none, and for an OID that is no shard).
+pub fn hourly_load(
+    relid: pg_sys::Oid,
+    hours: i32,
+    measure: LoadMeasure,
+    write_weight: f64,
+) -> Result<Vec<f64>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT coalesce(sum({}), 0)::float8
+                     FROM generate_series(date_trunc('hour', now()) - make_interval(hours => $2),
+                                          date_trunc('hour', now()), interval '1 hour') AS g(hour)
+                     LEFT JOIN shardcast.access_history h
+                            ON h.shard_id = (SELECT s.shard_id FROM shardcast.shards s
+                                             WHERE s.relid = $1 AND s.retired_at IS NULL)
+                           AND date_trunc('hour', h.bucket_start) = g.hour
+                     GROUP BY g.hour ORDER BY g.hour",
+                    load_expression(measure, "h", "$3")
+                ),
+                None,
+                &[relid.into(), hours.into(), write_weight.into()],
+            )?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                row.get::<f64>(1).map(|v| v.unwrap_or_default())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+}
+
+/// The accesses of the shards `ids` during [start, end] (seconds since the Unix epoch), each
+/// `Accesses::shard` being the shard's index in `ids`.
+pub fn accesses(
+    ids: &[i32],
+    start: f64,
+    end: f64,
+    measure: LoadMeasure,
+    write_weight: f64,
+) -> Result<Vec<Accesses>, pgrx::spi::Error> {
+    let load = load_expression(measure, "h", "$4");
+    Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT array_position($1::int4[], h.shard_id) - 1,
+                            extract(epoch FROM h.bucket_start)::float8,
+                            extract(epoch FROM h.bucket_start + h.bucket_width)::float8,
+                            {load}::float8
+                     FROM shardcast.access_history h
+                     WHERE h.shard_id = ANY($1)
+                       AND h.bucket_start < to_timestamp($3) AND h.bucket_start + h.bucket_width > to_timestamp($2)"
+                ),
+                None,
+                &[ids.to_vec().into(), start.into(), end.into(), write_weight.into()],
+            )?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                Ok(Accesses {
+                    shard: row.get::<i32>(1)?.unwrap_or_default().max(0) as usize,
+                    start: row.get::<f64>(2)?.unwrap_or_default(),
+                    end: row.get::<f64>(3)?.unwrap_or_default(),
+                    load: row.get::<f64>(4)?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+}

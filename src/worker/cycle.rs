@@ -1,0 +1,274 @@
+//! The sampler process (`shardcast`, a dynamic worker): its main loop, and the cycle that runs
+//! the worker's stages in the order of the data flow: sample (`sample.rs`: counters → history),
+//! then, when due and a slice at a time, refresh (`refresh.rs`: history → forecasts → scores),
+//! then replan the replication queue (`crate::queue`).
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+
+use super::refresh::{Refresh, RefreshReport};
+use super::sample::{SampleReport, Sampler};
+use super::stopping;
+use super::transaction::{in_transaction, report_activity, run_in_transaction};
+use crate::catalog::{claims, worker_state};
+use crate::{gucs, queue};
+
+/// A written shard's size is measured again after this many sample intervals.
+const SIZE_REFRESH_INTERVALS: u32 = 5;
+/// Statements of the worker's refresh wait at most this long for a lock: what DDL holds fails
+/// the refresh, which is retried, instead of delaying samples.
+const REFRESH_LOCK_TIMEOUT: &str = "500ms";
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn shardcast_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    if !sole_sampler() {
+        debug1!("shardcast worker: another one samples database \"{database}\"; exiting");
+        return;
+    }
+    log!("shardcast worker started, sampling database \"{database}\"");
+
+    let mut worker = Worker::default();
+    let mut wait = Duration::ZERO;
+    while BackgroundWorker::wait_latch(Some(wait)) {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if !gucs::enabled() {
+            // Paused: release the database (so that it can be dropped or renamed); the launcher
+            // starts a new sampler when shardcast.enabled is on again.
+            log!(
+                "shardcast worker paused (shardcast.enabled = off): disconnecting from database \"{database}\""
+            );
+            return;
+        }
+        let started = Instant::now();
+        worker.cycle(started);
+        wait = gucs::sample_interval().saturating_sub(started.elapsed());
+    }
+    log!("shardcast worker exiting");
+}
+
+/// Takes the sampler's session-level advisory lock: one sampler at a time, even if a launcher
+/// died without stopping its sampler and its successor started another.
+fn sole_sampler() -> bool {
+    run_in_transaction(true, || {
+        Spi::get_one::<bool>("SELECT pg_catalog.pg_try_advisory_lock(1936221793, 1935893859)")
+    })
+    .is_ok_and(|locked| locked == Some(true))
+}
+
+/// What the worker remembers between cycles.
+#[derive(Default)]
+struct Worker {
+    sampler: Sampler,
+    /// The OID of the extension the sampler's memory belongs to.
+    extension: Option<pg_sys::Oid>,
+    /// Whether "waiting for CREATE EXTENSION" was already logged.
+    told_waiting: bool,
+    /// The extension version that "waiting for ALTER EXTENSION shardcast UPDATE" was logged for.
+    told_version: Option<String>,
+    /// When the last refresh of forecasts and scores by this worker started.
+    last_refresh: Option<Instant>,
+    /// A refresh in progress: it goes on after the next samples.
+    refresh: Option<Refresh>,
+    /// The time the refresh in progress has worked so far (its slices, not the samples between).
+    refresh_work: Duration,
+}
+
+/// What a cycle found.
+enum Outcome {
+    NoExtension,
+    /// The extension's catalog is of another version than this library (the library was
+    /// replaced and the server restarted, ALTER EXTENSION UPDATE has not run yet).
+    OtherVersion(String),
+    Sampled(SampleReport),
+}
+
+/// The extension version whose catalog this library reads and writes.
+const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Worker {
+    fn cycle(&mut self, started: Instant) {
+        report_activity("sampling");
+        let result = in_transaction(AssertUnwindSafe(|| self.sample_stage(started)));
+        match result {
+            Ok(Outcome::NoExtension) => {
+                if !self.told_waiting {
+                    log!(
+                        "shardcast worker: extension \"shardcast\" is not installed in this database; \
+                         waiting for CREATE EXTENSION shardcast"
+                    );
+                    self.told_waiting = true;
+                }
+            }
+            Ok(Outcome::OtherVersion(version)) => {
+                if self.told_version.as_deref() != Some(version.as_str()) {
+                    log!(
+                        "shardcast worker: extension \"shardcast\" is version {version} in this database, \
+                         the library {LIBRARY_VERSION}; waiting for ALTER EXTENSION shardcast UPDATE"
+                    );
+                    self.told_version = Some(version);
+                }
+            }
+            Ok(Outcome::Sampled(report)) => {
+                debug1!(
+                    "shardcast worker: sampled {} shards ({} new, {} retired, {} resets), wrote {} buckets, compacted {}",
+                    report.shards, report.registered, report.retired, report.resets,
+                    report.buckets_written, report.compacted
+                );
+                // Sizes are secondary: a failure here is retried next cycle, not an error.
+                if let Err(message) = in_transaction(AssertUnwindSafe(|| {
+                    self.sampler
+                        .refresh_sizes(gucs::sample_interval() * SIZE_REFRESH_INTERVALS)
+                })) {
+                    debug1!("shardcast worker: size refresh skipped: {message}");
+                }
+                if self.refresh.is_some()
+                    || self
+                        .last_refresh
+                        .is_none_or(|at| at.elapsed() >= gucs::refresh_interval())
+                {
+                    // Until half the sample interval has passed since the cycle began: the next
+                    // sample is on time whatever the number of shards to forecast.
+                    self.refresh_stage(started + gucs::sample_interval() / 2);
+                }
+            }
+            Err(_) if stopping() => {}
+            Err(message) => {
+                warning!("shardcast worker: sampling cycle failed: {message}");
+                // The sample was rolled back; the next one starts from a fresh baseline, so
+                // that the lost interval is never added as a burst.
+                self.sampler.forget();
+                if let Err(again) = in_transaction(|| worker_state::record_error(&message)) {
+                    debug1!("shardcast worker: could not record the error: {again}");
+                }
+            }
+        }
+        report_activity("idle");
+    }
+
+    /// Forecasts and scores every shard from the history sampled so far, a slice per cycle:
+    /// the first slice reads the history, each forecasts shards until `deadline`, and the last
+    /// publishes forecasts and scores and replans the replication queue. Only the first and
+    /// the last run statements, under a short lock timeout: a table locked by DDL fails the
+    /// refresh (retried after the refresh interval), it never holds up sampling.
+    fn refresh_stage(&mut self, deadline: Instant) {
+        let result = self.refresh_slice(deadline);
+        match result {
+            Ok(None) => {}
+            Ok(Some(report)) => debug1!(
+                "shardcast worker: scored {} shards ({} models selected) in {:?}",
+                report.scored,
+                report.selected,
+                self.refresh_work
+            ),
+            Err(_) if stopping() => {
+                self.refresh = None;
+                log!("shardcast worker: forecast refresh interrupted: the worker is stopping");
+            }
+            Err(message) => {
+                self.refresh = None;
+                warning!("shardcast worker: forecast refresh failed: {message}");
+                if let Err(again) = in_transaction(|| worker_state::record_error(&message)) {
+                    debug1!("shardcast worker: could not record the error: {again}");
+                }
+            }
+        }
+    }
+
+    /// One slice of the refresh; the report once it is published.
+    fn refresh_slice(&mut self, deadline: Instant) -> Result<Option<RefreshReport>, String> {
+        let began = Instant::now();
+        let mut refresh = match self.refresh.take() {
+            Some(refresh) => refresh,
+            None => {
+                self.last_refresh = Some(began);
+                self.refresh_work = Duration::ZERO;
+                report_activity("forecasting: reading history");
+                in_transaction(|| {
+                    set_lock_timeout()?;
+                    Refresh::start()
+                })?
+            }
+        };
+        // Computation only: a transaction without a snapshot, so that no old snapshot is held.
+        let (done, total) = refresh.progress();
+        report_activity(&format!("forecasting: {done} of {total} shards done"));
+        let mut step = AssertUnwindSafe(&mut refresh);
+        let finished =
+            run_in_transaction(false, move || Ok::<_, String>(step.step(Some(deadline))));
+        self.refresh_work += began.elapsed();
+        if !finished? {
+            self.refresh = Some(refresh);
+            return Ok(None);
+        }
+        report_activity("forecasting: publishing");
+        let began = Instant::now();
+        let refresh = AssertUnwindSafe(refresh);
+        let work = self.refresh_work;
+        let report = in_transaction(move || {
+            set_lock_timeout()?;
+            let report = refresh.0.finish()?;
+            // New scores reorder the replication queue; expired leases rejoin it.
+            claims::expire_leases(gucs::max_attempts())?;
+            queue::replan()?;
+            worker_state::record_refresh(report.scored, work + began.elapsed())?;
+            Ok::<_, pgrx::spi::Error>(report)
+        })?;
+        self.refresh_work += began.elapsed();
+        Ok(Some(report))
+    }
+
+    fn sample_stage(&mut self, started: Instant) -> Result<Outcome, pgrx::spi::Error> {
+        let Some(extension) = worker_state::extension()? else {
+            self.extension = None;
+            return Ok(Outcome::NoExtension);
+        };
+        // Another version's catalog is neither read nor written (but for the worker's state,
+        // which every version has): the update is then met like a new extension.
+        let version = worker_state::extension_version(extension)?;
+        if version != LIBRARY_VERSION {
+            self.extension = None;
+            if self.told_version.as_deref() != Some(version.as_str()) {
+                worker_state::set_state(&format!(
+                    "waiting for ALTER EXTENSION shardcast UPDATE \
+                     (the library is {LIBRARY_VERSION}, the extension {version})"
+                ))?;
+            }
+            return Ok(Outcome::OtherVersion(version));
+        }
+        if self.extension != Some(extension) {
+            if self.told_waiting || self.told_version.is_some() || self.extension.is_some() {
+                log!("shardcast worker: extension \"shardcast\" found; sampling");
+            }
+            self.sampler.forget();
+            self.last_refresh = None;
+            self.refresh = None;
+            self.extension = Some(extension);
+            self.told_waiting = false;
+            self.told_version = None;
+            worker_state::set_started()?;
+        }
+        let report = self.sampler.sample(gucs::history_retention())?;
+        worker_state::record_sample(
+            report.shards,
+            report.buckets_written,
+            report.resets,
+            started.elapsed(),
+        )?;
+        Ok(Outcome::Sampled(report))
+    }
+}
+
+fn set_lock_timeout() -> Result<(), pgrx::spi::Error> {
+    Spi::run(&format!(
+        "SET LOCAL lock_timeout = '{REFRESH_LOCK_TIMEOUT}'"
+    ))
+}

@@ -1,0 +1,302 @@
+//! The refresh stage: read every live shard's hourly history, select models where due
+//! (core::refit, core::forecast::select), forecast, score (core::score), and publish to
+//! `shardcast.forecast_state` and `shardcast.scores`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use pgrx::prelude::*;
+use shardcast_core::forecast::{self, History, Profiles, Selection, Settings};
+use shardcast_core::history::Histories;
+use shardcast_core::refit;
+use shardcast_core::score::{self, ScoreInput, ScoreSettings};
+
+use crate::catalog::forecasts::{self, Made};
+use crate::catalog::{history, scores};
+use crate::gucs::{self, LoadMeasure};
+
+/// At most this much history feeds a forecast: two weekly cycles for MSTL, four for the profile.
+const HISTORY_HOURS: usize = 28 * 24;
+
+/// What one refresh did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RefreshReport {
+    pub scored: usize,
+    pub selected: usize,
+}
+
+/// What the last refresh published for a shard, to say why the new forecast differs.
+struct Previous {
+    selection: Option<Selection>,
+    selected_at_age_secs: Option<f64>,
+    imported_hours: Option<i32>,
+    had_forecast: bool,
+}
+
+struct ShardHistory {
+    shard_id: i32,
+    history: History,
+    observed_hours: usize,
+    imported_hours: usize,
+    previous: Previous,
+    published_score: Option<f64>,
+    class: String,
+    weight: f64,
+}
+
+/// Why a forecast differs from the last one, in a DBA's words.
+fn change_reason(shard: &ShardHistory, selection: &Selection, fresh: bool) -> String {
+    let previous = &shard.previous;
+    if !previous.had_forecast {
+        return "first forecast".into();
+    }
+    let unchanged = previous.selection.as_ref().is_some_and(|old| {
+        old.members
+            .iter()
+            .map(|m| m.0)
+            .eq(selection.members.iter().map(|m| m.0))
+    });
+    if fresh && !unchanged {
+        let describe = |s: &Selection| -> String {
+            s.members
+                .iter()
+                .map(|(m, w)| format!("{} {:.2}", m.name(), w))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return match &previous.selection {
+            Some(old) => format!(
+                "models selected again: {} (was {})",
+                describe(selection),
+                describe(old)
+            ),
+            None => format!("models selected: {}", describe(selection)),
+        };
+    }
+    if previous.imported_hours != Some(shard.imported_hours as i32) {
+        return "imported history changed".into();
+    }
+    // The same models over a history that moved on with the clock (and what was sampled).
+    "refreshed with the latest history".into()
+}
+
+/// A refresh of every live shard's forecast and score, in three parts so that the worker can
+/// spread a long one over its cycles and sample on time in between: [`Refresh::start`] reads
+/// the history (in a transaction), [`Refresh::step`] forecasts shards, model selection
+/// included, until a deadline (computation only: no transaction, no lock held), and
+/// [`Refresh::finish`] scores and publishes (in a transaction). `refresh_forecasts()` does all
+/// three at once.
+pub struct Refresh {
+    settings: Settings,
+    minutes: usize,
+    next_hour: usize,
+    shards: Vec<ShardHistory>,
+    profiles: Profiles,
+    /// The stale shards whose models are selected again in this refresh.
+    reselect: HashSet<usize>,
+    /// One per shard forecast so far, in the order of `shards`.
+    made: Vec<Made>,
+    report: RefreshReport,
+    started: Instant,
+    loaded: Duration,
+}
+
+impl Refresh {
+    /// Reads every live shard's history and decides which models are selected again.
+    pub fn start() -> Result<Refresh, pgrx::spi::Error> {
+        let settings = Settings {
+            horizon: gucs::horizon_hours(),
+            level: gucs::interval_level(),
+            ..Settings::default()
+        };
+        let started = Instant::now();
+        let minutes = gucs::horizon_minutes();
+        let (shards, next_hour) =
+            read_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
+        let loaded = started.elapsed();
+        let profiles = Profiles::fit(shards.iter().map(|s| (s.history.y.as_slice(), next_hour)));
+
+        // Model selection is costly: redo it for shards never selected or young, and for the
+        // stalest of the rest, so that every shard is reselected about once per refit interval.
+        let kept: Vec<refit::Kept> = shards
+            .iter()
+            .map(|s| refit::Kept {
+                selected_age_secs: s
+                    .previous
+                    .selection
+                    .as_ref()
+                    .and(s.previous.selected_at_age_secs),
+                history_hours: s.history.len(),
+            })
+            .collect();
+        let reselect = refit::due(
+            &kept,
+            gucs::refresh_interval().as_secs_f64(),
+            gucs::refit_interval().as_secs_f64(),
+        );
+        Ok(Refresh {
+            settings,
+            minutes,
+            next_hour,
+            made: Vec::with_capacity(shards.len()),
+            shards,
+            profiles,
+            reselect,
+            report: RefreshReport::default(),
+            started,
+            loaded,
+        })
+    }
+
+    /// Forecasts the next shards until all are done (returns true) or `deadline` passes
+    /// (returns false; at least one shard is done per step, so a refresh always progresses).
+    pub fn step(&mut self, deadline: Option<Instant>) -> bool {
+        let first = self.made.len();
+        while self.made.len() < self.shards.len() {
+            if self.made.len() > first && deadline.is_some_and(|at| Instant::now() >= at) {
+                return false;
+            }
+            // Selection takes milliseconds per shard: a refresh of many shards must stay
+            // interruptible (cancel and statement timeout; SIGTERM in the worker).
+            crate::worker::check_for_interrupts();
+            let i = self.made.len();
+            let shard = &self.shards[i];
+            let (selection, fresh) = match &shard.previous.selection {
+                // A cold-start selection is not kept once the shard has a day of history.
+                Some(previous)
+                    if refit::keeps(previous, shard.history.len(), self.reselect.contains(&i)) =>
+                {
+                    (previous.clone(), false)
+                }
+                _ => (forecast::select(&shard.history, &self.settings), true),
+            };
+            if fresh {
+                self.report.selected += 1;
+            }
+            let f = forecast::forecast_with(
+                &shard.history,
+                &selection,
+                &self.settings,
+                &self.profiles,
+                self.next_hour,
+            )
+            .truncated(self.minutes as f64 / 60.0);
+            let reason = change_reason(shard, &selection, fresh);
+            self.made.push(Made {
+                shard_id: shard.shard_id,
+                forecast: f,
+                selection,
+                fresh,
+                observed_hours: shard.observed_hours,
+                imported_hours: shard.imported_hours,
+                reason,
+            });
+        }
+        true
+    }
+
+    /// Shards forecast so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.made.len(), self.shards.len())
+    }
+
+    /// Scores every shard (forecasting what is left first) and publishes forecasts and scores.
+    /// Shards retired since [`Refresh::start`] are left out.
+    pub fn finish(mut self) -> Result<RefreshReport, pgrx::spi::Error> {
+        self.step(None);
+        // One publisher at a time: the worker and a refresh_forecasts() call both replace the
+        // published scores.
+        scores::lock_publication()?;
+        let forecasted = self.started.elapsed();
+        let live = scores::live_shards()?;
+        let (shards, made): (Vec<ShardHistory>, Vec<Made>) = self
+            .shards
+            .into_iter()
+            .zip(self.made)
+            .filter(|(s, _)| live.contains(&s.shard_id))
+            .unzip();
+        let inputs: Vec<ScoreInput> = shards
+            .iter()
+            .zip(&made)
+            .map(|(s, m)| ScoreInput {
+                shard_id: s.shard_id,
+                predicted_load: m.forecast.point,
+                class_weight: s.weight,
+                published: s.published_score,
+            })
+            .collect();
+        let scored = score::score_all(
+            &inputs,
+            &scores::foreign_keys()?,
+            &ScoreSettings {
+                inheritance_factor: gucs::inheritance_factor(),
+                hysteresis: gucs::score_hysteresis(),
+                tiers: gucs::tiers(),
+            },
+        );
+        forecasts::write_forecasts(&made, self.minutes)?;
+        let classes: HashMap<i32, (&str, f64, f64)> = shards
+            .iter()
+            .zip(&made)
+            .map(|(s, m)| (s.shard_id, (s.class.as_str(), s.weight, m.forecast.point)))
+            .collect();
+        scores::write_scores(&scored, &classes)?;
+        let mut report = self.report;
+        report.scored = scored.len();
+        debug1!(
+            "shardcast: refreshed {} shards ({} models selected): history {:?}, forecasts {:?}, scores and writes {:?}",
+            report.scored,
+            report.selected,
+            self.loaded,
+            forecasted - self.loaded,
+            self.started.elapsed() - forecasted
+        );
+        Ok(report)
+    }
+}
+
+/// Refreshes forecasts and scores of every live shard at once. Returns how many were scored.
+pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
+    Refresh::start()?.finish()
+}
+
+/// Every live shard's hourly load over the last [`HISTORY_HOURS`], in hours that end now (see
+/// core::series): the freshest 5-minute buckets make the last hour, and hours nobody observed
+/// are unknown. Returns the shards with their last selection, published score and class, and
+/// the UTC hour of day of the hour ahead.
+fn read_histories(
+    measure: LoadMeasure,
+    write_weight: f64,
+    horizon_minutes: usize,
+) -> Result<(Vec<ShardHistory>, usize), pgrx::spi::Error> {
+    let (now, next_hour) = history::clock()?;
+    let start = now - HISTORY_HOURS as f64 * 3600.0;
+    let periods = history::sampling_periods(start)?;
+    let mut histories = Histories::new(now, HISTORY_HOURS, write_weight);
+    let mut shards: Vec<ShardHistory> = Vec::new();
+    for p in forecasts::published(horizon_minutes)? {
+        histories.add_shard(p.shard_id, p.first_seen.unwrap_or(now));
+        shards.push(ShardHistory {
+            shard_id: p.shard_id,
+            history: History::default(),
+            observed_hours: 0,
+            imported_hours: 0,
+            previous: Previous {
+                selection: p.selection,
+                selected_at_age_secs: p.selected_at_age_secs,
+                imported_hours: p.imported_hours,
+                had_forecast: p.had_forecast,
+            },
+            published_score: p.score,
+            class: p.class,
+            weight: p.weight,
+        });
+    }
+    history::read_into(&mut histories, measure, write_weight, start)?;
+    for (shard, aligned) in shards.iter_mut().zip(histories.finish(&periods)) {
+        shard.observed_hours = aligned.observed_hours;
+        shard.imported_hours = aligned.imported_hours;
+        shard.history = forecast::prepare(&aligned.hourly);
+    }
+    Ok((shards, next_hour))
+}
