@@ -1,5 +1,27 @@
 -- shardcast views: what a DBA looks at. pg_stat_* conventions: snake_case, timestamptz, bytes.
 
+-- The relations that are shards right now: ordinary tables and leaf partitions, outside system
+-- schemas, shardcast's own schema, temporary schemas and the schemas listed in
+-- shardcast.excluded_schemas. The one place that decides what a shard is.
+CREATE VIEW shardcast.shard_candidates AS
+SELECT c.oid AS relid,
+       n.nspname AS schema_name,
+       c.relname AS table_name,
+       p.inhparent AS parent_relid
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_inherits p ON c.relispartition AND p.inhrelid = c.oid
+WHERE c.relkind = 'r'
+  AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardcast')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND n.nspname <> ALL (
+        pg_catalog.regexp_split_to_array(
+            pg_catalog.btrim(coalesce(pg_catalog.current_setting('shardcast.excluded_schemas', true), '')),
+            '\s*,\s*'));
+COMMENT ON VIEW shardcast.shard_candidates IS
+    'Relations that are shards now (tables and leaf partitions outside excluded schemas).';
+
 -- Every stored history bucket: 5-minute buckets for recent hours, hourly buckets before that.
 -- shard is NULL for retired shards (their OID may belong to another table now).
 CREATE VIEW shardcast.access_history AS
@@ -126,22 +148,6 @@ LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM pg_catalog.pg_stat_activity a
 COMMENT ON VIEW shardcast.worker_status IS
     'The background worker: where it runs, what it is doing, when it last sampled, its last error.';
 
--- Setup mistakes are not silent: CREATE EXTENSION says when the worker cannot run, or samples
--- another database (WARNING: extension scripts run with client_min_messages = warning).
-DO $$
-BEGIN
-    IF NOT shardcast.preloaded() THEN
-        RAISE WARNING 'shardcast is not in shared_preload_libraries: its worker does not run, so nothing is sampled'
-            USING HINT = 'Add shardcast to shared_preload_libraries in postgresql.conf and restart the server.';
-    ELSIF pg_catalog.current_setting('shardcast.database') <> pg_catalog.current_database() THEN
-        RAISE WARNING 'the shardcast worker samples database "%" (shardcast.database), not "%"',
-                pg_catalog.current_setting('shardcast.database'), pg_catalog.current_database()
-            USING HINT = pg_catalog.format('Create the extension in database "%s", or set shardcast.database = ''%s'' in postgresql.conf and restart the server.',
-                pg_catalog.current_setting('shardcast.database'), pg_catalog.current_database());
-    END IF;
-END
-$$;
-
 -- Each live shard's class and weight: its own class, else the nearest partitioned ancestor's,
 -- else 'normal'. class_source says which table the class was set on.
 CREATE VIEW shardcast.effective_classes AS
@@ -170,17 +176,6 @@ LEFT JOIN shardcast.shard_classes k ON k.class = coalesce(a.class, 'normal')
 WHERE s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.effective_classes IS
     'Each live shard''s class and weight, inherited from its partitioned parent unless set.';
-
--- Anyone may look, as with pg_stat_* views; writing history is for roles granted it
--- (GRANT EXECUTE ON FUNCTION shardcast.record_access(...) TO importer).
-GRANT USAGE ON SCHEMA shardcast TO PUBLIC;
-GRANT SELECT ON shardcast.access_history, shardcast.shard_activity, shardcast.worker_status,
-    shardcast.effective_classes, shardcast.shard_classes TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION shardcast.set_shard_class(regclass, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) FROM PUBLIC;
-COMMENT ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) IS
-    'Adds externally observed reads and writes of a shard at a time (which may be in the past) to its history.';
 
 -- What replication should copy first: every live shard's Shard Priority Score.
 -- score = predicted load over the horizon x class weight, lifted along foreign keys
@@ -241,8 +236,6 @@ FROM shardcast.forecast_state f
 JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.forecasts IS
     'Latest forecast per live shard: load over [window_start, window_end), interval, models and weights, backtest MASE, history used, why it changed.';
-GRANT SELECT ON shardcast.priority_scores, shardcast.forecasts TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION shardcast.refresh_forecasts() FROM PUBLIC;
 
 -- The replication queue in dispatch order under the server's shardcast.ordering ('wspt' by
 -- default: score per byte to copy; 'score'; 'fifo'): the express lane first, then that order,
@@ -254,21 +247,6 @@ SELECT q.position, q.task_id, q.relid::regclass AS shard, q.size_bytes, q.score,
 FROM shardcast._prioritized_queue() q;
 COMMENT ON VIEW shardcast.prioritized_queue IS
     'Queued replication tasks in dispatch order (position 1 = next).';
-
--- For every queued task: the worker slot, node, bandwidth share (bytes/s) and expected start and
--- finish if `workers` slots share `bandwidth` bytes/s (defaults: shardcast.plan_workers,
--- shardcast.plan_bandwidth).
-CREATE FUNCTION shardcast.allocation_plan(workers integer DEFAULT NULL, bandwidth bigint DEFAULT NULL)
-RETURNS TABLE ("position" bigint, task_id bigint, shard regclass, tier integer, prefetch boolean,
-               worker integer, node text, bandwidth_share double precision,
-               expected_start timestamptz, expected_finish timestamptz)
-LANGUAGE sql STABLE AS $$
-    SELECT p.position, p.task_id, p.relid::regclass, p.tier, p.prefetch, p.worker, p.node, p.bandwidth_share,
-           now() + p.start_offset * interval '1 second', now() + p.finish_offset * interval '1 second'
-    FROM shardcast._allocation_plan($1, $2) p
-$$;
-COMMENT ON FUNCTION shardcast.allocation_plan(integer, bigint) IS
-    'Assigns the queue to copy workers (bandwidth shared fairly) and predicts when each task starts and finishes.';
 
 -- One row per open task: what a replication script copies, where, in which order.
 CREATE VIEW shardcast.replication_manifest AS
@@ -293,30 +271,6 @@ WHERE t.state IN ('queued', 'claimed');
 COMMENT ON VIEW shardcast.replication_manifest IS
     'Open replication tasks: shard, source identity, destination, size, priority weight, position.';
 
-GRANT SELECT ON shardcast.prioritized_queue, shardcast.replication_manifest,
-    shardcast.replication_tasks, shardcast.completion_log TO PUBLIC;
--- conninfo may hold a password: readable, like pg_subscription.subconninfo, only where granted.
-GRANT SELECT (node, capacity_bytes_per_sec, max_concurrent, current_load, load_reported_at, enabled, added_at)
-    ON shardcast.nodes TO PUBLIC;
--- Claims, heartbeats and completions run kept plans (replication.rs); with custom plans each
--- call would plan its statements again, which costs as much as running them.
-ALTER FUNCTION shardcast.claim_task(text, text) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION shardcast.heartbeat(bigint, text) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION shardcast.complete_task(bigint, boolean, text, text) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION shardcast.release_task(bigint, text) SET plan_cache_mode = force_generic_plan;
-
-REVOKE EXECUTE ON FUNCTION
-    shardcast.add_node(text, double precision, integer, text),
-    shardcast.report_node_load(text, double precision),
-    shardcast.enqueue(regclass, text),
-    shardcast.enqueue_publication(text, text),
-    shardcast.enqueue_all(text),
-    shardcast.claim_task(text, text),
-    shardcast.heartbeat(bigint, text),
-    shardcast.complete_task(bigint, boolean, text, text),
-    shardcast.release_task(bigint, text)
-FROM PUBLIC;
-
 -- What prioritization was worth on the tasks done so far: access-weighted availability (the
 -- share of the accesses during the run that hit shards already copied) of the realised order,
 -- of FIFO (catalog order) and of perfect foresight (Smith's rule on the true load), both replayed
@@ -325,39 +279,3 @@ CREATE VIEW shardcast.prioritization_report AS
 SELECT * FROM shardcast.prioritization_report_since(NULL);
 COMMENT ON VIEW shardcast.prioritization_report IS
     'Access-weighted availability of the realised replication order against FIFO and perfect foresight.';
-GRANT SELECT ON shardcast.prioritization_report TO PUBLIC;
-
--- What each function written in Rust does (\df+ shows it); the hand-written ones carry their
--- COMMENT where they are created.
-COMMENT ON FUNCTION shardcast.preloaded() IS
-    'Whether the shardcast library was loaded through shared_preload_libraries (the worker runs only then).';
-COMMENT ON FUNCTION shardcast.refresh_forecasts() IS
-    'Forecasts every live shard now and republishes scores and the queue order; returns the number of shards scored. Cancellable.';
-COMMENT ON FUNCTION shardcast.add_node(text, double precision, integer, text) IS
-    'Adds a replication destination: name, copy throughput in bytes per second, tasks it may copy at once, and the conninfo the driver uses.';
-COMMENT ON FUNCTION shardcast.report_node_load(text, double precision) IS
-    'Reports the share (0 to 1) of a node''s capacity in use; node assignment gives busy nodes less work.';
-COMMENT ON FUNCTION shardcast.enqueue_publication(text, text) IS
-    'Enqueues every table of a publication (to one node, or to the node assignment chooses); returns the number of tasks. Skips tables logical replication cannot carry.';
-COMMENT ON FUNCTION shardcast.enqueue_all(text) IS
-    'Enqueues every live shard (to one node, or to the node assignment chooses); returns the number of tasks. Skips tables logical replication cannot carry.';
-COMMENT ON FUNCTION shardcast.heartbeat(bigint, text) IS
-    'Extends a claimed task''s lease by shardcast.claim_lease; returns the new expiry.';
-COMMENT ON FUNCTION shardcast.release_task(bigint, text) IS
-    'Hands a claimed task back to the queue without counting an attempt.';
-COMMENT ON FUNCTION shardcast.complete_task(bigint, boolean, text, text) IS
-    'Finishes a claimed task: done, or failed (queued again until shardcast.max_attempts); logs it and sends a NOTIFY.';
-COMMENT ON FUNCTION shardcast.manifest_json(text) IS
-    'The open replication tasks as one JSON document (optionally for one destination), for replication tooling.';
-COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone) IS
-    'What prioritization was worth on tasks claimed since a time: access-weighted availability of the realised order against FIFO and perfect foresight.';
-COMMENT ON FUNCTION shardcast._prioritized_queue() IS
-    'Internal: the queue in dispatch order; read it through shardcast.prioritized_queue.';
-COMMENT ON FUNCTION shardcast._allocation_plan(integer, bigint) IS
-    'Internal: the allocation plan; call shardcast.allocation_plan.';
-COMMENT ON FUNCTION shardcast._sparkline(oid, interval) IS
-    'Internal: a shard''s sparkline by OID; call shardcast.sparkline.';
-COMMENT ON FUNCTION shardcast._hour_slots(integer[], double precision[]) IS
-    'Internal: spreads hourly values into a day row''s 24 slots (history compaction).';
-COMMENT ON FUNCTION shardcast._add_slots(real[], real[]) IS
-    'Internal: adds two day rows'' 24 hourly slots (history compaction).';

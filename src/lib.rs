@@ -38,8 +38,17 @@ mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../sql/views.sql", name = "views", finalize);
+// The SQL surface, in files named for what they hold: tables first, then every function (those
+// written in Rust are declared there by hand: `#[pg_extern(sql = false)]`), the views over both,
+// and last who may use what.
+extension_sql_file!("../sql/tables.sql", name = "tables", bootstrap);
+extension_sql_file!(
+    "../sql/functions.sql",
+    name = "functions",
+    requires = ["tables"]
+);
+extension_sql_file!("../sql/views.sql", name = "views", requires = ["functions"]);
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

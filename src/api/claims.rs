@@ -23,18 +23,7 @@ pub const NOTIFY_DETAIL_CHARS: i32 = 500;
 /// Hands out the next task under the plan, atomically (FOR UPDATE SKIP LOCKED), under a lease;
 /// no row when there is nothing to do. Declared by hand so that the shard comes back as a
 /// regclass (an OID underneath) without a wrapper around every claim.
-#[pg_extern(
-    name = "claim_task",
-    sql = "
-CREATE FUNCTION shardcast.claim_task(worker text, destination text DEFAULT NULL)
-RETURNS TABLE (task_id bigint, shard regclass, qualified_name text, node text, size_bytes bigint,
-               priority_weight integer, prefetch boolean, attempts integer, lease_expires_at timestamptz)
-LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'claim_task_wrapper';
-COMMENT ON FUNCTION shardcast.claim_task(text, text) IS
-    'Claims the next replication task under the plan, under a lease; no row when there is nothing to do.';
-"
-)]
+#[pg_extern(sql = false)]
 fn claim_task(
     worker: Option<&str>,
     destination: Option<&str>,
@@ -138,8 +127,7 @@ fn not_claimed(task_id: i64, state: &str) -> pgrx::pg_sys::panic::ErrorReport {
 }
 
 /// Extends a claimed task's lease; returns the new expiry.
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn heartbeat(
     task_id: Option<i64>,
     worker: default!(Option<&str>, "NULL"),
@@ -154,8 +142,7 @@ fn heartbeat(
 
 /// Returns a claimed task to the queue without counting an attempt: for a replication script
 /// that stops (Ctrl-C) before it could finish, so that the task need not wait for its lease.
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn release_task(task_id: Option<i64>, worker: default!(Option<&str>, "NULL")) -> SqlResult<()> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
     // A task whose lease ran out may still be handed back by its claimer while nobody else has
@@ -166,8 +153,7 @@ fn release_task(task_id: Option<i64>, worker: default!(Option<&str>, "NULL")) ->
 
 /// Records the outcome of a claimed task, logs it and sends NOTIFY shardcast_completion. A
 /// failed task goes back to the queue until `shardcast.max_attempts`.
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn complete_task(
     task_id: Option<i64>,
     succeeded: default!(Option<bool>, true),

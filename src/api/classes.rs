@@ -9,16 +9,7 @@ use crate::error::{null_argument, spi_error, sql_error, SqlResult};
 /// Sets the class of a table, a leaf partition, or a partitioned table (whose partitions then
 /// take it unless they have a class of their own). Declared by hand so that the table is a
 /// regclass read as an OID: it is never opened, and an OID that names nothing is `42P01`.
-#[pg_extern(
-    name = "set_shard_class",
-    sql = "
-CREATE FUNCTION shardcast.set_shard_class(shard regclass, class text) RETURNS void
-LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'set_shard_class_wrapper';
-COMMENT ON FUNCTION shardcast.set_shard_class(regclass, text) IS
-    'Sets the class of a table, leaf partition or partitioned table (its partitions inherit it).';
-"
-)]
+#[pg_extern(sql = false)]
 fn set_shard_class(shard: Option<pg_sys::Oid>, class: Option<&str>) -> SqlResult<()> {
     let null = |what: &str| {
         null_argument(

@@ -88,16 +88,7 @@ fn replicable_only(shard_ids: Vec<i32>) -> SqlResult<Vec<i32>> {
 /// by hand so that the shard is a regclass read as an OID: the relation is never opened, and an
 /// OID that names no relation is a clean error. A table that logical replication cannot carry
 /// (unlogged, temporary) is refused: `feature_not_supported`, with what to do as the hint.
-#[pg_extern(
-    name = "enqueue",
-    sql = "
-CREATE FUNCTION shardcast.enqueue(shard regclass, destination text DEFAULT NULL) RETURNS bigint
-LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'enqueue_wrapper';
-COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
-    'Enqueues one shard for a node (NULL: node assignment chooses); returns the task id, the open one if there is one.';
-"
-)]
+#[pg_extern(sql = false)]
 fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i64> {
     let shard = shards::existing_relation(shard.ok_or_else(|| null_argument("shard"))?)?;
     if let Some(refusal) = unreplicable(shard)? {
@@ -112,8 +103,7 @@ fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i
 
 /// Enqueues every table of a logical-replication publication; returns the number of tasks.
 /// Leaf partitions that logical replication cannot carry (unlogged) are skipped with a NOTICE.
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn enqueue_publication(
     publication: Option<&str>,
     destination: default!(Option<&str>, "NULL"),
@@ -135,8 +125,7 @@ fn enqueue_publication(
 
 /// Enqueues every live shard; returns the number of tasks. Unlogged tables, which logical
 /// replication cannot carry, are skipped with a NOTICE each.
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
     shards::sync().map_err(spi_error)?;
     let shard_ids = tasks::live_shard_ids().map_err(spi_error)?;

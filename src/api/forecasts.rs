@@ -6,8 +6,7 @@ use crate::error::{spi_error, SqlResult};
 use crate::{queue, worker};
 
 /// Refreshes forecasts and Shard Priority Scores now; returns the number of shards scored.
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn refresh_forecasts() -> SqlResult<i64> {
     worker::warn_about_setup();
     let report = worker::refresh::refresh().map_err(spi_error)?;

@@ -43,16 +43,7 @@ pub const MAX_SAMPLES_PER_CALL: usize = 1_000_000;
 /// Records externally observed accesses of one shard (from query logs, say). The timestamp may
 /// be in the past, for history import. Declared by hand so that the shard is a regclass read as
 /// an OID: it is never opened, and an OID that names nothing is `42P01`.
-#[pg_extern(
-    name = "record_access",
-    sql = "
-CREATE FUNCTION shardcast.record_access(
-    shard regclass, sampled_at timestamptz, reads double precision, writes double precision DEFAULT 0
-) RETURNS void
-LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'record_access_wrapper';
-"
-)]
+#[pg_extern(sql = false)]
 fn record_access(
     shard: Option<pg_sys::Oid>,
     sampled_at: Option<TimestampWithTimeZone>,
@@ -78,19 +69,7 @@ fn record_access(
 
 /// Bulk form of `record_access`: element i of each array is one sample. Validates everything
 /// before writing anything; returns the number of samples recorded.
-#[pg_extern(
-    name = "record_access",
-    sql = "
-CREATE FUNCTION shardcast.record_access(
-    shards regclass[], sampled_at timestamptz[], reads double precision[],
-    writes double precision[] DEFAULT NULL
-) RETURNS bigint
-LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'record_access_bulk_wrapper';
-COMMENT ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) IS
-    'Imports many access samples at once: element i of each array is one sample; writes NULL means no writes.';
-"
-)]
+#[pg_extern(sql = false)]
 fn record_access_bulk(
     shards: Option<Vec<Option<pg_sys::Oid>>>,
     sampled_at: Option<Vec<Option<TimestampWithTimeZone>>>,
@@ -142,7 +121,7 @@ fn record_access_bulk(
 }
 
 /// Internal: spreads per-hour sums over a day row's 24 slots.
-#[pg_extern(name = "_hour_slots", immutable, parallel_safe)]
+#[pg_extern(sql = false)]
 fn hour_slots(hours: Vec<Option<i32>>, values: Vec<Option<f64>>) -> Vec<f32> {
     let (hours, values): (Vec<i32>, Vec<f64>) = hours
         .into_iter()
@@ -153,7 +132,7 @@ fn hour_slots(hours: Vec<Option<i32>>, values: Vec<Option<f64>>) -> Vec<f32> {
 }
 
 /// Internal: adds two day rows slot by slot.
-#[pg_extern(name = "_add_slots", immutable, parallel_safe)]
+#[pg_extern(sql = false)]
 fn add_slots(a: Vec<Option<f32>>, b: Vec<Option<f32>>) -> Vec<f32> {
     let dense = |v: Vec<Option<f32>>| v.into_iter().map(|x| x.unwrap_or(0.0)).collect::<Vec<_>>();
     access::add_slots(&dense(a), &dense(b))

@@ -9,8 +9,7 @@ use crate::catalog::tasks;
 use crate::error::{spi_error, SqlResult};
 
 /// The manifest as a versioned document (see the README for its schema).
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx::JsonB> {
     if let Some(node) = destination {
         check_node(node)?;

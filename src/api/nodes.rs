@@ -28,8 +28,7 @@ pub(super) fn check_node(node: &str) -> SqlResult<()> {
     }
 }
 
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn add_node(
     name: Option<&str>,
     capacity_bytes_per_sec: Option<f64>,
@@ -82,8 +81,7 @@ fn add_node(
     Ok(())
 }
 
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn report_node_load(node: Option<&str>, load: Option<f64>) -> SqlResult<()> {
     let node = node.ok_or_else(|| null_argument("node"))?;
     let load = load.ok_or_else(|| null_argument("load"))?;

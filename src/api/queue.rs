@@ -20,8 +20,7 @@ pub const MAX_PLAN_WORKERS: i32 = 1024;
 
 /// Internal: the live queue under the server's `shardcast.ordering` and
 /// `shardcast.overtake_window`, behind the `shardcast.prioritized_queue` view.
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn _prioritized_queue() -> Result<
     TableIterator<
         'static,
@@ -61,8 +60,7 @@ fn _prioritized_queue() -> Result<
 }
 
 /// Internal: the allocation plan, behind `shardcast.allocation_plan()`.
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn _allocation_plan(
     workers: Option<i32>,
     bandwidth: Option<i64>,

@@ -14,8 +14,7 @@ use crate::gucs;
 
 /// What prioritization was worth on the tasks done (claimed at or after `since`; all when NULL).
 /// The `shardcast.prioritization_report` view shows it for all.
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn prioritization_report_since(
     since: Option<TimestampWithTimeZone>,
 ) -> Result<

@@ -39,14 +39,7 @@ fn span_hours(span: Interval) -> SqlResult<i32> {
 
 /// Internal: the sparkline of the shard with OID `relid`, behind `shardcast.priority_scores`.
 /// Takes an OID, not a regclass, so that the relation is never opened or locked.
-#[pg_extern(
-    name = "_sparkline",
-    stable,
-    parallel_safe,
-    cost = 1000,
-    security_definer
-)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn sparkline_of_oid(
     relid: Option<pg_sys::Oid>,
     span: default!(Option<Interval>, "'24 hours'"),
@@ -60,16 +53,7 @@ fn sparkline_of_oid(
 /// A one-line chart of a shard's load over `span` (hourly), then `│` and its forecast per hour.
 /// Declared by hand so that the shard is a regclass read as an OID: the relation is never opened
 /// (a table locked by DDL does not block it), and an OID that names nothing is `42P01`.
-#[pg_extern(
-    name = "sparkline",
-    sql = "
-CREATE FUNCTION shardcast.sparkline(shard regclass, span interval DEFAULT '24 hours') RETURNS text
-LANGUAGE c STABLE PARALLEL SAFE COST 1000 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'sparkline_wrapper';
-COMMENT ON FUNCTION shardcast.sparkline(regclass, interval) IS
-    'A one-line chart of a shard''s hourly load over span (1 hour to 28 days), then its forecast per hour.';
-"
-)]
+#[pg_extern(sql = false)]
 fn sparkline(shard: Option<pg_sys::Oid>, span: Option<Interval>) -> SqlResult<String> {
     let hint = "Pass a table and a span, e.g. sparkline('public.orders', '12 hours').";
     let relid = shards::existing_relation(shard.ok_or_else(|| null_argument("shard", hint))?)?;

@@ -1,6 +1,6 @@
 //! Kept plans: the statements that every claim, heartbeat and completion runs are prepared once
 //! per session and kept, because planning them costs as much as running them. The functions
-//! that run them force generic plans (views.sql), so that they are planned once; PostgreSQL's
+//! that run them force generic plans (sql/functions.sql), so that they are planned once; PostgreSQL's
 //! plan cache revalidates them after DDL.
 
 use std::cell::RefCell;

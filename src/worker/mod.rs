@@ -69,7 +69,7 @@ pub fn init(preloading: bool) {
 }
 
 /// Whether the library was loaded through `shared_preload_libraries` (the worker runs only then).
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(sql = false)]
 fn preloaded() -> bool {
     PRELOADED.load(Ordering::Relaxed)
 }

@@ -1,4 +1,5 @@
--- shardcast catalog: the state that survives restarts.
+-- shardcast's tables: the state that survives restarts. Views are in views.sql, functions in
+-- functions.sql, who may use what in privileges.sql.
 --
 -- History is kept in two tiers so that it stays bounded (see README, "History storage"):
 --   recent_access : 5-minute buckets of the last hours, one narrow row per shard and bucket with
@@ -79,28 +80,6 @@ CREATE TABLE shardcast.worker_state (
 INSERT INTO shardcast.worker_state DEFAULT VALUES;
 COMMENT ON TABLE shardcast.worker_state IS
     'The background worker''s health, one row written by the worker; read it through shardcast.worker_status.';
-
--- The relations that are shards right now: ordinary tables and leaf partitions, outside system
--- schemas, shardcast's own schema, temporary schemas and the schemas listed in
--- shardcast.excluded_schemas. The one place that decides what a shard is.
-CREATE VIEW shardcast.shard_candidates AS
-SELECT c.oid AS relid,
-       n.nspname AS schema_name,
-       c.relname AS table_name,
-       p.inhparent AS parent_relid
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_catalog.pg_inherits p ON c.relispartition AND p.inhrelid = c.oid
-WHERE c.relkind = 'r'
-  AND c.relpersistence <> 't'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardcast')
-  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-  AND n.nspname <> ALL (
-        pg_catalog.regexp_split_to_array(
-            pg_catalog.btrim(coalesce(pg_catalog.current_setting('shardcast.excluded_schemas', true), '')),
-            '\s*,\s*'));
-COMMENT ON VIEW shardcast.shard_candidates IS
-    'Relations that are shards now (tables and leaf partitions outside excluded schemas).';
 
 -- Application metadata: how much a class of shards matters. Editable; the defaults come with the
 -- extension. pg_dump keeps the user's classes and the builtin ones whose weight or description
