@@ -7,6 +7,7 @@ RUN_AS ?= postgres
 
 deps:
 	./scripts/install-deps.sh
+	./scripts/install-citus.sh
 
 # Builds and installs the extension into the system PostgreSQL 15 (debug build: quick to build).
 install: deps
@@ -55,11 +56,14 @@ test-regress: install
 	python3 pg_test/regress/run.py
 
 # Benchmarks print figures; they assert nothing.
+# Every benchmark (about an hour on 2 cores): sampler, forecasting cost, queue, overhead on
+# pgbench, forecast accuracy beside statsforecast, and the replay of real traces through SQL.
 bench: bench-forecast-core install-release
 	python3 bench/sampler_bench.py
 	python3 bench/forecast_bench.py
 	python3 bench/queue_bench.py
 	python3 bench/overhead_bench.py $(OVERHEAD_ARGS)
+	$(MAKE) bench-accuracy bench-replay
 
 # Ranking and model cost on the traces in bench/data, without a database.
 TRACES ?= bench/data/nab/*.csv

@@ -10,7 +10,12 @@ set -euo pipefail
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-CITUS_SOURCE=${CITUS_SOURCE:-$HERE/../shared/vendor/citus/citus-13.2.2.tar.gz}
+if [ -z "${CITUS_SOURCE:-}" ]; then
+    for candidate in "$HERE/../shared/vendor/citus/citus-13.2.2.tar.gz" /work/shared/vendor/citus/citus-13.2.2.tar.gz; do
+        if [ -f "$candidate" ]; then CITUS_SOURCE=$candidate; break; fi
+    done
+    CITUS_SOURCE=${CITUS_SOURCE:-$HERE/../shared/vendor/citus/citus-13.2.2.tar.gz}
+fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 

@@ -1,0 +1,59 @@
+"""Throwaway Citus clusters: a coordinator and workers, each a real PostgreSQL 15 with Citus and
+shardcast preloaded (citus first, as Citus requires), for the Citus tests.
+
+Citus is not in Debian's archive: `scripts/install-citus.sh` (run by `make deps`) builds it from a
+local source tarball when one is there. Without citus.so the Citus tests are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+from cluster import Cluster, wait_for
+
+CITUS_SETTINGS = {
+    "shared_preload_libraries": "'citus,shardcast'",
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "max_worker_processes": "32",
+}
+
+
+def citus_installed() -> bool:
+    libdir = subprocess.run(["/usr/lib/postgresql/15/bin/pg_config", "--pkglibdir"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    return (Path(libdir) / "citus.so").exists()
+
+
+@contextlib.contextmanager
+def citus_cluster(dbname: str, workers: int = 2, settings: dict[str, str] | None = None,
+                  name: str = "citus") -> Iterator[tuple[Cluster, list[Cluster]]]:
+    """A coordinator and `workers` workers, Citus created in database `dbname` on each, the
+    workers added to the coordinator's metadata. shardcast's worker samples `dbname` on every
+    node (the setting is the same everywhere); the extension itself is created by the caller."""
+    extra = {**CITUS_SETTINGS, "shardcast.database": f"'{dbname}'", **(settings or {})}
+    nodes: list[Cluster] = []
+    try:
+        for i in range(workers + 1):
+            nodes.append(Cluster(extra, f"{name}-{i}").start())
+        for node in nodes:
+            with node.connect() as conn:
+                conn.execute(f"CREATE DATABASE {dbname}")
+            with node.connect(dbname) as conn:
+                conn.execute("CREATE EXTENSION citus")
+        coordinator = nodes[0]
+        with coordinator.connect(dbname) as conn:
+            conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", [coordinator.port])
+            for worker in nodes[1:]:
+                conn.execute("SELECT citus_add_node('127.0.0.1', %s)", [worker.port])
+            wait_for("the workers in the metadata", lambda: conn.execute(
+                "SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary'"
+            ).fetchone()[0] == workers + 1)
+        yield coordinator, nodes[1:]
+    finally:
+        for node in nodes:
+            node.destroy()
