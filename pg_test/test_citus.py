@@ -44,3 +44,344 @@ def test_a_logical_shard_move_works_with_shardcast_on_every_node():
                 state, error = conn.execute("SELECT state, last_error FROM shardcast.worker_status").fetchone()
                 assert state == "running" and error is None, (node.port, state, error)
             assert "panicked" not in node.log_text() and "PANIC" not in node.log_text()
+
+
+# --- shardcast on the coordinator: history, forecasts and scores per Citus shard, the rebalance
+# strategy. Each test has its own cluster; the coordinator's worker samples every node through
+# Citus's connections (run_command_on_all_nodes).
+
+import random
+import subprocess
+import time
+
+from cluster import as_user
+
+FAST = {"shardcast.sample_interval": "'1s'", "shardcast.refresh_interval": "'1h'"}
+
+
+def _distributed_orders(conn, shards=8, rows=20000):
+    conn.execute("CREATE EXTENSION shardcast")
+    conn.execute(f"SET citus.shard_count = {shards}")
+    conn.execute("CREATE TABLE orders (id bigint PRIMARY KEY, amount int)")
+    conn.execute("SELECT create_distributed_table('orders', 'id')")
+    conn.execute(f"INSERT INTO orders SELECT g, g % 100 FROM generate_series(1, {rows}) g")
+
+
+def _keys_by_shard(conn, rows=20000):
+    keys: dict[int, list[int]] = {}
+    for key, shard in conn.execute(
+            "SELECT g, get_shard_id_for_distribution_column('orders', g) FROM generate_series(1, %s) g",
+            [rows]):
+        keys.setdefault(shard, []).append(key)
+    return keys
+
+
+def _skewed_reads(conn, keys, hot, n, rng):
+    """n point reads through the coordinator, 95% on the hot shards' keys; reads made per shard."""
+    made = {shard: 0 for shard in keys}
+    cold = [s for s in keys if s not in hot]
+    for _ in range(n):
+        shard = rng.choice(hot) if rng.random() < 0.95 else rng.choice(cold)
+        conn.execute("SELECT amount FROM orders WHERE id = %s", [rng.choice(keys[shard])])
+        made[shard] += 1
+    return made
+
+
+def _recorded(conn):
+    """Scans recorded per Citus shardid at the coordinator, all history."""
+    return dict(conn.execute("""
+        SELECT s.citus_shard_id, coalesce(sum(h.scans), 0)::float8
+        FROM shardcast.shards s LEFT JOIN shardcast.access_history h USING (shard_id)
+        WHERE s.citus_shard_id IS NOT NULL AND s.retired_at IS NULL
+        GROUP BY 1""").fetchall())
+
+
+def _wait_recorded(conn, expected, what, slack=0.05, timeout=40):
+    """Waits until every shard's recorded scans are within tolerance of `expected` (stats reach
+    the shared counters when a worker's backend is idle, within about 10 s)."""
+    def close():
+        got = _recorded(conn)
+        ok = all(abs(got.get(s, 0) - n) <= slack * n + 5 for s, n in expected.items())
+        return got if ok else None
+    try:
+        return wait_for(what, close, timeout=timeout, every=1)
+    except Exception:
+        raise AssertionError(f"{what}: recorded {_recorded(conn)}, expected {expected}")
+
+
+def _worker_healthy(node):
+    with node.connect(DB) as conn:
+        state, error = conn.execute("SELECT state, last_error FROM shardcast.worker_status").fetchone()
+    assert state == "running" and error is None, (node.port, state, error)
+    assert "panicked" not in node.log_text() and "PANIC" not in node.log_text()
+
+
+def test_citus_shards_have_history_forecasts_and_costs_at_the_coordinator():
+    rng = random.Random(7)
+    with citus_cluster(DB, workers=2, settings=FAST, name="citus-hist") as (coordinator, workers):
+        with coordinator.connect(DB) as conn:
+            _distributed_orders(conn)
+            keys = _keys_by_shard(conn)
+            assert len(keys) == 8
+            wait_for("every Citus shard registered", lambda: conn.execute(
+                "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            # Every shard has been read once (a baseline) before the workload.
+            time.sleep(3)
+            base = _recorded(conn)
+            hot = sorted(keys)[2:4]
+            made = _skewed_reads(conn, keys, hot, 2000, rng)
+            got = _wait_recorded(conn, {s: base.get(s, 0) + n for s, n in made.items()},
+                                 "the reads in the coordinator's history")
+            # Recorded at the coordinator, by shardid: the shards are not in the workers' registries.
+            for worker in workers:
+                with worker.connect(DB) as wconn:
+                    assert wconn.execute("SELECT count(*) FROM shardcast.shards "
+                                         "WHERE citus_shard_id IS NOT NULL").fetchone()[0] == 0
+            assert conn.execute("SELECT shardcast.refresh_forecasts()").fetchone()[0] >= 8
+            rows = conn.execute("""SELECT shardid, predicted_load, score, rank, node, colocation_id,
+                                          move_group, size_bytes
+                                   FROM shardcast.citus_shards ORDER BY predicted_load DESC""").fetchall()
+            assert sorted(r[0] for r in rows[:2]) == hot, (rows, got)
+            assert all(r[1] is not None and r[2] is not None and r[3] is not None for r in rows)
+            ports = {str(w.port) for w in workers}
+            assert all(r[4].split(":")[1] in ports for r in rows)
+            # One colocation group; each shard its own move group (no other table colocated).
+            assert len({r[5] for r in rows}) == 1 and len({r[6] for r in rows}) == 8
+            cold = sorted(set(keys) - set(hot))[0]
+            hot_cost, cold_cost = (conn.execute("SELECT shardcast.citus_shard_cost(%s)", [s]).fetchone()[0]
+                                   for s in (hot[0], cold))
+            assert hot_cost > cold_cost >= 1, (hot_cost, cold_cost)
+            # Forecast with the same models as tables: in shardcast.forecasts, by shard_id.
+            assert conn.execute("""SELECT count(*) FROM shardcast.forecasts f
+                                   JOIN shardcast.shards s USING (shard_id)
+                                   WHERE s.citus_shard_id IS NOT NULL""").fetchone()[0] == 8
+            # A colocated table: its shards join the move groups, whose load is the sum.
+            conn.execute("CREATE TABLE items (id bigint, order_id bigint)")
+            conn.execute("SELECT create_distributed_table('items', 'order_id', colocate_with => 'orders')")
+            wait_for("the colocated shards registered", lambda: conn.execute(
+                "SELECT count(*) = 16 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            groups = conn.execute("""SELECT move_group, count(*) FROM shardcast.citus_shards
+                                     GROUP BY 1""").fetchall()
+            assert len(groups) == 8 and all(n == 2 for _, n in groups)
+        for node in [coordinator, *workers]:
+            _worker_healthy(node)
+
+
+def test_a_moved_shard_keeps_its_history_and_a_down_node_is_unknown_not_idle():
+    rng = random.Random(11)
+    with citus_cluster(DB, workers=2, settings=FAST, name="citus-mv") as (coordinator, workers):
+        with coordinator.connect(DB) as conn:
+            _distributed_orders(conn)
+            keys = _keys_by_shard(conn)
+            wait_for("every Citus shard registered", lambda: conn.execute(
+                "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            time.sleep(3)
+            base = _recorded(conn)
+            hot = sorted(keys)[:2]
+            made = _skewed_reads(conn, keys, hot, 1000, rng)
+            expected = {s: base.get(s, 0) + n for s, n in made.items()}
+            _wait_recorded(conn, expected, "the reads before the move")
+            shard = hot[0]
+            shard_id, source_port = conn.execute("""
+                SELECT s.shard_id, c.nodeport FROM shardcast.shards s
+                JOIN citus_shards c ON c.shardid = s.citus_shard_id
+                WHERE s.citus_shard_id = %s AND s.retired_at IS NULL""", [shard]).fetchone()
+            target = next(w for w in workers if w.port != source_port)
+            written = """SELECT coalesce(sum(tuples_written), 0) FROM shardcast.access_history
+                         WHERE shard_id = %s"""
+            written_before = conn.execute(written, [shard_id]).fetchone()[0]
+            conn.execute("""SELECT citus_move_shard_placement(%s, '127.0.0.1', %s, '127.0.0.1', %s,
+                            shard_transfer_mode => 'force_logical')""", [shard, source_port, target.port])
+            wait_for("the move in citus_shards", lambda: conn.execute(
+                "SELECT node FROM shardcast.citus_shards WHERE shardid = %s",
+                [shard]).fetchone()[0] == f"127.0.0.1:{target.port}", timeout=20)
+            time.sleep(3)
+            # Same shard, same history: neither reset nor counted twice (the copy's writes on
+            # the target are not load).
+            after_move = _recorded(conn)
+            assert abs(after_move[shard] - expected[shard]) <= 0.05 * expected[shard] + 5, (after_move, expected)
+            assert conn.execute("""SELECT shard_id FROM shardcast.shards
+                                   WHERE citus_shard_id = %s AND retired_at IS NULL""",
+                                [shard]).fetchone()[0] == shard_id
+            assert conn.execute(written, [shard_id]).fetchone()[0] == written_before
+            # The reading after the move was a baseline: that span is a gap, not idle.
+            assert conn.execute("SELECT count(*) FROM shardcast.shard_gaps WHERE shard_id = %s",
+                                [shard_id]).fetchone()[0] == 1
+            made = _skewed_reads(conn, keys, hot, 1000, rng)
+            expected = {s: after_move.get(s, 0) + n for s, n in made.items()}
+            _wait_recorded(conn, expected, "the reads after the move, on the new node")
+
+            # A worker down: the coordinator keeps sampling the other; the down node's shards
+            # have a gap while it is down, and continue when it is back.
+            down = workers[0]
+            down.stop()
+            down_shards = {r[0] for r in conn.execute(
+                "SELECT s.shard_id FROM shardcast.citus_shards c JOIN shardcast.shards s "
+                "ON s.citus_shard_id = c.shardid AND s.retired_at IS NULL WHERE c.node = %s",
+                [f"127.0.0.1:{down.port}"])}
+            assert down_shards
+            wait_for("gaps for the down node's shards", lambda: conn.execute(
+                "SELECT count(DISTINCT shard_id) FROM shardcast.shard_gaps "
+                "WHERE shard_id = ANY(%s) AND ended_at > now() - interval '2 seconds'",
+                [list(down_shards)]).fetchone()[0] == len(down_shards), timeout=30)
+            up = [s for s in keys if conn.execute(
+                "SELECT node FROM shardcast.citus_shards WHERE shardid = %s", [s]).fetchone()[0]
+                != f"127.0.0.1:{down.port}"]
+            before = _recorded(conn)
+            reads = {s: 0 for s in up}
+            for _ in range(300):
+                s = rng.choice(up)
+                conn.execute("SELECT amount FROM orders WHERE id = %s", [rng.choice(keys[s])])
+                reads[s] += 1
+            _wait_recorded(conn, {s: before.get(s, 0) + n for s, n in reads.items()},
+                           "reads of the nodes that are up while one is down")
+            state, error = conn.execute("SELECT state, last_error FROM shardcast.worker_status").fetchone()
+            assert state == "running" and error is None, (state, error)
+            subprocess.run(as_user([str(down.bindir / "pg_ctl"), "-D", str(down.data), "-l", str(down.log),
+                                    "-w", "start"]), check=True, capture_output=True)
+            time.sleep(4)
+            before = _recorded(conn)
+            back = sorted(keys, key=lambda s: s not in [k for k in keys if k not in up])[0]
+            for _ in range(200):
+                conn.execute("SELECT amount FROM orders WHERE id = %s", [rng.choice(keys[back])])
+            _wait_recorded(conn, {back: before.get(back, 0) + 200}, "reads of the node that came back")
+            assert conn.execute("SELECT shardcast.refresh_forecasts()").fetchone()[0] >= 8
+        _worker_healthy(coordinator)
+        assert "did not answer" in coordinator.log_text()
+
+
+def test_the_shardcast_strategy_evens_predicted_load_across_nodes():
+    rng = random.Random(3)
+    with citus_cluster(DB, workers=3, settings=FAST, name="citus-rb") as (coordinator, workers):
+        third = workers[2]
+        with coordinator.connect(DB) as conn:
+            # The third worker takes no shards at first: it is "added" later.
+            conn.execute("SELECT citus_set_node_property('127.0.0.1', %s, 'shouldhaveshards', false)",
+                         [third.port])
+            _distributed_orders(conn)
+            keys = _keys_by_shard(conn)
+            wait_for("every Citus shard registered", lambda: conn.execute(
+                "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            time.sleep(3)
+            # Hot shards on one worker, so that this worker is overloaded.
+            by_node: dict[int, list[int]] = {}
+            for shardid, port in conn.execute("SELECT shardid, nodeport FROM citus_shards "
+                                              "WHERE table_name = 'orders'::regclass"):
+                by_node.setdefault(port, []).append(shardid)
+            first = sorted(by_node)[0]
+            hot = sorted(by_node[first])[:3]
+            base = _recorded(conn)
+            made = _skewed_reads(conn, keys, hot, 3000, rng)
+            _wait_recorded(conn, {s: base.get(s, 0) + n for s, n in made.items()}, "the skewed reads")
+            conn.execute("SELECT shardcast.refresh_forecasts()")
+            assert conn.execute("SELECT shardcast.citus_register_strategy()").fetchone()[0] == "shardcast"
+            assert conn.execute("SELECT shardcast.citus_register_strategy(0.1)").fetchone()[0] == "shardcast"
+            assert conn.execute("SELECT count(*) FROM pg_dist_rebalance_strategy "
+                                "WHERE name = 'shardcast'").fetchone()[0] == 1
+            conn.execute("SELECT citus_set_node_property('127.0.0.1', %s, 'shouldhaveshards', true)",
+                         [third.port])
+            cost = dict(conn.execute("SELECT shardid, shardcast.citus_shard_cost(shardid) FROM citus_shards "
+                                     "WHERE table_name = 'orders'::regclass").fetchall())
+            place = {s: port for port, shards in by_node.items() for s in shards}
+
+            def per_node(placement):
+                load = {w.port: 0.0 for w in workers}
+                for s, port in placement.items():
+                    load[port] += cost[s]
+                return load
+
+            before = per_node(place)
+            plan = conn.execute("""SELECT shardid, sourceport, targetport
+                                   FROM get_rebalance_table_shards_plan(rebalance_strategy := 'shardcast')""").fetchall()
+            assert plan, "the shardcast strategy moves shards to the new node"
+            after_place = dict(place)
+            for shardid, source, target in plan:
+                assert after_place[shardid] == source
+                after_place[shardid] = target
+            after = per_node(after_place)
+            assert max(after.values()) < max(before.values()), (before, after, plan)
+            assert max(after.values()) - min(after.values()) < max(before.values()) - min(before.values())
+            # The rebalance itself, with the strategy.
+            conn.execute("SELECT citus_rebalance_start(rebalance_strategy := 'shardcast', shard_transfer_mode := 'force_logical')")
+            wait_for("the rebalance to finish", lambda: conn.execute(
+                "SELECT state::text FROM citus_rebalance_status() ORDER BY job_id DESC LIMIT 1"
+            ).fetchone()[0] in ("finished", "failed", "cancelled"), timeout=120, every=1)
+            assert conn.execute("SELECT state::text FROM citus_rebalance_status() ORDER BY job_id DESC LIMIT 1"
+                                ).fetchone()[0] == "finished"
+            moved = dict(conn.execute("SELECT shardid, nodeport FROM citus_shards "
+                                      "WHERE table_name = 'orders'::regclass").fetchall())
+            assert max(per_node(moved).values()) < max(before.values())
+            wait_for("the moves in shardcast.citus_shards", lambda: conn.execute(
+                "SELECT count(*) FROM shardcast.citus_shards WHERE node = %s",
+                [f"127.0.0.1:{third.port}"]).fetchone()[0] > 0, timeout=20)
+        _worker_healthy(coordinator)
+
+
+def test_citus_bad_input_is_a_clean_error():
+    import psycopg
+    with citus_cluster(DB, workers=1, settings=FAST, name="citus-bad") as (coordinator, workers):
+        with coordinator.connect(DB) as conn:
+            _distributed_orders(conn, shards=4, rows=100)
+            conn.execute("CREATE TABLE countries (code text PRIMARY KEY)")
+            conn.execute("SELECT create_reference_table('countries')")
+            conn.execute("CREATE TABLE settings (k text PRIMARY KEY)")
+            conn.execute("SELECT citus_add_local_table_to_metadata('settings')")
+
+            def error(sql, *args):
+                with pytest.raises(psycopg.Error) as e:
+                    conn.execute(sql, args or None)
+                return e.value.sqlstate, e.value.diag.message_primary, e.value.diag.message_hint
+
+            state, message, hint = error("SELECT shardcast.citus_shard_cost(999999999)")
+            assert state == "42704" and "does not exist" in message and "citus_shards" in hint
+            ref = conn.execute("SELECT shardid FROM pg_dist_shard WHERE logicalrelid = 'countries'::regclass").fetchone()[0]
+            state, message, hint = error("SELECT shardcast.citus_shard_cost(%s)", ref)
+            assert state == "42809" and "reference table" in message and hint
+            local = conn.execute("SELECT shardid FROM pg_dist_shard WHERE logicalrelid = 'settings'::regclass").fetchone()[0]
+            state, message, hint = error("SELECT shardcast.citus_shard_cost(%s)", local)
+            assert state == "42809" and "Citus local table" in message and hint
+            state, message, hint = error("SELECT shardcast.citus_shard_cost(NULL)")
+            assert state == "22004"
+            state, message, hint = error("SELECT shardcast.citus_register_strategy(-1)")
+            assert state == "22023" and hint
+            # A Citus older than 13 (its recorded version, changed inside a transaction).
+            conn.execute("BEGIN")
+            conn.execute("UPDATE pg_extension SET extversion = '12.1-1' WHERE extname = 'citus'")
+            state, message, hint = error("SELECT shardcast.citus_register_strategy()")
+            assert state == "0A000" and "too old" in message and "13" in hint
+            conn.execute("ROLLBACK")
+            # Neither the reference nor the local table is sampled as a Citus shard.
+            wait_for("the distributed table's shards registered", lambda: conn.execute(
+                "SELECT count(*) = 4 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            assert conn.execute("SELECT count(*) FROM shardcast.citus_shards WHERE table_name::text "
+                                "IN ('countries', 'settings')").fetchone()[0] == 0
+        _worker_healthy(coordinator)
+
+
+def test_sampling_cost_per_cycle_at_256_shards_on_2_workers():
+    """The figure in the README: the coordinator's cycle time (worker_status.last_cycle_ms) with
+    256 Citus shards on 2 workers, sampled every second."""
+    with citus_cluster(DB, workers=2, settings=FAST, name="citus-cost") as (coordinator, workers):
+        with coordinator.connect(DB) as conn:
+            conn.execute("CREATE EXTENSION shardcast")
+            conn.execute("SET citus.shard_count = 256")
+            conn.execute("CREATE TABLE events (id bigint, payload text)")
+            conn.execute("SELECT create_distributed_table('events', 'id')")
+            conn.execute("INSERT INTO events SELECT g, 'x' FROM generate_series(1, 10000) g")
+            wait_for("every Citus shard registered", lambda: conn.execute(
+                "SELECT count(*) = 256 FROM shardcast.citus_shards").fetchone()[0], timeout=60)
+            cycles = []
+            last = None
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                at, ms = conn.execute("SELECT last_sample_at, last_cycle_ms FROM shardcast.worker_status").fetchone()
+                if at != last and last is not None:
+                    cycles.append(ms)
+                last = at
+                time.sleep(0.3)
+            cycles.sort()
+            median = cycles[len(cycles) // 2]
+            print(f"\ncoordinator cycle with 256 Citus shards x 2 workers: median {median:.1f} ms, "
+                  f"max {cycles[-1]:.1f} ms over {len(cycles)} cycles")
+            assert len(cycles) >= 10 and median < 1000, cycles
+        _worker_healthy(coordinator)

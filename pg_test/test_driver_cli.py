@@ -195,7 +195,8 @@ def test_a_rerun_after_failed_tasks_reports_them_and_exits_1(pair):
     assert again.returncode == 1, again.stdout + again.stderr
     assert "0 open task(s)" in again.stdout
     assert "failed in earlier runs" in again.stdout and "t_failed_keyless -> t_failed" in again.stdout
-    assert "SELECT shardcast.enqueue('public.t_failed_keyless', 't_failed')" in again.stdout
+    assert (f"to try again: SELECT shardcast.retry_task({task})" in again.stdout
+            or "to try again: SELECT shardcast.enqueue('public.t_failed_keyless', 't_failed')" in again.stdout)
     # A failure of a table that is gone is no longer one.
     with source.connect(DB) as src:
         src.execute("DROP TABLE t_failed_keyless")

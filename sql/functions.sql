@@ -103,6 +103,24 @@ AS 'MODULE_PATHNAME', 'report_node_load_wrapper';
 COMMENT ON FUNCTION shardcast.report_node_load(text, double precision) IS
     'Reports the share (0 to 1) of a node''s capacity in use; node assignment gives busy nodes less work.';
 
+CREATE FUNCTION shardcast.alter_node(
+    node text,
+    capacity_bytes_per_sec double precision DEFAULT NULL,
+    max_concurrent integer DEFAULT NULL,
+    conninfo text DEFAULT NULL,
+    enabled boolean DEFAULT NULL
+) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'alter_node_wrapper';
+COMMENT ON FUNCTION shardcast.alter_node(text, double precision, integer, text, boolean) IS
+    'Changes a node''s capacity, concurrency limit, conninfo ('''' clears it) or enabled flag; NULL leaves a setting as it is. A disabled node gets no new claims.';
+
+CREATE FUNCTION shardcast.remove_node(node text) RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'remove_node_wrapper';
+COMMENT ON FUNCTION shardcast.remove_node(text) IS
+    'Removes a node with no task in flight: cancels the tasks queued for it, forgets its replicas; returns the number of tasks cancelled. completion_log keeps its history.';
+
 -- Enqueueing: shards become replication tasks (one shard, one node, one open task).
 
 CREATE FUNCTION shardcast.enqueue(shard regclass, destination text DEFAULT NULL) RETURNS bigint
@@ -146,6 +164,23 @@ LANGUAGE c STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', '_prioritized_queue_wrapper';
 COMMENT ON FUNCTION shardcast._prioritized_queue() IS
     'Internal: the queue in dispatch order; read it through shardcast.prioritized_queue.';
+
+CREATE FUNCTION shardcast._queue_explained() RETURNS TABLE (
+    "position" bigint,
+    task_id bigint,
+    relid oid,
+    size_bytes bigint,
+    score double precision,
+    density double precision,
+    tier integer,
+    prefetch boolean,
+    node text,
+    reason text
+)
+LANGUAGE c STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', '_queue_explained_wrapper';
+COMMENT ON FUNCTION shardcast._queue_explained() IS
+    'Internal: the queue in dispatch order with the reason for each place; read it through shardcast.queue_explained.';
 
 CREATE FUNCTION shardcast._allocation_plan(
     workers integer,
@@ -217,13 +252,34 @@ CREATE FUNCTION shardcast.complete_task(
     task_id bigint,
     succeeded boolean DEFAULT true,
     detail text DEFAULT NULL,
-    worker text DEFAULT NULL
+    worker text DEFAULT NULL,
+    copied boolean DEFAULT true
 ) RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan
-AS 'MODULE_PATHNAME', 'complete_task_wrapper';
-COMMENT ON FUNCTION shardcast.complete_task(bigint, boolean, text, text) IS
-    'Finishes a claimed task: done, or failed (queued again until shardcast.max_attempts); logs it and sends a NOTIFY.';
+AS 'MODULE_PATHNAME', 'complete_task_copied_wrapper';
+COMMENT ON FUNCTION shardcast.complete_task(bigint, boolean, text, text, boolean) IS
+    'Finishes a claimed task: done (copied => false: the table was already in sync, nothing copied), or failed (queued again until shardcast.max_attempts); logs it and sends a NOTIFY.';
+
+-- Task lifecycle: what an operator undoes.
+
+CREATE FUNCTION shardcast.cancel_task(task_id bigint) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cancel_task_wrapper';
+COMMENT ON FUNCTION shardcast.cancel_task(bigint) IS
+    'Cancels a queued task (a claimed one must be released or finish first).';
+
+CREATE FUNCTION shardcast.retry_task(task_id bigint) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'retry_task_wrapper';
+COMMENT ON FUNCTION shardcast.retry_task(bigint) IS
+    'Queues a failed or cancelled task again, its attempts reset; refused while another open task copies the shard to that node.';
+
+CREATE FUNCTION shardcast.forget_replica(shard regclass, node text) RETURNS boolean
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'forget_replica_wrapper';
+COMMENT ON FUNCTION shardcast.forget_replica(regclass, text) IS
+    'Forgets that a shard was copied to a node, so that enqueueing copies it there again; returns whether there was such a copy.';
 
 -- The manifest and the report.
 
@@ -251,7 +307,44 @@ CREATE FUNCTION shardcast.prioritization_report_since(
 LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'prioritization_report_since_wrapper';
 COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone) IS
-    'What prioritization was worth on tasks claimed since a time: access-weighted availability of the realised order against FIFO and perfect foresight.';
+    'What prioritization was worth on the copies claimed at or after a time (and finished): access-weighted availability of the realised order against FIFO and perfect foresight.';
+
+CREATE FUNCTION shardcast.prioritization_report_since(
+    since timestamp with time zone,
+    "until" timestamp with time zone
+) RETURNS TABLE (
+    tasks bigint,
+    window_start timestamp with time zone,
+    window_end timestamp with time zone,
+    bytes_copied bigint,
+    bandwidth double precision,
+    awa_realised double precision,
+    awa_fifo double precision,
+    awa_oracle double precision,
+    capture double precision
+)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'prioritization_report_between_wrapper';
+COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone, timestamp with time zone) IS
+    'What prioritization was worth on the copies claimed and finished in [since, until): access-weighted availability of the realised order against FIFO and perfect foresight.';
+
+CREATE FUNCTION shardcast.prioritization_report_for(
+    worker text
+) RETURNS TABLE (
+    tasks bigint,
+    window_start timestamp with time zone,
+    window_end timestamp with time zone,
+    bytes_copied bigint,
+    bandwidth double precision,
+    awa_realised double precision,
+    awa_fifo double precision,
+    awa_oracle double precision,
+    capture double precision
+)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'prioritization_report_for_wrapper';
+COMMENT ON FUNCTION shardcast.prioritization_report_for(text) IS
+    'What prioritization was worth on the copies one worker (one driver run) made: access-weighted availability of its order against FIFO and perfect foresight.';
 
 -- Setup mistakes are not silent: CREATE EXTENSION says when the worker cannot run, or samples
 -- another database (WARNING: extension scripts run with client_min_messages = warning).

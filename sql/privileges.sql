@@ -28,8 +28,14 @@ REVOKE EXECUTE ON FUNCTION
     shardcast.enqueue_all(text),
     shardcast.claim_task(text, text),
     shardcast.heartbeat(bigint, text),
-    shardcast.complete_task(bigint, boolean, text, text),
-    shardcast.release_task(bigint, text)
+    shardcast.complete_task(bigint, boolean, text, text, boolean),
+    shardcast.release_task(bigint, text),
+    shardcast.alter_node(text, double precision, integer, text, boolean),
+    shardcast.remove_node(text),
+    shardcast.cancel_task(bigint),
+    shardcast.retry_task(bigint),
+    shardcast.forget_replica(regclass, text)
 FROM PUBLIC;
+GRANT SELECT ON shardcast.node_replicas, shardcast.queue_explained TO PUBLIC;
 
 GRANT SELECT ON shardcast.prioritization_report TO PUBLIC;

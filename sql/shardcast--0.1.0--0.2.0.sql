@@ -270,3 +270,395 @@ COMMENT ON FUNCTION shardcast._hour_slots(integer[], double precision[]) IS
     'Internal: spreads hourly values into a day row''s 24 slots (history compaction).';
 COMMENT ON FUNCTION shardcast._add_slots(real[], real[]) IS
     'Internal: adds two day rows'' 24 hourly slots (history compaction).';
+
+-- A queue with memory: what each node holds (shardcast.replicas), kept by complete_task, read
+-- by enqueue. 0.1.0's done tasks copied their shard to their node: they are remembered.
+ALTER TABLE shardcast.replication_tasks ADD COLUMN copied boolean;
+COMMENT ON COLUMN shardcast.replication_tasks.copied IS
+    'For a done task: whether its completion copied data (false: the table was already in sync on the node).';
+UPDATE shardcast.replication_tasks SET copied = true WHERE state = 'done';
+ALTER TABLE shardcast.completion_log ADD COLUMN copied boolean;
+COMMENT ON COLUMN shardcast.completion_log.copied IS
+    'For a success: whether data was copied (false: the table was already in sync on the node); NULL for a failure.';
+UPDATE shardcast.completion_log SET copied = true WHERE succeeded;
+CREATE TABLE shardcast.replicas (
+    shard_id  integer NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,
+    node      text NOT NULL REFERENCES shardcast.nodes ON UPDATE CASCADE ON DELETE CASCADE,
+    task_id   bigint NOT NULL,
+    copied_at timestamptz NOT NULL,
+    PRIMARY KEY (shard_id, node)
+);
+COMMENT ON TABLE shardcast.replicas IS
+    'Shards copied to each node (the task that did it, and when): enqueueing does not copy them there again. Read it through shardcast.node_replicas; forget one with shardcast.forget_replica.';
+INSERT INTO shardcast.replicas (shard_id, node, task_id, copied_at)
+SELECT DISTINCT ON (t.shard_id, t.node) t.shard_id, t.node, t.task_id, coalesce(t.finished_at, now())
+FROM shardcast.replication_tasks t
+JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
+WHERE t.state = 'done' AND t.node IS NOT NULL
+ORDER BY t.shard_id, t.node, t.finished_at DESC, t.task_id DESC;
+CREATE VIEW shardcast.node_replicas AS
+SELECT s.relid::regclass AS shard,
+       r.node,
+       r.task_id,
+       r.copied_at,
+       t.size_bytes,
+       t.copied AS data_copied
+FROM shardcast.replicas r
+JOIN shardcast.shards s ON s.shard_id = r.shard_id AND s.retired_at IS NULL
+LEFT JOIN shardcast.replication_tasks t ON t.task_id = r.task_id;
+COMMENT ON VIEW shardcast.node_replicas IS
+    'Shards copied to each node, with the task that did it and when; enqueueing does not copy them there again.';
+GRANT SELECT ON shardcast.node_replicas TO PUBLIC;
+
+-- complete_task can say that nothing was copied (copied => false: the table was already in
+-- sync). A new argument is a new signature: the function is dropped and created. Grants on the
+-- old one are not made again here (a GRANT in an extension script would become one of the
+-- extension's initial privileges, which pg_dump leaves out): a WARNING names the roles and
+-- the GRANT to run after the update.
+DO $$
+DECLARE
+    grantees text;
+BEGIN
+    SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, ', ')
+    INTO grantees
+    FROM pg_catalog.pg_proc p
+    CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+    LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+    WHERE p.oid = 'shardcast.complete_task(bigint, boolean, text, text)'::pg_catalog.regprocedure
+      AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner;
+    IF grantees IS NOT NULL THEN
+        RAISE WARNING 'shardcast.complete_task has a new signature: % lose EXECUTE on it', grantees
+            USING HINT = 'After the update, run: GRANT EXECUTE ON FUNCTION shardcast.complete_task(bigint, boolean, text, text, boolean) TO '
+                         || grantees || ';';
+    END IF;
+END
+$$;
+DROP FUNCTION shardcast.complete_task(bigint, boolean, text, text);
+CREATE FUNCTION shardcast.complete_task(
+    task_id bigint,
+    succeeded boolean DEFAULT true,
+    detail text DEFAULT NULL,
+    worker text DEFAULT NULL,
+    copied boolean DEFAULT true
+) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan
+AS 'MODULE_PATHNAME', 'complete_task_copied_wrapper';
+REVOKE EXECUTE ON FUNCTION shardcast.complete_task(bigint, boolean, text, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION shardcast.complete_task(bigint, boolean, text, text, boolean) IS
+    'Finishes a claimed task: done (copied => false: the table was already in sync, nothing copied), or failed (queued again until shardcast.max_attempts); logs it and sends a NOTIFY.';
+
+-- Lifecycle: nodes are altered and removed, tasks cancelled and retried, copies forgotten.
+CREATE FUNCTION shardcast.alter_node(
+    node text,
+    capacity_bytes_per_sec double precision DEFAULT NULL,
+    max_concurrent integer DEFAULT NULL,
+    conninfo text DEFAULT NULL,
+    enabled boolean DEFAULT NULL
+) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'alter_node_wrapper';
+COMMENT ON FUNCTION shardcast.alter_node(text, double precision, integer, text, boolean) IS
+    'Changes a node''s capacity, concurrency limit, conninfo ('''' clears it) or enabled flag; NULL leaves a setting as it is. A disabled node gets no new claims.';
+
+CREATE FUNCTION shardcast.remove_node(node text) RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'remove_node_wrapper';
+COMMENT ON FUNCTION shardcast.remove_node(text) IS
+    'Removes a node with no task in flight: cancels the tasks queued for it, forgets its replicas; returns the number of tasks cancelled. completion_log keeps its history.';
+
+CREATE FUNCTION shardcast.cancel_task(task_id bigint) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cancel_task_wrapper';
+COMMENT ON FUNCTION shardcast.cancel_task(bigint) IS
+    'Cancels a queued task (a claimed one must be released or finish first).';
+
+CREATE FUNCTION shardcast.retry_task(task_id bigint) RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'retry_task_wrapper';
+COMMENT ON FUNCTION shardcast.retry_task(bigint) IS
+    'Queues a failed or cancelled task again, its attempts reset; refused while another open task copies the shard to that node.';
+
+CREATE FUNCTION shardcast.forget_replica(shard regclass, node text) RETURNS boolean
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'forget_replica_wrapper';
+COMMENT ON FUNCTION shardcast.forget_replica(regclass, text) IS
+    'Forgets that a shard was copied to a node, so that enqueueing copies it there again; returns whether there was such a copy.';
+
+REVOKE EXECUTE ON FUNCTION
+    shardcast.alter_node(text, double precision, integer, text, boolean),
+    shardcast.remove_node(text),
+    shardcast.cancel_task(bigint),
+    shardcast.retry_task(bigint),
+    shardcast.forget_replica(regclass, text)
+FROM PUBLIC;
+
+-- Reports per run: over [since, until), or over one worker's copies; completions that copied
+-- nothing are left out.
+COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone) IS
+    'What prioritization was worth on the copies claimed at or after a time (and finished): access-weighted availability of the realised order against FIFO and perfect foresight.';
+
+CREATE FUNCTION shardcast.prioritization_report_since(
+    since timestamp with time zone,
+    "until" timestamp with time zone
+) RETURNS TABLE (
+    tasks bigint,
+    window_start timestamp with time zone,
+    window_end timestamp with time zone,
+    bytes_copied bigint,
+    bandwidth double precision,
+    awa_realised double precision,
+    awa_fifo double precision,
+    awa_oracle double precision,
+    capture double precision
+)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'prioritization_report_between_wrapper';
+COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone, timestamp with time zone) IS
+    'What prioritization was worth on the copies claimed and finished in [since, until): access-weighted availability of the realised order against FIFO and perfect foresight.';
+
+CREATE FUNCTION shardcast.prioritization_report_for(
+    worker text
+) RETURNS TABLE (
+    tasks bigint,
+    window_start timestamp with time zone,
+    window_end timestamp with time zone,
+    bytes_copied bigint,
+    bandwidth double precision,
+    awa_realised double precision,
+    awa_fifo double precision,
+    awa_oracle double precision,
+    capture double precision
+)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'prioritization_report_for_wrapper';
+COMMENT ON FUNCTION shardcast.prioritization_report_for(text) IS
+    'What prioritization was worth on the copies one worker (one driver run) made: access-weighted availability of its order against FIFO and perfect foresight.';
+
+-- shardcast on Citus (citus.sql): on a Citus coordinator the worker samples every Citus shard
+-- through Citus's connections; a Citus shard is a row of shards with citus_shard_id set, whose
+-- relid is its distributed table's (so one relid may now have many live rows: the unique index
+-- covers local shards only).
+ALTER TABLE shardcast.shards ADD COLUMN citus_shard_id bigint;
+COMMENT ON COLUMN shardcast.shards.citus_shard_id IS
+    'For a Citus shard sampled on the coordinator: its shardid (relid is its distributed table, table_name the shard''s).';
+DROP INDEX shardcast.shards_live_relid;
+CREATE UNIQUE INDEX shards_live_relid ON shardcast.shards (relid)
+    WHERE retired_at IS NULL AND citus_shard_id IS NULL;
+CREATE UNIQUE INDEX shards_live_citus_shard ON shardcast.shards (citus_shard_id)
+    WHERE retired_at IS NULL AND citus_shard_id IS NOT NULL;
+
+-- Where each Citus shard lives, as of the last sample: its colocation group, its move group
+-- (the shards colocated with it, which Citus moves together: named by their smallest shardid),
+-- its node(s) and its size (summed over placements).
+CREATE TABLE shardcast.citus_shard_locations (
+    shard_id       integer PRIMARY KEY REFERENCES shardcast.shards ON DELETE CASCADE,
+    citus_shard_id bigint  NOT NULL,
+    colocation_id  integer NOT NULL,
+    move_group     bigint  NOT NULL,
+    node           text,
+    size_bytes     bigint,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE shardcast.citus_shard_locations IS
+    'Each Citus shard''s colocation group, move group (colocated shards move together), node (host:port) and size, as of the last sample of the coordinator''s worker.';
+
+-- Spans when one shard was not read though the worker sampled: its Citus node did not answer,
+-- or it moved between two samples (the reading after a move is a baseline). A refresh reads
+-- these hours as unknown, not idle.
+CREATE TABLE shardcast.shard_gaps (
+    shard_id   integer     NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,
+    started_at timestamptz NOT NULL,
+    ended_at   timestamptz NOT NULL CHECK (ended_at >= started_at),
+    PRIMARY KEY (shard_id, started_at)
+);
+COMMENT ON TABLE shardcast.shard_gaps IS
+    'Spans during which one shard was not read though the worker sampled (its Citus node did not answer, or it moved): unknown history, not idle.';
+
+-- Citus must be installed in this database, version 13 or later. Returns its version.
+CREATE FUNCTION shardcast._citus_require() RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    version text;
+BEGIN
+    SELECT e.extversion INTO version FROM pg_catalog.pg_extension e WHERE e.extname = 'citus';
+    IF version IS NULL THEN
+        RAISE EXCEPTION 'Citus is not installed in database "%"', pg_catalog.current_database()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'shardcast''s Citus functions run on a Citus coordinator: add citus to shared_preload_libraries and CREATE EXTENSION citus.';
+    END IF;
+    IF pg_catalog.split_part(version, '.', 1) !~ '^[0-9]+$'
+       OR pg_catalog.split_part(version, '.', 1)::integer < 13 THEN
+        RAISE EXCEPTION 'Citus % is too old for shardcast', version
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'shardcast needs Citus 13 or later: install it, then ALTER EXTENSION citus UPDATE.';
+    END IF;
+    RETURN version;
+END
+$$;
+COMMENT ON FUNCTION shardcast._citus_require() IS
+    'Internal: the installed Citus version; an error (0A000) when Citus is missing or older than 13.';
+
+-- The rebalance strategy's shard cost: the shard's predicted load over the forecast horizon
+-- (shardcast.forecasts.point), at least 1, because Citus needs positive costs (a shard never
+-- sampled or idle costs 1). Citus adds the costs of colocated shards itself: a move group costs
+-- the sum of its shards'.
+CREATE FUNCTION shardcast.citus_shard_cost(shardid bigint) RETURNS real
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    kind text;
+    relation text;
+    load double precision;
+BEGIN
+    PERFORM shardcast._citus_require();
+    IF shardid IS NULL THEN
+        RAISE EXCEPTION 'shardid must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a shardid of citus_shards.';
+    END IF;
+    SELECT CASE WHEN p.repmodel = 't' THEN 'a reference table'
+                WHEN p.partmethod = 'n' AND p.colocationid = 0 THEN 'a Citus local table'
+           END,
+           p.logicalrelid::regclass::text
+      INTO kind, relation
+      FROM pg_catalog.pg_dist_shard s
+      JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
+     WHERE s.shardid = shardid;
+    IF relation IS NULL THEN
+        RAISE EXCEPTION 'Citus shard % does not exist', shardid
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Look the shard up in citus_shards (column shardid); it may have been dropped or split.';
+    END IF;
+    IF kind IS NOT NULL THEN
+        RAISE EXCEPTION 'shard % belongs to "%", %: it has no movable shards', shardid, relation, kind
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Only shards of distributed tables are rebalanced: a reference table is on every node, a Citus local table on the coordinator.';
+    END IF;
+    SELECT f.point INTO load
+      FROM shardcast.shards sh
+      JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
+     WHERE sh.citus_shard_id = shardid AND sh.retired_at IS NULL;
+    RETURN greatest(coalesce(load, 0), 1)::real;
+END
+$$;
+COMMENT ON FUNCTION shardcast.citus_shard_cost(bigint) IS
+    'The rebalance strategy''s cost of a Citus shard: its predicted load over the forecast horizon, at least 1 (Citus needs positive costs).';
+
+-- Registers (or updates) the rebalance strategy 'shardcast': cost = citus_shard_cost, every node
+-- of capacity 1, every shard allowed on every node. threshold: how far (a share of the average)
+-- a node's predicted load may be from the average before shards move. Returns the strategy's
+-- name, for citus_rebalance_start(rebalance_strategy := ...).
+CREATE FUNCTION shardcast.citus_register_strategy(threshold real DEFAULT 0.1) RETURNS name
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+    PERFORM shardcast._citus_require();
+    IF threshold IS NULL OR NOT (threshold >= 0 AND threshold < 1) THEN
+        RAISE EXCEPTION 'threshold must be at least 0 and below 1, not %', coalesce(threshold::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is a share of the average load per node: 0.1 lets a node be 10% above the average.';
+    END IF;
+    UPDATE pg_catalog.pg_dist_rebalance_strategy r
+       SET shard_cost_function = 'shardcast.citus_shard_cost'::regproc,
+           node_capacity_function = 'pg_catalog.citus_node_capacity_1'::regproc,
+           shard_allowed_on_node_function = 'pg_catalog.citus_shard_allowed_on_node_true'::regproc,
+           default_threshold = threshold,
+           minimum_threshold = least(threshold, 0.01::real),
+           improvement_threshold = 0.5
+     WHERE r.name = 'shardcast';
+    IF NOT FOUND THEN
+        PERFORM pg_catalog.citus_add_rebalance_strategy(
+            'shardcast', 'shardcast.citus_shard_cost'::regproc,
+            'pg_catalog.citus_node_capacity_1'::regproc,
+            'pg_catalog.citus_shard_allowed_on_node_true'::regproc,
+            threshold, least(threshold, 0.01::real), 0.5::real);
+    END IF;
+    RETURN 'shardcast'::name;
+END
+$$;
+COMMENT ON FUNCTION shardcast.citus_register_strategy(real) IS
+    'Registers (or updates) the Citus rebalance strategy ''shardcast'', which balances predicted load across nodes; returns its name.';
+
+-- One row per live Citus shard: where it is, its predicted load and score, and its move
+-- group's (the shards colocated with it, which a rebalance moves together).
+CREATE VIEW shardcast.citus_shards AS
+SELECT l.citus_shard_id AS shardid,
+       s.relid::regclass AS table_name,
+       s.table_name AS shard_name,
+       l.colocation_id,
+       l.move_group,
+       l.node,
+       l.size_bytes,
+       f.point AS predicted_load,
+       sum(f.point) OVER (PARTITION BY l.move_group) AS move_group_load,
+       sc.score,
+       sum(sc.score) OVER (PARTITION BY l.move_group) AS move_group_score,
+       sc.rank,
+       l.updated_at
+FROM shardcast.citus_shard_locations l
+JOIN shardcast.shards s ON s.shard_id = l.shard_id AND s.retired_at IS NULL
+LEFT JOIN shardcast.forecast_state f ON f.shard_id = l.shard_id
+LEFT JOIN shardcast.scores sc ON sc.shard_id = l.shard_id;
+COMMENT ON VIEW shardcast.citus_shards IS
+    'Each live Citus shard: table, colocation and move group, node, size, predicted load and score, its move group''s load and score.';
+
+-- Predicted load per Citus node: what the 'shardcast' rebalance strategy evens out.
+CREATE VIEW shardcast.citus_node_load AS
+SELECT l.node,
+       count(*) AS shards,
+       sum(l.size_bytes)::bigint AS size_bytes,
+       sum(f.point) AS predicted_load,
+       sum(greatest(coalesce(f.point, 0), 1)) AS strategy_cost
+FROM shardcast.citus_shard_locations l
+JOIN shardcast.shards s ON s.shard_id = l.shard_id AND s.retired_at IS NULL
+LEFT JOIN shardcast.forecast_state f ON f.shard_id = l.shard_id
+GROUP BY l.node;
+COMMENT ON VIEW shardcast.citus_node_load IS
+    'Per Citus node: shards, bytes, predicted load and the ''shardcast'' strategy''s cost (what a rebalance evens out).';
+
+GRANT SELECT ON shardcast.citus_shards, shardcast.citus_node_load TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION shardcast.citus_register_strategy(real) FROM PUBLIC;
+
+-- Why each queued task has its place.
+CREATE FUNCTION shardcast._queue_explained() RETURNS TABLE (
+    "position" bigint,
+    task_id bigint,
+    relid oid,
+    size_bytes bigint,
+    score double precision,
+    density double precision,
+    tier integer,
+    prefetch boolean,
+    node text,
+    reason text
+)
+LANGUAGE c STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', '_queue_explained_wrapper';
+COMMENT ON FUNCTION shardcast._queue_explained() IS
+    'Internal: the queue in dispatch order with the reason for each place; read it through shardcast.queue_explained.';
+
+-- Why each queued task has its place: the decision the order made (express lane, the task it
+-- follows and by what key, or the overtake window holding it back), and what keeps its node
+-- from claiming it now (disabled, or at its concurrency limit).
+CREATE VIEW shardcast.queue_explained AS
+SELECT q.position, q.task_id, q.relid::regclass AS shard, q.size_bytes, q.score, q.density, q.tier,
+       q.prefetch, q.node,
+       q.reason || CASE
+           WHEN q.node IS NULL THEN '; no enabled node to copy to'
+           WHEN n.node IS NULL THEN pg_catalog.format('; node %s does not exist', q.node)
+           WHEN NOT n.enabled THEN pg_catalog.format('; node %s is disabled: not claimed until it is enabled', q.node)
+           WHEN c.copying >= n.max_concurrent
+               THEN pg_catalog.format('; node %s at its concurrency limit (%s of %s copying)', q.node, c.copying, n.max_concurrent)
+           ELSE ''
+       END AS reason
+FROM shardcast._queue_explained() q
+LEFT JOIN shardcast.nodes n ON n.node = q.node
+LEFT JOIN LATERAL (SELECT count(*) AS copying FROM shardcast.replication_tasks t
+                   WHERE t.state = 'claimed' AND t.node = q.node) c ON true;
+COMMENT ON VIEW shardcast.queue_explained IS
+    'Queued replication tasks in dispatch order, each with the reason for its place and what holds its node back.';
+GRANT SELECT ON shardcast.queue_explained TO PUBLIC;

@@ -20,11 +20,18 @@ CREATE TABLE shardcast.shards (
     first_seen      timestamptz NOT NULL DEFAULT now(),
     retired_at      timestamptz,
     size_bytes      bigint,
-    size_updated_at timestamptz
+    size_updated_at timestamptz,
+    -- A Citus shard (see citus.sql): its shardid; relid is then its distributed table's.
+    citus_shard_id  bigint
 );
-CREATE UNIQUE INDEX shards_live_relid ON shardcast.shards (relid) WHERE retired_at IS NULL;
+CREATE UNIQUE INDEX shards_live_relid ON shardcast.shards (relid)
+    WHERE retired_at IS NULL AND citus_shard_id IS NULL;
+CREATE UNIQUE INDEX shards_live_citus_shard ON shardcast.shards (citus_shard_id)
+    WHERE retired_at IS NULL AND citus_shard_id IS NOT NULL;
 COMMENT ON TABLE shardcast.shards IS
     'Every table and leaf partition shardcast has seen; retired_at is set when it went away.';
+COMMENT ON COLUMN shardcast.shards.citus_shard_id IS
+    'For a Citus shard sampled on the coordinator: its shardid (relid is its distributed table, table_name the shard''s).';
 
 CREATE TABLE shardcast.recent_access (
     shard_id       integer     NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,
@@ -231,10 +238,15 @@ CREATE TABLE shardcast.replication_tasks (
     finished_at                  timestamptz,
     priority_weight_at_claim     integer,
     priority_weight_at_completion integer,
-    detail                       text
+    detail                       text,
+    -- Done tasks: whether the completion copied data (false: the table was already in sync on
+    -- the node). The prioritization report counts only copies.
+    copied                       boolean
 );
 COMMENT ON TABLE shardcast.replication_tasks IS
     'Replication tasks: one shard to copy to one node, queued, claimed (leased), done, failed or cancelled. Enqueue with shardcast.enqueue*, claim with shardcast.claim_task.';
+COMMENT ON COLUMN shardcast.replication_tasks.copied IS
+    'For a done task: whether its completion copied data (false: the table was already in sync on the node).';
 CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard_id, coalesce(destination, ''))
     WHERE state IN ('queued', 'claimed');
 -- One shard, one node, one open task, whether the node was given or assigned: a shard is never
@@ -281,8 +293,25 @@ CREATE TABLE shardcast.completion_log (
     claimed_at      timestamptz,
     finished_at     timestamptz NOT NULL,
     duration        interval,
-    detail          text
+    detail          text,
+    copied          boolean
 );
 CREATE INDEX completion_log_finished ON shardcast.completion_log (finished_at);
+COMMENT ON COLUMN shardcast.completion_log.copied IS
+    'For a success: whether data was copied (false: the table was already in sync on the node); NULL for a failure.';
 COMMENT ON TABLE shardcast.completion_log IS
     'Every finished replication attempt (done or failed): shard, node, worker, timing and detail; the prioritization report reads it.';
+
+-- What is on each node: a shard copied there (a task done, whether it copied data or found the
+-- table in sync). Enqueueing consults it, so that a shard is copied to a node once: again only
+-- after shardcast.forget_replica, to another node only when that node is named. Forgotten with
+-- the node (remove_node), with the shard (retired or purged), or by forget_replica.
+CREATE TABLE shardcast.replicas (
+    shard_id  integer NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,
+    node      text NOT NULL REFERENCES shardcast.nodes ON UPDATE CASCADE ON DELETE CASCADE,
+    task_id   bigint NOT NULL,
+    copied_at timestamptz NOT NULL,
+    PRIMARY KEY (shard_id, node)
+);
+COMMENT ON TABLE shardcast.replicas IS
+    'Shards copied to each node (the task that did it, and when): enqueueing does not copy them there again. Read it through shardcast.node_replicas; forget one with shardcast.forget_replica.';

@@ -248,6 +248,42 @@ FROM shardcast._prioritized_queue() q;
 COMMENT ON VIEW shardcast.prioritized_queue IS
     'Queued replication tasks in dispatch order (position 1 = next).';
 
+-- Why each queued task has its place: the decision the order made (express lane, the task it
+-- follows and by what key, or the overtake window holding it back), and what keeps its node
+-- from claiming it now (disabled, or at its concurrency limit).
+CREATE VIEW shardcast.queue_explained AS
+SELECT q.position, q.task_id, q.relid::regclass AS shard, q.size_bytes, q.score, q.density, q.tier,
+       q.prefetch, q.node,
+       q.reason || CASE
+           WHEN q.node IS NULL THEN '; no enabled node to copy to'
+           WHEN n.node IS NULL THEN pg_catalog.format('; node %s does not exist', q.node)
+           WHEN NOT n.enabled THEN pg_catalog.format('; node %s is disabled: not claimed until it is enabled', q.node)
+           WHEN c.copying >= n.max_concurrent
+               THEN pg_catalog.format('; node %s at its concurrency limit (%s of %s copying)', q.node, c.copying, n.max_concurrent)
+           ELSE ''
+       END AS reason
+FROM shardcast._queue_explained() q
+LEFT JOIN shardcast.nodes n ON n.node = q.node
+LEFT JOIN LATERAL (SELECT count(*) AS copying FROM shardcast.replication_tasks t
+                   WHERE t.state = 'claimed' AND t.node = q.node) c ON true;
+COMMENT ON VIEW shardcast.queue_explained IS
+    'Queued replication tasks in dispatch order, each with the reason for its place and what holds its node back.';
+
+-- What is on each node: one row per shard copied to a node (shardcast.replicas), live shards
+-- only. Enqueueing does not copy these again; shardcast.forget_replica(shard, node) forgets one.
+CREATE VIEW shardcast.node_replicas AS
+SELECT s.relid::regclass AS shard,
+       r.node,
+       r.task_id,
+       r.copied_at,
+       t.size_bytes,
+       t.copied AS data_copied
+FROM shardcast.replicas r
+JOIN shardcast.shards s ON s.shard_id = r.shard_id AND s.retired_at IS NULL
+LEFT JOIN shardcast.replication_tasks t ON t.task_id = r.task_id;
+COMMENT ON VIEW shardcast.node_replicas IS
+    'Shards copied to each node, with the task that did it and when; enqueueing does not copy them there again.';
+
 -- One row per open task: what a replication script copies, where, in which order.
 CREATE VIEW shardcast.replication_manifest AS
 SELECT t.task_id,

@@ -48,6 +48,8 @@ extension_sql_file!(
     requires = ["tables"]
 );
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["functions"]);
+// shardcast on Citus: its tables, functions and views, which reach Citus only at run time.
+extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["functions"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

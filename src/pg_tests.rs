@@ -812,7 +812,7 @@ fn a_dropped_shard_task_is_cancelled_not_copied() {
 fn mutating_replication_functions_are_not_public() {
     let public = Spi::get_one::<bool>(
         "SELECT bool_or(has_function_privilege('public', f, 'EXECUTE')) FROM unnest(ARRAY[
-             'shardcast.claim_task(text, text)', 'shardcast.complete_task(bigint, boolean, text, text)',
+             'shardcast.claim_task(text, text)', 'shardcast.complete_task(bigint, boolean, text, text, boolean)',
              'shardcast.enqueue(regclass, text)', 'shardcast.add_node(text, double precision, integer, text)',
              'shardcast.heartbeat(bigint, text)', 'shardcast.release_task(bigint, text)']::regprocedure[]) f",
     )
@@ -833,7 +833,7 @@ fn the_readme_grants_let_a_replication_role_work_and_an_inspector_read() {
         "CREATE ROLE replicator_t;
          GRANT USAGE ON SCHEMA shardcast TO replicator_t;
          GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), shardcast.heartbeat(bigint, text),
-               shardcast.complete_task(bigint, boolean, text, text), shardcast.release_task(bigint, text)
+               shardcast.complete_task(bigint, boolean, text, text, boolean), shardcast.release_task(bigint, text)
                TO replicator_t;
          GRANT SELECT (conninfo) ON shardcast.nodes TO replicator_t;
          CREATE ROLE inspector_t;
@@ -1281,4 +1281,428 @@ fn tables_logical_replication_cannot_carry_are_refused_at_enqueue() {
     // Made logged, it is a table like any other.
     Spi::run("ALTER TABLE public.ul_scratch SET LOGGED").unwrap();
     assert_eq!(outcome("SELECT shardcast.enqueue('public.ul_scratch')"), "ok");
+}
+
+/// Claims every queued task as `worker` and completes it (copied or already in sync).
+fn run_queue(worker: &str, copied: bool) -> i64 {
+    let mut done = 0;
+    while let Some(task) =
+        Spi::get_one_with_args::<i64>("SELECT (SELECT task_id FROM shardcast.claim_task($1))", &[worker.into()]).unwrap()
+    {
+        Spi::run_with_args(
+            "SELECT shardcast.complete_task($1, true, NULL, $2, copied => $3)",
+            &[task.into(), worker.into(), copied.into()],
+        )
+        .unwrap();
+        done += 1;
+    }
+    done
+}
+
+fn open_tasks_like(pattern: &str) -> i64 {
+    Spi::get_one_with_args::<i64>(
+        "SELECT count(*) FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name LIKE $1 AND t.state IN ('queued', 'claimed')",
+        &[pattern.into()],
+    )
+    .unwrap()
+    .unwrap()
+}
+
+#[pg_test]
+fn re_enqueueing_after_a_finished_run_copies_nothing() {
+    two_nodes();
+    Spi::run("CREATE TABLE public.m_a (id int); CREATE TABLE public.m_b (id int); CREATE TABLE public.m_c (id int)").unwrap();
+    Spi::run("CREATE PUBLICATION m_pub FOR TABLE public.m_a, public.m_b, public.m_c").unwrap();
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.enqueue_publication('m_pub')").unwrap(), Some(3));
+    assert_eq!(run_queue("run-1", true), 3);
+    // Every shard is remembered on the node it went to.
+    let remembered = Spi::get_one::<i64>(
+        "SELECT count(*) FROM shardcast.node_replicas WHERE shard::text LIKE 'm\\_%'",
+    )
+    .unwrap();
+    assert_eq!(remembered, Some(3));
+    // Again: nothing new, for the publication and for every shard; nothing is queued.
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.enqueue_publication('m_pub')").unwrap(), Some(0));
+    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
+    assert_eq!(open_tasks_like("m\\_%"), 0);
+    // One shard: the task that copied it comes back, nothing is queued.
+    let copier = Spi::get_one::<i64>(
+        "SELECT task_id FROM shardcast.node_replicas WHERE shard = 'public.m_a'::regclass",
+    )
+    .unwrap();
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.enqueue('public.m_a')").unwrap(), copier);
+    assert_eq!(open_tasks_like("m\\_%"), 0);
+    // Named, another node is another copy; the node it is on is not.
+    let on = Spi::get_one::<String>("SELECT node FROM shardcast.node_replicas WHERE shard = 'public.m_a'::regclass")
+        .unwrap()
+        .unwrap();
+    let other = if on == "fast" { "slow" } else { "fast" };
+    assert_eq!(Spi::get_one_with_args::<i64>("SELECT shardcast.enqueue('public.m_a', $1)", &[on.clone().into()]).unwrap(), copier);
+    assert_eq!(open_tasks_like("m\\_%"), 0);
+    Spi::run_with_args("SELECT shardcast.enqueue('public.m_a', $1)", &[other.into()]).unwrap();
+    assert_eq!(open_tasks_like("m\\_%"), 1);
+    // Forgotten, it is copied again; forgetting what is not remembered says so.
+    assert_eq!(Spi::get_one_with_args::<bool>("SELECT shardcast.forget_replica('public.m_a', $1)", &[other.into()]).unwrap(), Some(false));
+    Spi::run("SELECT shardcast.forget_replica('public.m_c', 'fast'); SELECT shardcast.forget_replica('public.m_c', 'slow')").unwrap();
+    Spi::run("SELECT shardcast.enqueue('public.m_c')").unwrap();
+    assert_eq!(open_tasks_like("m\\_c"), 1);
+    // A dropped shard's copies are forgotten with it.
+    Spi::run("DROP TABLE public.m_b; SELECT shardcast.enqueue_all()").unwrap();
+    let kept = Spi::get_one::<i64>(
+        "SELECT count(*) FROM shardcast.replicas r JOIN shardcast.shards s USING (shard_id) WHERE s.table_name = 'm_b'",
+    )
+    .unwrap();
+    assert_eq!(kept, Some(0));
+    assert_eq!(outcome("SELECT shardcast.forget_replica(NULL, 'fast')"), "22004 with hint");
+    assert_eq!(outcome("SELECT shardcast.forget_replica('public.m_a', NULL)"), "22004 with hint");
+    assert_eq!(outcome("SELECT shardcast.forget_replica('public.m_a', 'nowhere')"), "42704 with hint");
+}
+
+#[pg_test]
+fn the_readme_block_enqueues_a_publication_once() {
+    two_nodes();
+    Spi::run(
+        "CREATE TABLE public.rb_a (id int); CREATE TABLE public.rb_b (id int);
+         CREATE PUBLICATION rb_pub FOR TABLE public.rb_a, public.rb_b;",
+    )
+    .unwrap();
+    // The README's block: the publication to one node, then every shard.
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.enqueue_publication('rb_pub', 'slow')").unwrap(), Some(2));
+    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
+    assert_eq!(open_tasks_like("rb\\_%"), 2);
+    // Copied, then the same block again: nothing more, on either node.
+    run_queue("w", true);
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.enqueue_publication('rb_pub', 'slow')").unwrap(), Some(0));
+    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
+    assert_eq!(open_tasks_like("rb\\_%"), 0);
+    let copies = Spi::get_one::<String>(
+        "SELECT string_agg(shard::text || '@' || node, ',' ORDER BY shard::text) FROM shardcast.node_replicas
+         WHERE shard::text LIKE 'rb\\_%'",
+    )
+    .unwrap();
+    assert_eq!(copies.as_deref(), Some("rb_a@slow,rb_b@slow"));
+}
+
+#[pg_test]
+fn remove_node_refuses_tasks_in_flight_and_removes_an_idle_node() {
+    two_nodes();
+    Spi::run(
+        "CREATE TABLE public.rn_a (id int); CREATE TABLE public.rn_b (id int); CREATE TABLE public.rn_c (id int);
+         SELECT shardcast.add_node('idle', 1e6, 1);",
+    )
+    .unwrap();
+    // A node with no tasks: removed.
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.remove_node('idle')").unwrap(), Some(0));
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.nodes WHERE node = 'idle'").unwrap(), Some(0));
+    // A node with a task in flight: refused (55006), nothing changed.
+    Spi::run(
+        "SELECT shardcast.enqueue('public.rn_a', 'slow'); SELECT shardcast.enqueue('public.rn_b', 'slow');
+         SELECT shardcast.enqueue('public.rn_c', 'fast');",
+    )
+    .unwrap();
+    let claimed = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w', 'slow')").unwrap().unwrap();
+    assert_eq!(outcome("SELECT shardcast.remove_node('slow')"), "55006 with hint");
+    assert_eq!(open_tasks_like("rn\\_%"), 3);
+    // Done, it is history: the node goes, its queued task is cancelled, its copy forgotten, the
+    // completion log keeps its name.
+    Spi::run_with_args("SELECT shardcast.complete_task($1)", &[claimed.into()]).unwrap();
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.replicas WHERE node = 'slow'").unwrap(), Some(1));
+    assert_eq!(Spi::get_one::<i64>("SELECT shardcast.remove_node('slow')").unwrap(), Some(1));
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.replicas WHERE node = 'slow'").unwrap(), Some(0));
+    assert_eq!(
+        Spi::get_one_with_args::<String>("SELECT node FROM shardcast.completion_log WHERE task_id = $1", &[claimed.into()]).unwrap().as_deref(),
+        Some("slow")
+    );
+    let states = Spi::get_one::<String>(
+        "SELECT string_agg(s.table_name || ':' || t.state, ',' ORDER BY s.table_name) FROM shardcast.replication_tasks t
+         JOIN shardcast.shards s USING (shard_id) WHERE s.table_name LIKE 'rn\\_%'",
+    )
+    .unwrap();
+    assert_eq!(states.as_deref(), Some("rn_a:done,rn_b:cancelled,rn_c:queued"));
+    // A plain DELETE would have failed on the foreign key; now the name is free again.
+    assert_eq!(outcome("SELECT shardcast.add_node('slow', 10e6)"), "ok");
+    assert_eq!(outcome("SELECT shardcast.remove_node('nowhere')"), "42704 with hint");
+    assert_eq!(outcome("SELECT shardcast.remove_node(NULL)"), "22004 with hint");
+}
+
+#[pg_test]
+fn alter_node_changes_what_is_given_and_validates_like_add_node() {
+    two_nodes();
+    Spi::run("SELECT shardcast.alter_node('slow', max_concurrent => 3, enabled => false)").unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', capacity_bytes_per_sec, max_concurrent, conninfo, enabled) FROM shardcast.nodes WHERE node = 'slow'",
+    )
+    .unwrap();
+    assert_eq!(row.as_deref(), Some("10000000|3|host=127.0.0.1 port=1|f"));
+    Spi::run("SELECT shardcast.alter_node('slow', 20e6, conninfo => '', enabled => true)").unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', capacity_bytes_per_sec, max_concurrent, coalesce(conninfo, '-'), enabled) FROM shardcast.nodes WHERE node = 'slow'",
+    )
+    .unwrap();
+    assert_eq!(row.as_deref(), Some("20000000|3|-|t"));
+    // The duplicate-node hint points here.
+    Spi::run(
+        r#"CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+           DECLARE hint text;
+           BEGIN EXECUTE q; RETURN NULL;
+           EXCEPTION WHEN OTHERS THEN GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT; RETURN hint; END $$"#,
+    )
+    .unwrap();
+    let hint = Spi::get_one::<String>("SELECT pg_temp.hint_of('SELECT shardcast.add_node(''fast'', 1e6)')").unwrap().unwrap();
+    assert!(hint.contains("shardcast.alter_node"), "{hint}");
+    let cases = [
+        ("SELECT shardcast.alter_node('fast', 0)", "22023"),
+        ("SELECT shardcast.alter_node('fast', 'NaN')", "22023"),
+        ("SELECT shardcast.alter_node('fast', 2e15)", "22023"),
+        ("SELECT shardcast.alter_node('fast', max_concurrent => 0)", "22023"),
+        ("SELECT shardcast.alter_node('fast', max_concurrent => 1025)", "22023"),
+        ("SELECT shardcast.alter_node('nowhere', 1e6)", "42704"),
+        ("SELECT shardcast.alter_node(NULL, 1e6)", "22004"),
+    ];
+    for (sql, sqlstate) in cases {
+        assert_eq!(outcome(sql), format!("{sqlstate} with hint"), "{sql}");
+    }
+    // Disabled, a node's claimed task finishes; it gets no new claims.
+    Spi::run(
+        "CREATE TABLE public.an_a (id int); CREATE TABLE public.an_b (id int);
+         SELECT shardcast.enqueue('public.an_a', 'slow'); SELECT shardcast.enqueue('public.an_b', 'slow');",
+    )
+    .unwrap();
+    let claimed = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w', 'slow')").unwrap().unwrap();
+    Spi::run("SELECT shardcast.alter_node('slow', enabled => false)").unwrap();
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.claim_task('w', 'slow')").unwrap(), Some(0));
+    assert_eq!(outcome(&format!("SELECT shardcast.heartbeat({claimed})")), "ok");
+    assert_eq!(outcome(&format!("SELECT shardcast.complete_task({claimed})")), "ok");
+}
+
+#[pg_test]
+fn cancel_and_retry_a_task() {
+    two_nodes();
+    Spi::run("CREATE TABLE public.cr_a (id int); CREATE TABLE public.cr_b (id int)").unwrap();
+    let a = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.cr_a', 'fast')").unwrap().unwrap();
+    // Queued: cancelled, and out of the queue.
+    assert_eq!(outcome(&format!("SELECT shardcast.cancel_task({a})")), "ok");
+    let state = |task: i64| {
+        Spi::get_one_with_args::<String>(
+            "SELECT state || ':' || attempts FROM shardcast.replication_tasks WHERE task_id = $1",
+            &[task.into()],
+        )
+        .unwrap()
+        .unwrap()
+    };
+    assert_eq!(state(a), "cancelled:0");
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.prioritized_queue").unwrap(), Some(0));
+    assert_eq!(outcome(&format!("SELECT shardcast.cancel_task({a})")), "55000 with hint");
+    // Retried: queued again; a second retry is refused while it is open.
+    assert_eq!(outcome(&format!("SELECT shardcast.retry_task({a})")), "ok");
+    assert_eq!(state(a), "queued:0");
+    assert_eq!(outcome(&format!("SELECT shardcast.retry_task({a})")), "55000 with hint");
+    // Claimed: neither cancelled nor retried.
+    assert_eq!(Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w')").unwrap(), Some(a));
+    assert_eq!(outcome(&format!("SELECT shardcast.cancel_task({a})")), "55000 with hint");
+    // Failed for good: retried with its attempts reset.
+    Spi::run("SET LOCAL shardcast.max_attempts = 1").unwrap();
+    Spi::run_with_args("SELECT shardcast.complete_task($1, false, 'disk full')", &[a.into()]).unwrap();
+    assert_eq!(state(a), "failed:1");
+    // Another open task for the shard and node: refused.
+    let b = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.cr_a', 'fast')").unwrap().unwrap();
+    assert_ne!(a, b);
+    assert_eq!(outcome(&format!("SELECT shardcast.retry_task({a})")), "55000 with hint");
+    Spi::run_with_args("SELECT shardcast.cancel_task($1)", &[b.into()]).unwrap();
+    assert_eq!(outcome(&format!("SELECT shardcast.retry_task({a})")), "ok");
+    assert_eq!(state(a), "queued:0");
+    // Done: nothing to cancel or retry.
+    Spi::run("RESET shardcast.max_attempts").unwrap();
+    assert_eq!(Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('w')").unwrap(), Some(a));
+    Spi::run_with_args("SELECT shardcast.complete_task($1)", &[a.into()]).unwrap();
+    assert_eq!(outcome(&format!("SELECT shardcast.cancel_task({a})")), "55000 with hint");
+    assert_eq!(outcome(&format!("SELECT shardcast.retry_task({a})")), "55000 with hint");
+    // A task whose shard is gone cannot be retried.
+    let c = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.cr_b')").unwrap().unwrap();
+    Spi::run_with_args("SELECT shardcast.cancel_task($1)", &[c.into()]).unwrap();
+    Spi::run("DROP TABLE public.cr_b").unwrap();
+    assert_eq!(outcome(&format!("SELECT shardcast.retry_task({c})")), "55000 with hint");
+    for sql in ["SELECT shardcast.cancel_task(424242)", "SELECT shardcast.retry_task(424242)"] {
+        assert_eq!(outcome(sql), "42704 with hint", "{sql}");
+    }
+    for sql in ["SELECT shardcast.cancel_task(NULL)", "SELECT shardcast.retry_task(NULL)"] {
+        assert_eq!(outcome(sql), "22004 with hint", "{sql}");
+    }
+}
+
+#[pg_test]
+fn lifecycle_functions_are_not_public() {
+    let public = Spi::get_one::<bool>(
+        "SELECT bool_or(has_function_privilege('public', f, 'EXECUTE')) FROM unnest(ARRAY[
+             'shardcast.alter_node(text, double precision, integer, text, boolean)', 'shardcast.remove_node(text)',
+             'shardcast.cancel_task(bigint)', 'shardcast.retry_task(bigint)',
+             'shardcast.forget_replica(regclass, text)',
+             'shardcast.complete_task(bigint, boolean, text, text, boolean)']::regprocedure[]) f",
+    )
+    .unwrap();
+    assert_eq!(public, Some(false));
+    let readable = Spi::get_one::<bool>("SELECT has_table_privilege('public', 'shardcast.node_replicas', 'SELECT')").unwrap();
+    assert_eq!(readable, Some(true));
+}
+
+#[pg_test]
+fn the_report_counts_copies_of_its_own_window_and_run_only() {
+    two_nodes();
+    Spi::run(
+        "CREATE TABLE public.rp_a (id int); CREATE TABLE public.rp_b (id int); CREATE TABLE public.rp_c (id int);
+         SELECT shardcast.enqueue('public.rp_a', 'fast'); SELECT shardcast.enqueue('public.rp_b', 'fast');",
+    )
+    .unwrap();
+    assert_eq!(run_queue("run-1", true), 2);
+    // Run 1 happened an hour ago.
+    Spi::run(
+        "UPDATE shardcast.replication_tasks SET claimed_at = claimed_at - interval '1 hour',
+                finished_at = finished_at - interval '1 hour' WHERE claimed_by = 'run-1'",
+    )
+    .unwrap();
+    // Run 2 copies one table and finds one already in sync (copied => false).
+    Spi::run(
+        "SELECT shardcast.enqueue('public.rp_c', 'fast'); SELECT shardcast.enqueue('public.rp_a', 'slow');",
+    )
+    .unwrap();
+    let c = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('run-2', 'fast')").unwrap().unwrap();
+    Spi::run_with_args("SELECT shardcast.complete_task($1, true, NULL, 'run-2')", &[c.into()]).unwrap();
+    let a = Spi::get_one::<i64>("SELECT task_id FROM shardcast.claim_task('run-2', 'slow')").unwrap().unwrap();
+    Spi::run_with_args("SELECT shardcast.complete_task($1, true, 'in sync', 'run-2', false)", &[a.into()]).unwrap();
+    let tasks = |sql: &str| Spi::get_one::<i64>(sql).unwrap();
+    assert_eq!(tasks("SELECT tasks FROM shardcast.prioritization_report_for('run-1')"), Some(2));
+    assert_eq!(tasks("SELECT tasks FROM shardcast.prioritization_report_for('run-2')"), Some(1));
+    assert_eq!(tasks("SELECT count(*) FROM shardcast.prioritization_report_for('run-3')"), Some(0));
+    // A window over run 1 only, and one since run 2 started.
+    assert_eq!(
+        tasks("SELECT tasks FROM shardcast.prioritization_report_since(now() - interval '2 hours', now() - interval '30 minutes')"),
+        Some(2)
+    );
+    assert_eq!(tasks("SELECT tasks FROM shardcast.prioritization_report_since(now() - interval '1 minute')"), Some(1));
+    assert_eq!(tasks("SELECT tasks FROM shardcast.prioritization_report_since(now() - interval '1 minute', NULL)"), Some(1));
+    assert_eq!(tasks("SELECT tasks FROM shardcast.prioritization_report"), Some(3));
+    // The no-op completion is done, logged as such, and remembered as a replica.
+    let logged = Spi::get_one_with_args::<String>(
+        "SELECT succeeded || ':' || copied FROM shardcast.completion_log WHERE task_id = $1",
+        &[a.into()],
+    )
+    .unwrap();
+    assert_eq!(logged.as_deref(), Some("true:false"));
+    assert_eq!(
+        Spi::get_one::<i64>("SELECT count(*) FROM shardcast.node_replicas WHERE shard = 'public.rp_a'::regclass").unwrap(),
+        Some(2)
+    );
+    assert_eq!(outcome("SELECT * FROM shardcast.prioritization_report_for(NULL)"), "22004 with hint");
+    assert_eq!(outcome(&format!("SELECT shardcast.complete_task({a}, true, NULL, NULL, NULL)")), "22004 with hint");
+}
+
+#[pg_test]
+fn citus_functions_refuse_cleanly_without_citus() {
+    for sql in [
+        "SELECT shardcast.citus_shard_cost(102008)",
+        "SELECT shardcast.citus_register_strategy()",
+        "SELECT shardcast.citus_register_strategy(0.2)",
+        "SELECT shardcast._citus_require()",
+    ] {
+        assert_eq!(outcome(sql), "0A000 with hint", "{sql}");
+    }
+    let message = Spi::get_one::<String>(
+        r#"DO $$ BEGIN PERFORM shardcast.citus_shard_cost(1); EXCEPTION WHEN feature_not_supported THEN
+               RAISE NOTICE '%', SQLERRM; END $$; SELECT 'done'"#,
+    )
+    .unwrap();
+    assert_eq!(message.as_deref(), Some("done"));
+    // The views read shardcast's own tables only: empty, not an error, without Citus.
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.citus_shards").unwrap(), Some(0));
+    assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.citus_node_load").unwrap(), Some(0));
+    // Without Citus the sampler's Citus stage does nothing (and names no Citus object).
+    assert!(!crate::catalog::citus::is_coordinator().unwrap());
+}
+
+#[pg_test]
+fn citus_rows_share_their_table_s_relid_without_disturbing_local_shards() {
+    Spi::run("CREATE TABLE public.cz_orders (id int)").unwrap();
+    crate::catalog::shards::sync().unwrap();
+    // Two Citus shards of cz_orders, as the coordinator's sampler registers them.
+    Spi::run(
+        "INSERT INTO shardcast.shards (relid, schema_name, table_name, citus_shard_id)
+         VALUES ('public.cz_orders'::regclass, 'public', 'cz_orders_102008', 102008),
+                ('public.cz_orders'::regclass, 'public', 'cz_orders_102009', 102009)",
+    )
+    .unwrap();
+    let (registered, retired) = crate::catalog::shards::sync().unwrap();
+    assert_eq!((registered, retired), (0, 0));
+    let live = |sql: &str| Spi::get_one::<i64>(sql).unwrap().unwrap();
+    assert_eq!(live("SELECT count(*) FROM shardcast.shards WHERE relid = 'public.cz_orders'::regclass AND retired_at IS NULL"), 3);
+    // The local table is still one shard of its own, and the functions that take it by name
+    // find that one.
+    Spi::run("SELECT shardcast.record_access('public.cz_orders', now(), 10)").unwrap();
+    assert_eq!(history_reads("public.cz_orders"), 10.0);
+    assert!(Spi::get_one::<String>("SELECT shardcast.sparkline('public.cz_orders')").unwrap().is_some());
+    // The Citus rows get their table's class, and a second live row of one shardid is refused.
+    Spi::run("SELECT shardcast.set_shard_class('public.cz_orders', 'critical')").unwrap();
+    assert_eq!(
+        live("SELECT count(*) FROM shardcast.effective_classes e JOIN shardcast.shards s USING (shard_id)
+              WHERE s.citus_shard_id IS NOT NULL AND e.class = 'critical'"),
+        2
+    );
+    assert_eq!(
+        outcome("INSERT INTO shardcast.shards (relid, schema_name, table_name, citus_shard_id)
+                 VALUES ('public.cz_orders'::regclass, 'public', 'cz_orders_102008', 102008)"),
+        "23505 without hint"
+    );
+    // Dropping the table retires the local shard; the Citus rows are Citus's to retire.
+    Spi::run("DROP TABLE public.cz_orders").unwrap();
+    let (_, retired) = crate::catalog::shards::sync().unwrap();
+    assert_eq!(retired, 1);
+    assert_eq!(live("SELECT count(*) FROM shardcast.shards WHERE citus_shard_id IS NOT NULL AND retired_at IS NULL"), 2);
+}
+
+#[pg_test]
+fn queue_explained_says_why_a_hot_task_waits_behind_cold_ones() {
+    two_nodes();
+    Spi::run(
+        "CREATE TABLE public.qe_cold1 (id int); CREATE TABLE public.qe_cold2 (id int); CREATE TABLE public.qe_hot (id int);
+         SELECT shardcast.enqueue('public.qe_cold1', 'fast'); SELECT shardcast.enqueue('public.qe_cold2', 'fast');
+         SELECT shardcast.enqueue('public.qe_hot', 'fast');",
+    )
+    .unwrap();
+    // The hot table (a score, weight 0 for the others) came 2 hours after the cold ones: the
+    // default 1 h window holds it back behind them.
+    Spi::run(
+        "INSERT INTO shardcast.scores (shard_id, computed_at, predicted_load, class, weight, base_score, lift, score, priority_weight, tier, rank)
+         SELECT shard_id, now(), 100, 'normal', 1, 100, 1, 100, 515, 1, 1 FROM shardcast.shards WHERE table_name = 'qe_hot' AND retired_at IS NULL;
+         UPDATE shardcast.replication_tasks t SET enqueued_at = t.enqueued_at + interval '2 hours'
+         FROM shardcast.shards s WHERE s.shard_id = t.shard_id AND s.table_name = 'qe_hot'",
+    )
+    .unwrap();
+    let explained = Spi::get_one::<String>(
+        "SELECT string_agg(shard::text || ': ' || reason, E'\n' ORDER BY position) FROM shardcast.queue_explained
+         WHERE shard::text LIKE 'qe\\_%'",
+    )
+    .unwrap()
+    .unwrap();
+    let lines: Vec<&str> = explained.lines().collect();
+    assert_eq!(lines.len(), 3, "{explained}");
+    assert!(lines[2].starts_with("qe_hot: held back by the overtake window behind task"), "{explained}");
+    assert!(lines[2].contains("enqueued 120 min after task"), "{explained}");
+    assert!(lines[1].contains("after task"), "{explained}");
+    // The same order as the queue's.
+    let same = Spi::get_one::<bool>(
+        "SELECT array_agg(task_id ORDER BY position) = (SELECT array_agg(task_id ORDER BY position) FROM shardcast.prioritized_queue)
+         FROM shardcast.queue_explained",
+    )
+    .unwrap();
+    assert_eq!(same, Some(true));
+    // A node at its limit says so.
+    Spi::run("SELECT shardcast.alter_node('fast', max_concurrent => 1)").unwrap();
+    Spi::run("SELECT * FROM shardcast.claim_task('w', 'fast')").unwrap();
+    let limited = Spi::get_one::<bool>(
+        "SELECT bool_and(reason LIKE '%node fast at its concurrency limit (1 of 1 copying)') FROM shardcast.queue_explained WHERE node = 'fast'",
+    )
+    .unwrap();
+    assert_eq!(limited, Some(true));
+    let public = Spi::get_one::<bool>("SELECT has_table_privilege('public', 'shardcast.queue_explained', 'SELECT')").unwrap();
+    assert_eq!(public, Some(true));
 }

@@ -5,7 +5,7 @@
 
 use pgrx::prelude::*;
 use shardcast_core::queue as policy;
-use shardcast_core::schedule::{self, Order, Task};
+use shardcast_core::schedule::{self, Order, Reason, Task};
 
 use crate::catalog::{forecasts, nodes, tasks};
 use crate::gucs;
@@ -16,6 +16,8 @@ pub struct Queued {
     pub relid: pg_sys::Oid,
     pub priority_weight: i32,
     pub node: Option<String>,
+    /// Why it has its place (the decision the order made).
+    pub reason: Reason,
 }
 
 /// What shapes the stored dispatch order: the server's settings, whichever session replans
@@ -53,12 +55,12 @@ fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Erro
         q.task.prefetch = policy::express(q.lower, threshold);
     }
     let all: Vec<Task> = queued.iter().map(|q| q.task.clone()).collect();
-    let order = schedule::dispatch_order(&all, settings.order, settings.window_secs);
+    let order = schedule::dispatch_order_explained(&all, settings.order, settings.window_secs);
 
     let mut nodes = nodes::enabled()?;
     let mut result = Vec::with_capacity(order.len());
     let mut slots: Vec<Option<tasks::QueuedRow>> = queued.drain(..).map(Some).collect();
-    for i in order {
+    for (i, reason) in order {
         pg_sys::check_for_interrupts!();
         let Some(q) = slots[i].take() else {
             continue;
@@ -69,6 +71,7 @@ fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Erro
             relid: q.relid,
             priority_weight: q.priority_weight,
             node,
+            reason,
         });
     }
     Ok(result)
@@ -78,6 +81,68 @@ fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Erro
 /// claims follow, whichever session computes it.
 pub fn server_queue() -> Result<Vec<Queued>, pgrx::spi::Error> {
     compute_queue(QueueSettings::server())
+}
+
+/// A reason as a sentence, under the server's order and window.
+pub fn explain(reason: &Reason) -> String {
+    let settings = QueueSettings::server();
+    let number = |v: f64| {
+        if v == 0.0 {
+            "0".to_string()
+        } else if settings.order == Order::Wspt {
+            format!("{v:.3e}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    let name = match settings.order {
+        Order::Wspt => "density",
+        Order::Score => "score",
+        Order::Fifo => "task id",
+    };
+    let key = |v: f64| format!("{name} {}", number(v));
+    let by = |after: i64, after_key: f64, own: f64| match settings.order {
+        Order::Fifo => {
+            format!("after task {after}: first come, first served (shardcast.ordering = fifo)")
+        }
+        _ => format!(
+            "after task {after} by {name} {} vs {}",
+            number(after_key),
+            number(own)
+        ),
+    };
+    match reason {
+        Reason::Express { after: None } => {
+            "express lane: forecast lower bound above the threshold".to_string()
+        }
+        Reason::Express { after: Some(p) } => format!(
+            "express lane: forecast lower bound above the threshold; after express task {p}"
+        ),
+        Reason::First => match settings.order {
+            Order::Wspt => "first after the express lane: the densest (score per byte) of the tasks the overtake window lets go".to_string(),
+            Order::Score => "first after the express lane: the highest score of the tasks the overtake window lets go".to_string(),
+            Order::Fifo => "first after the express lane: the oldest task".to_string(),
+        },
+        Reason::Ranked {
+            after,
+            after_key,
+            key: own,
+        } => by(*after, *after_key, *own),
+        Reason::HeldBack {
+            after,
+            after_key,
+            key: own,
+            oldest,
+            late_secs,
+        } => format!(
+            "held back by the overtake window behind task {after} ({} vs {}): enqueued {:.0} min after task {oldest}, \
+             the oldest queued then, more than shardcast.overtake_window ({:.0} min)",
+            key(*after_key),
+            key(*own),
+            late_secs / 60.0,
+            settings.window_secs / 60.0
+        ),
+    }
 }
 
 /// Task ids in dispatch order under another ordering and window than the server's: the order

@@ -95,6 +95,14 @@ impl Histories {
         self.series[i].add(start, start + FINE_BUCKET_SECS as f64, load);
     }
 
+    /// Marks [from, to) as unobserved for the shard (see [`AlignedSeries::add_gap`]); gaps of
+    /// shards not added are ignored.
+    pub fn add_gap(&mut self, shard_id: i32, from: f64, to: f64) {
+        if let Some(&i) = self.index.get(&shard_id) {
+            self.series[i].add_gap(from, to);
+        }
+    }
+
     /// Every shard's series, in the order they were added; `periods` are the spans the worker
     /// sampled.
     pub fn finish(self, periods: &[(f64, f64)]) -> Vec<Aligned> {

@@ -107,8 +107,60 @@ impl Eq for Ready<'_> {}
 /// express lane is outside the window: express-lane bytes that arrive while a task waits add to
 /// its bound.
 pub fn dispatch_order(tasks: &[Task], order: Order, window_secs: f64) -> Vec<usize> {
-    let mut out: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].prefetch).collect();
-    out.sort_by(|&a, &b| compare(order, &tasks[a], &tasks[b]).then(a.cmp(&b)));
+    dispatch_order_explained(tasks, order, window_secs)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Why a task has its place in the dispatch order: the decision [`dispatch_order`] made.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// In the express lane (which goes first); `after`: the express task just before it.
+    Express { after: Option<i64> },
+    /// The first task outside the express lane.
+    First,
+    /// After `after`, which ranks at least as high under the order (`after_key` against `key`:
+    /// density, score or task id).
+    Ranked {
+        after: i64,
+        after_key: f64,
+        key: f64,
+    },
+    /// After `after`, which ranks lower, because it was not eligible when `after` went: it was
+    /// enqueued `late_secs` (more than the window) after `oldest`, the oldest task queued then.
+    HeldBack {
+        after: i64,
+        after_key: f64,
+        key: f64,
+        oldest: i64,
+        late_secs: f64,
+    },
+}
+
+/// The key `order` sorts by (highest first; FIFO by task id, lowest first).
+pub fn order_key(order: Order, task: &Task) -> f64 {
+    match order {
+        Order::Wspt => density(task),
+        Order::Score => task.score,
+        Order::Fifo => task.task_id as f64,
+    }
+}
+
+/// [`dispatch_order`] with the reason for each place: `(index into tasks, reason)`, in dispatch
+/// order.
+pub fn dispatch_order_explained(
+    tasks: &[Task],
+    order: Order,
+    window_secs: f64,
+) -> Vec<(usize, Reason)> {
+    let mut express: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].prefetch).collect();
+    express.sort_by(|&a, &b| compare(order, &tasks[a], &tasks[b]).then(a.cmp(&b)));
+    let mut out: Vec<(usize, Reason)> = Vec::with_capacity(tasks.len());
+    for (k, &i) in express.iter().enumerate() {
+        let after = k.checked_sub(1).map(|p| tasks[express[p]].task_id);
+        out.push((i, Reason::Express { after }));
+    }
     let window = if window_secs.is_nan() {
         0.0
     } else {
@@ -129,6 +181,8 @@ pub fn dispatch_order(tasks: &[Task], order: Order, window_secs: f64) -> Vec<usi
     let mut dispatched = vec![false; tasks.len()];
     let mut ready = BinaryHeap::with_capacity(by_arrival.len());
     let (mut oldest, mut next) = (0, 0);
+    // The previous task outside the express lane, and the oldest task queued when it went.
+    let mut previous: Option<(usize, usize)> = None;
     while oldest < by_arrival.len() {
         if dispatched[by_arrival[oldest]] {
             oldest += 1;
@@ -147,7 +201,29 @@ pub fn dispatch_order(tasks: &[Task], order: Order, window_secs: f64) -> Vec<usi
         // The oldest remaining task is eligible, so there is always one ready.
         let Some(first) = ready.pop() else { break };
         dispatched[first.index] = true;
-        out.push(first.index);
+        let reason = match previous {
+            None => Reason::First,
+            Some((p, oldest_then)) => {
+                let (after, key) = (&tasks[p], first.task);
+                if compare(order, after, key) != Ordering::Greater {
+                    Reason::Ranked {
+                        after: after.task_id,
+                        after_key: order_key(order, after),
+                        key: order_key(order, key),
+                    }
+                } else {
+                    Reason::HeldBack {
+                        after: after.task_id,
+                        after_key: order_key(order, after),
+                        key: order_key(order, key),
+                        oldest: tasks[oldest_then].task_id,
+                        late_secs: arrival(first.index) - arrival(oldest_then),
+                    }
+                }
+            }
+        };
+        previous = Some((first.index, by_arrival[oldest]));
+        out.push((first.index, reason));
     }
     out
 }
@@ -349,6 +425,91 @@ pub fn plan(
                 bandwidth: per_slot,
                 start,
                 finish,
+            }
+        })
+        .collect()
+}
+
+/// A node as the allocation plan sees it: what it can take at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeCapacity {
+    /// Bytes per second.
+    pub capacity: f64,
+    /// Current load, 0-1: the share of its capacity already in use.
+    pub load: f64,
+    /// The most tasks it copies at once (`max_concurrent`).
+    pub max_concurrent: usize,
+}
+
+impl NodeCapacity {
+    /// The bandwidth left for copies: capacity × (1 − load), load taken at most 0.99 (as node
+    /// assignment takes it), so that a node reported fully busy is slow, not stopped.
+    pub fn available(&self) -> f64 {
+        let free = self.capacity * (1.0 - self.load.clamp(0.0, 0.99));
+        if free.is_finite() && free > 0.0 {
+            free
+        } else {
+            f64::MIN_POSITIVE
+        }
+    }
+}
+
+/// Where a task of the allocation plan copies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// No node: the plan's own workers and bandwidth.
+    Pool,
+    /// A node among those given to [`plan_on_nodes`] (an index).
+    Node(usize),
+    /// A node that takes no claims now (disabled, or gone): the task has no start.
+    Unavailable,
+}
+
+/// The allocation plan when tasks are placed on nodes: tasks without a node ([`Placement::Pool`])
+/// are planned by [`plan`] on `workers` slots sharing `bandwidth`, as before; the tasks of a node
+/// are list-scheduled, in dispatch order, on its `max_concurrent` slots, which share its
+/// available bandwidth (capacity × (1 − load)) equally. So a node never has more than
+/// `max_concurrent` copies at once, nor more bandwidth than it has free. A task whose node takes
+/// no claims gets None. Returns one entry per task, in dispatch order. O(tasks × log(tasks)).
+pub fn plan_on_nodes(
+    tasks_in_order: &[&Task],
+    placements: &[Placement],
+    nodes: &[NodeCapacity],
+    workers: usize,
+    bandwidth: f64,
+    express_workers: usize,
+) -> Vec<Option<Slot>> {
+    let placement = |i: usize| placements.get(i).copied().unwrap_or(Placement::Pool);
+    let pooled: Vec<&Task> = tasks_in_order
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| placement(i) == Placement::Pool)
+        .map(|(_, t)| *t)
+        .collect();
+    let mut pool = plan(&pooled, workers, bandwidth, express_workers).into_iter();
+    let mut node_slots: Vec<(Slots, f64)> = nodes
+        .iter()
+        .map(|n| {
+            let slots = n.max_concurrent.max(1);
+            (Slots::new(0..slots, 0.0), n.available() / slots as f64)
+        })
+        .collect();
+    tasks_in_order
+        .iter()
+        .enumerate()
+        .map(|(i, task)| match placement(i) {
+            Placement::Pool => pool.next(),
+            Placement::Unavailable => None,
+            Placement::Node(n) => {
+                let (slots, per_slot) = node_slots.get_mut(n)?;
+                let duration = task.bytes.max(MIN_TASK_BYTES) / *per_slot;
+                let (worker, start, finish) = slots.assign(duration)?;
+                Some(Slot {
+                    worker: worker + 1,
+                    bandwidth: *per_slot,
+                    start,
+                    finish,
+                })
             }
         })
         .collect()
@@ -575,6 +736,55 @@ mod tests {
     }
 
     #[test]
+    fn each_place_has_the_reason_the_order_gave_it() {
+        let mut tasks = vec![
+            Task {
+                enqueued_at: 0.0,
+                ..task(1, 1e9, 1.0, 3)
+            },
+            Task {
+                enqueued_at: 100.0,
+                ..task(2, 1e6, 100.0, 1)
+            },
+            Task {
+                enqueued_at: 5000.0,
+                ..task(3, 1e6, 1000.0, 1)
+            },
+            Task {
+                enqueued_at: 0.0,
+                ..task(4, 1e6, 1.0, 1)
+            },
+        ];
+        tasks[3].prefetch = true;
+        let explained = dispatch_order_explained(&tasks, Order::Wspt, 3600.0);
+        let order: Vec<usize> = explained.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, dispatch_order(&tasks, Order::Wspt, 3600.0));
+        assert_eq!(order, vec![3, 1, 0, 2]);
+        assert_eq!(explained[0].1, Reason::Express { after: None });
+        assert_eq!(explained[1].1, Reason::First);
+        // Task 1 after task 2: lower density.
+        assert_eq!(
+            explained[2].1,
+            Reason::Ranked {
+                after: 2,
+                after_key: density(&tasks[1]),
+                key: density(&tasks[0]),
+            }
+        );
+        // Task 3 is the densest, but came 5000 s after task 1, the oldest then: held back.
+        assert_eq!(
+            explained[3].1,
+            Reason::HeldBack {
+                after: 1,
+                after_key: density(&tasks[0]),
+                key: density(&tasks[2]),
+                oldest: 1,
+                late_secs: 5000.0,
+            }
+        );
+    }
+
+    #[test]
     fn express_lane_goes_first() {
         let mut tasks = vec![task(1, 1e6, 100.0, 1), task(2, 1e9, 1.0, 3)];
         tasks[1].prefetch = true;
@@ -705,6 +915,92 @@ mod tests {
             .collect()
     }
 
+    fn node(capacity: f64, load: f64, max_concurrent: usize) -> NodeCapacity {
+        NodeCapacity {
+            capacity,
+            load,
+            max_concurrent,
+        }
+    }
+
+    /// The most slots busy at once and the most bandwidth in use at once among `slots`.
+    fn peak(slots: &[&Slot]) -> (usize, f64) {
+        let mut events: Vec<(f64, i32, f64)> = slots
+            .iter()
+            .flat_map(|s| [(s.start, 1, s.bandwidth), (s.finish, -1, -s.bandwidth)])
+            .collect();
+        // Ends before starts at the same instant.
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (mut now, mut most, mut used, mut most_used) = (0i32, 0i32, 0.0f64, 0.0f64);
+        for (_, step, bandwidth) in events {
+            now += step;
+            used += bandwidth;
+            most = most.max(now);
+            most_used = most_used.max(used);
+        }
+        (most as usize, most_used)
+    }
+
+    #[test]
+    fn five_copies_on_a_node_that_takes_four_wait_for_a_free_slot() {
+        let tasks: Vec<Task> = (0..5).map(|i| task(i, 50e6, 1.0, 1)).collect();
+        let order: Vec<&Task> = tasks.iter().collect();
+        let placements = vec![Placement::Node(0); 5];
+        let slots = plan_on_nodes(&order, &placements, &[node(200e6, 0.0, 4)], 8, 400e6, 1);
+        let slots: Vec<Slot> = slots.into_iter().map(Option::unwrap).collect();
+        // Four at once, each a quarter of 200 MB/s: 50 MB take 1 s; the fifth starts at 1 s.
+        assert!(slots[..4]
+            .iter()
+            .all(|s| s.start == 0.0 && s.finish == 1.0 && s.bandwidth == 50e6));
+        assert_eq!((slots[4].start, slots[4].finish), (1.0, 2.0));
+        assert_eq!(slots[4].worker, 1);
+    }
+
+    #[test]
+    fn a_busy_node_copies_with_what_it_has_free() {
+        // 100 MB/s, reported 70% busy, 2 at once: 15 MB/s a copy.
+        let tasks = [task(1, 30e6, 1.0, 1)];
+        let slots = plan_on_nodes(
+            &[&tasks[0]],
+            &[Placement::Node(0)],
+            &[node(100e6, 0.7, 2)],
+            8,
+            400e6,
+            1,
+        );
+        let slot = slots[0].clone().unwrap();
+        assert!((slot.bandwidth - 15e6).abs() < 1e-3, "{slot:?}");
+        assert!((slot.finish - 2.0).abs() < 1e-9, "{slot:?}");
+        // Reported fully busy: slow, never stopped.
+        let slots = plan_on_nodes(
+            &[&tasks[0]],
+            &[Placement::Node(0)],
+            &[node(100e6, 1.0, 2)],
+            8,
+            400e6,
+            1,
+        );
+        assert!(slots[0].as_ref().unwrap().finish.is_finite());
+    }
+
+    #[test]
+    fn tasks_without_a_node_keep_the_workers_plan_and_unavailable_ones_have_none() {
+        let tasks: Vec<Task> = (0..4).map(|i| task(i, 1e6, 1.0, 1)).collect();
+        let order: Vec<&Task> = tasks.iter().collect();
+        let placements = [
+            Placement::Pool,
+            Placement::Node(0),
+            Placement::Unavailable,
+            Placement::Pool,
+        ];
+        let slots = plan_on_nodes(&order, &placements, &[node(1e6, 0.0, 1)], 2, 2e6, 0);
+        let pooled = plan(&[&tasks[0], &tasks[3]], 2, 2e6, 0);
+        assert_eq!(slots[0].as_ref(), Some(&pooled[0]));
+        assert_eq!(slots[3].as_ref(), Some(&pooled[1]));
+        assert_eq!(slots[2], None);
+        assert_eq!(slots[1].as_ref().map(|s| s.finish), Some(1.0));
+    }
+
     proptest! {
         #[test]
         fn dispatch_is_a_permutation_with_the_express_lane_first(
@@ -773,6 +1069,62 @@ mod tests {
             match (default, wspt) {
                 (Some(default), Some(wspt)) => prop_assert!((default - wspt).abs() <= 0.02, "{} vs {}", default, wspt),
                 (default, wspt) => prop_assert_eq!(default, wspt),
+            }
+        }
+
+        #[test]
+        fn a_node_never_copies_more_at_once_than_it_may_nor_faster_than_it_can(
+            specs in proptest::collection::vec((1.0f64..1e9, 0.0f64..1e6, 0.0f64..1e5, proptest::bool::weighted(0.2), 0usize..4), 0..120),
+            nodes in proptest::collection::vec((1e3f64..1e9, 0.0f64..1.0, 1usize..6), 1..4),
+            workers in 1usize..12,
+        ) {
+            let tasks = arbitrary_tasks(&specs.iter().map(|s| (s.0, s.1, s.2, s.3)).collect::<Vec<_>>());
+            let nodes: Vec<NodeCapacity> = nodes.iter().map(|&(c, l, m)| node(c, l, m)).collect();
+            // 0..nodes: that node; nodes: no node; above: a node that takes no claims.
+            let placements: Vec<Placement> = specs.iter().map(|s| match s.4 {
+                n if n < nodes.len() => Placement::Node(n),
+                n if n == nodes.len() => Placement::Pool,
+                _ => Placement::Unavailable,
+            }).collect();
+            let order: Vec<&Task> = tasks.iter().collect();
+            let slots = plan_on_nodes(&order, &placements, &nodes, workers, 1e8, 1);
+            prop_assert_eq!(slots.len(), tasks.len());
+            for (n, capacity) in nodes.iter().enumerate() {
+                let on_node: Vec<&Slot> = slots.iter().zip(&placements)
+                    .filter(|(_, p)| **p == Placement::Node(n))
+                    .map(|(s, _)| s.as_ref().unwrap())
+                    .collect();
+                let (at_once, bandwidth) = peak(&on_node);
+                prop_assert!(at_once <= capacity.max_concurrent, "{} at once, limit {}", at_once, capacity.max_concurrent);
+                prop_assert!(bandwidth <= capacity.available() * (1.0 + 1e-9), "{} B/s, {} free", bandwidth, capacity.available());
+                // Each copy takes its bytes at its share: the plan's finish times are real.
+                for (slot, task) in on_node.iter().zip(order.iter().zip(&placements).filter(|(_, p)| **p == Placement::Node(n)).map(|(t, _)| t)) {
+                    prop_assert!(((slot.finish - slot.start) * slot.bandwidth - task.bytes.max(MIN_TASK_BYTES)).abs() <= 1e-6 * task.bytes.max(MIN_TASK_BYTES));
+                }
+            }
+            for (slot, placement) in slots.iter().zip(&placements) {
+                prop_assert_eq!(slot.is_none(), *placement == Placement::Unavailable);
+            }
+        }
+
+        #[test]
+        fn a_held_back_task_came_more_than_a_window_after_the_oldest_and_ranked_ones_rank_lower(
+            specs in proptest::collection::vec((1.0f64..1e9, 0.0f64..1e6, 0.0f64..1e4, proptest::bool::weighted(0.1)), 0..150),
+            window in 0.0f64..2e3,
+        ) {
+            let tasks = arbitrary_tasks(&specs);
+            let explained = dispatch_order_explained(&tasks, Order::Wspt, window);
+            for (k, (i, reason)) in explained.iter().enumerate() {
+                match reason {
+                    Reason::Express { .. } => prop_assert!(tasks[*i].prefetch),
+                    Reason::First => prop_assert!(!tasks[*i].prefetch),
+                    Reason::Ranked { after, .. } => {
+                        let p = explained[k - 1].0;
+                        prop_assert_eq!(tasks[p].task_id, *after);
+                        prop_assert!(compare(Order::Wspt, &tasks[p], &tasks[*i]) != Ordering::Greater);
+                    }
+                    Reason::HeldBack { late_secs, .. } => prop_assert!(*late_secs > window),
+                }
             }
         }
 

@@ -27,6 +27,9 @@ pub struct AlignedSeries {
     load: Vec<f64>,
     /// Whether any history (measured or imported) fell into each hour.
     touched: Vec<bool>,
+    /// Spans inside the sampling periods when this shard in particular was not read (a Citus
+    /// shard whose node did not answer, or that moved between two samples): unknown.
+    gaps: Vec<(f64, f64)>,
 }
 
 /// What a finished series says about itself.
@@ -49,7 +52,13 @@ impl AlignedSeries {
             now,
             load: vec![0.0; hours],
             touched: vec![false; hours],
+            gaps: Vec::new(),
         }
+    }
+
+    /// Marks [from, to) as not observed for this shard, though the worker sampled then.
+    pub fn add_gap(&mut self, from: f64, to: f64) {
+        self.gaps.push((from, to));
     }
 
     fn start(&self) -> f64 {
@@ -105,6 +114,11 @@ impl AlignedSeries {
                 observed[i] = (observed[i] + overlap).min(HOUR)
             });
         }
+        for &(from, to) in &self.gaps {
+            self.overlaps(from.max(since), to, |i, overlap| {
+                observed[i] = (observed[i] - overlap).max(0.0)
+            });
+        }
         let mut out = Aligned::default();
         let last = self.load.len().saturating_sub(1);
         out.hourly = self
@@ -150,6 +164,27 @@ mod tests {
         assert_eq!(a.hourly[0], 0.0);
         assert!((a.hourly[1] - 400.0).abs() < 1e-9, "{:?}", a.hourly);
         assert!((a.hourly[2] - 600.0).abs() < 1e-9, "{:?}", a.hourly);
+    }
+
+    #[test]
+    fn a_shard_s_own_gap_is_unknown_though_the_worker_sampled() {
+        // The worker sampled all four hours; this shard (a Citus shard whose node did not
+        // answer) was not read during the second hour and half of the third.
+        let now = 100.0 * HOUR;
+        let mut s = AlignedSeries::new(now, 4);
+        s.add(now - 4.0 * HOUR, now - 3.0 * HOUR, 100.0);
+        s.add(now - 1.5 * HOUR, now, 300.0);
+        s.add_gap(now - 3.0 * HOUR, now - 1.5 * HOUR);
+        let a = s.finish(&[(now - 4.0 * HOUR, now)], 0.0);
+        assert_eq!(a.hourly[0], 100.0);
+        assert!(a.hourly[1].is_nan(), "not read: unknown, not idle");
+        assert!(
+            (a.hourly[2] - 200.0).abs() < 1e-9,
+            "half read, scaled: {:?}",
+            a.hourly
+        );
+        assert!((a.hourly[3] - 200.0).abs() < 1e-9);
+        assert_eq!(a.observed_hours, 3);
     }
 
     #[test]

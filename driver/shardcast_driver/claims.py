@@ -15,8 +15,8 @@ import psycopg
 
 from . import __version__
 from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_SIGINT, EXIT_SIGTERM, LeaseLost, Node,
-                     Out, SetupError, SyncError, Task, connect, first_line, held_by_others, iso, load_nodes,
-                     still_failed)
+                     Out, SetupError, SyncError, Task, connect, first_line, has_function, held_by_others, iso,
+                     load_nodes, retry_hint, still_failed)
 from .privileges import node_problems, source_problems
 from .report import Report
 from .schema import PgDump
@@ -53,7 +53,8 @@ class Driver(Syncer):
                     self.join_syncs()
                     status, why = self.final_status(source, status, why)
                     failed = still_failed(source, [n.name for n in self.nodes])
-                    self.report.summary(failed, self.held, self.skipped_nodes, status, why)
+                    hints = {row[0]: retry_hint(source, row[0], row[1], row[2]) for row in failed}
+                    self.report.summary(failed, self.held, self.skipped_nodes, status, why, hints)
                 return status
         except SetupError as error:
             self.out.say(f"shardcast-driver: {error}", error=True)
@@ -143,6 +144,7 @@ class Driver(Syncer):
             "       current_setting('shardcast.plan_workers')::int,"
             "       current_setting('shardcast.max_attempts')::int").fetchone()
         self.workers = self.args.workers or plan_workers
+        self.complete_copied = has_function(source, "shardcast.complete_task(bigint, boolean, text, text, boolean)")
         names = [n.name for n in self.nodes]
         tasks, weight = source.execute(
             "SELECT count(*), coalesce(sum(priority_weight), 0) FROM shardcast.replication_manifest"
@@ -155,7 +157,7 @@ class Driver(Syncer):
         if failed:
             self.report.say(f"{len(failed)} task(s) failed in earlier runs and are not queued again: "
                             + ", ".join(f"{shard} -> {node}" for _, shard, node, *_ in failed)
-                            + " (listed at the end; this run exits 1 unless they are enqueued again and succeed)")
+                            + " (listed at the end; this run exits 1 unless they are queued again and succeed)")
         while not self.stopping.is_set():
             claimed = self.claim_what_the_plan_allows(source)
             if not claimed and not self.in_flight and not self.queue_is_empty(source):
@@ -277,8 +279,13 @@ class Driver(Syncer):
                     if outcome in (COPIED, ALREADY):
                         detail = (f"ready on {task.node.name} via {task.node.channel}" if outcome == COPIED
                                   else f"already on {task.node.name} (in sync via {task.node.channel})")
-                        source.execute("SELECT shardcast.complete_task(%s, true, %s, %s)",
-                                       [task.task_id, detail, self.worker])
+                        if self.complete_copied:
+                            # Tells shardcast that nothing was copied: the report leaves it out.
+                            source.execute("SELECT shardcast.complete_task(%s, true, %s, %s, %s)",
+                                           [task.task_id, detail, self.worker, outcome == COPIED])
+                        else:
+                            source.execute("SELECT shardcast.complete_task(%s, true, %s, %s)",
+                                           [task.task_id, detail, self.worker])
                         self.report.done(task, time.monotonic() - started, outcome == COPIED)
                     elif not self.quit_now:
                         source.execute("SELECT shardcast.release_task(%s, %s)", [task.task_id, self.worker])

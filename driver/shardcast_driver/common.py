@@ -21,8 +21,9 @@ EXIT_OPEN = 4          # tasks still open: held by another driver (--no-wait), o
 EXIT_SIGINT = 130      # stopped by Ctrl-C (SIGINT); tasks released, copies stopped
 EXIT_SIGTERM = 143     # stopped by SIGTERM in a one-shot run (in --follow: 0)
 
-FUNCTIONS = ("shardcast.claim_task(text, text)", "shardcast.heartbeat(bigint, text)",
-             "shardcast.complete_task(bigint, boolean, text, text)", "shardcast.release_task(bigint, text)")
+# The functions the driver calls (their signatures are read from the catalog: complete_task
+# gained `copied` in 0.2.0).
+FUNCTIONS = ("claim_task", "heartbeat", "complete_task", "release_task")
 
 
 @dataclass
@@ -190,5 +191,12 @@ def held_by_others(source: psycopg.Connection, nodes: list[str], worker: str | N
     return source.execute(HELD, [nodes, worker]).fetchall()
 
 
-def ident(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
+def has_function(conn: psycopg.Connection, signature: str) -> bool:
+    return conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", [signature]).fetchone()[0]
+
+
+def retry_hint(conn: psycopg.Connection, task_id: int, shard: str, node: str) -> str:
+    """How to queue a failed task again, with what this version of shardcast offers."""
+    if has_function(conn, "shardcast.retry_task(bigint)"):
+        return f"SELECT shardcast.retry_task({task_id})"
+    return f"SELECT shardcast.enqueue('{shard}', '{node}')"

@@ -65,7 +65,7 @@ def dry_run(args: argparse.Namespace, out: Out) -> int:
                     + ("" if live else " (lease run out: the next claim takes it over)"))
         for task_id, shard, node, attempts, detail, _ in still_failed(source, names):
             out.say(f"{shard} -> {node} failed in an earlier run (task {task_id}, {attempts} attempts): {detail}; "
-                    "a run exits 1 until it is enqueued again and succeeds")
+                    "a run exits 1 until it is queued again and succeeds")
         for node in nodes:
             if not source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
                 out.say(f"a run would create publication {node.channel} on the source and subscription "

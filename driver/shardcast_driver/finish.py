@@ -64,7 +64,7 @@ def finish(args: argparse.Namespace, out: Out) -> int:
             what = (f"{len(open_tasks)} task(s) open" if open_tasks else "") + \
                    (" and " if open_tasks and failed else "") + (f"{len(failed)} failed" if failed else "")
             out.say(f"finish refused: {what} for {', '.join(names)}; run the driver until they are done "
-                    "(or enqueue the failed ones again), or finish --force to leave them undone", error=True)
+                    "(or queue the failed ones again), or finish --force to leave them undone", error=True)
             return EXIT_OPEN if open_tasks else EXIT_FAILED
         if open_tasks or failed:
             out.say("--force: finishing with tasks not done; their tables may be missing or partial on the nodes")

@@ -51,8 +51,11 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
         if not source.execute("SELECT has_schema_privilege('shardcast', 'USAGE')").fetchone()[0]:
             return [f"GRANT USAGE ON SCHEMA shardcast TO {u};  -- the driver calls shardcast's functions"]
         if not finishing:
-            missing = [f for f in FUNCTIONS
-                       if not source.execute("SELECT has_function_privilege(%s, 'EXECUTE')", [f]).fetchone()[0]]
+            missing = [signature for signature, allowed in source.execute(
+                "SELECT p.oid::regprocedure::text, has_function_privilege(p.oid, 'EXECUTE') FROM pg_proc p"
+                " WHERE p.pronamespace = 'shardcast'::regnamespace AND p.proname = ANY(%s)"
+                " ORDER BY array_position(%s, p.proname::text)", [list(FUNCTIONS), list(FUNCTIONS)]).fetchall()
+                if not allowed]
             if missing:
                 fixes.append(f"GRANT EXECUTE ON FUNCTION {', '.join(missing)} TO {u};  -- claims, leases, completions")
         if not source.execute("SELECT has_column_privilege('shardcast.nodes', 'conninfo', 'SELECT')").fetchone()[0]:

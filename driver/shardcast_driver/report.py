@@ -93,7 +93,7 @@ class Report:
             return counts
 
     def summary(self, still_failed: list[tuple], held: list[tuple], skipped_nodes: list[str],
-                status: int, why: str) -> None:
+                status: int, why: str, hints: dict[int, str]) -> None:
         wall = time.monotonic() - self.started
         with self.lock:
             outcomes = sorted(self.outcomes.values(), key=lambda o: o.task_id)
@@ -118,7 +118,7 @@ class Report:
             if task_id in self.outcomes:
                 continue  # failed in this run: listed above
             say(f"  {shard} -> {node}  FAILED in an earlier run ({attempts} attempts, task {task_id}): {detail}; "
-                f"enqueue it again to retry: SELECT shardcast.enqueue('{shard}', '{node}')")
+                f"to try again: {hints[task_id]}")
         for task_id, shard, node, worker, until, live in held:
             say(f"  {shard} -> {node}  still open: task {task_id} held by {worker} until {iso(until)}")
         say(f"exit {status}: {why}")

@@ -152,7 +152,24 @@ fn release_task(task_id: Option<i64>, worker: default!(Option<&str>, "NULL")) ->
 }
 
 /// Records the outcome of a claimed task, logs it and sends NOTIFY shardcast_completion. A
-/// failed task goes back to the queue until `shardcast.max_attempts`.
+/// failed task goes back to the queue until `shardcast.max_attempts`; a done one is remembered
+/// as a replica of its shard on its node. `copied => false` says that the table was already in
+/// sync there and nothing was copied: the prioritization report leaves such completions out.
+/// Declared as `shardcast.complete_task(bigint, boolean, text, text, boolean)`.
+#[pg_extern(sql = false)]
+fn complete_task_copied(
+    task_id: Option<i64>,
+    succeeded: default!(Option<bool>, true),
+    detail: default!(Option<&str>, "NULL"),
+    worker: default!(Option<&str>, "NULL"),
+    copied: default!(Option<bool>, true),
+) -> SqlResult<()> {
+    let copied = copied.ok_or_else(|| null_argument("copied"))?;
+    complete(task_id, succeeded, detail, worker, copied)
+}
+
+/// 0.1.0's `shardcast.complete_task(bigint, boolean, text, text)`, which this library serves
+/// between its installation and `ALTER EXTENSION shardcast UPDATE`: a completion that copied.
 #[pg_extern(sql = false)]
 fn complete_task(
     task_id: Option<i64>,
@@ -160,12 +177,23 @@ fn complete_task(
     detail: default!(Option<&str>, "NULL"),
     worker: default!(Option<&str>, "NULL"),
 ) -> SqlResult<()> {
+    complete(task_id, succeeded, detail, worker, true)
+}
+
+fn complete(
+    task_id: Option<i64>,
+    succeeded: Option<bool>,
+    detail: Option<&str>,
+    worker: Option<&str>,
+    copied: bool,
+) -> SqlResult<()> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
     let succeeded = succeeded.ok_or_else(|| null_argument("succeeded"))?;
     let claimed_by = lock_claimed(task_id, worker, Expired::Refuse)?;
     claims::complete(&claims::Completion {
         task_id,
         succeeded,
+        copied,
         detail,
         max_attempts: gucs::max_attempts(),
         worker: claimed_by.as_deref().or(worker),

@@ -15,14 +15,62 @@ use crate::queue;
 /// one node, one open task: an open task that already takes the shard there is kept, whether
 /// its node was given or assigned; a queued task of the shard that node assignment was to place
 /// goes to `destination` instead of a second task; without a destination, any open task of the
-/// shard will do. Returns the tasks' ids.
-fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec<i64>> {
+/// shard will do. A shard already copied there (to `destination`, or to any node without one:
+/// `shardcast.replicas`) is skipped. Returns what was done per shard.
+fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec<tasks::Enqueued>> {
     if let Some(node) = destination {
         check_node(node)?;
     }
-    let ids = tasks::enqueue(shard_ids, destination).map_err(spi_error)?;
+    let done = tasks::enqueue(shard_ids, destination).map_err(spi_error)?;
     queue::replan().map_err(spi_error)?;
-    Ok(ids)
+    Ok(done)
+}
+
+/// The hint of a skipped shard: how to copy it again, or elsewhere.
+fn skipped_hint(name: &str, node: &str) -> String {
+    let (name, node) = (name.replace('\'', "''"), node.replace('\'', "''"));
+    format!(
+        "To copy it there again, forget the copy first: SELECT shardcast.forget_replica('{name}', \
+         '{node}'); to copy it to another node, name that node in shardcast.enqueue. See \
+         shardcast.node_replicas."
+    )
+}
+
+/// Enqueues shards in bulk; returns how many have an open task now (new or kept). Shards
+/// already copied where they were to go are skipped with one NOTICE.
+fn enqueue_bulk(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<i64> {
+    let done = enqueue_shards(shard_ids, destination)?;
+    let skipped: Vec<&(String, String, String)> =
+        done.iter().filter_map(|e| e.skipped.as_ref()).collect();
+    if let Some((name, node, _)) = skipped.first() {
+        let message = match destination {
+            Some(node) => format!(
+                "{} shard(s) already copied to node \"{node}\", skipping",
+                skipped.len()
+            ),
+            None => format!(
+                "{} shard(s) already copied to a node, skipping",
+                skipped.len()
+            ),
+        };
+        sql_error(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            message,
+            skipped_hint(name, node),
+        )
+        .set_detail(format!(
+            "Skipped: {}.",
+            skipped
+                .iter()
+                .take(20)
+                .map(|(name, node, _)| format!("{name} (on {node})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+                + if skipped.len() > 20 { ", ..." } else { "" }
+        ))
+        .report(PgLogLevel::NOTICE);
+    }
+    Ok((done.len() - skipped.len()) as i64)
 }
 
 /// Why logical replication cannot carry a table of this persistence (`pg_class.relpersistence`),
@@ -84,7 +132,8 @@ fn replicable_only(shard_ids: Vec<i32>) -> SqlResult<Vec<i32>> {
         .collect())
 }
 
-/// Enqueues one shard; returns its task id (the existing one if it is already queued). Declared
+/// Enqueues one shard; returns its task id (the existing one if it is already queued; the one
+/// that copied it, with a NOTICE, when it is already on the node). Declared
 /// by hand so that the shard is a regclass read as an OID: the relation is never opened, and an
 /// OID that names no relation is a clean error. A table that logical replication cannot carry
 /// (unlogged, temporary) is refused: `feature_not_supported`, with what to do as the hint.
@@ -95,13 +144,26 @@ fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i
         return Err(refusal);
     }
     let shard_id = shards::shard_id_for(shard)?;
-    Ok(enqueue_shards(&[shard_id], destination)?
-        .first()
-        .copied()
-        .unwrap_or_default())
+    let done = enqueue_shards(&[shard_id], destination)?;
+    let Some(first) = done.first() else {
+        return Ok(0);
+    };
+    if let Some((name, node, _)) = &first.skipped {
+        sql_error(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!(
+                "shard {name} is already on node \"{node}\" (copied by task {}), skipping",
+                first.task_id
+            ),
+            skipped_hint(name, node),
+        )
+        .report(PgLogLevel::NOTICE);
+    }
+    Ok(first.task_id)
 }
 
-/// Enqueues every table of a logical-replication publication; returns the number of tasks.
+/// Enqueues every table of a logical-replication publication; returns the number of open tasks
+/// (new or kept); shards already copied are skipped with a NOTICE.
 /// Leaf partitions that logical replication cannot carry (unlogged) are skipped with a NOTICE.
 #[pg_extern(sql = false)]
 fn enqueue_publication(
@@ -120,15 +182,16 @@ fn enqueue_publication(
     shards::sync().map_err(spi_error)?;
     let shard_ids = tasks::publication_shard_ids(publication).map_err(spi_error)?;
     let shard_ids = replicable_only(shard_ids)?;
-    Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
+    enqueue_bulk(&shard_ids, destination)
 }
 
-/// Enqueues every live shard; returns the number of tasks. Unlogged tables, which logical
+/// Enqueues every live shard; returns the number of open tasks (new or kept); shards already
+/// copied are skipped with a NOTICE. Unlogged tables, which logical
 /// replication cannot carry, are skipped with a NOTICE each.
 #[pg_extern(sql = false)]
 fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
     shards::sync().map_err(spi_error)?;
     let shard_ids = tasks::live_shard_ids().map_err(spi_error)?;
     let shard_ids = replicable_only(shard_ids)?;
-    Ok(enqueue_shards(&shard_ids, destination)?.len() as i64)
+    enqueue_bulk(&shard_ids, destination)
 }

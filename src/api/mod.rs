@@ -12,6 +12,7 @@ mod classes;
 mod enqueue;
 mod forecasts;
 mod history;
+mod lifecycle;
 mod manifest;
 mod nodes;
 mod queue;

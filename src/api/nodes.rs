@@ -1,11 +1,15 @@
-//! Nodes: the destinations tasks copy to (`add_node`, `report_node_load`).
+//! Nodes: the destinations tasks copy to (`add_node`, `alter_node`, `remove_node`,
+//! `report_node_load`).
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
+use pgrx::pg_sys::panic::ErrorReport;
+
 use super::{invalid, null_argument};
 use crate::catalog::nodes;
 use crate::error::{float_text, spi_error, sql_error, SqlResult};
+use crate::queue;
 
 /// The largest bandwidth (bytes per second) a plan or a node may have: `shardcast.plan_bandwidth`'s
 /// range, 1 PB/s.
@@ -15,17 +19,49 @@ pub const MAX_NODE_NAME_BYTES: usize = 63;
 /// The most tasks a node may copy at once.
 pub const MAX_NODE_CONCURRENCY: i32 = 1024;
 
+/// The error for a node that does not exist.
+fn unknown_node(node: &str) -> ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("unknown node \"{node}\""),
+        "Add it with shardcast.add_node(name, capacity_bytes_per_sec); see shardcast.nodes.",
+    )
+}
+
 /// An ERROR unless `node` names a node.
 pub(super) fn check_node(node: &str) -> SqlResult<()> {
     if nodes::exists(node).map_err(spi_error)? {
         Ok(())
     } else {
-        Err(sql_error(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("unknown node \"{node}\""),
-            "Add it with shardcast.add_node(name, capacity_bytes_per_sec); see shardcast.nodes.",
-        ))
+        Err(unknown_node(node))
     }
+}
+
+/// An ERROR unless `capacity` is a positive number of bytes per second up to [`MAX_BANDWIDTH`].
+fn check_capacity(capacity: f64) -> SqlResult<()> {
+    if !(capacity.is_finite() && capacity > 0.0 && capacity <= MAX_BANDWIDTH) {
+        return Err(invalid(
+            format!(
+                "capacity must be a positive number of bytes per second up to 1e15, not {}",
+                float_text(capacity)
+            ),
+            "Give the destination's copy throughput, e.g. 100e6 for 100 MB/s.",
+        ));
+    }
+    Ok(())
+}
+
+/// An ERROR unless `max_concurrent` is within 1..=[`MAX_NODE_CONCURRENCY`].
+fn check_concurrency(max_concurrent: i32) -> SqlResult<()> {
+    if !(1..=MAX_NODE_CONCURRENCY).contains(&max_concurrent) {
+        return Err(invalid(
+            format!(
+                "max_concurrent must be between 1 and {MAX_NODE_CONCURRENCY}, not {max_concurrent}"
+            ),
+            "It is how many tasks may copy to the node at once.",
+        ));
+    }
+    Ok(())
 }
 
 #[pg_extern(sql = false)]
@@ -53,29 +89,14 @@ fn add_node(
             "Node names are bounded like identifiers; choose a shorter one, e.g. 'replica-1'.",
         ));
     }
-    if !(capacity.is_finite() && capacity > 0.0 && capacity <= MAX_BANDWIDTH) {
-        return Err(invalid(
-            format!(
-                "capacity must be a positive number of bytes per second up to 1e15, not {}",
-                float_text(capacity)
-            ),
-            "Give the destination's copy throughput, e.g. 100e6 for 100 MB/s.",
-        ));
-    }
-    if !(1..=MAX_NODE_CONCURRENCY).contains(&max_concurrent) {
-        return Err(invalid(
-            format!(
-                "max_concurrent must be between 1 and {MAX_NODE_CONCURRENCY}, not {max_concurrent}"
-            ),
-            "It is how many tasks may copy to the node at once.",
-        ));
-    }
+    check_capacity(capacity)?;
+    check_concurrency(max_concurrent)?;
     let added = nodes::add(name, capacity, max_concurrent, conninfo).map_err(spi_error)?;
     if !added {
         return Err(sql_error(
             PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             format!("node \"{name}\" already exists"),
-            "Change it with UPDATE shardcast.nodes, or choose another name.",
+            "Change it with shardcast.alter_node(name, ...), or choose another name.",
         ));
     }
     Ok(())
@@ -93,4 +114,70 @@ fn report_node_load(node: Option<&str>, load: Option<f64>) -> SqlResult<()> {
     }
     check_node(node)?;
     nodes::set_load(node, load).map_err(spi_error)
+}
+
+/// Changes a node's settings; NULL leaves one as it is, `conninfo => ''` clears the conninfo.
+/// Validated like `add_node`. A disabled node gets no new claims (its claimed tasks finish);
+/// the queue is replanned, so that node assignment follows the new capacities.
+#[pg_extern(sql = false)]
+fn alter_node(
+    node: Option<&str>,
+    capacity_bytes_per_sec: default!(Option<f64>, "NULL"),
+    max_concurrent: default!(Option<i32>, "NULL"),
+    conninfo: default!(Option<&str>, "NULL"),
+    enabled: default!(Option<bool>, "NULL"),
+) -> SqlResult<()> {
+    let node = node.ok_or_else(|| null_argument("node"))?;
+    if let Some(capacity) = capacity_bytes_per_sec {
+        check_capacity(capacity)?;
+    }
+    if let Some(max_concurrent) = max_concurrent {
+        check_concurrency(max_concurrent)?;
+    }
+    let altered = nodes::alter(
+        node,
+        capacity_bytes_per_sec,
+        max_concurrent,
+        conninfo,
+        enabled,
+    )
+    .map_err(spi_error)?;
+    if !altered {
+        return Err(unknown_node(node));
+    }
+    queue::replan().map_err(spi_error)?;
+    Ok(())
+}
+
+/// Removes a node: refused while tasks are claimed for it (in flight); otherwise its queued
+/// tasks given that node are cancelled, those node assignment had placed on it go back to node
+/// assignment, the shards copied there are forgotten, and finished tasks no longer name it
+/// (`completion_log` keeps their history). Returns the number of tasks cancelled.
+#[pg_extern(sql = false)]
+fn remove_node(node: Option<&str>) -> SqlResult<i64> {
+    let node = node.ok_or_else(|| null_argument("node"))?;
+    match nodes::remove(node).map_err(spi_error)? {
+        nodes::Removal::Unknown => Err(unknown_node(node)),
+        nodes::Removal::InFlight(tasks) => Err(sql_error(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!("node \"{node}\" has {} task(s) in flight", tasks.len()),
+            format!(
+                "Disable it first (SELECT shardcast.alter_node('{}', enabled => false)) so that it \
+                 gets no new claims, let its claimed tasks finish or release them, then remove it.",
+                node.replace('\'', "''")
+            ),
+        )
+        .set_detail(format!(
+            "Claimed task(s): {}.",
+            tasks
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        nodes::Removal::Removed(cancelled) => {
+            queue::replan().map_err(spi_error)?;
+            Ok(cancelled)
+        }
+    }
 }

@@ -7,13 +7,14 @@
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use shardcast_core::schedule::{self, Task};
+use shardcast_core::schedule::{self, NodeCapacity, Placement, Task};
 
 use super::invalid;
 use super::nodes::MAX_BANDWIDTH;
+use crate::catalog::nodes;
 use crate::error::{float_text, spi_error};
 use crate::gucs;
-use crate::queue::server_queue;
+use crate::queue::{explain, server_queue};
 
 /// The most worker slots `allocation_plan()` plans over: `shardcast.plan_workers`'s range.
 pub const MAX_PLAN_WORKERS: i32 = 1024;
@@ -59,6 +60,47 @@ fn _prioritized_queue() -> Result<
     )))
 }
 
+/// Internal: the live queue with the reason for each place, behind the
+/// `shardcast.queue_explained` view.
+#[pg_extern(sql = false)]
+fn _queue_explained() -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(position, i64),
+            name!(task_id, i64),
+            name!(relid, pg_sys::Oid),
+            name!(size_bytes, i64),
+            name!(score, f64),
+            name!(density, f64),
+            name!(tier, i32),
+            name!(prefetch, bool),
+            name!(node, Option<String>),
+            name!(reason, String),
+        ),
+    >,
+    ErrorReport,
+> {
+    let queue = server_queue().map_err(spi_error)?;
+    Ok(TableIterator::new(queue.into_iter().enumerate().map(
+        |(i, q)| {
+            pg_sys::check_for_interrupts!();
+            (
+                i as i64 + 1,
+                q.task.task_id,
+                q.relid,
+                q.task.bytes as i64,
+                q.task.score,
+                schedule::density(&q.task),
+                q.task.tier as i32,
+                q.task.prefetch,
+                q.node,
+                explain(&q.reason),
+            )
+        },
+    )))
+}
+
 /// Internal: the allocation plan, behind `shardcast.allocation_plan()`.
 #[pg_extern(sql = false)]
 fn _allocation_plan(
@@ -73,11 +115,11 @@ fn _allocation_plan(
             name!(relid, pg_sys::Oid),
             name!(tier, i32),
             name!(prefetch, bool),
-            name!(worker, i32),
+            name!(worker, Option<i32>),
             name!(node, Option<String>),
-            name!(bandwidth_share, f64),
-            name!(start_offset, f64),
-            name!(finish_offset, f64),
+            name!(bandwidth_share, Option<f64>),
+            name!(start_offset, Option<f64>),
+            name!(finish_offset, Option<f64>),
         ),
     >,
     ErrorReport,
@@ -103,9 +145,25 @@ fn _allocation_plan(
     }
     let queue = server_queue().map_err(spi_error)?;
     let tasks: Vec<&Task> = queue.iter().map(|q| &q.task).collect();
+    // Tasks placed on a node copy at that node's pace: its max_concurrent slots sharing
+    // capacity × (1 − load); a node that takes no claims (disabled) gives its tasks no start.
+    let nodes = nodes::plan_capacities().map_err(spi_error)?;
+    let placements: Vec<Placement> = queue
+        .iter()
+        .map(|q| match &q.node {
+            None => Placement::Pool,
+            Some(name) => nodes
+                .iter()
+                .position(|(n, _)| n == name)
+                .map_or(Placement::Unavailable, Placement::Node),
+        })
+        .collect();
+    let capacities: Vec<NodeCapacity> = nodes.into_iter().map(|(_, c)| c).collect();
     // O(tasks × log(tasks)) whatever `workers` is: slots no task reaches are never made.
-    let slots = schedule::plan(
+    let slots = schedule::plan_on_nodes(
         &tasks,
+        &placements,
+        &capacities,
         workers as usize,
         bandwidth,
         gucs::prefetch_workers(),
@@ -123,11 +181,11 @@ fn _allocation_plan(
                     q.relid,
                     q.task.tier as i32,
                     q.task.prefetch,
-                    slot.worker as i32,
+                    slot.as_ref().map(|s| s.worker as i32),
                     q.node,
-                    slot.bandwidth,
-                    slot.start,
-                    slot.finish,
+                    slot.as_ref().map(|s| s.bandwidth),
+                    slot.as_ref().map(|s| s.start),
+                    slot.as_ref().map(|s| s.finish),
                 )
             }),
     ))

@@ -8,12 +8,27 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use shardcast_core::report::{self, Copied};
 
-use crate::catalog::{history, tasks};
+use super::null_argument;
+use crate::catalog::history;
+use crate::catalog::tasks::{self, ReportScope};
 use crate::error::spi_error;
 use crate::gucs;
 
-/// What prioritization was worth on the tasks done (claimed at or after `since`; all when NULL).
-/// The `shardcast.prioritization_report` view shows it for all.
+/// The report's row.
+type ReportRow = (
+    i64,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    i64,
+    f64,
+    f64,
+    f64,
+    f64,
+    Option<f64>,
+);
+
+/// What prioritization was worth on the copies claimed at or after `since` (all when NULL). The
+/// `shardcast.prioritization_report` view shows it for all.
 #[pg_extern(sql = false)]
 fn prioritization_report_since(
     since: Option<TimestampWithTimeZone>,
@@ -34,22 +49,113 @@ fn prioritization_report_since(
     >,
     ErrorReport,
 > {
+    report_rows(ReportScope {
+        since,
+        ..ReportScope::default()
+    })
+}
+
+/// What prioritization was worth on the copies claimed and finished in [`since`, `until`) (a
+/// NULL bound: unbounded): one run's window. Declared as `prioritization_report_since(since,
+/// until)`.
+#[pg_extern(sql = false)]
+fn prioritization_report_between(
+    since: Option<TimestampWithTimeZone>,
+    until: Option<TimestampWithTimeZone>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(tasks, i64),
+            name!(window_start, Option<TimestampWithTimeZone>),
+            name!(window_end, Option<TimestampWithTimeZone>),
+            name!(bytes_copied, i64),
+            name!(bandwidth, f64),
+            name!(awa_realised, f64),
+            name!(awa_fifo, f64),
+            name!(awa_oracle, f64),
+            name!(capture, Option<f64>),
+        ),
+    >,
+    ErrorReport,
+> {
+    report_rows(ReportScope {
+        since,
+        until,
+        worker: None,
+    })
+}
+
+/// What prioritization was worth on the copies one worker made (`claimed_by`): one driver run,
+/// which claims under a name of its own.
+#[pg_extern(sql = false)]
+fn prioritization_report_for(
+    worker: Option<&str>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(tasks, i64),
+            name!(window_start, Option<TimestampWithTimeZone>),
+            name!(window_end, Option<TimestampWithTimeZone>),
+            name!(bytes_copied, i64),
+            name!(bandwidth, f64),
+            name!(awa_realised, f64),
+            name!(awa_fifo, f64),
+            name!(awa_oracle, f64),
+            name!(capture, Option<f64>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let worker = worker.ok_or_else(|| null_argument("worker"))?;
+    report_rows(ReportScope {
+        worker: Some(worker),
+        ..ReportScope::default()
+    })
+}
+
+/// The report over the copies in `scope`: no row when there are none.
+fn report_rows(
+    scope: ReportScope<'_>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(tasks, i64),
+            name!(window_start, Option<TimestampWithTimeZone>),
+            name!(window_end, Option<TimestampWithTimeZone>),
+            name!(bytes_copied, i64),
+            name!(bandwidth, f64),
+            name!(awa_realised, f64),
+            name!(awa_fifo, f64),
+            name!(awa_oracle, f64),
+            name!(capture, Option<f64>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let rows: Vec<ReportRow> = report(scope)?;
+    Ok(TableIterator::new(rows))
+}
+
+fn report(scope: ReportScope<'_>) -> Result<Vec<ReportRow>, ErrorReport> {
     // One row per shard copied (its first successful copy), in catalog (FIFO) order.
-    let copied = tasks::first_copies(since).map_err(spi_error)?;
+    let copied = tasks::first_copies(scope).map_err(spi_error)?;
     let ids: Vec<i32> = copied.iter().map(|(id, _)| *id).collect();
     let copies: Vec<Copied> = copied.into_iter().map(|(_, c)| c).collect();
     let Some((start, end)) = report::span(&copies) else {
-        return Ok(TableIterator::new(Vec::new()));
+        return Ok(Vec::new());
     };
     // The report weighs accesses by the same load the forecasts predict.
     let accesses = history::accesses(&ids, start, end, gucs::load_measure(), gucs::write_weight())
         .map_err(spi_error)?;
     let Some(e) = report::evaluate(&copies, &accesses) else {
-        return Ok(TableIterator::new(Vec::new()));
+        return Ok(Vec::new());
     };
     let timestamp =
         |secs: f64| TimestampWithTimeZone::try_from(((secs - 946_684_800.0) * 1e6) as i64).ok();
-    Ok(TableIterator::new(vec![(
+    Ok(vec![(
         e.copies as i64,
         timestamp(e.start),
         timestamp(e.end),
@@ -59,5 +165,5 @@ fn prioritization_report_since(
         e.fifo,
         e.oracle,
         e.capture,
-    )]))
+    )])
 }

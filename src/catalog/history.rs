@@ -140,6 +140,10 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
         "DELETE FROM shardcast.sampling_periods WHERE ended_at < now() - $1::interval",
         &[retention.into()],
     )?;
+    Spi::run_with_args(
+        "DELETE FROM shardcast.shard_gaps WHERE ended_at < now() - $1::interval",
+        &[retention.into()],
+    )?;
     Ok(moved)
 }
 
@@ -203,6 +207,27 @@ pub fn sampling_periods(start: f64) -> Result<Vec<(f64, f64)>, pgrx::spi::Error>
             }
         }
         Ok(periods)
+    })
+}
+
+/// The spans that end at or after `start` (seconds since the Unix epoch) when one shard was not
+/// read though the worker sampled (`shardcast.shard_gaps`): (shard id, from, to).
+pub fn shard_gaps(start: f64) -> Result<Vec<(i32, f64, f64)>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        let mut gaps = Vec::new();
+        for row in client.select(
+            "SELECT shard_id, extract(epoch FROM started_at)::float8, extract(epoch FROM ended_at)::float8
+             FROM shardcast.shard_gaps WHERE ended_at >= to_timestamp($1)",
+            None,
+            &[start.into()],
+        )? {
+            if let (Some(id), Some(from), Some(to)) =
+                (row.get::<i32>(1)?, row.get::<f64>(2)?, row.get::<f64>(3)?)
+            {
+                gaps.push((id, from, to));
+            }
+        }
+        Ok(gaps)
     })
 }
 
@@ -301,7 +326,8 @@ pub fn hourly_load(
                                           date_trunc('hour', now()), interval '1 hour') AS g(hour)
                      LEFT JOIN shardcast.access_history h
                             ON h.shard_id = (SELECT s.shard_id FROM shardcast.shards s
-                                             WHERE s.relid = $1 AND s.retired_at IS NULL)
+                                             WHERE s.relid = $1 AND s.retired_at IS NULL
+                                               AND s.citus_shard_id IS NULL)
                            AND date_trunc('hour', h.bucket_start) = g.hour
                      GROUP BY g.hour ORDER BY g.hour",
                     load_expression(measure, "h", "$3")

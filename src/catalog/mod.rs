@@ -2,6 +2,7 @@
 //! Functions here run SQL and convert rows; they decide nothing (that is the core's, and the
 //! callers').
 
+pub mod citus;
 pub mod claims;
 pub mod classes;
 pub mod copy_credits;

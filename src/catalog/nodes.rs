@@ -1,7 +1,7 @@
 //! `shardcast.nodes`: the destinations tasks copy to.
 
 use pgrx::prelude::*;
-use shardcast_core::schedule::Node;
+use shardcast_core::schedule::{Node, NodeCapacity};
 
 /// Whether `node` names a node.
 pub fn exists(node: &str) -> Result<bool, pgrx::spi::Error> {
@@ -59,6 +59,125 @@ pub fn enabled() -> Result<Vec<Node>, pgrx::spi::Error> {
                     load: row.get::<f64>(3)?.unwrap_or_default(),
                     assigned_bytes: row.get::<f64>(4)?.unwrap_or_default(),
                 })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+}
+
+/// Changes a node's settings (None: unchanged; a conninfo of '' clears it); false when there is
+/// no such node.
+pub fn alter(
+    node: &str,
+    capacity: Option<f64>,
+    max_concurrent: Option<i32>,
+    conninfo: Option<&str>,
+    enabled: Option<bool>,
+) -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "WITH altered AS (
+             UPDATE shardcast.nodes
+             SET capacity_bytes_per_sec = coalesce($2, capacity_bytes_per_sec),
+                 max_concurrent = coalesce($3, max_concurrent),
+                 conninfo = CASE WHEN $4::text IS NULL THEN conninfo ELSE nullif($4, '') END,
+                 enabled = coalesce($5, enabled)
+             WHERE node = $1 RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM altered)",
+        &[
+            node.into(),
+            capacity.into(),
+            max_concurrent.into(),
+            conninfo.into(),
+            enabled.into(),
+        ],
+    )? == Some(true))
+}
+
+/// What `remove` did.
+pub enum Removal {
+    Unknown,
+    /// Refused: these tasks are claimed for the node.
+    InFlight(Vec<i64>),
+    /// Removed; the number of queued tasks cancelled.
+    Removed(i64),
+}
+
+/// Removes a node unless tasks are claimed for it (see `api::nodes::remove_node`). Takes the
+/// queue's lock, and locks the node's queued tasks before it counts the claimed ones, so that
+/// a claim that got one first is seen.
+pub fn remove(node: &str) -> Result<Removal, pgrx::spi::Error> {
+    super::tasks::lock_queue()?;
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM shardcast.nodes WHERE node = $1 FOR UPDATE)",
+        &[node.into()],
+    )? == Some(true);
+    if !exists {
+        return Ok(Removal::Unknown);
+    }
+    let cancelled = Spi::get_one_with_args::<i64>(
+        "WITH cancelled AS (
+             UPDATE shardcast.replication_tasks
+             SET state = 'cancelled', finished_at = now(),
+                 detail = format('node \"%s\" was removed', $1)
+             WHERE state = 'queued' AND destination = $1
+             RETURNING 1
+         ), unplaced AS (
+             UPDATE shardcast.replication_tasks SET node = NULL, dispatch_rank = NULL
+             WHERE state = 'queued' AND destination IS NULL AND node = $1)
+         SELECT count(*) FROM cancelled",
+        &[node.into()],
+    )?
+    .unwrap_or(0);
+    let in_flight = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT task_id FROM shardcast.replication_tasks
+                 WHERE state = 'claimed' AND (node = $1 OR destination = $1) ORDER BY task_id",
+                None,
+                &[node.into()],
+            )?
+            .map(|row| row.get::<i64>(1).map(|v| v.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    if !in_flight.is_empty() {
+        // The caller raises an ERROR: the cancellations above are rolled back with it.
+        return Ok(Removal::InFlight(in_flight));
+    }
+    // Finished tasks stop naming it (the foreign keys); completion_log keeps their history.
+    // Its replicas go with it (ON DELETE CASCADE).
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks
+         SET node = CASE WHEN node = $1 THEN NULL ELSE node END,
+             destination = CASE WHEN destination = $1 THEN NULL ELSE destination END
+         WHERE (node = $1 OR destination = $1) AND state IN ('done', 'failed', 'cancelled')",
+        &[node.into()],
+    )?;
+    Spi::run_with_args(
+        "DELETE FROM shardcast.nodes WHERE node = $1",
+        &[node.into()],
+    )?;
+    Ok(Removal::Removed(cancelled))
+}
+
+/// The enabled nodes, by name, with what the allocation plan needs: capacity, reported load and
+/// concurrency limit.
+pub fn plan_capacities() -> Result<Vec<(String, NodeCapacity)>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT node, capacity_bytes_per_sec, current_load, max_concurrent
+                 FROM shardcast.nodes WHERE enabled ORDER BY node",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    NodeCapacity {
+                        capacity: row.get::<f64>(2)?.unwrap_or(1.0),
+                        load: row.get::<f64>(3)?.unwrap_or_default(),
+                        max_concurrent: row.get::<i32>(4)?.unwrap_or(1).max(1) as usize,
+                    },
+                ))
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })

@@ -51,7 +51,9 @@ pub fn foreign_keys() -> Result<Vec<(i32, i32)>, pgrx::spi::Error> {
                  JOIN tree fp ON fp.root = fk.conrelid
                  JOIN tree tp ON tp.root = fk.confrelid
                  JOIN shardcast.shards f ON f.relid = fp.relid AND f.retired_at IS NULL
-                 JOIN shardcast.shards t ON t.relid = tp.relid AND t.retired_at IS NULL",
+                                          AND f.citus_shard_id IS NULL
+                 JOIN shardcast.shards t ON t.relid = tp.relid AND t.retired_at IS NULL
+                                          AND t.citus_shard_id IS NULL",
                 None,
                 &[],
             )?

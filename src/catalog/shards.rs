@@ -1,6 +1,8 @@
 //! The shard registry (`shardcast.shards`): which relations are shards, with stable ids, their
 //! sizes, and their cumulative statistics. What counts as a shard is decided by the
 //! `shardcast.shard_candidates` view alone; this module keeps `shardcast.shards` in step with it.
+//! Citus shards (`citus_shard_id` set) are registered and retired by `catalog::citus` alone:
+//! every statement here leaves them be.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,51 +18,86 @@ use crate::error::{spi_error, sql_error, SqlResult};
 /// revive their shard, new relations are registered, and partitions follow ATTACH/DETACH.
 /// Returns (registered, retired).
 pub fn sync() -> Result<(i64, i64), pgrx::spi::Error> {
-    let retired = Spi::get_one::<i64>(
+    let citus = has_citus_column()?;
+    let retired = Spi::get_one::<i64>(&local_sql(
+        citus,
         "WITH gone AS (
              UPDATE shardcast.shards s SET retired_at = now()
-             WHERE s.retired_at IS NULL
+             WHERE s.retired_at IS NULL AND s.citus_shard_id IS NULL
                AND NOT EXISTS (SELECT 1 FROM shardcast.shard_candidates c
                                WHERE c.relid = s.relid
                                  AND c.schema_name = s.schema_name
                                  AND c.table_name = s.table_name)
-             RETURNING 1)
+             RETURNING s.shard_id),
+         -- A retired shard's copies are forgotten: a table that comes back under its name is
+         -- a new shard, whatever the nodes hold.
+         forgot AS (
+             DELETE FROM shardcast.replicas r USING gone WHERE r.shard_id = gone.shard_id)
          SELECT count(*) FROM gone",
-    )?
+    ))?
     .unwrap_or(0);
     // A relation that comes back as it was (renamed and renamed back, or excluded for a while)
     // is the shard it was: its history continues instead of starting over.
-    Spi::run(
+    Spi::run(&local_sql(
+        citus,
         "UPDATE shardcast.shards s SET retired_at = NULL
          FROM shardcast.shard_candidates c
          WHERE s.relid = c.relid AND s.schema_name = c.schema_name AND s.table_name = c.table_name
-           AND s.retired_at IS NOT NULL
+           AND s.retired_at IS NOT NULL AND s.citus_shard_id IS NULL
            AND s.shard_id = (SELECT max(r.shard_id) FROM shardcast.shards r
                              WHERE r.relid = c.relid AND r.schema_name = c.schema_name
-                               AND r.table_name = c.table_name)
+                               AND r.table_name = c.table_name AND r.citus_shard_id IS NULL)
            AND NOT EXISTS (SELECT 1 FROM shardcast.shards l
-                           WHERE l.relid = c.relid AND l.retired_at IS NULL)",
-    )?;
-    let registered = Spi::get_one::<i64>(
+                           WHERE l.relid = c.relid AND l.retired_at IS NULL
+                             AND l.citus_shard_id IS NULL)",
+    ))?;
+    let registered = Spi::get_one::<i64>(&local_sql(
+        citus,
         "WITH added AS (
              INSERT INTO shardcast.shards (relid, schema_name, table_name, parent_relid)
              SELECT c.relid, c.schema_name, c.table_name, c.parent_relid
              FROM shardcast.shard_candidates c
              WHERE NOT EXISTS (SELECT 1 FROM shardcast.shards s
-                               WHERE s.relid = c.relid AND s.retired_at IS NULL)
+                               WHERE s.relid = c.relid AND s.retired_at IS NULL
+                                 AND s.citus_shard_id IS NULL)
              ORDER BY c.relid
-             ON CONFLICT (relid) WHERE retired_at IS NULL DO NOTHING
+             ON CONFLICT (relid) WHERE retired_at IS NULL AND citus_shard_id IS NULL DO NOTHING
              RETURNING 1)
          SELECT count(*) FROM added",
-    )?
+    ))?
     .unwrap_or(0);
-    Spi::run(
+    Spi::run(&local_sql(
+        citus,
         "UPDATE shardcast.shards s SET parent_relid = c.parent_relid
          FROM shardcast.shard_candidates c
-         WHERE s.retired_at IS NULL AND c.relid = s.relid
+         WHERE s.retired_at IS NULL AND c.relid = s.relid AND s.citus_shard_id IS NULL
            AND s.parent_relid IS DISTINCT FROM c.parent_relid",
-    )?;
+    ))?;
     Ok((registered, retired))
+}
+
+/// Whether `shardcast.shards` has `citus_shard_id` (0.2.0). Between a library update and `ALTER
+/// EXTENSION shardcast UPDATE`, SQL functions that register shards (`record_access`,
+/// `set_shard_class`) meet the 0.1.0 catalog, which has no Citus rows to leave be.
+fn has_citus_column() -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                        WHERE attrelid = 'shardcast.shards'::regclass
+                          AND attname = 'citus_shard_id' AND NOT attisdropped)",
+    )? == Some(true))
+}
+
+/// `sql` as written, or, on a catalog without Citus rows, without its conditions on
+/// `citus_shard_id` (each written ` AND <alias>.citus_shard_id IS NULL`).
+fn local_sql(citus: bool, sql: &str) -> String {
+    if citus {
+        return sql.to_owned();
+    }
+    ["s.", "r.", "l.", ""]
+        .iter()
+        .fold(sql.to_owned(), |sql, alias| {
+            sql.replace(&format!(" AND {alias}citus_shard_id IS NULL"), "")
+        })
 }
 
 /// The live shard id of a relation, registering it if it is a shard that the worker has not
@@ -177,7 +214,7 @@ pub fn refresh_sizes(
                      size_updated_at = now()
                  WHERE s.shard_id IN (
                      SELECT shard_id FROM shardcast.shards
-                     WHERE retired_at IS NULL
+                     WHERE retired_at IS NULL AND citus_shard_id IS NULL
                        AND (size_updated_at IS NULL
                             OR size_updated_at < now() - interval '1 hour'
                             OR (shard_id = ANY($1) AND size_updated_at < now() - $3::interval))
@@ -208,7 +245,7 @@ pub fn counters() -> Result<Vec<(i32, Counters)>, pgrx::spi::Error> {
                  FROM shardcast.shards s
                  JOIN pg_catalog.pg_stat_user_tables t ON t.relid = s.relid
                  JOIN pg_catalog.pg_statio_user_tables io ON io.relid = s.relid
-                 WHERE s.retired_at IS NULL",
+                 WHERE s.retired_at IS NULL AND s.citus_shard_id IS NULL",
                 None,
                 &[],
             )?

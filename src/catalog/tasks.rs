@@ -10,8 +10,8 @@ use shardcast_core::schedule::Task;
 /// with its OID must still exist under its name, and the shard must not be retired. A table
 /// dropped and created again under its name has another OID, so its predecessor's tasks never
 /// copy it. Written out in [`CANCEL_GONE`] and in the claim statements
-/// ([`super::claims::CLAIM_NEXT`]); a test checks that they all say it this way.
-#[cfg_attr(not(test), allow(dead_code))] // the tests check the statements against it
+/// ([`super::claims::CLAIM_NEXT`]); a test checks that they all say it this way. A retry
+/// ([`retry_check`]) asks it too.
 pub const GONE_DETAIL: &str = "
     (SELECT CASE WHEN c.oid IS NULL THEN 'the shard was dropped'
                  WHEN c.relname <> s.table_name OR n.nspname <> s.schema_name
@@ -38,6 +38,26 @@ pub const CANCEL_GONE: &str = "
                        LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace) AS detail) gone
     WHERE s.shard_id = t.shard_id AND t.state = 'queued' AND gone.detail IS NOT NULL";
 
+/// Whether the catalog remembers replicas (`shardcast.replicas`, 0.2.0): a library newer than
+/// the catalog runs on 0.1.0's catalog between its installation and `ALTER EXTENSION shardcast
+/// UPDATE`, and enqueues, replans and completes as 0.1.0 did meanwhile.
+pub fn remembers_replicas() -> Result<bool, pgrx::spi::Error> {
+    Ok(
+        Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('shardcast.replicas') IS NOT NULL")?
+            == Some(true),
+    )
+}
+
+/// `shardcast.replicas`, or an empty relation of its shape on 0.1.0's catalog.
+fn replicas_relation() -> Result<&'static str, pgrx::spi::Error> {
+    Ok(if remembers_replicas()? {
+        "shardcast.replicas"
+    } else {
+        "(SELECT NULL::integer AS shard_id, NULL::text AS node, NULL::bigint AS task_id,
+                 NULL::timestamptz AS copied_at WHERE false)"
+    })
+}
+
 /// Runs [`CANCEL_GONE`].
 pub fn cancel_gone() -> Result<(), pgrx::spi::Error> {
     Spi::run(CANCEL_GONE)
@@ -48,32 +68,77 @@ pub fn lock_queue() -> Result<(), pgrx::spi::Error> {
     Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")
 }
 
+/// What enqueueing did for one shard.
+pub struct Enqueued {
+    /// The open task that does it, new or kept; or, when the shard is already on the node
+    /// (`skipped`), the task that copied it there.
+    pub task_id: i64,
+    /// Set when nothing was queued because the shard is already copied where it was to go:
+    /// `(shard's qualified name, node, copied at)`.
+    pub skipped: Option<(String, String, String)>,
+}
+
 /// Enqueues the live shards `shard_ids` for `destination` (NULL: node assignment chooses),
-/// keeping the open task that already does it (see `api::enqueue`); returns the tasks' ids in
-/// shard order. Takes [`lock_queue`] first.
-pub fn enqueue(shard_ids: &[i32], destination: Option<&str>) -> Result<Vec<i64>, pgrx::spi::Error> {
+/// keeping the open task that already does it (see `api::enqueue`), and skipping shards already
+/// copied there (`shardcast.replicas`: to `destination`, or to any node without one); returns
+/// one entry per shard, in shard order. Takes [`lock_queue`] first.
+pub fn enqueue(
+    shard_ids: &[i32],
+    destination: Option<&str>,
+) -> Result<Vec<Enqueued>, pgrx::spi::Error> {
     // Enqueues and replans run one at a time (the replan's lock), so that two enqueues of one
     // shard, for a node and for any node, see each other's task instead of adding two.
     lock_queue()?;
+    let sql = ENQUEUE.replace("shardcast.replicas", replicas_relation()?);
     Spi::connect_mut(|client| {
         client
-            .update(
-            "WITH wanted AS (
-                 SELECT s.shard_id,
+            .update(&sql, None, &[shard_ids.to_vec().into(), destination.into()])?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                let task_id = row.get::<i64>(1)?.unwrap_or_default();
+                let skipped = if row.get::<bool>(2)?.unwrap_or(false) {
+                    Some((
+                        row.get::<String>(3)?.unwrap_or_default(),
+                        row.get::<String>(4)?.unwrap_or_default(),
+                        row.get::<String>(5)?.unwrap_or_default(),
+                    ))
+                } else {
+                    None
+                };
+                Ok(Enqueued { task_id, skipped })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+}
+
+/// The enqueue statement (see [`enqueue`]).
+const ENQUEUE: &str = "WITH wanted AS (
+                 SELECT s.shard_id, format('%I.%I', s.schema_name, s.table_name) AS name,
                         coalesce(s.size_bytes, pg_catalog.pg_total_relation_size(s.relid), 0) AS size_bytes
                  FROM shardcast.shards s
                  WHERE s.shard_id = ANY($1) AND s.retired_at IS NULL
+             ), replicated AS (
+                 -- Already copied there: to that node, or (for any node) to any node.
+                 SELECT DISTINCT ON (r.shard_id) r.shard_id, r.task_id, r.node, r.copied_at
+                 FROM shardcast.replicas r
+                 JOIN wanted w USING (shard_id)
+                 WHERE $2::text IS NULL OR r.node = $2
+                 ORDER BY r.shard_id, r.copied_at DESC, r.node
              ), open AS (
                  -- The task that already does it: for a node, one given that node, else the
                  -- shard's task without a destination if it is still queued (it is placed
-                 -- there now) or copies to that node; for any node, any.
+                 -- there now, unless the shard is already there) or copies to that node; for
+                 -- any node, any.
                  SELECT DISTINCT ON (t.shard_id) t.shard_id, t.task_id,
                         $2::text IS NOT NULL AND t.destination IS NULL AND t.state = 'queued' AS to_place
                  FROM shardcast.replication_tasks t
                  JOIN wanted w USING (shard_id)
                  WHERE t.state IN ('queued', 'claimed')
                    AND ($2::text IS NULL OR t.destination = $2
-                        OR (t.destination IS NULL AND (t.state = 'queued' OR t.node = $2)))
+                        OR (t.destination IS NULL
+                            AND (t.state = 'queued' OR t.node = $2)
+                            AND (t.node = $2
+                                 OR NOT EXISTS (SELECT 1 FROM replicated r WHERE r.shard_id = t.shard_id))))
                  ORDER BY t.shard_id, t.destination IS NOT DISTINCT FROM $2 DESC, t.task_id
              ), placed AS (
                  UPDATE shardcast.replication_tasks t SET destination = $2, node = $2
@@ -82,24 +147,18 @@ pub fn enqueue(shard_ids: &[i32], destination: Option<&str>) -> Result<Vec<i64>,
                  INSERT INTO shardcast.replication_tasks (shard_id, destination, node, size_bytes)
                  SELECT w.shard_id, $2, $2, w.size_bytes FROM wanted w
                  WHERE NOT EXISTS (SELECT 1 FROM open o WHERE o.shard_id = w.shard_id)
+                   AND NOT EXISTS (SELECT 1 FROM replicated r WHERE r.shard_id = w.shard_id)
                  ORDER BY w.shard_id
                  ON CONFLICT DO NOTHING
                  RETURNING task_id, shard_id)
-             SELECT coalesce(o.task_id, a.task_id)
+             SELECT coalesce(o.task_id, a.task_id, r.task_id),
+                    o.task_id IS NULL AND a.task_id IS NULL AND r.task_id IS NOT NULL,
+                    w.name, r.node, r.copied_at::text
              FROM wanted w
              LEFT JOIN open o USING (shard_id)
              LEFT JOIN added a USING (shard_id)
-             ORDER BY w.shard_id",
-                None,
-                &[shard_ids.to_vec().into(), destination.into()],
-            )?
-            .map(|row| {
-                pg_sys::check_for_interrupts!();
-                row.get::<i64>(1).map(|v| v.unwrap_or_default())
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-}
+             LEFT JOIN replicated r USING (shard_id)
+             ORDER BY w.shard_id";
 
 /// The ids of every live shard.
 pub fn live_shard_ids() -> Result<Vec<i32>, pgrx::spi::Error> {
@@ -193,36 +252,19 @@ pub struct QueuedRow {
     /// Its shard's forecast lower bound.
     pub lower: Option<f64>,
     pub destination: Option<String>,
-    /// Nodes that other open tasks of the same shard copy to: node assignment avoids them, so
-    /// that a shard is never copied to one node twice.
+    /// Nodes that other open tasks of the same shard copy to, or that already have it
+    /// (`shardcast.replicas`): node assignment avoids them, so that a shard is never copied to
+    /// one node twice.
     pub taken: Vec<String>,
 }
 
 /// The queued tasks of live shards whose relation is still theirs, with the stored scores and
 /// tiers (a shard not scored yet takes the coldest stored tier).
 pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
+    let sql = QUEUED.replace("shardcast.replicas", replicas_relation()?);
     Spi::connect(|client| {
         client
-            .select(
-                "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
-                    coalesce(sc.priority_weight, 0),
-                    coalesce(sc.tier, (SELECT max(tier) FROM shardcast.scores), 1), f.lower,
-                    t.destination, extract(epoch FROM t.enqueued_at)::float8,
-                    CASE WHEN t.destination IS NULL THEN
-                        ARRAY(SELECT o.node FROM shardcast.replication_tasks o
-                              WHERE o.shard_id = t.shard_id AND o.task_id <> t.task_id
-                                AND o.state IN ('queued', 'claimed') AND o.node IS NOT NULL)
-                    END
-             FROM shardcast.replication_tasks t
-             JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
-             JOIN pg_catalog.pg_class c ON c.oid = s.relid AND c.relname = s.table_name
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schema_name
-             LEFT JOIN shardcast.scores sc ON sc.shard_id = t.shard_id
-             LEFT JOIN shardcast.forecast_state f ON f.shard_id = t.shard_id
-             WHERE t.state = 'queued'",
-                None,
-                &[],
-            )?
+            .select(&sql, None, &[])?
             .map(|row| {
                 pg_sys::check_for_interrupts!();
                 Ok(QueuedRow {
@@ -249,6 +291,26 @@ pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
 }
+
+/// The queued tasks statement (see [`queued`]).
+const QUEUED: &str = "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
+                    coalesce(sc.priority_weight, 0),
+                    coalesce(sc.tier, (SELECT max(tier) FROM shardcast.scores), 1), f.lower,
+                    t.destination, extract(epoch FROM t.enqueued_at)::float8,
+                    CASE WHEN t.destination IS NULL THEN
+                        ARRAY(SELECT o.node FROM shardcast.replication_tasks o
+                              WHERE o.shard_id = t.shard_id AND o.task_id <> t.task_id
+                                AND o.state IN ('queued', 'claimed') AND o.node IS NOT NULL
+                              UNION
+                              SELECT r.node FROM shardcast.replicas r WHERE r.shard_id = t.shard_id)
+                    END
+             FROM shardcast.replication_tasks t
+             JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
+             JOIN pg_catalog.pg_class c ON c.oid = s.relid AND c.relname = s.table_name
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schema_name
+             LEFT JOIN shardcast.scores sc ON sc.shard_id = t.shard_id
+             LEFT JOIN shardcast.forecast_state f ON f.shard_id = t.shard_id
+             WHERE t.state = 'queued'";
 
 /// The dispatch order to store: per queued task, in order, its node, score, priority weight,
 /// tier and express-lane flag.
@@ -284,24 +346,30 @@ pub fn store_dispatch_order(order: DispatchOrder) -> Result<(), pgrx::spi::Error
     )
 }
 
-/// Each shard's first successful copy among the tasks claimed at or after `since` (all when
-/// NULL), in catalog (FIFO) order: `(shard_id, copy)`.
-pub fn first_copies(
-    since: Option<TimestampWithTimeZone>,
-) -> Result<Vec<(i32, Copied)>, pgrx::spi::Error> {
+/// Which completions a prioritization report covers: tasks claimed at or after `since` and
+/// finished before `until`, by `worker` (each None: no bound).
+#[derive(Clone, Copy, Default)]
+pub struct ReportScope<'a> {
+    pub since: Option<TimestampWithTimeZone>,
+    pub until: Option<TimestampWithTimeZone>,
+    pub worker: Option<&'a str>,
+}
+
+/// Each shard's first copy among the tasks in `scope` that copied data (done, and not completed
+/// with `copied => false`: a table already in sync is no copy), in catalog (FIFO) order:
+/// `(shard_id, copy)`.
+pub fn first_copies(scope: ReportScope<'_>) -> Result<Vec<(i32, Copied)>, pgrx::spi::Error> {
+    let mut sql = FIRST_COPIES.to_string();
+    if !remembers_replicas()? {
+        // 0.1.0's catalog: every done task copied.
+        sql = sql.replace("AND copied IS DISTINCT FROM false", "");
+    }
     Spi::connect(|client| {
         client
             .select(
-            "WITH firsts AS (
-                 SELECT DISTINCT ON (shard_id) shard_id, task_id, size_bytes, claimed_at, finished_at
-                 FROM shardcast.replication_tasks
-                 WHERE state = 'done' AND ($1::timestamptz IS NULL OR claimed_at >= $1)
-                 ORDER BY shard_id, finished_at)
-             SELECT shard_id, size_bytes::float8,
-                    extract(epoch FROM claimed_at)::float8, extract(epoch FROM finished_at)::float8
-             FROM firsts ORDER BY task_id",
+                &sql,
                 None,
-                &[since.into()],
+                &[scope.since.into(), scope.until.into(), scope.worker.into()],
             )?
             .map(|row| {
                 pg_sys::check_for_interrupts!();
@@ -316,6 +384,93 @@ pub fn first_copies(
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
+}
+
+/// The report's copies (see [`first_copies`]).
+const FIRST_COPIES: &str = "WITH firsts AS (
+                 SELECT DISTINCT ON (shard_id) shard_id, task_id, size_bytes, claimed_at, finished_at
+                 FROM shardcast.replication_tasks
+                 WHERE state = 'done' AND copied IS DISTINCT FROM false
+                   AND ($1::timestamptz IS NULL OR claimed_at >= $1)
+                   AND ($2::timestamptz IS NULL OR finished_at < $2)
+                   AND ($3::text IS NULL OR claimed_by = $3)
+                 ORDER BY shard_id, finished_at)
+             SELECT shard_id, size_bytes::float8,
+                    extract(epoch FROM claimed_at)::float8, extract(epoch FROM finished_at)::float8
+             FROM firsts ORDER BY task_id";
+
+/// Cancels a queued task (the caller checked its state under its lock).
+pub fn cancel(task_id: i64) -> Result<(), pgrx::spi::Error> {
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks
+         SET state = 'cancelled', finished_at = now(), dispatch_rank = NULL,
+             detail = 'cancelled by ' || session_user
+         WHERE task_id = $1 AND state = 'queued'",
+        &[task_id.into()],
+    )
+}
+
+/// What a retry must know of a task: its shard's name, its destination, why its shard can no
+/// longer be copied (None while it can), and another open task that copies the shard there.
+pub struct RetryCheck {
+    pub shard: String,
+    pub destination: Option<String>,
+    pub gone: Option<String>,
+    pub open_task: Option<i64>,
+}
+
+/// Reads what [`RetryCheck`] says of a task; None when there is no such task.
+pub fn retry_check(task_id: i64) -> Result<Option<RetryCheck>, pgrx::spi::Error> {
+    let sql = format!(
+        "SELECT format('%I.%I', s.schema_name, s.table_name), t.destination, {GONE_DETAIL},
+                (SELECT o.task_id FROM shardcast.replication_tasks o
+                 WHERE o.shard_id = t.shard_id AND o.task_id <> t.task_id
+                   AND o.state IN ('queued', 'claimed')
+                   AND (o.destination IS NOT DISTINCT FROM t.destination
+                        OR (t.destination IS NOT NULL AND o.node = t.destination))
+                 ORDER BY o.task_id LIMIT 1)
+         FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
+         WHERE t.task_id = $1"
+    );
+    Spi::connect(|client| {
+        let mut rows = client.select(&sql, None, &[task_id.into()])?;
+        match rows.next() {
+            Some(row) => Ok(Some(RetryCheck {
+                shard: row.get::<String>(1)?.unwrap_or_default(),
+                destination: row.get::<String>(2)?,
+                gone: row.get::<String>(3)?,
+                open_task: row.get::<i64>(4)?,
+            })),
+            None => Ok(None),
+        }
+    })
+}
+
+/// Puts a failed or cancelled task back in the queue as if just enqueued: attempts reset, its
+/// node its destination again (none: node assignment chooses).
+pub fn requeue(task_id: i64) -> Result<(), pgrx::spi::Error> {
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks
+         SET state = 'queued', attempts = 0, node = destination, dispatch_rank = NULL,
+             claimed_by = NULL, claimed_at = NULL, lease_expires_at = NULL, finished_at = NULL,
+             enqueued_at = now(), copied = NULL, priority_weight_at_claim = NULL,
+             priority_weight_at_completion = NULL,
+             detail = 'retried by ' || session_user
+         WHERE task_id = $1 AND state IN ('failed', 'cancelled')",
+        &[task_id.into()],
+    )
+}
+
+/// Forgets the copy of the live shard of relation `relid` on `node`; whether there was one.
+pub fn forget_replica(relid: pg_sys::Oid, node: &str) -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "WITH forgotten AS (
+             DELETE FROM shardcast.replicas r USING shardcast.shards s
+             WHERE s.shard_id = r.shard_id AND s.relid = $1 AND s.retired_at IS NULL AND r.node = $2
+             RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM forgotten)",
+        &[relid.into(), node.into()],
+    )? == Some(true))
 }
 
 /// The manifest of the tasks (for `destination`, or all) as a versioned document.

@@ -130,6 +130,12 @@ impl Worker {
                 })) {
                     debug1!("shardcast worker: size refresh skipped: {message}");
                 }
+                if let Err(message) = in_transaction(AssertUnwindSafe(|| {
+                    self.sampler
+                        .refresh_citus_sizes(gucs::sample_interval() * SIZE_REFRESH_INTERVALS)
+                })) {
+                    debug1!("shardcast worker: Citus shard size refresh skipped: {message}");
+                }
                 if self.refresh.is_some()
                     || self
                         .last_refresh

@@ -293,6 +293,9 @@ fn read_histories(
         });
     }
     history::read_into(&mut histories, measure, write_weight, start)?;
+    for (shard_id, from, to) in history::shard_gaps(start)? {
+        histories.add_gap(shard_id, from, to);
+    }
     for (shard, aligned) in shards.iter_mut().zip(histories.finish(&periods)) {
         shard.observed_hours = aligned.observed_hours;
         shard.imported_hours = aligned.imported_hours;

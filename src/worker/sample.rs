@@ -1,13 +1,15 @@
 //! The sampling stage: read every shard's cumulative counters, turn them into deltas against the
 //! previous reading (core::access::sample), take replication's own reads out of them (copy
-//! credits), and add them to the history buckets.
+//! credits), and add them to the history buckets. On a Citus coordinator, the shards of every
+//! node too, read through Citus's connections (see [`CitusSampler`]).
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
-use shardcast_core::access::{self, Counters, Sample, FINE_BUCKET_SECS};
+use shardcast_core::access::{self, Access, Counters, Sample, FINE_BUCKET_SECS};
 
-use crate::catalog::{copy_credits, history, shards};
+use crate::catalog::{citus, copy_credits, history, shards};
 
 /// Sizes are refreshed with `pg_total_relation_size`, which stats every file of a relation:
 /// only for shards that are new, were written to, or have not been measured for a while, and at
@@ -33,6 +35,7 @@ pub struct Sampler {
     written_since_sized: HashSet<i32>,
     /// When the previous sample was taken, if the next one continues from it.
     last_sample_at: Option<pg_sys::TimestampTz>,
+    citus: CitusSampler,
 }
 
 impl Sampler {
@@ -42,6 +45,7 @@ impl Sampler {
         self.previous.clear();
         self.written_since_sized.clear();
         self.last_sample_at = None;
+        self.citus = CitusSampler::default();
     }
 
     /// Takes one sample. Must run in its own transaction: cumulative statistics are read
@@ -75,6 +79,7 @@ impl Sampler {
                 }
             }
         }
+        rows.extend(self.citus.sample(now, bucket, &mut report)?);
         copy_credits::spend(&mut rows)?;
         rows.retain(|(_, _, delta)| !delta.is_zero());
         // Retired shards drop out of memory with this replacement.
@@ -101,5 +106,116 @@ impl Sampler {
             self.written_since_sized.remove(shard_id);
         }
         Ok(refreshed.len())
+    }
+
+    /// On a Citus coordinator, measures the Citus shards again (`citus_shard_sizes()`), at most
+    /// once per `every`. Runs in its own transaction, under a statement timeout.
+    pub fn refresh_citus_sizes(&mut self, every: Duration) -> Result<i64, pgrx::spi::Error> {
+        if !self.citus.coordinator || self.citus.sized_at.is_some_and(|at| at.elapsed() < every) {
+            return Ok(0);
+        }
+        self.citus.sized_at = Some(Instant::now());
+        citus::refresh_sizes()
+    }
+}
+
+/// The Citus shards of every node, sampled by the coordinator's worker: one
+/// `run_command_on_all_nodes` per cycle returns each node's counters of its own placements.
+/// A placement's previous reading is keyed by its shard and node group, so a shard that moved
+/// starts from a baseline on its new node (the copy's own writes there are not load) and its
+/// history, keyed by shard, goes on: never reset, never counted twice. A shard not read in full
+/// (its node did not answer, or it moved since the previous sample) has a gap from its last
+/// reading until it is read again: unknown history, not idle.
+#[derive(Default)]
+struct CitusSampler {
+    /// Whether the last sample found this database to be a Citus coordinator.
+    coordinator: bool,
+    /// The previous reading of each placement: (shard id, node group) → counters.
+    previous: HashMap<(i32, i32), Counters>,
+    /// When each Citus shard was last read in full, continuing from the reading before.
+    last_read: HashMap<i32, pg_sys::TimestampTz>,
+    /// The node groups that did not answer the last sample (logged when this changes).
+    failed: HashSet<i32>,
+    sized_at: Option<Instant>,
+}
+
+/// How long the coordinator waits for a connection to a node: a quarter of the sample interval,
+/// between 100 ms and 2 s, so that a node that does not answer never delays the next sample.
+fn connect_timeout_ms() -> u64 {
+    (crate::gucs::sample_interval() / 4)
+        .as_millis()
+        .clamp(100, 2000) as u64
+}
+
+impl CitusSampler {
+    fn sample(
+        &mut self,
+        now: pg_sys::TimestampTz,
+        bucket: i64,
+        report: &mut SampleReport,
+    ) -> Result<Vec<(i32, i64, Access)>, pgrx::spi::Error> {
+        self.coordinator = citus::is_coordinator()?;
+        if !self.coordinator {
+            self.previous.clear();
+            self.last_read.clear();
+            return Ok(Vec::new());
+        }
+        let (registered, retired) = citus::sync()?;
+        report.registered += registered;
+        report.retired += retired;
+        let nodes = citus::read_nodes(connect_timeout_ms())?;
+        report.shards += nodes.placements.len();
+        if nodes.failed_groups != self.failed {
+            if !nodes.failed_groups.is_empty() {
+                log!(
+                    "shardcast worker: Citus node group(s) {:?} did not answer; their shards' history is unknown until they do",
+                    nodes.failed_groups
+                );
+            } else {
+                log!("shardcast worker: every Citus node answers again");
+            }
+            self.failed = nodes.failed_groups.clone();
+        }
+        let mut current = HashMap::with_capacity(nodes.readings.len());
+        let mut deltas: HashMap<i32, Access> = HashMap::new();
+        let mut baseline: HashSet<i32> = HashSet::new();
+        for (shard_id, group, counters) in nodes.readings {
+            match access::sample(self.previous.get(&(shard_id, group)), &counters) {
+                Sample::Baseline => {
+                    baseline.insert(shard_id);
+                }
+                Sample::Reset => report.resets += 1,
+                Sample::Delta(delta) => deltas.entry(shard_id).or_default().add(&delta),
+            }
+            current.insert((shard_id, group), counters);
+        }
+        let mut rows = Vec::new();
+        let mut gaps = Vec::new();
+        for (shard_id, groups) in &nodes.placements {
+            let complete = groups
+                .iter()
+                .all(|g| current.contains_key(&(*shard_id, *g)));
+            if complete && !baseline.contains(shard_id) {
+                if let Some(delta) = deltas.remove(shard_id).filter(|d| !d.is_zero()) {
+                    rows.push((*shard_id, bucket, delta));
+                }
+                self.last_read.insert(*shard_id, now);
+                continue;
+            }
+            // Not read in full, or read from a baseline (moved, or a node back): the time since
+            // its last reading is unknown, up to now.
+            if let Some(since) = self.last_read.get(shard_id) {
+                gaps.push((*shard_id, *since));
+            }
+            if complete {
+                self.last_read.insert(*shard_id, now);
+            }
+        }
+        gaps.sort_unstable();
+        citus::record_gaps(&gaps, now)?;
+        self.last_read
+            .retain(|shard_id, _| nodes.placements.contains_key(shard_id));
+        self.previous = current;
+        Ok(rows)
     }
 }

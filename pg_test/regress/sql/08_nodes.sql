@@ -3,8 +3,8 @@
 --   report_node_load(node text, load float8)     -- 0-1: the share of its capacity in use
 -- A node's capacity and current load decide node assignment (a task without a destination
 -- goes to the node that would finish it earliest); max_concurrent bounds its claims. Nodes are
--- rows of shardcast.nodes: UPDATE them to change capacity or to disable one (a disabled node
--- gets no claims). conninfo (it may hold a password) is not readable by PUBLIC (14_privileges).
+-- rows of shardcast.nodes: alter_node changes capacity or disables one (a disabled node gets no
+-- claims), remove_node removes one (15_lifecycle). conninfo (it may hold a password) is not readable by PUBLIC (14_privileges).
 \set VERBOSITY verbose
 SELECT shardcast.add_node('replica-a', 200e6, 4, 'host=replica-a dbname=app');
 SELECT shardcast.add_node('replica-b', 50e6, 2);

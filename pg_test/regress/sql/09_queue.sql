@@ -12,9 +12,12 @@
 -- enqueued more than shardcast.overtake_window (1 hour) before it. Claims (10_claims) follow
 -- the order stored at the last replan (every enqueue, failed completion and worker refresh).
 --   allocation_plan(workers int DEFAULT NULL, bandwidth bigint DEFAULT NULL)
--- plans every queued task on `workers` copy slots sharing `bandwidth` bytes/s (defaults:
--- shardcast.plan_workers, shardcast.plan_bandwidth), shardcast.prefetch_workers slots kept
--- for the express lane: slot, node, bandwidth share and expected start and finish.
+-- plans every queued task: a task placed on a node takes one of the node's max_concurrent
+-- slots, which share its capacity x (1 - reported load); a task whose node is disabled has no
+-- slot or times (NULL); tasks without a node share `workers` copy slots of `bandwidth` bytes/s
+-- (defaults: shardcast.plan_workers, shardcast.plan_bandwidth), shardcast.prefetch_workers
+-- slots kept for the express lane. Per task: slot, node, bandwidth share, expected start and
+-- finish.
 -- Sizes are those of the rows of 02_shards in PostgreSQL 15 pages (pg_total_relation_size).
 \set VERBOSITY verbose
 -- One shard; node assignment will choose its node. Again: the same task.
@@ -39,17 +42,22 @@ FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) ORDE
 SELECT position, task_id, shard, size_bytes, round(score::numeric, 2) AS score, priority_weight,
        round(density::numeric, 6) AS density, tier, prefetch, node
 FROM shardcast.prioritized_queue ORDER BY position;
--- The plan: 4 slots (one for the express lane) sharing 100 MiB/s by default. Start and finish
--- are in seconds from now.
+-- The plan. Every task is on a node: replica-a copies 4 at once at 200 MB/s (50 MB/s each;
+-- the fifth waits for the first slot to free), replica-b 2 at once at 50 MB/s, half busy
+-- (12.5 MB/s each). Start and finish are in seconds from now.
 SELECT position, shard, worker, node, round(bandwidth_share::numeric) AS bandwidth_share,
        round(extract(epoch FROM expected_start - now())::numeric, 6) AS starts_in_s,
        round(extract(epoch FROM expected_finish - now())::numeric, 6) AS finishes_in_s
 FROM shardcast.allocation_plan() ORDER BY position;
--- 2 slots sharing 1 MB/s.
-SELECT position, shard, worker, round(bandwidth_share::numeric) AS bandwidth_share,
+-- With every node disabled (for this transaction only): tasks given a node have no start;
+-- those node assignment placed have no node now and share the plan's 2 slots of 500 kB/s.
+BEGIN;
+SELECT shardcast.alter_node('replica-a', enabled => false), shardcast.alter_node('replica-b', enabled => false);
+SELECT position, shard, worker, node, round(bandwidth_share::numeric) AS bandwidth_share,
        round(extract(epoch FROM expected_start - now())::numeric, 3) AS starts_in_s,
        round(extract(epoch FROM expected_finish - now())::numeric, 3) AS finishes_in_s
 FROM shardcast.allocation_plan(2, 1000000) ORDER BY position;
+ROLLBACK;
 
 -- A task whose table is dropped is cancelled at the next replan (or by the claim that meets
 -- it), and never handed out.

@@ -1,7 +1,8 @@
 -- Claims: how a replication script works the queue.
 --   claim_task(worker text, destination text DEFAULT NULL)  -- the next task, under a lease
 --   heartbeat(task_id bigint, worker text DEFAULT NULL)      -- renews the lease; returns its end
---   complete_task(task_id bigint, succeeded bool DEFAULT true, detail text DEFAULT NULL, worker text DEFAULT NULL)
+--   complete_task(task_id bigint, succeeded bool DEFAULT true, detail text DEFAULT NULL, worker text DEFAULT NULL,
+--                 copied bool DEFAULT true)                 -- copied => false: already in sync (15_lifecycle)
 --   release_task(task_id bigint, worker text DEFAULT NULL)   -- hands it back, no attempt counted
 -- A claim takes the first queued task in the stored order (FOR UPDATE SKIP LOCKED), within its
 -- node's max_concurrent, and leases it for shardcast.claim_lease (5 minutes); it first returns

@@ -10,7 +10,7 @@ GRANT USAGE ON SCHEMA shardcast TO regress_inspector;
 CREATE ROLE regress_replicator;
 GRANT USAGE ON SCHEMA shardcast TO regress_replicator;
 GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), shardcast.heartbeat(bigint, text),
-      shardcast.complete_task(bigint, boolean, text, text), shardcast.release_task(bigint, text) TO regress_replicator;
+      shardcast.complete_task(bigint, boolean, text, text, boolean), shardcast.release_task(bigint, text) TO regress_replicator;
 GRANT SELECT (conninfo) ON shardcast.nodes TO regress_replicator;
 -- What PUBLIC may execute, of the API.
 SELECT p.oid::regprocedure AS function, has_function_privilege('regress_inspector', p.oid, 'EXECUTE') AS public_may_execute
