@@ -28,14 +28,18 @@ pub fn sync() -> Result<(i64, i64), pgrx::spi::Error> {
                                WHERE c.relid = s.relid
                                  AND c.schema_name = s.schema_name
                                  AND c.table_name = s.table_name)
-             RETURNING s.shard_id),
-         -- A retired shard's copies are forgotten: a table that comes back under its name is
-         -- a new shard, whatever the nodes hold.
-         forgot AS (
-             DELETE FROM shardcast.replicas r USING gone WHERE r.shard_id = gone.shard_id)
+             RETURNING 1)
          SELECT count(*) FROM gone",
     ))?
     .unwrap_or(0);
+    // A retired shard's copies are forgotten (`shardcast.replicas`, absent from 0.1.0's catalog
+    // until the update): enqueueing its successor copies it again.
+    if retired > 0 && super::tasks::remembers_replicas()? {
+        Spi::run(
+            "DELETE FROM shardcast.replicas r USING shardcast.shards s
+             WHERE s.shard_id = r.shard_id AND s.retired_at IS NOT NULL",
+        )?;
+    }
     // A relation that comes back as it was (renamed and renamed back, or excluded for a while)
     // is the shard it was: its history continues instead of starting over.
     Spi::run(&local_sql(

@@ -160,12 +160,12 @@ const ENQUEUE: &str = "WITH wanted AS (
              LEFT JOIN replicated r USING (shard_id)
              ORDER BY w.shard_id";
 
-/// The ids of every live shard.
+/// The ids of every live table shard (Citus shards move with Citus, not through this queue).
 pub fn live_shard_ids() -> Result<Vec<i32>, pgrx::spi::Error> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT shard_id FROM shardcast.shards WHERE retired_at IS NULL",
+                "SELECT shard_id FROM shardcast.shards WHERE retired_at IS NULL AND citus_shard_id IS NULL",
                 None,
                 &[],
             )?
@@ -196,7 +196,7 @@ pub fn publication_shard_ids(publication: &str) -> Result<Vec<i32>, pgrx::spi::E
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
              CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
                                  SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) WHERE isleaf) leaf
-             JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL
+             JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL AND s.citus_shard_id IS NULL
              WHERE p.pubname = $1",
                 None,
                 &[publication.into()],
@@ -466,7 +466,8 @@ pub fn forget_replica(relid: pg_sys::Oid, node: &str) -> Result<bool, pgrx::spi:
     Ok(Spi::get_one_with_args::<bool>(
         "WITH forgotten AS (
              DELETE FROM shardcast.replicas r USING shardcast.shards s
-             WHERE s.shard_id = r.shard_id AND s.relid = $1 AND s.retired_at IS NULL AND r.node = $2
+             WHERE s.shard_id = r.shard_id AND s.relid = $1 AND s.retired_at IS NULL
+               AND s.citus_shard_id IS NULL AND r.node = $2
              RETURNING 1)
          SELECT EXISTS (SELECT 1 FROM forgotten)",
         &[relid.into(), node.into()],
