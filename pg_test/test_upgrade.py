@@ -235,6 +235,21 @@ def test_the_update_leaves_the_schema_of_a_fresh_install(cluster, upgraded, fres
     assert after == fresh, dump_diff(after, fresh)
 
 
+def test_0_1_0_functions_work_on_the_new_library_before_the_update(cluster):
+    """Between installing the new library and ALTER EXTENSION UPDATE, 0.1.0's SQL functions run
+    the new code on the 0.1.0 catalog: what they read must exist there (Citus's column does not)."""
+    conn = create_database(cluster, "before_update", OLD)
+    try:
+        fill_0_1_0(conn)
+        conn.execute("CREATE PUBLICATION before_update_pub FOR TABLE public.archive")
+        assert conn.execute("SELECT shardcast.sparkline('public.orders', '6 hours')").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM shardcast.priority_scores").fetchone()[0] > 0
+        assert conn.execute("SELECT shardcast.enqueue_all()").fetchone()[0] >= 0
+        assert conn.execute("SELECT shardcast.enqueue_publication('before_update_pub')").fetchone()[0] >= 0
+    finally:
+        conn.close()
+
+
 def test_the_schema_comparison_sees_differences(cluster, fresh):
     """The comparison is not blind: 0.1.0 itself, a fresh install with one default changed and
     one with a privilege taken away compare unequal to a fresh install."""

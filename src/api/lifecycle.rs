@@ -119,6 +119,14 @@ fn retry_task(task_id: Option<i64>) -> SqlResult<()> {
             "One shard, one node, one open task: wait for that task, or cancel it first.",
         ));
     }
+    if let Some(node) = retry.copied_to {
+        return Err(sql_error(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("{} is already copied to node \"{node}\"", retry.shard),
+            "A retry would copy it again. To do that on purpose, forget the copy with \
+             shardcast.forget_replica(shard, node) first.",
+        ));
+    }
     tasks::requeue(task_id).map_err(spi_error)?;
     queue::replan().map_err(spi_error)?;
     Ok(())

@@ -3,7 +3,6 @@
 
 use pgrx::prelude::*;
 
-use super::invalid;
 use super::nodes::check_node;
 use crate::catalog::tasks;
 use crate::error::{spi_error, SqlResult};
@@ -16,5 +15,11 @@ fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx:
     }
     tasks::manifest(destination)
         .map_err(spi_error)?
-        .ok_or_else(|| invalid("no manifest".into(), ""))
+        .ok_or_else(|| {
+            crate::error::sql_error(
+                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "the manifest query returned no row",
+                "This is a bug in shardcast: please report it with the server log.",
+            )
+        })
 }

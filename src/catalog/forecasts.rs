@@ -194,7 +194,8 @@ pub fn hourly_forecast(relid: pg_sys::Oid) -> Result<Option<f64>, pgrx::spi::Err
     Spi::get_one_with_args::<f64>(
         "SELECT (SELECT f.point / greatest(extract(epoch FROM f.horizon) / 3600, 1)
                  FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
-                 WHERE s.relid = $1 AND s.retired_at IS NULL AND s.citus_shard_id IS NULL)",
+                 WHERE s.relid = $1 AND s.retired_at IS NULL
+                   AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)",
         &[relid.into()],
     )
 }

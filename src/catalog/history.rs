@@ -327,7 +327,7 @@ pub fn hourly_load(
                      LEFT JOIN shardcast.access_history h
                             ON h.shard_id = (SELECT s.shard_id FROM shardcast.shards s
                                              WHERE s.relid = $1 AND s.retired_at IS NULL
-                                               AND s.citus_shard_id IS NULL)
+                                               AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)
                            AND date_trunc('hour', h.bucket_start) = g.hour
                      GROUP BY g.hour ORDER BY g.hour",
                     load_expression(measure, "h", "$3")

@@ -165,7 +165,8 @@ pub fn live_shard_ids() -> Result<Vec<i32>, pgrx::spi::Error> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT shard_id FROM shardcast.shards WHERE retired_at IS NULL AND citus_shard_id IS NULL",
+                "SELECT s.shard_id FROM shardcast.shards s
+                 WHERE s.retired_at IS NULL AND to_jsonb(s) ->> 'citus_shard_id' IS NULL",
                 None,
                 &[],
             )?
@@ -196,7 +197,8 @@ pub fn publication_shard_ids(publication: &str) -> Result<Vec<i32>, pgrx::spi::E
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
              CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
                                  SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) WHERE isleaf) leaf
-             JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL AND s.citus_shard_id IS NULL
+             JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL
+                                  AND to_jsonb(s) ->> 'citus_shard_id' IS NULL
              WHERE p.pubname = $1",
                 None,
                 &[publication.into()],
@@ -417,6 +419,9 @@ pub struct RetryCheck {
     pub destination: Option<String>,
     pub gone: Option<String>,
     pub open_task: Option<i64>,
+    /// The node the shard is already copied to, for a task with a destination (or, without
+    /// one, any node), as enqueue would skip it.
+    pub copied_to: Option<String>,
 }
 
 /// Reads what [`RetryCheck`] says of a task; None when there is no such task.
@@ -428,7 +433,10 @@ pub fn retry_check(task_id: i64) -> Result<Option<RetryCheck>, pgrx::spi::Error>
                    AND o.state IN ('queued', 'claimed')
                    AND (o.destination IS NOT DISTINCT FROM t.destination
                         OR (t.destination IS NOT NULL AND o.node = t.destination))
-                 ORDER BY o.task_id LIMIT 1)
+                 ORDER BY o.task_id LIMIT 1),
+                (SELECT r.node FROM shardcast.replicas r
+                 WHERE r.shard_id = t.shard_id AND (t.destination IS NULL OR r.node = t.destination)
+                 ORDER BY r.node LIMIT 1)
          FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
          WHERE t.task_id = $1"
     );
@@ -440,6 +448,7 @@ pub fn retry_check(task_id: i64) -> Result<Option<RetryCheck>, pgrx::spi::Error>
                 destination: row.get::<String>(2)?,
                 gone: row.get::<String>(3)?,
                 open_task: row.get::<i64>(4)?,
+                copied_to: row.get::<String>(5)?,
             })),
             None => Ok(None),
         }

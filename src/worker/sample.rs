@@ -204,8 +204,13 @@ impl CitusSampler {
             }
             // Not read in full, or read from a baseline (moved, or a node back): the time since
             // its last reading is unknown, up to now.
-            if let Some(since) = self.last_read.get(shard_id) {
-                gaps.push((*shard_id, *since));
+            match self.last_read.get(shard_id) {
+                Some(since) => gaps.push((*shard_id, *since)),
+                // Never read in full since this sampler started (its node was already down): the
+                // unknown time starts now, and the next reading that misses it records the gap.
+                None => {
+                    self.last_read.insert(*shard_id, now);
+                }
             }
             if complete {
                 self.last_read.insert(*shard_id, now);

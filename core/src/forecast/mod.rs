@@ -367,29 +367,55 @@ const MIN_INTERVAL_ERRORS: usize = 8;
 /// Members whose forecasts differ by more than this factor describe different regimes.
 const REGIME_RATIO: f64 = 3.0;
 
-/// One value from the members' (forecast, weight) pairs: their weighted mean while they roughly
-/// agree (averaging cancels their independent errors), their weighted median when the largest is
-/// more than [`REGIME_RATIO`] times the smallest. Then the members describe different regimes
-/// (a burst repeated from yesterday beside an idle hour now); their mean is a value none of them
+/// The weights that combine members whose horizon totals are `totals` (with weights `weights`):
+/// the weights themselves while the totals roughly agree (averaging cancels the members'
+/// independent errors); all the weight on the weighted-median member when the largest total is
+/// more than [`REGIME_RATIO`] times the smallest (half on each of the two middle members when
+/// the weights split exactly in half). Then the members describe different regimes (a burst
+/// repeated from yesterday beside an idle hour now); their mean is a value none of them
 /// predicts, far from either outcome, and the median is the better choice under absolute loss.
-fn combine(mut members: Vec<(f64, f64)>) -> f64 {
-    let total: f64 = members.iter().map(|(_, w)| w).sum();
-    if members.is_empty() || total <= 0.0 {
-        return 0.0;
+/// Decided on totals, once, so that a forecast's path is one regime's, and the same rule the
+/// backtest evaluated on totals.
+fn combination_weights(totals: &[f64], weights: &[f64]) -> Vec<f64> {
+    let total: f64 = weights.iter().sum();
+    if totals.is_empty() || total <= 0.0 {
+        return vec![0.0; totals.len()];
     }
-    members.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (lowest, highest) = (members[0].0, members[members.len() - 1].0);
+    let lowest = totals.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = totals.iter().copied().fold(0.0, f64::max);
     if highest <= REGIME_RATIO * lowest {
-        return members.iter().map(|(v, w)| v * w).sum::<f64>() / total;
+        return weights.iter().map(|w| w / total).collect();
     }
-    let mut weight = 0.0;
-    for &(value, w) in &members {
-        weight += w;
-        if weight >= 0.5 * total {
-            return value;
+    let mut order: Vec<usize> = (0..totals.len()).collect();
+    order.sort_by(|&a, &b| totals[a].total_cmp(&totals[b]).then(a.cmp(&b)));
+    let mut chosen = vec![0.0; totals.len()];
+    let mut below = 0.0;
+    for (k, &i) in order.iter().enumerate() {
+        let above = below + weights[i];
+        if (above - 0.5 * total).abs() <= 1e-12 * total && k + 1 < order.len() {
+            chosen[i] = 0.5;
+            chosen[order[k + 1]] = 0.5;
+            return chosen;
         }
+        if above > 0.5 * total {
+            chosen[i] = 1.0;
+            return chosen;
+        }
+        below = above;
     }
-    highest
+    chosen[order[order.len() - 1]] = 1.0;
+    chosen
+}
+
+/// One total from the members' (total, weight) pairs, by [`combination_weights`].
+fn combine(members: &[(f64, f64)]) -> f64 {
+    let totals: Vec<f64> = members.iter().map(|m| m.0).collect();
+    let weights: Vec<f64> = members.iter().map(|m| m.1).collect();
+    combination_weights(&totals, &weights)
+        .iter()
+        .zip(&totals)
+        .map(|(w, t)| w * t)
+        .sum()
 }
 
 /// Selects and weights models by a rolling-origin backtest. From every origin (see
@@ -484,10 +510,10 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
     let combined: Vec<f64> = (0..origins.len())
         .map(|o| {
             combine(
-                chosen
+                &chosen
                     .iter()
                     .map(|&(c, w)| (predictions[c].as_ref().map_or(0.0, |p| p[o]), w))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             )
         })
         .collect();
@@ -568,8 +594,11 @@ pub fn forecast_with(
             selection = Selection::single(ModelKind::RecentMean);
             vec![models::recent_mean(y); horizon]
         } else {
+            let totals: Vec<f64> = fitted.iter().map(|(p, _)| p.iter().sum()).collect();
+            let weights: Vec<f64> = fitted.iter().map(|(_, w)| *w).collect();
+            let mix = combination_weights(&totals, &weights);
             (0..horizon)
-                .map(|h| combine(fitted.iter().map(|(p, w)| (p[h], *w)).collect()))
+                .map(|h| fitted.iter().zip(&mix).map(|((p, _), w)| p[h] * w).sum())
                 .collect()
         }
     };

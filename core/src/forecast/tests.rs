@@ -313,7 +313,7 @@ proptest! {
 
 #[test]
 fn agreeing_members_are_averaged() {
-    let value = combine(vec![(100.0, 0.5), (120.0, 0.25), (200.0, 0.25)]);
+    let value = combine(&[(100.0, 0.5), (120.0, 0.25), (200.0, 0.25)]);
     assert!((value - 130.0).abs() < 1e-9, "{value}");
 }
 
@@ -321,10 +321,24 @@ fn agreeing_members_are_averaged() {
 fn members_in_different_regimes_give_their_weighted_median() {
     // Yesterday's burst (seasonal naive) beside the idle level now (last value): the mean would
     // forecast a third of a burst, which neither outcome is near.
-    let value = combine(vec![(900.0, 0.45), (1_000_000.0, 0.35), (1_100.0, 0.2)]);
+    let value = combine(&[(900.0, 0.45), (1_000_000.0, 0.35), (1_100.0, 0.2)]);
     assert_eq!(value, 1_100.0);
-    let value = combine(vec![(900.0, 0.2), (1_000_000.0, 0.6), (1_100.0, 0.2)]);
+    let value = combine(&[(900.0, 0.2), (1_000_000.0, 0.6), (1_100.0, 0.2)]);
     assert_eq!(value, 1_000_000.0);
+    // Weights split exactly in half: the two middle members, averaged, not the lower one.
+    let value = combine(&[(0.0, 0.5), (3.0, 0.5)]);
+    assert_eq!(value, 1.5);
+}
+
+#[test]
+fn the_regime_is_decided_on_totals_so_the_path_is_one_members() {
+    // Two members that put the same total in different hours agree on the total: their paths
+    // are averaged, not cut to zero hour by hour.
+    let mix = combination_weights(&[3.0, 3.0], &[0.5, 0.5]);
+    assert_eq!(mix, vec![0.5, 0.5]);
+    // Totals in different regimes: the whole path of the median member.
+    let mix = combination_weights(&[10.0, 1000.0, 12.0], &[0.4, 0.3, 0.3]);
+    assert_eq!(mix, vec![0.0, 0.0, 1.0]);
 }
 
 proptest! {
@@ -332,9 +346,20 @@ proptest! {
     fn a_combination_lies_between_its_members(
         members in proptest::collection::vec((0.0f64..1e9, 0.01f64..1.0), 1..5)
     ) {
-        let value = combine(members.clone());
+        let value = combine(&members);
         let lowest = members.iter().map(|m| m.0).fold(f64::INFINITY, f64::min);
         let highest = members.iter().map(|m| m.0).fold(0.0, f64::max);
         prop_assert!(value >= lowest * (1.0 - 1e-12) && value <= highest * (1.0 + 1e-12));
+    }
+
+    #[test]
+    fn combination_weights_sum_to_one(
+        members in proptest::collection::vec((0.0f64..1e9, 0.01f64..1.0), 1..5)
+    ) {
+        let totals: Vec<f64> = members.iter().map(|m| m.0).collect();
+        let weights: Vec<f64> = members.iter().map(|m| m.1).collect();
+        let mix = combination_weights(&totals, &weights);
+        prop_assert!((mix.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        prop_assert!(mix.iter().all(|w| *w >= 0.0));
     }
 }

@@ -73,6 +73,12 @@ SELECT shardcast.cancel_task(:two_again);
 SELECT shardcast.enqueue('lc_two', 'lc-a') AS two_third \gset
 SELECT shardcast.retry_task(:two_again);
 SELECT shardcast.cancel_task(:two_third);
+-- A retry of a task whose shard is on that node already is refused (42710): it would copy it
+-- again; forget the copy first to do that on purpose.
+SELECT shardcast.enqueue('lc_two', 'lc-a') AS two_fourth \gset
+SELECT task_id = :two_fourth AS claimed_it FROM shardcast.claim_task('lc-run-3', 'lc-a');
+SELECT shardcast.complete_task(:two_fourth, worker => 'lc-run-3');
+SELECT shardcast.retry_task(:two_again);
 
 -- Nodes: alter_node changes what it is given (conninfo => '' clears it); validated like
 -- add_node. A disabled node gets no new claims; its claimed tasks finish.
