@@ -364,67 +364,12 @@ const MEMBER_LOSS_RATIO: f64 = 2.0;
 /// Fewer backtest errors than this make no empirical interval.
 const MIN_INTERVAL_ERRORS: usize = 8;
 
-/// Members whose forecasts differ by more than this factor describe different regimes.
-const REGIME_RATIO: f64 = 3.0;
-
-/// The weights that combine members whose horizon totals are `totals` (with weights `weights`):
-/// the weights themselves while the totals roughly agree (averaging cancels the members'
-/// independent errors); all the weight on the weighted-median member when the largest total is
-/// more than [`REGIME_RATIO`] times the smallest (half on each of the two middle members when
-/// the weights split exactly in half). Then the members describe different regimes (a burst
-/// repeated from yesterday beside an idle hour now); their mean is a value none of them
-/// predicts, far from either outcome, and the median is the better choice under absolute loss.
-/// Decided on totals, once, so that a forecast's path is one regime's, and the same rule the
-/// backtest evaluated on totals.
-fn combination_weights(totals: &[f64], weights: &[f64]) -> Vec<f64> {
-    let total: f64 = weights.iter().sum();
-    if totals.is_empty() || total <= 0.0 {
-        return vec![0.0; totals.len()];
-    }
-    let lowest = totals.iter().copied().fold(f64::INFINITY, f64::min);
-    let highest = totals.iter().copied().fold(0.0, f64::max);
-    if highest <= REGIME_RATIO * lowest {
-        return weights.iter().map(|w| w / total).collect();
-    }
-    let mut order: Vec<usize> = (0..totals.len()).collect();
-    order.sort_by(|&a, &b| totals[a].total_cmp(&totals[b]).then(a.cmp(&b)));
-    let mut chosen = vec![0.0; totals.len()];
-    let mut below = 0.0;
-    for (k, &i) in order.iter().enumerate() {
-        let above = below + weights[i];
-        if (above - 0.5 * total).abs() <= 1e-12 * total && k + 1 < order.len() {
-            chosen[i] = 0.5;
-            chosen[order[k + 1]] = 0.5;
-            return chosen;
-        }
-        if above > 0.5 * total {
-            chosen[i] = 1.0;
-            return chosen;
-        }
-        below = above;
-    }
-    chosen[order[order.len() - 1]] = 1.0;
-    chosen
-}
-
-/// One total from the members' (total, weight) pairs, by [`combination_weights`].
-fn combine(members: &[(f64, f64)]) -> f64 {
-    let totals: Vec<f64> = members.iter().map(|m| m.0).collect();
-    let weights: Vec<f64> = members.iter().map(|m| m.1).collect();
-    combination_weights(&totals, &weights)
-        .iter()
-        .zip(&totals)
-        .map(|(w, t)| w * t)
-        .sum()
-}
-
 /// Selects and weights models by a rolling-origin backtest. From every origin (see
 /// [`Settings`]) each candidate forecasts the horizon total from the history before it; the
 /// loss is the recency-weighted mean absolute error with errors capped (see
 /// [`capped_mean_abs`]). The best few (at most `members`, none worse than twice the best) are
-/// combined (see [`combine`]) with weights inversely proportional to their squared loss, so
-/// that no single model's quirk (seasonal naive repeating yesterday's spike) comes back at full
-/// height. The
+/// combined with weights inversely proportional to their squared loss, so that no single
+/// model's quirk (seasonal naive repeating yesterday's spike) comes back at full height. The
 /// interval comes from the empirical quantiles of the combination's relative backtest errors
 /// (split-conformal style). Histories under a day have no backtest: see [`forecast_with`].
 pub fn select(history: &History, settings: &Settings) -> Selection {
@@ -509,12 +454,10 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
     };
     let combined: Vec<f64> = (0..origins.len())
         .map(|o| {
-            combine(
-                &chosen
-                    .iter()
-                    .map(|&(c, w)| (predictions[c].as_ref().map_or(0.0, |p| p[o]), w))
-                    .collect::<Vec<_>>(),
-            )
+            chosen
+                .iter()
+                .map(|&(c, w)| w * predictions[c].as_ref().map_or(0.0, |p| p[o]))
+                .sum()
         })
         .collect();
     let errors: Vec<f64> = actual.iter().zip(&combined).map(|(a, f)| a - f).collect();
@@ -594,11 +537,8 @@ pub fn forecast_with(
             selection = Selection::single(ModelKind::RecentMean);
             vec![models::recent_mean(y); horizon]
         } else {
-            let totals: Vec<f64> = fitted.iter().map(|(p, _)| p.iter().sum()).collect();
-            let weights: Vec<f64> = fitted.iter().map(|(_, w)| *w).collect();
-            let mix = combination_weights(&totals, &weights);
             (0..horizon)
-                .map(|h| fitted.iter().zip(&mix).map(|((p, _), w)| p[h] * w).sum())
+                .map(|h| fitted.iter().map(|(p, w)| p[h] * w).sum::<f64>() / weight)
                 .collect()
         }
     };
