@@ -341,6 +341,25 @@ def test_finish_leaves_ordinary_tables_and_no_slot_publication_or_subscription(p
     assert again.returncode == 0, again.stdout + again.stderr
 
 
+def test_finish_leaves_a_slot_of_another_database_alone(pair):
+    source, replica = pair
+    node = node_for(source, replica, "t_fslot")
+    with source.connect() as conn:
+        conn.execute("CREATE DATABASE t_fslot_other")
+    try:
+        with source.connect("t_fslot_other") as other:
+            other.execute("SELECT pg_create_logical_replication_slot('shardcast_t_fslot', 'pgoutput')")
+        finished = run(source, "finish", "--node", node)
+        assert finished.returncode == 0, finished.stdout + finished.stderr
+        with source.connect(DB) as src:
+            assert one(src, "SELECT database FROM pg_replication_slots WHERE slot_name = 'shardcast_t_fslot'") \
+                == "t_fslot_other"
+    finally:
+        with source.connect(DB) as src:
+            src.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                        " WHERE slot_name = 'shardcast_t_fslot'")
+
+
 def readme_grants(role: str, without: str | None = None) -> str:
     """The README's GRANT block for the driver's role (up to the optional queue-filling part),
     for `role`, without the lines that contain `without`."""

@@ -36,6 +36,9 @@ class Driver(Syncer):
         self.skipped_nodes: list[str] = []
         self.report: Report | None = None
         self.in_flight: dict[int, Task] = {}
+        self.flight_lock = threading.Lock()
+        self.told_stop = False
+        self.stopping_count = 0  # tasks in flight when the signal came
         self.done = threading.Event()
         self.slot_freed = threading.Event()
         self.dumper: PgDump | None = None  # None with --bare
@@ -79,9 +82,12 @@ class Driver(Syncer):
             self.done.set()
 
     def join_syncs(self) -> None:
+        self.tell_stop()
         for thread in self.threads:
             while thread.is_alive() and not self.quit_now:
                 thread.join(0.2)
+                self.tell_stop()
+        self.tell_stop()
 
     def final_status(self, source: psycopg.Connection, status: int | None, why: str) -> tuple[int, str]:
         if self.stop_signal is not None:
@@ -170,6 +176,7 @@ class Driver(Syncer):
             # A sync that finishes frees its slot at once; otherwise poll for new tasks.
             self.slot_freed.wait(self.args.poll)
             self.slot_freed.clear()
+        self.tell_stop()
         self.join_syncs()
         if not self.stopping.is_set():
             self.add_waiting_foreign_keys(source)
@@ -260,7 +267,8 @@ class Driver(Syncer):
                     break
                 continue
             task = Task(row[0], row[1], node, row[2], row[3], row[4], row[5])
-            self.in_flight[task.task_id] = task
+            with self.flight_lock:
+                self.in_flight[task.task_id] = task
             thread = threading.Thread(target=self.sync, args=(task,), name=f"sync-{task.task_id}")
             self.threads.append(thread)
             thread.start()
@@ -269,6 +277,13 @@ class Driver(Syncer):
         return claimed
 
     # --- one task -------------------------------------------------------------------------
+
+    def on_source(self, source: psycopg.Connection, query: str, params: list) -> None:
+        """heartbeat, complete_task or release_task: 55000 from them means the lease is gone."""
+        try:
+            source.execute(query, params)
+        except psycopg.errors.ObjectNotInPrerequisiteState as error:
+            raise LeaseLost(first_line(error)) from error
 
     def sync(self, task: Task) -> None:
         started = time.monotonic()
@@ -281,38 +296,50 @@ class Driver(Syncer):
                                   else f"already on {task.node.name} (in sync via {task.node.channel})")
                         if self.complete_copied:
                             # Tells shardcast that nothing was copied: the report leaves it out.
-                            source.execute("SELECT shardcast.complete_task(%s, true, %s, %s, %s)",
+                            self.on_source(source, "SELECT shardcast.complete_task(%s, true, %s, %s, %s)",
                                            [task.task_id, detail, self.worker, outcome == COPIED])
                         else:
-                            source.execute("SELECT shardcast.complete_task(%s, true, %s, %s)",
+                            self.on_source(source, "SELECT shardcast.complete_task(%s, true, %s, %s)",
                                            [task.task_id, detail, self.worker])
                         self.report.done(task, time.monotonic() - started, outcome == COPIED)
                     elif not self.quit_now:
-                        source.execute("SELECT shardcast.release_task(%s, %s)", [task.task_id, self.worker])
+                        self.on_source(source, "SELECT shardcast.release_task(%s, %s)", [task.task_id, self.worker])
                         self.report.released(task, time.monotonic() - started, f"stopping; {task.stopped_how}")
-                except (LeaseLost, psycopg.errors.ObjectNotInPrerequisiteState) as error:
+                except LeaseLost as error:
                     # The lease expired and the task is someone else's now: leave it to them.
                     self.report.lost(task, time.monotonic() - started, first_line(error))
-                except (SyncError, psycopg.Error) as error:
+                except Exception as error:
                     if isinstance(error, psycopg.OperationalError) and source.broken:
                         raise
                     detail = first_line(error)
+                    if not isinstance(error, (SyncError, psycopg.Error)):
+                        # A bug, not the table: say so once, then fail the task like any other error.
+                        detail = f"{type(error).__name__}: {detail}"
+                        self.report.say(f"sync of {task.shard} -> {task.node.name}: unexpected error {detail}",
+                                        error=True)
                     if self.stopping.is_set() and not self.quit_now:
                         # Stopping: hand it back whatever went wrong (stopping the copy on an
                         # unreachable node, say); no attempt counted.
-                        source.execute("SELECT shardcast.release_task(%s, %s)", [task.task_id, self.worker])
+                        self.on_source(source, "SELECT shardcast.release_task(%s, %s)", [task.task_id, self.worker])
                         self.report.released(task, time.monotonic() - started, f"stopping; {detail}")
                         return
                     task.node.resting_until = time.monotonic() + self.args.retry_delay
-                    source.execute("SELECT shardcast.complete_task(%s, false, %s, %s)",
+                    self.on_source(source, "SELECT shardcast.complete_task(%s, false, %s, %s)",
                                    [task.task_id, detail, self.worker])
                     self.report.failed(task, time.monotonic() - started, detail)
-        except psycopg.Error as error:
+        except LeaseLost as error:
+            self.report.lost(task, time.monotonic() - started, first_line(error))
+        except Exception as error:
             # Could not even report: the lease returns the task to the queue.
-            self.report.lost(task, time.monotonic() - started,
-                             f"cannot report to the source ({first_line(error)}); its lease will expire")
+            try:
+                self.report.lost(task, time.monotonic() - started,
+                                 f"cannot report to the source ({first_line(error)}); its lease will expire")
+            except Exception:
+                pass
         finally:
-            self.in_flight.pop(task.task_id, None)
+            with self.flight_lock:
+                if self.in_flight.get(task.task_id) is task:
+                    del self.in_flight[task.task_id]
             self.slot_freed.set()
 
     def heartbeat(self) -> None:
@@ -328,11 +355,11 @@ class Driver(Syncer):
                         source.execute("SELECT shardcast.heartbeat(%s, %s)", [task.task_id, self.worker])
                     except psycopg.errors.ObjectNotInPrerequisiteState as error:
                         task.lost = first_line(error)
-                    except psycopg.Error as error:
+                    except Exception as error:
                         if source.closed or source.broken:
                             raise
                         self.report.say(f"heartbeat of {task.shard}: {first_line(error)}", error=True)
-            except psycopg.Error as error:
+            except Exception as error:
                 # Connect again at the next beat; a lease lasts three beats.
                 self.report.say(f"heartbeats: {first_line(error)}; retrying", error=True)
                 if source is not None:
@@ -344,14 +371,21 @@ class Driver(Syncer):
     # --- signals --------------------------------------------------------------------------
 
     def interrupt(self, signum, frame) -> None:
+        """Only sets flags (printing takes a lock the interrupted thread may hold): the claim loop
+        says what happens (tell_stop)."""
         if self.stopping.is_set():
             self.quit_now = True
-            self.out.say("stopping now: the tasks in flight are left to their leases", error=True)
             os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
         self.stop_signal = signum
+        self.stopping_count = len(self.in_flight)
         self.stopping.set()
         self.slot_freed.set()
-        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
-        self.out.say(f"stopping ({name}): no more claims; stopping the copies of {len(self.in_flight)} task(s) in "
+
+    def tell_stop(self) -> None:
+        if self.stop_signal is None or self.told_stop:
+            return
+        self.told_stop = True
+        name = "SIGINT" if self.stop_signal == signal.SIGINT else "SIGTERM"
+        self.out.say(f"stopping ({name}): no more claims; stopping the copies of {self.stopping_count} task(s) in "
                      "flight on their nodes and releasing them (again to quit now and leave them to their leases)",
                      error=True)

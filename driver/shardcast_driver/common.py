@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 # Exit codes (README, "Replicating with the driver"). When several apply, the first of 3, 1, 4.
 EXIT_OK = 0            # every task for the nodes is done (or, in --follow, a clean stop by SIGTERM)
@@ -61,6 +62,7 @@ class Task:
     prefetch: bool
     attempts: int  # failed attempts before this claim
     lost: str | None = None  # why the lease was lost, when a heartbeat found it gone
+    created: bool = False  # this task created the table on the node
     stopped_how: str = ""  # what stopping did on the node
 
 
@@ -80,8 +82,16 @@ class SetupError(Exception):
         self.status = status
 
 
+# Connection defaults so that a node or source that stops answering fails a statement in about a
+# minute instead of hanging (and outliving the task's lease); the conninfo's own values win.
+KEEPALIVES = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3, "tcp_user_timeout": 60000}
+
+
 def connect(conninfo: str) -> psycopg.Connection:
-    return psycopg.connect(conninfo, autocommit=True, application_name="shardcast-driver")
+    given = conninfo_to_dict(conninfo)
+    defaults = {key: value for key, value in KEEPALIVES.items() if key not in given}
+    return psycopg.connect(conninfo, autocommit=True, application_name="shardcast-driver", **defaults)
 
 
 def first_line(error: BaseException) -> str:

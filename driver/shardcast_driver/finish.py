@@ -24,14 +24,21 @@ from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, Node, Ou
 from .privileges import source_problems
 
 
-def subscription_slots(source: psycopg.Connection, node: Node, suboid: int | None) -> list[tuple]:
-    """The node subscription's slots left on the source: its own (named after the channel) and
-    its tablesync workers' (pg_<subscription oid>_sync_<table oid>_<system id>)."""
-    pattern = f"pg\\_{suboid}\\_sync\\_%" if suboid is not None else None
+def subscription_slots(source: psycopg.Connection, node: Node, suboid: int | None = None,
+                       sysid: int | None = None, slot: str | None = None) -> list[tuple]:
+    """The node subscription's logical slots left in the source's database: its own (`slot`, its
+    subslotname; else named after the channel) and, with the subscription's oid and the node's
+    system identifier, its tablesync workers' as PostgreSQL names them
+    (ReplicationSlotNameForTablesync: pg_<subscription oid>_sync_<table oid>_<system id>).
+    Each row: slot_name, active, active_pid, whether it is surely this subscription's."""
+    pattern = f"^pg_{suboid}_sync_[0-9]+_{sysid}$" if suboid is not None and sysid is not None else None
     return source.execute(
-        "SELECT slot_name, active, active_pid FROM pg_replication_slots"
-        " WHERE slot_name = %s OR (%s::text IS NOT NULL AND slot_name LIKE %s)",
-        [node.channel, pattern, pattern]).fetchall()
+        "SELECT slot_name, active, active_pid,"
+        "       coalesce(slot_name = %s::text OR slot_name ~ %s::text, false)"
+        " FROM pg_replication_slots"
+        " WHERE database = current_database() AND slot_type = 'logical'"
+        "   AND (slot_name = coalesce(%s::text, %s) OR slot_name ~ %s::text)",
+        [slot, pattern, slot, node.channel, pattern]).fetchall()
 
 
 def finish(args: argparse.Namespace, out: Out) -> int:
@@ -65,7 +72,7 @@ def finish(args: argparse.Namespace, out: Out) -> int:
                    (" and " if open_tasks and failed else "") + (f"{len(failed)} failed" if failed else "")
             out.say(f"finish refused: {what} for {', '.join(names)}; run the driver until they are done "
                     "(or queue the failed ones again), or finish --force to leave them undone", error=True)
-            return EXIT_OPEN if open_tasks else EXIT_FAILED
+            return EXIT_FAILED if failed else EXIT_OPEN  # README: 3 over 1 over 4
         if open_tasks or failed:
             out.say("--force: finishing with tasks not done; their tables may be missing or partial on the nodes")
         if args.keep_replicating:
@@ -89,7 +96,7 @@ def severity(status: int) -> int:
 
 def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -> int:
     channel = sql.Identifier(node.channel)
-    suboid = None
+    suboid = sysid = slot = None
     detached = False
     try:
         with connect(node.conninfo) as dest:
@@ -103,6 +110,13 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -
                 out.say(f"{node.name}: no subscription {node.channel} on the node")
             else:
                 suboid, slot, tables, _ = row
+                try:
+                    # The subscriber's system identifier: the last part of its tablesync slots' names.
+                    sysid = dest.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+                    sysid %= 2 ** 64  # a bigint here, printed unsigned (UINT64_FORMAT) in the name
+                except psycopg.Error as error:
+                    out.say(f"{node.name}: cannot read its system identifier ({first_line(error)}); "
+                            "its tablesync slots, if any, are left on the source", error=True)
                 dest.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(channel))
                 try:
                     dest.execute(sql.SQL("DROP SUBSCRIPTION {}").format(channel))
@@ -133,25 +147,31 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -
         out.say(f"{node.name}: no publication {node.channel} on the source")
     deadline = time.monotonic() + 15
     while True:
-        left = subscription_slots(source, node, suboid)
+        left = subscription_slots(source, node, suboid, sysid, slot)
         if not left:
             break
-        busy = [slot for slot, active, _ in left if active]
+        busy = [name for name, active, _, _ in left if active]
         if busy and time.monotonic() < deadline and not detached:
             time.sleep(0.2)  # a walsender that has not noticed its subscription is gone yet
             continue
-        for slot, active, pid in left:
+        for name, active, pid, ours in left:
+            if active and not ours:
+                # Named like the channel, but not known to be this subscription's: someone uses it.
+                out.say(f"{node.name}: replication slot {name} on the source is in use (pid {pid}) and not known to "
+                        f"be subscription {node.channel}'s; left alone", error=True)
+                status = EXIT_FAILED
+                continue
             try:
                 if active:
                     source.execute("SELECT pg_terminate_backend(%s)", [pid])
                     time.sleep(0.5)
-                source.execute("SELECT pg_drop_replication_slot(%s)", [slot])
-                out.say(f"{node.name}: replication slot {slot} dropped on the source")
+                source.execute("SELECT pg_drop_replication_slot(%s)", [name])
+                out.say(f"{node.name}: replication slot {name} dropped on the source")
             except psycopg.Error as error:
                 hint = ""
                 if isinstance(error, psycopg.errors.InsufficientPrivilege):
                     hint = f" (ALTER ROLE {source.info.user} REPLICATION, or drop it as a superuser)"
-                out.say(f"{node.name}: cannot drop replication slot {slot} on the source: {first_line(error)}{hint}",
+                out.say(f"{node.name}: cannot drop replication slot {name} on the source: {first_line(error)}{hint}",
                         error=True)
                 status = EXIT_ENVIRONMENT if hint else EXIT_FAILED
         break

@@ -76,6 +76,7 @@ class Syncer:
         definition = None if self.dumper is None else table_definition(source, self.dumper, task.shard)
         if dest.execute("SELECT to_regclass(%s)", [task.shard]).fetchone()[0] is None:
             self.create_table(task, dest, statements, definition)
+            task.created = True
         elif self.subscription_state(task, dest) is None and dest.execute(
                 sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
             # The initial copy would collide with these rows and retry for ever.
@@ -84,11 +85,18 @@ class Syncer:
         if self.stopping.is_set() and self.stop_copy(task, source, dest) == STOPPED:
             return STOPPED
         self.add_to_publication(task, source)
-        already = self.subscription_state(task, dest) == "r"
-        if not already:
-            refresh(task.node, dest)
-            if not self.wait_until_ready(task, dest) and self.stop_copy(task, source, dest) == STOPPED:
-                return STOPPED
+        try:
+            already = self.subscription_state(task, dest) == "r"
+            if not already:
+                refresh(task.node, dest)
+                if not self.wait_until_ready(task, dest) and self.stop_copy(task, source, dest) == STOPPED:
+                    return STOPPED
+        except LeaseLost:
+            raise
+        except Exception as error:
+            if not self.stopping.is_set():
+                self.withdraw(task, source, dest, error)
+            raise
         if definition is not None:
             self.complete_definition(task, dest, definition)
             self.add_foreign_keys(task.node, source, dest, [definition.shard], {definition.shard: definition})
@@ -144,10 +152,10 @@ class Syncer:
                 if time.monotonic() - missing_since > 2:
                     refresh(task.node, dest)
                     missing_since = None
-            if self.stopping.is_set():
-                return False
             if task.lost:
                 raise LeaseLost(task.lost)
+            if self.stopping.is_set():
+                return False
             now = time.monotonic()
             if now >= next_progress:
                 next_progress = now + self.args.progress_interval
@@ -168,7 +176,12 @@ class Syncer:
     def stop_copy(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> str:
         """Stops the node's copy of the table: out of the publication, then out of the subscription
         (REFRESH PUBLICATION stops the table's tablesync worker and drops its slot). Returns COPIED
-        when the table turned out to be ready already."""
+        when the table turned out to be ready already. Touches nothing on the node when the lease
+        is gone: the table may be another driver's copy by now."""
+        try:
+            source.execute("SELECT shardcast.heartbeat(%s, %s)", [task.task_id, self.worker])
+        except psycopg.Error as error:
+            raise LeaseLost(f"lease not renewed, copy left alone: {first_line(error)}") from error
         state = self.subscription_state(task, dest)
         if state == "r":
             return COPIED  # ready just as the driver stops: finish it, it costs nothing more
@@ -189,13 +202,33 @@ class Syncer:
                 time.sleep(0.1)
             else:
                 raise SyncError(f"the copy of {task.shard} on {task.node.name} did not stop")
-        if dest.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
+        if (state is not None or task.created) and dest.execute(
+                sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
             # A copy that had finished (catching up when stopped) committed its rows: the next
             # claimer starts from an empty table.
             dest.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(task.shard)))
         task.stopped_how = (f"copy stopped on {task.node.name}" if state is not None
                             else f"nothing was copying on {task.node.name} yet")
         return STOPPED
+
+    def withdraw(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection, why: BaseException) -> None:
+        """After a failed (or timed-out) sync, best effort: the table out of the publication and the
+        subscription, so that its tablesync slot does not keep the source's WAL (stop_copy)."""
+        try:
+            self.stop_copy(task, source, dest)
+            return
+        except LeaseLost:
+            return
+        except Exception as error:
+            self.report.say(f"{task.shard} failed on {task.node.name} ({first_line(why)}); could not take it out of "
+                            f"{task.node.channel}: {first_line(error)}", error=True)
+        try:
+            if self.published(task, source):
+                source.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE ONLY {}").format(
+                    sql.Identifier(task.node.channel), sql.SQL(task.shard)))
+        except Exception as error:
+            self.report.say(f"{task.shard}: could not drop it from publication {task.node.channel}: "
+                            f"{first_line(error)}", error=True)
 
     def create_table(self, task: Task, dest: psycopg.Connection, statements: list[sql.Composable],
                      definition: TableDefinition | None) -> None:
