@@ -256,9 +256,18 @@ class Driver(Syncer):
             candidates = [n for n in open_nodes if n.name == next_node[0]] if next_node else open_nodes
             row, node = None, None
             for node in candidates:
-                row = source.execute(
-                    "SELECT task_id, qualified_name, size_bytes, priority_weight, prefetch, attempts"
-                    " FROM shardcast.claim_task(%s, %s)", [self.worker, node.name]).fetchone()
+                try:
+                    row = source.execute(
+                        "SELECT task_id, qualified_name, size_bytes, priority_weight, prefetch, attempts"
+                        " FROM shardcast.claim_task(%s, %s)", [self.worker, node.name]).fetchone()
+                except psycopg.errors.UndefinedObject:
+                    # The node was removed (shardcast.remove_node) while this driver ran: serve the
+                    # others; its tasks were cancelled with it.
+                    self.report.say(f"node {node.name} was removed: no more claims for it")
+                    self.nodes = [n for n in self.nodes if n.name != node.name]
+                    row = None
+                    full.add(node.name)
+                    continue
                 if row is not None:
                     break
                 full.add(node.name)  # at its limit counting other drivers' claims, or taken meanwhile

@@ -84,9 +84,17 @@ class Syncer:
                             f"{task.node.channel}; empty it (or drop it) and retry")
         if self.stopping.is_set() and self.stop_copy(task, source, dest) == STOPPED:
             return STOPPED
+        # "Already in sync" only for the very table this node's publication holds: a table of the
+        # same name that is ready on the node but is not the one published (renamed or re-created
+        # on the source) is another table's replica, and must not be reported as this one's copy.
+        was_published = self.published(task, source)
+        if not was_published and self.subscription_state(task, dest) == "r":
+            raise SyncError(f"{task.shard} on {task.node.name} is the replica of another table of that name "
+                            f"(renamed or re-created on the source since); drop it on {task.node.name}, "
+                            "or take the old table out of the publication, and retry")
         self.add_to_publication(task, source)
         try:
-            already = self.subscription_state(task, dest) == "r"
+            already = was_published and self.subscription_state(task, dest) == "r"
             if not already:
                 refresh(task.node, dest)
                 if not self.wait_until_ready(task, dest) and self.stop_copy(task, source, dest) == STOPPED:
