@@ -115,26 +115,9 @@ fn prioritization_report_for(
     })
 }
 
-/// The report over the copies in `scope`: no row when there are none.
-fn report_rows(
-    scope: ReportScope<'_>,
-) -> Result<
-    TableIterator<
-        'static,
-        (
-            name!(tasks, i64),
-            name!(window_start, Option<TimestampWithTimeZone>),
-            name!(window_end, Option<TimestampWithTimeZone>),
-            name!(bytes_copied, i64),
-            name!(bandwidth, f64),
-            name!(awa_realised, f64),
-            name!(awa_fifo, f64),
-            name!(awa_oracle, f64),
-            name!(capture, Option<f64>),
-        ),
-    >,
-    ErrorReport,
-> {
+/// The report over the copies in `scope`: no row when there are none. (Not a SQL function: its
+/// result type may name the row by its alias.)
+fn report_rows(scope: ReportScope<'_>) -> Result<TableIterator<'static, ReportRow>, ErrorReport> {
     let rows: Vec<ReportRow> = report(scope)?;
     Ok(TableIterator::new(rows))
 }
