@@ -10,15 +10,22 @@ deps:
 	./scripts/install-citus.sh
 
 # Builds and installs the extension into the system PostgreSQL 15 (debug build: quick to build).
+# `cargo pgrx package` then a rename into place (scripts/install-package.sh), not `cargo pgrx
+# install`: that one rewrites shardcast.so in place, which crashes every running cluster that has
+# it loaded (a demo, a test, a benchmark in another shell).
 install: deps
-	cargo pgrx install --pg-config $(PG_CONFIG)
+	rm -rf target/package-debug
+	cargo pgrx package --debug --pg-config $(PG_CONFIG) --out-dir target/package-debug
+	./scripts/install-package.sh target/package-debug
 	$(MAKE) install-released-scripts
 
 install-release: deps
-	cargo pgrx install --release --pg-config $(PG_CONFIG)
+	rm -rf target/package-release
+	cargo pgrx package --pg-config $(PG_CONFIG) --out-dir target/package-release
+	./scripts/install-package.sh target/package-release
 	$(MAKE) install-released-scripts
 
-# cargo pgrx install generates the current version's script and copies the upgrade scripts
+# cargo pgrx package generates the current version's script and copies the upgrade scripts
 # (sql/shardcast--A--B.sql), but not the released versions' full scripts: without them
 # CREATE EXTENSION shardcast VERSION '0.1.0' (and so the upgrade test) cannot run.
 EXTENSION_DIR = $(shell $(PG_CONFIG) --sharedir)/extension
