@@ -26,6 +26,18 @@ fn main() {
         level: value("--level").and_then(|v| v.parse().ok()).unwrap_or(0.8),
         ..Settings::default()
     };
+    let settings = Settings {
+        origins: value("--origins")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(settings.origins),
+        origin_stride: value("--stride")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(settings.origin_stride),
+        members: value("--members")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(settings.members),
+        ..settings
+    };
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout());
     for line in stdin.lock().lines() {

@@ -291,6 +291,15 @@ pub fn clean_outliers(y: &[f64]) -> Vec<f64> {
     out
 }
 
+/// The history a forecast at hour `t` is made from: the cleaned history with its last
+/// [`FRESH_HOURS`] as measured (see [`clean_outliers`]).
+fn served_history(cleaned: &[f64], raw: &[f64], t: usize) -> Vec<f64> {
+    let fresh = t.saturating_sub(FRESH_HOURS);
+    let mut history = cleaned[..fresh].to_vec();
+    history.extend_from_slice(&raw[fresh..t]);
+    history
+}
+
 /// The hourly path of one model.
 fn predict_path(model: ModelKind, y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     models::predict(model, y, horizon).map(|p| p.into_iter().map(sanitise).collect())
@@ -408,14 +417,18 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
         .iter()
         .map(|&t| total_ceiling(&y[..t], horizon))
         .collect();
+    // What each origin's forecast would have seen: as when serving, the freshest hours before
+    // it are as measured, not cleaned (a persistence model backtested on a history whose last
+    // burst was cleaned away would be judged on a series it never forecasts from).
+    let seen: Vec<Vec<f64>> = origins.iter().map(|&t| served_history(y, raw, t)).collect();
     // predictions[c][o]: candidate c's total from origin o.
     let mut predictions: Vec<Option<Vec<f64>>> = Vec::with_capacity(candidates.len());
     for &m in &candidates {
-        let totals: Option<Vec<f64>> = origins
+        let totals: Option<Vec<f64>> = seen
             .iter()
             .zip(&ceilings)
-            .map(|(&t, &ceiling)| {
-                predict_path(m, &y[..t], horizon).map(|p| bounded(p, ceiling).iter().sum::<f64>())
+            .map(|(h, &ceiling)| {
+                predict_path(m, h, horizon).map(|p| bounded(p, ceiling).iter().sum::<f64>())
             })
             .collect();
         predictions.push(totals);
@@ -470,7 +483,12 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
     } else {
         f64::MAX
     };
-    let (error_low, error_high, error_offset) = interval(&actual, &combined, settings.level);
+    let (error_low, error_high, error_offset) = interval(
+        &actual,
+        &combined,
+        settings.level,
+        independent_errors(origins.len(), stride, horizon),
+    );
     Selection {
         members: chosen
             .into_iter()
@@ -485,9 +503,10 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
 
 /// The interval from backtest outcomes and forecasts: relative errors e / (forecast + offset),
 /// where the offset (a tenth of the mean outcome) keeps quiet hours from blowing them up; the
-/// bounds are their order statistics at ⌊(n+1)α/2⌋ and ⌈(n+1)(1−α/2)⌉, the split-conformal
-/// choice that covers at least the nominal level on exchangeable errors.
-fn interval(actual: &[f64], predicted: &[f64], level: f64) -> (f64, f64, f64) {
+/// bounds are their empirical quantiles at 1 − q and q, q = (1 − α/2)(m + 1)/m: the
+/// split-conformal choice that covers at least the nominal level on m exchangeable errors, with m
+/// the number of independent errors among them (see [`independent_errors`]).
+fn interval(actual: &[f64], predicted: &[f64], level: f64, independent: f64) -> (f64, f64, f64) {
     let n = actual.len();
     let offset = 0.1 * actual.iter().sum::<f64>() / n.max(1) as f64 + 1e-9;
     if n < MIN_INTERVAL_ERRORS {
@@ -500,11 +519,22 @@ fn interval(actual: &[f64], predicted: &[f64], level: f64) -> (f64, f64, f64) {
         .collect();
     relative.sort_by(f64::total_cmp);
     let alpha = 1.0 - level.clamp(0.5, 0.999);
-    let low_rank = (((n + 1) as f64) * alpha / 2.0).floor() as usize;
-    let high_rank = (((n + 1) as f64) * (1.0 - alpha / 2.0)).ceil() as usize;
+    // The split-conformal quantile for `independent` errors, read off all n of them.
+    let m = independent.clamp(1.0, n as f64);
+    let upper = ((1.0 - alpha / 2.0) * (m + 1.0) / m).min(1.0);
+    let high_rank = (upper * n as f64).ceil() as usize;
+    let low_rank = ((1.0 - upper) * n as f64).ceil() as usize;
     let low = relative[low_rank.clamp(1, n) - 1].min(0.0);
     let high = relative[high_rank.clamp(1, n) - 1].max(0.0);
     (low, high, offset)
+}
+
+/// How many independent errors `origins` backtest origins `stride` hours apart are worth at a
+/// horizon of `horizon` hours: outcome windows that overlap share their hours (and their
+/// surprises), so a day-long horizon backtested every 7 hours has about 7 independent errors,
+/// not 24. Fewer independent errors make the conformal quantile reach further out.
+fn independent_errors(origins: usize, stride: usize, horizon: usize) -> f64 {
+    origins as f64 * (stride as f64 / horizon.max(1) as f64).min(1.0)
 }
 
 /// Forecasts with an already selected combination: one fit per member, no backtest.

@@ -221,6 +221,83 @@ fn intervals_cover_about_their_level_on_a_noisy_series() {
     );
 }
 
+/// Coverage of the 80% interval of the next `horizon` hours' total on a daily cycle with
+/// persistent (AR(1)) noise, over three weeks of origins of many series.
+fn coverage_with_persistent_noise(horizon: usize) -> f64 {
+    let settings = Settings {
+        horizon,
+        ..Settings::default()
+    };
+    let (mut covered, mut total) = (0, 0);
+    for seed in 1..=6u64 {
+        let mut noise = Noise(seed * 7919);
+        let mut state = 0.0;
+        let y: Vec<f64> = (0..35 * DAY)
+            .map(|i| {
+                state = 0.95 * state + 10.0 * (noise.next() - 0.5);
+                (100.0 + 30.0 * ((i % DAY) as f64 * std::f64::consts::PI / 12.0).sin() + state)
+                    .max(0.0)
+            })
+            .collect();
+        for t in (y.len() - 21 * DAY..y.len() - horizon).step_by(11) {
+            let f = forecast(&history(&y[..t]), &settings, &Profiles::default(), t % DAY);
+            let actual: f64 = y[t..t + horizon].iter().sum();
+            covered += usize::from(f.lower <= actual && actual <= f.upper);
+            total += 1;
+        }
+    }
+    covered as f64 / total as f64
+}
+
+#[test]
+fn day_long_intervals_cover_their_level_though_backtest_windows_overlap() {
+    // 24 origins 7 hours apart hold about 7 independent day-long outcomes: read as 24, the
+    // interval is too narrow.
+    for horizon in [12, 24] {
+        let share = coverage_with_persistent_noise(horizon);
+        assert!((0.75..=0.92).contains(&share), "H = {horizon}: {share}");
+    }
+}
+
+#[test]
+fn overlapping_outcomes_count_as_fewer_independent_errors() {
+    assert_eq!(independent_errors(24, 7, 1), 24.0);
+    assert_eq!(independent_errors(24, 7, 7), 24.0);
+    assert!((independent_errors(24, 7, 24) - 7.0).abs() < 1e-12);
+    // Fewer independent errors never narrow the interval.
+    let actual: Vec<f64> = (0..24).map(|i| 100.0 + (i * 37 % 24) as f64).collect();
+    let predicted = vec![110.0; 24];
+    let wide = interval(&actual, &predicted, 0.8, 7.0);
+    let narrow = interval(&actual, &predicted, 0.8, 24.0);
+    assert!(
+        wide.0 <= narrow.0 && wide.1 >= narrow.1,
+        "{wide:?} {narrow:?}"
+    );
+    assert!(wide.1 > narrow.1);
+}
+
+#[test]
+fn the_backtest_forecasts_from_the_freshest_hours_as_measured() {
+    // A spike three hours before an origin is news when serving (the freshest hours are never
+    // cleaned): the backtest must see it too.
+    let mut noise = Noise(99);
+    let mut raw: Vec<f64> = daily_wave(10, 100.0)
+        .into_iter()
+        .map(|v| v + 10.0 * noise.next())
+        .collect();
+    let t = raw.len() - 30;
+    raw[t - 3] = 5000.0;
+    let cleaned = clean_outliers(&raw);
+    assert!(
+        cleaned[t - 3] < 1000.0,
+        "the spike is an outlier in the cleaned series"
+    );
+    let seen = served_history(&cleaned, &raw, t);
+    assert_eq!(seen.len(), t);
+    assert_eq!(seen[t - 3], 5000.0);
+    assert_eq!(&seen[..t - FRESH_HOURS], &cleaned[..t - FRESH_HOURS]);
+}
+
 #[test]
 fn a_young_shard_takes_the_profile_it_resembles() {
     // Two populations: busy by day, busy by night.
