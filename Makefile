@@ -11,8 +11,11 @@ deps:
 
 # Builds and installs the extension into the system PostgreSQL 15 (debug build: quick to build).
 # `cargo pgrx package` then a rename into place (scripts/install-package.sh), not `cargo pgrx
-# install`: that one rewrites shardcast.so in place, which crashes every running cluster that has
-# it loaded (a demo, a test, a benchmark in another shell).
+# install`: that one rewrites shardcast.so in place, under the mapped pages of every running
+# server that loaded it (a demo, a test, a benchmark in another shell), which crashes them. A
+# server started before an install should still be restarted before it is used again: PostgreSQL
+# loads the new file beside the old one for the functions a backend has not called yet. To run
+# another build beside the installed one, see scripts/private-install.sh.
 install: deps
 	rm -rf target/package-debug
 	cargo pgrx package --debug --pg-config $(PG_CONFIG) --out-dir target/package-debug
@@ -70,7 +73,13 @@ bench: bench-forecast-core install-release
 	python3 bench/forecast_bench.py
 	python3 bench/queue_bench.py
 	python3 bench/overhead_bench.py $(OVERHEAD_ARGS)
-	$(MAKE) bench-accuracy bench-replay
+	$(MAKE) bench-accuracy bench-replay bench-citus
+
+# Citus: the coordinator's sampling cycle and the rebalance plan with 1,000 shards on 4 workers
+# (about a minute; needs Citus, which `make deps` builds).
+.PHONY: bench-citus
+bench-citus: install-release
+	python3 bench/citus_bench.py $(CITUS_ARGS)
 
 # Ranking and model cost on the traces in bench/data, without a database.
 TRACES ?= bench/data/nab/*.csv

@@ -26,6 +26,9 @@ RUN_AS = os.environ.get("SHARDCAST_TEST_USER", "postgres")
 
 
 def pg_bindir() -> Path:
+    # A private installation (scripts/private-install.sh): run another build than the system's.
+    if os.environ.get("SHARDCAST_PG_BINDIR"):
+        return Path(os.environ["SHARDCAST_PG_BINDIR"])
     out = subprocess.run(["pg_config", "--bindir"], check=True, capture_output=True, text=True)
     bindir = Path(out.stdout.strip())
     # Debian's /usr/bin/pg_config points at /usr/lib/postgresql/15/bin only for the server

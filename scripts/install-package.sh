@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs a package directory made by `cargo pgrx package` into the file system root, each file
 # written beside its destination and renamed over it. A rename gives the library a new inode:
-# PostgreSQL processes that have the old shardcast.so mapped keep running on it, where
-# `cargo pgrx install` rewrites the file in place and crashes every cluster that loaded it.
+# PostgreSQL processes that have the old shardcast.so mapped keep its pages, where `cargo pgrx
+# install` rewrites the file in place, under them, and crashes every cluster that loaded it.
+# (A server started before the install should still be restarted: its backends load the new
+# file, beside the old one, for functions they have not called yet.)
 set -euo pipefail
 
 package=${1:?usage: install-package.sh PACKAGE_DIR}

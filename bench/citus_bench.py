@@ -1,0 +1,115 @@
+"""shardcast on Citus: what sampling and planning cost with 1,000 shards on 4 worker nodes.
+
+A coordinator and 4 workers (five real PostgreSQL 15 clusters with Citus and shardcast, on this
+machine), one distributed table of 1,000 shards on the first 3 workers (the 4th joins empty, as a
+node added to a running cluster), read by a steady trickle of queries, sampled every second. Prints the coordinator's cycle time (`shardcast.worker_status.last_cycle_ms`: local
+tables, the Citus registry, the fan-out to every node, history writes) and the time of Citus's
+rebalance plan under the `shardcast` strategy (`get_rebalance_table_shards_plan`, which calls
+`shardcast.citus_shard_cost` per shard) beside Citus's own `by_shard_count` and `by_disk_size`.
+Figures, not a test: every node shares the machine's CPUs, so a busy machine inflates them.
+
+    python3 bench/citus_bench.py [--shards 1000] [--workers 4] [--seconds 30]
+
+Needs Citus (`make deps` builds it) and shardcast installed (`make install-release`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pg_test"))
+from citus import citus_cluster, citus_installed  # noqa: E402
+from cluster import wait_for  # noqa: E402
+
+DB = "citusbench"
+
+
+def timed(conn, sql: str, repeat: int = 5) -> tuple[float, int]:
+    """Median wall milliseconds of `sql` over `repeat` runs, and the rows of the last run."""
+    times, rows = [], 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        rows = len(conn.execute(sql).fetchall())
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times), rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shards", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to watch the cycles")
+    args = p.parse_args()
+    if not citus_installed():
+        sys.exit("Citus is not installed: run `make deps` (it builds Citus from a local source tarball)")
+
+    settings = {"shardcast.sample_interval": "'1s'", "shardcast.refresh_interval": "'1h'"}
+    started = time.monotonic()
+    with citus_cluster(DB, workers=args.workers, settings=settings, name="citus-bench") as (coordinator, workers):
+        with coordinator.connect(DB) as conn:
+            conn.execute("CREATE EXTENSION shardcast")
+            conn.execute(f"SET citus.shard_count = {args.shards}")
+            conn.execute("CREATE TABLE events (id bigint PRIMARY KEY, payload text)")
+            # The last worker joins empty, as a node added to a running cluster: the plans move
+            # shards to it.
+            newest = workers[-1]
+            conn.execute("SELECT citus_set_node_property('127.0.0.1', %s, 'shouldhaveshards', false)", [newest.port])
+            conn.execute("SELECT create_distributed_table('events', 'id')")
+            conn.execute("SELECT citus_set_node_property('127.0.0.1', %s, 'shouldhaveshards', true)", [newest.port])
+            conn.execute("INSERT INTO events SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g")
+            wait_for("every Citus shard registered", lambda: conn.execute(
+                "SELECT count(*) >= %s FROM shardcast.citus_shards", [args.shards]).fetchone()[0], timeout=300)
+            print(f"{args.shards} shards on {args.workers} workers ready in {time.monotonic() - started:.0f} s",
+                  file=sys.stderr, flush=True)
+
+            # A trickle of reads, so that every cycle has counters that changed.
+            stop = threading.Event()
+
+            def reader() -> None:
+                with coordinator.connect(DB) as r:
+                    i = 0
+                    while not stop.is_set():
+                        r.execute("SELECT payload FROM events WHERE id = %s", [1 + (i * 7919) % 200000])
+                        i += 1
+                        time.sleep(0.01)
+
+            thread = threading.Thread(target=reader, daemon=True)
+            thread.start()
+            cycles, last = [], None
+            deadline = time.monotonic() + args.seconds
+            while time.monotonic() < deadline:
+                at, ms = conn.execute("SELECT last_sample_at, last_cycle_ms FROM shardcast.worker_status").fetchone()
+                if last is not None and at != last and ms is not None:
+                    cycles.append(ms)
+                last = at
+                time.sleep(0.25)
+            stop.set()
+            thread.join()
+
+            conn.execute("SELECT shardcast.citus_register_strategy()")
+            plans = {}
+            for strategy in ("shardcast", "by_shard_count", "by_disk_size"):
+                plans[strategy] = timed(conn, "SELECT * FROM get_rebalance_table_shards_plan("
+                                              f"rebalance_strategy := '{strategy}')", repeat=3)
+
+    print(f"# shardcast on Citus: {args.shards} shards on {args.workers} workers (+ coordinator), one 2-CPU machine\n")
+    if cycles:
+        cycles.sort()
+        print(f"Coordinator cycle (sample every second, {len(cycles)} cycles): median {statistics.median(cycles):.0f} ms, "
+              f"p90 {cycles[int(0.9 * (len(cycles) - 1))]:.0f} ms, max {cycles[-1]:.0f} ms\n")
+    else:
+        print("Coordinator cycle: no cycle completed while watching\n")
+    print("| rebalance plan | median ms | moves |")
+    print("|---|---:|---:|")
+    for strategy, (ms, moves) in plans.items():
+        print(f"| {strategy} | {ms:.0f} | {moves} |")
+    print(f"\nWhole run: {time.monotonic() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
