@@ -5,7 +5,8 @@ machine), one distributed table of 1,000 shards on the first 3 workers (the 4th 
 node added to a running cluster), read by a steady trickle of queries, sampled every second. Prints the coordinator's cycle time (`shardcast.worker_status.last_cycle_ms`: local
 tables, the Citus registry, the fan-out to every node, history writes) and the time of Citus's
 rebalance plan under the `shardcast` strategy (`get_rebalance_table_shards_plan`, which calls
-`shardcast.citus_shard_cost` per shard) beside Citus's own `by_shard_count` and `by_disk_size`.
+`shardcast.citus_shard_cost` per shard) beside Citus's own `by_shard_count` and `by_disk_size`,
+and the throughput of one shard move (`citus_move_shard_placement`) per transfer mode.
 Figures, not a test: every node shares the machine's CPUs, so a busy machine inflates them.
 
     python3 bench/citus_bench.py [--shards 1000] [--workers 4] [--seconds 30]
@@ -44,6 +45,7 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=1000)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--seconds", type=float, default=30.0, help="how long to watch the cycles")
+    p.add_argument("--move-mb", type=int, default=32, help="size of each shard moved to measure throughput")
     args = p.parse_args()
     if not citus_installed():
         sys.exit("Citus is not installed: run `make deps` (it builds Citus from a local source tarball)")
@@ -91,6 +93,22 @@ def main() -> None:
             stop.set()
             thread.join()
 
+            # Move throughput: shards of --move-mb each, moved once per transfer mode.
+            conn.execute("SET citus.shard_count = 4")
+            conn.execute("CREATE TABLE blobs (id bigint PRIMARY KEY, payload text)")
+            conn.execute("SELECT create_distributed_table('blobs', 'id', colocate_with => 'none')")
+            rows = args.move_mb * 4 * 1024 * 1024 // 1000
+            conn.execute("INSERT INTO blobs SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, %s) g", [rows])
+            transfers = []
+            for mode, (shardid, size, port) in zip(("block_writes", "force_logical"), conn.execute(
+                    "SELECT shardid, shard_size, nodeport FROM citus_shards WHERE table_name = 'blobs'::regclass "
+                    "ORDER BY shardid LIMIT 2").fetchall()):
+                target = next(w.port for w in workers if w.port != port)
+                began = time.perf_counter()
+                conn.execute("SELECT citus_move_shard_placement(%s, '127.0.0.1', %s, '127.0.0.1', %s, "
+                             "shard_transfer_mode => %s)", [shardid, port, target, mode])
+                transfers.append((mode, size, time.perf_counter() - began))
+
             conn.execute("SELECT shardcast.citus_register_strategy()")
             plans = {}
             for strategy in ("shardcast", "by_shard_count", "by_disk_size"):
@@ -108,6 +126,10 @@ def main() -> None:
     print("|---|---:|---:|")
     for strategy, (ms, moves) in plans.items():
         print(f"| {strategy} | {ms:.0f} | {moves} |")
+    print("\n| shard move | size | seconds | MB/s |")
+    print("|---|---:|---:|---:|")
+    for mode, size, secs in transfers:
+        print(f"| {mode} | {size / 2**20:.0f} MB | {secs:.1f} | {size / 2**20 / secs:.0f} |")
     print(f"\nWhole run: {time.monotonic() - started:.0f} s.")
 
 
