@@ -43,6 +43,13 @@ install-released-scripts:
 demo: install-release
 	python3 demo/demo.py
 
+# shardcast on Citus: a coordinator and 4 workers, a skewed workload, a node added; Citus's
+# rebalance by shard count, then shardcast's by predicted load, hot moves first (about a minute
+# after the build; needs Citus, which `make deps` builds).
+.PHONY: demo-citus
+demo-citus: install-release
+	python3 demo/demo_citus.py
+
 test: deps test-core test-pgrx test-e2e test-regress
 
 # The pure-Rust core: unit and property tests, no database.

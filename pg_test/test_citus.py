@@ -385,3 +385,318 @@ def test_sampling_cost_per_cycle_at_256_shards_on_2_workers():
                   f"max {cycles[-1]:.1f} ms over {len(cycles)} cycles")
             assert len(cycles) >= 10 and median < 1000, cycles
         _worker_healthy(coordinator)
+
+
+# --- Hot-first moves: shardcast.enqueue_citus_rebalance queues Citus's plan as move tasks (one
+# per move group, most predicted load per byte first) and `shardcast-driver citus-rebalance`
+# runs them with citus_move_shard_placement.
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+DRIVER = Path(__file__).resolve().parent.parent / "driver" / "shardcast_driver.py"
+# A short lease, so that a killed driver's claim lapses within seconds.
+MOVES = {**FAST, "shardcast.claim_lease": "'3s'"}
+
+
+def _citus_driver(coordinator, *args):
+    return [sys.executable, str(DRIVER), "citus-rebalance", "--source", coordinator.dsn(DB), "--poll", "0.2", *args]
+
+
+def _placement(conn):
+    return dict(conn.execute("SELECT shardid, nodename || ':' || nodeport FROM citus_shards").fetchall())
+
+
+def test_hot_first_moves_to_an_added_node_and_a_killed_driver_resumes():
+    rng = random.Random(5)
+    with citus_cluster(DB, workers=3, settings=MOVES, name="citus-hot") as (coordinator, workers):
+        third = workers[2]
+        with coordinator.connect(DB) as conn:
+            conn.execute("SELECT citus_set_node_property('127.0.0.1', %s, 'shouldhaveshards', false)", [third.port])
+            _distributed_orders(conn)
+            # A colocated table: each move group is two shards, moved together.
+            conn.execute("CREATE TABLE items (id bigint, order_id bigint)")
+            conn.execute("SELECT create_distributed_table('items', 'order_id', colocate_with => 'orders')")
+            conn.execute("INSERT INTO items SELECT g, g FROM generate_series(1, 20000) g")
+            keys = _keys_by_shard(conn)
+            wait_for("every Citus shard registered", lambda: conn.execute(
+                "SELECT count(*) = 16 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            # The third node joins: Citus's plan (by shard count) moves groups to it, in its order.
+            conn.execute("SELECT citus_set_node_property('127.0.0.1', %s, 'shouldhaveshards', true)", [third.port])
+            plan = [r[0] for r in conn.execute(
+                "SELECT shardid FROM get_rebalance_table_shards_plan(rebalance_strategy := 'by_shard_count') "
+                "WHERE table_name = 'orders'::regclass")]
+            assert len(plan) >= 2, plan
+            # The group Citus would move last is the hot one.
+            hot = plan[-1]
+            time.sleep(3)
+            base = _recorded(conn)
+            made = _skewed_reads(conn, keys, [hot], 1500, rng)
+            _wait_recorded(conn, {s: base.get(s, 0) + n for s, n in made.items()}, "the hot group's reads")
+            conn.execute("SELECT shardcast.refresh_forecasts()")
+            # Registered, so that the report compares its plan too.
+            conn.execute("SELECT shardcast.citus_register_strategy()")
+
+            started = time.monotonic()
+            assert conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0] == len(plan)
+            plan_ms = (time.monotonic() - started) * 1000
+            moves = conn.execute("""SELECT shardid, source_node, target_node, size_bytes, predicted_load, state
+                                    FROM shardcast.citus_moves ORDER BY position""").fetchall()
+            # One task per move group, the hot group first (Citus's order had it last).
+            assert [m[0] for m in moves][0] == hot and sorted(m[0] for m in moves) == sorted(plan), (moves, plan)
+            assert all(m[2] == f"127.0.0.1:{third.port}" and m[5] == "queued" for m in moves)
+            assert moves[0][4] > max(m[4] for m in moves[1:])
+            # Both shards of a group are counted in its bytes.
+            sizes = [r[0] for r in conn.execute("SELECT shard_size FROM citus_shards WHERE shardid IN "
+                                                "(SELECT shardid FROM shardcast.citus_shards WHERE move_group = %s)",
+                                                [hot])]
+            assert len(sizes) == 2 and moves[0][3] > max(sizes), (moves[0], sizes)
+            # Enqueueing again keeps the open tasks: no duplicate.
+            assert conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0] == len(plan)
+            assert conn.execute("SELECT count(*) FROM shardcast.replication_tasks WHERE kind = 'citus_move'"
+                                ).fetchone()[0] == len(plan)
+            # The table driver's claims never take a move.
+            assert conn.execute("SELECT * FROM shardcast.claim_task('table-driver')").fetchone() is None
+            manifest = conn.execute("SELECT shardcast.manifest_json()").fetchone()[0]
+            assert [t["kind"] for t in manifest["tasks"]] == ["citus_move"] * len(plan)
+            assert manifest["tasks"][0]["source"] == moves[0][1] and manifest["tasks"][0]["target"] == moves[0][2]
+            assert all(t["destination"] is None for t in manifest["tasks"])
+
+            # A drain plans only moves off the drained node; rolled back here.
+            conn.execute("BEGIN")
+            drained = f"127.0.0.1:{workers[0].port}"
+            conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count', drain_node => %s)", [drained])
+            sources = {r[0] for r in conn.execute(
+                "SELECT source_node FROM shardcast.citus_moves WHERE state = 'queued'")}
+            assert sources == {drained}, sources
+            conn.execute("ROLLBACK")
+
+            # The last queued group is moved by hand before the driver runs: the driver finds it
+            # on its target and completes its task without a move.
+            by_hand = moves[-1]
+            conn.execute("""SELECT citus_move_shard_placement(%s, '127.0.0.1', %s, '127.0.0.1', %s,
+                            shard_transfer_mode => 'block_writes')""",
+                         [by_hand[0], int(by_hand[1].split(":")[1]), int(by_hand[2].split(":")[1])])
+
+            listener = coordinator.connect(DB)
+            listener.execute("LISTEN shardcast_completion")
+            # The driver, killed with SIGKILL while the first move runs.
+            first = subprocess.Popen(_citus_driver(coordinator, "--transfer-mode", "force_logical"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                wait_for("the first move under way", lambda: conn.execute(
+                    "SELECT count(*) FROM shardcast.citus_moves WHERE state = 'claimed'").fetchone()[0] == 1,
+                         timeout=30, every=0.05)
+                claimed = conn.execute("SELECT task_id, shardid FROM shardcast.citus_moves "
+                                       "WHERE state = 'claimed'").fetchone()
+                assert claimed[1] == hot
+                time.sleep(0.3)
+                first.send_signal(signal.SIGKILL)
+                first.wait(10)
+            finally:
+                if first.poll() is None:
+                    first.kill()
+            # Every row stays readable through the coordinator while the moves run.
+            second = subprocess.Popen(_citus_driver(coordinator, "--transfer-mode", "force_logical",
+                                                    "--worker", "resumed"),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            reads = 0
+            while second.poll() is None:
+                assert conn.execute("SELECT count(*), sum(amount) FROM orders").fetchone() == (20000, 990000)
+                reads += 1
+                time.sleep(0.2)
+            output = second.stdout.read()
+            assert second.returncode == 0, output
+            assert reads > 0
+            print(f"\nplan time {plan_ms:.0f} ms for {len(plan)} moves\n" + output)
+
+            rows = conn.execute("""SELECT task_id, shardid, state, moved, claimed_by, attempts,
+                                          extract(epoch FROM duration)
+                                   FROM shardcast.citus_moves ORDER BY task_id""").fetchall()
+            assert all(r[2] == "done" and r[4] == "resumed" for r in rows), rows
+            # The killed driver's move was taken up again after its lease ran out: moved again,
+            # or found already on its target if Citus had committed it.
+            resumed = next(r for r in rows if r[0] == claimed[0])
+            assert resumed[5] == 1 and ("already on" in output or resumed[3]), (resumed, output)
+            in_place = next(r for r in rows if r[1] == by_hand[0])
+            assert in_place[3] is False and f"already on {by_hand[2]}" in output, (in_place, output)
+            durations = [float(r[6]) for r in rows if r[3]]
+            print(f"move durations: {', '.join(f'{d:.1f} s' for d in durations)}")
+            # Every group is where the plan put it, and every row is still there.
+            placement = _placement(conn)
+            for shardid, _, target, *_ in moves:
+                assert placement[shardid] == target
+                items = conn.execute("SELECT s.shardid FROM pg_dist_shard s WHERE s.logicalrelid = 'items'::regclass "
+                                     "AND s.shardminvalue = (SELECT shardminvalue FROM pg_dist_shard "
+                                     "WHERE shardid = %s)", [shardid]).fetchone()[0]
+                assert placement[items] == target
+            assert conn.execute("SELECT count(*), sum(amount) FROM orders").fetchone() == (20000, 990000)
+            assert conn.execute("SELECT count(*) FROM items i JOIN orders o ON o.id = i.order_id").fetchone()[0] == 20000
+            # Completions were announced, at the target node.
+            notes = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=len(plan))]
+            listener.close()
+            assert {n["destination"] for n in notes} == {f"127.0.0.1:{third.port}"} and all(n["succeeded"] for n in notes)
+            # What the order was worth: the same plan in Citus's order keeps the hot group on its
+            # old node longer; both end alike. Citus's by_disk_size plan is there to compare.
+            report = conn.execute("""SELECT plan, move_order, moves, measured_moves, seconds,
+                                             hottest_share_start, hottest_share_mean, hottest_share_end,
+                                             hottest_node_end
+                                      FROM shardcast.citus_rebalance_report()""").fetchall()
+            print("rebalance report:\n" + "\n".join(map(str, report)))
+            rows = {(r[0], r[1]): r for r in report}
+            ours, theirs = rows[("by_shard_count", "shardcast")], rows[("by_shard_count", "citus")]
+            assert ours[2] == theirs[2] == len(plan) and ours[3] == len(plan) - 1, report
+            # The group moved by hand takes the measured moves' time (at least the quickest).
+            assert abs(ours[4] - theirs[4]) < 1e-6 and ours[4] >= sum(durations) + min(durations) - 1e-6, \
+                (report, durations)
+            assert ours[5] == theirs[5] and abs(ours[7] - theirs[7]) < 1e-9, report
+            # (The hottest share need not fall monotonically: a cold group moved onto the node that
+            # took the hot one raises that node's share.)
+            assert ours[6] <= theirs[6] + 1e-12, report
+            assert {("by_disk_size", "citus"), ("by_disk_size", "shardcast"), ("shardcast", "citus"),
+                    ("shardcast", "shardcast")} <= set(rows), report
+            # Whatever the order, a plan ends with the same placement.
+            for plan_name in {r[0] for r in report}:
+                ends = {round(r[7], 9) for r in report if r[0] == plan_name and r[7] is not None}
+                assert len(ends) <= 1, report
+            # The plan is carried out: enqueueing again queues nothing.
+            assert conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM shardcast.replication_tasks "
+                                "WHERE state IN ('queued', 'claimed')").fetchone()[0] == 0
+            # A run with nothing to do exits 0.
+            idle = subprocess.run(_citus_driver(coordinator), capture_output=True, text=True, timeout=60)
+            assert idle.returncode == 0, idle.stdout + idle.stderr
+        _worker_healthy(coordinator)
+
+
+def test_enqueue_citus_rebalance_bad_input_enqueues_nothing_and_claims_keep_the_limits():
+    import psycopg
+    with citus_cluster(DB, workers=1, settings=MOVES, name="citus-badmv") as (coordinator, workers):
+        with coordinator.connect(DB) as conn:
+            _distributed_orders(conn, shards=4, rows=100)
+
+            def error(sql, *args):
+                with pytest.raises(psycopg.Error) as e:
+                    conn.execute(sql, args or None)
+                return e.value.sqlstate, e.value.diag.message_primary, e.value.diag.message_hint
+
+            # 'shardcast' is not registered yet: the hint says how.
+            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance()")
+            assert state == "42704" and "shardcast" in message and "citus_register_strategy" in hint
+            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance('by_load')")
+            assert state == "42704" and "by_load" in message and "pg_dist_rebalance_strategy" in hint
+            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, 'localhost')")
+            assert state == "22023" and "host:port" in message and hint
+            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, '127.0.0.1:1')")
+            assert state == "42704" and "pg_dist_node" in message and "pg_dist_node" in hint
+            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, max_shard_moves => 0)")
+            assert state == "22023" and hint
+            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, excluded_shard_list => NULL)")
+            assert state == "22004" and hint
+            state, message, hint = error("SELECT * FROM shardcast.claim_citus_move(NULL)")
+            assert state == "22004" and hint
+            state, message, hint = error("SELECT * FROM shardcast.claim_citus_move('w', 0)")
+            assert state == "22023" and hint
+            conn.execute("BEGIN")
+            conn.execute("UPDATE pg_extension SET extversion = '12.1-1' WHERE extname = 'citus'")
+            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')")
+            assert state == "0A000" and "too old" in message and "13" in hint
+            conn.execute("ROLLBACK")
+            # A drain of the only worker fails in Citus's planner (nowhere to go): the node keeps
+            # its shards and its shouldhaveshards, nothing is queued.
+            with pytest.raises(psycopg.Error):
+                conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count', %s)",
+                              [f"127.0.0.1:{workers[0].port}"])
+            assert conn.execute("SELECT shouldhaveshards FROM pg_dist_node WHERE nodeport = %s",
+                                [workers[0].port]).fetchone()[0]
+            assert conn.execute("SELECT count(*) FROM shardcast.replication_tasks").fetchone()[0] == 0
+            # A balanced cluster: nothing to move, said in a NOTICE.
+            notices = []
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            assert conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0] == 0
+            assert any("no moves" in n for n in notices), notices
+            # The driver: a database without Citus is an environment error (3).
+            with coordinator.connect() as plain:
+                plain.execute("CREATE DATABASE plain")
+            no_citus = subprocess.run([sys.executable, str(DRIVER), "citus-rebalance", "--source",
+                                       coordinator.dsn("plain")], capture_output=True, text=True, timeout=60)
+            assert no_citus.returncode == 3, no_citus.stdout + no_citus.stderr
+            bad_mode = subprocess.run(_citus_driver(coordinator, "--transfer-mode", "fast"),
+                                      capture_output=True, text=True, timeout=60)
+            assert bad_mode.returncode == 2 and "transfer-mode" in bad_mode.stderr
+
+            # Claims keep to the limits: one move in flight per node (as source or target) and
+            # one per colocation group, unless max_moves_per_node says more; table claims never
+            # take a move. Moves of three colocation groups, between made-up nodes (a claim does
+            # not reach them).
+            for table in ("c2", "c3"):
+                conn.execute(f"CREATE TABLE {table} (id bigint)")
+                conn.execute(f"SELECT create_distributed_table('{table}', 'id', colocate_with => 'none')")
+            shard = {}
+            for table in ("orders", "c2", "c3"):
+                shard[table] = [r[0] for r in conn.execute(
+                    "SELECT shardid FROM pg_dist_shard WHERE logicalrelid = %s::regclass ORDER BY shardid", [table])]
+            wait_for("the new tables' shards registered", lambda: conn.execute(
+                "SELECT count(*) = 12 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            moves = [("orders", 0, "n1", "n2"), ("orders", 1, "n3", "n4"), ("c2", 0, "n1", "n5"), ("c3", 0, "n6", "n7")]
+            for rank, (table, i, source, target) in enumerate(moves, 1):
+                conn.execute("""INSERT INTO shardcast.replication_tasks (shard_id, kind, citus_shard_id,
+                                       citus_colocation_id, citus_source, citus_target, size_bytes, dispatch_rank)
+                                SELECT s.shard_id, 'citus_move', %s, p.colocationid, %s, %s, 0, %s
+                                FROM shardcast.shards s, pg_dist_partition p
+                                WHERE s.citus_shard_id = %s AND s.retired_at IS NULL
+                                  AND p.logicalrelid = %s::regclass""",
+                             [shard[table][i], source, target, rank, shard[table][i], table])
+
+            def claim(per_node):
+                row = conn.execute("SELECT shardid, source_node, target_node FROM shardcast.claim_citus_move('w', %s)",
+                                   [per_node]).fetchone()
+                return row and (row[0], row[1], row[2])
+
+            # Two drivers claiming at once: the second waits for the first's claim to commit, and
+            # then sees it (claims of moves are serialised).
+            other = coordinator.connect(DB)
+            other.execute("BEGIN")
+            assert other.execute("SELECT shardid FROM shardcast.claim_citus_move('w2', 1)").fetchone()[0] == \
+                shard["orders"][0]
+            second: list = []
+            racer = threading.Thread(target=lambda: second.append(claim(1)))
+            racer.start()
+            time.sleep(0.5)
+            assert racer.is_alive() and not second, "the second claim did not wait for the first"
+            other.execute("COMMIT")
+            other.close()
+            racer.join(10)
+            # The second orders move waits for its colocation group, the c2 move for node n1.
+            assert second == [(shard["c3"][0], "n6", "n7")]
+            assert claim(1) is None
+            assert claim(2) == (shard["c2"][0], "n1", "n5")
+            assert claim(2) is None
+            assert conn.execute("SELECT * FROM shardcast.claim_task('table-driver')").fetchone() is None
+            conn.execute("DELETE FROM shardcast.replication_tasks")
+
+            # A move that Citus refuses fails with Citus's error after its attempts, and the
+            # driver exits 1; a later enqueue_citus_rebalance whose plan no longer has the group
+            # settles it (exit 0).
+            worker = f"127.0.0.1:{workers[0].port}"
+            conn.execute("""INSERT INTO shardcast.replication_tasks (shard_id, kind, citus_shard_id,
+                                   citus_colocation_id, citus_source, citus_target, size_bytes)
+                            SELECT s.shard_id, 'citus_move', s.citus_shard_id, 1, %s, '127.0.0.1:1', 0
+                            FROM shardcast.shards s WHERE s.citus_shard_id = %s AND s.retired_at IS NULL""",
+                         [worker, shard["orders"][0]])
+            failing = subprocess.run(_citus_driver(coordinator, "--retry-delay", "0"), capture_output=True,
+                                     text=True, timeout=120)
+            assert failing.returncode == 1, failing.stdout + failing.stderr
+            state, attempts, detail = conn.execute("SELECT state, attempts, detail FROM shardcast.citus_moves"
+                                                   ).fetchone()
+            assert state == "failed" and attempts == 3 and detail, (state, attempts, detail)
+            assert detail in failing.stderr
+            again = subprocess.run(_citus_driver(coordinator), capture_output=True, text=True, timeout=60)
+            assert again.returncode == 1 and "retry_task" in again.stderr, again.stdout + again.stderr
+            assert conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0] == 0
+            settled = subprocess.run(_citus_driver(coordinator), capture_output=True, text=True, timeout=60)
+            assert settled.returncode == 0, settled.stdout + settled.stderr
+        _worker_healthy(coordinator)

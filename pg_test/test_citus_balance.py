@@ -1,14 +1,17 @@
 """shardcast balances a Citus cluster by load: a coordinator and three workers, a distributed table
 of 32 shards and a reference table under a skewed pgbench workload (Zipfian keys, so that a few
 shards take most reads), a fourth worker added. Citus's default rebalance (by shard count) evens
-the number of shards per node; the `shardcast` strategy then evens the predicted load. Per-node
+the number of shards per node; shardcast's plan (the `shardcast` strategy), queued hottest per
+byte first and run by the driver while clients read, then evens the predicted load. Per-node
 load is measured from each worker's own counters (the index scans of the shard tables it holds),
 under the same workload before and after. Skipped without Citus (see pg_test/citus.py)."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from cluster import as_user, wait_for
 
 pytestmark = pytest.mark.skipif(not citus_installed(), reason="Citus is not installed (scripts/install-citus.sh)")
 
+DRIVER = Path(__file__).resolve().parent.parent / "driver" / "shardcast_driver.py"
 DB = "bank"
 SHARDS = 32
 ACCOUNTS = 50_000
@@ -128,8 +132,41 @@ def test_shardcast_evens_the_load_that_citus_evened_by_shard_count():
                 "WHERE s.citus_shard_id IS NOT NULL").fetchone()[0], timeout=30)
             conn.execute("SELECT shardcast.refresh_forecasts()")
             conn.execute("SELECT shardcast.citus_register_strategy(0.05)")
-            assert rebalance(conn, "shardcast") > 0
+            # shardcast's plan, queued hottest per byte first and run by the driver, while
+            # clients keep reading through the coordinator.
+            queued = conn.execute("SELECT shardcast.enqueue_citus_rebalance('shardcast')").fetchone()[0]
+            assert queued > 0
+            density = [r[0] for r in conn.execute(
+                "SELECT load_per_byte FROM shardcast.citus_moves WHERE state = 'queued' ORDER BY position")]
+            assert density == sorted(density, reverse=True), density
+            reads, errors, stop = [], [], threading.Event()
+
+            def reader():
+                with coordinator.connect(DB) as r:
+                    while not stop.is_set():
+                        try:
+                            reads.append(r.execute("SELECT count(*), sum(abalance) FROM accounts").fetchone())
+                        except Exception as error:  # noqa: BLE001 - any failure is the finding
+                            errors.append(error)
+                        time.sleep(0.05)
+
+            thread = threading.Thread(target=reader)
+            thread.start()
+            try:
+                run = subprocess.run([sys.executable, str(DRIVER), "citus-rebalance", "--source", coordinator.dsn(DB),
+                                      "--transfer-mode", "block_writes", "--poll", "0.2"],
+                                     capture_output=True, text=True, timeout=300)
+            finally:
+                stop.set()
+                thread.join()
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert not errors and reads and all(r == checksum for r in reads), (errors, set(reads))
+            assert conn.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'done'").fetchone()[0] == queued
             by_load = node_loads(workers, 20, script)
+            report = conn.execute("SELECT plan, move_order, hottest_share_start, hottest_share_end "
+                                  "FROM shardcast.citus_rebalance_report()").fetchall()
+            ours = [r for r in report if r[0] == "shardcast" and r[1] == "shardcast"]
+            assert ours and ours[0][3] < ours[0][2], report
 
             # Every row is still there and reachable through the coordinator.
             assert conn.execute("SELECT count(*), sum(abalance) FROM accounts").fetchone() == checksum

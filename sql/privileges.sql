@@ -39,3 +39,12 @@ FROM PUBLIC;
 GRANT SELECT ON shardcast.node_replicas, shardcast.queue_explained TO PUBLIC;
 
 GRANT SELECT ON shardcast.prioritization_report TO PUBLIC;
+
+-- Citus moves (citus.sql): the move queue, the kept plannings and the rebalance report are for
+-- everyone to read (shard ids, nodes and loads, as in citus_shards); queueing a rebalance (which
+-- may mark a node for draining) and claiming moves are granted.
+GRANT SELECT ON shardcast.citus_moves, shardcast.citus_plan_groups, shardcast.citus_plan_moves TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, integer, bigint[]),
+    shardcast.claim_citus_move(text, integer),
+    shardcast._citus_plan(name, real, integer, bigint[], boolean),
+    shardcast._citus_keep_plans(name, real, integer, bigint[], boolean) FROM PUBLIC;

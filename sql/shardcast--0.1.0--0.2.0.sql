@@ -662,3 +662,505 @@ LEFT JOIN LATERAL (SELECT count(*) AS copying FROM shardcast.replication_tasks t
 COMMENT ON VIEW shardcast.queue_explained IS
     'Queued replication tasks in dispatch order, each with the reason for its place and what holds its node back.';
 GRANT SELECT ON shardcast.queue_explained TO PUBLIC;
+
+-- Hot-first Citus moves (citus.sql): a replication task is a table copy or a Citus move group's
+-- move (kind); 0.1.0's tasks are all copies. The manifest numbers each kind apart and names a
+-- move's source; enqueue_citus_rebalance queues Citus's plan, claim_citus_move claims from it.
+ALTER TABLE shardcast.replication_tasks
+    ADD COLUMN kind text NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'citus_move')),
+    ADD COLUMN citus_shard_id bigint,
+    ADD COLUMN citus_colocation_id integer,
+    ADD COLUMN citus_source text,
+    ADD COLUMN citus_target text,
+    ADD CONSTRAINT replication_tasks_citus_move CHECK (CASE kind
+        WHEN 'copy' THEN citus_shard_id IS NULL AND citus_colocation_id IS NULL
+                         AND citus_source IS NULL AND citus_target IS NULL
+        ELSE citus_shard_id IS NOT NULL AND citus_colocation_id IS NOT NULL
+             AND citus_source IS NOT NULL AND citus_target IS NOT NULL
+             AND citus_source <> citus_target AND node IS NULL AND destination IS NULL END);
+COMMENT ON TABLE shardcast.replication_tasks IS
+    'Replication tasks: one shard to copy to one node (kind copy: enqueue with shardcast.enqueue*, claim with shardcast.claim_task) or one Citus move group to move between Citus nodes (kind citus_move: enqueue_citus_rebalance, claim_citus_move); queued, claimed (leased), done, failed or cancelled.';
+COMMENT ON COLUMN shardcast.replication_tasks.copied IS
+    'For a done task: whether its completion copied data (false: the table was already in sync on the node).';
+COMMENT ON COLUMN shardcast.replication_tasks.kind IS
+    'copy: the shard to node, by the driver''s logical replication (claim_task); citus_move: a Citus move group from citus_source to citus_target (claim_citus_move).';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_shard_id IS
+    'For a Citus move: the shardid citus_move_shard_placement is given (its colocated shards move with it).';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_colocation_id IS
+    'For a Citus move: the colocation group, of which one move runs at a time.';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_source IS
+    'For a Citus move: the node (host:port) the move group leaves.';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_target IS
+    'For a Citus move: the node (host:port) the move group goes to.';
+CREATE OR REPLACE VIEW shardcast.replication_manifest AS
+SELECT t.task_id,
+       format('%I.%I', s.schema_name, s.table_name) AS shard,
+       (SELECT system_identifier FROM pg_catalog.pg_control_system()) AS source_system_identifier,
+       current_database() AS source_database,
+       t.node AS destination,
+       t.size_bytes,
+       t.priority_weight,
+       -- Renumbered over what is still queued, so that position 1 is the next task claimed
+       -- even after earlier tasks were claimed.
+       CASE WHEN t.state = 'queued'
+            THEN (row_number() OVER (PARTITION BY t.state, t.kind ORDER BY t.dispatch_rank, t.task_id))::integer
+       END AS position,
+       t.tier,
+       t.prefetch,
+       t.state,
+       -- Citus moves (kind citus_move) are numbered apart from table copies, since each kind has
+       -- its own claim; a move has no destination (no replication node): it goes from source
+       -- to target (Citus nodes, host:port).
+       t.kind,
+       t.citus_source AS source,
+       t.citus_target AS target
+FROM shardcast.replication_tasks t
+JOIN shardcast.shards s USING (shard_id)
+WHERE t.state IN ('queued', 'claimed');
+COMMENT ON VIEW shardcast.replication_manifest IS
+    'Open replication tasks: shard, source identity, destination, size, priority weight, position (per kind), kind, and a Citus move''s source and target node.';
+
+-- Hot-first shard moves. Citus's rebalancer plans which move groups go where
+-- (get_rebalance_table_shards_plan); shardcast queues those moves as replication tasks of kind
+-- 'citus_move' (replication_tasks.kind), most load relieved per byte moved first, and the
+-- driver (shardcast-driver citus-rebalance) runs them with citus_move_shard_placement. Claims
+-- (claim_citus_move) keep to the nodes' limits; heartbeat, complete_task, release_task,
+-- cancel_task and retry_task, the completion NOTIFY and the manifest are the table tasks'.
+
+-- Checks a Citus node named 'host:port' and returns it as (host, port): 22023 when the text is
+-- not of that shape, 42704 when pg_dist_node has no such node.
+CREATE FUNCTION shardcast._citus_node(node text, OUT host text, OUT port integer)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+    IF node IS NULL OR node !~ '^.+:[0-9]{1,5}$' THEN
+        RAISE EXCEPTION 'a Citus node is named host:port, not %', coalesce(pg_catalog.quote_literal(node), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'As in shardcast.citus_shards.node, e.g. ''10.0.0.5:5432''.';
+    END IF;
+    host := pg_catalog.substring(node, '^(.+):[0-9]+$');
+    port := pg_catalog.substring(node, ':([0-9]+)$')::integer;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node n
+                   WHERE n.nodename = host AND n.nodeport = port AND n.noderole = 'primary') THEN
+        RAISE EXCEPTION 'node % is not in pg_dist_node', node
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'The nodes are: SELECT nodename || '':'' || nodeport FROM pg_dist_node WHERE noderole = ''primary''.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION shardcast._citus_node(text) IS
+    'Internal: a Citus node named host:port as host and port; an error when it is not in pg_dist_node.';
+
+-- Citus's rebalance plan (get_rebalance_table_shards_plan's arguments) as one row per move group:
+-- its colocation group, the node it leaves and the node it ends on (a group the plan moves twice,
+-- A to B then B to C, moves once, A to C; one that ends where it started does not move), and
+-- the plan's first step that moves it (Citus's own order).
+CREATE FUNCTION shardcast._citus_plan(
+    strategy name, threshold real, max_shard_moves integer, excluded_shard_list bigint[], drain_only boolean
+) RETURNS TABLE (move_group bigint, colocation_id integer, source text, target text, step bigint)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH plan AS (
+        SELECT p.step, p.shardid,
+               p.sourcename || ':' || p.sourceport AS source, p.targetname || ':' || p.targetport AS target
+        FROM pg_catalog.get_rebalance_table_shards_plan(NULL, $2, $3, $4, $5, $1, NULL)
+             WITH ORDINALITY AS p(table_name, shardid, shard_size, sourcename, sourceport,
+                                  targetname, targetport, step)
+    ), movable AS (
+        SELECT ds.shardid, dp.colocationid,
+               min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) AS move_group
+        FROM pg_catalog.pg_dist_shard ds
+        JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
+        WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0)
+    ), groups AS (
+        SELECT m.move_group, min(m.colocationid) AS colocationid,
+               (array_agg(p.source ORDER BY p.step))[1] AS source,
+               (array_agg(p.target ORDER BY p.step DESC))[1] AS target,
+               min(p.step) AS first_step
+        FROM plan p JOIN movable m ON m.shardid = p.shardid
+        GROUP BY m.move_group
+    )
+    SELECT g.move_group, g.colocationid, g.source, g.target, g.first_step
+    FROM groups g WHERE g.source <> g.target
+    ORDER BY g.first_step
+$$;
+COMMENT ON FUNCTION shardcast._citus_plan(name, real, integer, bigint[], boolean) IS
+    'Internal: Citus''s rebalance plan as one move per move group, in Citus''s order.';
+
+-- What enqueue_citus_rebalance planned, kept for shardcast.citus_rebalance_report: every move
+-- group as it was (node, bytes, predicted load), and the moves of the enqueued plan and of
+-- Citus's by_shard_count and by_disk_size plans (and the shardcast strategy's, when registered)
+-- made at the same moment from the same placement, each in Citus's order. The last 10
+-- plannings are kept.
+CREATE TABLE shardcast.citus_plan_groups (
+    planned_at    timestamptz NOT NULL,
+    move_group    bigint      NOT NULL,
+    colocation_id integer     NOT NULL,
+    node          text,
+    size_bytes    bigint      NOT NULL,
+    load          double precision NOT NULL,
+    PRIMARY KEY (planned_at, move_group)
+);
+COMMENT ON TABLE shardcast.citus_plan_groups IS
+    'Every Citus move group when enqueue_citus_rebalance planned: node, bytes, predicted load (the rebalance report''s starting point).';
+CREATE TABLE shardcast.citus_plan_moves (
+    planned_at timestamptz NOT NULL,
+    strategy   name        NOT NULL,
+    enqueued   boolean     NOT NULL,
+    step       bigint      NOT NULL,
+    move_group bigint      NOT NULL,
+    source     text        NOT NULL,
+    target     text        NOT NULL,
+    PRIMARY KEY (planned_at, strategy, step)
+);
+COMMENT ON TABLE shardcast.citus_plan_moves IS
+    'The moves of the plan enqueue_citus_rebalance queued (enqueued) and of the by_shard_count, by_disk_size and shardcast plans made beside it, in Citus''s order.';
+
+-- Keeps this planning for the report (see citus_plan_groups): pg_temp.shardcast_groups and
+-- pg_temp.shardcast_planned are enqueue_citus_rebalance's. The other plans are a comparison
+-- only: one that fails is left out with a NOTICE, never fails the enqueue.
+CREATE FUNCTION shardcast._citus_keep_plans(
+    strategy name, threshold real, max_shard_moves integer, excluded_shard_list bigint[], drain_only boolean
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    enqueued name := coalesce($1, (SELECT r.name FROM pg_catalog.pg_dist_rebalance_strategy r
+                                   WHERE r.default_strategy LIMIT 1));
+    other name;
+BEGIN
+    DELETE FROM shardcast.citus_plan_groups g
+    WHERE g.planned_at < (SELECT min(k.planned_at) FROM (SELECT DISTINCT planned_at FROM shardcast.citus_plan_groups
+                                                   ORDER BY planned_at DESC LIMIT 9) k);
+    DELETE FROM shardcast.citus_plan_moves m
+    WHERE NOT EXISTS (SELECT 1 FROM shardcast.citus_plan_groups g WHERE g.planned_at = m.planned_at);
+    DELETE FROM shardcast.citus_plan_groups g WHERE g.planned_at = now();
+    DELETE FROM shardcast.citus_plan_moves m WHERE m.planned_at = now();
+    INSERT INTO shardcast.citus_plan_groups (planned_at, move_group, colocation_id, node, size_bytes, load)
+    SELECT now(), g.move_group, g.colocationid, g.node, g.size_bytes, g.load
+    FROM pg_temp.shardcast_groups g;
+    INSERT INTO shardcast.citus_plan_moves (planned_at, strategy, enqueued, step, move_group, source, target)
+    SELECT now(), enqueued, true, p.first_step, p.move_group, p.source, p.target
+    FROM pg_temp.shardcast_planned p;
+    FOREACH other IN ARRAY ARRAY['by_shard_count', 'by_disk_size', 'shardcast']::name[] LOOP
+        CONTINUE WHEN other = enqueued
+            OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_rebalance_strategy r WHERE r.name = other);
+        BEGIN
+            INSERT INTO shardcast.citus_plan_moves (planned_at, strategy, enqueued, step, move_group, source, target)
+            SELECT now(), other, false, p.step, p.move_group, p.source, p.target
+            FROM shardcast._citus_plan(other, NULL, $3, $4, $5) p;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE NOTICE 'Citus''s % plan is left out of the rebalance report: %', other, SQLERRM;
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION shardcast._citus_keep_plans(name, real, integer, bigint[], boolean) IS
+    'Internal: keeps a planning of enqueue_citus_rebalance (and the by_shard_count, by_disk_size and shardcast plans beside it) for the rebalance report.';
+
+-- Turns Citus's rebalance plan into move tasks, one per move group (colocated shards move
+-- together), each from its source node to its target node, in WSPT order: the move group's
+-- predicted load (its shards' forecasts) per byte moved, densest first. The arguments are
+-- get_rebalance_table_shards_plan's: strategy (NULL: Citus's default strategy), threshold and
+-- max_shard_moves (NULL: the strategy's), excluded_shard_list; drain_node ('host:port') marks
+-- that node shouldhaveshards = false and plans only the moves that empty it, as
+-- citus_drain_node does. Safe to run again: one open task per move group (a claimed one is
+-- left to finish; a queued one takes the new plan's source and target), queued moves that are
+-- no longer in the plan are cancelled, and every queued move is ranked again. Returns the
+-- number of move tasks open for the plan (new or kept).
+CREATE FUNCTION shardcast.enqueue_citus_rebalance(
+    strategy text DEFAULT 'shardcast',
+    drain_node text DEFAULT NULL,
+    threshold real DEFAULT NULL,
+    max_shard_moves integer DEFAULT 1000000,
+    excluded_shard_list bigint[] DEFAULT '{}'
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    drain record;
+    missing bigint;
+    planned bigint;
+    open_tasks bigint;
+    moved_bytes numeric;
+BEGIN
+    PERFORM shardcast._citus_require();
+    IF $1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_rebalance_strategy r
+                                      WHERE r.name = $1::name) THEN
+        RAISE EXCEPTION 'rebalance strategy "%" does not exist', $1
+            USING ERRCODE = 'undefined_object',
+                  HINT = CASE WHEN $1 = 'shardcast'
+                              THEN 'Register it first: SELECT shardcast.citus_register_strategy().'
+                              ELSE 'The strategies are in pg_dist_rebalance_strategy (by_shard_count, by_disk_size, ...); NULL is Citus''s default.' END;
+    END IF;
+    IF $4 IS NULL OR $4 < 1 THEN
+        RAISE EXCEPTION 'max_shard_moves must be 1 or more, not %', coalesce($4::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It caps the moves of the plan, as in get_rebalance_table_shards_plan.';
+    END IF;
+    IF $5 IS NULL THEN
+        RAISE EXCEPTION 'excluded_shard_list must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass ''{}'' to exclude no shard.';
+    END IF;
+    IF $2 IS NOT NULL THEN
+        SELECT * INTO drain FROM shardcast._citus_node($2);
+        -- As citus_drain_node: a node that should have no shards is what drain_only empties.
+        -- In this transaction: an error below leaves the node as it was.
+        PERFORM pg_catalog.citus_set_node_property(drain.host, drain.port, 'shouldhaveshards', false);
+    END IF;
+    -- Enqueues and replans run one at a time (as shardcast.enqueue does).
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'));
+
+    -- Every move group as it is now: where, how big (measured on the nodes: the plan's
+    -- shard_size is Citus's cached length, often 0), how hot (its shards' forecasts).
+    CREATE TEMPORARY TABLE pg_temp.shardcast_groups ON COMMIT DROP AS
+    WITH movable AS (
+        SELECT ds.shardid, dp.colocationid,
+               min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) AS move_group
+        FROM pg_catalog.pg_dist_shard ds
+        JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
+        WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0)
+    ), sizes AS (
+        SELECT zs.shard_id, max(zs.size) AS size FROM pg_catalog.citus_shard_sizes() zs GROUP BY zs.shard_id
+    )
+    SELECT m.move_group, min(m.colocationid) AS colocationid,
+           (SELECT min(n.nodename || ':' || n.nodeport)
+            FROM pg_catalog.pg_dist_placement pl
+            JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid AND n.noderole = 'primary'
+            WHERE pl.shardid = m.move_group) AS node,
+           coalesce(sum(z.size), 0)::bigint AS size_bytes,
+           coalesce(sum(f.point), 0) AS load, coalesce(max(sc.priority_weight), 0) AS weight
+    FROM movable m
+    LEFT JOIN sizes z ON z.shard_id = m.shardid
+    LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
+    LEFT JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
+    LEFT JOIN shardcast.scores sc ON sc.shard_id = sh.shard_id
+    GROUP BY m.move_group;
+
+    CREATE TEMPORARY TABLE pg_temp.shardcast_planned ON COMMIT DROP AS
+    SELECT p.move_group, g.colocationid, p.source, p.target, p.step AS first_step,
+           coalesce(g.size_bytes, 0) AS size_bytes, coalesce(g.load, 0) AS load,
+           coalesce(g.weight, 0) AS weight, sh.shard_id
+    FROM shardcast._citus_plan($1::name, $3, $4, $5, $2 IS NOT NULL) p
+    LEFT JOIN pg_temp.shardcast_groups g USING (move_group)
+    LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = p.move_group AND sh.retired_at IS NULL;
+
+    SELECT count(*) FILTER (WHERE shard_id IS NULL), count(*) INTO missing, planned
+    FROM pg_temp.shardcast_planned;
+    IF missing > 0 THEN
+        RAISE EXCEPTION 'Citus''s plan moves % shard group(s) that shardcast has not registered yet', missing
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The coordinator''s worker registers new Citus shards at its next sample (shardcast.sample_interval); see shardcast.worker_status, then try again.';
+    END IF;
+
+    -- Queued moves the plan no longer has (moved meanwhile, or planned by another strategy).
+    UPDATE shardcast.replication_tasks t
+    SET state = 'cancelled', finished_at = now(), dispatch_rank = NULL,
+        detail = 'not in the rebalance plan any more (shardcast.enqueue_citus_rebalance by ' || session_user || ')'
+    WHERE t.kind = 'citus_move' AND t.state = 'queued'
+      AND NOT EXISTS (SELECT 1 FROM pg_temp.shardcast_planned p
+                      WHERE p.shard_id = t.shard_id);
+    -- A queued move of a planned group takes the plan's nodes; a claimed one is left to finish.
+    UPDATE shardcast.replication_tasks t
+    SET citus_source = p.source, citus_target = p.target, citus_colocation_id = p.colocationid,
+        size_bytes = p.size_bytes, score = p.load, priority_weight = p.weight
+    FROM pg_temp.shardcast_planned p
+    WHERE t.kind = 'citus_move' AND t.state = 'queued' AND t.shard_id = p.shard_id;
+    INSERT INTO shardcast.replication_tasks
+           (shard_id, kind, citus_shard_id, citus_colocation_id, citus_source, citus_target,
+            size_bytes, score, priority_weight)
+    SELECT p.shard_id, 'citus_move', p.move_group, p.colocationid, p.source, p.target,
+           p.size_bytes, p.load, p.weight
+    FROM pg_temp.shardcast_planned p
+    WHERE NOT EXISTS (SELECT 1 FROM shardcast.replication_tasks t
+                      WHERE t.shard_id = p.shard_id AND t.state IN ('queued', 'claimed'))
+    ORDER BY p.first_step
+    -- One open task per move group: the shard's open-task index says so (destination is NULL).
+    ON CONFLICT DO NOTHING;
+
+    -- WSPT: load relieved per byte moved, densest first; Citus's own order breaks ties.
+    UPDATE shardcast.replication_tasks t
+    SET dispatch_rank = r.rank
+    FROM (SELECT q.task_id,
+                 pg_catalog.row_number() OVER (
+                     ORDER BY q.score / greatest(q.size_bytes, 1) DESC, p.first_step NULLS LAST, q.task_id)::integer AS rank
+          FROM shardcast.replication_tasks q
+          LEFT JOIN pg_temp.shardcast_planned p ON p.shard_id = q.shard_id
+          WHERE q.kind = 'citus_move' AND q.state = 'queued') r
+    WHERE t.task_id = r.task_id;
+
+    SELECT count(*), sum(t.size_bytes) INTO open_tasks, moved_bytes
+    FROM shardcast.replication_tasks t
+    JOIN pg_temp.shardcast_planned p ON p.shard_id = t.shard_id
+    WHERE t.kind = 'citus_move' AND t.state IN ('queued', 'claimed');
+    PERFORM shardcast._citus_keep_plans($1::name, $3, $4, $5, $2 IS NOT NULL);
+    DROP TABLE pg_temp.shardcast_planned, pg_temp.shardcast_groups;
+    IF planned = 0 THEN
+        RAISE NOTICE 'Citus''s plan has no moves: the cluster is balanced under strategy %',
+            coalesce(pg_catalog.quote_literal($1), 'Citus''s default');
+    ELSE
+        RAISE NOTICE '% move(s) of % open, hottest per byte first: see shardcast.citus_moves',
+            open_tasks, pg_catalog.pg_size_pretty(coalesce(moved_bytes, 0));
+    END IF;
+    RETURN open_tasks;
+END
+$$;
+COMMENT ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, integer, bigint[]) IS
+    'Queues Citus''s rebalance plan (or the moves that drain a node) as move tasks, one per move group, most predicted load per byte first; returns the number of move tasks open for the plan.';
+
+-- Claims the next move under the plan for the driver, under a lease (shardcast.claim_lease),
+-- within the nodes' limits: at most max_moves_per_node moves in flight per node (a move counts
+-- on its source and on its target, as Citus's background rebalancer counts its tasks), and one
+-- move at a time per colocation group. Moves whose lease expired go back to the queue first
+-- (failed after shardcast.max_attempts). No row when nothing can be claimed now.
+CREATE FUNCTION shardcast.claim_citus_move(worker text, max_moves_per_node integer DEFAULT 1)
+RETURNS TABLE (task_id bigint, shardid bigint, table_name regclass, colocation_id integer,
+               source_node text, source_host text, source_port integer,
+               target_node text, target_host text, target_port integer,
+               size_bytes bigint, priority_weight integer, attempts integer,
+               lease_expires_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    picked shardcast.replication_tasks;
+    max_attempts integer := pg_catalog.current_setting('shardcast.max_attempts')::integer;
+BEGIN
+    PERFORM shardcast._citus_require();
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'worker must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Name the claimer, e.g. the driver''s host and pid: it is in claimed_by and completion_log.';
+    END IF;
+    IF $2 IS NULL OR $2 < 1 THEN
+        RAISE EXCEPTION 'max_moves_per_node must be 1 or more, not %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is how many moves may run at once on one node (as source or target).';
+    END IF;
+    -- Claims of moves one at a time, so that two drivers never both take a node's last slot.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.claim_citus_move'));
+    UPDATE shardcast.replication_tasks t
+    SET attempts = t.attempts + 1,
+        state = CASE WHEN t.attempts + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
+        finished_at = CASE WHEN t.attempts + 1 >= max_attempts THEN now() END,
+        detail = 'lease expired (claimed by ' || coalesce(t.claimed_by, '?') || ')',
+        claimed_by = NULL, lease_expires_at = NULL
+    WHERE t.kind = 'citus_move' AND t.state = 'claimed' AND t.lease_expires_at < pg_catalog.clock_timestamp();
+    LOOP
+        SELECT q.* INTO picked
+        FROM shardcast.replication_tasks q
+        WHERE q.kind = 'citus_move' AND q.state = 'queued'
+          AND NOT EXISTS (SELECT 1 FROM shardcast.replication_tasks c
+                          WHERE c.kind = 'citus_move' AND c.state = 'claimed'
+                            AND c.citus_colocation_id = q.citus_colocation_id)
+          AND (SELECT count(*) FROM shardcast.replication_tasks c
+               WHERE c.kind = 'citus_move' AND c.state = 'claimed'
+                 AND q.citus_source IN (c.citus_source, c.citus_target)) < $2
+          AND (SELECT count(*) FROM shardcast.replication_tasks c
+               WHERE c.kind = 'citus_move' AND c.state = 'claimed'
+                 AND q.citus_target IN (c.citus_source, c.citus_target)) < $2
+        ORDER BY q.dispatch_rank NULLS LAST, q.task_id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        -- A move group whose table was dropped, or whose shard was split, has nothing to move.
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_shard ds WHERE ds.shardid = picked.citus_shard_id) THEN
+            UPDATE shardcast.replication_tasks t
+            SET state = 'cancelled', finished_at = now(), dispatch_rank = NULL,
+                detail = 'the Citus shard was dropped or split'
+            WHERE t.task_id = picked.task_id;
+            CONTINUE;
+        END IF;
+        UPDATE shardcast.replication_tasks t
+        SET state = 'claimed', claimed_by = $1, claimed_at = now(),
+            lease_expires_at = pg_catalog.clock_timestamp()
+                               + pg_catalog.current_setting('shardcast.claim_lease')::interval,
+            priority_weight_at_claim = t.priority_weight
+        WHERE t.task_id = picked.task_id
+        RETURNING t.lease_expires_at INTO picked.lease_expires_at;
+        RETURN QUERY
+        SELECT picked.task_id, picked.citus_shard_id,
+               (SELECT ds.logicalrelid::regclass FROM pg_catalog.pg_dist_shard ds
+                WHERE ds.shardid = picked.citus_shard_id),
+               picked.citus_colocation_id,
+               picked.citus_source, pg_catalog.substring(picked.citus_source, '^(.+):[0-9]+$'),
+               pg_catalog.substring(picked.citus_source, ':([0-9]+)$')::integer,
+               picked.citus_target, pg_catalog.substring(picked.citus_target, '^(.+):[0-9]+$'),
+               pg_catalog.substring(picked.citus_target, ':([0-9]+)$')::integer,
+               picked.size_bytes, picked.priority_weight, picked.attempts, picked.lease_expires_at;
+        RETURN;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION shardcast.claim_citus_move(text, integer) IS
+    'Claims the next Citus move under the plan, under a lease, with at most max_moves_per_node moves per node and one per colocation group in flight; no row when nothing can be claimed now.';
+
+-- The Citus moves, open and finished: what the driver runs, in dispatch order.
+CREATE VIEW shardcast.citus_moves AS
+SELECT t.task_id,
+       CASE WHEN t.state = 'queued'
+            THEN (pg_catalog.row_number() OVER (PARTITION BY t.state ORDER BY t.dispatch_rank, t.task_id))::integer
+       END AS position,
+       t.citus_shard_id AS shardid,
+       t.citus_colocation_id AS colocation_id,
+       t.citus_source AS source_node,
+       t.citus_target AS target_node,
+       t.size_bytes,
+       t.score AS predicted_load,
+       t.score / greatest(t.size_bytes, 1) AS load_per_byte,
+       t.priority_weight,
+       t.state,
+       t.claimed_by,
+       t.attempts,
+       t.enqueued_at,
+       t.claimed_at,
+       t.finished_at,
+       t.finished_at - t.claimed_at AS duration,
+       t.copied AS moved,
+       t.detail
+FROM shardcast.replication_tasks t
+WHERE t.kind = 'citus_move';
+COMMENT ON VIEW shardcast.citus_moves IS
+    'Citus move tasks (one per move group): source and target node, bytes, predicted load, state and place in the queue (1 = next).';
+
+-- What the order of a rebalance was worth: the hottest node's share of the predicted load (as
+-- forecast when it was planned) over the rebalance and at its end, for the plan that
+-- enqueue_citus_rebalance queued in the order the driver ran it (move_order 'shardcast') and in
+-- Citus's own order ('citus'), and for the by_shard_count, by_disk_size and (when registered)
+-- shardcast plans made beside it, each in Citus's order and in shardcast's (most predicted load
+-- per byte first); each replayed with moves_per_node moves per node and one per colocation
+-- group, on the measured move durations (a move not measured takes the measured moves' seconds
+-- per byte, at least the quickest one's; 1 s when none was measured). Every row's mean is over
+-- the same window, until the slowest replay ends. planned_at: a planning (NULL: the latest;
+-- they are in shardcast.citus_plan_groups). Written in Rust (src/api/citus.rs).
+CREATE FUNCTION shardcast.citus_rebalance_report(
+    planned_at timestamp with time zone DEFAULT NULL,
+    moves_per_node integer DEFAULT 1
+) RETURNS TABLE (
+    plan text,
+    move_order text,
+    moves integer,
+    bytes bigint,
+    measured_moves integer,
+    seconds double precision,
+    hottest_share_start double precision,
+    hottest_share_mean double precision,
+    hottest_share_end double precision,
+    hottest_node_end text
+)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'citus_rebalance_report_wrapper';
+COMMENT ON FUNCTION shardcast.citus_rebalance_report(timestamp with time zone, integer) IS
+    'The hottest node''s share of the predicted load over a rebalance and at its end: the queued plan in the driver''s order and in Citus''s, and the by_shard_count, by_disk_size and shardcast plans in Citus''s order and shardcast''s, replayed on the measured move durations.';
+
+-- Citus moves (citus.sql): the move queue, the kept plannings and the rebalance report are for
+-- everyone to read (shard ids, nodes and loads, as in citus_shards); queueing a rebalance (which
+-- may mark a node for draining) and claiming moves are granted.
+GRANT SELECT ON shardcast.citus_moves, shardcast.citus_plan_groups, shardcast.citus_plan_moves TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, integer, bigint[]),
+    shardcast.claim_citus_move(text, integer),
+    shardcast._citus_plan(name, real, integer, bigint[], boolean),
+    shardcast._citus_keep_plans(name, real, integer, bigint[], boolean) FROM PUBLIC;

@@ -241,12 +241,37 @@ CREATE TABLE shardcast.replication_tasks (
     detail                       text,
     -- Done tasks: whether the completion copied data (false: the table was already in sync on
     -- the node). The prioritization report counts only copies.
-    copied                       boolean
+    copied                       boolean,
+    -- What the task does: 'copy' (the shard to `node`, by the driver's logical replication) or
+    -- 'citus_move' (a Citus move group from citus_source to citus_target, by
+    -- citus_move_shard_placement; see citus.sql). Each kind has its own claim function, so
+    -- that a table sync never takes a move and a move never a table copy.
+    kind                         text NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'citus_move')),
+    citus_shard_id               bigint,
+    citus_colocation_id          integer,
+    citus_source                 text,
+    citus_target                 text,
+    CONSTRAINT replication_tasks_citus_move CHECK (CASE kind
+        WHEN 'copy' THEN citus_shard_id IS NULL AND citus_colocation_id IS NULL
+                         AND citus_source IS NULL AND citus_target IS NULL
+        ELSE citus_shard_id IS NOT NULL AND citus_colocation_id IS NOT NULL
+             AND citus_source IS NOT NULL AND citus_target IS NOT NULL
+             AND citus_source <> citus_target AND node IS NULL AND destination IS NULL END)
 );
 COMMENT ON TABLE shardcast.replication_tasks IS
-    'Replication tasks: one shard to copy to one node, queued, claimed (leased), done, failed or cancelled. Enqueue with shardcast.enqueue*, claim with shardcast.claim_task.';
+    'Replication tasks: one shard to copy to one node (kind copy: enqueue with shardcast.enqueue*, claim with shardcast.claim_task) or one Citus move group to move between Citus nodes (kind citus_move: enqueue_citus_rebalance, claim_citus_move); queued, claimed (leased), done, failed or cancelled.';
 COMMENT ON COLUMN shardcast.replication_tasks.copied IS
     'For a done task: whether its completion copied data (false: the table was already in sync on the node).';
+COMMENT ON COLUMN shardcast.replication_tasks.kind IS
+    'copy: the shard to node, by the driver''s logical replication (claim_task); citus_move: a Citus move group from citus_source to citus_target (claim_citus_move).';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_shard_id IS
+    'For a Citus move: the shardid citus_move_shard_placement is given (its colocated shards move with it).';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_colocation_id IS
+    'For a Citus move: the colocation group, of which one move runs at a time.';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_source IS
+    'For a Citus move: the node (host:port) the move group leaves.';
+COMMENT ON COLUMN shardcast.replication_tasks.citus_target IS
+    'For a Citus move: the node (host:port) the move group goes to.';
 CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard_id, coalesce(destination, ''))
     WHERE state IN ('queued', 'claimed');
 -- One shard, one node, one open task, whether the node was given or assigned: a shard is never

@@ -296,16 +296,22 @@ SELECT t.task_id,
        -- Renumbered over what is still queued, so that position 1 is the next task claimed
        -- even after earlier tasks were claimed.
        CASE WHEN t.state = 'queued'
-            THEN (row_number() OVER (PARTITION BY t.state ORDER BY t.dispatch_rank, t.task_id))::integer
+            THEN (row_number() OVER (PARTITION BY t.state, t.kind ORDER BY t.dispatch_rank, t.task_id))::integer
        END AS position,
        t.tier,
        t.prefetch,
-       t.state
+       t.state,
+       -- Citus moves (kind citus_move) are numbered apart from table copies, since each kind has
+       -- its own claim; a move has no destination (no replication node): it goes from source
+       -- to target (Citus nodes, host:port).
+       t.kind,
+       t.citus_source AS source,
+       t.citus_target AS target
 FROM shardcast.replication_tasks t
 JOIN shardcast.shards s USING (shard_id)
 WHERE t.state IN ('queued', 'claimed');
 COMMENT ON VIEW shardcast.replication_manifest IS
-    'Open replication tasks: shard, source identity, destination, size, priority weight, position.';
+    'Open replication tasks: shard, source identity, destination, size, priority weight, position (per kind), kind, and a Citus move''s source and target node.';
 
 -- What prioritization was worth on the tasks done so far: access-weighted availability (the
 -- share of the accesses during the run that hit shards already copied) of the realised order,

@@ -9,7 +9,8 @@
 //!   (record_access), `forecasts` (refresh_forecasts), `sparkline`, `nodes` (add_node,
 //!   report_node_load), `enqueue`, `queue` (the prioritized queue, the allocation plan),
 //!   `claims` (claim_task, heartbeat, release_task, complete_task), `manifest`, `report`
-//!   (prioritization_report_since).
+//!   (prioritization_report_since), `citus` (citus_rebalance_report; the rest of the Citus
+//!   surface is PL/pgSQL in sql/citus.sql).
 //! - `catalog/`: the SQL statements, one file per table or group: `shards` (the registry,
 //!   sizes, statistics), `classes`, `history`, `forecasts`, `scores`, `nodes`, `tasks`, `claims`,
 //!   `copy_credits` (granted by claims, spent by the sampler), `worker_state`, and `kept` (the
@@ -21,7 +22,7 @@
 //! - `core/`: deltas and buckets (`access`), history series (`history`, `series`),
 //!   forecasting (`forecast/`), the refit budget (`refit`), scores (`score`), scheduling
 //!   (`schedule`), the queue's per-task decisions (`queue`), copy credits (`copy_credits`), the
-//!   report's evaluation (`report`), sparklines.
+//!   report's evaluation (`report`), the Citus rebalance replay (`rebalance`), sparklines.
 
 // SQL functions return pgrx's ErrorReport so that every error keeps its SQLSTATE and hint; it is
 // large, and it is only built on the error path.

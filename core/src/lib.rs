@@ -3,6 +3,7 @@ pub mod copy_credits;
 pub mod forecast;
 pub mod history;
 pub mod queue;
+pub mod rebalance;
 pub mod refit;
 pub mod report;
 pub mod schedule;

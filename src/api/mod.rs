@@ -7,6 +7,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::{self, sql_error};
 
+mod citus;
 mod claims;
 mod classes;
 mod enqueue;

@@ -251,3 +251,86 @@ fn timestamp(micros: i64) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(micros)
         .unwrap_or_else(|_| TimestampWithTimeZone::negative_infinity())
 }
+
+/// A planning of `enqueue_citus_rebalance`, as kept for the rebalance report
+/// (`shardcast.citus_plan_groups`, `shardcast.citus_plan_moves`), with what the driver did since.
+#[derive(Default)]
+pub struct Planning {
+    /// Every move group then: (move group, colocation group, node, bytes, predicted load).
+    pub groups: Vec<(i64, i64, Option<String>, f64, f64)>,
+    /// The plans' moves in Citus's order: (strategy, enqueued, move group, source, target).
+    pub moves: Vec<(String, bool, i64, String, String)>,
+    /// The moves since the planning, in the order the driver claimed them (then the queue's):
+    /// (move group, seconds of the move that moved it, None unless it moved).
+    pub realised: Vec<(i64, Option<f64>)>,
+}
+
+/// The planning at `planned_at` (None: the latest); None when there is none.
+pub fn planning(
+    planned_at: Option<TimestampWithTimeZone>,
+) -> Result<Option<(TimestampWithTimeZone, Planning)>, pgrx::spi::Error> {
+    let Some(at) = Spi::get_one_with_args::<TimestampWithTimeZone>(
+        "SELECT max(planned_at) FROM shardcast.citus_plan_groups
+         WHERE $1::timestamptz IS NULL OR planned_at = $1",
+        &[planned_at.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let mut out = Planning::default();
+    Spi::connect(|client| {
+        for row in client.select(
+            "SELECT move_group, colocation_id::int8, node, size_bytes::float8, load
+             FROM shardcast.citus_plan_groups WHERE planned_at = $1 ORDER BY move_group",
+            None,
+            &[at.into()],
+        )? {
+            out.groups.push((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<i64>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?,
+                row.get::<f64>(4)?.unwrap_or_default(),
+                row.get::<f64>(5)?.unwrap_or_default(),
+            ));
+        }
+        for row in client.select(
+            "SELECT strategy::text, enqueued, move_group, source, target
+             FROM shardcast.citus_plan_moves WHERE planned_at = $1 ORDER BY enqueued DESC, strategy, step",
+            None,
+            &[at.into()],
+        )? {
+            out.moves.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<bool>(2)?.unwrap_or_default(),
+                row.get::<i64>(3)?.unwrap_or_default(),
+                row.get::<String>(4)?.unwrap_or_default(),
+                row.get::<String>(5)?.unwrap_or_default(),
+            ));
+        }
+        // Each group's latest move task of the planning's run (claimed since the planning, or
+        // still queued; kept from an earlier planning or new), in the driver's order: claims in
+        // the order they were made, then the queue's.
+        for row in client.select(
+            "SELECT x.citus_shard_id, x.seconds
+             FROM (SELECT DISTINCT ON (t.citus_shard_id) t.citus_shard_id, t.claimed_at,
+                          t.dispatch_rank, t.task_id,
+                          CASE WHEN t.state = 'done' AND t.copied
+                               THEN extract(epoch FROM t.finished_at - t.claimed_at)::float8 END AS seconds
+                   FROM shardcast.replication_tasks t
+                   WHERE t.kind = 'citus_move' AND (t.claimed_at >= $1 OR t.state = 'queued')
+                     AND t.citus_shard_id IN (SELECT m.move_group FROM shardcast.citus_plan_moves m
+                                              WHERE m.planned_at = $1 AND m.enqueued)
+                   ORDER BY t.citus_shard_id, t.task_id DESC) x
+             ORDER BY x.claimed_at NULLS LAST, x.dispatch_rank NULLS LAST, x.task_id",
+            None,
+            &[at.into()],
+        )? {
+            out.realised.push((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<f64>(2)?,
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    })?;
+    Ok(Some((at, out)))
+}

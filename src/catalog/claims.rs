@@ -2,6 +2,8 @@
 //! claimed task, heartbeats, releases and completions. All but the release run through their
 //! kept plans ([`super::kept`]): they run once per task copied, or more.
 
+use std::sync::LazyLock;
+
 use pgrx::prelude::*;
 
 use super::kept::run_kept;
@@ -13,12 +15,14 @@ use super::kept::run_kept;
 /// The task it takes is claimed if its shard is still its own relation, and cancelled otherwise
 /// (the `gone` column, as in [`super::tasks::CANCEL_GONE`]; the last column says which), so that
 /// a dropped table is never copied, nor another table that took its name. A claim grants its
-/// task a copy credit (`credited`): see [`super::copy_credits`].
+/// task a copy credit (`credited`): see [`super::copy_credits`]. Table copies only (`kind =
+/// 'copy'`): Citus moves have their own claim (`shardcast.claim_citus_move`, sql/citus.sql).
 pub const CLAIM_NEXT: &str = "
     WITH next AS (
              SELECT t.task_id, t.shard_id
              FROM shardcast.replication_tasks t
              WHERE t.state = 'queued'
+               AND t.kind = 'copy'
                AND $2::text IS NULL
                AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
                                         WHERE c.state = 'claimed' AND c.node = t.node)
@@ -29,7 +33,9 @@ pub const CLAIM_NEXT: &str = "
              FOR UPDATE SKIP LOCKED),
          checked AS (
              SELECT next.task_id,
-                    (SELECT CASE WHEN c.oid IS NULL THEN 'the shard was dropped'
+                    (SELECT CASE WHEN to_jsonb(s) ->> 'citus_shard_id' IS NOT NULL
+                                      THEN CASE WHEN s.retired_at IS NOT NULL THEN 'the Citus shard was dropped or split' END
+                                 WHEN c.oid IS NULL THEN 'the shard was dropped'
                                  WHEN c.relname <> s.table_name OR n.nspname <> s.schema_name
                                       THEN 'the shard was renamed or moved: it is a new shard now'
                                  WHEN s.retired_at IS NOT NULL THEN 'the shard was retired'
@@ -78,6 +84,7 @@ pub const CLAIM_NEXT_FOR_NODE: &str = "
              SELECT t.task_id, t.shard_id
              FROM shardcast.replication_tasks t
              WHERE t.state = 'queued'
+               AND t.kind = 'copy'
                AND t.node = $2
                AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
                                         WHERE c.state = 'claimed' AND c.node = t.node)
@@ -88,7 +95,9 @@ pub const CLAIM_NEXT_FOR_NODE: &str = "
              FOR UPDATE SKIP LOCKED),
          checked AS (
              SELECT next.task_id,
-                    (SELECT CASE WHEN c.oid IS NULL THEN 'the shard was dropped'
+                    (SELECT CASE WHEN to_jsonb(s) ->> 'citus_shard_id' IS NOT NULL
+                                      THEN CASE WHEN s.retired_at IS NOT NULL THEN 'the Citus shard was dropped or split' END
+                                 WHEN c.oid IS NULL THEN 'the shard was dropped'
                                  WHEN c.relname <> s.table_name OR n.nspname <> s.schema_name
                                       THEN 'the shard was renamed or moved: it is a new shard now'
                                  WHEN s.retired_at IS NOT NULL THEN 'the shard was retired'
@@ -131,6 +140,18 @@ pub const CLAIM_NEXT_FOR_NODE: &str = "
     UNION ALL
     SELECT task_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM cancelled";
 
+/// The filter that keeps Citus moves out of table claims; 0.1.0's catalog has no `kind` (nor
+/// moves).
+const COPY_KIND: &str = "AND t.kind = 'copy'";
+
+/// [`CLAIM_NEXT`] and [`CLAIM_NEXT_FOR_NODE`] for 0.1.0's catalog (without [`COPY_KIND`]), which
+/// a library newer than the catalog claims from until `ALTER EXTENSION shardcast UPDATE`. Kept
+/// plans are keyed by `&'static str`: each is made once per process.
+static CLAIM_NEXT_0_1: LazyLock<&'static str> =
+    LazyLock::new(|| Box::leak(CLAIM_NEXT.replace(COPY_KIND, "").into_boxed_str()));
+static CLAIM_NEXT_FOR_NODE_0_1: LazyLock<&'static str> =
+    LazyLock::new(|| Box::leak(CLAIM_NEXT_FOR_NODE.replace(COPY_KIND, "").into_boxed_str()));
+
 /// A claimed task, as `claim_task()` returns it.
 pub type Claimed = (
     i64,
@@ -152,11 +173,14 @@ pub fn claim_next(
     lease: pgrx::datum::Interval,
     credit_margin: pgrx::datum::Interval,
 ) -> Result<Vec<(bool, Claimed)>, pgrx::spi::Error> {
+    // 0.2.0's catalog (task kinds) came with shardcast.replicas.
+    let kinds = super::tasks::remembers_replicas()?;
     run_kept(
-        if destination.is_some() {
-            CLAIM_NEXT_FOR_NODE
-        } else {
-            CLAIM_NEXT
+        match (destination.is_some(), kinds) {
+            (true, true) => CLAIM_NEXT_FOR_NODE,
+            (false, true) => CLAIM_NEXT,
+            (true, false) => *CLAIM_NEXT_FOR_NODE_0_1,
+            (false, false) => *CLAIM_NEXT_0_1,
         },
         &[
             PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
@@ -324,7 +348,8 @@ pub const COMPLETE: &str = "WITH done AS (
              INSERT INTO shardcast.completion_log (task_id, shard_id, schema_name, table_name, node, worker,
                      succeeded, attempts, priority_weight, size_bytes, claimed_at, finished_at, duration, detail,
                      copied)
-             SELECT d.task_id, d.shard_id, s.schema_name, s.table_name, d.node, $5, $2,
+             -- A Citus move is logged (and announced) at its target node.
+             SELECT d.task_id, d.shard_id, s.schema_name, s.table_name, coalesce(d.node, d.citus_target), $5, $2,
                     d.attempts + CASE WHEN $2 THEN 1 ELSE 0 END,
                     d.priority_weight_at_completion, d.size_bytes, d.claimed_at, now(), now() - d.claimed_at, $3,
                     d.copied
@@ -450,6 +475,18 @@ mod tests {
             words(CLAIM_NEXT).replace("AND $2::text IS NULL AND", "AND t.node = $2 AND"),
             words(CLAIM_NEXT_FOR_NODE)
         );
+    }
+
+    #[test]
+    fn table_claims_never_take_citus_moves_and_0_1_0_claims_differ_only_there() {
+        for (claim, old) in [
+            (CLAIM_NEXT, *CLAIM_NEXT_0_1),
+            (CLAIM_NEXT_FOR_NODE, *CLAIM_NEXT_FOR_NODE_0_1),
+        ] {
+            assert_eq!(claim.matches(COPY_KIND).count(), 1);
+            assert!(!old.contains("t.kind"));
+            assert_eq!(words(&claim.replace(COPY_KIND, "")), words(old));
+        }
     }
 
     #[test]

@@ -9,11 +9,15 @@ use shardcast_core::schedule::Task;
 /// SQL: why the shard `s` of a task can no longer be copied, or NULL while it can: the relation
 /// with its OID must still exist under its name, and the shard must not be retired. A table
 /// dropped and created again under its name has another OID, so its predecessor's tasks never
-/// copy it. Written out in [`CANCEL_GONE`] and in the claim statements
+/// copy it. A Citus shard's relation is its distributed table (its own table lives on a worker):
+/// it is gone when the registry retired it (`to_jsonb`: 0.1.0's catalog has no
+/// `citus_shard_id`). Written out in [`CANCEL_GONE`] and in the claim statements
 /// ([`super::claims::CLAIM_NEXT`]); a test checks that they all say it this way. A retry
 /// ([`retry_check`]) asks it too.
 pub const GONE_DETAIL: &str = "
-    (SELECT CASE WHEN c.oid IS NULL THEN 'the shard was dropped'
+    (SELECT CASE WHEN to_jsonb(s) ->> 'citus_shard_id' IS NOT NULL
+                      THEN CASE WHEN s.retired_at IS NOT NULL THEN 'the Citus shard was dropped or split' END
+                 WHEN c.oid IS NULL THEN 'the shard was dropped'
                  WHEN c.relname <> s.table_name OR n.nspname <> s.schema_name
                       THEN 'the shard was renamed or moved: it is a new shard now'
                  WHEN s.retired_at IS NOT NULL THEN 'the shard was retired'
@@ -28,7 +32,9 @@ pub const CANCEL_GONE: &str = "
     SET state = 'cancelled', finished_at = now(), detail = gone.detail
     FROM shardcast.shards s,
          LATERAL (SELECT
-                      (SELECT CASE WHEN c.oid IS NULL THEN 'the shard was dropped'
+                      (SELECT CASE WHEN to_jsonb(s) ->> 'citus_shard_id' IS NOT NULL
+                                        THEN CASE WHEN s.retired_at IS NOT NULL THEN 'the Citus shard was dropped or split' END
+                                   WHEN c.oid IS NULL THEN 'the shard was dropped'
                                    WHEN c.relname <> s.table_name OR n.nspname <> s.schema_name
                                         THEN 'the shard was renamed or moved: it is a new shard now'
                                    WHEN s.retired_at IS NOT NULL THEN 'the shard was retired'
@@ -357,14 +363,17 @@ pub struct ReportScope<'a> {
     pub worker: Option<&'a str>,
 }
 
-/// Each shard's first copy among the tasks in `scope` that copied data (done, and not completed
-/// with `copied => false`: a table already in sync is no copy), in catalog (FIFO) order:
-/// `(shard_id, copy)`.
+/// Each shard's first copy among the table copies in `scope` that copied data (done, and not
+/// completed with `copied => false`: a table already in sync is no copy), in catalog (FIFO)
+/// order: `(shard_id, copy)`. Citus moves are left out: what their order was worth is the
+/// hottest node's share of the load (`citus_rebalance_report`), not availability.
 pub fn first_copies(scope: ReportScope<'_>) -> Result<Vec<(i32, Copied)>, pgrx::spi::Error> {
     let mut sql = FIRST_COPIES.to_string();
     if !remembers_replicas()? {
         // 0.1.0's catalog: every done task copied.
         sql = sql.replace("AND copied IS DISTINCT FROM false", "");
+        // Nor kinds: every task is a table copy.
+        sql = sql.replace("AND kind = 'copy'", "");
     }
     Spi::connect(|client| {
         client
@@ -393,6 +402,8 @@ const FIRST_COPIES: &str = "WITH firsts AS (
                  SELECT DISTINCT ON (shard_id) shard_id, task_id, size_bytes, claimed_at, finished_at
                  FROM shardcast.replication_tasks
                  WHERE state = 'done' AND copied IS DISTINCT FROM false
+                   -- Table copies: what a Citus move was worth is citus_rebalance_report's.
+                   AND kind = 'copy'
                    AND ($1::timestamptz IS NULL OR claimed_at >= $1)
                    AND ($2::timestamptz IS NULL OR finished_at < $2)
                    AND ($3::text IS NULL OR claimed_by = $3)
@@ -495,7 +506,10 @@ pub fn manifest(destination: Option<&str>) -> Result<Option<pgrx::JsonB>, pgrx::
              'tasks', coalesce((SELECT jsonb_agg(jsonb_build_object(
                           'task_id', m.task_id, 'shard', m.shard, 'destination', m.destination,
                           'size_bytes', m.size_bytes, 'priority_weight', m.priority_weight,
-                          'position', m.position, 'tier', m.tier, 'prefetch', m.prefetch, 'state', m.state)
+                          'position', m.position, 'tier', m.tier, 'prefetch', m.prefetch, 'state', m.state,
+                          -- to_jsonb: 0.1.0's manifest has none of these columns (nor Citus moves).
+                          'kind', coalesce(to_jsonb(m) ->> 'kind', 'copy'), 'source', to_jsonb(m) ->> 'source',
+                          'target', to_jsonb(m) ->> 'target')
                           ORDER BY m.position NULLS LAST, m.task_id)
                         FROM shardcast.replication_manifest m
                         WHERE $1::text IS NULL OR m.destination = $1), '[]'::jsonb))",

@@ -1,0 +1,400 @@
+"""`shardcast-driver citus-rebalance`: runs the Citus moves that `shardcast.enqueue_citus_rebalance`
+queued, hottest per byte first, on the coordinator with `citus_move_shard_placement`.
+
+It claims moves with `shardcast.claim_citus_move` (which keeps to the nodes' limits: at most
+--moves-per-node moves in flight per node, as source or target, and one per colocation group),
+runs each in a thread of its own on a connection of its own, heartbeats the lease while Citus
+moves, and completes the task (done, or failed with Citus's error). A move whose group is already
+on its target (a driver killed after Citus committed the move) is completed as done without a
+move (`copied => false`); a claim whose lease ran out is claimed again by the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_SIGINT, EXIT_SIGTERM, Out, connect,
+                     first_line, pretty_bytes, pretty_seconds)
+
+DESCRIPTION = """\
+Moves the Citus shard groups that shardcast queued (SELECT shardcast.enqueue_citus_rebalance()),
+hottest per byte first, with citus_move_shard_placement on the coordinator: at most
+--moves-per-node moves at once per node (as source or as target), one at a time per colocation
+group. Resumes after a kill: a move Citus finished is recognised, a lapsed claim is taken again.
+"""
+
+EPILOG = """\
+exit status:
+  0    every queued move is done
+  1    a move failed (in this run, or in an earlier one and not enqueued again since)
+  3    cannot connect to the coordinator, no shardcast 0.2 / Citus 13 there, missing privileges
+  4    moves still open, held by other drivers (--no-wait)
+  130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: the moves in flight cancelled (Citus rolls them
+       back), their tasks released
+"""
+
+# The shard transfer modes of citus_move_shard_placement; 'auto' is the rebalancer's default
+# (logical replication when every table has a replica identity, else block_writes).
+TRANSFER_MODES = ("auto", "force_logical", "block_writes")
+
+# Where a move group's shard is now: the nodes of its placements.
+PLACEMENTS = """
+SELECT n.nodename || ':' || n.nodeport
+FROM pg_catalog.pg_dist_placement p
+JOIN pg_catalog.pg_dist_node n ON n.groupid = p.groupid AND n.noderole = 'primary'
+WHERE p.shardid = %s
+"""
+
+# Moves that failed for good and were not planned again since: no later task of the same group
+# and no later enqueue_citus_rebalance (whose plan, made from where the groups are then, has
+# the group again if it still has to move).
+STILL_FAILED = """
+SELECT t.task_id, t.citus_shard_id, t.citus_source, t.citus_target, t.attempts, t.detail
+FROM shardcast.replication_tasks t
+WHERE t.kind = 'citus_move' AND t.state = 'failed'
+  AND NOT EXISTS (SELECT FROM shardcast.replication_tasks u
+                  WHERE u.shard_id = t.shard_id AND u.kind = 'citus_move' AND u.task_id > t.task_id)
+  AND NOT EXISTS (SELECT FROM shardcast.citus_plan_groups g WHERE g.planned_at > t.finished_at)
+ORDER BY t.task_id
+"""
+
+# Open moves: queued, and claimed by others (with their lease).
+OPEN = """
+SELECT count(*) FILTER (WHERE state = 'queued'),
+       count(*) FILTER (WHERE state = 'claimed' AND claimed_by IS DISTINCT FROM %s),
+       min(lease_expires_at) FILTER (WHERE state = 'claimed' AND claimed_by IS DISTINCT FROM %s)
+FROM shardcast.replication_tasks WHERE kind = 'citus_move' AND state IN ('queued', 'claimed')
+"""
+
+
+@dataclass
+class Move:
+    task_id: int
+    shardid: int
+    table: str
+    colocation_id: int
+    source: str
+    source_host: str
+    source_port: int
+    target: str
+    target_host: str
+    target_port: int
+    size_bytes: int
+    attempts: int
+    started: float = 0.0
+    conn: psycopg.Connection | None = None  # the connection Citus moves on, while it does
+    outcome: str = ""  # moved, in place, failed, released, lost
+
+
+def parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .cli import conninfo, non_empty, positive_int, positive_seconds, seconds
+    p = argparse.ArgumentParser(prog="shardcast-driver citus-rebalance", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"shardcast-driver {__version__}")
+    p.add_argument("--source", required=True, type=conninfo,
+                   help="conninfo of the Citus coordinator's database, where shardcast runs")
+    p.add_argument("--transfer-mode", choices=TRANSFER_MODES, default="auto",
+                   help="citus_move_shard_placement's shard_transfer_mode (default auto, as Citus's rebalancer)")
+    p.add_argument("--moves-per-node", type=positive_int, default=1,
+                   help="moves at once per node, counting it as source and as target (default 1, as Citus's "
+                   "citus.max_background_task_executors_per_node)")
+    p.add_argument("--worker", type=non_empty, default=f"driver-{os.uname().nodename}-{os.getpid()}",
+                   help="the name claims are made under (default: driver-HOST-PID)")
+    p.add_argument("--dry-run", action="store_true", help="print the queued moves in the order they would run")
+    p.add_argument("--no-wait", action="store_true", help="when only moves that other drivers hold are left, "
+                   "exit 4 at once instead of waiting for them (or for their leases to run out)")
+    p.add_argument("--poll", type=positive_seconds, default=0.5, help="seconds between polls (default 0.5)")
+    p.add_argument("--retry-delay", type=seconds, default=5.0,
+                   help="seconds a failed move keeps its claim (and its nodes' slots) before it fails, so that "
+                   "its next attempt is not at once (default 5)")
+    return p
+
+
+class Rebalancer:
+    def __init__(self, args: argparse.Namespace, out: Out | None = None):
+        self.args = args
+        self.out = out or Out()
+        self.stopping = threading.Event()
+        self.stop_signal: int | None = None
+        self.lock = threading.Lock()
+        self.running: dict[int, Move] = {}
+        self.finished: list[Move] = []
+        self.threads: list[threading.Thread] = []
+        self.lease = 300.0
+        self.told_waiting = 0.0
+
+    # --- signals ------------------------------------------------------------------------------
+
+    def interrupt(self, signum, frame) -> None:
+        if self.stop_signal is not None:
+            # A second signal: quit now; the claims are left to their leases.
+            os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
+        self.stop_signal = signum
+        self.stopping.set()
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            source = connect(self.args.source)
+        except psycopg.OperationalError as error:
+            self.out.say(f"shardcast-driver: cannot connect to the coordinator: {first_line(error)}", error=True)
+            return EXIT_ENVIRONMENT
+        with source:
+            problem = self.check(source)
+            if problem:
+                self.out.say(f"shardcast-driver: {problem}", error=True)
+                return EXIT_ENVIRONMENT
+            if self.args.dry_run:
+                return self.dry_run(source)
+            self.lease = float(source.execute(
+                "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)").fetchone()[0])
+            began = time.monotonic()
+            status = self.serve(source)
+            self.join()
+            return self.summary(source, status, time.monotonic() - began)
+
+    def check(self, source: psycopg.Connection) -> str | None:
+        """What keeps the run from starting, or None."""
+        row = source.execute(
+            "SELECT to_regprocedure('shardcast.claim_citus_move(text, integer)') IS NOT NULL,"
+            "       (SELECT extversion FROM pg_extension WHERE extname = 'citus')").fetchone()
+        if not row[0]:
+            return ("shardcast.claim_citus_move does not exist in this database: run the driver against the Citus "
+                    "coordinator's database, with shardcast 0.2.0 or later (ALTER EXTENSION shardcast UPDATE)")
+        if row[1] is None:
+            return "Citus is not installed in this database: --source must be the Citus coordinator"
+        missing = [f for f in ("shardcast.claim_citus_move(text, integer)", "shardcast.heartbeat(bigint, text)",
+                               "shardcast.complete_task(bigint, boolean, text, text, boolean)",
+                               "shardcast.release_task(bigint, text)")
+                   if not source.execute("SELECT has_function_privilege(%s, 'EXECUTE')", [f]).fetchone()[0]]
+        if missing:
+            grants = "; ".join(f"GRANT EXECUTE ON FUNCTION {f} TO {source.info.user}" for f in missing)
+            return f"user {source.info.user} may not run what the driver needs: {grants}"
+        return None
+
+    def dry_run(self, source: psycopg.Connection) -> int:
+        rows = source.execute(
+            "SELECT position, task_id, shardid, source_node, target_node, size_bytes, predicted_load, load_per_byte"
+            " FROM shardcast.citus_moves WHERE state = 'queued' ORDER BY position").fetchall()
+        if not rows:
+            self.out.say("no queued Citus move (SELECT shardcast.enqueue_citus_rebalance() queues the plan)")
+        for position, task, shard, src, dst, size, load, density in rows:
+            self.out.say(f"{position:>4}. task {task}: shard group {shard} {src} -> {dst}, {pretty_bytes(size or 0)}, "
+                         f"predicted load {load:.1f} ({density:.3g} per byte)")
+        return EXIT_OK
+
+    def serve(self, source: psycopg.Connection) -> int | None:
+        """Claims what the nodes allow until nothing is left, or a stop; returns EXIT_OPEN when
+        only other drivers' moves are left under --no-wait."""
+        self.out.say(f"shardcast-driver citus-rebalance as {self.args.worker}: transfer mode "
+                     f"{self.args.transfer_mode}, {self.args.moves_per_node} move(s) per node")
+        while not self.stopping.is_set():
+            claimed = 0
+            while not self.stopping.is_set():
+                row = source.execute("SELECT * FROM shardcast.claim_citus_move(%s, %s)",
+                                     [self.args.worker, self.args.moves_per_node]).fetchone()
+                if row is None:
+                    break
+                claimed += 1
+                self.start(Move(*row[:2], str(row[2]), *row[3:11], row[12]))
+            with self.lock:
+                busy = len(self.running)
+            if not claimed and not busy:
+                queued, held, lease_end = source.execute(OPEN, [self.args.worker, self.args.worker]).fetchone()
+                if not queued and not held:
+                    return None
+                if held and not queued and self.args.no_wait:
+                    self.out.say(f"{held} move(s) held by other drivers: not waiting (--no-wait)", error=True)
+                    return EXIT_OPEN
+                if time.monotonic() - self.told_waiting > 60:
+                    self.told_waiting = time.monotonic()
+                    self.out.say(f"waiting: {held} move(s) held by other drivers (their leases end by {lease_end}), "
+                                 f"{queued} queued behind them")
+            self.stopping.wait(self.args.poll)
+        return None
+
+    def start(self, move: Move) -> None:
+        move.started = time.monotonic()
+        with self.lock:
+            self.running[move.task_id] = move
+        thread = threading.Thread(target=self.execute, args=(move,), name=f"move-{move.task_id}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def join(self) -> None:
+        if self.stopping.is_set():
+            with self.lock:
+                moving = list(self.running.values())
+            if moving:
+                self.out.say(f"stopping: cancelling {len(moving)} move(s) in flight (Citus rolls them back)")
+            for move in moving:
+                if move.conn is not None:
+                    try:
+                        move.conn.cancel()
+                    except Exception:  # the move may have ended meanwhile
+                        pass
+        for thread in self.threads:
+            thread.join()
+
+    # --- one move -----------------------------------------------------------------------------
+
+    def execute(self, move: Move) -> None:
+        """Moves one group (in its own thread), heartbeating its lease on a connection of its own."""
+        what = (f"task {move.task_id}: {move.table} shard group {move.shardid} ({pretty_bytes(move.size_bytes)}) "
+                f"{move.source} -> {move.target}")
+        lost = threading.Event()
+        done = threading.Event()
+        try:
+            control = connect(self.args.source)
+        except psycopg.OperationalError as error:
+            self.out.say(f"{what}: cannot connect: {first_line(error)}; its lease returns it to the queue", error=True)
+            self.finish(move, "lost")
+            return
+        with control:
+            beat = threading.Thread(target=self.heartbeat, args=(move, lost, done), daemon=True)
+            beat.start()
+            try:
+                outcome, detail = self.move(move, what)
+            except Exception as error:  # a bug here must not leave the task claimed silently
+                outcome, detail = "failed", f"driver error: {first_line(error)}"
+            if outcome == "failed":
+                # Its next attempt (shardcast.max_attempts) not at once: a node that is down or
+                # a lock that is held needs a moment; the lease is still heartbeaten meanwhile.
+                self.out.say(f"{what}: failed: {detail}; retrying in {self.args.retry_delay:g} s "
+                             "(if attempts are left)", error=True)
+                self.stopping.wait(self.args.retry_delay)
+            done.set()
+            beat.join()
+            if lost.is_set():
+                self.out.say(f"{what}: lease lost ({detail or outcome}); the move is left to its next claimer",
+                             error=True)
+                self.finish(move, "lost")
+                return
+            try:
+                if outcome == "released":
+                    control.execute("SELECT shardcast.release_task(%s, %s)", [move.task_id, self.args.worker])
+                    self.out.say(f"{what}: released")
+                else:
+                    control.execute("SELECT shardcast.complete_task(%s, %s, %s, %s, %s)",
+                                    [move.task_id, outcome != "failed", detail, self.args.worker, outcome == "moved"])
+                    took = pretty_seconds(time.monotonic() - move.started)
+                    if outcome == "failed":
+                        self.out.say(f"{what}: FAILED after {took}: {detail}", error=True)
+                    elif outcome == "moved":
+                        self.out.say(f"{what}: moved in {took}")
+                    else:
+                        self.out.say(f"{what}: {detail}")
+            except psycopg.Error as error:
+                self.out.say(f"{what}: could not record the outcome ({first_line(error)}); its lease returns it "
+                             "to the queue", error=True)
+                outcome = "lost"
+        self.finish(move, outcome)
+
+    def move(self, move: Move, what: str) -> tuple[str, str | None]:
+        """Runs citus_move_shard_placement unless the group is already on its target: (outcome,
+        detail)."""
+        conn = connect(self.args.source)
+        try:
+            # A driver that dies mid-move must not leave Citus moving behind the next claimer's
+            # back: the server checks every second that we are still there, and cancels the move
+            # (Citus rolls it back) when we are not.
+            conn.execute("SET client_connection_check_interval = '1s'")
+            conn.execute("SELECT set_config('application_name', %s, false)", [f"shardcast-driver move {move.task_id}"])
+            nodes = {r[0] for r in conn.execute(PLACEMENTS, [move.shardid])}
+            if move.target in nodes and move.source not in nodes:
+                return "in place", f"already on {move.target}: nothing to move"
+            if move.source not in nodes:
+                return "failed", (f"shard {move.shardid} is on {', '.join(sorted(nodes)) or 'no node'}, not on "
+                                  f"{move.source}: enqueue the rebalance again")
+            if self.stopping.is_set():
+                return "released", None
+            attempt = f" (attempt {move.attempts + 1})" if move.attempts else ""
+            self.out.say(f"{what}: moving{attempt}")
+            move.conn = conn
+            try:
+                conn.execute("SELECT pg_catalog.citus_move_shard_placement(%s, %s, %s, %s, %s, "
+                             "shard_transfer_mode => %s::citus.shard_transfer_mode)",
+                             [move.shardid, move.source_host, move.source_port, move.target_host, move.target_port,
+                              self.args.transfer_mode])
+            except psycopg.errors.QueryCanceled as error:
+                if self.stopping.is_set():
+                    return "released", None
+                return "failed", first_line(error)
+            except psycopg.Error as error:
+                detail = first_line(error)
+                if error.diag.message_hint:
+                    detail += f" (hint: {error.diag.message_hint})"
+                return "failed", detail
+            finally:
+                move.conn = None
+            return "moved", f"moved from {move.source} to {move.target}"
+        finally:
+            conn.close()
+
+    def heartbeat(self, move: Move, lost: threading.Event, done: threading.Event) -> None:
+        """Renews the lease every third of it until the move ends; on a lost lease, cancels the
+        move (whoever claims the task next moves it)."""
+        every = max(self.lease / 3, 0.5)
+        try:
+            conn = connect(self.args.source)
+        except psycopg.OperationalError:
+            return
+        with conn:
+            while not done.wait(every):
+                try:
+                    conn.execute("SELECT shardcast.heartbeat(%s, %s)", [move.task_id, self.args.worker])
+                except psycopg.Error as error:
+                    lost.set()
+                    self.out.say(f"task {move.task_id}: heartbeat refused: {first_line(error)}", error=True)
+                    if move.conn is not None:
+                        try:
+                            move.conn.cancel()
+                        except Exception:
+                            pass
+                    return
+
+    def finish(self, move: Move, outcome: str) -> None:
+        move.outcome = outcome
+        with self.lock:
+            self.running.pop(move.task_id, None)
+            self.finished.append(move)
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def summary(self, source: psycopg.Connection, status: int | None, seconds: float) -> int:
+        count = {k: sum(1 for m in self.finished if m.outcome == k)
+                 for k in ("moved", "in place", "failed", "released", "lost")}
+        moved_bytes = sum(m.size_bytes for m in self.finished if m.outcome == "moved")
+        self.out.say(f"done in {pretty_seconds(seconds)}: {count['moved']} moved ({pretty_bytes(moved_bytes)}), "
+                     f"{count['in place']} already in place, {count['failed']} failed"
+                     + (f", {count['released']} released" if count["released"] else "")
+                     + (f", {count['lost']} left to their leases" if count["lost"] else ""))
+        if self.stop_signal is not None:
+            return EXIT_SIGINT if self.stop_signal == signal.SIGINT else EXIT_SIGTERM
+        failed = source.execute(STILL_FAILED).fetchall()
+        for task, shard, src, dst, attempts, detail in failed:
+            self.out.say(f"failed: task {task}, shard group {shard} {src} -> {dst} after {attempts} attempt(s): "
+                         f"{detail} (SELECT shardcast.retry_task({task}) queues it again; "
+                         "shardcast.enqueue_citus_rebalance() plans anew)", error=True)
+        if failed or count["failed"]:
+            return EXIT_FAILED
+        if count["lost"]:
+            return EXIT_OPEN  # their next claimer moves them
+        return EXIT_OK if status is None else status
+
+
+def citus_rebalance(argv: list[str], out: Out | None = None) -> int:
+    args = parser().parse_args(argv)
+    rebalancer = Rebalancer(args, out)
+    signal.signal(signal.SIGINT, rebalancer.interrupt)
+    signal.signal(signal.SIGTERM, rebalancer.interrupt)
+    return rebalancer.run()
