@@ -177,6 +177,38 @@ def test_driver_gives_a_replica_column_defaults_and_owned_sequences(pair):
             ("empty", "2026-01-01")
 
 
+def test_driver_creates_the_sequences_that_column_defaults_share(pair):
+    source, replica = pair
+    with source.connect(DB) as src:
+        src.execute("""
+            CREATE SCHEMA rp_ids;
+            CREATE SEQUENCE rp_ids.shared_seq START 1000 INCREMENT 5;
+            CREATE TABLE rp_tickets (id bigint PRIMARY KEY DEFAULT nextval('rp_ids.shared_seq'), v text);
+            CREATE TABLE rp_owner (id serial PRIMARY KEY, v text);
+            CREATE TABLE rp_borrower (id int PRIMARY KEY DEFAULT nextval('rp_owner_id_seq'),
+                                      other bigint DEFAULT nextval('rp_ids.shared_seq'), v text);
+            INSERT INTO rp_tickets (v) SELECT 'ticket ' || i FROM generate_series(1, 10) i;
+            INSERT INTO rp_owner (v) VALUES ('a'), ('b');
+            INSERT INTO rp_borrower (v) VALUES ('c');""")
+    # The borrower first: it needs another table's sequence, which the replica gets on its own,
+    # and the owner after it finds its sequence there already.
+    sync(source, "rp_tickets", "rp_borrower")
+    sync(source, "rp_owner")
+    query = ("SELECT c.relname, a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d"
+             " JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+             " JOIN pg_class c ON c.oid = d.adrelid WHERE c.relname IN ('rp_tickets', 'rp_owner', 'rp_borrower')"
+             " ORDER BY 1, 2")
+    with source.connect(DB) as src, replica.connect(DB) as rep:
+        for table in ("rp_tickets", "rp_owner", "rp_borrower"):
+            assert rows(rep, table) == rows(src, table), table
+        assert rep.execute(query).fetchall() == src.execute(query).fetchall()
+        # The sequence's definition, not its value (logical replication does not carry values).
+        assert rep.execute("SELECT start_value, increment_by FROM pg_sequences WHERE sequencename = 'shared_seq'"
+                           ).fetchone() == (1000, 5)
+        assert one(rep, "SELECT pg_get_serial_sequence('rp_owner', 'id')") == "public.rp_owner_id_seq"
+        assert one(rep, "SELECT nextval('rp_ids.shared_seq')") == 1000
+
+
 def test_driver_bare_gives_only_what_apply_needs(pair):
     source, replica = pair
     with source.connect(DB) as src:

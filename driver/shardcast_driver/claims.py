@@ -15,8 +15,8 @@ import psycopg
 
 from . import __version__
 from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_SIGINT, EXIT_SIGTERM, LeaseLost, Node,
-                     Out, SetupError, SyncError, Task, connect, first_line, has_function, held_by_others, iso,
-                     load_nodes, retry_hint, still_failed)
+                     EXIT_USAGE, Out, SetupError, SyncError, Task, connect, disabled_hint, first_line, has_function,
+                     held_by_others, iso, load_nodes, retry_hint, still_failed)
 from .privileges import node_problems, source_problems
 from .report import Report
 from .schema import PgDump
@@ -32,7 +32,10 @@ class Driver(Syncer):
         self.stop_signal: int | None = None
         self.quit_now = False
         self.threads: list[threading.Thread] = []
-        self.nodes: list[Node] = []
+        self.nodes: list[Node] = []  # the nodes served now: fewer once one is removed, finished or disabled
+        self.all_nodes: list[Node] = []  # the nodes set up at the start: the summary and exit status cover them
+        self.gone_nodes: set[str] = set()  # removed, or their replication taken down (finish)
+        self.missing_subscription: dict[str, int] = {}  # node -> consecutive checks that found no subscription
         self.skipped_nodes: list[str] = []
         self.report: Report | None = None
         self.in_flight: dict[int, Task] = {}
@@ -44,7 +47,14 @@ class Driver(Syncer):
         self.dumper: PgDump | None = None  # None with --bare
         self.held: list[tuple] = []  # other drivers' claims left when the run ended (--no-wait)
         self.told_held: dict[tuple, float] = {}  # (task, worker) -> when we last said we wait for it
+        self.waiting_since: float | None = None  # since when only other drivers' tasks are left
+        self.gave_up: float | None = None  # waited this long for them, then stopped (--wait-timeout)
         self.lease = 300.0
+        self.gone: list[str] = []  # why nodes stopped being served: removed, or their replication taken down
+        self.told_disabled: set[str] = set()
+        self.disabled: list[str] = []  # nodes disabled during a one-shot run: left with their tasks queued
+        self.next_check = 0.0
+        self.next_subscription_check = 0.0
 
     # --- the run --------------------------------------------------------------------------
 
@@ -55,7 +65,7 @@ class Driver(Syncer):
                 if self.report is not None:
                     self.join_syncs()
                     status, why = self.final_status(source, status, why)
-                    failed = still_failed(source, [n.name for n in self.nodes])
+                    failed = still_failed(source, [n.name for n in self.all_nodes])
                     hints = {row[0]: retry_hint(source, row[0], row[1], row[2]) for row in failed}
                     self.report.summary(failed, self.held, self.skipped_nodes, status, why, hints)
                 return status
@@ -99,7 +109,9 @@ class Driver(Syncer):
         if status is not None:
             return status, why
         counts = self.report.counts()
-        failed = still_failed(source, [n.name for n in self.nodes])
+        # Every node of the run, those removed, finished or disabled meanwhile included: a task of
+        # theirs that failed (in this run or an earlier one) still counts.
+        failed = still_failed(source, [n.name for n in self.all_nodes])
         if self.skipped_nodes:
             return EXIT_ENVIRONMENT, f"node(s) {', '.join(self.skipped_nodes)} could not be used"
         if counts["failed"] or failed:
@@ -107,7 +119,19 @@ class Driver(Syncer):
             return EXIT_FAILED, f"{max(len(failed), counts['failed'])} task(s) failed" + (
                 f" ({attempts} failed attempt(s) in this run)" if attempts else " in earlier runs")
         if self.held:
+            if self.gave_up is not None:
+                return EXIT_OPEN, (f"gave up after waiting {self.gave_up:.0f} s (--wait-timeout) for "
+                                   f"{len(self.held)} task(s) held by other drivers")
             return EXIT_OPEN, f"{len(self.held)} task(s) still held by other drivers"
+        if self.disabled:
+            left = source.execute("SELECT count(*) FROM shardcast.replication_manifest WHERE destination = ANY(%s)",
+                                  [self.disabled]).fetchone()[0]
+            if left:
+                return EXIT_OPEN, (f"{left} task(s) still open for disabled node(s) {', '.join(self.disabled)}: "
+                                   "they run once the node is enabled again (shardcast.alter_node(..., enabled => "
+                                   "true))")
+        if self.gone and not self.nodes:
+            return EXIT_OK, "nothing left to serve: " + "; ".join(self.gone)
         return EXIT_OK, "every task done"
 
     def serve(self, source: psycopg.Connection) -> tuple[int | None, str]:
@@ -128,6 +152,10 @@ class Driver(Syncer):
                 self.dumper.check(source_major)
             except SyncError as error:
                 raise SetupError(str(error)) from error
+        if not self.args.node:
+            for (name,) in source.execute("SELECT node FROM shardcast.nodes WHERE NOT enabled AND conninfo IS NOT NULL"
+                                          " ORDER BY node").fetchall():
+                self.out.say(f"node {name} is disabled, not served: {disabled_hint(name)}")
         for node in nodes:
             try:
                 with connect(node.conninfo) as dest:
@@ -136,6 +164,13 @@ class Driver(Syncer):
                         self.out.say(self.missing(dest, f"node {node.name}", fixes), error=True)
                         self.skipped_nodes.append(node.name)
                         continue
+                    # Disabled since load_nodes (finish disables a node before it takes its
+                    # replication down): set nothing up again behind its back.
+                    enabled = source.execute("SELECT enabled FROM shardcast.nodes WHERE node = %s",
+                                             [node.name]).fetchone()
+                    if not enabled or not enabled[0]:
+                        self.out.say(f"node {node.name} is disabled, not served: {disabled_hint(node.name)}")
+                        continue
                     ensure_channel(source, node, publisher, dest)
                 self.nodes.append(node)
             except psycopg.Error as error:
@@ -143,8 +178,11 @@ class Driver(Syncer):
                 self.out.say(f"node {node.name}: cannot set up {node.channel}, skipped: {first_line(error)}",
                              error=True)
         if not self.nodes:
+            if not self.skipped_nodes:
+                raise SetupError("no node to sync to: disabled meanwhile (above)", EXIT_USAGE)
             raise SetupError(f"no node to sync to: {', '.join(self.skipped_nodes)} could not be set up (above); "
                              "their tasks stay queued")
+        self.all_nodes = list(self.nodes)
         self.lease, plan_workers, max_attempts = source.execute(
             "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)::float8,"
             "       current_setting('shardcast.plan_workers')::int,"
@@ -165,12 +203,34 @@ class Driver(Syncer):
                             + ", ".join(f"{shard} -> {node}" for _, shard, node, *_ in failed)
                             + " (listed at the end; this run exits 1 unless they are queued again and succeed)")
         while not self.stopping.is_set():
+            self.check_nodes(source)
+            if not self.nodes:
+                # Every node was removed or its replication taken down (finish) meanwhile, or
+                # disabled (a one-shot run).
+                if self.gone:
+                    self.report.say("nothing left to serve: " + "; ".join(self.gone) + "; stopping")
+                break
             claimed = self.claim_what_the_plan_allows(source)
+            waiting = False
             if not claimed and not self.in_flight and not self.queue_is_empty(source):
                 held = self.waiting_for_others(source)
-                if held and self.args.no_wait and not self.args.follow and len(held) == self.open_tasks(source):
+                # Nothing to claim, nothing in flight, no node resting after a failure: the run
+                # waits for other drivers' claims (those tasks, or the node slots they take).
+                resting = any(n.resting_until > time.monotonic() for n in self.nodes)
+                if held and self.args.no_wait and not self.args.follow and not resting:
                     self.held = held
                     break
+                if held and not self.args.follow and not resting and not getattr(self.args, "wait", True):
+                    # Not for ever: a dead driver's lease may be long, a live driver's copy longer.
+                    waiting = True
+                    waited = time.monotonic() - self.waiting_since
+                    if waited >= self.args.wait_timeout:
+                        self.report.say(f"gave up waiting after {waited:.0f} s (--wait-timeout): {len(held)} task(s) "
+                                        "still held by other drivers (--wait waits for them without a bound)")
+                        self.held, self.gave_up = held, waited
+                        break
+            if not waiting:
+                self.waiting_since = None
             if not claimed and not self.in_flight and not self.args.follow and self.queue_is_empty(source):
                 break
             # A sync that finishes frees its slot at once; otherwise poll for new tasks.
@@ -192,6 +252,9 @@ class Driver(Syncer):
         minute while it lasts."""
         held = held_by_others(source, [n.name for n in self.nodes], self.worker)
         now = time.monotonic()
+        if self.waiting_since is None:
+            self.waiting_since = now
+        bounded = not self.args.follow and not getattr(self.args, "wait", True)
         for task_id, shard, node, worker, until, live in held:
             key = (task_id, worker)
             if now - self.told_held.get(key, -1e9) < 60:
@@ -201,19 +264,100 @@ class Driver(Syncer):
                 self.report.say(f"task {task_id} ({shard}) on node {node} is held by worker {worker} until "
                                 f"{iso(until)}; not waiting (--no-wait)")
             elif live:
+                left = self.args.wait_timeout - (now - self.waiting_since) if bounded else None
                 self.report.say(f"task {task_id} ({shard}) on node {node} is held by worker {worker} until "
-                                f"{iso(until)}; waiting (the task is this run's if that lease runs out)")
+                                f"{iso(until)}; waiting (the task is this run's if that lease runs out)"
+                                + (f"; giving up in {max(left, 0):.0f} s (--wait-timeout)" if bounded else ""))
             else:
                 self.report.say(f"task {task_id} ({shard}) on node {node}: the lease of worker {worker} ran out at "
                                 f"{iso(until)}; taking it over")
+        if held and not (self.args.no_wait and not self.args.follow):
+            # Queued tasks that cannot be claimed because other drivers' claims fill their node.
+            for node, queued, limit in source.execute(
+                    "SELECT t.node, count(*), n.max_concurrent FROM shardcast.replication_tasks t"
+                    " JOIN shardcast.nodes n USING (node) WHERE t.state = 'queued' AND t.node = ANY(%s)"
+                    " GROUP BY t.node, n.max_concurrent ORDER BY 1", [[n.name for n in self.nodes]]).fetchall():
+                key = ("slots", node)
+                if now - self.told_held.get(key, -1e9) < 60:
+                    continue
+                self.told_held[key] = now
+                self.report.say(f"{queued} queued task(s) for node {node} wait for one of its {limit} slot(s) "
+                                "(max_concurrent), taken by the claims above")
         return held
+
+    def check_nodes(self, source: psycopg.Connection) -> None:
+        """Every 2 s: stops serving a node that was removed (shardcast.remove_node) or whose
+        replication was taken down meanwhile (shardcast-driver finish: its publication on the
+        source, or its subscription on the node, is gone), and says when a node is disabled (no
+        claims for it until it is enabled again)."""
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + 2.0
+        names = [n.name for n in self.nodes]
+        enabled = dict(source.execute("SELECT node, enabled FROM shardcast.nodes WHERE node = ANY(%s)",
+                                      [names]).fetchall())
+        published = {p for (p,) in source.execute("SELECT pubname::text FROM pg_publication WHERE pubname = ANY(%s)",
+                                                  [[n.channel for n in self.nodes]]).fetchall()}
+        check_subscriptions = now >= self.next_subscription_check
+        if check_subscriptions:
+            self.next_subscription_check = now + 10.0
+        for node in list(self.nodes):
+            why = None
+            if node.name not in enabled:
+                why = f"node {node.name} was removed (shardcast.remove_node)"
+            elif node.channel not in published:
+                why = (f"publication {node.channel} is gone from the source (shardcast-driver finish took the "
+                       f"replication to {node.name} down?)")
+            elif check_subscriptions:
+                subscribed = self.subscribed(node)
+                # Twice in a row (10 s apart): one answer is not enough to stop serving a node.
+                missing = self.missing_subscription.get(node.name, 0) + 1 if subscribed is False else 0
+                self.missing_subscription[node.name] = missing
+                if missing >= 2:
+                    why = (f"subscription {node.channel} is gone from node {node.name} (shardcast-driver finish took "
+                           "the replication down?)")
+            if why is not None:
+                self.report.say(f"{why}: no more claims for node {node.name}")
+                self.gone.append(why)
+                self.gone_nodes.add(node.name)
+                self.nodes = [n for n in self.nodes if n is not node]
+            elif not enabled[node.name] and not self.args.follow:
+                # A one-shot run does not wait for it: the tasks claimed for it finish, the others
+                # stay queued (exit 4).
+                self.report.say(f"node {node.name} is disabled (shardcast.alter_node): no more claims for it in this "
+                                "run; its queued tasks stay queued until it is enabled again")
+                self.disabled.append(node.name)
+                self.nodes = [n for n in self.nodes if n is not node]
+            elif not enabled[node.name] and node.name not in self.told_disabled:
+                self.told_disabled.add(node.name)
+                self.report.say(f"node {node.name} is disabled: no claims for it until it is enabled again")
+            elif enabled[node.name]:
+                self.told_disabled.discard(node.name)
+
+    @staticmethod
+    def subscribed(node: Node) -> bool | None:
+        """Whether the node still has its subscription; None when it cannot be asked (a node that is
+        down for a moment has not been taken down). The claim loop waits for the answer: the
+        driver's keepalives and tcp_user_timeout bound a node that stops answering, and the query
+        gives up after 5 s."""
+        try:
+            with connect(node.conninfo, statement_timeout_ms=5000) as dest:
+                return dest.execute(
+                    "SELECT 1 FROM pg_subscription WHERE subname = %s"
+                    " AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    [node.channel]).fetchone() is not None
+        except psycopg.Error:
+            return None
 
     def add_waiting_foreign_keys(self, source: psycopg.Connection) -> None:
         """At the end of a run: every foreign key between tables that are on a node now (this run's
         or earlier runs') and that it lacks."""
         if self.dumper is None:
             return
-        for node in self.nodes:
+        # The nodes disabled during the run too (their tables of this run need their keys); not
+        # those removed or whose replication was taken down.
+        for node in [n for n in self.all_nodes if n.name not in self.gone_nodes]:
             try:
                 with connect(node.conninfo) as dest:
                     waiting = self.add_foreign_keys(node, source, dest)
@@ -264,6 +408,8 @@ class Driver(Syncer):
                     # The node was removed (shardcast.remove_node) while this driver ran: serve the
                     # others; its tasks were cancelled with it.
                     self.report.say(f"node {node.name} was removed: no more claims for it")
+                    self.gone.append(f"node {node.name} was removed (shardcast.remove_node)")
+                    self.gone_nodes.add(node.name)
                     self.nodes = [n for n in self.nodes if n.name != node.name]
                     row = None
                     full.add(node.name)

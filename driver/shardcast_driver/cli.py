@@ -12,15 +12,17 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from . import __version__
-from .common import EXIT_SIGINT, Out
+from .common import EXIT_SIGINT, EXIT_USAGE, Out, has_password
 
 EXIT_CODES = """\
 exit status:
-  0    every task for the nodes is done (in --follow: stopped by SIGTERM, tasks released)
+  0    every task for the nodes is done (in --follow: stopped by SIGTERM, tasks released); or nothing
+       left to serve: every node removed, or its replication taken down by finish
   1    a task failed, in this run or in an earlier one and not enqueued again since
   2    usage: bad arguments, unknown --node, no node to sync to
   3    cannot connect to the source or a node, missing privileges (the GRANTs are printed), no pg_dump
-  4    tasks still open, held by other drivers (--no-wait); finish: refused, tasks still open
+  4    tasks still open: held by other drivers (--no-wait, or after --wait-timeout), or queued for a
+       node disabled during the run; finish: refused, tasks still open
   130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM outside --follow: claims stopped, the nodes'
        copies of the tasks in flight stopped, the tasks released (a second signal quits at once
        and leaves them to their leases)
@@ -36,6 +38,7 @@ subscriptions and slots down (or leaves them with --keep-replicating).
 commands:
   run (the default)   sync the queued tasks: shardcast-driver [run] --source CONNINFO ...
   finish              once every task is done: shardcast-driver finish --source CONNINFO ...
+  citus-rebalance     run the queued Citus moves: shardcast-driver citus-rebalance --source CONNINFO ...
 """
 
 
@@ -79,6 +82,10 @@ def conninfo(text: str) -> str:
     try:
         conninfo_to_dict(text)
     except psycopg.ProgrammingError as error:
+        if has_password(text):
+            # libpq's message quotes the text it stumbled on, which may be part of the password.
+            raise argparse.ArgumentTypeError("not a conninfo (libpq's message is not shown: it may quote the "
+                                             "password)") from None
         raise argparse.ArgumentTypeError(f"not a conninfo: {error}") from None
     return text
 
@@ -96,7 +103,12 @@ def run_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     common_arguments(parser)
     parser.add_argument("--publisher-conninfo", type=conninfo,
-                        help="conninfo the subscribers use to reach the source (default: --source)")
+                        help="conninfo the subscribers use to reach the source (default: --publisher-conninfo-file, "
+                        f"then ${PUBLISHER_CONNINFO_ENV}, then --source); a password in it shows in the process list: "
+                        "prefer the file or the environment variable")
+    parser.add_argument("--publisher-conninfo-file", metavar="PATH", type=non_empty,
+                        help="read --publisher-conninfo from this file (mode 0600), so that its password stays out "
+                        "of the process list")
     parser.add_argument("--worker", type=non_empty, default=f"driver-{os.uname().nodename}-{os.getpid()}",
                         help="the name claims are made under (default: driver-HOST-PID)")
     parser.add_argument("--workers", type=positive_int, help="syncs at once over all nodes, 1 or more (default: "
@@ -107,6 +119,15 @@ def run_parser() -> argparse.ArgumentParser:
                         "which node, and the plan's expected time; claim nothing, change nothing")
     parser.add_argument("--no-wait", action="store_true", help="when only tasks that other drivers hold are left, "
                         "exit 4 at once instead of waiting for them (or for their leases to run out)")
+    parser.add_argument("--wait-timeout", type=seconds, default=900.0, metavar="SECONDS",
+                        help="when only tasks that other drivers hold are left, wait at most this long for them (or "
+                        "for their leases to run out), then exit 4 (default 900; --follow waits without a bound)")
+    parser.add_argument("--wait", action="store_true", help="wait for the tasks other drivers hold as long as they "
+                        "hold them, without --wait-timeout's bound")
+    parser.add_argument("--lock-timeout", type=positive_seconds, default=10.0, metavar="SECONDS",
+                        help="how long a statement that creates or alters a table, index or constraint on a node "
+                        "waits for a lock there (a reader's, say) before it gives up and is tried again, within the "
+                        "same claim and without using up an attempt, until --sync-timeout (default 10)")
     parser.add_argument("--poll", type=positive_seconds, default=0.5, help="seconds between polls (default 0.5)")
     parser.add_argument("--progress-interval", type=positive_seconds, default=5.0, metavar="SECONDS",
                         help="how often to print the bytes a copy has reached on its node, when changed (default 5)")
@@ -138,19 +159,70 @@ def finish_parser() -> argparse.ArgumentParser:
                         help="leave the publications, subscriptions and slots: the replicas keep following the "
                         "source (whose slots keep WAL until consumed); only check that every task is done")
     parser.add_argument("--force", action="store_true",
-                        help="finish even with tasks open or failed, and drop a node's publication and slot on the "
-                        "source even when the node cannot be reached")
+                        help="finish even with tasks open or failed, and drop a node's publication and slots on the "
+                        "source even when the node cannot be reached (exit 3: its subscription is left there), or "
+                        "when a walsender still uses a slot its publication's comment names")
     return parser
+
+
+PUBLISHER_CONNINFO_ENV = "SHARDCAST_PUBLISHER_CONNINFO"
+
+
+def resolve_conninfos(args: argparse.Namespace, out: Out) -> int | None:
+    """--publisher-conninfo from the file or the environment when not given, and a warning for each
+    password given on the command line (every user of the machine sees it in `ps`). Returns an
+    exit status when the arguments are unusable."""
+    publisher = getattr(args, "publisher_conninfo", None)
+    path = getattr(args, "publisher_conninfo_file", None)
+    if publisher is not None and path is not None:
+        out.say("shardcast-driver: --publisher-conninfo and --publisher-conninfo-file exclude each other", error=True)
+        return EXIT_USAGE
+    if path is not None:
+        try:
+            text = open(path, encoding="utf-8").read().strip()
+            if os.stat(path).st_mode & 0o077:
+                out.say(f"shardcast-driver: warning: {path} can be read by other users; chmod 600 {path}",
+                        error=True)
+        except OSError as error:
+            out.say(f"shardcast-driver: cannot read --publisher-conninfo-file: {error}", error=True)
+            return EXIT_USAGE
+        try:
+            args.publisher_conninfo = conninfo(text)
+        except argparse.ArgumentTypeError as error:
+            out.say(f"shardcast-driver: {path}: {error}", error=True)
+            return EXIT_USAGE
+    elif publisher is None and hasattr(args, "publisher_conninfo") and os.environ.get(PUBLISHER_CONNINFO_ENV):
+        try:
+            args.publisher_conninfo = conninfo(os.environ[PUBLISHER_CONNINFO_ENV])
+        except argparse.ArgumentTypeError as error:
+            out.say(f"shardcast-driver: ${PUBLISHER_CONNINFO_ENV}: {error}", error=True)
+            return EXIT_USAGE
+    given = [("--source", args.source)] + ([("--publisher-conninfo", publisher)] if publisher is not None else [])
+    for option, value in given:
+        if has_password(value):
+            how = ("PGPASSWORD, ~/.pgpass or PGPASSFILE" if option == "--source" else
+                   f"--publisher-conninfo-file or ${PUBLISHER_CONNINFO_ENV} (or in the ~/.pgpass of the nodes' server "
+                   "user: the subscriptions connect from the nodes)")
+            out.say(f"shardcast-driver: warning: the password in {option} is visible to every user of this machine "
+                    f"in the process list (ps); give it with {how} instead", error=True)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = Out()
     try:
+        if argv[:1] == ["citus-rebalance"]:  # Citus shard moves: citus.py
+            from .citus import citus_rebalance
+            return citus_rebalance(argv[1:], out)
         if argv[:1] == ["finish"]:
             from .finish import finish
-            return finish(finish_parser().parse_args(argv[1:]), out)
+            args = finish_parser().parse_args(argv[1:])
+            return resolve_conninfos(args, out) or finish(args, out)
         args = run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv)
+        status = resolve_conninfos(args, out)
+        if status is not None:
+            return status
         if args.dry_run:
             from .dryrun import dry_run
             return dry_run(args, out)

@@ -14,11 +14,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 # Exit codes (README, "Replicating with the driver"). When several apply, the first of 3, 1, 4.
-EXIT_OK = 0            # every task for the nodes is done (or, in --follow, a clean stop by SIGTERM)
+EXIT_OK = 0            # every task for the nodes is done (or, in --follow, a clean stop by SIGTERM; or nothing
+                       # left to serve: the nodes removed or their replication taken down by `finish`)
 EXIT_FAILED = 1        # a task failed in this run, or is still failed from an earlier run
 EXIT_USAGE = 2         # bad arguments, unknown --node, no node to sync to (argparse's own code)
 EXIT_ENVIRONMENT = 3   # cannot connect to the source or a node, missing privileges, no pg_dump
-EXIT_OPEN = 4          # tasks still open: held by another driver (--no-wait), or `finish` refused
+EXIT_OPEN = 4          # tasks still open: held by another driver (--no-wait, --wait-timeout), queued for a node
+                       # disabled during the run, or `finish` refused
 EXIT_SIGINT = 130      # stopped by Ctrl-C (SIGINT); tasks released, copies stopped
 EXIT_SIGTERM = 143     # stopped by SIGTERM in a one-shot run (in --follow: 0)
 
@@ -88,10 +90,34 @@ KEEPALIVES = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "ke
               "keepalives_count": 3, "tcp_user_timeout": 60000}
 
 
-def connect(conninfo: str) -> psycopg.Connection:
+def connect(conninfo: str, statement_timeout_ms: int | None = None) -> psycopg.Connection:
+    """`statement_timeout_ms`: every statement of the session gives up after that long (added to
+    the conninfo's own `options`)."""
     given = conninfo_to_dict(conninfo)
-    defaults = {key: value for key, value in KEEPALIVES.items() if key not in given}
+    defaults: dict = {key: value for key, value in KEEPALIVES.items() if key not in given}
+    if statement_timeout_ms is not None:
+        defaults["options"] = f"{given.get('options') or ''} -c statement_timeout={int(statement_timeout_ms)}".strip()
     return psycopg.connect(conninfo, autocommit=True, application_name="shardcast-driver", **defaults)
+
+
+# `password=...` in a conninfo (a value plain or single-quoted) and the password of a URI
+# (postgresql://user:secret@host): what mask_passwords hides in everything the driver prints.
+PASSWORD_IN_CONNINFO = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s\\]|\\.)+)", re.I)
+PASSWORD_IN_URI = re.compile(r"(\bpostgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.I)
+
+
+def mask_passwords(text: str) -> str:
+    """The text with every conninfo password in it replaced by ****."""
+    text = PASSWORD_IN_CONNINFO.sub(lambda m: m.group(1) + "****", text)
+    return PASSWORD_IN_URI.sub(lambda m: m.group(1) + "****" + m.group(3), text)
+
+
+def has_password(conninfo: str) -> bool:
+    """Whether a conninfo (key=value or URI) carries a password of its own."""
+    try:
+        return bool(conninfo_to_dict(conninfo).get("password"))
+    except psycopg.Error:
+        return bool(PASSWORD_IN_CONNINFO.search(conninfo) or PASSWORD_IN_URI.search(conninfo))
 
 
 def first_line(error: BaseException) -> str:
@@ -115,7 +141,8 @@ class Out:
     def say(self, line: str, error: bool = False) -> None:
         stream = (self.err or sys.stderr) if error else (self.out or sys.stdout)
         with self.lock:
-            for part in line.splitlines() or [""]:
+            # Never echo a password: a conninfo can reach a message (an error that quotes it).
+            for part in mask_passwords(line).splitlines() or [""]:
                 print(f"{stamp()} {part}", file=stream, flush=True)
 
 
@@ -151,7 +178,7 @@ def load_nodes(source: psycopg.Connection, only: list[str] | None, enabled_only:
     if unknown:
         raise SetupError(f"no node {', '.join(unknown)} in shardcast.nodes (add it with shardcast.add_node)",
                          EXIT_USAGE)
-    usable = []
+    usable, disabled = [], []
     for name, conninfo, max_concurrent, enabled in rows:
         if conninfo is None:
             if only:
@@ -159,13 +186,25 @@ def load_nodes(source: psycopg.Connection, only: list[str] | None, enabled_only:
             continue
         if enabled_only and not enabled:
             if only:
-                raise SetupError(f"node {name} is disabled (shardcast.nodes.enabled)", EXIT_USAGE)
+                raise SetupError(f"node {name} is disabled (shardcast.nodes.enabled): {disabled_hint(name)}",
+                                 EXIT_USAGE)
+            disabled.append(name)
             continue
         usable.append(Node(name, conninfo, max_concurrent))
     if not usable:
         raise SetupError("no enabled node with a conninfo in shardcast.nodes: add one with "
-                         "shardcast.add_node(name, capacity, max_concurrent, conninfo)", EXIT_USAGE)
+                         "shardcast.add_node(name, capacity, max_concurrent, conninfo)"
+                         + (f"; disabled: {', '.join(disabled)}: {disabled_hint(disabled[0])}" if disabled else ""),
+                         EXIT_USAGE)
     return usable
+
+
+def disabled_hint(name: str) -> str:
+    """Why the driver leaves a disabled node alone, and how to serve it again."""
+    quoted = "'" + name.replace("'", "''") + "'"
+    return ("`shardcast-driver finish` took its replication down and disabled it (or shardcast.alter_node(..., "
+            "enabled => false) paused it); the driver sets up no publication or subscription for a disabled node. "
+            f"To replicate to it again: SELECT shardcast.alter_node({quoted}, enabled => true)")
 
 
 # Tasks that failed for good (max_attempts) and were not enqueued again since, of tables that
@@ -208,5 +247,6 @@ def has_function(conn: psycopg.Connection, signature: str) -> bool:
 def retry_hint(conn: psycopg.Connection, task_id: int, shard: str, node: str) -> str:
     """How to queue a failed task again, with what this version of shardcast offers."""
     if has_function(conn, "shardcast.retry_task(bigint)"):
-        return f"SELECT shardcast.retry_task({task_id})"
-    return f"SELECT shardcast.enqueue('{shard}', '{node}')"
+        return f"SELECT shardcast.retry_task({int(task_id)})"
+    # Literals, quoted as the server quotes them: a table or node name may hold a quote.
+    return sql.SQL("SELECT shardcast.enqueue({}, {})").format(sql.Literal(shard), sql.Literal(node)).as_string(conn)

@@ -8,7 +8,8 @@ here), then `DROP PUBLICATION shardcast_<node>` on the source, and a check that 
 node's subscription is left on the source. `--keep-replicating` leaves all of it in place (the
 replicas keep following the source; the slots keep WAL until the subscriptions consume it) and
 only checks that every task is done. Open tasks refuse it (exit 4), tasks that failed for good
-too (exit 1), unless `--force`.
+too (exit 1), unless `--force`. A node whose replication it takes down is disabled first
+(shardcast.alter_node), so that no driver sets it up again.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import time
 import psycopg
 from psycopg import sql
 
-from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, Node, Out, SetupError, connect, first_line,
-                     load_nodes, still_failed)
+from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, Node, Out, SetupError, connect,
+                     first_line, load_nodes, still_failed)
 from .privileges import source_problems
+from .sync import noted_subscription, parse_subscription_note
+
+# PostgreSQL's name for a tablesync worker's slot, of any subscription.
+TABLESYNC_SLOT = r"^pg_[0-9]+_sync_[0-9]+_[0-9]+$"
 
 
 def subscription_slots(source: psycopg.Connection, node: Node, suboid: int | None = None,
@@ -78,9 +83,21 @@ def finish(args: argparse.Namespace, out: Out) -> int:
         if args.keep_replicating:
             return keep_replicating(source, nodes, out)
         status = EXIT_OK
+        remaining = []
         for node in nodes:
-            status = max(status, finish_node(source, node, args.force, out), key=severity)
-        remaining = [row for node in nodes for row in subscription_slots(source, node, None)]
+            # Disabled first, so that no driver (a --follow restarted by its service manager, the
+            # next one-shot run) sets the replication up again behind finish's back.
+            was_enabled = disable(source, node, out)
+            node_status, ids, taken_down = finish_node(source, node, args.force, out)
+            status = max(status, node_status, key=severity)
+            if taken_down:
+                remaining += subscription_slots(source, node, *ids)
+                if was_enabled:
+                    out.say(f"{node.name}: disabled in shardcast.nodes: drivers set up no replication to it any more "
+                            f"(to replicate to it again: SELECT shardcast.alter_node({literal(source, node.name)}, "
+                            "enabled => true))")
+            elif was_enabled:
+                source.execute("SELECT shardcast.alter_node(%s, enabled => true)", [node.name])
         if remaining:
             out.say("still on the source: " + ", ".join(r[0] for r in remaining), error=True)
             status = max(status, EXIT_FAILED, key=severity)
@@ -90,14 +107,43 @@ def finish(args: argparse.Namespace, out: Out) -> int:
         return status
 
 
+def literal(source: psycopg.Connection, text: str) -> str:
+    return sql.Literal(text).as_string(source)
+
+
+def disable(source: psycopg.Connection, node: Node, out: Out) -> bool:
+    """Marks the node disabled (shardcast.alter_node); True when it was enabled before."""
+    if not source.execute("SELECT enabled FROM shardcast.nodes WHERE node = %s", [node.name]).fetchone()[0]:
+        return False
+    try:
+        source.execute("SELECT shardcast.alter_node(%s, enabled => false)", [node.name])
+        return True
+    except psycopg.Error as error:
+        out.say(f"{node.name}: cannot disable it ({first_line(error)}): a driver started later would set its "
+                f"replication up again; run SELECT shardcast.alter_node({literal(source, node.name)}, enabled => "
+                "false) as a role that may", error=True)
+        return False
+
+
 def severity(status: int) -> int:
     return {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_ENVIRONMENT: 2}.get(status, 1)
 
 
-def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -> int:
+def finish_node(source: psycopg.Connection, node: Node, force: bool,
+                out: Out) -> tuple[int, tuple[int | None, int | None, str | None], bool]:
+    """Takes the node's replication down. Returns the status, what names the subscription's slots
+    on the source (its OID, the node's system identifier, its slot), and whether the
+    replication was taken down (False: left in place)."""
     channel = sql.Identifier(node.channel)
     suboid = sysid = slot = None
-    detached = False
+    detached = unreached = False
+    # The node answers without the subscription: the slots the publication's comment names may
+    # be used by another server still (alter_node pointed the node at a new one while the old
+    # subscriber streams on), so an active one is dropped only with --force.
+    only_noted = False
+    # Recorded on the source by the driver (sync.note_subscription): its tablesync slots can be
+    # found even when the node cannot be reached.
+    noted = noted_subscription(source, node)
     try:
         with connect(node.conninfo) as dest:
             row = dest.execute(
@@ -108,6 +154,10 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -
                 [node.channel]).fetchone()
             if row is None:
                 out.say(f"{node.name}: no subscription {node.channel} on the node")
+                if noted is not None:
+                    # Dropped without its slots (slot_name = NONE): those the driver noted go too.
+                    suboid, sysid, slot = noted
+                    only_noted = True
             else:
                 suboid, slot, tables, _ = row
                 try:
@@ -115,8 +165,11 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -
                     sysid = dest.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
                     sysid %= 2 ** 64  # a bigint here, printed unsigned (UINT64_FORMAT) in the name
                 except psycopg.Error as error:
-                    out.say(f"{node.name}: cannot read its system identifier ({first_line(error)}); "
-                            "its tablesync slots, if any, are left on the source", error=True)
+                    if noted is not None and noted[0] == suboid:
+                        sysid = noted[1]
+                    else:
+                        out.say(f"{node.name}: cannot read its system identifier ({first_line(error)}); "
+                                "its tablesync slots, if any, are left on the source", error=True)
                 dest.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(channel))
                 try:
                     dest.execute(sql.SQL("DROP SUBSCRIPTION {}").format(channel))
@@ -134,12 +187,29 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -
         if not force:
             out.say(f"{node.name}: publication {node.channel} and its slot left on the source (the subscription "
                     "still uses them); run finish again once the node is reachable, or with --force", error=True)
-            return EXIT_ENVIRONMENT
-        out.say(f"{node.name}: --force: dropping publication {node.channel} and its slot on the source anyway; on "
+            return EXIT_ENVIRONMENT, (suboid, sysid, slot), False
+        out.say(f"{node.name}: --force: dropping publication {node.channel} and its slots on the source anyway; on "
                 f"the node run ALTER SUBSCRIPTION {node.channel} DISABLE; ALTER SUBSCRIPTION {node.channel} SET "
                 f"(slot_name = NONE); DROP SUBSCRIPTION {node.channel}", error=True)
-        detached = True
+        detached = unreached = True
+        if suboid is None and noted is not None:
+            suboid, sysid, slot = noted
+        elif suboid is None:
+            # Not recorded (a publication of an older driver): tablesync slots cannot be told from
+            # other subscriptions' here. Name the candidates; drop none of them.
+            list_candidates(source, node, out)
     status = EXIT_OK
+    if only_noted and not force:
+        busy = [(name, pid) for name, active, pid, ours in subscription_slots(source, node, suboid, sysid, slot)
+                if active and ours]
+        if busy:
+            for name, pid in busy:
+                out.say(f"{node.name}: replication slot {name} on the source is in use (pid {pid}); the publication's "
+                        f"comment names it as subscription {node.channel}'s, but the node has no such subscription: "
+                        "another server may still stream from it (the node's conninfo changed?). Left alone, with "
+                        f"publication {node.channel}; finish --force drops them (terminating that walsender)",
+                        error=True)
+            return EXIT_FAILED, (suboid, sysid, slot), False
     if source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
         source.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(channel))
         out.say(f"{node.name}: publication {node.channel} dropped on the source")
@@ -150,32 +220,73 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool, out: Out) -
         left = subscription_slots(source, node, suboid, sysid, slot)
         if not left:
             break
-        busy = [name for name, active, _, _ in left if active]
+        # Noted only (the node has no such subscription): an active slot is left alone, unless --force.
+        droppable = lambda active, ours: ours and (not active or force or not only_noted)  # noqa: E731
+        busy = [name for name, active, _, ours in left if active and droppable(active, ours)]
         if busy and time.monotonic() < deadline and not detached:
             time.sleep(0.2)  # a walsender that has not noticed its subscription is gone yet
             continue
         for name, active, pid, ours in left:
-            if active and not ours:
+            if active and not droppable(active, ours):
                 # Named like the channel, but not known to be this subscription's: someone uses it.
                 out.say(f"{node.name}: replication slot {name} on the source is in use (pid {pid}) and not known to "
                         f"be subscription {node.channel}'s; left alone", error=True)
                 status = EXIT_FAILED
                 continue
             try:
-                if active:
-                    source.execute("SELECT pg_terminate_backend(%s)", [pid])
-                    time.sleep(0.5)
-                source.execute("SELECT pg_drop_replication_slot(%s)", [name])
+                for tries in range(5 if active else 1):
+                    if active:
+                        # A subscriber's worker restarts and takes the slot again: end it again.
+                        source.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                                       " WHERE slot_name = %s AND active_pid IS NOT NULL", [name])
+                        time.sleep(0.5)
+                    try:
+                        source.execute("SELECT pg_drop_replication_slot(%s)", [name])
+                        break
+                    except psycopg.errors.ObjectInUse:
+                        if tries == (4 if active else 0):
+                            raise
                 out.say(f"{node.name}: replication slot {name} dropped on the source")
             except psycopg.Error as error:
                 hint = ""
                 if isinstance(error, psycopg.errors.InsufficientPrivilege):
-                    hint = f" (ALTER ROLE {source.info.user} REPLICATION, or drop it as a superuser)"
+                    role = source.execute("SELECT quote_ident(current_user)").fetchone()[0]
+                    hint = f" (ALTER ROLE {role} REPLICATION, or drop it as a superuser)"
                 out.say(f"{node.name}: cannot drop replication slot {name} on the source: {first_line(error)}{hint}",
                         error=True)
                 status = EXIT_ENVIRONMENT if hint else EXIT_FAILED
         break
-    return status
+    if unreached:
+        # The publication and slots are gone from the source, but the subscription is left on the
+        # node (the statements above drop it there): not all done.
+        status = max(status, EXIT_ENVIRONMENT, key=severity)
+    return status, (suboid, sysid, slot), True
+
+
+def list_candidates(source: psycopg.Connection, node: Node, out: Out) -> None:
+    """The tablesync slots in the source's database that may be the node's: those that no other
+    shardcast publication's comment names, with whether they are in use. A drop statement only
+    for an inactive one: an active slot streams to someone."""
+    others = []
+    for pubname, comment in source.execute(
+            "SELECT pubname::text, obj_description(oid, 'pg_publication') FROM pg_publication"
+            " WHERE pubname <> %s AND obj_description(oid, 'pg_publication') IS NOT NULL", [node.channel]).fetchall():
+        noted = parse_subscription_note(comment, pubname)
+        if noted is not None:
+            others.append(f"pg_{noted[0]}_sync_[0-9]+_{noted[1]}")
+    for name, active, pid in source.execute(
+            "SELECT slot_name, active, active_pid FROM pg_replication_slots WHERE database = current_database()"
+            " AND slot_type = 'logical' AND slot_name ~ %s AND NOT slot_name ~ ANY(%s::text[]) ORDER BY 1",
+            [TABLESYNC_SLOT, [f"^{p}$" for p in others]]).fetchall():
+        if active:
+            out.say(f"{node.name}: replication slot {name} on the source may be a tablesync slot of {node.channel} "
+                    f"(the node cannot tell); it is in use (pid {pid}): it streams to a running server, left alone",
+                    error=True)
+        else:
+            out.say(f"{node.name}: replication slot {name} on the source (inactive) may be a tablesync slot of "
+                    f"{node.channel} (the node cannot tell); if it is, SELECT "
+                    f"pg_drop_replication_slot({literal(source, name)})", error=True)
+
 
 
 def keep_replicating(source: psycopg.Connection, nodes: list[Node], out: Out) -> int:

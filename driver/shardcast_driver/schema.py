@@ -255,6 +255,21 @@ WHERE ns.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY n.depth DESC, t.oid
 """
 
+# Sequences the table's column defaults use (`DEFAULT nextval('shared_seq')`) that the table does
+# not own: pg_dump -t does not dump them, and the CREATE TABLE would fail on a replica without them.
+SHARED_SEQUENCES = """
+SELECT DISTINCT s.oid, n.nspname, s.relname
+FROM pg_attrdef d
+JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                  AND dep.refclassid = 'pg_class'::regclass AND dep.deptype = 'n'
+JOIN pg_class s ON s.oid = dep.refobjid AND s.relkind = 'S'
+JOIN pg_namespace n ON n.oid = s.relnamespace
+WHERE d.adrelid = %s::regclass
+  AND NOT EXISTS (SELECT FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = s.oid
+                  AND o.refobjid = d.adrelid AND o.deptype IN ('a', 'i'))
+ORDER BY 1
+"""
+
 # The table's constraints and indexes in the source, with the names a replica knows them by.
 TABLE_PARTS = """
 SELECT 'constraint', k.oid, k.contype::text, k.conname, NULL,
@@ -326,6 +341,7 @@ def table_definition(source: psycopg.Connection, dumper: PgDump, shard: str) -> 
             [shard]).fetchone()
         parts = source.execute(TABLE_PARTS, [shard, shard]).fetchall()
         types = source.execute(NEEDED_TYPES, [shard]).fetchall()
+        shared = source.execute(SHARED_SEQUENCES, [shard]).fetchall()
     constraints = {oid: (contype, conname, identity, references)
                    for kind, oid, contype, conname, _, identity, references in parts if kind == "constraint"}
     indexes = {oid: (qualified_index, identity)
@@ -333,9 +349,14 @@ def table_definition(source: psycopg.Connection, dumper: PgDump, shard: str) -> 
     pre_copy: list[TocEntry] = []
     post_copy: list[Step] = []
     foreign_keys: list[ForeignKey] = []
-    with dumper.archive(["--table", dump_pattern(schema, name)], shard) as archive:
+    selection = ["--table", dump_pattern(schema, name)]
+    for _, seq_schema, seq_name in shared:
+        selection += ["--table", dump_pattern(seq_schema, seq_name)]
+    with dumper.archive(selection, shard) as archive:
         for entry in archive.entries:
             if entry.kind in ("TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT"):
+                # With the sequences its defaults share (entries of their own: pg_dump writes no
+                # OWNED BY for a sequence whose owning table it does not dump).
                 pre_copy.append(entry)
             elif entry.kind in ("CONSTRAINT", "CHECK CONSTRAINT", "FK CONSTRAINT") and entry.oid in constraints:
                 contype, conname, identity, references = constraints[entry.oid]
@@ -362,18 +383,41 @@ def table_definition(source: psycopg.Connection, dumper: PgDump, shard: str) -> 
             script = "".join(s.as_string(source) + ";\n" for s in create_table_statements(source, shard))
         else:
             script = archive.script(pre_copy)
+            # A sequence (a serial's, or a shared one) may be on the replica already, made for another
+            # table that uses it: keep it as it is.
+            script = re.sub(r"^CREATE SEQUENCE ", "CREATE SEQUENCE IF NOT EXISTS ", script, flags=re.M)
+            schemas = sorted({seq_schema for _, seq_schema, _ in shared if seq_schema != schema})
+            script = "".join(sql.SQL("CREATE SCHEMA IF NOT EXISTS {};\n").format(sql.Identifier(s)).as_string(source)
+                             for s in schemas) + script
     needed = [NeededType(oid, type_schema, type_name, extension, typtype in "edcrm" and not rowtype)
               for oid, type_schema, type_name, typtype, extension, rowtype in types]
     return TableDefinition(qualified, schema, needed, script, post_copy, foreign_keys)
 
 
-def run_on_replica(dest: psycopg.Connection, scripts: list[str | sql.Composable]) -> None:
-    """Runs scripts of pg_restore in one transaction on a replica. They begin with SET statements
-    (and `set_config('search_path', '', false)`) that last for the session: RESET ALL gives the
+# pg_restore's scripts turn the lock timeout off (`SET lock_timeout = 0;`); the driver's own stays.
+RESTORE_LOCK_TIMEOUT = re.compile(r"^SET lock_timeout = 0;$", re.M)
+
+
+def set_lock_timeout(dest: psycopg.Connection, lock_timeout: float | None) -> None:
+    """Inside a transaction: its statements wait at most `lock_timeout` seconds for a lock (a
+    reader's on the table, say), then fail with LockNotAvailable (55P03)."""
+    if lock_timeout is not None:
+        milliseconds = max(1, round(lock_timeout * 1000))  # 0 would turn it off
+        dest.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{milliseconds}ms")))
+
+
+def run_on_replica(dest: psycopg.Connection, scripts: list[str | sql.Composable],
+                   lock_timeout: float | None = None) -> None:
+    """Runs scripts of pg_restore in one transaction on a replica, each statement waiting at most
+    `lock_timeout` seconds for a lock. They begin with SET statements (and
+    `set_config('search_path', '', false)`) that last for the session: RESET ALL gives the
     session its own settings back afterwards, whatever happened."""
     try:
         with dest.transaction():
+            set_lock_timeout(dest, lock_timeout)
             for script in scripts:
+                if isinstance(script, str) and lock_timeout is not None:
+                    script = RESTORE_LOCK_TIMEOUT.sub("", script)
                 if not isinstance(script, str) or script.strip():
                     dest.execute(script)
     finally:

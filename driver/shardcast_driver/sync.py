@@ -15,21 +15,30 @@ Stopping (SIGINT, SIGTERM) before the table is ready stops the copy on the node:
 out of the publication and a REFRESH PUBLICATION takes it out of the subscription, which stops
 its tablesync worker at once (its COPY is rolled back) and drops the worker's slot on the source;
 rows that a finished copy had already committed are truncated, so that the next claimer starts
-from an empty table.
+from an empty table (a reader's lock can delay that TRUNCATE; rows left when it outlasts the
+driver's patience are marked, and the next sync empties them first).
+
+DDL on the node waits --lock-timeout for a lock, then is tried again within the same claim until
+--sync-timeout: a reader's long transaction costs no attempt.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from typing import Callable, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from .common import LeaseLost, Node, SyncError, Task, connect, first_line, pretty_bytes, pretty_seconds
 from .schema import (FOREIGN_KEYS_ON_REPLICA, FOREIGN_KEYS_ON_SOURCE, TABLES_ON_REPLICA, TableDefinition,
-                     create_table_statements, dump_pattern, run_on_replica, table_definition)
+                     create_table_statements, dump_pattern, run_on_replica, set_lock_timeout, table_definition)
 
 COPIED, ALREADY, STOPPED = "copied", "already", "stopped"
+
+T = TypeVar("T")
 
 
 def ensure_channel(source: psycopg.Connection, node: Node, publisher_conninfo: str,
@@ -50,6 +59,76 @@ def ensure_channel(source: psycopg.Connection, node: Node, publisher_conninfo: s
                 sql.Identifier(node.channel), sql.Literal(publisher_conninfo), sql.Identifier(node.channel)))
         except psycopg.errors.DuplicateObject:
             pass  # another driver created it meanwhile
+    note_subscription(source, node, dest)
+
+
+# What the source must know of a node's subscription to find its slots without the node: the
+# subscription's OID and the node's system identifier name its tablesync slots
+# (pg_<subscription oid>_sync_<table oid>_<system identifier>), which `finish --force` drops
+# when the node cannot be reached. Kept as the comment of the node's publication, as JSON after a
+# fixed prefix (a node's name may hold any text: it is a JSON string there, never parsed as ids).
+SUBSCRIPTION_NOTE_PREFIX = "shardcast-driver: "
+
+
+def subscription_note(node: Node, suboid: int, sysid: int, slot: str | None) -> str:
+    return SUBSCRIPTION_NOTE_PREFIX + json.dumps({
+        "subscription": node.channel, "node": node.name, "oid": int(suboid), "system_identifier": str(sysid),
+        "slot": slot, "tablesync_slots": f"pg_{int(suboid)}_sync_<table oid>_{sysid}"})
+
+
+def parse_subscription_note(comment: str | None, channel: str) -> tuple[int, int, str | None] | None:
+    """(subscription OID, node system identifier, slot name or None) from a publication comment
+    that note_subscription wrote for this very channel's subscription; None for anything else (no
+    comment, another format, another channel, ids that are not numbers)."""
+    if not comment or not comment.startswith(SUBSCRIPTION_NOTE_PREFIX):
+        return None
+    try:
+        note = json.loads(comment[len(SUBSCRIPTION_NOTE_PREFIX):])
+    except ValueError:
+        return None
+    if not isinstance(note, dict) or note.get("subscription") != channel:
+        return None
+    suboid, sysid, slot = note.get("oid"), note.get("system_identifier"), note.get("slot")
+    if isinstance(suboid, bool) or not isinstance(suboid, int) or suboid <= 0:
+        return None
+    if not isinstance(sysid, str) or not re.fullmatch(r"[0-9]{1,20}", sysid) or int(sysid) >= 2 ** 64:
+        return None
+    # The subscription's own slot is named after the channel (CREATE SUBSCRIPTION's default);
+    # anything else named there is not trusted.
+    return suboid, int(sysid), slot if slot == channel else None
+
+
+def note_subscription(source: psycopg.Connection, node: Node, dest: psycopg.Connection) -> None:
+    """Records the node subscription's OID, slot and the node's system identifier in the comment of
+    its publication on the source (best effort: finish --force falls back to listing slots)."""
+    try:
+        row = dest.execute(
+            "SELECT s.oid, s.subslotname::text, (SELECT system_identifier FROM pg_control_system())"
+            " FROM pg_subscription s WHERE s.subname = %s"
+            " AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [node.channel]).fetchone()
+        if row is None:
+            return
+        note = subscription_note(node, row[0], row[2] % 2 ** 64, row[1])
+        current = source.execute("SELECT obj_description(oid, 'pg_publication') FROM pg_publication"
+                                 " WHERE pubname = %s", [node.channel]).fetchone()
+        if current is not None and current[0] != note:
+            source.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(sql.Identifier(node.channel),
+                                                                             sql.Literal(note)))
+    except psycopg.Error:
+        pass
+
+
+def noted_subscription(source: psycopg.Connection, node: Node) -> tuple[int, int, str | None] | None:
+    """(subscription OID, node system identifier, slot name or None) as note_subscription recorded them."""
+    row = source.execute("SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+                         [node.channel]).fetchone()
+    return parse_subscription_note(row[0], node.channel) if row else None
+
+
+# On a node: the comment that marks a table holding the rows of a copy the driver stopped but
+# could not empty (a reader's lock outlasted its patience); the next sync of the table empties it.
+LEFTOVER_NOTE = "shardcast-driver: rows of a stopped copy by subscription {channel}; the next sync empties them"
 
 
 def refresh(node: Node, dest: psycopg.Connection) -> None:
@@ -60,6 +139,50 @@ def refresh(node: Node, dest: psycopg.Connection) -> None:
 class Syncer:
     """The sync steps; mixed into the Driver (claims.py), whose attributes they use: args, dumper,
     stopping, report."""
+
+    @property
+    def lock_timeout(self) -> float | None:
+        return getattr(self.args, "lock_timeout", None)
+
+    def lock_timed_out(self, what: str, task: Task, error: BaseException, waited: float | None = None) -> SyncError:
+        """A DDL statement on the node gave up waiting for a lock, for good (`waited`: for how long
+        it tried again, until --sync-timeout) or because the driver stops."""
+        how = (f"waited {self.lock_timeout:g} s (--lock-timeout)" if self.lock_timeout is not None
+               else "waited (the node's lock_timeout)")
+        given_up = (f"gave up after trying for {waited:.0f} s (--sync-timeout)" if waited is not None
+                    else "gave up, to be tried again")
+        return SyncError(f"{what} on {task.node.name} {how} for a lock that another session holds on {task.shard} "
+                         f"there (a long transaction of a reader or writer: see pg_locks on {task.node.name}); "
+                         f"{given_up}: {first_line(error)}")
+
+    def patiently(self, task: Task, what: str, action: Callable[[], T]) -> T:
+        """Runs `action` (DDL on the node, each statement waiting --lock-timeout for a lock). While
+        another session's lock keeps it waiting, tries again every --retry-delay (at least 0.5 s)
+        within the same claim, its lease heartbeated meanwhile: a reader's long transaction costs
+        no attempt. Only when that lasts --sync-timeout does the attempt fail (and count); when
+        the driver stops, the task is handed back."""
+        started = time.monotonic()
+        told = None
+        while True:
+            try:
+                return action()
+            except psycopg.errors.LockNotAvailable as error:
+                now = time.monotonic()
+                if task.lost:
+                    raise LeaseLost(task.lost) from error
+                if self.stopping.is_set():
+                    raise self.lock_timed_out(what, task, error) from error
+                if now - started >= getattr(self.args, "sync_timeout", 3600.0):
+                    raise self.lock_timed_out(what, task, error, now - started) from error
+                if told is None or now - told >= 60:
+                    told = now
+                    how = (f"{self.lock_timeout:g} s (--lock-timeout)" if self.lock_timeout is not None
+                           else "the node's lock_timeout")
+                    self.report.say(f"waiting  {task.shard} -> {task.node.name}: {what} waited {how} for a lock that "
+                                    f"another session holds on {task.shard} there (see pg_locks on "
+                                    f"{task.node.name}); trying again, for up to "
+                                    f"{getattr(self.args, 'sync_timeout', 3600.0):.0f} s (--sync-timeout)")
+                self.stopping.wait(max(getattr(self.args, "retry_delay", 1.0), 0.5))
 
     def replicate(self, task: Task, source: psycopg.Connection) -> str:
         """Makes the node copy the shard: COPIED once it is ready there, ALREADY when it was in sync
@@ -79,9 +202,21 @@ class Syncer:
             task.created = True
         elif self.subscription_state(task, dest) is None and dest.execute(
                 sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
-            # The initial copy would collide with these rows and retry for ever.
-            raise SyncError(f"{task.shard} already has rows on {task.node.name} and is not in its subscription "
-                            f"{task.node.channel}; empty it (or drop it) and retry")
+            if self.leftover(task, dest):
+                # A copy that the driver stopped and could not empty then (a reader's lock): its rows
+                # are the driver's own, and go now.
+                def empty() -> None:
+                    with dest.transaction():  # the rows and the mark go together
+                        set_lock_timeout(dest, self.lock_timeout)
+                        dest.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(task.shard)))
+                        dest.execute(sql.SQL("COMMENT ON TABLE {} IS NULL").format(sql.SQL(task.shard)))
+
+                self.patiently(task, "emptying the rows of a stopped copy", empty)
+                self.report.say(f"emptied  {task.shard} on {task.node.name}: the rows of a copy stopped earlier")
+            else:
+                # The initial copy would collide with these rows and retry for ever.
+                raise SyncError(f"{task.shard} already has rows on {task.node.name} and is not in its subscription "
+                                f"{task.node.channel}; empty it (or drop it) and retry")
         if self.stopping.is_set() and self.stop_copy(task, source, dest) == STOPPED:
             return STOPPED
         # "Already in sync" only for the very table this node's publication holds: a table of the
@@ -214,10 +349,68 @@ class Syncer:
                 sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.SQL(task.shard))).fetchone()[0]:
             # A copy that had finished (catching up when stopped) committed its rows: the next
             # claimer starts from an empty table.
-            dest.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(task.shard)))
+            self.empty_stopped_copy(task, source, dest)
         task.stopped_how = (f"copy stopped on {task.node.name}" if state is not None
                             else f"nothing was copying on {task.node.name} yet")
         return STOPPED
+
+    def truncate(self, task: Task, dest: psycopg.Connection, lock_timeout: float | None) -> None:
+        with dest.transaction():
+            set_lock_timeout(dest, lock_timeout)
+            dest.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(task.shard)))
+
+    def leftover(self, task: Task, dest: psycopg.Connection) -> bool:
+        """Whether the table's rows on the node are a stopped copy's that the driver marked."""
+        return dest.execute("SELECT obj_description(to_regclass(%s), 'pg_class') = %s",
+                            [task.shard, LEFTOVER_NOTE.format(channel=task.node.channel)]).fetchone()[0] is True
+
+    def empty_stopped_copy(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection) -> None:
+        """TRUNCATE of the stopped copy, which is out of the publication and the subscription by
+        now. A reader of the half-copied table may hold a lock on it: tries again, a second at a
+        time (so that other sessions do not queue behind the TRUNCATE for long), heartbeating
+        the lease, for up to 6 × --lock-timeout (60 s by default). If the lock outlasts that, the
+        table is marked (its comment) so that the next sync of it empties it: the task is never
+        stuck on rows of its own copy."""
+        patience = 6 * (self.lock_timeout if self.lock_timeout is not None else 10.0)
+        deadline = time.monotonic() + patience
+        told = False
+        while True:
+            try:
+                self.truncate(task, dest, min(self.lock_timeout or 1.0, 1.0))
+                if told:
+                    self.report.say(f"emptied  {task.shard} on {task.node.name}: the stopped copy")
+                return
+            except psycopg.errors.LockNotAvailable as error:
+                if task.lost:
+                    raise LeaseLost(task.lost) from error
+                if getattr(self, "quit_now", False) or time.monotonic() >= deadline:
+                    self.mark_leftover(task, dest)
+                    raise SyncError(f"emptying the stopped copy of {task.shard} on {task.node.name} waited "
+                                    f"{patience:g} s for a lock that another session holds there (see pg_locks on "
+                                    f"{task.node.name}); its rows are left, marked: the next sync of the table "
+                                    f"empties them first: {first_line(error)}") from error
+                if not told:
+                    told = True
+                    self.report.say(f"waiting  {task.shard} -> {task.node.name}: emptying the stopped copy waits for a "
+                                    f"lock that another session holds there (see pg_locks on {task.node.name}); "
+                                    f"trying again for up to {patience:g} s")
+                try:
+                    source.execute("SELECT shardcast.heartbeat(%s, %s)", [task.task_id, self.worker])
+                except psycopg.Error as beat:
+                    raise LeaseLost(f"lease not renewed, copy left as it is: {first_line(beat)}") from beat
+                time.sleep(0.2)
+
+    def mark_leftover(self, task: Task, dest: psycopg.Connection) -> None:
+        """Best effort: COMMENT ON TABLE takes a lock that readers and writers do not block."""
+        try:
+            if dest.execute("SELECT obj_description(to_regclass(%s), 'pg_class') IS NULL",
+                            [task.shard]).fetchone()[0] or self.leftover(task, dest):
+                with dest.transaction():
+                    set_lock_timeout(dest, self.lock_timeout)
+                    dest.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                        sql.SQL(task.shard), sql.Literal(LEFTOVER_NOTE.format(channel=task.node.channel))))
+        except psycopg.Error:
+            pass
 
     def withdraw(self, task: Task, source: psycopg.Connection, dest: psycopg.Connection, why: BaseException) -> None:
         """After a failed (or timed-out) sync, best effort: the table out of the publication and the
@@ -242,16 +435,20 @@ class Syncer:
                      definition: TableDefinition | None) -> None:
         """Creates the table on the node: with --bare from `statements`, else the types it needs
         that the node lacks, then its definition before the copy (see TableDefinition)."""
+        def create() -> None:
+            if definition is None:
+                with dest.transaction():
+                    set_lock_timeout(dest, self.lock_timeout)
+                    for statement in statements:
+                        dest.execute(statement)
+            else:
+                types = self.types_script(task, dest, definition)
+                schema = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(definition.schema))
+                run_on_replica(dest, [schema, types, definition.pre_copy], self.lock_timeout)
+
         for attempt in range(2):
             try:
-                if definition is None:
-                    with dest.transaction():
-                        for statement in statements:
-                            dest.execute(statement)
-                else:
-                    types = self.types_script(task, dest, definition)
-                    schema = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(definition.schema))
-                    run_on_replica(dest, [schema, types, definition.pre_copy])
+                self.patiently(task, "creating the table", create)
                 return
             except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema,
                     psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable):
@@ -278,8 +475,9 @@ class Syncer:
             return ""
         for needed in missing:
             if needed.extension is not None:
+                extension = dest.execute("SELECT quote_ident(%s)", [needed.extension]).fetchone()[0]
                 raise SyncError(f"{task.shard} has a column of type {needed.name}, of extension "
-                                f"{needed.extension}: CREATE EXTENSION {needed.extension} on {task.node.name} first")
+                                f"{needed.extension}: CREATE EXTENSION {extension} on {task.node.name} first")
             if not needed.creatable:
                 raise SyncError(f"{task.shard} has a column of type {needed.name}, which the driver cannot create "
                                 f"(a base type, or a table's row type): create it on {task.node.name} first")
@@ -303,7 +501,8 @@ class Syncer:
             if dest.execute(query, params).fetchone()[0]:
                 continue
             try:
-                run_on_replica(dest, [step.script])
+                self.patiently(task, f"ready, but building its {step.what}",
+                               lambda: run_on_replica(dest, [step.script], self.lock_timeout))
             except psycopg.Error as error:
                 raise SyncError(f"ready on {task.node.name}, but its {step.what} could not be built there: "
                                 f"{first_line(error)}") from error
@@ -338,7 +537,7 @@ class Syncer:
                 if key.name not in names:
                     continue
                 try:
-                    run_on_replica(dest, [key.script])
+                    run_on_replica(dest, [key.script], self.lock_timeout)
                 except psycopg.Error as error:
                     waiting.append(f"{key.name} of {table} ({first_line(error)})")
         return waiting
