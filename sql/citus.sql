@@ -216,37 +216,71 @@ COMMENT ON FUNCTION shardcast._citus_node(text) IS
     'Internal: a Citus node named host:port as host and port; an error when it is not in pg_dist_node.';
 
 -- Citus's rebalance plan (get_rebalance_table_shards_plan's arguments) as one row per move group:
--- its colocation group, the node it leaves and the node it ends on (a group the plan moves twice,
--- A to B then B to C, moves once, A to C; one that ends where it started does not move), and
--- the plan's first step that moves it (Citus's own order).
+-- its colocation group, the node it leaves and the node it ends on, and the plan's first step
+-- that moves it (Citus's own order). A group the plan moves along a chain, A to B then B to C,
+-- moves once, A to C; one that ends where it started does not move. A group whose moves do not
+-- chain (a replicated group, shard_replication_factor > 1, whose placements A and B go to C and
+-- D) is refused (0A000): one task per move group cannot carry two moves. A shard of colocation
+-- group 0 (an append or range table's) is colocated with nothing: its own move group.
 CREATE FUNCTION shardcast._citus_plan(
     strategy name, threshold real, max_shard_moves integer, excluded_shard_list bigint[], drain_only boolean
 ) RETURNS TABLE (move_group bigint, colocation_id integer, source text, target text, step bigint)
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH plan AS (
-        SELECT p.step, p.shardid,
-               p.sourcename || ':' || p.sourceport AS source, p.targetname || ':' || p.targetport AS target
-        FROM pg_catalog.get_rebalance_table_shards_plan(NULL, $2, $3, $4, $5, $1, NULL)
-             WITH ORDINALITY AS p(table_name, shardid, shard_size, sourcename, sourceport,
-                                  targetname, targetport, step)
-    ), movable AS (
-        SELECT ds.shardid, dp.colocationid,
-               min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) AS move_group
-        FROM pg_catalog.pg_dist_shard ds
-        JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
-        WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0)
-    ), groups AS (
-        SELECT m.move_group, min(m.colocationid) AS colocationid,
-               (array_agg(p.source ORDER BY p.step))[1] AS source,
-               (array_agg(p.target ORDER BY p.step DESC))[1] AS target,
-               min(p.step) AS first_step
-        FROM plan p JOIN movable m ON m.shardid = p.shardid
-        GROUP BY m.move_group
-    )
-    SELECT g.move_group, g.colocationid, g.source, g.target, g.first_step
-    FROM groups g WHERE g.source <> g.target
-    ORDER BY g.first_step
+#variable_conflict use_column
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        WITH plan AS (
+            SELECT p.step, p.shardid,
+                   p.sourcename || ':' || p.sourceport AS source, p.targetname || ':' || p.targetport AS target
+            FROM pg_catalog.get_rebalance_table_shards_plan(NULL, $2, $3, $4, $5, $1, NULL)
+                 WITH ORDINALITY AS p(table_name, shardid, shard_size, sourcename, sourceport,
+                                      targetname, targetport, step)
+        ), movable AS (
+            SELECT ds.shardid, dp.colocationid,
+                   CASE WHEN dp.colocationid = 0 THEN ds.shardid
+                        ELSE min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) END
+                       AS move_group
+            FROM pg_catalog.pg_dist_shard ds
+            JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
+            WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0)
+        ), steps AS (
+            SELECT m.move_group, m.colocationid, p.source, p.target, p.step,
+                   pg_catalog.lag(p.source) OVER (PARTITION BY m.move_group ORDER BY p.step) AS previous_source,
+                   pg_catalog.lag(p.target) OVER (PARTITION BY m.move_group ORDER BY p.step) AS previous_target
+            FROM plan p JOIN movable m ON m.shardid = p.shardid
+        )
+        SELECT s.move_group, min(s.colocationid) AS colocationid,
+               (array_agg(s.source ORDER BY s.step))[1] AS source,
+               (array_agg(s.target ORDER BY s.step DESC))[1] AS target,
+               min(s.step) AS first_step,
+               -- Each step follows the one before: it continues the chain, or it is the same move
+               -- (Citus lists a move once per colocated shard).
+               bool_and(s.previous_target IS NULL OR s.previous_target = s.source
+                        OR (s.previous_source = s.source AND s.previous_target = s.target)) AS chained,
+               string_agg(s.source || ' -> ' || s.target, ', ' ORDER BY s.step)
+                   FILTER (WHERE s.previous_target IS NULL OR s.previous_source <> s.source
+                           OR s.previous_target <> s.target) AS moves
+        FROM steps s
+        GROUP BY s.move_group
+        ORDER BY first_step
+    LOOP
+        IF NOT g.chained THEN
+            RAISE EXCEPTION 'Citus''s plan moves shard group % from more than one placement (%)', g.move_group, g.moves
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'shardcast queues one move per move group, following a chain of moves (A to B, then B to C); a group with more than one placement (shard_replication_factor > 1) is rebalanced by Citus: SELECT citus_rebalance_start().';
+        END IF;
+        CONTINUE WHEN g.source = g.target;
+        move_group := g.move_group;
+        colocation_id := g.colocationid;
+        source := g.source;
+        target := g.target;
+        step := g.first_step;
+        RETURN NEXT;
+    END LOOP;
+END
 $$;
 COMMENT ON FUNCTION shardcast._citus_plan(name, real, integer, bigint[], boolean) IS
     'Internal: Citus''s rebalance plan as one move per move group, in Citus''s order.';
@@ -367,21 +401,24 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Pass ''{}'' to exclude no shard.';
     END IF;
+    -- Enqueues and replans run one at a time (as shardcast.enqueue does); taken before Citus's
+    -- node metadata is locked below, in the order every replan takes them.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'));
     IF $2 IS NOT NULL THEN
         SELECT * INTO drain FROM shardcast._citus_node($2);
         -- As citus_drain_node: a node that should have no shards is what drain_only empties.
         -- In this transaction: an error below leaves the node as it was.
         PERFORM pg_catalog.citus_set_node_property(drain.host, drain.port, 'shouldhaveshards', false);
     END IF;
-    -- Enqueues and replans run one at a time (as shardcast.enqueue does).
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'));
 
     -- Every move group as it is now: where, how big (measured on the nodes: the plan's
     -- shard_size is Citus's cached length, often 0), how hot (its shards' forecasts).
     CREATE TEMPORARY TABLE pg_temp.shardcast_groups ON COMMIT DROP AS
     WITH movable AS (
         SELECT ds.shardid, dp.colocationid,
-               min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) AS move_group
+               CASE WHEN dp.colocationid = 0 THEN ds.shardid
+                    ELSE min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) END
+                   AS move_group
         FROM pg_catalog.pg_dist_shard ds
         JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
         WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0)
@@ -477,7 +514,9 @@ COMMENT ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, integer,
 -- within the nodes' limits: at most max_moves_per_node moves in flight per node (a move counts
 -- on its source and on its target, as Citus's background rebalancer counts its tasks), and one
 -- move at a time per colocation group. Moves whose lease expired go back to the queue first
--- (failed after shardcast.max_attempts). No row when nothing can be claimed now.
+-- (failed after shardcast.max_attempts). A move whose group is now on neither its source nor
+-- its target fails at once, its detail saying to enqueue the rebalance again. No row when
+-- nothing can be claimed now.
 CREATE FUNCTION shardcast.claim_citus_move(worker text, max_moves_per_node integer DEFAULT 1)
 RETURNS TABLE (task_id bigint, shardid bigint, table_name regclass, colocation_id integer,
                source_node text, source_host text, source_port integer,
@@ -488,6 +527,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     picked shardcast.replication_tasks;
+    nodes text;
     max_attempts integer := pg_catalog.current_setting('shardcast.max_attempts')::integer;
 BEGIN
     PERFORM shardcast._citus_require();
@@ -534,6 +574,30 @@ BEGIN
             UPDATE shardcast.replication_tasks t
             SET state = 'cancelled', finished_at = now(), dispatch_rank = NULL,
                 detail = 'the Citus shard was dropped or split'
+            WHERE t.task_id = picked.task_id;
+            CONTINUE;
+        END IF;
+        -- A group moved elsewhere since it was planned (on neither its source nor its target,
+        -- one of them a Citus node) has nothing to move under this plan: it fails at once,
+        -- without attempts. (A task between nodes that are not Citus's is left to Citus's error.)
+        SELECT pg_catalog.string_agg(n.nodename || ':' || n.nodeport, ', ' ORDER BY n.nodename, n.nodeport)
+          INTO nodes
+          FROM pg_catalog.pg_dist_placement pl
+          JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid AND n.noderole = 'primary'
+         WHERE pl.shardid = picked.citus_shard_id;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_placement pl
+                       JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid AND n.noderole = 'primary'
+                       WHERE pl.shardid = picked.citus_shard_id
+                         AND n.nodename || ':' || n.nodeport IN (picked.citus_source, picked.citus_target))
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node n
+                       WHERE n.noderole = 'primary'
+                         AND n.nodename || ':' || n.nodeport IN (picked.citus_source, picked.citus_target)) THEN
+            UPDATE shardcast.replication_tasks t
+            SET state = 'failed', finished_at = now(), dispatch_rank = NULL,
+                detail = pg_catalog.format('shard group %s is on %s, on neither %s nor %s: enqueue the rebalance '
+                                           'again (shardcast.enqueue_citus_rebalance) to plan from where it is',
+                                           picked.citus_shard_id, coalesce(nodes, 'no node'),
+                                           picked.citus_source, picked.citus_target)
             WHERE t.task_id = picked.task_id;
             CONTINUE;
         END IF;

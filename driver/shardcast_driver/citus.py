@@ -6,7 +6,11 @@ It claims moves with `shardcast.claim_citus_move` (which keeps to the nodes' lim
 runs each in a thread of its own on a connection of its own, heartbeats the lease while Citus
 moves, and completes the task (done, or failed with Citus's error). A move whose group is already
 on its target (a driver killed after Citus committed the move) is completed as done without a
-move (`copied => false`); a claim whose lease ran out is claimed again by the next run.
+move (`copied => false`); a claim whose lease ran out is claimed again by the next run (or by this
+one: a claim left under this driver's own --worker name by a killed run counts as held, and is
+waited for). A group on neither its source nor its target fails at once (claim_citus_move says
+so): the rebalance is to be enqueued again. The exit status is the tasks' final states', not the
+attempts': a move that failed once and then succeeded is a success.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ EPILOG = """\
 exit status:
   0    every queued move is done
   1    a move failed (in this run, or in an earlier one and not enqueued again since)
-  3    cannot connect to the coordinator, no shardcast 0.2 / Citus 13 there, missing privileges
-  4    moves still open, held by other drivers (--no-wait)
+  3    cannot connect to the coordinator (or lost it), no shardcast 0.2 / Citus 13 there, missing
+       privileges
+  4    moves still open, held by other drivers or by a killed run under the same --worker name
+       (--no-wait), or left to their leases
   130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: the moves in flight cancelled (Citus rolls them
        back), their tasks released
 """
@@ -65,13 +71,27 @@ WHERE t.kind = 'citus_move' AND t.state = 'failed'
 ORDER BY t.task_id
 """
 
-# Open moves: queued, and claimed by others (with their lease).
+# Open moves when this driver runs none: queued, and claimed (by other drivers, or under this
+# driver's own name by an earlier run that was killed: held until their leases run out, then
+# claimed again), with how many of those are under this name and when the first lease ends.
 OPEN = """
 SELECT count(*) FILTER (WHERE state = 'queued'),
-       count(*) FILTER (WHERE state = 'claimed' AND claimed_by IS DISTINCT FROM %s),
-       min(lease_expires_at) FILTER (WHERE state = 'claimed' AND claimed_by IS DISTINCT FROM %s)
+       count(*) FILTER (WHERE state = 'claimed'),
+       count(*) FILTER (WHERE state = 'claimed' AND claimed_by = %s),
+       min(lease_expires_at) FILTER (WHERE state = 'claimed')
 FROM shardcast.replication_tasks WHERE kind = 'citus_move' AND state IN ('queued', 'claimed')
 """
+
+# The major version of Citus the driver needs (as shardcast._citus_require).
+CITUS_MAJOR = 13
+
+# Heartbeats: tries per beat (a new connection each after the first fails), seconds between.
+HEARTBEAT_TRIES = 3
+HEARTBEAT_RETRY = 1.0
+
+
+class Lost(Exception):
+    """The coordinator went away, or refused what the driver needs: exit 3."""
 
 
 @dataclass
@@ -89,8 +109,10 @@ class Move:
     size_bytes: int
     attempts: int
     started: float = 0.0
-    conn: psycopg.Connection | None = None  # the connection Citus moves on, while it does
-    outcome: str = ""  # moved, in place, failed, released, lost
+    conn: psycopg.Connection | None = None  # the connection Citus moves on, while it does (under the lock)
+    outcome: str = ""  # moved, in place, failed, elsewhere, released, lost, superseded
+    after: threading.Thread | None = None  # this driver's earlier move of the same group, still ending
+    thread: threading.Thread | None = None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -125,7 +147,7 @@ class Rebalancer:
         self.stopping = threading.Event()
         self.stop_signal: int | None = None
         self.lock = threading.Lock()
-        self.running: dict[int, Move] = {}
+        self.running: list[Move] = []
         self.finished: list[Move] = []
         self.threads: list[threading.Thread] = []
         self.lease = 300.0
@@ -149,18 +171,35 @@ class Rebalancer:
             self.out.say(f"shardcast-driver: cannot connect to the coordinator: {first_line(error)}", error=True)
             return EXIT_ENVIRONMENT
         with source:
-            problem = self.check(source)
-            if problem:
-                self.out.say(f"shardcast-driver: {problem}", error=True)
+            try:
+                problem = self.check(source)
+                if problem:
+                    self.out.say(f"shardcast-driver: {problem}", error=True)
+                    return EXIT_ENVIRONMENT
+                if self.args.dry_run:
+                    return self.dry_run(source)
+                self.lease = float(source.execute(
+                    "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)").fetchone()[0])
+            except psycopg.Error as error:
+                self.out.say(f"shardcast-driver: {first_line(error)}", error=True)
                 return EXIT_ENVIRONMENT
-            if self.args.dry_run:
-                return self.dry_run(source)
-            self.lease = float(source.execute(
-                "SELECT extract(epoch FROM current_setting('shardcast.claim_lease')::interval)").fetchone()[0])
             began = time.monotonic()
-            status = self.serve(source)
+            try:
+                status = self.serve(source)
+            except Lost as error:
+                # The moves in flight are cancelled (Citus rolls them back) and handed back where
+                # the coordinator still answers; else their leases return them.
+                self.out.say(f"shardcast-driver: {error}", error=True)
+                self.stopping.set()
+                self.join()
+                self.summary(None, EXIT_ENVIRONMENT, time.monotonic() - began)
+                return EXIT_ENVIRONMENT
             self.join()
-            return self.summary(source, status, time.monotonic() - began)
+            try:
+                return self.summary(source, status, time.monotonic() - began)
+            except psycopg.Error as error:
+                self.out.say(f"shardcast-driver: lost the coordinator at the end: {first_line(error)}", error=True)
+                return EXIT_ENVIRONMENT
 
     def check(self, source: psycopg.Connection) -> str | None:
         """What keeps the run from starting, or None."""
@@ -172,6 +211,10 @@ class Rebalancer:
                     "coordinator's database, with shardcast 0.2.0 or later (ALTER EXTENSION shardcast UPDATE)")
         if row[1] is None:
             return "Citus is not installed in this database: --source must be the Citus coordinator"
+        major = row[1].split(".")[0]
+        if not major.isdigit() or int(major) < CITUS_MAJOR:
+            return (f"Citus {row[1]} is too old: shardcast's moves need Citus {CITUS_MAJOR} or later "
+                    "(install it, then ALTER EXTENSION citus UPDATE)")
         missing = [f for f in ("shardcast.claim_citus_move(text, integer)", "shardcast.heartbeat(bigint, text)",
                                "shardcast.complete_task(bigint, boolean, text, text, boolean)",
                                "shardcast.release_task(bigint, text)")
@@ -194,54 +237,80 @@ class Rebalancer:
 
     def serve(self, source: psycopg.Connection) -> int | None:
         """Claims what the nodes allow until nothing is left, or a stop; returns EXIT_OPEN when
-        only other drivers' moves are left under --no-wait."""
+        only held moves are left under --no-wait. Raises Lost when the coordinator goes away or
+        refuses a claim."""
         self.out.say(f"shardcast-driver citus-rebalance as {self.args.worker}: transfer mode "
                      f"{self.args.transfer_mode}, {self.args.moves_per_node} move(s) per node")
-        while not self.stopping.is_set():
-            claimed = 0
+        try:
             while not self.stopping.is_set():
-                row = source.execute("SELECT * FROM shardcast.claim_citus_move(%s, %s)",
-                                     [self.args.worker, self.args.moves_per_node]).fetchone()
-                if row is None:
-                    break
-                claimed += 1
-                self.start(Move(*row[:2], str(row[2]), *row[3:11], row[12]))
-            with self.lock:
-                busy = len(self.running)
-            if not claimed and not busy:
-                queued, held, lease_end = source.execute(OPEN, [self.args.worker, self.args.worker]).fetchone()
-                if not queued and not held:
-                    return None
-                if held and not queued and self.args.no_wait:
-                    self.out.say(f"{held} move(s) held by other drivers: not waiting (--no-wait)", error=True)
-                    return EXIT_OPEN
-                if time.monotonic() - self.told_waiting > 60:
-                    self.told_waiting = time.monotonic()
-                    self.out.say(f"waiting: {held} move(s) held by other drivers (their leases end by {lease_end}), "
-                                 f"{queued} queued behind them")
-            self.stopping.wait(self.args.poll)
+                claimed = 0
+                while not self.stopping.is_set():
+                    row = source.execute("SELECT * FROM shardcast.claim_citus_move(%s, %s)",
+                                         [self.args.worker, self.args.moves_per_node]).fetchone()
+                    if row is None:
+                        break
+                    claimed += 1
+                    self.start(Move(*row[:2], str(row[2]), *row[3:11], row[12]))
+                with self.lock:
+                    busy = len(self.running)
+                if not claimed and not busy:
+                    # None of this driver's moves runs: a claim under its name is a killed run's.
+                    queued, held, mine, lease_end = source.execute(OPEN, [self.args.worker]).fetchone()
+                    if not queued and not held:
+                        return None
+                    whose = (f"{held - mine} by other drivers, {mine} under this driver's name by an earlier run"
+                             if mine else "by other drivers")
+                    if held and not queued and self.args.no_wait:
+                        self.out.say(f"{held} move(s) held ({whose}): not waiting (--no-wait)", error=True)
+                        return EXIT_OPEN
+                    if time.monotonic() - self.told_waiting > 60:
+                        self.told_waiting = time.monotonic()
+                        self.out.say(f"waiting: {held} move(s) held ({whose}; their leases end by {lease_end}), "
+                                     f"{queued} queued behind them")
+                self.stopping.wait(self.args.poll)
+        except psycopg.OperationalError as error:
+            raise Lost(f"lost the coordinator: {first_line(error)}") from error
+        except psycopg.Error as error:
+            hint = f" (hint: {error.diag.message_hint})" if error.diag.message_hint else ""
+            raise Lost(f"the coordinator refused a claim: {first_line(error)}{hint}") from error
         return None
 
     def start(self, move: Move) -> None:
         move.started = time.monotonic()
-        with self.lock:
-            self.running[move.task_id] = move
         thread = threading.Thread(target=self.execute, args=(move,), name=f"move-{move.task_id}", daemon=True)
+        with self.lock:
+            # This driver may still be ending an earlier move of the same group (its lease lost,
+            # its move cancelled): the new claim waits for it, never moving the group twice at once.
+            move.after = next((m.thread for m in self.running if m.shardid == move.shardid), None)
+            move.thread = thread
+            self.running.append(move)
         self.threads.append(thread)
         thread.start()
+
+    def cancel(self, move: Move) -> None:
+        with self.lock:
+            conn = move.conn
+        if conn is not None:
+            try:
+                conn.cancel()
+            except Exception:  # the move may have ended meanwhile
+                pass
 
     def join(self) -> None:
         if self.stopping.is_set():
             with self.lock:
-                moving = list(self.running.values())
+                moving = list(self.running)
             if moving:
                 self.out.say(f"stopping: cancelling {len(moving)} move(s) in flight (Citus rolls them back)")
-            for move in moving:
-                if move.conn is not None:
-                    try:
-                        move.conn.cancel()
-                    except Exception:  # the move may have ended meanwhile
-                        pass
+            # Again until the threads end: a move that was about to start when the stop came is
+            # cancelled once its statement runs.
+            while any(t.is_alive() for t in self.threads):
+                with self.lock:
+                    moving = list(self.running)
+                for move in moving:
+                    self.cancel(move)
+                for thread in self.threads:
+                    thread.join(1.0)
         for thread in self.threads:
             thread.join()
 
@@ -262,8 +331,15 @@ class Rebalancer:
         with control:
             beat = threading.Thread(target=self.heartbeat, args=(move, lost, done), daemon=True)
             beat.start()
+            if move.after is not None and move.after.is_alive():
+                self.out.say(f"{what}: waiting for this driver's earlier move of the group to end")
+                move.after.join()
             try:
-                outcome, detail = self.move(move, what)
+                if move.after is not None and not self.still_mine(control, move):
+                    # The earlier move recorded the outcome under this claim: nothing left to do.
+                    outcome, detail = "superseded", None
+                else:
+                    outcome, detail = self.move(move, what, lost)
             except Exception as error:  # a bug here must not leave the task claimed silently
                 outcome, detail = "failed", f"driver error: {first_line(error)}"
             if outcome == "failed":
@@ -274,6 +350,9 @@ class Rebalancer:
                 self.stopping.wait(self.args.retry_delay)
             done.set()
             beat.join()
+            if outcome == "superseded":
+                self.finish(move, outcome)
+                return
             if lost.is_set():
                 self.out.say(f"{what}: lease lost ({detail or outcome}); the move is left to its next claimer",
                              error=True)
@@ -284,11 +363,16 @@ class Rebalancer:
                     control.execute("SELECT shardcast.release_task(%s, %s)", [move.task_id, self.args.worker])
                     self.out.say(f"{what}: released")
                 else:
+                    # Elsewhere (moved since its claim): a failure, without the retry delay; the
+                    # next claim fails it for good at once (claim_citus_move checks the placement).
                     control.execute("SELECT shardcast.complete_task(%s, %s, %s, %s, %s)",
-                                    [move.task_id, outcome != "failed", detail, self.args.worker, outcome == "moved"])
+                                    [move.task_id, outcome not in ("failed", "elsewhere"), detail, self.args.worker,
+                                     outcome == "moved"])
                     took = pretty_seconds(time.monotonic() - move.started)
                     if outcome == "failed":
                         self.out.say(f"{what}: FAILED after {took}: {detail}", error=True)
+                    elif outcome == "elsewhere":
+                        self.out.say(f"{what}: {detail}", error=True)
                     elif outcome == "moved":
                         self.out.say(f"{what}: moved in {took}")
                     else:
@@ -299,7 +383,12 @@ class Rebalancer:
                 outcome = "lost"
         self.finish(move, outcome)
 
-    def move(self, move: Move, what: str) -> tuple[str, str | None]:
+    def still_mine(self, control: psycopg.Connection, move: Move) -> bool:
+        row = control.execute("SELECT state = 'claimed' AND claimed_by = %s FROM shardcast.replication_tasks "
+                              "WHERE task_id = %s", [self.args.worker, move.task_id]).fetchone()
+        return bool(row and row[0])
+
+    def move(self, move: Move, what: str, lost: threading.Event | None = None) -> tuple[str, str | None]:
         """Runs citus_move_shard_placement unless the group is already on its target: (outcome,
         detail)."""
         conn = connect(self.args.source)
@@ -312,14 +401,19 @@ class Rebalancer:
             nodes = {r[0] for r in conn.execute(PLACEMENTS, [move.shardid])}
             if move.target in nodes and move.source not in nodes:
                 return "in place", f"already on {move.target}: nothing to move"
-            if move.source not in nodes:
-                return "failed", (f"shard {move.shardid} is on {', '.join(sorted(nodes)) or 'no node'}, not on "
-                                  f"{move.source}: enqueue the rebalance again")
-            if self.stopping.is_set():
+            if move.source not in nodes:  # nor on its target
+                return "elsewhere", (f"shard group {move.shardid} is on {', '.join(sorted(nodes)) or 'no node'}, "
+                                     f"on neither {move.source} nor {move.target}: enqueue the rebalance again")
+            # The connection is set under the lock before the stop is checked: a stop from here
+            # on finds it and cancels the move (again until the move ends, see join).
+            with self.lock:
+                move.conn = conn
+            if self.stopping.is_set() or (lost is not None and lost.is_set()):
+                with self.lock:
+                    move.conn = None
                 return "released", None
             attempt = f" (attempt {move.attempts + 1})" if move.attempts else ""
             self.out.say(f"{what}: moving{attempt}")
-            move.conn = conn
             try:
                 conn.execute("SELECT pg_catalog.citus_move_shard_placement(%s, %s, %s, %s, %s, "
                              "shard_transfer_mode => %s::citus.shard_transfer_mode)",
@@ -328,6 +422,8 @@ class Rebalancer:
             except psycopg.errors.QueryCanceled as error:
                 if self.stopping.is_set():
                     return "released", None
+                if lost is not None and lost.is_set():
+                    return "failed", f"cancelled: the lease was lost ({first_line(error)})"
                 return "failed", first_line(error)
             except psycopg.Error as error:
                 detail = first_line(error)
@@ -335,60 +431,83 @@ class Rebalancer:
                     detail += f" (hint: {error.diag.message_hint})"
                 return "failed", detail
             finally:
-                move.conn = None
+                with self.lock:
+                    move.conn = None
             return "moved", f"moved from {move.source} to {move.target}"
         finally:
             conn.close()
 
     def heartbeat(self, move: Move, lost: threading.Event, done: threading.Event) -> None:
-        """Renews the lease every third of it until the move ends; on a lost lease, cancels the
-        move (whoever claims the task next moves it)."""
+        """Renews the lease every third of it until the move ends. A connection that fails is
+        opened again (HEARTBEAT_TRIES tries a beat); a lease that cannot be renewed (refused, or
+        no connection) is lost: the move is cancelled (whoever claims the task next moves it)."""
         every = max(self.lease / 3, 0.5)
+        conn: psycopg.Connection | None = None
         try:
-            conn = connect(self.args.source)
-        except psycopg.OperationalError:
-            return
-        with conn:
             while not done.wait(every):
-                try:
-                    conn.execute("SELECT shardcast.heartbeat(%s, %s)", [move.task_id, self.args.worker])
-                except psycopg.Error as error:
+                problem = None
+                for attempt in range(HEARTBEAT_TRIES):
+                    if attempt:
+                        if done.wait(min(HEARTBEAT_RETRY, every / HEARTBEAT_TRIES)):
+                            return
+                    try:
+                        if conn is None or conn.closed:
+                            conn = connect(self.args.source)
+                        conn.execute("SELECT shardcast.heartbeat(%s, %s)", [move.task_id, self.args.worker])
+                        problem = None
+                        break
+                    except psycopg.OperationalError as error:  # no connection: open one again
+                        problem = f"heartbeat failed: {first_line(error)}"
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                    except psycopg.Error as error:  # the server refused: the lease is gone
+                        problem = f"heartbeat refused: {first_line(error)}"
+                        break
+                if problem is not None:
                     lost.set()
-                    self.out.say(f"task {move.task_id}: heartbeat refused: {first_line(error)}", error=True)
-                    if move.conn is not None:
-                        try:
-                            move.conn.cancel()
-                        except Exception:
-                            pass
+                    self.out.say(f"task {move.task_id}: {problem}; cancelling the move", error=True)
+                    self.cancel(move)
                     return
+        finally:
+            if conn is not None:
+                conn.close()
 
     def finish(self, move: Move, outcome: str) -> None:
         move.outcome = outcome
         with self.lock:
-            self.running.pop(move.task_id, None)
+            self.running = [m for m in self.running if m is not move]
             self.finished.append(move)
 
     # --- the end ------------------------------------------------------------------------------
 
-    def summary(self, source: psycopg.Connection, status: int | None, seconds: float) -> int:
+    def summary(self, source: psycopg.Connection | None, status: int | None, seconds: float) -> int:
+        """The run's counts, then the exit status from the tasks' final states: a move that failed
+        once and then succeeded is no failure. `source` None: the coordinator is gone."""
         count = {k: sum(1 for m in self.finished if m.outcome == k)
-                 for k in ("moved", "in place", "failed", "released", "lost")}
+                 for k in ("moved", "in place", "failed", "elsewhere", "released", "lost")}
         moved_bytes = sum(m.size_bytes for m in self.finished if m.outcome == "moved")
         self.out.say(f"done in {pretty_seconds(seconds)}: {count['moved']} moved ({pretty_bytes(moved_bytes)}), "
-                     f"{count['in place']} already in place, {count['failed']} failed"
+                     f"{count['in place']} already in place, {count['failed']} failed attempt(s)"
+                     + (f", {count['elsewhere']} moved elsewhere meanwhile" if count["elsewhere"] else "")
                      + (f", {count['released']} released" if count["released"] else "")
                      + (f", {count['lost']} left to their leases" if count["lost"] else ""))
         if self.stop_signal is not None:
             return EXIT_SIGINT if self.stop_signal == signal.SIGINT else EXIT_SIGTERM
+        if source is None:
+            return EXIT_ENVIRONMENT
         failed = source.execute(STILL_FAILED).fetchall()
         for task, shard, src, dst, attempts, detail in failed:
             self.out.say(f"failed: task {task}, shard group {shard} {src} -> {dst} after {attempts} attempt(s): "
                          f"{detail} (SELECT shardcast.retry_task({task}) queues it again; "
                          "shardcast.enqueue_citus_rebalance() plans anew)", error=True)
-        if failed or count["failed"]:
+        if failed:
             return EXIT_FAILED
-        if count["lost"]:
-            return EXIT_OPEN  # their next claimer moves them
+        if status is None and count["lost"]:
+            # A lost move this run did not take up again is left to its next claimer.
+            queued, held, _, _ = source.execute(OPEN, [self.args.worker]).fetchone()
+            if queued or held:
+                return EXIT_OPEN
         return EXIT_OK if status is None else status
 
 

@@ -13,14 +13,17 @@ use shardcast_core::access::Counters;
 
 /// SQL: the shards of `pg_dist_shard` that Citus can move (not reference tables, not Citus local
 /// tables), with their table, schema, own name, colocation group and move group (the smallest
-/// shardid among the shards colocated with it: same colocation group, same hash range).
+/// shardid among the shards colocated with it: same colocation group, same hash range; a shard of
+/// colocation group 0, an append or range table's, is colocated with nothing and its own group).
 const MOVABLE_SHARDS: &str = "
     SELECT ds.shardid, ds.logicalrelid, n.nspname AS schema_name,
            (SELECT i[pg_catalog.array_upper(i, 1)]
             FROM pg_catalog.parse_ident(pg_catalog.shard_name(ds.logicalrelid, ds.shardid)) AS i)
                AS shard_name,
            p.colocationid,
-           min(ds.shardid) OVER (PARTITION BY p.colocationid, ds.shardminvalue) AS move_group
+           CASE WHEN p.colocationid = 0 THEN ds.shardid
+                ELSE min(ds.shardid) OVER (PARTITION BY p.colocationid, ds.shardminvalue) END
+               AS move_group
     FROM pg_catalog.pg_dist_shard ds
     JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = ds.logicalrelid
     JOIN pg_catalog.pg_class c ON c.oid = ds.logicalrelid

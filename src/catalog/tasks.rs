@@ -318,7 +318,10 @@ const QUEUED: &str = "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schema_name
              LEFT JOIN shardcast.scores sc ON sc.shard_id = t.shard_id
              LEFT JOIN shardcast.forecast_state f ON f.shard_id = t.shard_id
-             WHERE t.state = 'queued'";
+             WHERE t.state = 'queued'
+               -- Table copies only: Citus moves are ranked by enqueue_citus_rebalance (to_jsonb:
+               -- 0.1.0's catalog has no kind, and every task there is a copy).
+               AND coalesce(to_jsonb(t) ->> 'kind', 'copy') = 'copy'";
 
 /// The dispatch order to store: per queued task, in order, its node, score, priority weight,
 /// tier and express-lane flag.
