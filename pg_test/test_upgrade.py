@@ -67,6 +67,10 @@ def grant_0_1_0(conn, complete_task="shardcast.complete_task(bigint, boolean, te
     """The grants a DBA gives on 0.1.0 (and, with the new signature, on a fresh install)."""
     conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), {complete_task} TO {DRIVER}")
     conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {OPERATOR} WITH GRANT OPTION")
+    # A grant made by a role holding the grant option (its grantor is that role).
+    conn.execute(f"SET ROLE {OPERATOR}")
+    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {DRIVER}")
+    conn.execute("RESET ROLE")
     conn.execute(f"REVOKE EXECUTE ON FUNCTION shardcast.manifest_json(text) FROM PUBLIC")
     conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.manifest_json(text) TO {DRIVER}")
 
@@ -290,13 +294,18 @@ def test_the_update_keeps_grants_on_functions_it_drops_and_creates(upgraded):
             (DRIVER, "shardcast.claim_task(text, text)", False),
             (DRIVER, "shardcast.complete_task(bigint, boolean, text, text, boolean)", False),
             (DRIVER, "shardcast.manifest_json(text)", False),
-            (OPERATOR, "shardcast.enqueue(regclass, text)", True)):
+            (OPERATOR, "shardcast.enqueue(regclass, text)", True),
+            (DRIVER, "shardcast.enqueue(regclass, text)", False)):
         assert one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", role, function), (role, function)
         assert one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE WITH GRANT OPTION')",
                    role, function) == grantable, (role, function)
         assert not one(conn, """SELECT EXISTS (SELECT FROM pg_init_privs i, aclexplode(i.initprivs) a
                                 WHERE i.objoid = %s::regprocedure AND a.grantee = %s::regrole)""",
                        function, role), (role, function)
+    # The operator's grant is still the operator's.
+    assert one(conn, """SELECT pg_get_userbyid(a.grantor) FROM pg_proc p, aclexplode(p.proacl) a
+                        WHERE p.oid = 'shardcast.enqueue(regclass, text)'::regprocedure
+                          AND a.grantee = %s::regrole""", DRIVER) == OPERATOR
     assert one(conn, "SELECT proargnames FROM pg_proc WHERE oid = 'shardcast.claim_task(text, text)'::regprocedure")[:2] == ["worker", "node"]
     assert not one(conn, "SELECT has_function_privilege('public', 'shardcast.claim_task(text, text)', 'EXECUTE')")
     assert not one(conn, "SELECT has_function_privilege('public', 'shardcast.manifest_json(text)', 'EXECUTE')")
