@@ -49,7 +49,7 @@ def main() -> None:
             conn.execute("SELECT shardcast.enqueue_all('n1')")
             conn.execute("SELECT shardcast.refresh_forecasts()")
             conn.execute("""
-                INSERT INTO shardcast.replication_tasks (shard_id, destination, node, size_bytes)
+                INSERT INTO shardcast.replication_tasks (shard_id, requested_node, node, size_bytes)
                 SELECT s.shard_id, n.node, n.node, coalesce(s.size_bytes, 8192)
                 FROM shardcast.shards s CROSS JOIN shardcast.nodes n WHERE n.node <> 'n1'""")
             started = time.monotonic()
@@ -97,7 +97,7 @@ def main() -> None:
         tps, latencies = pgbench(CLIENTS, SECONDS, claim_and_complete)
         # Replication scripts claim once per table copied, not back to back: offered load.
         offered = {rate: pgbench(CLIENTS, 10, claim_and_complete, rate)[1] for rate in OFFERED_RATES}
-        # The driver claims for one destination at a time.
+        # The driver claims for one node at a time.
         for_node = (f"\\set n random(1, {nodes})\n"
                     "SELECT shardcast.complete_task(task_id) FROM shardcast.claim_task('w:client_id', 'n' || :n);\n")
         node_tps, node_single = pgbench(1, 5, for_node)
@@ -126,9 +126,9 @@ def main() -> None:
     print(f"| latency p50 / p95 / p99, {CLIENTS} clients | {pct(latencies, 0.5):.2f} / {pct(latencies, 0.95):.2f} / {pct(latencies, 0.99):.2f} ms |")
     for rate, lat in offered.items():
         print(f"| latency p50 / p95 / p99, {CLIENTS} clients offering {rate} tasks/s in all | {pct(lat, 0.5):.2f} / {pct(lat, 0.95):.2f} / {pct(lat, 0.99):.2f} ms |")
-    print(f"| claim + complete for one destination, 1 client, 5 s | {float(node_tps):.0f} tasks/s |")
-    print(f"| latency p50 / p95 / p99, one destination, 1 client | {pct(node_single, 0.5):.2f} / {pct(node_single, 0.95):.2f} / {pct(node_single, 0.99):.2f} ms |")
-    print(f"| latency p50 / p95 / p99, one destination, {CLIENTS} clients offering {OFFERED_RATES[0]} tasks/s | {pct(node_offered, 0.5):.2f} / {pct(node_offered, 0.95):.2f} / {pct(node_offered, 0.99):.2f} ms |")
+    print(f"| claim + complete for one node, 1 client, 5 s | {float(node_tps):.0f} tasks/s |")
+    print(f"| latency p50 / p95 / p99, one node, 1 client | {pct(node_single, 0.5):.2f} / {pct(node_single, 0.95):.2f} / {pct(node_single, 0.99):.2f} ms |")
+    print(f"| latency p50 / p95 / p99, one node, {CLIENTS} clients offering {OFFERED_RATES[0]} tasks/s | {pct(node_offered, 0.5):.2f} / {pct(node_offered, 0.95):.2f} / {pct(node_offered, 0.99):.2f} ms |")
     print(f"| claim alone, 1 client, 5 s | {float(single_claim_tps):.0f} claims/s |")
     print(f"| latency p50 / p95 / p99, claim alone, 1 client | {pct(single_claims, 0.5):.2f} / {pct(single_claims, 0.95):.2f} / {pct(single_claims, 0.99):.2f} ms |")
     print(f"| claim alone, {CLIENTS} clients, 10 s | {float(claim_tps):.0f} claims/s |")

@@ -463,7 +463,7 @@ def test_hot_first_moves_to_an_added_node_and_a_killed_driver_resumes():
             manifest = conn.execute("SELECT shardcast.manifest_json()").fetchone()[0]
             assert [t["kind"] for t in manifest["tasks"]] == ["citus_move"] * len(plan)
             assert manifest["tasks"][0]["source"] == moves[0][1] and manifest["tasks"][0]["target"] == moves[0][2]
-            assert all(t["destination"] is None for t in manifest["tasks"])
+            assert all(t["node"] is None for t in manifest["tasks"])
 
             # A drain plans only moves off the drained node; rolled back here.
             conn.execute("BEGIN")
@@ -547,7 +547,7 @@ def test_hot_first_moves_to_an_added_node_and_a_killed_driver_resumes():
             # Completions were announced, at the target node.
             notes = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=len(plan))]
             listener.close()
-            assert {n["destination"] for n in notes} == {f"127.0.0.1:{third.port}"} and all(n["succeeded"] for n in notes)
+            assert {n["node"] for n in notes} == {f"127.0.0.1:{third.port}"} and all(n["succeeded"] for n in notes)
             # What the order was worth: the same plan in Citus's order keeps the hot group on its
             # old node longer; both end alike. Citus's by_disk_size plan is there to compare.
             report = conn.execute("""SELECT plan, move_order, moves, measured_moves, seconds,

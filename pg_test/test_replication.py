@@ -122,7 +122,7 @@ def test_completion_notifications_reach_a_listener(db, cluster):
     assert len(mine) == 1
     assert mine[0]["shard"] == "public.r_told"
     assert mine[0]["succeeded"] is True
-    assert set(mine[0]) >= {"task", "shard", "destination", "priority_weight", "size", "duration", "succeeded", "attempts"}
+    assert set(mine[0]) >= {"task", "shard", "node", "priority_weight", "size", "duration", "succeeded", "attempts"}
 
 
 def test_the_report_shows_hot_first_beat_fifo(db):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import running_cluster, wait_for
+from cluster import pg_bindir, running_cluster, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 OLD = "0.1.0"
@@ -36,7 +36,7 @@ def current_version():
 def installed_old_script():
     """The installed 0.1.0 script must be the repository's: `cargo pgrx install` alone does not
     install it (it copies only upgrade scripts), `make install` does."""
-    sharedir = subprocess.run(["pg_config", "--sharedir"], check=True, capture_output=True,
+    sharedir = subprocess.run([str(pg_bindir() / "pg_config"), "--sharedir"], check=True, capture_output=True,
                               text=True).stdout.strip()
     installed = Path(sharedir) / "extension" / f"shardcast--{OLD}.sql"
     ours = REPO / "sql" / f"shardcast--{OLD}.sql"
@@ -50,7 +50,29 @@ def cluster():
     installed_old_script()
     # The worker samples another database: these databases are changed only by the test.
     with running_cluster({"shardcast.database": "'postgres'"}, "shardcast-upgrade") as c:
+        with c.connect() as conn:
+            conn.execute(f"CREATE ROLE {DRIVER} NOLOGIN")
+            conn.execute(f"CREATE ROLE {OPERATOR} NOLOGIN")
         yield c
+
+
+# Roles a DBA granted shardcast's functions to on 0.1.0: the update drops and creates the
+# functions whose parameters were renamed (and complete_task, whose signature changed), and
+# keeps their grants.
+DRIVER = "upgrade_driver"
+OPERATOR = "upgrade_operator"
+
+
+def grant_0_1_0(conn, complete_task="shardcast.complete_task(bigint, boolean, text, text)"):
+    """The grants a DBA gives on 0.1.0 (and, with the new signature, on a fresh install)."""
+    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.claim_task(text, text), {complete_task} TO {DRIVER}")
+    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {OPERATOR} WITH GRANT OPTION")
+    # A grant made by a role holding the grant option (its grantor is that role).
+    conn.execute(f"SET ROLE {OPERATOR}")
+    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {DRIVER}")
+    conn.execute("RESET ROLE")
+    conn.execute(f"REVOKE EXECUTE ON FUNCTION shardcast.manifest_json(text) FROM PUBLIC")
+    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.manifest_json(text) TO {DRIVER}")
 
 
 USER_TABLES = """
@@ -207,6 +229,7 @@ def upgraded(cluster):
     conn = create_database(cluster, "upgraded", OLD)
     assert one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'shardcast'") == OLD
     tasks = fill_0_1_0(conn)
+    grant_0_1_0(conn)
     before = snapshot(conn)
     conn.execute("ALTER EXTENSION shardcast UPDATE")
     yield conn, before, tasks
@@ -219,6 +242,7 @@ def fresh(cluster):
     with create_database(cluster, "fresh") as conn:
         if one(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'tests'"):
             pytest.fail("the installed shardcast is a `cargo pgrx test` build (schema tests): run `make install`")
+        grant_0_1_0(conn, "shardcast.complete_task(bigint, boolean, text, text, boolean)")
     return schema_dump(cluster, "fresh")
 
 
@@ -230,7 +254,10 @@ def test_the_update_leaves_the_schema_of_a_fresh_install(cluster, upgraded, fres
     for expected in ("CREATE TABLE shardcast.sampling_periods", "ALTER EXTENSION shardcast ADD VIEW shardcast.forecasts",
                      "COMMENT ON COLUMN shardcast.daily_access.hours_present", "GRANT SELECT ON TABLE shardcast.worker_status",
                      "CREATE TABLE public.orders", "'shardcast', 'shardcast', false, '" + current_version() + "'",
-                     "config_dump => [shardcast.nodes ''"):
+                     "config_dump => [shardcast.nodes ''",
+                     # The DBA's grants (grant_0_1_0), as GRANTs of their own, not initial privileges.
+                     f"GRANT ALL ON FUNCTION shardcast.claim_task(worker text, node text) TO {DRIVER};",
+                     f"GRANT ALL ON FUNCTION shardcast.enqueue(shard regclass, node text) TO {OPERATOR} WITH GRANT OPTION;"):
         assert expected in fresh, expected
     assert after == fresh, dump_diff(after, fresh)
 
@@ -246,8 +273,45 @@ def test_0_1_0_functions_work_on_the_new_library_before_the_update(cluster):
         assert conn.execute("SELECT count(*) FROM shardcast.priority_scores").fetchone()[0] > 0
         assert conn.execute("SELECT shardcast.enqueue_all()").fetchone()[0] >= 0
         assert conn.execute("SELECT shardcast.enqueue_publication('before_update_pub')").fetchone()[0] >= 0
+        # 0.1.0's column replication_tasks.destination (requested_node since 0.2.0), and its
+        # manifest's column destination (node), read and written by the new library.
+        assert conn.execute("SELECT shardcast.enqueue('public.events_2', 'n1')").fetchone()[0] > 0
+        manifest = conn.execute("SELECT shardcast.manifest_json('n1')").fetchone()[0]
+        assert manifest["node"] == "n1" and manifest["tasks"]
+        assert all(t["node"] == "n1" for t in manifest["tasks"])
+        assert conn.execute("SELECT task_id FROM shardcast.claim_task('w9', 'n1')").fetchone() is not None
     finally:
         conn.close()
+
+
+def test_the_update_keeps_grants_on_functions_it_drops_and_creates(upgraded):
+    """claim_task, enqueue and manifest_json lose their parameter destination (node now), and
+    complete_task takes copied: each is dropped and created, with the grants made on 0.1.0.
+    The grants stay the DBA's, not initial privileges of the extension (which pg_dump would
+    leave out); the schema comparison with a fresh install granted alike checks that too."""
+    conn, _, _ = upgraded
+    for role, function, grantable in (
+            (DRIVER, "shardcast.claim_task(text, text)", False),
+            (DRIVER, "shardcast.complete_task(bigint, boolean, text, text, boolean)", False),
+            (DRIVER, "shardcast.manifest_json(text)", False),
+            (OPERATOR, "shardcast.enqueue(regclass, text)", True),
+            (DRIVER, "shardcast.enqueue(regclass, text)", False)):
+        assert one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", role, function), (role, function)
+        assert one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE WITH GRANT OPTION')",
+                   role, function) == grantable, (role, function)
+        assert not one(conn, """SELECT EXISTS (SELECT FROM pg_init_privs i, aclexplode(i.initprivs) a
+                                WHERE i.objoid = %s::regprocedure AND a.grantee = %s::regrole)""",
+                       function, role), (role, function)
+    # The operator's grant is still the operator's.
+    assert one(conn, """SELECT pg_get_userbyid(a.grantor) FROM pg_proc p, aclexplode(p.proacl) a
+                        WHERE p.oid = 'shardcast.enqueue(regclass, text)'::regprocedure
+                          AND a.grantee = %s::regrole""", DRIVER) == OPERATOR
+    assert one(conn, "SELECT proargnames FROM pg_proc WHERE oid = 'shardcast.claim_task(text, text)'::regprocedure")[:2] == ["worker", "node"]
+    assert not one(conn, "SELECT has_function_privilege('public', 'shardcast.claim_task(text, text)', 'EXECUTE')")
+    assert not one(conn, "SELECT has_function_privilege('public', 'shardcast.manifest_json(text)', 'EXECUTE')")
+    # The helpers of the update are gone.
+    assert one(conn, "SELECT to_regclass('shardcast._update_grants')") is None
+    assert one(conn, "SELECT count(*) FROM pg_proc WHERE proname IN ('_update_save_grants', '_update_restore_grants')") == 0
 
 
 def test_the_schema_comparison_sees_differences(cluster, fresh):
@@ -275,6 +339,9 @@ def test_the_update_keeps_the_data(upgraded):
         # Rows as 0.1.0 had them: columns that 0.2.0 added are compared below.
         kept = [{k: v for k, v in row.items() if k in rows[0]} for row in after[table]] if rows else after[table]
         if table == "replication_tasks":
+            # 0.1.0's destination is requested_node.
+            rows = [{("requested_node" if k == "destination" else k): v for k, v in r.items()} for r in rows]
+            kept = [{k: v for k, v in row.items() if k in rows[0]} for row in after[table]]
             # The later of two open tasks for one shard and node is cancelled, nothing else changes.
             dup = next(r for r in kept if r["task_id"] == tasks["duplicate"])
             assert (dup["state"], dup["detail"]) == ("cancelled", f"a duplicate of task {tasks['queued']} for the same node")

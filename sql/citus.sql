@@ -477,7 +477,7 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM shardcast.replication_tasks t
                       WHERE t.shard_id = p.shard_id AND t.state IN ('queued', 'claimed'))
     ORDER BY p.first_step
-    -- One open task per move group: the shard's open-task index says so (destination is NULL).
+    -- One open task per move group: the shard's open-task index says so (requested_node is NULL).
     ON CONFLICT DO NOTHING;
 
     -- WSPT: load relieved per byte moved, densest first; Citus's own order breaks ties.

@@ -92,7 +92,7 @@ CREATE FUNCTION shardcast.add_node(
 LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'add_node_wrapper';
 COMMENT ON FUNCTION shardcast.add_node(text, double precision, integer, text) IS
-    'Adds a replication destination: name, copy throughput in bytes per second, tasks it may copy at once, and the conninfo the driver uses.';
+    'Adds a replication node: name, copy throughput in bytes per second, tasks it may copy at once, and the conninfo the driver uses.';
 
 CREATE FUNCTION shardcast.report_node_load(
     node text,
@@ -123,7 +123,7 @@ COMMENT ON FUNCTION shardcast.remove_node(text) IS
 
 -- Enqueueing: shards become replication tasks (one shard, one node, one open task).
 
-CREATE FUNCTION shardcast.enqueue(shard regclass, destination text DEFAULT NULL) RETURNS bigint
+CREATE FUNCTION shardcast.enqueue(shard regclass, node text DEFAULT NULL) RETURNS bigint
 LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'enqueue_wrapper';
 COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
@@ -131,7 +131,7 @@ COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
 
 CREATE FUNCTION shardcast.enqueue_publication(
     publication text,
-    destination text DEFAULT NULL
+    node text DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'enqueue_publication_wrapper';
@@ -139,7 +139,7 @@ COMMENT ON FUNCTION shardcast.enqueue_publication(text, text) IS
     'Enqueues every table of a publication (to one node, or to the node assignment chooses); returns the number of tasks. Skips tables logical replication cannot carry.';
 
 CREATE FUNCTION shardcast.enqueue_all(
-    destination text DEFAULT NULL
+    node text DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'enqueue_all_wrapper';
@@ -219,7 +219,7 @@ COMMENT ON FUNCTION shardcast.allocation_plan(integer, bigint) IS
 
 -- Claims: replication scripts take tasks under a lease, renew it, and finish or hand back.
 
-CREATE FUNCTION shardcast.claim_task(worker text, destination text DEFAULT NULL)
+CREATE FUNCTION shardcast.claim_task(worker text, node text DEFAULT NULL)
 RETURNS TABLE (task_id bigint, shard regclass, qualified_name text, node text, size_bytes bigint,
                priority_weight integer, prefetch boolean, attempts integer, lease_expires_at timestamptz)
 LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -284,12 +284,12 @@ COMMENT ON FUNCTION shardcast.forget_replica(regclass, text) IS
 -- The manifest and the report.
 
 CREATE FUNCTION shardcast.manifest_json(
-    destination text DEFAULT NULL
+    node text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'manifest_json_wrapper';
 COMMENT ON FUNCTION shardcast.manifest_json(text) IS
-    'The open replication tasks as one JSON document (optionally for one destination), for replication tooling.';
+    'The open replication tasks as one JSON document (optionally for one node), for replication tooling.';
 
 CREATE FUNCTION shardcast.prioritization_report_since(
     since timestamp with time zone

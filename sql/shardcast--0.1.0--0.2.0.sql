@@ -1,6 +1,152 @@
 -- shardcast 0.1.0 -> 0.2.0. Run by ALTER EXTENSION shardcast UPDATE; never edit once released.
 \echo Use "ALTER EXTENSION shardcast UPDATE TO '0.2.0'" to load this file. \quit
 
+-- Grants kept across DROP + CREATE. A function whose signature or input parameter names change
+-- is dropped and created again, which loses the EXECUTE a DBA granted on it (to the driver's
+-- role, say). Before each DROP, _update_save_grants keeps the old function's ACL and initial
+-- privileges (pg_init_privs); at the end of this script _update_restore_grants makes the new
+-- function's ACL the old one (GRANT and REVOKE, grantee by grantee, grant options included) and
+-- puts the old initial privileges back: a GRANT run by an extension script is recorded as an
+-- initial privilege, which pg_dump would leave out, and the DBA's grants must stay the DBA's.
+-- Both helpers and their table are dropped at the end of the script.
+CREATE TABLE shardcast._update_grants (
+    signature text PRIMARY KEY,   -- the new function, as regprocedure text
+    owner     oid NOT NULL,       -- the old function's owner
+    acl       aclitem[],          -- the old function's ACL (NULL: the default)
+    initprivs aclitem[]           -- its initial privileges (NULL: none recorded)
+);
+CREATE FUNCTION shardcast._update_save_grants(old regprocedure, new text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO shardcast._update_grants (signature, owner, acl, initprivs)
+    SELECT $2, p.proowner, p.proacl, i.initprivs
+    FROM pg_catalog.pg_proc p
+    LEFT JOIN pg_catalog.pg_init_privs i
+           ON i.objoid = p.oid AND i.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND i.objsubid = 0
+    WHERE p.oid = $1
+$$;
+CREATE FUNCTION shardcast._update_restore_grants() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+    e record;
+    fn regprocedure;
+    new_owner oid;
+    grantee text;
+BEGIN
+    FOR k IN SELECT * FROM shardcast._update_grants ORDER BY signature LOOP
+        fn := k.signature::regprocedure;
+        SELECT p.proowner INTO new_owner FROM pg_catalog.pg_proc p WHERE p.oid = fn;
+        -- What the new function allows and the old did not (PUBLIC's default EXECUTE): revoked.
+        FOR e IN
+            SELECT a.grantee FROM pg_catalog.aclexplode(coalesce(
+                       (SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = fn),
+                       pg_catalog.acldefault('f', new_owner))) a
+            WHERE a.grantee NOT IN (new_owner, k.owner)
+              AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(k.acl, pg_catalog.acldefault('f', k.owner))) o
+                              WHERE o.grantee = a.grantee AND o.privilege_type = a.privilege_type)
+        LOOP
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s CASCADE', fn,
+                           CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(e.grantee)) END);
+        END LOOP;
+        -- What the old function allowed: granted again, the owner's grants first, then those
+        -- made by a role holding the grant option (as that role).
+        FOR e IN
+            SELECT o.grantor, o.grantee, o.is_grantable
+            FROM pg_catalog.aclexplode(coalesce(k.acl, pg_catalog.acldefault('f', k.owner))) o
+            WHERE o.grantee NOT IN (new_owner, k.owner) AND o.privilege_type = 'EXECUTE'
+            ORDER BY o.grantor NOT IN (new_owner, k.owner), o.grantee
+        LOOP
+            grantee := CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(e.grantee)) END;
+            BEGIN
+                IF e.grantor NOT IN (new_owner, k.owner) THEN
+                    EXECUTE format('SET LOCAL ROLE %I', pg_catalog.pg_get_userbyid(e.grantor));
+                END IF;
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', fn, grantee,
+                               CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+                IF e.grantor NOT IN (new_owner, k.owner) THEN
+                    RESET ROLE;
+                END IF;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'shardcast: EXECUTE on % could not be granted again to % (granted by %): %',
+                              fn, grantee, pg_catalog.pg_get_userbyid(e.grantor), SQLERRM
+                    USING HINT = format('After the update, run: GRANT EXECUTE ON FUNCTION %s TO %s;', fn, grantee);
+            END;
+        END LOOP;
+        -- The initial privileges are the old function's: the grants above stay the DBA's.
+        DELETE FROM pg_catalog.pg_init_privs
+        WHERE objoid = fn AND classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND objsubid = 0;
+        IF k.initprivs IS NOT NULL THEN
+            INSERT INTO pg_catalog.pg_init_privs (objoid, classoid, objsubid, privtype, initprivs)
+            VALUES (fn, 'pg_catalog.pg_proc'::pg_catalog.regclass, 0, 'e', k.initprivs);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- One word per thing: a replication node is a node. The node asked for at enqueue (NULL: any
+-- node) was replication_tasks.destination; it is requested_node now, beside node, the node the
+-- task copies to (the requested one, or the one node assignment chose).
+ALTER TABLE shardcast.replication_tasks RENAME COLUMN destination TO requested_node;
+ALTER TABLE shardcast.replication_tasks
+    RENAME CONSTRAINT replication_tasks_destination_fkey TO replication_tasks_requested_node_fkey;
+COMMENT ON COLUMN shardcast.replication_tasks.requested_node IS
+    'The node asked for at enqueue; NULL: any node (node assignment chooses).';
+COMMENT ON COLUMN shardcast.replication_tasks.node IS
+    'The node the task copies to: requested_node when one was asked for, else the one node assignment chose (NULL until then).';
+-- The manifest's column (and manifest_json's key) destination is node.
+ALTER VIEW shardcast.replication_manifest RENAME COLUMN destination TO node;
+-- Parameters destination are node. PostgreSQL does not rename an input parameter in CREATE OR
+-- REPLACE FUNCTION: the functions are dropped and created, their grants kept (see above).
+SELECT shardcast._update_save_grants('shardcast.enqueue(regclass, text)', 'shardcast.enqueue(regclass,text)');
+DROP FUNCTION shardcast.enqueue(regclass, text);
+CREATE FUNCTION shardcast.enqueue(shard regclass, node text DEFAULT NULL) RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'enqueue_wrapper';
+REVOKE EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) FROM PUBLIC;
+COMMENT ON FUNCTION shardcast.enqueue(regclass, text) IS
+    'Enqueues one shard for a node (NULL: node assignment chooses); returns the task id, the open one if there is one.';
+
+SELECT shardcast._update_save_grants('shardcast.enqueue_publication(text, text)', 'shardcast.enqueue_publication(text,text)');
+DROP FUNCTION shardcast.enqueue_publication(text, text);
+CREATE FUNCTION shardcast.enqueue_publication(
+    publication text,
+    node text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'enqueue_publication_wrapper';
+REVOKE EXECUTE ON FUNCTION shardcast.enqueue_publication(text, text) FROM PUBLIC;
+
+SELECT shardcast._update_save_grants('shardcast.enqueue_all(text)', 'shardcast.enqueue_all(text)');
+DROP FUNCTION shardcast.enqueue_all(text);
+CREATE FUNCTION shardcast.enqueue_all(
+    node text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'enqueue_all_wrapper';
+REVOKE EXECUTE ON FUNCTION shardcast.enqueue_all(text) FROM PUBLIC;
+
+SELECT shardcast._update_save_grants('shardcast.claim_task(text, text)', 'shardcast.claim_task(text,text)');
+DROP FUNCTION shardcast.claim_task(text, text);
+CREATE FUNCTION shardcast.claim_task(worker text, node text DEFAULT NULL)
+RETURNS TABLE (task_id bigint, shard regclass, qualified_name text, node text, size_bytes bigint,
+               priority_weight integer, prefetch boolean, attempts integer, lease_expires_at timestamptz)
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan
+AS 'MODULE_PATHNAME', 'claim_task_wrapper';
+REVOKE EXECUTE ON FUNCTION shardcast.claim_task(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION shardcast.claim_task(text, text) IS
+    'Claims the next replication task under the plan, under a lease; no row when there is nothing to do.';
+
+SELECT shardcast._update_save_grants('shardcast.manifest_json(text)', 'shardcast.manifest_json(text)');
+DROP FUNCTION shardcast.manifest_json(text);
+CREATE FUNCTION shardcast.manifest_json(
+    node text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'manifest_json_wrapper';
+
 -- Forecasts cover [now, now + horizon) and say which history and models made them. The stored
 -- forecasts are derived data: they are dropped and made again by the next refresh.
 TRUNCATE shardcast.forecast_state;
@@ -154,7 +300,7 @@ WITH ranked AS (
     FROM shardcast.replication_tasks
     WHERE state IN ('queued', 'claimed') AND node IS NOT NULL
     WINDOW w AS (PARTITION BY shard_id, node
-                 ORDER BY state = 'claimed' DESC, destination IS NOT NULL DESC, task_id)
+                 ORDER BY state = 'claimed' DESC, requested_node IS NOT NULL DESC, task_id)
 )
 UPDATE shardcast.replication_tasks t
 SET state = 'cancelled', finished_at = now(), claimed_by = NULL, lease_expires_at = NULL,
@@ -202,7 +348,7 @@ SELECT t.task_id,
        format('%I.%I', s.schema_name, s.table_name) AS shard,
        (SELECT system_identifier FROM pg_catalog.pg_control_system()) AS source_system_identifier,
        current_database() AS source_database,
-       t.node AS destination,
+       t.node,
        t.size_bytes,
        t.priority_weight,
        -- Renumbered over what is still queued, so that position 1 is the next task claimed
@@ -229,7 +375,7 @@ COMMENT ON TABLE shardcast.shard_class_assignments IS
 COMMENT ON TABLE shardcast.scores IS
     'The published Shard Priority Scores, one row per live shard; read them through shardcast.priority_scores.';
 COMMENT ON TABLE shardcast.nodes IS
-    'Replication destinations: copy throughput, concurrency limit and reported load. Add with shardcast.add_node; conninfo is readable only where granted.';
+    'Replication nodes: copy throughput, concurrency limit and reported load. Add with shardcast.add_node; conninfo is readable only where granted.';
 COMMENT ON TABLE shardcast.replication_tasks IS
     'Replication tasks: one shard to copy to one node, queued, claimed (leased), done, failed or cancelled. Enqueue with shardcast.enqueue*, claim with shardcast.claim_task.';
 COMMENT ON TABLE shardcast.copy_credits IS
@@ -243,7 +389,7 @@ COMMENT ON FUNCTION shardcast.preloaded() IS
 COMMENT ON FUNCTION shardcast.refresh_forecasts() IS
     'Forecasts every live shard now and republishes scores and the queue order; returns the number of shards scored. Cancellable.';
 COMMENT ON FUNCTION shardcast.add_node(text, double precision, integer, text) IS
-    'Adds a replication destination: name, copy throughput in bytes per second, tasks it may copy at once, and the conninfo the driver uses.';
+    'Adds a replication node: name, copy throughput in bytes per second, tasks it may copy at once, and the conninfo the driver uses.';
 COMMENT ON FUNCTION shardcast.report_node_load(text, double precision) IS
     'Reports the share (0 to 1) of a node''s capacity in use; node assignment gives busy nodes less work.';
 COMMENT ON FUNCTION shardcast.enqueue_publication(text, text) IS
@@ -257,7 +403,7 @@ COMMENT ON FUNCTION shardcast.release_task(bigint, text) IS
 COMMENT ON FUNCTION shardcast.complete_task(bigint, boolean, text, text) IS
     'Finishes a claimed task: done, or failed (queued again until shardcast.max_attempts); logs it and sends a NOTIFY.';
 COMMENT ON FUNCTION shardcast.manifest_json(text) IS
-    'The open replication tasks as one JSON document (optionally for one destination), for replication tooling.';
+    'The open replication tasks as one JSON document (optionally for one node), for replication tooling.';
 COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone) IS
     'What prioritization was worth on tasks claimed since a time: access-weighted availability of the realised order against FIFO and perfect foresight.';
 COMMENT ON FUNCTION shardcast._prioritized_queue() IS
@@ -311,28 +457,10 @@ COMMENT ON VIEW shardcast.node_replicas IS
 GRANT SELECT ON shardcast.node_replicas TO PUBLIC;
 
 -- complete_task can say that nothing was copied (copied => false: the table was already in
--- sync). A new argument is a new signature: the function is dropped and created. Grants on the
--- old one are not made again here (a GRANT in an extension script would become one of the
--- extension's initial privileges, which pg_dump leaves out): a WARNING names the roles and
--- the GRANT to run after the update.
-DO $$
-DECLARE
-    grantees text;
-BEGIN
-    SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, ', ')
-    INTO grantees
-    FROM pg_catalog.pg_proc p
-    CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
-    LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-    WHERE p.oid = 'shardcast.complete_task(bigint, boolean, text, text)'::pg_catalog.regprocedure
-      AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner;
-    IF grantees IS NOT NULL THEN
-        RAISE WARNING 'shardcast.complete_task has a new signature: % lose EXECUTE on it', grantees
-            USING HINT = 'After the update, run: GRANT EXECUTE ON FUNCTION shardcast.complete_task(bigint, boolean, text, text, boolean) TO '
-                         || grantees || ';';
-    END IF;
-END
-$$;
+-- sync). A new argument is a new signature: the function is dropped and created, its grants
+-- kept (_update_save_grants, at the top of this script).
+SELECT shardcast._update_save_grants('shardcast.complete_task(bigint, boolean, text, text)',
+                                     'shardcast.complete_task(bigint,boolean,text,text,boolean)');
 DROP FUNCTION shardcast.complete_task(bigint, boolean, text, text);
 CREATE FUNCTION shardcast.complete_task(
     task_id bigint,
@@ -677,7 +805,7 @@ ALTER TABLE shardcast.replication_tasks
                          AND citus_source IS NULL AND citus_target IS NULL
         ELSE citus_shard_id IS NOT NULL AND citus_colocation_id IS NOT NULL
              AND citus_source IS NOT NULL AND citus_target IS NOT NULL
-             AND citus_source <> citus_target AND node IS NULL AND destination IS NULL END);
+             AND citus_source <> citus_target AND node IS NULL AND requested_node IS NULL END);
 COMMENT ON TABLE shardcast.replication_tasks IS
     'Replication tasks: one shard to copy to one node (kind copy: enqueue with shardcast.enqueue*, claim with shardcast.claim_task) or one Citus move group to move between Citus nodes (kind citus_move: enqueue_citus_rebalance, claim_citus_move); queued, claimed (leased), done, failed or cancelled.';
 COMMENT ON COLUMN shardcast.replication_tasks.copied IS
@@ -697,7 +825,7 @@ SELECT t.task_id,
        format('%I.%I', s.schema_name, s.table_name) AS shard,
        (SELECT system_identifier FROM pg_catalog.pg_control_system()) AS source_system_identifier,
        current_database() AS source_database,
-       t.node AS destination,
+       t.node,
        t.size_bytes,
        t.priority_weight,
        -- Renumbered over what is still queued, so that position 1 is the next task claimed
@@ -709,7 +837,7 @@ SELECT t.task_id,
        t.prefetch,
        t.state,
        -- Citus moves (kind citus_move) are numbered apart from table copies, since each kind has
-       -- its own claim; a move has no destination (no replication node): it goes from source
+       -- its own claim; a move has no node (no replication node): it goes from source
        -- to target (Citus nodes, host:port).
        t.kind,
        t.citus_source AS source,
@@ -718,7 +846,7 @@ FROM shardcast.replication_tasks t
 JOIN shardcast.shards s USING (shard_id)
 WHERE t.state IN ('queued', 'claimed');
 COMMENT ON VIEW shardcast.replication_manifest IS
-    'Open replication tasks: shard, source identity, destination, size, priority weight, position (per kind), kind, and a Citus move''s source and target node.';
+    'Open replication tasks: shard, source identity, node, size, priority weight, position (per kind), kind, and a Citus move''s source and target node.';
 
 -- Hot-first shard moves. Citus's rebalancer plans which move groups go where
 -- (get_rebalance_table_shards_plan); shardcast queues those moves as replication tasks of kind
@@ -1014,7 +1142,7 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM shardcast.replication_tasks t
                       WHERE t.shard_id = p.shard_id AND t.state IN ('queued', 'claimed'))
     ORDER BY p.first_step
-    -- One open task per move group: the shard's open-task index says so (destination is NULL).
+    -- One open task per move group: the shard's open-task index says so (requested_node is NULL).
     ON CONFLICT DO NOTHING;
 
     -- WSPT: load relieved per byte moved, densest first; Citus's own order breaks ties.
@@ -1228,3 +1356,9 @@ REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, i
     shardcast.claim_citus_move(text, integer),
     shardcast._citus_plan(name, real, integer, bigint[], boolean),
     shardcast._citus_keep_plans(name, real, integer, bigint[], boolean) FROM PUBLIC;
+
+-- The grants of the functions dropped and created above, kept (see _update_save_grants).
+SELECT shardcast._update_restore_grants();
+DROP FUNCTION shardcast._update_restore_grants();
+DROP FUNCTION shardcast._update_save_grants(regprocedure, text);
+DROP TABLE shardcast._update_grants;

@@ -200,7 +200,7 @@ CREATE TABLE shardcast.scores (
 COMMENT ON TABLE shardcast.scores IS
     'The published Shard Priority Scores, one row per live shard; read them through shardcast.priority_scores.';
 
--- Replication destinations.
+-- Replication nodes.
 CREATE TABLE shardcast.nodes (
     node                   text PRIMARY KEY CHECK (node <> ''),
     conninfo               text,
@@ -213,14 +213,15 @@ CREATE TABLE shardcast.nodes (
 );
 SELECT pg_catalog.pg_extension_config_dump('shardcast.nodes', '');
 COMMENT ON TABLE shardcast.nodes IS
-    'Replication destinations: copy throughput, concurrency limit and reported load. Add with shardcast.add_node; conninfo is readable only where granted.';
+    'Replication nodes: copy throughput, concurrency limit and reported load. Add with shardcast.add_node; conninfo is readable only where granted.';
 
--- One shard to copy to one destination. node is the destination given at enqueue, or the one
--- node assignment chose; dispatch_rank is the task's place in the plan (1 = next).
+-- One shard to copy to one node. requested_node is the node asked for at enqueue (NULL: any
+-- node); node is the node the task copies to: the requested one, or the one node assignment
+-- chose; dispatch_rank is the task's place in the plan (1 = next).
 CREATE TABLE shardcast.replication_tasks (
     task_id                      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     shard_id                     integer NOT NULL REFERENCES shardcast.shards,
-    destination                  text REFERENCES shardcast.nodes ON UPDATE CASCADE,
+    requested_node               text REFERENCES shardcast.nodes ON UPDATE CASCADE,
     node                         text REFERENCES shardcast.nodes ON UPDATE CASCADE,
     state                        text NOT NULL DEFAULT 'queued'
                                  CHECK (state IN ('queued', 'claimed', 'done', 'failed', 'cancelled')),
@@ -256,10 +257,14 @@ CREATE TABLE shardcast.replication_tasks (
                          AND citus_source IS NULL AND citus_target IS NULL
         ELSE citus_shard_id IS NOT NULL AND citus_colocation_id IS NOT NULL
              AND citus_source IS NOT NULL AND citus_target IS NOT NULL
-             AND citus_source <> citus_target AND node IS NULL AND destination IS NULL END)
+             AND citus_source <> citus_target AND node IS NULL AND requested_node IS NULL END)
 );
 COMMENT ON TABLE shardcast.replication_tasks IS
     'Replication tasks: one shard to copy to one node (kind copy: enqueue with shardcast.enqueue*, claim with shardcast.claim_task) or one Citus move group to move between Citus nodes (kind citus_move: enqueue_citus_rebalance, claim_citus_move); queued, claimed (leased), done, failed or cancelled.';
+COMMENT ON COLUMN shardcast.replication_tasks.requested_node IS
+    'The node asked for at enqueue; NULL: any node (node assignment chooses).';
+COMMENT ON COLUMN shardcast.replication_tasks.node IS
+    'The node the task copies to: requested_node when one was asked for, else the one node assignment chose (NULL until then).';
 COMMENT ON COLUMN shardcast.replication_tasks.copied IS
     'For a done task: whether its completion copied data (false: the table was already in sync on the node).';
 COMMENT ON COLUMN shardcast.replication_tasks.kind IS
@@ -272,7 +277,7 @@ COMMENT ON COLUMN shardcast.replication_tasks.citus_source IS
     'For a Citus move: the node (host:port) the move group leaves.';
 COMMENT ON COLUMN shardcast.replication_tasks.citus_target IS
     'For a Citus move: the node (host:port) the move group goes to.';
-CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard_id, coalesce(destination, ''))
+CREATE UNIQUE INDEX replication_tasks_open ON shardcast.replication_tasks (shard_id, coalesce(requested_node, ''))
     WHERE state IN ('queued', 'claimed');
 -- One shard, one node, one open task, whether the node was given or assigned: a shard is never
 -- copied to one node twice at once.
@@ -280,7 +285,7 @@ CREATE UNIQUE INDEX replication_tasks_open_node ON shardcast.replication_tasks (
     WHERE state IN ('queued', 'claimed');
 CREATE INDEX replication_tasks_dispatch ON shardcast.replication_tasks (dispatch_rank, task_id)
     WHERE state = 'queued';
--- Claims for one destination walk its queued tasks in dispatch order.
+-- Claims for one node walk its queued tasks in dispatch order.
 CREATE INDEX replication_tasks_node_dispatch ON shardcast.replication_tasks (node, dispatch_rank, task_id)
     WHERE state = 'queued';
 CREATE INDEX replication_tasks_leases ON shardcast.replication_tasks (lease_expires_at)
@@ -292,7 +297,7 @@ CREATE INDEX replication_tasks_in_flight ON shardcast.replication_tasks (node)
 -- Reads that replication itself makes of the shards it copies (one whole-table scan per claim),
 -- taken out of the sampled deltas by the sampler: a copy is not the application's load. Kept
 -- until a while after the copy ends, because a scan's statistics arrive when it finishes. One
--- row per task, so that claims of one shard for several destinations never wait on each other.
+-- row per task, so that claims of one shard for several nodes never wait on each other.
 CREATE TABLE shardcast.copy_credits (
     task_id      bigint PRIMARY KEY,
     shard_id     integer NOT NULL REFERENCES shardcast.shards ON DELETE CASCADE,

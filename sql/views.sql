@@ -290,7 +290,7 @@ SELECT t.task_id,
        format('%I.%I', s.schema_name, s.table_name) AS shard,
        (SELECT system_identifier FROM pg_catalog.pg_control_system()) AS source_system_identifier,
        current_database() AS source_database,
-       t.node AS destination,
+       t.node,
        t.size_bytes,
        t.priority_weight,
        -- Renumbered over what is still queued, so that position 1 is the next task claimed
@@ -302,7 +302,7 @@ SELECT t.task_id,
        t.prefetch,
        t.state,
        -- Citus moves (kind citus_move) are numbered apart from table copies, since each kind has
-       -- its own claim; a move has no destination (no replication node): it goes from source
+       -- its own claim; a move has no node (no replication node): it goes from source
        -- to target (Citus nodes, host:port).
        t.kind,
        t.citus_source AS source,
@@ -311,7 +311,7 @@ FROM shardcast.replication_tasks t
 JOIN shardcast.shards s USING (shard_id)
 WHERE t.state IN ('queued', 'claimed');
 COMMENT ON VIEW shardcast.replication_manifest IS
-    'Open replication tasks: shard, source identity, destination, size, priority weight, position (per kind), kind, and a Citus move''s source and target node.';
+    'Open replication tasks: shard, source identity, node, size, priority weight, position (per kind), kind, and a Citus move''s source and target node.';
 
 -- What prioritization was worth on the tasks done so far: access-weighted availability (the
 -- share of the accesses during the run that hit shards already copied) of the realised order,

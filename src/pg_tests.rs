@@ -697,7 +697,7 @@ fn the_plan_shares_workers_and_bandwidth() {
 }
 
 #[pg_test]
-fn tasks_without_a_destination_go_to_the_fast_idle_node() {
+fn tasks_without_a_requested_node_go_to_the_fast_idle_node() {
     shop_with_history();
     two_nodes();
     Spi::run("SELECT shardcast.report_node_load('slow', 0.5); SELECT shardcast.refresh_forecasts(); SELECT shardcast.enqueue('public.f_orders')")
@@ -1119,7 +1119,7 @@ fn one_shard_one_node_one_open_task() {
     Spi::run("CREATE TABLE public.o_a (id int); CREATE TABLE public.o_b (id int); CREATE TABLE public.o_c (id int)").unwrap();
     let open = |table: &str| {
         Spi::get_one_with_args::<String>(
-            "SELECT string_agg(t.task_id || '@' || coalesce(t.node, '-') || '/' || coalesce(t.destination, '*') || ':' || t.state, ' ' ORDER BY t.task_id)
+            "SELECT string_agg(t.task_id || '@' || coalesce(t.node, '-') || '/' || coalesce(t.requested_node, '*') || ':' || t.state, ' ' ORDER BY t.task_id)
              FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
              WHERE s.table_name = $1 AND t.state IN ('queued', 'claimed')",
             &[table.into()],
@@ -1176,7 +1176,7 @@ fn a_disabled_nodes_tasks_are_not_handed_out() {
     .unwrap();
     assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.claim_task('w', 'slow')").unwrap(), Some(0));
     assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM shardcast.claim_task('w')").unwrap(), Some(0));
-    // Tasks without a destination go to the enabled node.
+    // Tasks without a requested node go to the enabled node.
     Spi::run("SELECT shardcast.enqueue('public.d_any')").unwrap();
     let claimed = Spi::get_two::<String, String>("SELECT shard::text, node FROM shardcast.claim_task('w')").unwrap();
     assert_eq!(claimed, (Some("d_any".into()), Some("fast".into())));

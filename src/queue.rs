@@ -65,7 +65,7 @@ fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Erro
         let Some(q) = slots[i].take() else {
             continue;
         };
-        let node = policy::node_for(q.task.bytes, q.destination, &q.taken, &mut nodes);
+        let node = policy::node_for(q.task.bytes, q.requested_node, &q.taken, &mut nodes);
         result.push(Queued {
             task: q.task,
             relid: q.relid,

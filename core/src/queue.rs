@@ -11,16 +11,16 @@ pub fn express(lower: Option<f64>, threshold: f64) -> bool {
 }
 
 /// The node a task of `bytes` copies to, taking its share of that node's work: its
-/// `destination` when it was given one (counted against that node if it is among `nodes`),
+/// `requested_node` when it was given one (counted against that node if it is among `nodes`),
 /// else the node that finishes it first among those that no other open task of the shard
 /// copies to (`taken`). None when no node is left.
 pub fn node_for(
     bytes: f64,
-    destination: Option<String>,
+    requested_node: Option<String>,
     taken: &[String],
     nodes: &mut [Node],
 ) -> Option<String> {
-    match destination {
+    match requested_node {
         Some(fixed) => {
             if let Some(n) = nodes.iter_mut().find(|n| n.name == fixed) {
                 n.assigned_bytes += bytes.max(schedule::MIN_TASK_BYTES);
@@ -55,7 +55,7 @@ mod tests {
     }
 
     #[test]
-    fn a_given_destination_is_kept_and_counted() {
+    fn a_requested_node_is_kept_and_counted() {
         let mut nodes = vec![node("a", 100.0), node("b", 100.0)];
         assert_eq!(
             node_for(10.0, Some("b".into()), &[], &mut nodes),
@@ -63,7 +63,7 @@ mod tests {
         );
         assert_eq!(nodes[1].assigned_bytes, schedule::MIN_TASK_BYTES);
         assert_eq!(nodes[0].assigned_bytes, 0.0);
-        // A destination that is not an enabled node is kept, and counts against nothing.
+        // A requested node that is not an enabled node is kept, and counts against nothing.
         assert_eq!(
             node_for(1e6, Some("gone".into()), &[], &mut nodes),
             Some("gone".into())

@@ -241,7 +241,7 @@ pub fn prefetch_threshold(points: &[f64], quantile: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (position - lo as f64)
 }
 
-/// A destination node.
+/// A replication node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     pub name: String,

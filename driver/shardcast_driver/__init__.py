@@ -1,4 +1,4 @@
-"""shardcast-driver: copies shards to their destinations hot-first with native logical replication.
+"""shardcast-driver: copies shards to their nodes hot-first with native logical replication.
 
 It talks to shardcast through SQL only (claim_task, heartbeat, complete_task, release_task). For
 every enabled node with a conninfo it keeps one publication on the source and one subscription

@@ -240,6 +240,13 @@ def held_by_others(source: psycopg.Connection, nodes: list[str], worker: str | N
     return source.execute(HELD, [nodes, worker]).fetchall()
 
 
+# The open tasks as the driver reads them from shardcast.replication_manifest: its column `node`
+# was `destination` in 0.1.0's catalog, which the driver still serves (to_jsonb reads either).
+MANIFEST = """(SELECT m.task_id, m.shard, m.state, m.position, m.priority_weight,
+               coalesce(to_jsonb(m) ->> 'node', to_jsonb(m) ->> 'destination') AS node
+        FROM shardcast.replication_manifest m)"""
+
+
 def has_function(conn: psycopg.Connection, signature: str) -> bool:
     return conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", [signature]).fetchone()[0]
 

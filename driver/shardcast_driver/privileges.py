@@ -22,13 +22,13 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .common import FUNCTIONS, Node
+from .common import FUNCTIONS, MANIFEST, Node
 
 # The tables the open tasks for these nodes would publish, with their owners.
 OPEN_TABLES = """
 SELECT DISTINCT m.shard, pg_get_userbyid(c.relowner), pg_has_role(c.relowner, 'USAGE')
-FROM shardcast.replication_manifest m JOIN pg_class c ON c.oid = to_regclass(m.shard)
-WHERE m.destination = ANY(%s)
+FROM """ + MANIFEST + """ m JOIN pg_class c ON c.oid = to_regclass(m.shard)
+WHERE m.node = ANY(%s)
 ORDER BY 1
 """
 
@@ -97,8 +97,8 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
                 fixes.append(f"ALTER ROLE {p} REPLICATION;  -- the subscriptions connect to the source as {p}")
             if not row[1]:
                 unreadable = [shard for (shard,) in source.execute(
-                    "SELECT DISTINCT m.shard FROM shardcast.replication_manifest m"
-                    " WHERE m.destination = ANY(%s) AND to_regclass(m.shard) IS NOT NULL"
+                    "SELECT DISTINCT m.shard FROM " + MANIFEST + " m"
+                    " WHERE m.node = ANY(%s) AND to_regclass(m.shard) IS NOT NULL"
                     " AND NOT has_table_privilege(%s, to_regclass(m.shard), 'SELECT') ORDER BY 1",
                     [[n.name for n in nodes], publisher_user]).fetchall()]
                 if unreadable:

@@ -21,7 +21,7 @@ from .common import SyncError
 
 
 # Read with an empty search_path, so that every type, function and collation outside
-# pg_catalog comes out schema-qualified and means the same on the destination.
+# pg_catalog comes out schema-qualified and means the same on the node.
 TABLE_DEFINITION = """
 SELECT n.nspname, c.relname, c.relreplident, c.relpersistence,
        (SELECT string_agg(format('%%I %%s%%s%%s%%s', a.attname, format_type(a.atttypid, a.atttypmod),
@@ -47,7 +47,7 @@ WHERE c.oid = %s::regclass
 
 
 def create_table_statements(source: psycopg.Connection, shard: str) -> list[sql.Composable]:
-    """The statements that create `shard` on a destination: columns, types, collations, NOT NULL,
+    """The statements that create `shard` on a node: columns, types, collations, NOT NULL,
     generated columns, primary key and replica identity. Foreign keys, other indexes, defaults
     and triggers are left out: logical replication's apply does not need them, and foreign keys
     would tie a table's sync to the tables it references."""

@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cluster import Cluster, wait_for  # noqa: E402
+from cluster import Cluster, pg_bindir, wait_for  # noqa: E402
 
 DB = "shardcast_regression"
 PG_REGRESS = Path("/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress")
@@ -66,7 +66,10 @@ def installed_build_is_plain() -> bool:
     """`cargo pgrx test` installs its own build, whose extension script also creates schema
     `tests` and the #[pg_test] functions: CREATE EXTENSION would then list them in 01_setup.
     `make test-regress` installs the plain build first."""
-    sharedir = subprocess.run(["pg_config", "--sharedir"], check=True, capture_output=True, text=True).stdout.strip()
+    # The installation the cluster runs (SHARDCAST_PG_BINDIR: a private one, see
+    # scripts/private-install.sh), not whichever pg_config is first on PATH.
+    sharedir = subprocess.run([str(pg_bindir() / "pg_config"), "--sharedir"], check=True, capture_output=True,
+                              text=True).stdout.strip()
     extension = Path(sharedir) / "extension"
     control = (extension / "shardcast.control").read_text()
     version = next(line.split("=", 1)[1].strip().strip("'") for line in control.splitlines()

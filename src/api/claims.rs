@@ -26,7 +26,7 @@ pub const NOTIFY_DETAIL_CHARS: i32 = 500;
 #[pg_extern(sql = false)]
 fn claim_task(
     worker: Option<&str>,
-    destination: Option<&str>,
+    node: Option<&str>,
 ) -> Result<
     TableIterator<
         'static,
@@ -45,7 +45,7 @@ fn claim_task(
     ErrorReport,
 > {
     let worker = worker.ok_or_else(|| null_argument("worker"))?;
-    if let Some(node) = destination {
+    if let Some(node) = node {
         check_node(node)?;
     }
     claims::expire_leases(gucs::max_attempts()).map_err(spi_error)?;
@@ -56,7 +56,7 @@ fn claim_task(
     // met once.
     loop {
         pg_sys::check_for_interrupts!();
-        let rows = claims::claim_next(worker, destination, lease, copy_credits::margin())
+        let rows = claims::claim_next(worker, node, lease, copy_credits::margin())
             .map_err(spi_error)?;
         if rows.iter().any(|(cancelled, _)| *cancelled) {
             continue;

@@ -11,17 +11,17 @@ use crate::catalog::{shards, tasks};
 use crate::error::{spi_error, sql_error, SqlResult};
 use crate::queue;
 
-/// Enqueues the given live shards for `destination` (NULL: node assignment chooses). One shard,
+/// Enqueues the given live shards for `node` (NULL: node assignment chooses). One shard,
 /// one node, one open task: an open task that already takes the shard there is kept, whether
 /// its node was given or assigned; a queued task of the shard that node assignment was to place
-/// goes to `destination` instead of a second task; without a destination, any open task of the
-/// shard will do. A shard already copied there (to `destination`, or to any node without one:
+/// goes to `node` instead of a second task; without a node, any open task of the
+/// shard will do. A shard already copied there (to `node`, or to any node without one:
 /// `shardcast.replicas`) is skipped. Returns what was done per shard.
-fn enqueue_shards(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<Vec<tasks::Enqueued>> {
-    if let Some(node) = destination {
+fn enqueue_shards(shard_ids: &[i32], node: Option<&str>) -> SqlResult<Vec<tasks::Enqueued>> {
+    if let Some(node) = node {
         check_node(node)?;
     }
-    let done = tasks::enqueue(shard_ids, destination).map_err(spi_error)?;
+    let done = tasks::enqueue(shard_ids, node).map_err(spi_error)?;
     queue::replan().map_err(spi_error)?;
     Ok(done)
 }
@@ -38,12 +38,12 @@ fn skipped_hint(name: &str, node: &str) -> String {
 
 /// Enqueues shards in bulk; returns how many have an open task now (new or kept). Shards
 /// already copied where they were to go are skipped with one NOTICE.
-fn enqueue_bulk(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<i64> {
-    let done = enqueue_shards(shard_ids, destination)?;
+fn enqueue_bulk(shard_ids: &[i32], node: Option<&str>) -> SqlResult<i64> {
+    let done = enqueue_shards(shard_ids, node)?;
     let skipped: Vec<&(String, String, String)> =
         done.iter().filter_map(|e| e.skipped.as_ref()).collect();
-    if let Some((name, node, _)) = skipped.first() {
-        let message = match destination {
+    if let Some((name, copied_to, _)) = skipped.first() {
+        let message = match node {
             Some(node) => format!(
                 "{} shard(s) already copied to node \"{node}\", skipping",
                 skipped.len()
@@ -56,7 +56,7 @@ fn enqueue_bulk(shard_ids: &[i32], destination: Option<&str>) -> SqlResult<i64> 
         sql_error(
             PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             message,
-            skipped_hint(name, node),
+            skipped_hint(name, copied_to),
         )
         .set_detail(format!(
             "Skipped: {}.",
@@ -138,13 +138,13 @@ fn replicable_only(shard_ids: Vec<i32>) -> SqlResult<Vec<i32>> {
 /// OID that names no relation is a clean error. A table that logical replication cannot carry
 /// (unlogged, temporary) is refused: `feature_not_supported`, with what to do as the hint.
 #[pg_extern(sql = false)]
-fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i64> {
+fn enqueue(shard: Option<pg_sys::Oid>, node: Option<&str>) -> SqlResult<i64> {
     let shard = shards::existing_relation(shard.ok_or_else(|| null_argument("shard"))?)?;
     if let Some(refusal) = unreplicable(shard)? {
         return Err(refusal);
     }
     let shard_id = shards::shard_id_for(shard)?;
-    let done = enqueue_shards(&[shard_id], destination)?;
+    let done = enqueue_shards(&[shard_id], node)?;
     let Some(first) = done.first() else {
         return Ok(0);
     };
@@ -168,7 +168,7 @@ fn enqueue(shard: Option<pg_sys::Oid>, destination: Option<&str>) -> SqlResult<i
 #[pg_extern(sql = false)]
 fn enqueue_publication(
     publication: Option<&str>,
-    destination: default!(Option<&str>, "NULL"),
+    node: default!(Option<&str>, "NULL"),
 ) -> SqlResult<i64> {
     let publication = publication.ok_or_else(|| null_argument("publication"))?;
     let exists = tasks::publication_exists(publication).map_err(spi_error)?;
@@ -182,16 +182,16 @@ fn enqueue_publication(
     shards::sync().map_err(spi_error)?;
     let shard_ids = tasks::publication_shard_ids(publication).map_err(spi_error)?;
     let shard_ids = replicable_only(shard_ids)?;
-    enqueue_bulk(&shard_ids, destination)
+    enqueue_bulk(&shard_ids, node)
 }
 
 /// Enqueues every live shard; returns the number of open tasks (new or kept); shards already
 /// copied are skipped with a NOTICE. Unlogged tables, which logical
 /// replication cannot carry, are skipped with a NOTICE each.
 #[pg_extern(sql = false)]
-fn enqueue_all(destination: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
+fn enqueue_all(node: default!(Option<&str>, "NULL")) -> SqlResult<i64> {
     shards::sync().map_err(spi_error)?;
     let shard_ids = tasks::live_shard_ids().map_err(spi_error)?;
     let shard_ids = replicable_only(shard_ids)?;
-    enqueue_bulk(&shard_ids, destination)
+    enqueue_bulk(&shard_ids, node)
 }

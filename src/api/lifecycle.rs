@@ -68,7 +68,7 @@ fn cancel_task(task_id: Option<i64>) -> SqlResult<()> {
 }
 
 /// Queues a failed or cancelled task again, its attempts reset, as if just enqueued (a task
-/// without a destination goes back to node assignment). Refused for a queued, claimed or done
+/// without a requested node goes back to node assignment). Refused for a queued, claimed or done
 /// task, a task whose shard is gone, and while another open task copies the shard to that node.
 #[pg_extern(sql = false)]
 fn retry_task(task_id: Option<i64>) -> SqlResult<()> {
@@ -111,7 +111,7 @@ fn retry_task(task_id: Option<i64>) -> SqlResult<()> {
             format!(
                 "task {open} already copies {} to {}",
                 retry.shard,
-                retry.destination.as_deref().map_or(
+                retry.requested_node.as_deref().map_or(
                     "a node of node assignment's choice".to_string(),
                     |d| format!("node \"{d}\"")
                 )

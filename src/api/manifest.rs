@@ -9,11 +9,11 @@ use crate::error::{spi_error, SqlResult};
 
 /// The manifest as a versioned document (see the README for its schema).
 #[pg_extern(sql = false)]
-fn manifest_json(destination: default!(Option<&str>, "NULL")) -> SqlResult<pgrx::JsonB> {
-    if let Some(node) = destination {
+fn manifest_json(node: default!(Option<&str>, "NULL")) -> SqlResult<pgrx::JsonB> {
+    if let Some(node) = node {
         check_node(node)?;
     }
-    tasks::manifest(destination)
+    tasks::manifest(node)
         .map_err(spi_error)?
         .ok_or_else(|| {
             crate::error::sql_error(

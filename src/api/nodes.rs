@@ -1,4 +1,4 @@
-//! Nodes: the destinations tasks copy to (`add_node`, `alter_node`, `remove_node`,
+//! Nodes: the replication nodes tasks copy to (`add_node`, `alter_node`, `remove_node`,
 //! `report_node_load`).
 
 use pgrx::prelude::*;
@@ -45,7 +45,7 @@ fn check_capacity(capacity: f64) -> SqlResult<()> {
                 "capacity must be a positive number of bytes per second up to 1e15, not {}",
                 float_text(capacity)
             ),
-            "Give the destination's copy throughput, e.g. 100e6 for 100 MB/s.",
+            "Give the node's copy throughput, e.g. 100e6 for 100 MB/s.",
         ));
     }
     Ok(())
@@ -77,7 +77,7 @@ fn add_node(
     if name.trim().is_empty() {
         return Err(invalid(
             "a node needs a name".into(),
-            "Name the destination, e.g. 'replica-1'.",
+            "Name the node, e.g. 'replica-1'.",
         ));
     }
     if name.len() > MAX_NODE_NAME_BYTES {

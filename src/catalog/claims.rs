@@ -165,18 +165,18 @@ pub type Claimed = (
     TimestampWithTimeZone,
 );
 
-/// Runs the claim statement once (for `destination`'s tasks, or any node's): at most one row,
+/// Runs the claim statement once (for `node`'s tasks, or any node's): at most one row,
 /// `(true, _)` when the task it met was cancelled because its shard is gone.
 pub fn claim_next(
     worker: &str,
-    destination: Option<&str>,
+    node: Option<&str>,
     lease: pgrx::datum::Interval,
     credit_margin: pgrx::datum::Interval,
 ) -> Result<Vec<(bool, Claimed)>, pgrx::spi::Error> {
     // 0.2.0's catalog (task kinds) came with shardcast.replicas.
     let kinds = super::tasks::remembers_replicas()?;
     run_kept(
-        match (destination.is_some(), kinds) {
+        match (node.is_some(), kinds) {
             (true, true) => CLAIM_NEXT_FOR_NODE,
             (false, true) => CLAIM_NEXT,
             (true, false) => *CLAIM_NEXT_FOR_NODE_0_1,
@@ -190,7 +190,7 @@ pub fn claim_next(
         ],
         &[
             worker.into(),
-            destination.into(),
+            node.into(),
             lease.into(),
             credit_margin.into(),
         ],
@@ -361,7 +361,7 @@ pub const COMPLETE: &str = "WITH done AS (
          -- is always recorded and announced.
          SELECT pg_catalog.pg_notify('shardcast_completion', json_build_object(
                     'task', task_id, 'shard', format('%I.%I', schema_name, table_name),
-                    'destination', left(node, $8), 'priority_weight', priority_weight, 'size', size_bytes,
+                    'node', left(node, $8), 'priority_weight', priority_weight, 'size', size_bytes,
                     'duration', extract(epoch FROM duration), 'succeeded', succeeded,
                     'attempts', attempts, 'copied', copied,
                     'detail', CASE WHEN length(detail) > $7 THEN left(detail, $7) || '…' ELSE detail END)::text)
@@ -401,7 +401,7 @@ pub const COMPLETE_0_1: &str = "WITH done AS (
          -- is always recorded and announced.
          SELECT pg_catalog.pg_notify('shardcast_completion', json_build_object(
                     'task', task_id, 'shard', format('%I.%I', schema_name, table_name),
-                    'destination', left(node, $8), 'priority_weight', priority_weight, 'size', size_bytes,
+                    'node', left(node, $8), 'priority_weight', priority_weight, 'size', size_bytes,
                     'duration', extract(epoch FROM duration), 'succeeded', succeeded,
                     'attempts', attempts,
                     'detail', CASE WHEN length(detail) > $7 THEN left(detail, $7) || '…' ELSE detail END)::text)

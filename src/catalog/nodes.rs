@@ -1,4 +1,4 @@
-//! `shardcast.nodes`: the destinations tasks copy to.
+//! `shardcast.nodes`: the replication nodes tasks copy to.
 
 use pgrx::prelude::*;
 use shardcast_core::schedule::{Node, NodeCapacity};
@@ -118,11 +118,11 @@ pub fn remove(node: &str) -> Result<Removal, pgrx::spi::Error> {
              UPDATE shardcast.replication_tasks
              SET state = 'cancelled', finished_at = now(),
                  detail = format('node \"%s\" was removed', $1)
-             WHERE state = 'queued' AND destination = $1
+             WHERE state = 'queued' AND requested_node = $1
              RETURNING 1
          ), unplaced AS (
              UPDATE shardcast.replication_tasks SET node = NULL, dispatch_rank = NULL
-             WHERE state = 'queued' AND destination IS NULL AND node = $1)
+             WHERE state = 'queued' AND requested_node IS NULL AND node = $1)
          SELECT count(*) FROM cancelled",
         &[node.into()],
     )?
@@ -131,7 +131,7 @@ pub fn remove(node: &str) -> Result<Removal, pgrx::spi::Error> {
         client
             .select(
                 "SELECT task_id FROM shardcast.replication_tasks
-                 WHERE state = 'claimed' AND (node = $1 OR destination = $1) ORDER BY task_id",
+                 WHERE state = 'claimed' AND (node = $1 OR requested_node = $1) ORDER BY task_id",
                 None,
                 &[node.into()],
             )?
@@ -147,8 +147,8 @@ pub fn remove(node: &str) -> Result<Removal, pgrx::spi::Error> {
     Spi::run_with_args(
         "UPDATE shardcast.replication_tasks
          SET node = CASE WHEN node = $1 THEN NULL ELSE node END,
-             destination = CASE WHEN destination = $1 THEN NULL ELSE destination END
-         WHERE (node = $1 OR destination = $1) AND state IN ('done', 'failed', 'cancelled')",
+             requested_node = CASE WHEN requested_node = $1 THEN NULL ELSE requested_node END
+         WHERE (node = $1 OR requested_node = $1) AND state IN ('done', 'failed', 'cancelled')",
         &[node.into()],
     )?;
     Spi::run_with_args(

@@ -54,6 +54,24 @@ pub fn remembers_replicas() -> Result<bool, pgrx::spi::Error> {
     )
 }
 
+/// `statement` for this catalog: 0.1.0's names the node asked for at enqueue
+/// `replication_tasks.destination`, 0.2.0's `requested_node`. Statements that 0.1.0's functions
+/// (enqueue, enqueue_all, enqueue_publication) and the worker's replan run through this library
+/// before `ALTER EXTENSION shardcast UPDATE` are written with `requested_node` and go through
+/// here; `requested_node` appears in them as that column only.
+fn for_catalog(statement: &str) -> Result<String, pgrx::spi::Error> {
+    let old = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                        WHERE attrelid = 'shardcast.replication_tasks'::pg_catalog.regclass
+                          AND attname = 'destination' AND NOT attisdropped)",
+    )? == Some(true);
+    Ok(if old {
+        statement.replace("requested_node", "destination")
+    } else {
+        statement.to_string()
+    })
+}
+
 /// `shardcast.replicas`, or an empty relation of its shape on 0.1.0's catalog.
 fn replicas_relation() -> Result<&'static str, pgrx::spi::Error> {
     Ok(if remembers_replicas()? {
@@ -84,21 +102,21 @@ pub struct Enqueued {
     pub skipped: Option<(String, String, String)>,
 }
 
-/// Enqueues the live shards `shard_ids` for `destination` (NULL: node assignment chooses),
+/// Enqueues the live shards `shard_ids` for `requested_node` (NULL: node assignment chooses),
 /// keeping the open task that already does it (see `api::enqueue`), and skipping shards already
-/// copied there (`shardcast.replicas`: to `destination`, or to any node without one); returns
+/// copied there (`shardcast.replicas`: to `requested_node`, or to any node without one); returns
 /// one entry per shard, in shard order. Takes [`lock_queue`] first.
 pub fn enqueue(
     shard_ids: &[i32],
-    destination: Option<&str>,
+    requested_node: Option<&str>,
 ) -> Result<Vec<Enqueued>, pgrx::spi::Error> {
     // Enqueues and replans run one at a time (the replan's lock), so that two enqueues of one
     // shard, for a node and for any node, see each other's task instead of adding two.
     lock_queue()?;
-    let sql = ENQUEUE.replace("shardcast.replicas", replicas_relation()?);
+    let sql = for_catalog(ENQUEUE)?.replace("shardcast.replicas", replicas_relation()?);
     Spi::connect_mut(|client| {
         client
-            .update(&sql, None, &[shard_ids.to_vec().into(), destination.into()])?
+            .update(&sql, None, &[shard_ids.to_vec().into(), requested_node.into()])?
             .map(|row| {
                 pg_sys::check_for_interrupts!();
                 let task_id = row.get::<i64>(1)?.unwrap_or_default();
@@ -132,25 +150,25 @@ const ENQUEUE: &str = "WITH wanted AS (
                  ORDER BY r.shard_id, r.copied_at DESC, r.node
              ), open AS (
                  -- The task that already does it: for a node, one given that node, else the
-                 -- shard's task without a destination if it is still queued (it is placed
+                 -- shard's task without a requested node if it is still queued (it is placed
                  -- there now, unless the shard is already there) or copies to that node; for
                  -- any node, any.
                  SELECT DISTINCT ON (t.shard_id) t.shard_id, t.task_id,
-                        $2::text IS NOT NULL AND t.destination IS NULL AND t.state = 'queued' AS to_place
+                        $2::text IS NOT NULL AND t.requested_node IS NULL AND t.state = 'queued' AS to_place
                  FROM shardcast.replication_tasks t
                  JOIN wanted w USING (shard_id)
                  WHERE t.state IN ('queued', 'claimed')
-                   AND ($2::text IS NULL OR t.destination = $2
-                        OR (t.destination IS NULL
+                   AND ($2::text IS NULL OR t.requested_node = $2
+                        OR (t.requested_node IS NULL
                             AND (t.state = 'queued' OR t.node = $2)
                             AND (t.node = $2
                                  OR NOT EXISTS (SELECT 1 FROM replicated r WHERE r.shard_id = t.shard_id))))
-                 ORDER BY t.shard_id, t.destination IS NOT DISTINCT FROM $2 DESC, t.task_id
+                 ORDER BY t.shard_id, t.requested_node IS NOT DISTINCT FROM $2 DESC, t.task_id
              ), placed AS (
-                 UPDATE shardcast.replication_tasks t SET destination = $2, node = $2
+                 UPDATE shardcast.replication_tasks t SET requested_node = $2, node = $2
                  FROM open o WHERE t.task_id = o.task_id AND o.to_place
              ), added AS (
-                 INSERT INTO shardcast.replication_tasks (shard_id, destination, node, size_bytes)
+                 INSERT INTO shardcast.replication_tasks (shard_id, requested_node, node, size_bytes)
                  SELECT w.shard_id, $2, $2, w.size_bytes FROM wanted w
                  WHERE NOT EXISTS (SELECT 1 FROM open o WHERE o.shard_id = w.shard_id)
                    AND NOT EXISTS (SELECT 1 FROM replicated r WHERE r.shard_id = w.shard_id)
@@ -259,7 +277,8 @@ pub struct QueuedRow {
     pub priority_weight: i32,
     /// Its shard's forecast lower bound.
     pub lower: Option<f64>,
-    pub destination: Option<String>,
+    /// The node asked for at enqueue (None: node assignment chooses).
+    pub requested_node: Option<String>,
     /// Nodes that other open tasks of the same shard copy to, or that already have it
     /// (`shardcast.replicas`): node assignment avoids them, so that a shard is never copied to
     /// one node twice.
@@ -269,7 +288,7 @@ pub struct QueuedRow {
 /// The queued tasks of live shards whose relation is still theirs, with the stored scores and
 /// tiers (a shard not scored yet takes the coldest stored tier).
 pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
-    let sql = QUEUED.replace("shardcast.replicas", replicas_relation()?);
+    let sql = for_catalog(QUEUED)?.replace("shardcast.replicas", replicas_relation()?);
     Spi::connect(|client| {
         client
             .select(&sql, None, &[])?
@@ -287,7 +306,7 @@ pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
                     relid: row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
                     priority_weight: row.get::<i32>(5)?.unwrap_or_default(),
                     lower: row.get::<f64>(7)?,
-                    destination: row.get::<String>(8)?,
+                    requested_node: row.get::<String>(8)?,
                     taken: row
                         .get::<Vec<Option<String>>>(10)?
                         .unwrap_or_default()
@@ -304,8 +323,8 @@ pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
 const QUEUED: &str = "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
                     coalesce(sc.priority_weight, 0),
                     coalesce(sc.tier, (SELECT max(tier) FROM shardcast.scores), 1), f.lower,
-                    t.destination, extract(epoch FROM t.enqueued_at)::float8,
-                    CASE WHEN t.destination IS NULL THEN
+                    t.requested_node, extract(epoch FROM t.enqueued_at)::float8,
+                    CASE WHEN t.requested_node IS NULL THEN
                         ARRAY(SELECT o.node FROM shardcast.replication_tasks o
                               WHERE o.shard_id = t.shard_id AND o.task_id <> t.task_id
                                 AND o.state IN ('queued', 'claimed') AND o.node IS NOT NULL
@@ -426,14 +445,14 @@ pub fn cancel(task_id: i64) -> Result<(), pgrx::spi::Error> {
     )
 }
 
-/// What a retry must know of a task: its shard's name, its destination, why its shard can no
+/// What a retry must know of a task: its shard's name, its requested node, why its shard can no
 /// longer be copied (None while it can), and another open task that copies the shard there.
 pub struct RetryCheck {
     pub shard: String,
-    pub destination: Option<String>,
+    pub requested_node: Option<String>,
     pub gone: Option<String>,
     pub open_task: Option<i64>,
-    /// The node the shard is already copied to, for a task with a destination (or, without
+    /// The node the shard is already copied to, for a task with a requested node (or, without
     /// one, any node), as enqueue would skip it.
     pub copied_to: Option<String>,
 }
@@ -441,15 +460,15 @@ pub struct RetryCheck {
 /// Reads what [`RetryCheck`] says of a task; None when there is no such task.
 pub fn retry_check(task_id: i64) -> Result<Option<RetryCheck>, pgrx::spi::Error> {
     let sql = format!(
-        "SELECT format('%I.%I', s.schema_name, s.table_name), t.destination, {GONE_DETAIL},
+        "SELECT format('%I.%I', s.schema_name, s.table_name), t.requested_node, {GONE_DETAIL},
                 (SELECT o.task_id FROM shardcast.replication_tasks o
                  WHERE o.shard_id = t.shard_id AND o.task_id <> t.task_id
                    AND o.state IN ('queued', 'claimed')
-                   AND (o.destination IS NOT DISTINCT FROM t.destination
-                        OR (t.destination IS NOT NULL AND o.node = t.destination))
+                   AND (o.requested_node IS NOT DISTINCT FROM t.requested_node
+                        OR (t.requested_node IS NOT NULL AND o.node = t.requested_node))
                  ORDER BY o.task_id LIMIT 1),
                 (SELECT r.node FROM shardcast.replicas r
-                 WHERE r.shard_id = t.shard_id AND (t.destination IS NULL OR r.node = t.destination)
+                 WHERE r.shard_id = t.shard_id AND (t.requested_node IS NULL OR r.node = t.requested_node)
                  ORDER BY r.node LIMIT 1)
          FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
          WHERE t.task_id = $1"
@@ -459,7 +478,7 @@ pub fn retry_check(task_id: i64) -> Result<Option<RetryCheck>, pgrx::spi::Error>
         match rows.next() {
             Some(row) => Ok(Some(RetryCheck {
                 shard: row.get::<String>(1)?.unwrap_or_default(),
-                destination: row.get::<String>(2)?,
+                requested_node: row.get::<String>(2)?,
                 gone: row.get::<String>(3)?,
                 open_task: row.get::<i64>(4)?,
                 copied_to: row.get::<String>(5)?,
@@ -470,11 +489,11 @@ pub fn retry_check(task_id: i64) -> Result<Option<RetryCheck>, pgrx::spi::Error>
 }
 
 /// Puts a failed or cancelled task back in the queue as if just enqueued: attempts reset, its
-/// node its destination again (none: node assignment chooses).
+/// node its requested node again (none: node assignment chooses).
 pub fn requeue(task_id: i64) -> Result<(), pgrx::spi::Error> {
     Spi::run_with_args(
         "UPDATE shardcast.replication_tasks
-         SET state = 'queued', attempts = 0, node = destination, dispatch_rank = NULL,
+         SET state = 'queued', attempts = 0, node = requested_node, dispatch_rank = NULL,
              claimed_by = NULL, claimed_at = NULL, lease_expires_at = NULL, finished_at = NULL,
              enqueued_at = now(), copied = NULL, priority_weight_at_claim = NULL,
              priority_weight_at_completion = NULL,
@@ -497,26 +516,29 @@ pub fn forget_replica(relid: pg_sys::Oid, node: &str) -> Result<bool, pgrx::spi:
     )? == Some(true))
 }
 
-/// The manifest of the tasks (for `destination`, or all) as a versioned document.
-pub fn manifest(destination: Option<&str>) -> Result<Option<pgrx::JsonB>, pgrx::spi::Error> {
+/// The manifest of the tasks (for `node`, or all) as a versioned document. The manifest's
+/// column `node` is `destination` on 0.1.0's catalog (`to_jsonb`), which manifest_json reads
+/// before `ALTER EXTENSION shardcast UPDATE`.
+pub fn manifest(node: Option<&str>) -> Result<Option<pgrx::JsonB>, pgrx::spi::Error> {
     Spi::get_one_with_args::<pgrx::JsonB>(
         "SELECT jsonb_build_object(
              'version', 1,
              'generated_at', now(),
              'source', jsonb_build_object('system_identifier', (SELECT system_identifier::text FROM pg_catalog.pg_control_system()),
                                           'database', current_database()),
-             'destination', $1::text,
+             'node', $1::text,
              'tasks', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                          'task_id', m.task_id, 'shard', m.shard, 'destination', m.destination,
+                          'task_id', m.task_id, 'shard', m.shard, 'node', m.manifest_node,
                           'size_bytes', m.size_bytes, 'priority_weight', m.priority_weight,
                           'position', m.position, 'tier', m.tier, 'prefetch', m.prefetch, 'state', m.state,
                           -- to_jsonb: 0.1.0's manifest has none of these columns (nor Citus moves).
                           'kind', coalesce(to_jsonb(m) ->> 'kind', 'copy'), 'source', to_jsonb(m) ->> 'source',
                           'target', to_jsonb(m) ->> 'target')
                           ORDER BY m.position NULLS LAST, m.task_id)
-                        FROM shardcast.replication_manifest m
-                        WHERE $1::text IS NULL OR m.destination = $1), '[]'::jsonb))",
-        &[destination.into()],
+                        FROM (SELECT m.*, coalesce(to_jsonb(m) ->> 'node', to_jsonb(m) ->> 'destination') AS manifest_node
+                              FROM shardcast.replication_manifest m) m
+                        WHERE $1::text IS NULL OR m.manifest_node = $1), '[]'::jsonb))",
+        &[node.into()],
     )
 }
 

@@ -1,7 +1,7 @@
--- Nodes: the replication destinations.
+-- Nodes: where replication copies shards to.
 --   add_node(name text, capacity_bytes_per_sec float8, max_concurrent int DEFAULT 4, conninfo text DEFAULT NULL)
 --   report_node_load(node text, load float8)     -- 0-1: the share of its capacity in use
--- A node's capacity and current load decide node assignment (a task without a destination
+-- A node's capacity and current load decide node assignment (a task without a requested node
 -- goes to the node that would finish it earliest); max_concurrent bounds its claims. Nodes are
 -- rows of shardcast.nodes: alter_node changes capacity or disables one (a disabled node gets no
 -- claims), remove_node removes one (15_lifecycle). conninfo (it may hold a password) is not readable by PUBLIC (14_privileges).

@@ -1,8 +1,8 @@
 -- The replication queue: one task copies one shard to one node.
---   enqueue(shard regclass, destination text DEFAULT NULL) RETURNS bigint   -- the task id
---   enqueue_publication(publication text, destination text DEFAULT NULL) RETURNS bigint  -- tasks
---   enqueue_all(destination text DEFAULT NULL) RETURNS bigint             -- every live shard
--- A NULL destination lets node assignment choose: highest priority first, each task goes to
+--   enqueue(shard regclass, node text DEFAULT NULL) RETURNS bigint   -- the task id
+--   enqueue_publication(publication text, node text DEFAULT NULL) RETURNS bigint  -- tasks
+--   enqueue_all(node text DEFAULT NULL) RETURNS bigint             -- every live shard
+-- A NULL node lets node assignment choose: highest priority first, each task goes to
 -- the enabled node that would finish it earliest (capacity, current load, bytes assigned).
 -- Enqueueing is idempotent: a shard never has two open tasks to one node.
 -- shardcast.prioritized_queue is the dispatch order (position 1 = next): the express lane
@@ -23,8 +23,10 @@
 -- One shard; node assignment will choose its node. Again: the same task.
 SELECT shardcast.enqueue('orders');
 SELECT shardcast.enqueue('orders');
--- Given a node, the queued task without a destination is bound to it (no second task).
-SELECT shardcast.enqueue('orders', 'replica-b');
+-- Given a node, the queued task without a requested node is bound to it (no second task).
+-- A task keeps both: requested_node, the node asked for (NULL: any), and node, the one it
+-- copies to (asked for, or chosen by node assignment).
+SELECT shardcast.enqueue('orders', node => 'replica-b');
 -- Every table of a publication (a partitioned table: its partitions), for replica-a.
 CREATE PUBLICATION app_pub FOR TABLE customers, measurements;
 SELECT shardcast.enqueue_publication('app_pub', 'replica-a');
@@ -35,7 +37,7 @@ SELECT table_name, retired_at IS NOT NULL AS retired FROM shardcast.shards WHERE
 -- Scores again, without the retired page-view counter (refresh_forecasts() also replans).
 SELECT shardcast.refresh_forecasts();
 -- Sizes are measured at enqueue when the worker has not measured them yet.
-SELECT t.task_id, s.relid::regclass AS shard, t.destination, t.node, t.state, t.size_bytes, t.dispatch_rank
+SELECT t.task_id, s.relid::regclass AS shard, t.requested_node, t.node, t.state, t.size_bytes, t.dispatch_rank
 FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) ORDER BY t.task_id;
 -- The dispatch order. orders is in the express lane: its forecast is certain (lower bound =
 -- point) and above the 0.99 quantile of all forecasts. The rest by score per byte.

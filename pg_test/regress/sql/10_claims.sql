@@ -1,5 +1,5 @@
 -- Claims: how a replication script works the queue.
---   claim_task(worker text, destination text DEFAULT NULL)  -- the next task, under a lease
+--   claim_task(worker text, node text DEFAULT NULL)  -- the next task, under a lease
 --   heartbeat(task_id bigint, worker text DEFAULT NULL)      -- renews the lease; returns its end
 --   complete_task(task_id bigint, succeeded bool DEFAULT true, detail text DEFAULT NULL, worker text DEFAULT NULL,
 --                 copied bool DEFAULT true)                 -- copied => false: already in sync (15_lifecycle)
@@ -21,8 +21,8 @@ SELECT shardcast.heartbeat(:first_task_id, 'copier-1') > now() AS renewed;
 SELECT shardcast.complete_task(:first_task_id, worker => 'copier-1');
 SELECT task_id, table_name, node, worker, succeeded, attempts, priority_weight, size_bytes, duration >= '0' AS timed, detail
 FROM shardcast.completion_log ORDER BY task_id;
--- A claim for one destination takes that node's next task; copier-2 keeps it for now.
-SELECT task_id, shard, node, attempts FROM shardcast.claim_task('copier-2', 'replica-a') \gset held_
+-- A claim for one node takes that node's next task; copier-2 keeps it for now.
+SELECT task_id, shard, node, attempts FROM shardcast.claim_task('copier-2', node => 'replica-a') \gset held_
 SELECT :held_task_id AS task_id, :'held_shard' AS shard, :'held_node' AS node;
 -- A node's max_concurrent bounds its claims: with 1, replica-a takes no second task while
 -- copier-2 copies to it.
@@ -42,7 +42,7 @@ SELECT shardcast.release_task(:failed_task_id, 'copier-3');
 SELECT task_id, state, attempts, claimed_by, detail FROM shardcast.replication_tasks WHERE task_id = :failed_task_id;
 
 -- Refused: an unknown task (42704); a task that is not claimed (done, or queued) or that
--- another worker claimed (55000); NULLs (22004); an unknown destination (42704).
+-- another worker claimed (55000); NULLs (22004); an unknown node (42704).
 SELECT shardcast.heartbeat(999999);
 SELECT shardcast.complete_task(999999);
 SELECT shardcast.release_task(999999);
