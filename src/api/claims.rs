@@ -56,8 +56,8 @@ fn claim_task(
     // met once.
     loop {
         pg_sys::check_for_interrupts!();
-        let rows = claims::claim_next(worker, node, lease, copy_credits::margin())
-            .map_err(spi_error)?;
+        let rows =
+            claims::claim_next(worker, node, lease, copy_credits::margin()).map_err(spi_error)?;
         if rows.iter().any(|(cancelled, _)| *cancelled) {
             continue;
         }

@@ -13,13 +13,11 @@ fn manifest_json(node: default!(Option<&str>, "NULL")) -> SqlResult<pgrx::JsonB>
     if let Some(node) = node {
         check_node(node)?;
     }
-    tasks::manifest(node)
-        .map_err(spi_error)?
-        .ok_or_else(|| {
-            crate::error::sql_error(
-                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "the manifest query returned no row",
-                "This is a bug in shardcast: please report it with the server log.",
-            )
-        })
+    tasks::manifest(node).map_err(spi_error)?.ok_or_else(|| {
+        crate::error::sql_error(
+            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "the manifest query returned no row",
+            "This is a bug in shardcast: please report it with the server log.",
+        )
+    })
 }

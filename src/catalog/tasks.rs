@@ -116,7 +116,11 @@ pub fn enqueue(
     let sql = for_catalog(ENQUEUE)?.replace("shardcast.replicas", replicas_relation()?);
     Spi::connect_mut(|client| {
         client
-            .update(&sql, None, &[shard_ids.to_vec().into(), requested_node.into()])?
+            .update(
+                &sql,
+                None,
+                &[shard_ids.to_vec().into(), requested_node.into()],
+            )?
             .map(|row| {
                 pg_sys::check_for_interrupts!();
                 let task_id = row.get::<i64>(1)?.unwrap_or_default();
