@@ -51,6 +51,9 @@ def cluster():
     # The worker samples another database: these databases are changed only by the test.
     with running_cluster({"shardcast.database": "'postgres'"}, "shardcast-upgrade") as c:
         with c.connect() as conn:
+            # Created first, so that its OID is the lowest: its grant, at the end of a chain,
+            # sorts before the grants it depends on.
+            conn.execute(f"CREATE ROLE {AUDITOR} NOLOGIN")
             conn.execute(f"CREATE ROLE {DRIVER} NOLOGIN")
             conn.execute(f"CREATE ROLE {OPERATOR} NOLOGIN")
         yield c
@@ -61,6 +64,7 @@ def cluster():
 # keeps their grants.
 DRIVER = "upgrade_driver"
 OPERATOR = "upgrade_operator"
+AUDITOR = "upgrade_auditor"
 
 
 def grant_0_1_0(conn, complete_task="shardcast.complete_task(bigint, boolean, text, text)"):
@@ -69,7 +73,10 @@ def grant_0_1_0(conn, complete_task="shardcast.complete_task(bigint, boolean, te
     conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {OPERATOR} WITH GRANT OPTION")
     # A grant made by a role holding the grant option (its grantor is that role).
     conn.execute(f"SET ROLE {OPERATOR}")
-    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {DRIVER}")
+    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {DRIVER} WITH GRANT OPTION")
+    # A chain: the driver's role passes it on in turn.
+    conn.execute(f"SET ROLE {DRIVER}")
+    conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.enqueue(regclass, text) TO {AUDITOR}")
     conn.execute("RESET ROLE")
     conn.execute(f"REVOKE EXECUTE ON FUNCTION shardcast.manifest_json(text) FROM PUBLIC")
     conn.execute(f"GRANT EXECUTE ON FUNCTION shardcast.manifest_json(text) TO {DRIVER}")
@@ -295,7 +302,8 @@ def test_the_update_keeps_grants_on_functions_it_drops_and_creates(upgraded):
             (DRIVER, "shardcast.complete_task(bigint, boolean, text, text, boolean)", False),
             (DRIVER, "shardcast.manifest_json(text)", False),
             (OPERATOR, "shardcast.enqueue(regclass, text)", True),
-            (DRIVER, "shardcast.enqueue(regclass, text)", False)):
+            (DRIVER, "shardcast.enqueue(regclass, text)", True),
+            (AUDITOR, "shardcast.enqueue(regclass, text)", False)):
         assert one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", role, function), (role, function)
         assert one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE WITH GRANT OPTION')",
                    role, function) == grantable, (role, function)
@@ -306,6 +314,9 @@ def test_the_update_keeps_grants_on_functions_it_drops_and_creates(upgraded):
     assert one(conn, """SELECT pg_get_userbyid(a.grantor) FROM pg_proc p, aclexplode(p.proacl) a
                         WHERE p.oid = 'shardcast.enqueue(regclass, text)'::regprocedure
                           AND a.grantee = %s::regrole""", DRIVER) == OPERATOR
+    assert one(conn, """SELECT pg_get_userbyid(a.grantor) FROM pg_proc p, aclexplode(p.proacl) a
+                        WHERE p.oid = 'shardcast.enqueue(regclass, text)'::regprocedure
+                          AND a.grantee = %s::regrole""", AUDITOR) == DRIVER
     assert one(conn, "SELECT proargnames FROM pg_proc WHERE oid = 'shardcast.claim_task(text, text)'::regprocedure")[:2] == ["worker", "node"]
     assert not one(conn, "SELECT has_function_privilege('public', 'shardcast.claim_task(text, text)', 'EXECUTE')")
     assert not one(conn, "SELECT has_function_privilege('public', 'shardcast.manifest_json(text)', 'EXECUTE')")

@@ -34,6 +34,8 @@ DECLARE
     fn regprocedure;
     new_owner oid;
     grantee text;
+    progress boolean;
+    updater name := current_user;
 BEGIN
     FOR k IN SELECT * FROM shardcast._update_grants ORDER BY signature LOOP
         fn := k.signature::regprocedure;
@@ -50,29 +52,54 @@ BEGIN
             EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s CASCADE', fn,
                            CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(e.grantee)) END);
         END LOOP;
-        -- What the old function allowed: granted again, the owner's grants first, then those
-        -- made by a role holding the grant option (as that role).
+        -- What the old function allowed: granted again, each grant by its grantor (the owner's
+        -- as the owner; one made by a role holding the grant option as that role), in passes
+        -- until a pass grants nothing more, so that a chain of grants (A gave B the grant
+        -- option, B granted C) comes back whatever the order of the roles.
+        LOOP
+            progress := false;
+            FOR e IN
+                SELECT o.grantor, o.grantee, o.is_grantable
+                FROM pg_catalog.aclexplode(coalesce(k.acl, pg_catalog.acldefault('f', k.owner))) o
+                WHERE o.grantee NOT IN (new_owner, k.owner) AND o.privilege_type = 'EXECUTE'
+                  AND NOT EXISTS (
+                      SELECT FROM pg_catalog.aclexplode((SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = fn)) n
+                      WHERE n.grantee = o.grantee AND n.privilege_type = 'EXECUTE'
+                        AND n.is_grantable >= o.is_grantable
+                        AND n.grantor = CASE WHEN o.grantor IN (new_owner, k.owner) THEN new_owner ELSE o.grantor END)
+                ORDER BY o.grantor NOT IN (new_owner, k.owner), o.grantee
+            LOOP
+                grantee := CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(e.grantee)) END;
+                BEGIN
+                    IF e.grantor NOT IN (new_owner, k.owner) THEN
+                        EXECUTE format('SET LOCAL ROLE %I', pg_catalog.pg_get_userbyid(e.grantor));
+                    END IF;
+                    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', fn, grantee,
+                                   CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+                    -- Back to the role running the update (RESET ROLE would go to the session's).
+                    EXECUTE format('SET LOCAL ROLE %I', updater);
+                    progress := progress OR EXISTS (
+                        SELECT FROM pg_catalog.aclexplode((SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = fn)) n
+                        WHERE n.grantee = e.grantee AND n.privilege_type = 'EXECUTE'
+                          AND n.grantor = CASE WHEN e.grantor IN (new_owner, k.owner) THEN new_owner ELSE e.grantor END);
+                EXCEPTION WHEN OTHERS THEN
+                    NULL;  -- tried again in the next pass, reported after the last
+                END;
+            END LOOP;
+            EXIT WHEN NOT progress;
+        END LOOP;
         FOR e IN
-            SELECT o.grantor, o.grantee, o.is_grantable
+            SELECT o.grantor, o.grantee
             FROM pg_catalog.aclexplode(coalesce(k.acl, pg_catalog.acldefault('f', k.owner))) o
             WHERE o.grantee NOT IN (new_owner, k.owner) AND o.privilege_type = 'EXECUTE'
-            ORDER BY o.grantor NOT IN (new_owner, k.owner), o.grantee
+              AND NOT EXISTS (
+                  SELECT FROM pg_catalog.aclexplode((SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = fn)) n
+                  WHERE n.grantee = o.grantee AND n.privilege_type = 'EXECUTE')
         LOOP
             grantee := CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(e.grantee)) END;
-            BEGIN
-                IF e.grantor NOT IN (new_owner, k.owner) THEN
-                    EXECUTE format('SET LOCAL ROLE %I', pg_catalog.pg_get_userbyid(e.grantor));
-                END IF;
-                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', fn, grantee,
-                               CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-                IF e.grantor NOT IN (new_owner, k.owner) THEN
-                    RESET ROLE;
-                END IF;
-            EXCEPTION WHEN OTHERS THEN
-                RAISE WARNING 'shardcast: EXECUTE on % could not be granted again to % (granted by %): %',
-                              fn, grantee, pg_catalog.pg_get_userbyid(e.grantor), SQLERRM
-                    USING HINT = format('After the update, run: GRANT EXECUTE ON FUNCTION %s TO %s;', fn, grantee);
-            END;
+            RAISE WARNING 'shardcast: EXECUTE on % could not be granted again to % (granted by %)',
+                          fn, grantee, pg_catalog.pg_get_userbyid(e.grantor)
+                USING HINT = format('After the update, run: GRANT EXECUTE ON FUNCTION %s TO %s;', fn, grantee);
         END LOOP;
         -- The initial privileges are the old function's: the grants above stay the DBA's.
         DELETE FROM pg_catalog.pg_init_privs
@@ -84,6 +111,10 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Enqueues and replans wait for the update (they take this lock first): none of them checks the
+-- catalog's column names and then finds them renamed under it.
+SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'));
 
 -- One word per thing: a replication node is a node. The node asked for at enqueue (NULL: any
 -- node) was replication_tasks.destination; it is requested_node now, beside node, the node the

@@ -526,7 +526,7 @@ pub fn forget_replica(relid: pg_sys::Oid, node: &str) -> Result<bool, pgrx::spi:
 pub fn manifest(node: Option<&str>) -> Result<Option<pgrx::JsonB>, pgrx::spi::Error> {
     Spi::get_one_with_args::<pgrx::JsonB>(
         "SELECT jsonb_build_object(
-             'version', 1,
+             'version', 2,
              'generated_at', now(),
              'source', jsonb_build_object('system_identifier', (SELECT system_identifier::text FROM pg_catalog.pg_control_system()),
                                           'database', current_database()),
