@@ -673,7 +673,7 @@ fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
     .unwrap();
     assert_eq!(plan.as_deref(), Some("f_orders:1:true"));
     let manifest = Spi::get_one::<pgrx::JsonB>("SELECT shardcast.manifest_json()").unwrap().unwrap().0;
-    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["version"], 2);
     assert_eq!(manifest["tasks"][0]["shard"], "public.f_orders");
     assert_eq!(manifest["tasks"][0]["prefetch"], true);
 }
