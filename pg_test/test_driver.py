@@ -98,7 +98,9 @@ class Workload:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            # SIGTERM, not SIGINT: a shell without job control starts background commands with
+            # SIGINT ignored, and pgbench inherits that.
+            self.process.send_signal(signal.SIGTERM)
             self.process.communicate(timeout=60)
 
 
