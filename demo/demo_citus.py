@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pg_test"))
 
-from citus import citus_cluster, citus_installed  # noqa: E402
+from citus import citus_cluster, citus_installed, shard_index_scans  # noqa: E402
 from cluster import as_user, wait_for  # noqa: E402
 
 DRIVER = Path(__file__).resolve().parent.parent / "driver" / "shardcast_driver.py"
@@ -52,33 +52,15 @@ def show(conn, sql: str, params=None) -> None:
     print(f"  ({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
-def reads_per_worker(workers) -> dict[int, int]:
-    """Index scans of the accounts shards each worker holds, from its own counters."""
-    total = {}
-    for worker in workers:
-        with worker.connect(DB) as conn:
-            conn.execute("SET citus.override_table_visibility TO off")
-            total[worker.port] = conn.execute(
-                "SELECT coalesce(sum(idx_scan), 0)::bigint FROM pg_stat_user_tables "
-                "WHERE relname ~ '^accounts_[0-9]+$'").fetchone()[0]
-    return total
-
-
 def measured_load(coordinator, workers, script: Path) -> dict[int, int]:
-    """Reads per worker over one run of the workload (counters read again until they settle)."""
-    before = reads_per_worker(workers)
+    """Reads per worker over one run of the workload, from the workers' own counters."""
+    before = shard_index_scans(workers, DB, "accounts")
     subprocess.run(as_user([coordinator.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-R", "400",
                             "-T", str(WORKLOAD_SECONDS), "-f", str(script), coordinator.dsn(DB)]),
                    check=True, capture_output=True)
-
-    def settled():
-        first = reads_per_worker(workers)
-        time.sleep(1.5)
-        second = reads_per_worker(workers)
-        return second if first == second else None
-
-    after = wait_for("the workers' counters to settle", settled, timeout=30, every=0.5)
-    return {port: after[port] - before.get(port, 0) for port in after}
+    after = shard_index_scans(workers, DB, "accounts")
+    return {port: sum(n - before.get(port, {}).get(shard, 0) for shard, n in shards.items())
+            for port, shards in after.items()}
 
 
 def print_load(label: str, load: dict[int, int], names: dict[int, str]) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -57,3 +58,28 @@ def citus_cluster(dbname: str, workers: int = 2, settings: dict[str, str] | None
     finally:
         for node in nodes:
             node.destroy()
+
+
+def shard_index_scans(workers: list[Cluster], dbname: str, table: str) -> dict[int, dict[str, int]]:
+    """Each worker's own counters: index scans per shard of `table` that it holds, by port (shard
+    tables are hidden from catalog queries on a worker unless citus.override_table_visibility is
+    off). Read again until two readings 1.5 s apart agree: counters reach the shared statistics
+    when a backend goes idle."""
+    def read() -> dict[int, dict[str, int]]:
+        counts = {}
+        for worker in workers:
+            with worker.connect(dbname) as conn:
+                conn.execute("SET citus.override_table_visibility TO off")
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                counts[worker.port] = dict(conn.execute(
+                    "SELECT relname, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname ~ %s",
+                    [f"^{table}_[0-9]+$"]).fetchall())
+        return counts
+
+    def settled():
+        first = read()
+        time.sleep(1.5)
+        second = read()
+        return second if first == second else None
+
+    return wait_for("the workers' counters to settle", settled, timeout=30, every=0.5)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from citus import citus_cluster, citus_installed
+from citus import citus_cluster, citus_installed, shard_index_scans
 from cluster import as_user, wait_for
 
 pytestmark = pytest.mark.skipif(not citus_installed(), reason="Citus is not installed (scripts/install-citus.sh)")
@@ -42,33 +42,11 @@ def pgbench(node, seconds: int, script: Path) -> None:
                             "-f", str(script), node.dsn(DB)]), check=True, capture_output=True)
 
 
-def index_scans_per_node(workers) -> dict[int, dict[str, int]]:
-    """Each worker's own counters: index scans per shard table it holds (shard tables are hidden
-    from catalog queries on a worker unless citus.override_table_visibility is off)."""
-    counts = {}
-    for worker in workers:
-        with worker.connect(DB) as conn:
-            conn.execute("SET citus.override_table_visibility TO off")
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            counts[worker.port] = dict(conn.execute(
-                "SELECT relname, coalesce(idx_scan, 0) FROM pg_stat_user_tables "
-                "WHERE relname ~ '^accounts_[0-9]+$'").fetchall())
-    return counts
-
-
 def node_loads(workers, seconds: int, script: Path) -> dict[int, int]:
-    """Reads per worker over one run of the workload, from the workers' counters. Counters reach
-    the shared statistics when a backend goes idle, so they are read again until they settle."""
-    before = index_scans_per_node(workers)
+    """Reads per worker over one run of the workload, from the workers' counters."""
+    before = shard_index_scans(workers, DB, "accounts")
     pgbench(workers[0].coordinator, seconds, script)
-
-    def settled():
-        first = index_scans_per_node(workers)
-        time.sleep(1.5)
-        second = index_scans_per_node(workers)
-        return second if first == second else None
-
-    after = wait_for("the workers' counters to settle", settled, timeout=30, every=0.5)
+    after = shard_index_scans(workers, DB, "accounts")
     return {port: sum(n - before.get(port, {}).get(shard, 0) for shard, n in shards.items())
             for port, shards in after.items()}
 
