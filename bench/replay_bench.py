@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pg_test"))
 from cluster import running_cluster  # noqa: E402
 
 DB = "replay"
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent / "data"  # the default of --data
 STEP_SECS = 300
 STEPS_PER_HOUR = 12
 DAY = 24 * STEPS_PER_HOUR
@@ -111,9 +111,9 @@ def table_name(raw: str) -> str:
     return "s_" + re.sub(r"[^a-z0-9_]", "_", raw.lower())
 
 
-def load_nab() -> list[Series]:
+def load_nab(data: Path) -> list[Series]:
     out = []
-    for path in sorted((DATA / "nab").glob("*.csv")):
+    for path in sorted((data / "nab").glob("*.csv")):
         with path.open() as f:
             rows = list(csv.reader(f))[1:]
         stamps = [datetime.datetime.fromisoformat(r[0]) for r in rows]
@@ -126,14 +126,14 @@ def load_nab() -> list[Series]:
     return out
 
 
-def load_m4(min_hours: int) -> list[tuple[str, np.ndarray]]:
+def load_m4(data: Path, min_hours: int) -> list[tuple[str, np.ndarray]]:
     def read(path: Path) -> dict[str, list[float]]:
         with path.open() as f:
             rows = list(csv.reader(f))[1:]
         return {r[0]: [float(v) for v in r[1:] if v != ""] for r in rows}
 
-    train = read(DATA / "m4-hourly" / "Hourly-train.csv")
-    test = read(DATA / "m4-hourly" / "Hourly-test.csv")
+    train = read(data / "m4-hourly" / "Hourly-train.csv")
+    test = read(data / "m4-hourly" / "Hourly-test.csv")
     out = []
     for name, values in train.items():
         hourly = values + test.get(name, [])
@@ -383,13 +383,16 @@ def main() -> None:
                    help="cuts where the oracle gains less AWA than this over FIFO are left out of the "
                         "mean and median capture (default 0.01)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--data", type=Path, default=DATA,
+                   help="directory holding nab/ (5-minute traces, timestamp,value CSVs: one group) and "
+                        "m4-hourly/ (default: bench/data)")
     args = p.parse_args()
 
     started = time.monotonic()
     # One random stream per purpose and group, so that a group's cuts, sizes and FIFO orders do
     # not depend on how many other groups are replayed.
-    groups = [Group("nab", "NAB", load_nab(), args.min_history_days)]
-    m4 = load_m4(min_hours=700)
+    groups = [Group("nab", "NAB", load_nab(args.data), args.min_history_days)]
+    m4 = load_m4(args.data, min_hours=700) if args.m4_groups > 0 else []
     picked = random.Random(f"{args.seed}-m4").sample(m4, args.m4_groups * args.group_size)
     for g in range(args.m4_groups):
         members = picked[g * args.group_size:(g + 1) * args.group_size]
