@@ -464,10 +464,7 @@ pub fn complete(c: &Completion<'_>) -> Result<(), pgrx::spi::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn words(sql: &str) -> String {
-        sql.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
+    use crate::catalog::sql_words::words;
 
     #[test]
     fn the_claim_statements_differ_only_in_their_filter() {

@@ -17,5 +17,7 @@ pub mod kept;
 pub mod nodes;
 pub mod scores;
 pub mod shards;
+#[cfg(test)]
+mod sql_words;
 pub mod tasks;
 pub mod worker_state;

@@ -549,10 +549,7 @@ pub fn manifest(node: Option<&str>) -> Result<Option<pgrx::JsonB>, pgrx::spi::Er
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn words(sql: &str) -> String {
-        sql.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
+    use crate::catalog::sql_words::words;
 
     #[test]
     fn a_replan_cancels_what_gone_detail_says() {
