@@ -13,7 +13,7 @@ use super::kept::run_kept;
 /// dispatch order: `replication_tasks_dispatch` for any node, `replication_tasks_node_dispatch`
 /// for one. Tasks for a disabled node, or for a node at its `max_concurrent`, are passed over.
 /// The task it takes is claimed if its shard is still its own relation, and cancelled otherwise
-/// (the `gone` column, as in [`super::tasks::CANCEL_GONE`]; the last column says which), so that
+/// (the `gone` column, as in [`super::tasks::gone::CANCEL_GONE`]; the last column says which), so that
 /// a dropped table is never copied, nor another table that took its name. A claim grants its
 /// task a copy credit (`credited`): see [`super::copy_credits`]. Table copies only (`kind =
 /// 'copy'`): Citus moves have their own claim (`shardcast.claim_citus_move`, sql/citus.sql).
@@ -174,7 +174,7 @@ pub fn claim_next(
     credit_margin: pgrx::datum::Interval,
 ) -> Result<Vec<(bool, Claimed)>, pgrx::spi::Error> {
     // 0.2.0's catalog (task kinds) came with shardcast.replicas.
-    let kinds = super::tasks::remembers_replicas()?;
+    let kinds = super::compat_0_1::remembers_replicas()?;
     run_kept(
         match (node.is_some(), kinds) {
             (true, true) => CLAIM_NEXT_FOR_NODE,
@@ -428,7 +428,7 @@ pub struct Completion<'a> {
 /// `max_attempts`; a success is remembered in `shardcast.replicas`), keeps its copy credit a margin longer, logs it in `completion_log` and
 /// sends NOTIFY shardcast_completion.
 pub fn complete(c: &Completion<'_>) -> Result<(), pgrx::spi::Error> {
-    let statement = if super::tasks::remembers_replicas()? {
+    let statement = if super::compat_0_1::remembers_replicas()? {
         COMPLETE
     } else {
         COMPLETE_0_1
@@ -489,7 +489,7 @@ mod tests {
     #[test]
     fn a_claim_cancels_what_a_replan_cancels() {
         for claim in [CLAIM_NEXT, CLAIM_NEXT_FOR_NODE] {
-            assert!(words(claim).contains(&words(super::super::tasks::GONE_DETAIL)));
+            assert!(words(claim).contains(&words(crate::catalog::tasks::gone::GONE_DETAIL)));
         }
     }
 }
