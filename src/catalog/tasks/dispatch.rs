@@ -112,3 +112,18 @@ pub fn store_dispatch_order(order: DispatchOrder) -> Result<(), pgrx::spi::Error
         ],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::compat_0_1::destination_for_requested_node;
+
+    #[test]
+    fn the_queue_names_requested_node_only_as_the_column() {
+        // 0.1.0's catalog: every use is renamed (none is part of a longer name).
+        let old = destination_for_requested_node(QUEUED);
+        assert!(!old.contains("requested_node"));
+        assert_eq!(old, QUEUED.replace("requested_node", "destination"));
+        assert_eq!(old.matches("destination").count(), 2);
+    }
+}

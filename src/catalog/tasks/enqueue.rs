@@ -191,3 +191,18 @@ pub fn not_permanent(shard_ids: &[i32]) -> Result<Vec<(i32, String, String)>, pg
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::compat_0_1::destination_for_requested_node;
+
+    #[test]
+    fn enqueue_names_requested_node_only_as_the_column() {
+        // 0.1.0's catalog: every use is renamed (none is part of a longer name).
+        let old = destination_for_requested_node(ENQUEUE);
+        assert!(!old.contains("requested_node"));
+        assert_eq!(old, ENQUEUE.replace("requested_node", "destination"));
+        assert_eq!(old.matches("destination").count(), 6);
+    }
+}
