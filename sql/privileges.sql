@@ -47,4 +47,5 @@ GRANT SELECT ON shardcast.citus_moves, shardcast.citus_plan_groups, shardcast.ci
 REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, integer, bigint[]),
     shardcast.claim_citus_move(text, integer),
     shardcast._citus_plan(name, real, integer, bigint[], boolean),
-    shardcast._citus_keep_plans(name, real, integer, bigint[], boolean) FROM PUBLIC;
+    shardcast._citus_keep_plans(name, real, integer, bigint[], boolean),
+    shardcast._citus_move_groups() FROM PUBLIC;

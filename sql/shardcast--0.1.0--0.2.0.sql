@@ -911,6 +911,30 @@ $$;
 COMMENT ON FUNCTION shardcast._citus_node(text) IS
     'Internal: a Citus node named host:port as host and port; an error when it is not in pg_dist_node.';
 
+-- The shards of pg_dist_shard that Citus can move (not reference tables, not Citus local
+-- tables), each with its colocation group and its move group: the shards colocated with it
+-- (same colocation group, same hash range), which Citus moves together, named by their smallest
+-- shardid. A shard of colocation group 0 (an append or range table's) is colocated with
+-- nothing: its own move group. PL/pgSQL, as every function here that reads pg_dist_*: a view or
+-- an SQL function over them could not be created without Citus.
+CREATE FUNCTION shardcast._citus_move_groups()
+RETURNS TABLE (shardid bigint, colocationid integer, move_group bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT ds.shardid, dp.colocationid,
+           CASE WHEN dp.colocationid = 0 THEN ds.shardid
+                ELSE min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) END
+    FROM pg_catalog.pg_dist_shard ds
+    JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
+    WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0);
+END
+$$;
+COMMENT ON FUNCTION shardcast._citus_move_groups() IS
+    'Internal: the Citus shards that can move, each with its colocation group and its move group (the shards colocated with it, which Citus moves together, named by their smallest shardid).';
+
 -- Citus's rebalance plan (get_rebalance_table_shards_plan's arguments) as one row per move group:
 -- its colocation group, the node it leaves and the node it ends on, and the plan's first step
 -- that moves it (Citus's own order). A group the plan moves along a chain, A to B then B to C,
@@ -934,19 +958,11 @@ BEGIN
             FROM pg_catalog.get_rebalance_table_shards_plan(NULL, $2, $3, $4, $5, $1, NULL)
                  WITH ORDINALITY AS p(table_name, shardid, shard_size, sourcename, sourceport,
                                       targetname, targetport, step)
-        ), movable AS (
-            SELECT ds.shardid, dp.colocationid,
-                   CASE WHEN dp.colocationid = 0 THEN ds.shardid
-                        ELSE min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) END
-                       AS move_group
-            FROM pg_catalog.pg_dist_shard ds
-            JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
-            WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0)
         ), steps AS (
             SELECT m.move_group, m.colocationid, p.source, p.target, p.step,
                    pg_catalog.lag(p.source) OVER (PARTITION BY m.move_group ORDER BY p.step) AS previous_source,
                    pg_catalog.lag(p.target) OVER (PARTITION BY m.move_group ORDER BY p.step) AS previous_target
-            FROM plan p JOIN movable m ON m.shardid = p.shardid
+            FROM plan p JOIN shardcast._citus_move_groups() m ON m.shardid = p.shardid
         )
         SELECT s.move_group, min(s.colocationid) AS colocationid,
                (array_agg(s.source ORDER BY s.step))[1] AS source,
@@ -1110,15 +1126,7 @@ BEGIN
     -- Every move group as it is now: where, how big (measured on the nodes: the plan's
     -- shard_size is Citus's cached length, often 0), how hot (its shards' forecasts).
     CREATE TEMPORARY TABLE pg_temp.shardcast_groups ON COMMIT DROP AS
-    WITH movable AS (
-        SELECT ds.shardid, dp.colocationid,
-               CASE WHEN dp.colocationid = 0 THEN ds.shardid
-                    ELSE min(ds.shardid) OVER (PARTITION BY dp.colocationid, ds.shardminvalue) END
-                   AS move_group
-        FROM pg_catalog.pg_dist_shard ds
-        JOIN pg_catalog.pg_dist_partition dp ON dp.logicalrelid = ds.logicalrelid
-        WHERE dp.repmodel <> 't' AND NOT (dp.partmethod = 'n' AND dp.colocationid = 0)
-    ), sizes AS (
+    WITH sizes AS (
         SELECT zs.shard_id, max(zs.size) AS size FROM pg_catalog.citus_shard_sizes() zs GROUP BY zs.shard_id
     )
     SELECT m.move_group, min(m.colocationid) AS colocationid,
@@ -1128,7 +1136,7 @@ BEGIN
             WHERE pl.shardid = m.move_group) AS node,
            coalesce(sum(z.size), 0)::bigint AS size_bytes,
            coalesce(sum(f.point), 0) AS load, coalesce(max(sc.priority_weight), 0) AS weight
-    FROM movable m
+    FROM shardcast._citus_move_groups() m
     LEFT JOIN sizes z ON z.shard_id = m.shardid
     LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
     LEFT JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
@@ -1386,7 +1394,8 @@ GRANT SELECT ON shardcast.citus_moves, shardcast.citus_plan_groups, shardcast.ci
 REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, integer, bigint[]),
     shardcast.claim_citus_move(text, integer),
     shardcast._citus_plan(name, real, integer, bigint[], boolean),
-    shardcast._citus_keep_plans(name, real, integer, bigint[], boolean) FROM PUBLIC;
+    shardcast._citus_keep_plans(name, real, integer, bigint[], boolean),
+    shardcast._citus_move_groups() FROM PUBLIC;
 
 -- The grants of the functions dropped and created above, kept (see _update_save_grants).
 SELECT shardcast._update_restore_grants();

@@ -1,7 +1,8 @@
 //! `shardcast.copy_credits`: replication's own reads of the shards it copies. A claim grants
-//! its task a credit (the `credited` step of [`super::claims::CLAIM_NEXT`]), heartbeats and
-//! completions keep it a [`margin`] longer, and the sampler spends it ([`spend`]): what the
-//! credit covers is taken out of the shard's sampled deltas (`shardcast_core::copy_credits`).
+//! its task a credit (the `credited` step of the claim statement, [`super::claims::claim_next`]),
+//! heartbeats and completions keep it a [`margin`] longer, and the sampler spends it
+//! ([`spend`]): what the credit covers is taken out of the shard's sampled deltas
+//! (`shardcast_core::copy_credits`).
 
 use pgrx::prelude::*;
 use shardcast_core::access::{Access, CopyCredit};

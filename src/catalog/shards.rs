@@ -34,7 +34,7 @@ pub fn sync() -> Result<(i64, i64), pgrx::spi::Error> {
     .unwrap_or(0);
     // A retired shard's copies are forgotten (`shardcast.replicas`, absent from 0.1.0's catalog
     // until the update): enqueueing its successor copies it again.
-    if retired > 0 && super::tasks::remembers_replicas()? {
+    if retired > 0 && super::compat_0_1::remembers_replicas()? {
         Spi::run(
             "DELETE FROM shardcast.replicas r USING shardcast.shards s
              WHERE s.shard_id = r.shard_id AND s.retired_at IS NOT NULL",

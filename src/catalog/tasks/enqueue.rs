@@ -1,0 +1,208 @@
+//! Enqueueing: the statement that adds (or keeps) one task per shard, the queue lock that
+//! enqueues and replans share, and what the enqueue functions read to pick their shards (live
+//! shards, a publication's, and which are not permanent tables).
+
+use pgrx::prelude::*;
+
+use crate::catalog::compat_0_1::{for_catalog, replicas_relation};
+
+/// Serialises enqueues and replans until the end of the transaction.
+pub fn lock_queue() -> Result<(), pgrx::spi::Error> {
+    Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")
+}
+
+/// What enqueueing did for one shard.
+pub struct Enqueued {
+    /// The open task that does it, new or kept; or, when the shard is already on the node
+    /// (`skipped`), the task that copied it there.
+    pub task_id: i64,
+    /// Set when nothing was queued because the shard is already copied where it was to go:
+    /// `(shard's qualified name, node, copied at)`.
+    pub skipped: Option<(String, String, String)>,
+}
+
+/// Enqueues the live shards `shard_ids` for `requested_node` (NULL: node assignment chooses),
+/// keeping the open task that already does it (see `api::enqueue`), and skipping shards already
+/// copied there (`shardcast.replicas`: to `requested_node`, or to any node without one); returns
+/// one entry per shard, in shard order. Takes [`lock_queue`] first.
+pub fn enqueue(
+    shard_ids: &[i32],
+    requested_node: Option<&str>,
+) -> Result<Vec<Enqueued>, pgrx::spi::Error> {
+    // Enqueues and replans run one at a time (the replan's lock), so that two enqueues of one
+    // shard, for a node and for any node, see each other's task instead of adding two.
+    lock_queue()?;
+    let sql = for_catalog(ENQUEUE)?.replace("shardcast.replicas", replicas_relation()?);
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                &sql,
+                None,
+                &[shard_ids.to_vec().into(), requested_node.into()],
+            )?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                let task_id = row.get::<i64>(1)?.unwrap_or_default();
+                let skipped = if row.get::<bool>(2)?.unwrap_or(false) {
+                    Some((
+                        row.get::<String>(3)?.unwrap_or_default(),
+                        row.get::<String>(4)?.unwrap_or_default(),
+                        row.get::<String>(5)?.unwrap_or_default(),
+                    ))
+                } else {
+                    None
+                };
+                Ok(Enqueued { task_id, skipped })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+}
+
+/// The enqueue statement (see [`enqueue`]).
+const ENQUEUE: &str = "WITH wanted AS (
+                 SELECT s.shard_id, format('%I.%I', s.schema_name, s.table_name) AS name,
+                        coalesce(s.size_bytes, pg_catalog.pg_total_relation_size(s.relid), 0) AS size_bytes
+                 FROM shardcast.shards s
+                 WHERE s.shard_id = ANY($1) AND s.retired_at IS NULL
+             ), replicated AS (
+                 -- Already copied there: to that node, or (for any node) to any node.
+                 SELECT DISTINCT ON (r.shard_id) r.shard_id, r.task_id, r.node, r.copied_at
+                 FROM shardcast.replicas r
+                 JOIN wanted w USING (shard_id)
+                 WHERE $2::text IS NULL OR r.node = $2
+                 ORDER BY r.shard_id, r.copied_at DESC, r.node
+             ), open AS (
+                 -- The task that already does it: for a node, one given that node, else the
+                 -- shard's task without a requested node if it is still queued (it is placed
+                 -- there now, unless the shard is already there) or copies to that node; for
+                 -- any node, any.
+                 SELECT DISTINCT ON (t.shard_id) t.shard_id, t.task_id,
+                        $2::text IS NOT NULL AND t.requested_node IS NULL AND t.state = 'queued' AS to_place
+                 FROM shardcast.replication_tasks t
+                 JOIN wanted w USING (shard_id)
+                 WHERE t.state IN ('queued', 'claimed')
+                   AND ($2::text IS NULL OR t.requested_node = $2
+                        OR (t.requested_node IS NULL
+                            AND (t.state = 'queued' OR t.node = $2)
+                            AND (t.node = $2
+                                 OR NOT EXISTS (SELECT 1 FROM replicated r WHERE r.shard_id = t.shard_id))))
+                 ORDER BY t.shard_id, t.requested_node IS NOT DISTINCT FROM $2 DESC, t.task_id
+             ), placed AS (
+                 UPDATE shardcast.replication_tasks t SET requested_node = $2, node = $2
+                 FROM open o WHERE t.task_id = o.task_id AND o.to_place
+             ), added AS (
+                 INSERT INTO shardcast.replication_tasks (shard_id, requested_node, node, size_bytes)
+                 SELECT w.shard_id, $2, $2, w.size_bytes FROM wanted w
+                 WHERE NOT EXISTS (SELECT 1 FROM open o WHERE o.shard_id = w.shard_id)
+                   AND NOT EXISTS (SELECT 1 FROM replicated r WHERE r.shard_id = w.shard_id)
+                 ORDER BY w.shard_id
+                 ON CONFLICT DO NOTHING
+                 RETURNING task_id, shard_id)
+             SELECT coalesce(o.task_id, a.task_id, r.task_id),
+                    o.task_id IS NULL AND a.task_id IS NULL AND r.task_id IS NOT NULL,
+                    w.name, r.node, r.copied_at::text
+             FROM wanted w
+             LEFT JOIN open o USING (shard_id)
+             LEFT JOIN added a USING (shard_id)
+             LEFT JOIN replicated r USING (shard_id)
+             ORDER BY w.shard_id";
+
+/// The ids of every live table shard (Citus shards move with Citus, not through this queue).
+pub fn live_shard_ids() -> Result<Vec<i32>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.shard_id FROM shardcast.shards s
+                 WHERE s.retired_at IS NULL AND to_jsonb(s) ->> 'citus_shard_id' IS NULL",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                row.get::<i32>(1).map(|v| v.unwrap_or_default())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+}
+
+/// Whether a publication of that name exists.
+pub fn publication_exists(publication: &str) -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)",
+        &[publication.into()],
+    )? == Some(true))
+}
+
+/// The live shards of a publication's tables, leaf partitions included.
+pub fn publication_shard_ids(publication: &str) -> Result<Vec<i32>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+            "SELECT s.shard_id
+             FROM pg_catalog.pg_publication_tables p
+             JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+             CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
+                                 SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) WHERE isleaf) leaf
+             JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL
+                                  AND to_jsonb(s) ->> 'citus_shard_id' IS NULL
+             WHERE p.pubname = $1",
+                None,
+                &[publication.into()],
+            )?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                row.get::<i32>(1).map(|v| v.unwrap_or_default())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+}
+
+/// A relation's name and persistence (`pg_class.relpersistence`); NULLs when it is gone.
+pub fn persistence(
+    relid: pg_sys::Oid,
+) -> Result<(Option<String>, Option<String>), pgrx::spi::Error> {
+    Spi::get_two_with_args::<String, String>(
+        "SELECT c.oid::regclass::text, c.relpersistence::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[relid.into()],
+    )
+}
+
+/// The shards among `shard_ids` that are not permanent tables: `(shard_id, name, persistence)`,
+/// by name.
+pub fn not_permanent(shard_ids: &[i32]) -> Result<Vec<(i32, String, String)>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.shard_id, c.oid::regclass::text, c.relpersistence::text
+             FROM shardcast.shards s JOIN pg_catalog.pg_class c ON c.oid = s.relid
+             WHERE s.shard_id = ANY($1) AND c.relpersistence <> 'p'
+             ORDER BY 2",
+                None,
+                &[shard_ids.to_vec().into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::compat_0_1::destination_for_requested_node;
+
+    #[test]
+    fn enqueue_names_requested_node_only_as_the_column() {
+        // 0.1.0's catalog: every use is renamed (none is part of a longer name).
+        let old = destination_for_requested_node(ENQUEUE);
+        assert!(!old.contains("requested_node"));
+        assert_eq!(old, ENQUEUE.replace("requested_node", "destination"));
+        assert_eq!(old.matches("destination").count(), 6);
+    }
+}
