@@ -18,7 +18,9 @@
 //! - `queue.rs`: the replication queue in dispatch order, and the replan that stores it.
 //! - `worker/`: the launcher, the sampler's cycle, and its stages in the order of the data flow:
 //!   `sample` (counters → history), `refresh` (history → forecasts → scores).
-//! - `gucs.rs` (every setting), `error.rs` (SQL errors), `pg_tests.rs` (the #[pg_test]s).
+//! - `gucs.rs` (every setting), `error.rs` (SQL errors).
+//! - `pg_tests/`: the #[pg_test]s, one file per concept as in `api/` (plus `shards`,
+//!   `arguments`, `privileges`, `worker`), shared helpers in `helpers`.
 //! - `core/`: deltas and buckets (`access`), history series (`history`, `series`),
 //!   forecasting (`forecast/`), the refit budget (`refit`), scores (`score`), scheduling
 //!   (`schedule`), the queue's per-task decisions (`queue`), copy credits (`copy_credits`), the
@@ -60,12 +62,9 @@ pub extern "C-unwind" fn _PG_init() {
     worker::init(preloading);
 }
 
-// `#[pg_schema]` needs an inline module; the tests themselves live in their own file.
+// The #[pg_test]s, one file per concept, in one `#[pg_schema] mod tests` (see its doc comment).
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests {
-    include!("pg_tests.rs");
-}
+mod pg_tests;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -1,0 +1,188 @@
+// `refresh_forecasts` (api/forecasts.rs, worker/refresh.rs): forecasts from history, scores with
+// inheritance and class weights, tiers, and the forecast window.
+
+fn score_of(table: &str) -> (f64, i32, i32, i32, String) {
+    let row = Spi::get_one_with_args::<String>(
+        "SELECT concat_ws('|', score, priority_weight, tier, rank, coalesce(lift_source::text, '-'))
+         FROM shardcast.priority_scores WHERE shard = $1::regclass",
+        &[table.into()],
+    )
+    .unwrap()
+    .unwrap();
+    let p: Vec<&str> = row.split('|').collect();
+    (p[0].parse().unwrap(), p[1].parse().unwrap(), p[2].parse().unwrap(), p[3].parse().unwrap(), p[4].to_owned())
+}
+
+#[pg_test]
+fn refresh_scores_shards_from_history_with_inheritance() {
+    shop_with_history();
+    let scored = Spi::get_one::<i64>("SELECT shardcast.refresh_forecasts()").unwrap().unwrap();
+    assert!(scored >= 3);
+    let orders = score_of("public.f_orders");
+    let customers = score_of("public.f_customers");
+    let audit = score_of("public.f_audit");
+    assert_eq!(orders.1, 1000);
+    assert_eq!(orders.2, 1);
+    // customers is referenced by orders: lifted to its score (inheritance_factor 1).
+    assert_eq!(customers.4, "f_orders");
+    assert!((customers.0 - orders.0).abs() < 1e-6 * orders.0);
+    assert!(audit.0 < orders.0 / 100.0, "{audit:?} vs {orders:?}");
+    assert!(audit.2 > orders.2);
+    let forecast = Spi::get_one::<String>(
+        "SELECT f.model || ':' || (f.lower <= f.point AND f.point <= f.upper) || ':' || (f.history_points >= 72)
+         FROM shardcast.forecasts f WHERE f.shard = 'public.f_orders'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    assert!(forecast.ends_with(":true:true"), "{forecast}");
+    // Between 2 and 3 times the level, one hour ahead.
+    let point = Spi::get_one::<f64>(
+        "SELECT predicted_load FROM shardcast.priority_scores WHERE shard = 'public.f_orders'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    assert!((800.0..=3500.0).contains(&point), "{point}");
+}
+
+#[pg_test]
+fn without_inheritance_a_referenced_table_keeps_its_own_score() {
+    shop_with_history();
+    Spi::run("SET LOCAL shardcast.inheritance_factor = 0").unwrap();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let customers = score_of("public.f_customers");
+    assert_eq!(customers.4, "-");
+    assert!(customers.0 < score_of("public.f_orders").0 / 10.0);
+}
+
+#[pg_test]
+fn class_weight_multiplies_the_score() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let before = score_of("public.f_audit").0;
+    Spi::run("SELECT shardcast.set_shard_class('public.f_audit', 'critical'); SELECT shardcast.refresh_forecasts()")
+        .unwrap();
+    let after = score_of("public.f_audit").0;
+    assert!((after - 10.0 * before).abs() < 1e-6 * after, "{before} -> {after}");
+}
+
+#[pg_test]
+fn published_scores_move_only_on_material_change() {
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let fresh = score_of("public.f_orders").0;
+    // A published score within 20% of the fresh one is kept; one further away is replaced.
+    Spi::run_with_args(
+        "UPDATE shardcast.scores SET score = $1 WHERE shard_id = (SELECT shard_id FROM shardcast.shards WHERE table_name = 'f_orders')",
+        &[(fresh * 1.1).into()],
+    )
+    .unwrap();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    assert!((score_of("public.f_orders").0 - fresh * 1.1).abs() < 1e-6 * fresh);
+    Spi::run_with_args(
+        "UPDATE shardcast.scores SET score = $1 WHERE shard_id = (SELECT shard_id FROM shardcast.shards WHERE table_name = 'f_orders')",
+        &[(fresh * 2.0).into()],
+    )
+    .unwrap();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    assert!((score_of("public.f_orders").0 - fresh).abs() < 1e-6 * fresh);
+}
+
+#[pg_test]
+fn tiers_follow_the_setting() {
+    shop_with_history();
+    Spi::run("SET LOCAL shardcast.tiers = 1; SELECT shardcast.refresh_forecasts()").unwrap();
+    let tiers = Spi::get_one::<i64>("SELECT count(DISTINCT tier) FROM shardcast.priority_scores").unwrap();
+    assert_eq!(tiers, Some(1));
+    // Three distinct levels (no lift) make three tiers, hottest first.
+    Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SET LOCAL shardcast.tiers = 3; SELECT shardcast.refresh_forecasts()")
+        .unwrap();
+    let tiers = Spi::get_one::<String>(
+        "SELECT string_agg(tier::text, ',' ORDER BY rank) FROM shardcast.priority_scores",
+    )
+    .unwrap();
+    assert_eq!(tiers.as_deref(), Some("1,2,3"));
+}
+
+#[pg_test]
+fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
+    // A week of flat history, 100 reads an hour; then the last 40 minutes at 30 times the rate.
+    // Whatever the minute of the hour, the forecast is for [now, now + 1 hour) and its level
+    // comes from the last 60 minutes, not from the last complete clock hour.
+    Spi::run(
+        "CREATE TABLE public.w_surge (id int);
+         SELECT shardcast.record_access(array_agg('public.w_surge'::regclass),
+                                        array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
+                                        array_agg(100.0::float8))
+         FROM generate_series(1, 7 * 24) h;
+         SELECT shardcast.record_access(array_agg('public.w_surge'::regclass),
+                                        array_agg(now() - m * interval '5 minutes'),
+                                        array_agg(250.0::float8))
+         FROM generate_series(0, 7) m;
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', window_start = now(), window_end = now() + interval '1 hour',
+                          horizon = interval '1 hour', point, lower <= point AND point <= upper,
+                          imported_hours >= 7 * 24, change_reason)
+         FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let p: Vec<&str> = row.split('|').collect();
+    assert_eq!(&p[..3], ["t", "t", "t"], "{row}");
+    let point: f64 = p[3].parse().unwrap();
+    // Hourly history says 100; the last 40 minutes say 3,000 an hour. Clock hours would forecast
+    // about 100: the surge must lift the forecast several times over.
+    assert!(point > 500.0, "the surge of the last 40 minutes sets the level: {row}");
+    assert_eq!(&p[4..], ["t", "t", "first forecast"], "{row}");
+    // A horizon that is not whole hours is forecast, not rounded: 90 minutes.
+    Spi::run("SET LOCAL shardcast.horizon = '90min'; SELECT shardcast.refresh_forecasts()").unwrap();
+    let window = Spi::get_one::<String>(
+        "SELECT concat_ws('|', window_end - window_start, point)
+         FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let (span, longer) = window.split_once('|').unwrap();
+    assert_eq!(span, "01:30:00");
+    let longer: f64 = longer.parse().unwrap();
+    assert!(longer > point * 1.2 && longer < point * 1.8, "{longer} vs {point}");
+}
+
+#[pg_test]
+fn hours_nobody_observed_are_not_read_as_zero() {
+    // One import of 1,200 reads five days ago (the README's example) and a steady measured-like
+    // import of the last day: the old import is too far from the rest to stand for the days
+    // between, and the forecast keeps the recent level.
+    Spi::run(
+        "CREATE TABLE public.w_sparse (id int);
+         SELECT shardcast.record_access(array_agg('public.w_sparse'::regclass),
+                                        array_agg(now() - m * interval '5 minutes'),
+                                        array_agg(500.0::float8))
+         FROM generate_series(0, 12 * 24 - 1) m;
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let before = Spi::get_one::<f64>(
+        "SELECT point FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    Spi::run(
+        "SELECT shardcast.record_access('public.w_sparse', now() - interval '5 days', reads => 1200);
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', point, history_points, change_reason)
+         FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let p: Vec<&str> = row.split('|').collect();
+    let after: f64 = p[0].parse().unwrap();
+    assert!((after - before).abs() <= 0.05 * before, "{before} then {row}");
+    assert!(p[1].parse::<i32>().unwrap() <= 25, "the old import is cut off: {row}");
+    assert_eq!(p[2], "imported history changed", "{row}");
+}

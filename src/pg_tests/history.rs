@@ -1,0 +1,159 @@
+// Importing history (`record_access`, api/history.rs), its compaction and retention
+// (catalog/history.rs), and the `shard_activity` view over it.
+
+fn total_buckets() -> i64 {
+    Spi::get_one::<i64>(
+        "SELECT (SELECT count(*) FROM shardcast.recent_access) + (SELECT count(*) FROM shardcast.daily_access)",
+    )
+    .unwrap()
+    .unwrap()
+}
+
+#[pg_test]
+fn record_access_adds_to_history() {
+    Spi::run("CREATE TABLE public.t_ext (id int)").unwrap();
+    Spi::run("SELECT shardcast.record_access('public.t_ext', now() - interval '1 minute', 10, 2)").unwrap();
+    Spi::run("SELECT shardcast.record_access('public.t_ext', now() - interval '1 minute', 5)").unwrap();
+    assert_eq!(history_reads("public.t_ext"), 15.0);
+    let writes = Spi::get_one::<f64>(
+        "SELECT sum(tuples_written) FROM shardcast.access_history WHERE shard = 'public.t_ext'::regclass",
+    )
+    .unwrap();
+    assert_eq!(writes, Some(2.0));
+}
+
+#[pg_test]
+fn bulk_record_access_buckets_samples_and_counts_them() {
+    Spi::run("CREATE TABLE public.t_bulk_a (id int); CREATE TABLE public.t_bulk_b (id int)").unwrap();
+    let recorded = Spi::get_one::<i64>(
+        "SELECT shardcast.record_access(
+             array_agg(CASE WHEN i % 2 = 0 THEN 'public.t_bulk_a' ELSE 'public.t_bulk_b' END::regclass),
+             array_agg(now() - interval '2 hours' + (i % 30) * interval '1 minute'),
+             array_agg(1.0::float8),
+             array_agg(0.5::float8))
+         FROM generate_series(1, 10000) i",
+    )
+    .unwrap();
+    assert_eq!(recorded, Some(10000));
+    assert_eq!(history_reads("public.t_bulk_a") + history_reads("public.t_bulk_b"), 10000.0);
+    // 30 minutes of samples fall into 6 or 7 five-minute buckets per shard, not 5,000 rows.
+    let buckets = Spi::get_one::<i64>(
+        "SELECT count(*) FROM shardcast.recent_access r JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name IN ('t_bulk_a', 't_bulk_b')",
+    )
+    .unwrap()
+    .unwrap();
+    assert!((12..=14).contains(&buckets), "{buckets} buckets");
+}
+
+#[pg_test]
+fn bad_input_is_an_error_with_sqlstate_and_hint_and_writes_nothing() {
+    Spi::run("CREATE TABLE public.t_bad (id int)").unwrap();
+    Spi::run("CREATE VIEW public.v_bad AS SELECT 1 AS x").unwrap();
+    Spi::run("CREATE SEQUENCE public.s_bad").unwrap();
+    Spi::run("CREATE TABLE public.p_bad (id int) PARTITION BY RANGE (id)").unwrap();
+    Spi::run("CREATE TEMP TABLE tmp_bad (id int)").unwrap();
+    let before = total_buckets();
+    let cases = [
+        ("SELECT shardcast.record_access(NULL, now(), 1)", "22004"),
+        ("SELECT shardcast.record_access('public.t_bad', NULL, 1)", "22004"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), NULL)", "22004"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), 1, NULL)", "22004"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), -1)", "22003"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), 1, -0.5)", "22003"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), 'NaN')", "22003"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), 'Infinity')", "22003"),
+        // Huge but finite counts would overflow history sums (and stall the worker): refused.
+        ("SELECT shardcast.record_access('public.t_bad', now(), 1e308)", "22003"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), 1, 1e16)", "22003"),
+        ("SELECT shardcast.record_access('public.t_bad', now(), 1, '-Infinity')", "22003"),
+        ("SELECT shardcast.record_access('public.t_bad', now() + interval '1 hour', 1)", "22023"),
+        ("SELECT shardcast.record_access('public.t_bad', 'infinity', 1)", "22023"),
+        ("SELECT shardcast.record_access('public.t_bad', '-infinity', 1)", "22023"),
+        ("SELECT shardcast.record_access('public.v_bad', now(), 1)", "42809"),
+        ("SELECT shardcast.record_access('public.s_bad', now(), 1)", "42809"),
+        ("SELECT shardcast.record_access('public.p_bad', now(), 1)", "42809"),
+        ("SELECT shardcast.record_access('tmp_bad', now(), 1)", "42809"),
+        ("SELECT shardcast.record_access('shardcast.shards', now(), 1)", "42809"),
+        ("SELECT shardcast.record_access('pg_catalog.pg_class', now(), 1)", "42809"),
+        // Bulk: one bad element fails the whole call, before anything is written.
+        (
+            "SELECT shardcast.record_access(ARRAY['public.t_bad', 'public.t_bad']::regclass[],
+                 ARRAY[now(), now()], ARRAY[1, -1]::float8[])",
+            "22003",
+        ),
+        (
+            "SELECT shardcast.record_access(ARRAY['public.t_bad', NULL]::regclass[],
+                 ARRAY[now(), now()], ARRAY[1, 1]::float8[])",
+            "22004",
+        ),
+        (
+            "SELECT shardcast.record_access(ARRAY['public.t_bad', 'public.v_bad']::regclass[],
+                 ARRAY[now(), now()], ARRAY[1, 1]::float8[])",
+            "42809",
+        ),
+        (
+            "SELECT shardcast.record_access(ARRAY['public.t_bad']::regclass[],
+                 ARRAY[now(), now()], ARRAY[1, 1]::float8[])",
+            "22023",
+        ),
+        ("SELECT shardcast.record_access(NULL::regclass[], ARRAY[now()], ARRAY[1::float8])", "22004"),
+    ];
+    for (sql, sqlstate) in cases {
+        assert_eq!(outcome(sql), format!("{sqlstate} with hint"), "{sql}");
+    }
+    assert_eq!(total_buckets(), before, "a refused call wrote history");
+}
+
+#[pg_test]
+fn compaction_moves_old_buckets_into_hourly_slots_and_retention_purges() {
+    Spi::run("CREATE TABLE public.t_old (id int)").unwrap();
+    Spi::run(
+        "SELECT shardcast.record_access('public.t_old', date_trunc('hour', now()) - interval '10 hours' + interval '7 minutes', 3);
+         SELECT shardcast.record_access('public.t_old', date_trunc('hour', now()) - interval '10 hours' + interval '47 minutes', 4);
+         SELECT shardcast.record_access('public.t_old', now() - interval '40 days', 100);
+         SELECT shardcast.record_access('public.t_old', now() - interval '1 minute', 1);",
+    )
+    .unwrap();
+    assert_eq!(history_reads("public.t_old"), 108.0);
+    let moved = crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
+    assert_eq!(moved, 3);
+    // The 40-day-old sample is gone, the two from 10 hours ago are one hourly bucket.
+    assert_eq!(history_reads("public.t_old"), 8.0);
+    let hourly = Spi::get_one::<f64>(
+        "SELECT tuples_read FROM shardcast.access_history
+         WHERE shard = 'public.t_old'::regclass AND bucket_width = interval '1 hour'
+           AND bucket_start = date_trunc('hour', now()) - interval '10 hours'",
+    )
+    .unwrap();
+    assert_eq!(hourly, Some(7.0));
+    // Compacting the same hour again (a late import) adds to the day row.
+    Spi::run(
+        "SELECT shardcast.record_access('public.t_old', date_trunc('hour', now()) - interval '10 hours', 5)",
+    )
+    .unwrap();
+    crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
+    assert_eq!(history_reads("public.t_old"), 13.0);
+    let day_rows = Spi::get_one::<i64>(
+        "SELECT count(*) FROM shardcast.daily_access d JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name = 't_old'",
+    )
+    .unwrap();
+    assert!(matches!(day_rows, Some(1) | Some(2)));
+}
+
+#[pg_test]
+fn shard_activity_shows_live_shards_with_totals() {
+    Spi::run("CREATE TABLE public.t_act (id int)").unwrap();
+    Spi::run(
+        "SELECT shardcast.record_access('public.t_act', now() - interval '2 minutes', 900, 90);
+         SELECT shardcast.record_access('public.t_act', now() - interval '3 hours', 50);",
+    )
+    .unwrap();
+    let (hour, day) = Spi::get_two::<f64, f64>(
+        "SELECT tuples_read_last_hour, tuples_read_last_day FROM shardcast.shard_activity
+         WHERE shard = 'public.t_act'::regclass",
+    )
+    .unwrap();
+    assert_eq!((hour, day), (Some(900.0), Some(950.0)));
+}
