@@ -14,6 +14,12 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+/// A statement made at run time (from a template, or derived from another statement) as the
+/// `&'static str` that keys its kept plan: made once per process, in a `LazyLock`.
+pub fn leak(statement: String) -> &'static str {
+    Box::leak(statement.into_boxed_str())
+}
+
 /// Runs a mutating statement through its kept plan, preparing it on first use.
 pub fn run_kept<R>(
     sql: &'static str,

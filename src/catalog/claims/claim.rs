@@ -7,19 +7,20 @@ use std::sync::LazyLock;
 use pgrx::prelude::*;
 
 use crate::catalog::compat_0_1::remembers_replicas;
-use crate::catalog::kept::run_kept;
+use crate::catalog::kept::{leak, run_kept};
+use crate::catalog::tasks::gone::GONE_DETAIL;
 
 /// The claim statement for any node; [`CLAIM_NEXT_FOR_NODE`] is the same for the tasks of one
 /// node. Each filter has its own statement so that each kept plan is generic (planned once per
 /// session) and walks its own index in dispatch order: `replication_tasks_dispatch` for any
 /// node, `replication_tasks_node_dispatch` for one. Tasks for a disabled node, or for a node at
 /// its `max_concurrent`, are passed over. The task it takes is claimed if its shard is still its
-/// own relation, and cancelled otherwise (the `gone` column, as in
-/// [`crate::catalog::tasks::gone::GONE_DETAIL`]; the last column says which), so that a dropped
+/// own relation, and cancelled otherwise (the `gone` column: `{gone}` stands for
+/// [`GONE_DETAIL`]; the last column says which), so that a dropped
 /// table is never copied, nor another table that took its name. A claim grants its task a copy
 /// credit (`credited`): see [`crate::catalog::copy_credits`]. Table copies only (`kind =
 /// 'copy'`): Citus moves have their own claim (`shardcast.claim_citus_move`, sql/citus.sql).
-pub const CLAIM_NEXT: &str = "
+const CLAIM_TEMPLATE: &str = "
     WITH next AS (
              SELECT t.task_id, t.shard_id
              FROM shardcast.replication_tasks t
@@ -35,16 +36,7 @@ pub const CLAIM_NEXT: &str = "
              FOR UPDATE SKIP LOCKED),
          checked AS (
              SELECT next.task_id,
-                    (SELECT CASE WHEN to_jsonb(s) ->> 'citus_shard_id' IS NOT NULL
-                                      THEN CASE WHEN s.retired_at IS NOT NULL THEN 'the Citus shard was dropped or split' END
-                                 WHEN c.oid IS NULL THEN 'the shard was dropped'
-                                 WHEN c.relname <> s.table_name OR n.nspname <> s.schema_name
-                                      THEN 'the shard was renamed or moved: it is a new shard now'
-                                 WHEN s.retired_at IS NOT NULL THEN 'the shard was retired'
-                            END
-                     FROM (SELECT) AS one
-                     LEFT JOIN pg_catalog.pg_class c ON c.oid = s.relid
-                     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace) AS gone
+                    {gone} AS gone
              FROM next JOIN shardcast.shards s ON s.shard_id = next.shard_id),
          cancelled AS (
              UPDATE shardcast.replication_tasks t
@@ -80,6 +72,11 @@ pub const CLAIM_NEXT: &str = "
     UNION ALL
     SELECT task_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM cancelled";
 
+/// The claim statement for any node (see [`CLAIM_TEMPLATE`]), with
+/// [`crate::catalog::tasks::gone::GONE_DETAIL`] in it.
+pub static CLAIM_NEXT: LazyLock<&'static str> =
+    LazyLock::new(|| leak(CLAIM_TEMPLATE.replace("{gone}", GONE_DETAIL)));
+
 /// [`CLAIM_NEXT`]'s filter: any node (`$2` is NULL).
 const ANY_NODE: &str = "AND $2::text IS NULL";
 /// [`CLAIM_NEXT_FOR_NODE`]'s filter: the tasks of node `$2`.
@@ -88,12 +85,6 @@ const ONE_NODE: &str = "AND t.node = $2";
 /// The filter that keeps Citus moves out of table claims; 0.1.0's catalog has no `kind` (nor
 /// moves).
 const COPY_KIND: &str = "AND t.kind = 'copy'";
-
-/// Kept plans are keyed by `&'static str`: each statement derived from [`CLAIM_NEXT`] is made
-/// once per process.
-fn leak(statement: String) -> &'static str {
-    Box::leak(statement.into_boxed_str())
-}
 
 /// [`CLAIM_NEXT`] for the tasks of one node (`$2`): the same statement but for its filter.
 pub static CLAIM_NEXT_FOR_NODE: LazyLock<&'static str> =
@@ -132,7 +123,7 @@ pub fn claim_next(
     run_kept(
         match (node.is_some(), kinds) {
             (true, true) => *CLAIM_NEXT_FOR_NODE,
-            (false, true) => CLAIM_NEXT,
+            (false, true) => *CLAIM_NEXT,
             (true, false) => *CLAIM_NEXT_FOR_NODE_0_1,
             (false, false) => *CLAIM_NEXT_0_1,
         },
@@ -176,7 +167,6 @@ pub fn claim_next(
 mod tests {
     use super::*;
     use crate::catalog::sql_words::words;
-    use crate::catalog::tasks::gone::GONE_DETAIL;
 
     #[test]
     fn the_claim_for_one_node_differs_only_in_its_filter() {
@@ -184,13 +174,13 @@ mod tests {
         assert!(!CLAIM_NEXT.contains(ONE_NODE));
         assert_eq!(CLAIM_NEXT_FOR_NODE.matches(ONE_NODE).count(), 1);
         assert!(!CLAIM_NEXT_FOR_NODE.contains(ANY_NODE));
-        assert_eq!(CLAIM_NEXT_FOR_NODE.replace(ONE_NODE, ANY_NODE), CLAIM_NEXT);
+        assert_eq!(CLAIM_NEXT_FOR_NODE.replace(ONE_NODE, ANY_NODE), *CLAIM_NEXT);
     }
 
     #[test]
     fn table_claims_never_take_citus_moves_and_0_1_0_claims_differ_only_there() {
         for (claim, old) in [
-            (CLAIM_NEXT, *CLAIM_NEXT_0_1),
+            (*CLAIM_NEXT, *CLAIM_NEXT_0_1),
             (*CLAIM_NEXT_FOR_NODE, *CLAIM_NEXT_FOR_NODE_0_1),
         ] {
             assert_eq!(claim.matches(COPY_KIND).count(), 1);
@@ -201,7 +191,9 @@ mod tests {
 
     #[test]
     fn a_claim_cancels_what_a_replan_cancels() {
-        for claim in [CLAIM_NEXT, *CLAIM_NEXT_FOR_NODE] {
+        assert!(!CLAIM_TEMPLATE.contains("the shard was dropped"));
+        for claim in [*CLAIM_NEXT, *CLAIM_NEXT_FOR_NODE] {
+            assert!(!claim.contains("{gone}"));
             assert!(words(claim).contains(&words(GONE_DETAIL)));
         }
     }
