@@ -11,6 +11,18 @@ CREATE EXTENSION shardcast;
 -- What it creates: the functions of the API (those starting with _ are internal), the tables
 -- behind them, and the views a DBA reads.
 \dx+ shardcast
+-- Every table, view and function it creates explains itself (\d+ and \df+ show it): none
+-- without a COMMENT.
+SELECT pg_describe_object(d.classid, d.objid, 0) AS without_comment
+FROM pg_depend d
+WHERE d.refclassid = 'pg_extension'::regclass
+  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'shardcast')
+  AND d.deptype = 'e'
+  AND d.classid IN ('pg_class'::regclass, 'pg_proc'::regclass)
+  AND (d.classid <> 'pg_class'::regclass
+       OR (SELECT relkind FROM pg_class WHERE oid = d.objid) IN ('r', 'v', 'm', 'p'))
+  AND obj_description(d.objid, d.classid::regclass::name) IS NULL
+ORDER BY 1;
 SELECT extversion FROM pg_extension WHERE extname = 'shardcast';
 -- Whether the library was preloaded (the worker runs only then).
 SELECT shardcast.preloaded();
