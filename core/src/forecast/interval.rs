@@ -1,4 +1,7 @@
-//! The prediction interval, learnt from the backtest's errors (split-conformal style).
+//! The prediction interval: learnt from the backtest's errors (split-conformal style) when the
+//! models are selected ([`interval`]), put around each forecast's point ([`bounds`]).
+
+use super::{sanitise, Selection};
 
 /// Fewer backtest errors than this make no empirical interval.
 const MIN_INTERVAL_ERRORS: usize = 8;
@@ -42,4 +45,23 @@ pub(super) fn interval(
 /// not 24. Fewer independent errors make the conformal quantile reach further out.
 pub(super) fn independent_errors(origins: usize, stride: usize, horizon: usize) -> f64 {
     origins as f64 * (stride as f64 / horizon.max(1) as f64).min(1.0)
+}
+
+/// The interval around a forecast's `point`: as `selection` learnt it from its backtest (see
+/// [`interval`]), or, without a backtest, a wide band around the level.
+pub(super) fn bounds(point: f64, selection: &Selection) -> (f64, f64) {
+    if selection.mase.is_some() {
+        let base = point + selection.error_offset;
+        (
+            sanitise(point + selection.error_low * base).min(point),
+            sanitise(point + selection.error_high * base).max(point),
+        )
+    } else {
+        // No backtest errors to learn from: a wide band around the level.
+        let spread = 0.5 * point + 1.28 * point.sqrt();
+        (
+            sanitise(point - spread).min(point),
+            sanitise(point + spread).max(point),
+        )
+    }
 }

@@ -262,20 +262,7 @@ pub fn forecast_with(
         path.iter_mut().for_each(|v| *v *= MAX_LOAD / total);
     }
     let point = sanitise(path.iter().sum());
-    let (lower, upper) = if selection.mase.is_some() {
-        let base = point + selection.error_offset;
-        (
-            sanitise(point + selection.error_low * base).min(point),
-            sanitise(point + selection.error_high * base).max(point),
-        )
-    } else {
-        // No backtest errors to learn from: a wide band around the level.
-        let spread = 0.5 * point + 1.28 * point.sqrt();
-        (
-            sanitise(point - spread).min(point),
-            sanitise(point + spread).max(point),
-        )
-    };
+    let (lower, upper) = interval::bounds(point, &selection);
     Forecast {
         selection,
         point,
