@@ -5,7 +5,37 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::access::{Access, CopyCredit};
+use crate::access::Access;
+
+/// Reads that replication makes of a shard it copies: one scan of the whole table. They are not
+/// the application's load, and counted as such they would make every table just copied look
+/// hot; a claim grants this much credit and the sampler takes it out of the shard's deltas.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CopyCredit {
+    pub scans: f64,
+    pub tuples_read: f64,
+    /// Blocks hit or read: a copy's blocks may be in shared buffers or not.
+    pub blocks: f64,
+}
+
+impl CopyCredit {
+    pub fn is_spent(&self) -> bool {
+        self.scans <= 0.0 && self.tuples_read <= 0.0 && self.blocks <= 0.0
+    }
+
+    /// Takes what this credit covers out of `delta` (never below zero) and out of the credit.
+    pub fn discount(&mut self, delta: &mut Access) {
+        fn take(value: &mut f64, credit: &mut f64) {
+            let taken = value.min(credit.max(0.0)).max(0.0);
+            *value -= taken;
+            *credit -= taken;
+        }
+        take(&mut delta.scans, &mut self.scans);
+        take(&mut delta.tuples_read, &mut self.tuples_read);
+        take(&mut delta.blocks_hit, &mut self.blocks);
+        take(&mut delta.blocks_read, &mut self.blocks);
+    }
+}
 
 /// What spending the credits did to them: the credits used up (to delete), and those spent in
 /// part, with what is left of each (to store).
@@ -50,6 +80,7 @@ pub fn margin(sample_interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn delta(scans: f64, tuples_read: f64, blocks_hit: f64, blocks_read: f64) -> Access {
         Access {
@@ -118,5 +149,68 @@ mod tests {
         let mut rows = vec![(1, 0, delta(1.0, 1.0, 1.0, 1.0))];
         assert_eq!(spend(&mut rows, Vec::new()), Spending::default());
         assert_eq!(rows[0].2, delta(1.0, 1.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn a_copy_credit_is_spent_across_samples() {
+        let mut credit = CopyCredit {
+            scans: 1.0,
+            tuples_read: 20_000.0,
+            blocks: 300.0,
+        };
+        let mut first = Access {
+            scans: 3.0,
+            tuples_read: 5_000.0,
+            tuples_written: 7.0,
+            blocks_hit: 100.0,
+            blocks_read: 50.0,
+        };
+        credit.discount(&mut first);
+        assert_eq!(
+            first,
+            Access {
+                scans: 2.0,
+                tuples_read: 0.0,
+                tuples_written: 7.0,
+                blocks_hit: 0.0,
+                blocks_read: 0.0
+            }
+        );
+        assert!(!credit.is_spent());
+        let mut second = Access {
+            scans: 1.0,
+            tuples_read: 40_000.0,
+            blocks_hit: 500.0,
+            ..Default::default()
+        };
+        credit.discount(&mut second);
+        assert_eq!(
+            (second.scans, second.tuples_read, second.blocks_hit),
+            (1.0, 25_000.0, 350.0)
+        );
+        assert!(credit.is_spent());
+    }
+
+    proptest! {
+        #[test]
+        fn a_copy_credit_takes_out_what_it_covers_and_no_more(
+            delta in (0.0..1e9f64, 0.0..1e9f64, 0.0..1e9f64, 0.0..1e9f64, 0.0..1e9f64),
+            credit in (0.0..10.0f64, 0.0..1e9f64, 0.0..1e9f64),
+        ) {
+            let before = Access { scans: delta.0, tuples_read: delta.1, tuples_written: delta.2,
+                                  blocks_hit: delta.3, blocks_read: delta.4 };
+            let granted = CopyCredit { scans: credit.0, tuples_read: credit.1, blocks: credit.2 };
+            let (mut after, mut left) = (before, granted);
+            left.discount(&mut after);
+            for v in [after.scans, after.tuples_read, after.blocks_hit, after.blocks_read, left.scans,
+                      left.tuples_read, left.blocks] {
+                prop_assert!(v >= 0.0);
+            }
+            prop_assert_eq!(after.tuples_written, before.tuples_written);
+            prop_assert!((before.tuples_read - after.tuples_read + left.tuples_read - granted.tuples_read).abs() < 1e-6);
+            prop_assert!((after.tuples_read == 0.0) || left.tuples_read == 0.0);
+            let blocks_taken = before.blocks_hit + before.blocks_read - after.blocks_hit - after.blocks_read;
+            prop_assert!((blocks_taken - (granted.blocks - left.blocks)).abs() < 1e-3);
+        }
     }
 }

@@ -1,3 +1,6 @@
+use super::history::{served_history, FRESH_HOURS};
+use super::interval::{independent_errors, interval};
+use super::models::DAY;
 use super::*;
 use proptest::prelude::*;
 

@@ -1,0 +1,178 @@
+//! Model selection: the rolling-origin backtest of every candidate, its loss, and the
+//! combination of the best few ([`select`]).
+
+use super::history::{clean_outliers, served_history};
+use super::interval::{independent_errors, interval};
+use super::models::{ModelKind, DAY};
+use super::{
+    bounded, horizon_sums, predict_path, sanitise, total_ceiling, History, Selection, Settings,
+};
+
+/// Mean absolute error of seasonal naive (lag one day, or one hour with under two days of
+/// history) on horizon totals: the denominator of MASE.
+pub fn mase_scale(y: &[f64], horizon: usize) -> f64 {
+    let sums = horizon_sums(y, horizon);
+    let lag = if y.len() >= 2 * DAY { DAY } else { 1 };
+    if sums.len() <= lag {
+        return 0.0;
+    }
+    let diffs: Vec<f64> = sums
+        .windows(lag + 1)
+        .map(|w| (w[lag] - w[0]).abs())
+        .collect();
+    diffs.iter().sum::<f64>() / diffs.len() as f64
+}
+
+/// The mean absolute error with each error capped at three times the mean outcome: a spike in
+/// the outcomes costs every model the same capped amount instead of deciding the selection, and
+/// a model that now and then forecasts wildly still pays for each time it does.
+fn capped_mean_abs(errors: &[f64], cap: f64, weights: &[f64]) -> f64 {
+    let total: f64 = weights.iter().take(errors.len()).sum();
+    if errors.is_empty() || total <= 0.0 {
+        return 0.0;
+    }
+    errors
+        .iter()
+        .zip(weights)
+        .map(|(e, w)| w * e.abs().min(cap))
+        .sum::<f64>()
+        / total
+}
+
+/// Backtest errors lose half their weight every this many hours of age: the most recent
+/// origins say most about the shard as it is now (after a level shift, say), the older ones
+/// still keep one odd day from deciding.
+const ERROR_HALF_LIFE_HOURS: f64 = 72.0;
+
+/// A model more than this many times worse than the best is not combined.
+const MEMBER_LOSS_RATIO: f64 = 2.0;
+
+/// Selects and weights models by a rolling-origin backtest. From every origin (see
+/// [`Settings`]) each candidate forecasts the horizon total from the history before it; the
+/// loss is the recency-weighted mean absolute error with errors capped (see
+/// [`capped_mean_abs`]). The best few (at most `members`, none worse than twice the best) are
+/// combined with weights inversely proportional to their squared loss, so that no single
+/// model's quirk (seasonal naive repeating yesterday's spike) comes back at full height. The
+/// interval comes from the empirical quantiles of the combination's relative backtest errors
+/// (split-conformal style). Histories under a day have no backtest: see [`forecast_with`].
+///
+/// [`forecast_with`]: super::forecast_with
+pub fn select(history: &History, settings: &Settings) -> Selection {
+    let raw = &history.y;
+    let horizon = settings.horizon.max(1);
+    if raw.len() < DAY {
+        return Selection::single(ModelKind::ClusterProfile);
+    }
+    let cleaned = clean_outliers(raw);
+    let y = &cleaned;
+    // A constant history (an idle shard, most often) is its own exact forecast.
+    if y.iter().all(|v| *v == y[0]) {
+        return Selection {
+            mase: Some(0.0),
+            ..Selection::single(ModelKind::LastValue)
+        };
+    }
+    let stride = settings.origin_stride.max(1);
+    // Origins whose outcome was mostly observed, each with at least a day of history before it.
+    let origins: Vec<usize> = (0..settings.origins.max(1))
+        .filter_map(|j| y.len().checked_sub(horizon + j * stride))
+        .filter(|&t| t >= DAY)
+        .filter(|&t| 2 * history.known[t..t + horizon].iter().filter(|k| **k).count() >= horizon)
+        .collect();
+    let Some(&earliest) = origins.last() else {
+        return Selection::single(ModelKind::RecentMean);
+    };
+    let candidates = ModelKind::candidates(earliest);
+    // Outcomes are what happened, outliers included.
+    let actual: Vec<f64> = origins
+        .iter()
+        .map(|&t| raw[t..t + horizon].iter().sum())
+        .collect();
+    // Each origin's ceiling depends on the history alone, not on the candidate.
+    let ceilings: Vec<f64> = origins
+        .iter()
+        .map(|&t| total_ceiling(&y[..t], horizon))
+        .collect();
+    // What each origin's forecast would have seen: as when serving, the freshest hours before
+    // it are as measured, not cleaned (a persistence model backtested on a history whose last
+    // burst was cleaned away would be judged on a series it never forecasts from).
+    let seen: Vec<Vec<f64>> = origins.iter().map(|&t| served_history(y, raw, t)).collect();
+    // predictions[c][o]: candidate c's total from origin o.
+    let mut predictions: Vec<Option<Vec<f64>>> = Vec::with_capacity(candidates.len());
+    for &m in &candidates {
+        let totals: Option<Vec<f64>> = seen
+            .iter()
+            .zip(&ceilings)
+            .map(|(h, &ceiling)| {
+                predict_path(m, h, horizon).map(|p| bounded(p, ceiling).iter().sum::<f64>())
+            })
+            .collect();
+        predictions.push(totals);
+    }
+    let cap = 3.0 * actual.iter().sum::<f64>() / actual.len() as f64 + f64::MIN_POSITIVE;
+    let newest = origins[0];
+    let weights: Vec<f64> = origins
+        .iter()
+        .map(|&t| 0.5f64.powf((newest - t) as f64 / ERROR_HALF_LIFE_HOURS))
+        .collect();
+    let mut ranked: Vec<(usize, f64)> = predictions
+        .iter()
+        .enumerate()
+        .filter_map(|(c, p)| {
+            let p = p.as_ref()?;
+            let errors: Vec<f64> = actual.iter().zip(p).map(|(a, f)| a - f).collect();
+            Some((c, capped_mean_abs(&errors, cap, &weights)))
+        })
+        .collect();
+    // Ties go to the simpler model (candidates are listed simplest first).
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let Some(&(_, best_loss)) = ranked.first() else {
+        return Selection::single(ModelKind::RecentMean);
+    };
+    let chosen: Vec<(usize, f64)> = if best_loss <= 0.0 {
+        vec![(ranked[0].0, 1.0)]
+    } else {
+        let kept: Vec<(usize, f64)> = ranked
+            .iter()
+            .take(settings.members.max(1))
+            .filter(|(_, loss)| *loss <= MEMBER_LOSS_RATIO * best_loss)
+            .map(|&(c, loss)| (c, (best_loss / loss).powi(2)))
+            .collect();
+        let total: f64 = kept.iter().map(|(_, w)| w).sum();
+        kept.into_iter().map(|(c, w)| (c, w / total)).collect()
+    };
+    let combined: Vec<f64> = (0..origins.len())
+        .map(|o| {
+            chosen
+                .iter()
+                .map(|&(c, w)| w * predictions[c].as_ref().map_or(0.0, |p| p[o]))
+                .sum()
+        })
+        .collect();
+    let errors: Vec<f64> = actual.iter().zip(&combined).map(|(a, f)| a - f).collect();
+    let scale = mase_scale(y, horizon);
+    let loss = capped_mean_abs(&errors, cap, &weights);
+    let mase = if scale > 0.0 {
+        loss / scale
+    } else if loss == 0.0 {
+        0.0
+    } else {
+        f64::MAX
+    };
+    let (error_low, error_high, error_offset) = interval(
+        &actual,
+        &combined,
+        settings.level,
+        independent_errors(origins.len(), stride, horizon),
+    );
+    Selection {
+        members: chosen
+            .into_iter()
+            .map(|(c, w)| (candidates[c], w))
+            .collect(),
+        mase: Some(sanitise(mase)),
+        error_low,
+        error_high,
+        error_offset,
+    }
+}
