@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pg_test"))
 
-from citus import citus_cluster, citus_installed, shard_index_scans  # noqa: E402
-from cluster import as_user, wait_for  # noqa: E402
+from citus import citus_cluster, citus_installed, workload_reads, zipfian_workload  # noqa: E402
+from cluster import wait_for  # noqa: E402
 
 DRIVER = Path(__file__).resolve().parent.parent / "driver" / "shardcast_driver.py"
 DB = "bank"
@@ -29,10 +28,6 @@ SHARDS = 32
 ACCOUNTS = 50_000
 WORKLOAD_SECONDS = 20
 SETTINGS = {"shardcast.sample_interval": "'1s'", "shardcast.refresh_interval": "'1h'"}
-WORKLOAD = f"""\\set aid random_zipfian(1, {ACCOUNTS}, 1.1)
-SELECT abalance FROM accounts WHERE aid = :aid;
-SELECT bbalance FROM branches WHERE bid = 1 + :aid % 10;
-"""
 
 
 def step(text: str) -> None:
@@ -52,17 +47,6 @@ def show(conn, sql: str, params=None) -> None:
     print(f"  ({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
-def measured_load(coordinator, workers, script: Path) -> dict[int, int]:
-    """Reads per worker over one run of the workload, from the workers' own counters."""
-    before = shard_index_scans(workers, DB, "accounts")
-    subprocess.run(as_user([coordinator.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-R", "400",
-                            "-T", str(WORKLOAD_SECONDS), "-f", str(script), coordinator.dsn(DB)]),
-                   check=True, capture_output=True)
-    after = shard_index_scans(workers, DB, "accounts")
-    return {port: sum(n - before.get(port, {}).get(shard, 0) for shard, n in shards.items())
-            for port, shards in after.items()}
-
-
 def print_load(label: str, load: dict[int, int], names: dict[int, str]) -> float:
     total = sum(load.values()) or 1
     share = max(load.values()) / total
@@ -78,11 +62,7 @@ def main() -> None:
                  "(see the README's Citus section)")
     started = time.monotonic()
     with citus_cluster(DB, workers=4, settings=SETTINGS, name="demo-citus") as (coordinator, workers), \
-            tempfile.TemporaryDirectory() as scripts:
-        script = Path(scripts) / "zipfian.sql"
-        script.write_text(WORKLOAD)
-        Path(scripts).chmod(0o755)
-        script.chmod(0o644)
+            zipfian_workload(ACCOUNTS) as script:
         names = {w.port: f"worker-{i + 1}" for i, w in enumerate(workers)}
         added = workers[3]
         with coordinator.connect(DB) as conn:
@@ -112,7 +92,7 @@ def main() -> None:
                        "WHERE table_name = 'accounts'::regclass GROUP BY 1 ORDER BY 1")
 
             step(f"{WORKLOAD_SECONDS} s of Zipfian reads through the coordinator (pgbench, 400 tx/s)")
-            by_count = measured_load(coordinator, workers, script)
+            by_count = workload_reads(coordinator, workers, DB, script, WORKLOAD_SECONDS)
             share_by_count = print_load("after Citus's rebalance by shard count", by_count, names)
 
             step("what shardcast learned at the coordinator: the hottest shards and each node's predicted load")
@@ -143,7 +123,7 @@ def main() -> None:
                 sys.exit(f"the driver exited {run.returncode}")
 
             step(f"the same {WORKLOAD_SECONDS} s of reads after shardcast's moves")
-            by_load = measured_load(coordinator, workers, script)
+            by_load = workload_reads(coordinator, workers, DB, script, WORKLOAD_SECONDS)
             share_by_load = print_load("after shardcast's moves", by_load, names)
 
             step("what it was worth: shardcast.citus_rebalance_report()")

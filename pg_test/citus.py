@@ -1,5 +1,6 @@
 """Throwaway Citus clusters: a coordinator and workers, each a real PostgreSQL 15 with Citus and
-shardcast preloaded (citus first, as Citus requires), for the Citus tests.
+shardcast preloaded (citus first, as Citus requires), for the Citus tests and `make demo-citus`;
+and the skewed read workload that both run on them, measured from the workers' own counters.
 
 Citus is not in Debian's archive: `scripts/install-citus.sh` (run by `make deps`) builds it from a
 local source tarball when one is there. Without citus.so the Citus tests are skipped.
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
-from cluster import Cluster, wait_for
+from cluster import Cluster, as_user, wait_for
 
 CITUS_SETTINGS = {
     "shared_preload_libraries": "'citus,shardcast'",
@@ -83,3 +85,34 @@ def shard_index_scans(workers: list[Cluster], dbname: str, table: str) -> dict[i
         return second if first == second else None
 
     return wait_for("the workers' counters to settle", settled, timeout=30, every=0.5)
+
+
+@contextlib.contextmanager
+def zipfian_workload(accounts: int) -> Iterator[Path]:
+    """A pgbench script over a distributed table `accounts` (aid 1 .. `accounts`) and a reference
+    table `branches` (bid 1 .. 10): every transaction reads one account chosen by a Zipfian law
+    (a few keys take most reads, and so a few shards do) and the branch it belongs to. In a
+    directory of its own that the clusters' user can read (pgbench runs as that user)."""
+    with tempfile.TemporaryDirectory() as scripts:
+        script = Path(scripts) / "zipfian.sql"
+        script.write_text(f"""\\set aid random_zipfian(1, {accounts}, 1.1)
+SELECT abalance FROM accounts WHERE aid = :aid;
+SELECT bbalance FROM branches WHERE bid = 1 + :aid % 10;
+""")
+        Path(scripts).chmod(0o755)
+        script.chmod(0o644)
+        yield script
+
+
+def workload_reads(coordinator: Cluster, workers: list[Cluster], dbname: str, script: Path,
+                   seconds: int) -> dict[int, int]:
+    """Runs the workload through the coordinator for `seconds` at a fixed rate (4 clients, 400
+    transactions a second, so that two runs are comparable); the reads of `accounts` each worker
+    served meanwhile, by port, from the workers' own counters."""
+    before = shard_index_scans(workers, dbname, "accounts")
+    subprocess.run(as_user([coordinator.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-R", "400",
+                            "-T", str(seconds), "-f", str(script), coordinator.dsn(dbname)]),
+                   check=True, capture_output=True)
+    after = shard_index_scans(workers, dbname, "accounts")
+    return {port: sum(n - before.get(port, {}).get(shard, 0) for shard, n in shards.items())
+            for port, shards in after.items()}

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from citus import citus_cluster, citus_installed, shard_index_scans
-from cluster import as_user, wait_for
+from citus import citus_cluster, citus_installed, workload_reads, zipfian_workload
+from cluster import wait_for
 
 pytestmark = pytest.mark.skipif(not citus_installed(), reason="Citus is not installed (scripts/install-citus.sh)")
 
@@ -27,28 +26,6 @@ DB = "bank"
 SHARDS = 32
 ACCOUNTS = 50_000
 SETTINGS = {"shardcast.sample_interval": "'1s'", "shardcast.refresh_interval": "'1h'"}
-
-# Every transaction reads one account chosen by a Zipfian law (a few keys take most reads, and so
-# a few shards do) and the branch it belongs to, from the reference table.
-WORKLOAD = f"""\\set aid random_zipfian(1, {ACCOUNTS}, 1.1)
-SELECT abalance FROM accounts WHERE aid = :aid;
-SELECT bbalance FROM branches WHERE bid = 1 + :aid % 10;
-"""
-
-
-def pgbench(node, seconds: int, script: Path) -> None:
-    """The workload through the coordinator, at a fixed rate, so that two runs are comparable."""
-    subprocess.run(as_user([node.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-R", "400", "-T", str(seconds),
-                            "-f", str(script), node.dsn(DB)]), check=True, capture_output=True)
-
-
-def node_loads(workers, seconds: int, script: Path) -> dict[int, int]:
-    """Reads per worker over one run of the workload, from the workers' counters."""
-    before = shard_index_scans(workers, DB, "accounts")
-    pgbench(workers[0].coordinator, seconds, script)
-    after = shard_index_scans(workers, DB, "accounts")
-    return {port: sum(n - before.get(port, {}).get(shard, 0) for shard, n in shards.items())
-            for port, shards in after.items()}
 
 
 def hottest_share(loads: dict[int, int]) -> float:
@@ -72,14 +49,8 @@ def rebalance(conn, strategy: str) -> int:
 
 def test_shardcast_evens_the_load_that_citus_evened_by_shard_count():
     with citus_cluster(DB, workers=4, settings=SETTINGS, name="citus-balance") as (coordinator, workers), \
-            tempfile.TemporaryDirectory() as scripts:
-        script = Path(scripts) / "zipfian.sql"
-        script.write_text(WORKLOAD)
-        Path(scripts).chmod(0o755)
-        script.chmod(0o644)
+            zipfian_workload(ACCOUNTS) as script:
         added = workers[3]
-        for worker in workers:
-            worker.coordinator = coordinator
         with coordinator.connect(DB) as conn:
             conn.execute("CREATE EXTENSION shardcast")
             # The fourth worker joins later: no shards on it at first.
@@ -101,7 +72,7 @@ def test_shardcast_evens_the_load_that_citus_evened_by_shard_count():
             per_node = dict(conn.execute("SELECT nodeport, count(*) FROM citus_shards "
                                          "WHERE table_name = 'accounts'::regclass GROUP BY 1").fetchall())
             assert sorted(per_node.values()) == [SHARDS // 4] * 4, per_node
-            by_count = node_loads(workers, 20, script)
+            by_count = workload_reads(coordinator, workers, DB, script, 20)
 
             # shardcast has sampled the same workload at the coordinator: its forecasts are the
             # strategy's shard costs.
@@ -148,7 +119,7 @@ def test_shardcast_evens_the_load_that_citus_evened_by_shard_count():
             assert run.returncode == 0, run.stdout + run.stderr
             assert not errors and reads and all(r == checksum for r in reads), (errors, set(reads))
             assert conn.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'done'").fetchone()[0] == queued
-            by_load = node_loads(workers, 20, script)
+            by_load = workload_reads(coordinator, workers, DB, script, 20)
             report = conn.execute("SELECT plan, move_order, hottest_share_start, hottest_share_end "
                                   "FROM shardcast.citus_rebalance_report()").fetchall()
             ours = [r for r in report if r[0] == "shardcast" and r[1] == "shardcast"]

@@ -156,6 +156,14 @@ def test_no_source_to_connect_to_exits_3():
     assert "cannot connect to the source" in done.stderr
 
 
+def test_the_driver_reads_no_internal_column():
+    """README, "What it reads": the claim order is the manifest's `position`, never the task
+    table's `dispatch_rank`; citus-rebalance reads its moves from the view citus_moves."""
+    sources = {path.name: path.read_text() for path in (ROOT / "driver" / "shardcast_driver").glob("*.py")}
+    assert [name for name, text in sources.items() if "dispatch_rank" in text] == []
+    assert "replication_tasks" not in sources["citus.py"]
+
+
 def test_pip_installs_the_driver_offline_with_its_console_script(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)

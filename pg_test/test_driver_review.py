@@ -9,39 +9,112 @@ one is refused, not swapped; a run behind another driver's lease waits out loud,
 time.
 
 The same set-up as test_driver_cli.py (its helpers): one source with shardcast preloaded and a
-plain PostgreSQL 15 replica, a node of its own per test.
+plain PostgreSQL 15 replica, a node of its own per test (the fixture `lane`: the node, its tables,
+the driver's runs for it, and its take-down).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from typing import Iterator
 
 import psycopg
 import pytest
 
 import test_driver_cli
-from cluster import SUBSCRIBER_SETTINGS, running_cluster, wait_for
-from test_driver_cli import (DB, ROOT, copying, driver_command, enqueue, node_for, one, run, slow_table, start,
-                             task_state, unslow)
+from cluster import SUBSCRIBER_SETTINGS, Cluster, running_cluster, wait_for
+from test_driver_cli import (DB, ROOT, copying, driver_command, enqueue, one, run, slow_table, start, task_state,
+                             unslow)
 
 # test_driver_cli's fixture: a source and a replica, this module's own (module scope).
 pair = test_driver_cli.pair
+
+
+class Lane:
+    """A test's own node (a replica under a name of the test's, so its own publication,
+    subscription and slots), its tables on the source, and the driver runs for that node alone:
+    the set-up every test here shares."""
+
+    def __init__(self, source: Cluster, replica: Cluster, node: str, max_concurrent: int):
+        self.source, self.replica, self.node = source, replica, node
+        with source.connect(DB) as src:
+            src.execute("SELECT shardcast.add_node(%s, 100e6, %s, %s)", [node, max_concurrent, replica.dsn(DB)])
+
+    def sql(self, statements: str, params: list | None = None) -> None:
+        """Statements on the source (the test's tables, ...)."""
+        with self.source.connect(DB) as src:
+            src.execute(statements, params)
+
+    def slow(self, table: str, rows: int = 40000) -> None:
+        """test_driver_cli.slow_table on this lane's replica."""
+        slow_table(self.source, self.replica, table, rows)
+
+    def enqueue(self, table: str) -> int:
+        return enqueue(self.source, table, self.node)
+
+    def state(self, task: int) -> tuple:
+        """(state, attempts, claimed_by) of the task."""
+        return task_state(self.source, task)
+
+    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """A one-shot run of the driver for the node (of `finish` when `args` start with it)."""
+        if args[:1] == ("finish",):
+            return run(self.source, "finish", "--node", self.node, *args[1:], **kwargs)
+        return run(self.source, "--node", self.node, *args, **kwargs)
+
+    def run_ok(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """A run that must exit 0."""
+        done = self.run(*args, **kwargs)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    @contextlib.contextmanager
+    def started(self, *args: str) -> Iterator[subprocess.Popen]:
+        """The driver for the node, in the background (stdout and stderr together): killed when
+        the block ends with it still running (woken first, should the test have stopped it), its
+        output printed."""
+        driver = start(self.source, "--node", self.node, *args)
+        try:
+            yield driver
+        finally:
+            if driver.poll() is None:
+                os.kill(driver.pid, signal.SIGCONT)
+                driver.kill()
+                print(driver.communicate()[0])
+
+    def take_down(self) -> None:
+        """Finishes the node: its subscription's apply worker would take one of the replica's
+        max_logical_replication_workers from the later tests' table syncs."""
+        self.run_ok("finish", "--force")
+
+
+@pytest.fixture
+def lane(pair):
+    """lane(node, tables="", max_concurrent=4, replica=pair's) -> Lane: a node of the test's own,
+    the statements `tables` run on the source."""
+    def make(node: str, tables: str = "", max_concurrent: int = 4, replica: Cluster | None = None) -> Lane:
+        made = Lane(pair[0], replica or pair[1], node, max_concurrent)
+        if tables:
+            made.sql(tables)
+        return made
+    return make
+
+
+def output(driver: subprocess.Popen, timeout: float = 60) -> str:
+    """What a driver started in the background printed, once it has exited."""
+    out, _ = driver.communicate(timeout=timeout)
+    print(out)
+    return out
 
 
 def replica_slots(source, suboid: int) -> list[str]:
     with source.connect(DB) as src:
         return [r[0] for r in src.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE %s",
                                           [f"pg\\_{suboid}\\_sync\\_%"]).fetchall()]
-
-
-def take_down(source, node: str) -> None:
-    """Finishes a test's node: its subscription's apply worker would take one of the replica's
-    max_logical_replication_workers from the later tests' table syncs."""
-    finished = run(source, "finish", "--node", node, "--force")
-    assert finished.returncode == 0, finished.stdout + finished.stderr
 
 
 def waiting_for_lock(replica, table: str) -> int:
@@ -51,26 +124,22 @@ def waiting_for_lock(replica, table: str) -> int:
 
 # --- (9) finish --force, the node unreachable: its tablesync slots too -------------------------
 
-def test_finish_force_drops_the_tablesync_slots_of_a_node_that_cannot_be_reached(pair):
+def test_finish_force_drops_the_tablesync_slots_of_a_node_that_cannot_be_reached(pair, lane):
     source, _ = pair
     with running_cluster(SUBSCRIBER_SETTINGS, "shardcast-doomed") as doomed:
         with doomed.connect() as conn:
             conn.execute(f"CREATE DATABASE {DB}")
-        node = node_for(source, doomed, "t_fgone")
-        slow_table(source, doomed, "t_fgone_big")
-        enqueue(source, "t_fgone_big", node)
-        driver = start(source, "--node", node, "--worker", "w-fgone")
-        try:
+        fgone = lane("t_fgone", replica=doomed)
+        fgone.slow("t_fgone_big")
+        fgone.enqueue("t_fgone_big")
+        with fgone.started("--worker", "w-fgone"):  # killed at the end of the block, mid-copy
             wait_for("the node to copy t_fgone_big", lambda: copying(doomed, "t_fgone_big") > 0, timeout=60)
             with doomed.connect(DB) as rep:
                 suboid = one(rep, "SELECT oid FROM pg_subscription WHERE subname = 'shardcast_t_fgone'")
             # The table's sync holds a slot of its own on the source while it copies.
             assert replica_slots(source, suboid), "no tablesync slot on the source"
-        finally:
-            driver.kill()
-            driver.communicate()
         doomed.stop("immediate")  # the node goes away with its subscription, mid-copy
-        finished = run(source, "finish", "--node", node, "--force")
+        finished = fgone.run("finish", "--force")
     # 3: the source is clean, but the node was not reached (its subscription is left there, and
     # finish printed what to run on it).
     assert finished.returncode == 3, finished.stdout + finished.stderr
@@ -83,58 +152,50 @@ def test_finish_force_drops_the_tablesync_slots_of_a_node_that_cannot_be_reached
         assert one(src, "SELECT count(*) FROM pg_publication WHERE pubname = 'shardcast_t_fgone'") == 0
     assert "still on the source" not in finished.stderr
     with source.connect(DB) as src:
-        assert one(src, "SELECT enabled FROM shardcast.nodes WHERE node = %s", node) is False
+        assert one(src, "SELECT enabled FROM shardcast.nodes WHERE node = %s", fgone.node) is False
 
 
 # --- (10) --lock-timeout: replica DDL behind a reader's lock -----------------------------------
 
-def test_replica_ddl_behind_a_readers_lock_waits_without_using_up_attempts_until_the_sync_timeout(pair):
-    source, replica = pair
-    node = node_for(source, replica, "t_lock")
-    with source.connect(DB) as src:
-        src.execute("CREATE TABLE t_lock_a (id int PRIMARY KEY, code text UNIQUE);"
-                    "INSERT INTO t_lock_a SELECT i, 'c' || i FROM generate_series(1, 100) i;"
-                    "CREATE TABLE t_lock_b (id int PRIMARY KEY, code text UNIQUE);"
-                    "INSERT INTO t_lock_b SELECT i, 'c' || i FROM generate_series(1, 100) i")
+def test_replica_ddl_behind_a_readers_lock_waits_without_using_up_attempts_until_the_sync_timeout(lane):
+    lock = lane("t_lock", "CREATE TABLE t_lock_a (id int PRIMARY KEY, code text UNIQUE);"
+                          "INSERT INTO t_lock_a SELECT i, 'c' || i FROM generate_series(1, 100) i;"
+                          "CREATE TABLE t_lock_b (id int PRIMARY KEY, code text UNIQUE);"
+                          "INSERT INTO t_lock_b SELECT i, 'c' || i FROM generate_series(1, 100) i")
+    with lock.source.connect(DB) as src:
         attempts = int(one(src, "SHOW shardcast.max_attempts"))
     # On the replica the table is there already, and a reader keeps it open: the unique constraint
     # built after the copy (ALTER TABLE ... ADD CONSTRAINT) waits for the reader's lock.
-    with replica.connect(DB) as rep:
+    with lock.replica.connect(DB) as rep:
         rep.execute("CREATE TABLE t_lock_a (id int PRIMARY KEY, code text);"
                     "CREATE TABLE t_lock_b (id int PRIMARY KEY, code text)")
-    reader = replica.connect(DB, autocommit=False)
+    reader = lock.replica.connect(DB, autocommit=False)
     try:
         reader.execute("SELECT count(*) FROM t_lock_a")  # ACCESS SHARE until the transaction ends
-        task = enqueue(source, "t_lock_a", node)
-        driver = start(source, "--node", node, "--lock-timeout", "1", "--retry-delay", "0")
-        try:
-            wait_for("the constraint to wait for the reader", lambda: waiting_for_lock(replica, "t_lock_a"), timeout=60)
+        task = lock.enqueue("t_lock_a")
+        with lock.started("--lock-timeout", "1", "--retry-delay", "0") as driver:
+            wait_for("the constraint to wait for the reader", lambda: waiting_for_lock(lock.replica, "t_lock_a"),
+                     timeout=60)
             # Far longer than max_attempts × (--lock-timeout + --retry-delay): the ready table's
             # task used up none of its attempts; it is still this driver's claim.
             time.sleep(attempts * 1.5 + 2)
-            assert task_state(source, task)[:2] == ("claimed", 0), task_state(source, task)
+            assert lock.state(task)[:2] == ("claimed", 0), lock.state(task)
             reader.rollback()
-            out, _ = driver.communicate(timeout=60)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
-                print(driver.communicate()[0])
-        print(out)
+            out = output(driver)
         assert driver.returncode == 0, out
         assert "FAILED" not in out
         assert ("waiting  public.t_lock_a -> t_lock: ready, but building its" in out
                 and "waited 1 s (--lock-timeout) for a lock that another session holds on public.t_lock_a" in out
                 and "trying again, for up to 3600 s (--sync-timeout)" in out), out
-        assert task_state(source, task)[:2] == ("done", 0)
-        with replica.connect(DB) as rep:
+        assert lock.state(task)[:2] == ("done", 0)
+        with lock.replica.connect(DB) as rep:
             assert one(rep, "SELECT count(*) FROM pg_constraint WHERE conname = 't_lock_a_code_key'") == 1
             assert one(rep, "SELECT count(*) FROM t_lock_a") == 100
 
         # A lock held past --sync-timeout: then, and only then, the attempt fails (and counts).
         reader.execute("SELECT count(*) FROM t_lock_b")
-        other = enqueue(source, "t_lock_b", node)
-        blocked = run(source, "--node", node, "--lock-timeout", "1", "--retry-delay", "0", "--sync-timeout", "4",
-                      timeout=120)
+        other = lock.enqueue("t_lock_b")
+        blocked = lock.run("--lock-timeout", "1", "--retry-delay", "0", "--sync-timeout", "4", timeout=120)
         assert blocked.returncode == 1, blocked.stdout + blocked.stderr
         failures = [line for line in blocked.stdout.splitlines() if "Z FAILED " in line and "t_lock_b" in line]
         assert len(failures) == attempts, blocked.stdout
@@ -143,12 +204,10 @@ def test_replica_ddl_behind_a_readers_lock_waits_without_using_up_attempts_until
     finally:
         reader.rollback()
         reader.close()
-    with source.connect(DB) as src:
-        src.execute("SELECT shardcast.retry_task(%s)", [other])
-    done = run(source, "--node", node, "--lock-timeout", "1")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert task_state(source, other)[0] == "done"
-    take_down(source, node)
+    lock.sql("SELECT shardcast.retry_task(%s)", [other])
+    lock.run_ok("--lock-timeout", "1")
+    assert lock.state(other)[0] == "done"
+    lock.take_down()
 
 
 def test_a_lock_timeout_message_without_a_lock_timeout_of_the_drivers_own():
@@ -177,8 +236,8 @@ def test_lock_timeout_must_be_positive():
 PASSWORD = "Sekr3t-pw-4711"
 
 
-def test_passwords_stay_out_of_the_process_list_and_the_output(pair, tmp_path):
-    source, replica = pair
+def test_passwords_stay_out_of_the_process_list_and_the_output(pair, lane, tmp_path):
+    source, _ = pair
     with source.connect(DB) as src:
         # A role that must give a password (scram) to reach the source, the driver's and the
         # subscriptions' own connections alike.
@@ -190,13 +249,13 @@ def test_passwords_stay_out_of_the_process_list_and_the_output(pair, tmp_path):
     try:
         with source.connect(DB) as src:
             src.execute("SELECT pg_reload_conf()")
-            src.execute("CREATE TABLE t_pw_a (id int PRIMARY KEY); INSERT INTO t_pw_a SELECT generate_series(1, 50)")
+        pw = lane("t_pw", "CREATE TABLE t_pw_a (id int PRIMARY KEY); INSERT INTO t_pw_a SELECT generate_series(1, 50)")
         time.sleep(0.5)
-        node = node_for(source, replica, "t_pw")
-        task = enqueue(source, "t_pw_a", node)
+        node = pw.node
+        task = pw.enqueue("t_pw_a")
         dsn = f"host=127.0.0.1 port={source.port} dbname={DB} user=t_pw_user"
         # Without a password anywhere: the source refuses.
-        refused = run(source, "--node", node, dsn=dsn + " connect_timeout=5")
+        refused = pw.run(dsn=dsn + " connect_timeout=5")
         assert refused.returncode == 3 and "password" in refused.stderr, refused.stdout + refused.stderr
 
         # The standard ways: PGPASSFILE (or ~/.pgpass, PGPASSWORD) for --source, a file for the
@@ -215,8 +274,8 @@ def test_passwords_stay_out_of_the_process_list_and_the_output(pair, tmp_path):
         print(done.stdout, done.stderr)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "warning" not in done.stderr and PASSWORD not in done.stdout + done.stderr
-        assert task_state(source, task)[0] == "done"
-        with replica.connect(DB) as rep:
+        assert pw.state(task)[0] == "done"
+        with pw.replica.connect(DB) as rep:
             assert "application_name=from_the_file" in one(
                 rep, "SELECT subconninfo FROM pg_subscription WHERE subname = 'shardcast_t_pw'")
             assert one(rep, "SELECT count(*) FROM t_pw_a") == 50
@@ -227,17 +286,17 @@ def test_passwords_stay_out_of_the_process_list_and_the_output(pair, tmp_path):
                                  text=True, timeout=60, env={**os.environ, "PGPASSWORD": PASSWORD,
                                                              "SHARDCAST_PUBLISHER_CONNINFO": dsn})
         assert env_run.returncode == 0 and "warning" not in env_run.stderr, env_run.stdout + env_run.stderr
-        shown = run(source, "--node", node, "--dry-run", "--publisher-conninfo", f"{dsn} password={PASSWORD}",
-                    dsn=f"{dsn} password={PASSWORD}")
+        shown = pw.run("--dry-run", "--publisher-conninfo", f"{dsn} password={PASSWORD}",
+                       dsn=f"{dsn} password={PASSWORD}")
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert "the password in --source is visible to every user of this machine in the process list" in shown.stderr
         assert "the password in --publisher-conninfo is visible" in shown.stderr
         assert "--publisher-conninfo-file or $SHARDCAST_PUBLISHER_CONNINFO" in shown.stderr
         assert PASSWORD not in shown.stdout + shown.stderr
-        malformed = run(source, "--node", node, "--publisher-conninfo", f"{dsn} password=Sekr3t {PASSWORD}")
+        malformed = pw.run("--publisher-conninfo", f"{dsn} password=Sekr3t {PASSWORD}")
         assert malformed.returncode == 2, malformed.stdout + malformed.stderr
         assert "Sekr3t" not in malformed.stdout + malformed.stderr
-        finished = run(source, "finish", "--node", node, dsn=f"{dsn} password={PASSWORD}")
+        finished = pw.run("finish", dsn=f"{dsn} password={PASSWORD}")
         assert finished.returncode == 0, finished.stdout + finished.stderr
         assert PASSWORD not in finished.stdout + finished.stderr and "visible to every user" in finished.stderr
     finally:
@@ -259,23 +318,14 @@ def test_a_printed_conninfo_never_shows_its_password():
 
 # --- (14) --follow once finish took the replication down ---------------------------------------
 
-def test_a_follower_stops_cleanly_once_finish_took_its_replication_down(pair):
+def test_a_follower_stops_cleanly_once_finish_took_its_replication_down(pair, lane):
     source, replica = pair
-    node = node_for(source, replica, "t_ffin")
-    with source.connect(DB) as src:
-        src.execute("CREATE TABLE t_ffin_a (id int PRIMARY KEY); INSERT INTO t_ffin_a VALUES (1), (2)")
-    task = enqueue(source, "t_ffin_a", node)
-    driver = start(source, "--node", node, "--worker", "w-ffin", "--follow")
-    try:
-        wait_for("the follower to sync t_ffin_a", lambda: task_state(source, task)[0] == "done", timeout=60)
-        finished = run(source, "finish", "--node", node)
-        assert finished.returncode == 0, finished.stdout + finished.stderr
-        out, _ = driver.communicate(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            print(driver.communicate()[0])
-    print(out)
+    ffin = lane("t_ffin", "CREATE TABLE t_ffin_a (id int PRIMARY KEY); INSERT INTO t_ffin_a VALUES (1), (2)")
+    task = ffin.enqueue("t_ffin_a")
+    with ffin.started("--worker", "w-ffin", "--follow") as driver:
+        wait_for("the follower to sync t_ffin_a", lambda: ffin.state(task)[0] == "done", timeout=60)
+        finished = ffin.run_ok("finish")
+        out = output(driver, timeout=30)
     assert driver.returncode == 0, out
     # Whichever it noticed first: finish drops the subscription, then the publication.
     assert ("publication shardcast_t_ffin is gone from the source" in out
@@ -288,7 +338,7 @@ def test_a_follower_stops_cleanly_once_finish_took_its_replication_down(pair):
     # Started again (a service manager's Restart=, the next one-shot run): finish disabled the
     # node, and the driver sets up nothing for it.
     assert "t_ffin: disabled in shardcast.nodes" in finished.stdout
-    again = run(source, "--node", node, "--follow", timeout=60)
+    again = ffin.run("--follow", timeout=60)
     assert again.returncode == 2, again.stdout + again.stderr
     assert "node t_ffin is disabled" in again.stderr
     assert "SELECT shardcast.alter_node('t_ffin', enabled => true)" in again.stderr
@@ -300,12 +350,12 @@ def test_a_follower_stops_cleanly_once_finish_took_its_replication_down(pair):
 
 # --- (15) hints are SQL that runs, whatever the names ------------------------------------------
 
-def test_the_retry_hint_quotes_names_that_hold_quotes(pair, monkeypatch):
+def test_the_retry_hint_quotes_names_that_hold_quotes(pair, lane, monkeypatch):
     import sys
     sys.path.insert(0, str(ROOT / "driver"))
     from shardcast_driver import common
-    source, replica = pair
-    node = node_for(source, replica, "t_q'node")
+    source, _ = pair
+    node = lane("t_q'node").node
     with source.connect(DB) as src:
         src.execute('CREATE TABLE "t_q it\'s" (id int PRIMARY KEY)')
         shard = one(src, "SELECT format('%%I.%%I', 'public', 't_q it''s')")
@@ -320,32 +370,26 @@ def test_the_retry_hint_quotes_names_that_hold_quotes(pair, monkeypatch):
 
 # --- the lost-lease stop path: a copy that is someone else's now is left alone --------------------
 
-def test_a_driver_whose_lease_was_taken_over_leaves_that_copy_alone_when_it_stops(pair):
+def test_a_driver_whose_lease_was_taken_over_leaves_that_copy_alone_when_it_stops(pair, lane):
     source, replica = pair
-    node = node_for(source, replica, "t_lost")
-    slow_table(source, replica, "t_lost_big")
-    task = enqueue(source, "t_lost_big", node)
-    driver = start(source, "--node", node, "--worker", "w-lost")
-    try:
+    lost = lane("t_lost")
+    lost.slow("t_lost_big")
+    task = lost.enqueue("t_lost_big")
+    with lost.started("--worker", "w-lost") as driver:
         wait_for("the node to copy t_lost_big", lambda: copying(replica, "t_lost_big") > 0, timeout=60)
         # The driver freezes past its lease (4 s); another worker takes the task over.
         os.kill(driver.pid, signal.SIGSTOP)
         time.sleep(5.5)
         with source.connect(DB) as src:
-            assert one(src, "SELECT task_id FROM shardcast.claim_task('thief', %s)", node) == task
+            assert one(src, "SELECT task_id FROM shardcast.claim_task('thief', %s)", lost.node) == task
         # It wakes up and is told to stop at once: its copy is the thief's now.
         os.kill(driver.pid, signal.SIGCONT)
         driver.send_signal(signal.SIGINT)
-        out, _ = driver.communicate(timeout=30)
-    finally:
-        if driver.poll() is None:
-            os.kill(driver.pid, signal.SIGCONT)
-            driver.kill()
-    print(out)
+        out = output(driver, timeout=30)
     assert driver.returncode == 130, out
     assert "lost     public.t_lost_big -> t_lost" in out, out
     assert "released public.t_lost_big" not in out
-    assert task_state(source, task)[2] == "thief"
+    assert lost.state(task)[2] == "thief"
     # Still published, still in the node's subscription, its copy going on: nothing stopped it.
     with source.connect(DB) as src, replica.connect(DB) as rep:
         assert one(src, "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'shardcast_t_lost'"
@@ -359,15 +403,13 @@ def test_a_driver_whose_lease_was_taken_over_leaves_that_copy_alone_when_it_stop
 
 # --- the swap refusal: a table of the same name that is not the published one --------------------
 
-def test_a_recreated_table_is_refused_not_swapped_for_the_replica_of_the_old_one(pair):
+def test_a_recreated_table_is_refused_not_swapped_for_the_replica_of_the_old_one(pair, lane):
     source, replica = pair
-    node = node_for(source, replica, "t_swap")
-    with source.connect(DB) as src:
-        src.execute("CREATE TABLE t_swap_a (id int PRIMARY KEY, v text);"
-                    "INSERT INTO t_swap_a SELECT i, 'old ' || i FROM generate_series(1, 20) i")
-    first = enqueue(source, "t_swap_a", node)
-    done = run(source, "--node", node)
-    assert done.returncode == 0 and task_state(source, first)[0] == "done", done.stdout + done.stderr
+    swap = lane("t_swap", "CREATE TABLE t_swap_a (id int PRIMARY KEY, v text);"
+                          "INSERT INTO t_swap_a SELECT i, 'old ' || i FROM generate_series(1, 20) i")
+    first = swap.enqueue("t_swap_a")
+    swap.run_ok()
+    assert swap.state(first)[0] == "done"
     source.wait_for_subscribers(DB)
     with source.connect(DB) as src:
         # The table is renamed and another one takes its name, with other rows.
@@ -375,13 +417,13 @@ def test_a_recreated_table_is_refused_not_swapped_for_the_replica_of_the_old_one
                     "CREATE TABLE t_swap_a (id int PRIMARY KEY, v text);"
                     "INSERT INTO t_swap_a SELECT i, 'new ' || i FROM generate_series(1, 5) i")
         old_oid = one(src, "SELECT 't_swap_a_old'::regclass::oid")
-    second = enqueue(source, "t_swap_a", node)
-    refused = run(source, "--node", node, "--retry-delay", "0")
+    second = swap.enqueue("t_swap_a")
+    refused = swap.run("--retry-delay", "0")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert ("public.t_swap_a on t_swap is the replica of another table of that name (renamed or re-created on the "
             "source since)") in refused.stdout
     assert "already on t_swap" not in refused.stdout
-    state, _, _ = task_state(source, second)
+    state, _, _ = swap.state(second)
     assert state in ("failed", "queued"), state
     with source.connect(DB) as src, replica.connect(DB) as rep:
         # The replica keeps the old table's rows; the publication still holds the old table only.
@@ -395,19 +437,18 @@ def test_a_recreated_table_is_refused_not_swapped_for_the_replica_of_the_old_one
 
 # --- a bounded wait behind another (dead) driver's lease ------------------------------------------
 
-def test_a_run_behind_a_dead_drivers_lease_waits_out_loud_and_gives_up_after_the_wait_timeout(pair):
-    source, replica = pair
-    with source.connect(DB) as src:
-        # One slot on the node: the dead driver's claim takes it, the other task waits behind it.
-        src.execute("SELECT shardcast.add_node('t_wait', 100e6, 1, %s)", [replica.dsn(DB)])
-        src.execute("CREATE TABLE t_wait_a (id int PRIMARY KEY); CREATE TABLE t_wait_b (id int PRIMARY KEY)")
-    held = enqueue(source, "t_wait_a", "t_wait")
-    behind = enqueue(source, "t_wait_b", "t_wait")
+def test_a_run_behind_a_dead_drivers_lease_waits_out_loud_and_gives_up_after_the_wait_timeout(pair, lane):
+    source, _ = pair
+    # One slot on the node: the dead driver's claim takes it, the other task waits behind it.
+    wait = lane("t_wait", "CREATE TABLE t_wait_a (id int PRIMARY KEY); CREATE TABLE t_wait_b (id int PRIMARY KEY)",
+                max_concurrent=1)
+    held = wait.enqueue("t_wait_a")
+    behind = wait.enqueue("t_wait_b")
     with source.connect(DB) as src:
         src.execute("SET shardcast.claim_lease = '10min'")  # a dead driver with a long lease
         assert one(src, "SELECT task_id FROM shardcast.claim_task('ghost', 't_wait')") == held
     started = time.monotonic()
-    waited = run(source, "--node", "t_wait", "--wait-timeout", "3", timeout=60)
+    waited = wait.run("--wait-timeout", "3", timeout=60)
     took = time.monotonic() - started
     assert waited.returncode == 4, waited.stdout + waited.stderr
     assert took < 30, took
@@ -416,16 +457,15 @@ def test_a_run_behind_a_dead_drivers_lease_waits_out_loud_and_gives_up_after_the
     assert "; waiting (the task is this run's if that lease runs out); giving up in 3 s (--wait-timeout)" in out
     assert "1 queued task(s) for node t_wait wait for one of its 1 slot(s)" in out
     assert "exit 4: gave up after waiting 3 s (--wait-timeout) for 1 task(s) held by other drivers" in out
-    assert task_state(source, behind) == ("queued", 0, None)
+    assert wait.state(behind) == ("queued", 0, None)
     # --no-wait: at once, as before.
-    no_wait = run(source, "--node", "t_wait", "--no-wait", timeout=60)
+    no_wait = wait.run("--no-wait", timeout=60)
     assert no_wait.returncode == 4, no_wait.stdout + no_wait.stderr
     with source.connect(DB) as src:
         src.execute("SELECT shardcast.release_task(%s, 'ghost')", [held])
     # Once the lease is gone, the run does the work.
-    done = run(source, "--node", "t_wait", "--wait-timeout", "3")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert task_state(source, held)[0] == task_state(source, behind)[0] == "done"
+    wait.run_ok("--wait-timeout", "3")
+    assert wait.state(held)[0] == wait.state(behind)[0] == "done"
 
 
 @pytest.mark.parametrize("args", [["--wait-timeout", "-1"], ["--wait-timeout", "soon"]])
@@ -437,51 +477,39 @@ def test_wait_timeout_usage(args):
 
 # --- a node disabled during a one-shot run: its claimed task finishes, the run does not hang -------
 
-def test_a_node_disabled_during_a_run_finishes_what_it_claimed_and_the_run_exits_4(pair):
-    source, replica = pair
-    with source.connect(DB) as src:
-        src.execute("SELECT shardcast.add_node('t_dis', 100e6, 1, %s)", [replica.dsn(DB)])
-        src.execute("CREATE TABLE t_dis_b (id int PRIMARY KEY)")
-    slow_table(source, replica, "t_dis_a", rows=8000)  # about 2 s to copy
-    first = enqueue(source, "t_dis_a", "t_dis")
-    second = enqueue(source, "t_dis_b", "t_dis")
-    driver = start(source, "--node", "t_dis", "--worker", "w-dis")
-    try:
-        wait_for("the driver to claim t_dis_a", lambda: task_state(source, first)[0] == "claimed", timeout=30)
-        with source.connect(DB) as src:
-            src.execute("SELECT shardcast.alter_node('t_dis', enabled => false)")
-        out, _ = driver.communicate(timeout=60)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            print(driver.communicate()[0])
-    print(out)
+def test_a_node_disabled_during_a_run_finishes_what_it_claimed_and_the_run_exits_4(lane):
+    dis = lane("t_dis", "CREATE TABLE t_dis_b (id int PRIMARY KEY)", max_concurrent=1)
+    dis.slow("t_dis_a", rows=8000)  # about 2 s to copy
+    first = dis.enqueue("t_dis_a")
+    second = dis.enqueue("t_dis_b")
+    with dis.started("--worker", "w-dis") as driver:
+        wait_for("the driver to claim t_dis_a", lambda: dis.state(first)[0] == "claimed", timeout=30)
+        dis.sql("SELECT shardcast.alter_node('t_dis', enabled => false)")
+        out = output(driver)
     assert driver.returncode == 4, out
     assert "node t_dis is disabled (shardcast.alter_node): no more claims for it in this run" in out
     assert "exit 4: 1 task(s) still open for disabled node(s) t_dis" in out
-    assert task_state(source, first)[0] == "done"
-    assert task_state(source, second) == ("queued", 0, None)
-    with source.connect(DB) as src:
-        src.execute("SELECT shardcast.alter_node('t_dis', enabled => true)")
-    done = run(source, "--node", "t_dis")
-    assert done.returncode == 0 and task_state(source, second)[0] == "done", done.stdout + done.stderr
+    assert dis.state(first)[0] == "done"
+    assert dis.state(second) == ("queued", 0, None)
+    dis.sql("SELECT shardcast.alter_node('t_dis', enabled => true)")
+    dis.run_ok()
+    assert dis.state(second)[0] == "done"
 
 
 # --- a second review: the findings of the review of the changes above -----------------------------
 
-def test_a_reader_of_a_stopped_copy_delays_its_truncate_but_never_leaves_the_task_stuck(pair):
+def test_a_reader_of_a_stopped_copy_delays_its_truncate_but_never_leaves_the_task_stuck(pair, lane):
     """(1) Stopping a copy empties the rows it committed; a reader's lock on the table makes the
     TRUNCATE wait (a second at a time, up to 6 × --lock-timeout), and rows left when that runs
     out are emptied by the next sync, not refused as someone else's."""
     source, replica = pair
-    node = node_for(source, replica, "t_trunc")
-    slow_table(source, replica, "t_trunc_big")
-    task = enqueue(source, "t_trunc_big", node)
+    trunc = lane("t_trunc")
+    trunc.slow("t_trunc_big")
+    task = trunc.enqueue("t_trunc_big")
 
     def stop_behind_a_reader(hold: float) -> str:
-        driver = start(source, "--node", node, "--worker", "w-trunc", "--lock-timeout", "1")
-        reader = replica.connect(DB, autocommit=False)
-        try:
+        with trunc.started("--worker", "w-trunc", "--lock-timeout", "1") as driver, \
+                contextlib.closing(replica.connect(DB, autocommit=False)) as reader:
             wait_for("the node to copy t_trunc_big", lambda: copying(replica, "t_trunc_big") > 0, timeout=60)
             with replica.connect(DB) as rep:
                 # A row of the copy's table committed on the node (as a finished copy's rows are),
@@ -493,16 +521,10 @@ def test_a_reader_of_a_stopped_copy_delays_its_truncate_but_never_leaves_the_tas
                      timeout=30, every=0.05)
             time.sleep(hold)
             reader.rollback()
-            out, _ = driver.communicate(timeout=60)
-        finally:
-            reader.close()
-            if driver.poll() is None:
-                driver.kill()
-                print(driver.communicate()[0])
-        print(out)
+            out = output(driver)
         assert driver.returncode == 130, out
         assert "released public.t_trunc_big" in out
-        assert task_state(source, task) == ("queued", 0, None)
+        assert trunc.state(task) == ("queued", 0, None)
         return out
 
     # Longer than --lock-timeout, shorter than 6 × it: the TRUNCATE waits the reader out.
@@ -517,11 +539,10 @@ def test_a_reader_of_a_stopped_copy_delays_its_truncate_but_never_leaves_the_tas
     with replica.connect(DB) as rep:
         assert one(rep, "SELECT count(*) FROM t_trunc_big") > 0
     unslow(replica, "t_trunc_big")
-    done = run(source, "--node", node, "--lock-timeout", "1")
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = trunc.run_ok("--lock-timeout", "1")
     assert "emptied  public.t_trunc_big on t_trunc: the rows of a copy stopped earlier" in done.stdout
     assert "FAILED" not in done.stdout
-    assert task_state(source, task)[:2] == ("done", 0)
+    assert trunc.state(task)[:2] == ("done", 0)
     with replica.connect(DB) as rep:
         assert one(rep, "SELECT count(*) FROM t_trunc_big") == 40000
         assert one(rep, "SELECT count(*) FROM t_trunc_big WHERE id = -1") == 0
@@ -530,12 +551,12 @@ def test_a_reader_of_a_stopped_copy_delays_its_truncate_but_never_leaves_the_tas
     with source.connect(DB) as src, replica.connect(DB) as rep:
         src.execute("CREATE TABLE t_trunc_mine (id int PRIMARY KEY)")
         rep.execute("CREATE TABLE t_trunc_mine (id int PRIMARY KEY); INSERT INTO t_trunc_mine VALUES (7)")
-    enqueue(source, "t_trunc_mine", node)
-    refused = run(source, "--node", node, "--retry-delay", "0")
+    trunc.enqueue("t_trunc_mine")
+    refused = trunc.run("--retry-delay", "0")
     assert refused.returncode == 1 and "already has rows on t_trunc" in refused.stdout, refused.stdout
     with replica.connect(DB) as rep:
         assert one(rep, "SELECT count(*) FROM t_trunc_mine") == 1
-    take_down(source, node)
+    trunc.take_down()
 
 
 def fake_slot(source, name: str) -> None:
@@ -560,17 +581,14 @@ def slot_names(source) -> set[str]:
         return {r[0] for r in src.execute("SELECT slot_name FROM pg_replication_slots").fetchall()}
 
 
-def test_finish_without_force_leaves_active_slots_that_a_node_without_its_subscription_only_noted(pair):
+def test_finish_without_force_leaves_active_slots_that_a_node_without_its_subscription_only_noted(pair, lane):
     """(3) The node answers but has no subscription (its conninfo now names another server, say):
     the slots its publication's comment names may still stream to the old one. Inactive ones
     are its leftovers; an active one is left, and reported, unless --force."""
     source, replica = pair
-    node = node_for(source, replica, "t_fnew")
-    with source.connect(DB) as src:
-        src.execute("CREATE TABLE t_fnew_a (id int PRIMARY KEY); INSERT INTO t_fnew_a VALUES (1)")
-    enqueue(source, "t_fnew_a", node)
-    done = run(source, "--node", node)
-    assert done.returncode == 0, done.stdout + done.stderr
+    fnew = lane("t_fnew", "CREATE TABLE t_fnew_a (id int PRIMARY KEY); INSERT INTO t_fnew_a VALUES (1)")
+    fnew.enqueue("t_fnew_a")
+    fnew.run_ok()
     with replica.connect(DB) as rep:
         suboid, sysid = rep.execute("SELECT s.oid, (SELECT system_identifier FROM pg_control_system()) FROM"
                                     " pg_subscription s WHERE subname = 'shardcast_t_fnew'").fetchone()
@@ -584,7 +602,7 @@ def test_finish_without_force_leaves_active_slots_that_a_node_without_its_subscr
     streamer = stream_from(source, busy)
     try:
         started = time.monotonic()
-        kept = run(source, "finish", "--node", node)
+        kept = fnew.run("finish")
         assert kept.returncode == 1, kept.stdout + kept.stderr
         assert time.monotonic() - started < 12  # no waiting for the walsender to go away
         assert f"replication slot {busy} on the source is in use (pid" in kept.stderr
@@ -595,7 +613,7 @@ def test_finish_without_force_leaves_active_slots_that_a_node_without_its_subscr
             # Left in place, comment and all, for finish --force; the node enabled as it was.
             assert one(src, "SELECT count(*) FROM pg_publication WHERE pubname = 'shardcast_t_fnew'") == 1
             assert one(src, "SELECT enabled FROM shardcast.nodes WHERE node = 't_fnew'") is True
-        forced = run(source, "finish", "--node", node, "--force")
+        forced = fnew.run("finish", "--force")
         assert forced.returncode == 0, forced.stdout + forced.stderr
         assert not {busy, "shardcast_t_fnew"} & slot_names(source)
     finally:
@@ -608,7 +626,7 @@ def test_finish_without_force_leaves_active_slots_that_a_node_without_its_subscr
                 src.execute("SELECT pg_drop_replication_slot(%s)", [busy])
 
 
-def test_finish_force_trusts_no_comment_but_its_own_nodes_and_drops_no_other_nodes_slots(pair):
+def test_finish_force_trusts_no_comment_but_its_own_nodes_and_drops_no_other_nodes_slots(pair, lane):
     """(4) A node's name cannot forge the ids of another node's subscription in its publication's
     comment; (8) without a comment (an older driver's publication), the listed candidates leave
     out the slots other nodes' comments name, and an active one gets no drop statement; (10)
@@ -617,12 +635,10 @@ def test_finish_force_trusts_no_comment_but_its_own_nodes_and_drops_no_other_nod
     import sys
     sys.path.insert(0, str(ROOT / "driver"))
     from shardcast_driver.common import channel_name
-    victim = node_for(source, replica, "t_fb")
-    with source.connect(DB) as src:
-        src.execute("CREATE TABLE t_fb_a (id int PRIMARY KEY); INSERT INTO t_fb_a VALUES (1);"
-                    "CREATE TABLE t_fa_a (id int PRIMARY KEY); INSERT INTO t_fa_a VALUES (1)")
-    enqueue(source, "t_fb_a", victim)
-    assert run(source, "--node", victim).returncode == 0
+    victim = lane("t_fb", "CREATE TABLE t_fb_a (id int PRIMARY KEY); INSERT INTO t_fb_a VALUES (1);"
+                          "CREATE TABLE t_fa_a (id int PRIMARY KEY); INSERT INTO t_fa_a VALUES (1)")
+    victim.enqueue("t_fb_a")
+    victim.run_ok()
     with replica.connect(DB) as rep:
         suboid, sysid = rep.execute("SELECT s.oid, (SELECT system_identifier FROM pg_control_system()) FROM"
                                     " pg_subscription s WHERE subname = 'shardcast_t_fb'").fetchone()
@@ -630,10 +646,10 @@ def test_finish_force_trusts_no_comment_but_its_own_nodes_and_drops_no_other_nod
     victims_sync = f"pg_{suboid}_sync_777_{sysid}"
     fake_slot(source, victims_sync)
     # A node whose name reads like the comment's ids of the victim's subscription.
-    evil = f"(oid {suboid} on system {sysid}, slot shardcast_t_fb)"
-    node_for(source, replica, evil)
-    enqueue(source, "t_fa_a", evil)
-    assert run(source, "--node", evil).returncode == 0
+    evil_lane = lane(f"(oid {suboid} on system {sysid}, slot shardcast_t_fb)")
+    evil = evil_lane.node
+    evil_lane.enqueue("t_fa_a")
+    evil_lane.run_ok()
     with source.connect(DB) as src, replica.connect(DB) as rep:
         evil_channel = channel_name(evil)
         assert one(rep, "SELECT count(*) FROM pg_subscription WHERE subname = %s", evil_channel) == 1
@@ -641,7 +657,7 @@ def test_finish_force_trusts_no_comment_but_its_own_nodes_and_drops_no_other_nod
         # Gone, as far as the source can tell: the node is unreachable and its subscription streams no more.
         rep.execute(f'ALTER SUBSCRIPTION "{evil_channel}" DISABLE')
     try:
-        forced = run(source, "finish", "--node", evil, "--force")
+        forced = evil_lane.run("finish", "--force")
         assert forced.returncode == 3, forced.stdout + forced.stderr
         left = slot_names(source)
         assert {victims_sync, "shardcast_t_fb"} <= left, forced.stdout + forced.stderr
@@ -681,38 +697,28 @@ def test_finish_force_trusts_no_comment_but_its_own_nodes_and_drops_no_other_nod
                 wait_for("the slot to be idle", lambda: not one(
                     src, "SELECT active FROM pg_replication_slots WHERE slot_name = %s", slot))
                 src.execute("SELECT pg_drop_replication_slot(%s)", [slot])
-    take_down(source, victim)
+    victim.take_down()
 
 
-def test_a_failed_task_of_a_node_disabled_during_the_run_still_counts(pair):
+def test_a_failed_task_of_a_node_disabled_during_the_run_still_counts(lane):
     """(7) The summary and the exit status cover every node the run set up, also one disabled (or
     removed, or finished) meanwhile: 1 (a failed task) over 4 (tasks left for a disabled node)."""
-    source, replica = pair
-    with source.connect(DB) as src:
-        src.execute("SELECT shardcast.add_node('t_d7', 100e6, 1, %s)", [replica.dsn(DB)])
-        src.execute("CREATE TABLE t_d7_nokey (v text); CREATE TABLE t_d7_b (id int PRIMARY KEY)")
-    failed = enqueue(source, "t_d7_nokey", "t_d7")  # no replica identity: refused, every attempt
-    first = run(source, "--node", "t_d7", "--retry-delay", "0")
-    assert first.returncode == 1 and task_state(source, failed)[0] == "failed", first.stdout + first.stderr
-    slow_table(source, replica, "t_d7_a", rows=8000)
-    claimed = enqueue(source, "t_d7_a", "t_d7")
-    enqueue(source, "t_d7_b", "t_d7")
-    driver = start(source, "--node", "t_d7", "--worker", "w-d7")
-    try:
-        wait_for("the driver to claim t_d7_a", lambda: task_state(source, claimed)[0] == "claimed", timeout=30)
-        with source.connect(DB) as src:
-            src.execute("SELECT shardcast.alter_node('t_d7', enabled => false)")
-        out, _ = driver.communicate(timeout=60)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            print(driver.communicate()[0])
-    print(out)
+    d7 = lane("t_d7", "CREATE TABLE t_d7_nokey (v text); CREATE TABLE t_d7_b (id int PRIMARY KEY)", max_concurrent=1)
+    failed = d7.enqueue("t_d7_nokey")  # no replica identity: refused, every attempt
+    first = d7.run("--retry-delay", "0")
+    assert first.returncode == 1 and d7.state(failed)[0] == "failed", first.stdout + first.stderr
+    d7.slow("t_d7_a", rows=8000)
+    claimed = d7.enqueue("t_d7_a")
+    d7.enqueue("t_d7_b")
+    with d7.started("--worker", "w-d7") as driver:
+        wait_for("the driver to claim t_d7_a", lambda: d7.state(claimed)[0] == "claimed", timeout=30)
+        d7.sql("SELECT shardcast.alter_node('t_d7', enabled => false)")
+        out = output(driver)
     assert driver.returncode == 1, out
     assert "exit 1: 1 task(s) failed in earlier runs" in out
     assert "public.t_d7_nokey" in out.split("summary:")[1]
-    assert task_state(source, claimed)[0] == "done"
-    take_down(source, "t_d7")
+    assert d7.state(claimed)[0] == "done"
+    d7.take_down()
 
 
 def test_the_subscription_check_connects_with_the_drivers_timeouts(pair):
@@ -730,7 +736,7 @@ def test_the_subscription_check_connects_with_the_drivers_timeouts(pair):
         assert used["keepalives_idle"] == "30" and used["tcp_user_timeout"] == "60000", used
 
 
-def test_one_missing_subscription_answer_does_not_drop_a_node_two_in_a_row_do(pair, monkeypatch):
+def test_one_missing_subscription_answer_does_not_drop_a_node_two_in_a_row_do(pair, lane, monkeypatch):
     """(6) The check of a node's subscription drops the node only after two answers in a row
     that it is missing (an unreachable node counts as neither)."""
     import argparse
@@ -739,7 +745,7 @@ def test_one_missing_subscription_answer_does_not_drop_a_node_two_in_a_row_do(pa
     from shardcast_driver.claims import Driver
     from shardcast_driver.common import Node
     source, replica = pair
-    node_for(source, replica, "t_miss")
+    lane("t_miss")
     with source.connect(DB) as src:
         src.execute("CREATE PUBLICATION shardcast_t_miss")
         try:

@@ -633,7 +633,8 @@ $$;
 COMMENT ON FUNCTION shardcast.claim_citus_move(text, integer) IS
     'Claims the next Citus move under the plan, under a lease, with at most max_moves_per_node moves per node and one per colocation group in flight; no row when nothing can be claimed now.';
 
--- The Citus moves, open and finished: what the driver runs, in dispatch order.
+-- The Citus moves, open and finished: what the driver runs, in dispatch order (and all it reads
+-- of them: shardid names the move group across plannings, lease_expires_at is a claim's lease).
 CREATE VIEW shardcast.citus_moves AS
 SELECT t.task_id,
        CASE WHEN t.state = 'queued'
@@ -655,11 +656,12 @@ SELECT t.task_id,
        t.finished_at,
        t.finished_at - t.claimed_at AS duration,
        t.copied AS moved,
-       t.detail
+       t.detail,
+       t.lease_expires_at
 FROM shardcast.replication_tasks t
 WHERE t.kind = 'citus_move';
 COMMENT ON VIEW shardcast.citus_moves IS
-    'Citus move tasks (one per move group): source and target node, bytes, predicted load, state and place in the queue (1 = next).';
+    'Citus move tasks (one per move group, named by its smallest shardid): source and target node, bytes, predicted load, state, claimer and lease, and place in the queue (1 = next).';
 
 -- What the order of a rebalance was worth: the hottest node's share of the predicted load (as
 -- forecast when it was planned) over the rebalance and at its end, for the plan that

@@ -10,7 +10,9 @@ move (`copied => false`); a claim whose lease ran out is claimed again by the ne
 one: a claim left under this driver's own --worker name by a killed run counts as held, and is
 waited for). A group on neither its source nor its target fails at once (claim_citus_move says
 so): the rebalance is to be enqueued again. The exit status is the tasks' final states', not the
-attempts': a move that failed once and then succeeded is a success.
+attempts': a move that failed once and then succeeded is a success. It reads the moves through
+the view `shardcast.citus_moves` and the plannings through `shardcast.citus_plan_groups`, never
+the task table.
 """
 
 from __future__ import annotations
@@ -59,14 +61,14 @@ WHERE p.shardid = %s
 """
 
 # Moves that failed for good and were not planned again since: no later task of the same group
-# and no later enqueue_citus_rebalance (whose plan, made from where the groups are then, has
-# the group again if it still has to move).
+# (`shardid`: the group's smallest shardid, its name in every planning) and no later
+# enqueue_citus_rebalance (whose plan, made from where the groups are then, has the group again
+# if it still has to move).
 STILL_FAILED = """
-SELECT t.task_id, t.citus_shard_id, t.citus_source, t.citus_target, t.attempts, t.detail
-FROM shardcast.replication_tasks t
-WHERE t.kind = 'citus_move' AND t.state = 'failed'
-  AND NOT EXISTS (SELECT FROM shardcast.replication_tasks u
-                  WHERE u.shard_id = t.shard_id AND u.kind = 'citus_move' AND u.task_id > t.task_id)
+SELECT t.task_id, t.shardid, t.source_node, t.target_node, t.attempts, t.detail
+FROM shardcast.citus_moves t
+WHERE t.state = 'failed'
+  AND NOT EXISTS (SELECT FROM shardcast.citus_moves u WHERE u.shardid = t.shardid AND u.task_id > t.task_id)
   AND NOT EXISTS (SELECT FROM shardcast.citus_plan_groups g WHERE g.planned_at > t.finished_at)
 ORDER BY t.task_id
 """
@@ -79,7 +81,7 @@ SELECT count(*) FILTER (WHERE state = 'queued'),
        count(*) FILTER (WHERE state = 'claimed'),
        count(*) FILTER (WHERE state = 'claimed' AND claimed_by = %s),
        min(lease_expires_at) FILTER (WHERE state = 'claimed')
-FROM shardcast.replication_tasks WHERE kind = 'citus_move' AND state IN ('queued', 'claimed')
+FROM shardcast.citus_moves WHERE state IN ('queued', 'claimed')
 """
 
 # The major version of Citus the driver needs (as shardcast._citus_require).
@@ -384,7 +386,7 @@ class Rebalancer:
         self.finish(move, outcome)
 
     def still_mine(self, control: psycopg.Connection, move: Move) -> bool:
-        row = control.execute("SELECT state = 'claimed' AND claimed_by = %s FROM shardcast.replication_tasks "
+        row = control.execute("SELECT state = 'claimed' AND claimed_by = %s FROM shardcast.citus_moves "
                               "WHERE task_id = %s", [self.args.worker, move.task_id]).fetchone()
         return bool(row and row[0])
 

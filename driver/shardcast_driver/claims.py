@@ -274,9 +274,9 @@ class Driver(Syncer):
         if held and not (self.args.no_wait and not self.args.follow):
             # Queued tasks that cannot be claimed because other drivers' claims fill their node.
             for node, queued, limit in source.execute(
-                    "SELECT t.node, count(*), n.max_concurrent FROM shardcast.replication_tasks t"
-                    " JOIN shardcast.nodes n USING (node) WHERE t.state = 'queued' AND t.node = ANY(%s)"
-                    " GROUP BY t.node, n.max_concurrent ORDER BY 1", [[n.name for n in self.nodes]]).fetchall():
+                    "SELECT m.node, count(*), n.max_concurrent FROM " + MANIFEST + " m"
+                    " JOIN shardcast.nodes n USING (node) WHERE m.state = 'queued' AND m.node = ANY(%s)"
+                    " GROUP BY m.node, n.max_concurrent ORDER BY 1", [[n.name for n in self.nodes]]).fetchall():
                 key = ("slots", node)
                 if now - self.told_held.get(key, -1e9) < 60:
                     continue
@@ -392,11 +392,12 @@ class Driver(Syncer):
                           and n.resting_until <= now and n.name not in full]
             if not open_nodes:
                 break
-            # The node whose next task comes first in the stored dispatch order. With nothing
-            # queued, a claim still returns tasks whose lease expired to the queue: try each node.
+            # The node whose next task comes first in the stored dispatch order (the manifest's
+            # position). With nothing queued, a claim still returns tasks whose lease expired to
+            # the queue: try each node.
             next_node = source.execute(
-                "SELECT node FROM shardcast.replication_tasks WHERE state = 'queued' AND node = ANY(%s)"
-                " ORDER BY dispatch_rank, task_id LIMIT 1", [[n.name for n in open_nodes]]).fetchone()
+                "SELECT node FROM " + MANIFEST + " m WHERE state = 'queued' AND kind = 'copy' AND node = ANY(%s)"
+                " ORDER BY position, task_id LIMIT 1", [[n.name for n in open_nodes]]).fetchone()
             candidates = [n for n in open_nodes if n.name == next_node[0]] if next_node else open_nodes
             row, node = None, None
             for node in candidates:

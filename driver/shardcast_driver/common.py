@@ -241,9 +241,11 @@ def held_by_others(source: psycopg.Connection, nodes: list[str], worker: str | N
 
 
 # The open tasks as the driver reads them from shardcast.replication_manifest: its column `node`
-# was `destination` in 0.1.0's catalog, which the driver still serves (to_jsonb reads either).
+# was `destination` in 0.1.0's catalog, which the driver still serves (to_jsonb reads either),
+# and 0.1.0 had table copies only (no `kind`). `position` is the dispatch order, per kind.
 MANIFEST = """(SELECT m.task_id, m.shard, m.state, m.position, m.priority_weight,
-               coalesce(to_jsonb(m) ->> 'node', to_jsonb(m) ->> 'destination') AS node
+               coalesce(to_jsonb(m) ->> 'node', to_jsonb(m) ->> 'destination') AS node,
+               coalesce(to_jsonb(m) ->> 'kind', 'copy') AS kind
         FROM shardcast.replication_manifest m)"""
 
 
