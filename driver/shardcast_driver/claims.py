@@ -14,9 +14,9 @@ import time
 import psycopg
 
 from . import __version__
-from .common import (MANIFEST, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_SIGINT, EXIT_SIGTERM, LeaseLost, Node,
+from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_SIGINT, EXIT_SIGTERM, LeaseLost, Node,
                      EXIT_USAGE, Out, SetupError, SyncError, Task, connect, disabled_hint, first_line, has_function,
-                     held_by_others, iso, load_nodes, retry_hint, still_failed)
+                     held_by_others, iso, load_nodes, manifest, retry_hint, still_failed)
 from .privileges import node_problems, source_problems
 from .report import Report
 from .schema import PgDump
@@ -124,7 +124,7 @@ class Driver(Syncer):
                                    f"{len(self.held)} task(s) held by other drivers")
             return EXIT_OPEN, f"{len(self.held)} task(s) still held by other drivers"
         if self.disabled:
-            left = source.execute("SELECT count(*) FROM " + MANIFEST + " m WHERE node = ANY(%s)",
+            left = source.execute("SELECT count(*) FROM " + manifest(source) + " m WHERE node = ANY(%s)",
                                   [self.disabled]).fetchone()[0]
             if left:
                 return EXIT_OPEN, (f"{left} task(s) still open for disabled node(s) {', '.join(self.disabled)}: "
@@ -191,7 +191,7 @@ class Driver(Syncer):
         self.complete_copied = has_function(source, "shardcast.complete_task(bigint, boolean, text, text, boolean)")
         names = [n.name for n in self.nodes]
         tasks, weight = source.execute(
-            "SELECT count(*), coalesce(sum(priority_weight), 0) FROM " + MANIFEST + " m"
+            "SELECT count(*), coalesce(sum(priority_weight), 0) FROM " + manifest(source) + " m"
             " WHERE node = ANY(%s)", [names]).fetchone()
         self.report = Report(self.out, tasks, weight, max_attempts)
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
@@ -274,7 +274,7 @@ class Driver(Syncer):
         if held and not (self.args.no_wait and not self.args.follow):
             # Queued tasks that cannot be claimed because other drivers' claims fill their node.
             for node, queued, limit in source.execute(
-                    "SELECT m.node, count(*), n.max_concurrent FROM " + MANIFEST + " m"
+                    "SELECT m.node, count(*), n.max_concurrent FROM " + manifest(source) + " m"
                     " JOIN shardcast.nodes n USING (node) WHERE m.state = 'queued' AND m.node = ANY(%s)"
                     " GROUP BY m.node, n.max_concurrent ORDER BY 1", [[n.name for n in self.nodes]]).fetchall():
                 key = ("slots", node)
@@ -372,14 +372,14 @@ class Driver(Syncer):
         return sum(1 for task in list(self.in_flight.values()) if task.node is node)
 
     def open_tasks(self, source: psycopg.Connection) -> int:
-        return source.execute("SELECT count(*) FROM " + MANIFEST + " m WHERE node = ANY(%s)",
+        return source.execute("SELECT count(*) FROM " + manifest(source) + " m WHERE node = ANY(%s)",
                               [[n.name for n in self.nodes]]).fetchone()[0]
 
     def queue_is_empty(self, source: psycopg.Connection) -> bool:
         """No task left for our nodes, not even one claimed by a driver that may have died: its
         lease will expire and a claim here will take it over."""
         return not source.execute(
-            "SELECT 1 FROM " + MANIFEST + " m WHERE node = ANY(%s) LIMIT 1",
+            "SELECT 1 FROM " + manifest(source) + " m WHERE node = ANY(%s) LIMIT 1",
             [[n.name for n in self.nodes]]).fetchone()
 
     def claim_what_the_plan_allows(self, source: psycopg.Connection) -> int:
@@ -396,7 +396,7 @@ class Driver(Syncer):
             # position). With nothing queued, a claim still returns tasks whose lease expired to
             # the queue: try each node.
             next_node = source.execute(
-                "SELECT node FROM " + MANIFEST + " m WHERE state = 'queued' AND kind = 'copy' AND node = ANY(%s)"
+                "SELECT node FROM " + manifest(source) + " m WHERE state = 'queued' AND kind = 'copy' AND node = ANY(%s)"
                 " ORDER BY position, task_id LIMIT 1", [[n.name for n in open_nodes]]).fetchone()
             candidates = [n for n in open_nodes if n.name == next_node[0]] if next_node else open_nodes
             row, node = None, None

@@ -20,8 +20,8 @@ import time
 import psycopg
 from psycopg import sql
 
-from .common import (MANIFEST, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, Node, Out, SetupError, connect,
-                     first_line, load_nodes, still_failed)
+from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, Node, Out, SetupError, connect,
+                     first_line, load_nodes, manifest, still_failed)
 from .privileges import source_problems
 from .sync import noted_subscription, parse_subscription_note
 
@@ -64,7 +64,7 @@ def finish(args: argparse.Namespace, out: Out) -> int:
             return error.status
         names = [n.name for n in nodes]
         open_tasks = source.execute(
-            "SELECT m.task_id, m.shard, m.node, m.state, t.claimed_by FROM " + MANIFEST + " m"
+            "SELECT m.task_id, m.shard, m.node, m.state, t.claimed_by FROM " + manifest(source) + " m"
             " JOIN shardcast.replication_tasks t USING (task_id) WHERE m.node = ANY(%s)"
             " ORDER BY m.position NULLS FIRST, m.task_id", [names]).fetchall()
         failed = still_failed(source, names)

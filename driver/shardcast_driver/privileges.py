@@ -22,12 +22,13 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .common import FUNCTIONS, MANIFEST, Node
+from .common import FUNCTIONS, Node, manifest
 
-# The tables the open tasks for these nodes would publish, with their owners.
+# The tables the open tasks for these nodes would publish, with their owners ({manifest}: see
+# common.manifest).
 OPEN_TABLES = """
 SELECT DISTINCT m.shard, pg_get_userbyid(c.relowner), pg_has_role(c.relowner, 'USAGE')
-FROM """ + MANIFEST + """ m JOIN pg_class c ON c.oid = to_regclass(m.shard)
+FROM {manifest} m JOIN pg_class c ON c.oid = to_regclass(m.shard)
 WHERE m.node = ANY(%s)
 ORDER BY 1
 """
@@ -77,7 +78,8 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
                 fixes.append(f"ALTER PUBLICATION {_q(source, node.channel)} OWNER TO {u};  -- owned by {row[1]}")
         if not finishing:
             owners: dict[str, list[str]] = {}
-            for shard, owner, owned in source.execute(OPEN_TABLES, [[n.name for n in nodes]]).fetchall():
+            open_tables = OPEN_TABLES.format(manifest=manifest(source))
+            for shard, owner, owned in source.execute(open_tables, [[n.name for n in nodes]]).fetchall():
                 if not owned:
                     owners.setdefault(owner, []).append(shard)
             for owner, tables in owners.items():
@@ -97,7 +99,7 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
                 fixes.append(f"ALTER ROLE {p} REPLICATION;  -- the subscriptions connect to the source as {p}")
             if not row[1]:
                 unreadable = [shard for (shard,) in source.execute(
-                    "SELECT DISTINCT m.shard FROM " + MANIFEST + " m"
+                    "SELECT DISTINCT m.shard FROM " + manifest(source) + " m"
                     " WHERE m.node = ANY(%s) AND to_regclass(m.shard) IS NOT NULL"
                     " AND NOT has_table_privilege(%s, to_regclass(m.shard), 'SELECT') ORDER BY 1",
                     [[n.name for n in nodes], publisher_user]).fetchall()]
