@@ -10,7 +10,7 @@ time.
 
 The same set-up as test_driver_cli.py (its helpers): one source with shardcast preloaded and a
 plain PostgreSQL 15 replica, a node of its own per test (the fixture `lane`: the node, its tables,
-the driver's runs for it, and its take-down).
+the driver's runs for it, and `take_down()`, which the tests that need it call).
 """
 
 from __future__ import annotations
