@@ -11,24 +11,20 @@ use std::collections::{HashMap, HashSet};
 use pgrx::prelude::*;
 use shardcast_core::access::Counters;
 
-/// SQL: the shards of `pg_dist_shard` that Citus can move (not reference tables, not Citus local
-/// tables), with their table, schema, own name, colocation group and move group (the smallest
-/// shardid among the shards colocated with it: same colocation group, same hash range; a shard of
-/// colocation group 0, an append or range table's, is colocated with nothing and its own group).
+/// SQL: the shards that Citus can move (not reference tables, not Citus local tables), with their
+/// table, schema, own name, colocation group and move group, as `shardcast._citus_move_groups()`
+/// (sql/citus.sql) defines them for the rebalance planning too: the sampler and the planner never
+/// disagree on what moves together.
 const MOVABLE_SHARDS: &str = "
-    SELECT ds.shardid, ds.logicalrelid, n.nspname AS schema_name,
+    SELECT g.shardid, ds.logicalrelid, n.nspname AS schema_name,
            (SELECT i[pg_catalog.array_upper(i, 1)]
             FROM pg_catalog.parse_ident(pg_catalog.shard_name(ds.logicalrelid, ds.shardid)) AS i)
                AS shard_name,
-           p.colocationid,
-           CASE WHEN p.colocationid = 0 THEN ds.shardid
-                ELSE min(ds.shardid) OVER (PARTITION BY p.colocationid, ds.shardminvalue) END
-               AS move_group
-    FROM pg_catalog.pg_dist_shard ds
-    JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = ds.logicalrelid
+           g.colocationid, g.move_group
+    FROM shardcast._citus_move_groups() g
+    JOIN pg_catalog.pg_dist_shard ds ON ds.shardid = g.shardid
     JOIN pg_catalog.pg_class c ON c.oid = ds.logicalrelid
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE p.repmodel <> 't' AND NOT (p.partmethod = 'n' AND p.colocationid = 0)";
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace";
 
 /// Run on every node by `run_command_on_all_nodes`: the counters of the node's own placements
 /// of movable shards, as a JSON array. Internal connections see shard tables (Citus hides them
