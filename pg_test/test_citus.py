@@ -11,6 +11,14 @@ pytestmark = pytest.mark.skipif(not citus_installed(), reason="Citus is not inst
 DB = "app"
 
 
+def sql_error(conn, sql, *args):
+    """The SQLSTATE, message and hint of the error that `sql` must raise."""
+    import psycopg
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute(sql, args or None)
+    return e.value.sqlstate, e.value.diag.message_primary, e.value.diag.message_hint
+
+
 def test_a_logical_shard_move_works_with_shardcast_on_every_node():
     """Citus moves shards with logical replication and drops the source's copy afterwards; the
     samplers of every node must neither get in its way nor fail on the tables it creates and
@@ -318,7 +326,6 @@ def test_the_shardcast_strategy_evens_predicted_load_across_nodes():
 
 
 def test_citus_bad_input_is_a_clean_error():
-    import psycopg
     with citus_cluster(DB, workers=1, settings=FAST, name="citus-bad") as (coordinator, workers):
         with coordinator.connect(DB) as conn:
             _distributed_orders(conn, shards=4, rows=100)
@@ -327,27 +334,22 @@ def test_citus_bad_input_is_a_clean_error():
             conn.execute("CREATE TABLE settings (k text PRIMARY KEY)")
             conn.execute("SELECT citus_add_local_table_to_metadata('settings')")
 
-            def error(sql, *args):
-                with pytest.raises(psycopg.Error) as e:
-                    conn.execute(sql, args or None)
-                return e.value.sqlstate, e.value.diag.message_primary, e.value.diag.message_hint
-
-            state, message, hint = error("SELECT shardcast.citus_shard_cost(999999999)")
+            state, message, hint = sql_error(conn, "SELECT shardcast.citus_shard_cost(999999999)")
             assert state == "42704" and "does not exist" in message and "citus_shards" in hint
             ref = conn.execute("SELECT shardid FROM pg_dist_shard WHERE logicalrelid = 'countries'::regclass").fetchone()[0]
-            state, message, hint = error("SELECT shardcast.citus_shard_cost(%s)", ref)
+            state, message, hint = sql_error(conn, "SELECT shardcast.citus_shard_cost(%s)", ref)
             assert state == "42809" and "reference table" in message and hint
             local = conn.execute("SELECT shardid FROM pg_dist_shard WHERE logicalrelid = 'settings'::regclass").fetchone()[0]
-            state, message, hint = error("SELECT shardcast.citus_shard_cost(%s)", local)
+            state, message, hint = sql_error(conn, "SELECT shardcast.citus_shard_cost(%s)", local)
             assert state == "42809" and "Citus local table" in message and hint
-            state, message, hint = error("SELECT shardcast.citus_shard_cost(NULL)")
+            state, message, hint = sql_error(conn, "SELECT shardcast.citus_shard_cost(NULL)")
             assert state == "22004"
-            state, message, hint = error("SELECT shardcast.citus_register_strategy(-1)")
+            state, message, hint = sql_error(conn, "SELECT shardcast.citus_register_strategy(-1)")
             assert state == "22023" and hint
             # A Citus older than 13 (its recorded version, changed inside a transaction).
             conn.execute("BEGIN")
             conn.execute("UPDATE pg_extension SET extversion = '12.1-1' WHERE extname = 'citus'")
-            state, message, hint = error("SELECT shardcast.citus_register_strategy()")
+            state, message, hint = sql_error(conn, "SELECT shardcast.citus_register_strategy()")
             assert state == "0A000" and "too old" in message and "13" in hint
             conn.execute("ROLLBACK")
             # Neither the reference nor the local table is sampled as a Citus shard.
@@ -587,31 +589,26 @@ def test_enqueue_citus_rebalance_bad_input_enqueues_nothing_and_claims_keep_the_
         with coordinator.connect(DB) as conn:
             _distributed_orders(conn, shards=4, rows=100)
 
-            def error(sql, *args):
-                with pytest.raises(psycopg.Error) as e:
-                    conn.execute(sql, args or None)
-                return e.value.sqlstate, e.value.diag.message_primary, e.value.diag.message_hint
-
             # 'shardcast' is not registered yet: the hint says how.
-            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance()")
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance()")
             assert state == "42704" and "shardcast" in message and "citus_register_strategy" in hint
-            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance('by_load')")
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance('by_load')")
             assert state == "42704" and "by_load" in message and "pg_dist_rebalance_strategy" in hint
-            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, 'localhost')")
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance(NULL, 'localhost')")
             assert state == "22023" and "host:port" in message and hint
-            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, '127.0.0.1:1')")
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance(NULL, '127.0.0.1:1')")
             assert state == "42704" and "pg_dist_node" in message and "pg_dist_node" in hint
-            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, max_shard_moves => 0)")
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance(NULL, max_shard_moves => 0)")
             assert state == "22023" and hint
-            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance(NULL, excluded_shard_list => NULL)")
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance(NULL, excluded_shard_list => NULL)")
             assert state == "22004" and hint
-            state, message, hint = error("SELECT * FROM shardcast.claim_citus_move(NULL)")
+            state, message, hint = sql_error(conn, "SELECT * FROM shardcast.claim_citus_move(NULL)")
             assert state == "22004" and hint
-            state, message, hint = error("SELECT * FROM shardcast.claim_citus_move('w', 0)")
+            state, message, hint = sql_error(conn, "SELECT * FROM shardcast.claim_citus_move('w', 0)")
             assert state == "22023" and hint
             conn.execute("BEGIN")
             conn.execute("UPDATE pg_extension SET extversion = '12.1-1' WHERE extname = 'citus'")
-            state, message, hint = error("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')")
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance('by_shard_count')")
             assert state == "0A000" and "too old" in message and "13" in hint
             conn.execute("ROLLBACK")
             # A drain of the only worker fails in Citus's planner (nowhere to go): the node keeps
