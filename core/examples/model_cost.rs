@@ -15,7 +15,7 @@ fn main() {
         })
         .collect();
     let runs = 200;
-    for model in ModelKind::candidates(y.len())
+    for model in ModelKind::candidates(y.len(), 1)
         .into_iter()
         .chain([ModelKind::Mstl, ModelKind::Ets])
     {

@@ -82,7 +82,7 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
     let Some(&earliest) = origins.last() else {
         return Selection::single(ModelKind::RecentMean);
     };
-    let candidates = ModelKind::candidates(earliest);
+    let candidates = ModelKind::candidates(earliest, horizon);
     // Outcomes are what happened, outliers included.
     let actual: Vec<f64> = origins
         .iter()

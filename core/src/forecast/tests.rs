@@ -1,6 +1,6 @@
 use super::history::{served_history, FRESH_HOURS};
 use super::interval::{independent_errors, interval};
-use super::models::DAY;
+use super::models::{DAY, WEEK};
 use super::*;
 use proptest::prelude::*;
 
@@ -163,6 +163,70 @@ fn the_freshest_hours_set_the_level() {
     let path = models::predict(ModelKind::SeasonalLevel, &y, 1).unwrap();
     // The next hour is hour 0 of the wave (usually 100): now about 200.
     assert!((path[0] - 200.0).abs() < 20.0, "{path:?}");
+}
+
+/// A steady 100 per hour with a burst every 40 hours whose excess halves every hour; the last
+/// hour is the start of a new burst (900).
+fn bursts_halving_hourly(days: usize) -> Vec<f64> {
+    let n = days * DAY;
+    let mut y = vec![100.0; n];
+    let mut start = 5;
+    while start < n - 1 {
+        for (k, v) in y[start..n - 1].iter_mut().take(12).enumerate() {
+            *v += 800.0 * 0.5f64.powi(k as i32);
+        }
+        start += 40;
+    }
+    y[n - 1] = 900.0;
+    y
+}
+
+#[test]
+fn decaying_excess_follows_a_burst_and_lets_it_fade() {
+    let y = bursts_halving_hourly(14);
+    let path = models::predict(ModelKind::DecayingExcess, &y, 4).unwrap();
+    // Baseline 100, excess 800, persistence one half: 500, 300, 200, 150.
+    for (got, want) in path.iter().zip([500.0, 300.0, 200.0, 150.0]) {
+        assert!((got - want).abs() < 0.05 * want, "{path:?}");
+    }
+    // The three-hour level dilutes the burst and holds it flat, which is what this model is for.
+    let level = models::predict(ModelKind::SeasonalLevel, &y, 4).unwrap();
+    assert!(
+        level[0] < 0.8 * path[0] && level[3] > 1.5 * path[3],
+        "{level:?}"
+    );
+}
+
+#[test]
+fn decaying_excess_needs_a_baseline() {
+    // A mostly idle shard with a nightly batch: the median is zero, the batches are the load.
+    let idle: Vec<f64> = (0..14 * DAY)
+        .map(|t| if t % DAY == 2 { 1000.0 } else { 0.0 })
+        .collect();
+    assert_eq!(models::predict(ModelKind::DecayingExcess, &idle, 1), None);
+    // A trickle under bursts at no fixed hour (every 29 hours) is no baseline either: the mean
+    // is 35 times the median. (Bursts at a fixed hour of the day belong to the daily shape.)
+    let trickle: Vec<f64> = (0..14 * DAY)
+        .map(|t| if t % 29 == 2 { 1000.0 } else { 1.0 })
+        .collect();
+    assert_eq!(
+        models::predict(ModelKind::DecayingExcess, &trickle, 1),
+        None
+    );
+    // A steady load with bursts has one.
+    assert!(models::predict(ModelKind::DecayingExcess, &bursts_halving_hourly(14), 1).is_some());
+}
+
+#[test]
+fn decaying_excess_is_a_candidate_only_over_short_horizons() {
+    let candidates = |len, horizon| ModelKind::candidates(len, horizon);
+    assert!(candidates(WEEK, 1).contains(&ModelKind::DecayingExcess));
+    assert!(candidates(WEEK, models::EXCESS_HORIZON_HOURS).contains(&ModelKind::DecayingExcess));
+    assert!(
+        !candidates(WEEK, models::EXCESS_HORIZON_HOURS + 1).contains(&ModelKind::DecayingExcess)
+    );
+    // It needs two days: one for the daily shape, one more to learn how excesses decay.
+    assert!(!candidates(2 * DAY - 1, 1).contains(&ModelKind::DecayingExcess));
 }
 
 #[test]
