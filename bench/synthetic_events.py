@@ -20,8 +20,12 @@ import sys
 import numpy as np
 import pandas as pd
 
+options = [a for a in sys.argv[1:] if a.startswith("--")]
+if set(options) - {"--bursty"}:
+    sys.exit(f"unknown option(s): {' '.join(sorted(set(options) - {'--bursty'}))}; usage: "
+             "synthetic_events.py [SEED [OUTDIR]] [--bursty]")
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
-bursty = "--bursty" in sys.argv[1:]
+bursty = "--bursty" in options
 seed = int(args[0]) if args else 7
 out = args[1] if len(args) > 1 else "/tmp/synth/nab"
 os.makedirs(out, exist_ok=True)
