@@ -4,7 +4,7 @@ bench/replay_bench.py is the judge: it drives the extension through SQL (import,
 enqueue, read the queue) and takes minutes for 16 cuts. This script replays the same measure
 (capture of the perfect-foresight order's gain in access-weighted availability over FIFO, see
 replay_bench.py's docstring) on the core's forecasts alone, through `forecast_cli` on each
-shard's now-aligned hourly history, so that 200 cuts take about 20 seconds and a change
+shard's now-aligned hourly history, so that 200 cuts take about 30 seconds and a change
 that moves the order by 0.005 can be told from noise. It orders by WSPT on the point forecast
 (what `prioritized_queue` does when no shard waits long), beside the last hour's and
 yesterday's rules on the same cuts, sizes and FIFO orders. Prints a markdown table; asserts
@@ -14,9 +14,11 @@ nothing.
     python3 bench/synthetic_events.py 12 /tmp/bursty/nab --bursty
     python3 bench/order_check.py --data /tmp/bursty
 
-Series of DATA/nab/*.csv are the shards of one group, aligned at their ends (as in
-replay_bench.py); cuts fall at random 5-minute steps leaving --min-history-days before them
-(7 for bench/data, whose shortest NAB series has 14 days) and 12 hours after.
+Series of DATA/nab/*.csv are the shards of one group, aligned at their ends as in
+replay_bench.py (a longer series brings more history, up to 28 days); cuts fall at random
+5-minute steps of the group's timeline leaving --min-history-days (14, or 7 when the shortest
+series is too short for 14, as replay_bench.py does) before them and 12 hours after. A cut
+whose window holds no load at all is left out.
 """
 
 from __future__ import annotations
@@ -46,21 +48,30 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True, help="directory holding nab/*.csv")
     p.add_argument("--cuts", type=int, default=200)
     p.add_argument("--seed", type=int, default=5)
-    p.add_argument("--min-history-days", type=float, default=14.0)
+    p.add_argument("--min-history-days", type=float, default=14.0,
+                   help="history before the first cut; falls back to 7 when the data is too short")
     p.add_argument("--min-gain", type=float, default=0.01,
                    help="cuts where the oracle gains less over FIFO count in the pooled figure only")
     p.add_argument("--shardcast-bin", help="a built forecast_cli (default: build it)")
     args = p.parse_args()
 
+    if args.min_history_days < 1:
+        raise SystemExit("--min-history-days must be at least 1 (yesterday's rule reads a day back)")
     series = load_nab(args.data)
     if not series:
         raise SystemExit(f"no series in {args.data / 'nab'}")
+    # Series are aligned at their ends: timeline step c is step c + offset of each series.
     length = min(len(s.values) for s in series)
-    values = [s.values[len(s.values) - length:] for s in series]
+    values = [s.values for s in series]
+    offsets = [len(v) - length for v in values]
+    after = max(WINDOWS) * STEPS_PER_HOUR
+    for days in (args.min_history_days, 7.0):
+        steps = range(int(days * DAY), length - after + 1)
+        if steps:
+            break
+    else:
+        raise SystemExit(f"series too short: the shortest has {length} steps")
     rng = random.Random(args.seed)
-    steps = range(int(args.min_history_days * DAY), length - max(WINDOWS) * STEPS_PER_HOUR)
-    if not steps:
-        raise SystemExit(f"series too short for --min-history-days {args.min_history_days}")
     cuts = sorted(rng.sample(steps, min(args.cuts, len(steps))))
     shardcast = forecast_accuracy.Shardcast.locate(args.shardcast_bin, 0.8)
     if not shardcast.available:
@@ -69,8 +80,8 @@ def main() -> None:
     methods = ["last-hour WSPT", "yesterday WSPT", "shardcast forecast WSPT"]
     rows = {}
     for hours in WINDOWS:
-        requests = [(f"{j}.{i}", now_aligned(v, c), 0) for j, c in enumerate(cuts)
-                    for i, v in enumerate(values)]
+        requests = [(f"{j}.{i}", now_aligned(v, c + o), 0) for j, c in enumerate(cuts)
+                    for i, (v, o) in enumerate(zip(values, offsets))]
         results = shardcast.forecast("order", hours, requests, {})
         if results is None:
             raise SystemExit(f"forecast_cli failed: {shardcast.reason}")
@@ -83,13 +94,17 @@ def main() -> None:
             sizes = [int(math.exp(cut_rng.uniform(0, math.log(32))) * 2**20) for _ in values]
             fifo = list(range(len(values)))
             cut_rng.shuffle(fifo)
-            truth = [v[c: c + hours * STEPS_PER_HOUR] for v in values]
+            ends = [c + o for o in offsets]
+            truth = [v[e: e + hours * STEPS_PER_HOUR] for v, e in zip(values, ends)]
             fifo_awa = awa(fifo, sizes, truth, hours)
+            if math.isnan(fifo_awa):
+                continue  # no load at all in the window: every order is as good
             oracle_gains.append(awa(wspt(fifo, [t.sum() for t in truth], sizes), sizes, truth, hours)
                                 - fifo_awa)
             loads = {
-                "last-hour WSPT": [v[c - STEPS_PER_HOUR: c].sum() for v in values],
-                "yesterday WSPT": [v[c - DAY: c - DAY + hours * STEPS_PER_HOUR].sum() for v in values],
+                "last-hour WSPT": [v[e - STEPS_PER_HOUR: e].sum() for v, e in zip(values, ends)],
+                "yesterday WSPT": [v[e - DAY: e - DAY + hours * STEPS_PER_HOUR].sum()
+                                   for v, e in zip(values, ends)],
                 "shardcast forecast WSPT": points_here,
             }
             for m in methods:

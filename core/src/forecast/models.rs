@@ -19,9 +19,9 @@ pub enum ModelKind {
     /// The level of the last few hours, shaped by the robust daily profile of the last week:
     /// the freshest data sets the level, the history gives the shape.
     SeasonalLevel,
-    /// A robust seasonal baseline plus the last hour's excess over it, decaying as the
-    /// history's excesses have decayed: a burst under way (news, a batch) is neither smoothed
-    /// away nor repeated for the whole horizon.
+    /// A robust seasonal baseline plus the last hour's excess over it, 70% of which is left
+    /// each hour after: a burst under way (news, a batch) is neither smoothed away nor
+    /// repeated for the whole horizon.
     DecayingExcess,
     /// The Theta method: simple exponential smoothing with half the linear trend as drift, on
     /// the deseasonalised series (Assimakopoulos and Nikolopoulos; Hyndman and Billah).
