@@ -86,6 +86,14 @@ impl ModelKind {
         }
     }
 
+    /// The longest horizon (hours) over which a backtest considers the model.
+    pub fn max_horizon(self) -> usize {
+        match self {
+            ModelKind::DecayingExcess => EXCESS_HORIZON_HOURS,
+            _ => usize::MAX,
+        }
+    }
+
     /// Cold-start models are not chosen by backtest: they stand in when there is none.
     pub fn is_cold_start(self) -> bool {
         matches!(self, ModelKind::ClusterProfile | ModelKind::RecentMean)
@@ -104,8 +112,7 @@ impl ModelKind {
     pub fn candidates(len: usize, horizon: usize) -> Vec<ModelKind> {
         ModelKind::ALL
             .into_iter()
-            .filter(|m| m.is_candidate() && len >= m.min_history())
-            .filter(|m| *m != ModelKind::DecayingExcess || horizon <= EXCESS_HORIZON_HOURS)
+            .filter(|m| m.is_candidate() && len >= m.min_history() && horizon <= m.max_horizon())
             .collect()
     }
 }
