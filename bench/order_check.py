@@ -24,14 +24,14 @@ whose window holds no load at all is left out.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 import forecast_accuracy
-from replay_bench import DAY, STEPS_PER_HOUR, WINDOWS, awa, load_nab, wspt
+from replay_bench import DAY, MIB, STEPS_PER_HOUR, WINDOWS, awa, load_nab, summarize, wspt
 
 HISTORY_HOURS = 28 * 24
 
@@ -77,53 +77,44 @@ def main() -> None:
     if not shardcast.available:
         raise SystemExit(f"forecast_cli unavailable: {shardcast.reason}")
 
-    methods = ["last-hour WSPT", "yesterday WSPT", "shardcast forecast WSPT"]
-    rows = {}
+    methods = (("fifo", "FIFO"), ("last_hour", "last-hour WSPT"), ("yesterday", "yesterday WSPT"),
+               ("forecast", "shardcast forecast WSPT"), ("oracle", "oracle"))
+    results = [SimpleNamespace(awa={}) for _ in cuts]
     for hours in WINDOWS:
         requests = [(f"{j}.{i}", now_aligned(v, c + o), 0) for j, c in enumerate(cuts)
                     for i, (v, o) in enumerate(zip(values, offsets))]
-        results = shardcast.forecast("order", hours, requests, {})
-        if results is None:
+        forecasts = shardcast.forecast("order", hours, requests, {})
+        if forecasts is None:
             raise SystemExit(f"forecast_cli failed: {shardcast.reason}")
-        points = iter(point for _, point, _, _, _ in results)
-        gains = {m: [] for m in methods}
-        oracle_gains = []
+        points = iter(point for _, point, _, _, _ in forecasts)
         for j, c in enumerate(cuts):
-            points_here = [next(points) for _ in values]
+            forecast = [next(points) for _ in values]
+            # The same draws as replay_bench.replay_cut: sizes, then the FIFO order.
             cut_rng = random.Random(args.seed * 1000 + j)
-            sizes = [int(math.exp(cut_rng.uniform(0, math.log(32))) * 2**20) for _ in values]
+            sizes = [int(2 ** cut_rng.uniform(0, 5) * MIB) for _ in values]
             fifo = list(range(len(values)))
             cut_rng.shuffle(fifo)
             ends = [c + o for o in offsets]
-            truth = [v[e: e + hours * STEPS_PER_HOUR] for v, e in zip(values, ends)]
-            fifo_awa = awa(fifo, sizes, truth, hours)
-            if math.isnan(fifo_awa):
-                continue  # no load at all in the window: every order is as good
-            oracle_gains.append(awa(wspt(fifo, [t.sum() for t in truth], sizes), sizes, truth, hours)
-                                - fifo_awa)
+            steps = hours * STEPS_PER_HOUR
+            truth = [v[e: e + steps] for v, e in zip(values, ends)]
             loads = {
-                "last-hour WSPT": [v[e - STEPS_PER_HOUR: e].sum() for v, e in zip(values, ends)],
-                "yesterday WSPT": [v[e - DAY: e - DAY + hours * STEPS_PER_HOUR].sum()
-                                   for v, e in zip(values, ends)],
-                "shardcast forecast WSPT": points_here,
+                "last_hour": [v[e - STEPS_PER_HOUR: e].sum() for v, e in zip(values, ends)],
+                "yesterday": [v[e - DAY: e - DAY + steps].sum() for v, e in zip(values, ends)],
+                "forecast": forecast,
+                "oracle": [t.sum() for t in truth],
             }
-            for m in methods:
-                gains[m].append(awa(wspt(fifo, loads[m], sizes), sizes, truth, hours) - fifo_awa)
-        oracle = np.array(oracle_gains)
-        kept = oracle >= args.min_gain
-        for m in methods:
-            g = np.array(gains[m])
-            rows[(m, hours)] = (float(np.mean(g[kept] / oracle[kept])) if kept.any() else math.nan,
-                                float(g.sum() / oracle.sum()) if oracle.sum() > 0 else math.nan)
+            results[j].awa[("fifo", hours)] = awa(fifo, sizes, truth, hours)
+            for method, load in loads.items():
+                results[j].awa[(method, hours)] = awa(wspt(fifo, load, sizes), sizes, truth, hours)
+    summary = summarize(results, args.min_gain, methods)
 
     print(f"## Order check: {args.data}, {len(series)} shards, {len(cuts)} cuts (seed {args.seed})\n")
     print("Capture of the oracle's gain over FIFO, mean over cuts / pooled; no database.\n")
     print("| order | " + " | ".join(f"{h} h" for h in WINDOWS) + " |")
     print("|---|" + "---:|" * len(WINDOWS))
-    for m in methods:
-        print(f"| {m} | " + " | ".join(f"{rows[(m, h)][0]:.3f} / {rows[(m, h)][1]:.3f}"
-                                       for h in WINDOWS) + " |")
-
+    for method, label in methods[1:-1]:
+        print(f"| {label} | " + " | ".join(f"{summary[(method, h)]['mean']:.3f} / {summary[(method, h)]['pooled']:.3f}"
+                                           for h in WINDOWS) + " |")
 
 if __name__ == "__main__":
     main()

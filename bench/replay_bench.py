@@ -300,12 +300,14 @@ def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict, m
 
 # --- report ------------------------------------------------------------------------------------
 
-def summarize(results: list[CutResult], min_gain: float) -> dict:
+def summarize(results: list[CutResult], min_gain: float, methods=METHODS) -> dict:
+    """Per (method, window): capture mean, median and pooled, and mean AWA, over the results (any
+    objects with an `awa` dict keyed by (method, hours), "fifo" and "oracle" among the methods)."""
     out = {}
     for hours in WINDOWS:
         usable = [r for r in results
                   if not (math.isnan(r.awa[("fifo", hours)]) or math.isnan(r.awa[("oracle", hours)]))]
-        for method, _ in METHODS:
+        for method, _ in methods:
             captures, num, den, awas = [], 0.0, 0.0, []
             for r in usable:
                 f, o, a = r.awa[("fifo", hours)], r.awa[("oracle", hours)], r.awa[(method, hours)]
