@@ -16,7 +16,7 @@ import psycopg
 from . import __version__
 from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_SIGINT, EXIT_SIGTERM, LeaseLost, Node,
                      EXIT_USAGE, Out, SetupError, SyncError, Task, connect, disabled_hint, first_line, has_function,
-                     held_by_others, iso, load_nodes, manifest, retry_hint, still_failed)
+                     held_by_others, iso, load_nodes, manifest, MANIFEST_0_1, retry_hint, still_failed)
 from .privileges import node_problems, source_problems
 from .report import Report
 from .schema import PgDump
@@ -55,6 +55,9 @@ class Driver(Syncer):
         self.disabled: list[str] = []  # nodes disabled during a one-shot run: left with their tasks queued
         self.next_check = 0.0
         self.next_subscription_check = 0.0
+        # The manifest relation the claim loop reads (common.manifest), looked up once in serve():
+        # the catalog's shape does not change under a run. The wrapper reads any catalog.
+        self.manifest = MANIFEST_0_1
 
     # --- the run --------------------------------------------------------------------------
 
@@ -124,7 +127,7 @@ class Driver(Syncer):
                                    f"{len(self.held)} task(s) held by other drivers")
             return EXIT_OPEN, f"{len(self.held)} task(s) still held by other drivers"
         if self.disabled:
-            left = source.execute("SELECT count(*) FROM " + manifest(source) + " m WHERE node = ANY(%s)",
+            left = source.execute("SELECT count(*) FROM " + self.manifest + " m WHERE node = ANY(%s)",
                                   [self.disabled]).fetchone()[0]
             if left:
                 return EXIT_OPEN, (f"{left} task(s) still open for disabled node(s) {', '.join(self.disabled)}: "
@@ -189,9 +192,10 @@ class Driver(Syncer):
             "       current_setting('shardcast.max_attempts')::int").fetchone()
         self.workers = self.args.workers or plan_workers
         self.complete_copied = has_function(source, "shardcast.complete_task(bigint, boolean, text, text, boolean)")
+        self.manifest = manifest(source)
         names = [n.name for n in self.nodes]
         tasks, weight = source.execute(
-            "SELECT count(*), coalesce(sum(priority_weight), 0) FROM " + manifest(source) + " m"
+            "SELECT count(*), coalesce(sum(priority_weight), 0) FROM " + self.manifest + " m"
             " WHERE node = ANY(%s)", [names]).fetchone()
         self.report = Report(self.out, tasks, weight, max_attempts)
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
@@ -274,7 +278,7 @@ class Driver(Syncer):
         if held and not (self.args.no_wait and not self.args.follow):
             # Queued tasks that cannot be claimed because other drivers' claims fill their node.
             for node, queued, limit in source.execute(
-                    "SELECT m.node, count(*), n.max_concurrent FROM " + manifest(source) + " m"
+                    "SELECT m.node, count(*), n.max_concurrent FROM " + self.manifest + " m"
                     " JOIN shardcast.nodes n USING (node) WHERE m.state = 'queued' AND m.node = ANY(%s)"
                     " GROUP BY m.node, n.max_concurrent ORDER BY 1", [[n.name for n in self.nodes]]).fetchall():
                 key = ("slots", node)
@@ -372,14 +376,14 @@ class Driver(Syncer):
         return sum(1 for task in list(self.in_flight.values()) if task.node is node)
 
     def open_tasks(self, source: psycopg.Connection) -> int:
-        return source.execute("SELECT count(*) FROM " + manifest(source) + " m WHERE node = ANY(%s)",
+        return source.execute("SELECT count(*) FROM " + self.manifest + " m WHERE node = ANY(%s)",
                               [[n.name for n in self.nodes]]).fetchone()[0]
 
     def queue_is_empty(self, source: psycopg.Connection) -> bool:
         """No task left for our nodes, not even one claimed by a driver that may have died: its
         lease will expire and a claim here will take it over."""
         return not source.execute(
-            "SELECT 1 FROM " + manifest(source) + " m WHERE node = ANY(%s) LIMIT 1",
+            "SELECT 1 FROM " + self.manifest + " m WHERE node = ANY(%s) LIMIT 1",
             [[n.name for n in self.nodes]]).fetchone()
 
     def claim_what_the_plan_allows(self, source: psycopg.Connection) -> int:
@@ -397,7 +401,7 @@ class Driver(Syncer):
             # the queue: try each node. With one node open there is nothing to choose, and the
             # manifest (which numbers every open task: 0.2 s at 100,000) is not read.
             next_node = None if len(open_nodes) == 1 else source.execute(
-                "SELECT node FROM " + manifest(source) + " m WHERE state = 'queued' AND kind = 'copy' AND node = ANY(%s)"
+                "SELECT node FROM " + self.manifest + " m WHERE state = 'queued' AND kind = 'copy' AND node = ANY(%s)"
                 " ORDER BY position, task_id LIMIT 1", [[n.name for n in open_nodes]]).fetchone()
             candidates = [n for n in open_nodes if n.name == next_node[0]] if next_node else open_nodes
             row, node = None, None
