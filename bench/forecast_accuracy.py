@@ -76,6 +76,8 @@ M4_HORIZONS = [1, 4, 12, 24]
 M4_OFFICIAL_H = 48
 NAB_HORIZONS = [1, 4]
 WEEK = 168
+# The span of the recent rate the extension reads beside the hourly series (core::series).
+RECENT_SECS = 900
 PEERS = ["SeasonalNaive", "AutoETS", "AutoTheta", "MSTL", "last hour x H"]
 SHARDCAST = "shardcast"
 
@@ -267,14 +269,18 @@ class Shardcast:
         return self.binary is not None and self.reason is None
 
     def forecast(self, section, h, requests, timings):
-        """requests: [(id, y, next_hour)]. Returns [(model, point, lower, upper, path)] or None
-        (and marks shardcast unavailable) when the CLI fails."""
+        """requests: [(id, y, next_hour)] or [(id, y, next_hour, recent)], recent being the load
+        per hour over the last 15 minutes (None: unknown). Returns [(model, point, lower, upper,
+        path)] or None (and marks shardcast unavailable) when the CLI fails."""
         if not self.available:
             return None
         lines = []
-        for rid, y, next_hour in requests:
+        for rid, y, next_hour, *recent in requests:
             ys = [None if not math.isfinite(v) else float(v) for v in y]
-            lines.append(json.dumps({"id": rid, "y": ys, "next_hour": int(next_hour)}))
+            line = {"id": rid, "y": ys, "next_hour": int(next_hour)}
+            if recent and recent[0] is not None and math.isfinite(recent[0]):
+                line["recent"] = float(recent[0])
+            lines.append(json.dumps(line))
         started = time.monotonic()
         try:
             ran = subprocess.run([self.binary, "--horizon", str(h), "--level", str(self.level)],
@@ -297,7 +303,7 @@ class Shardcast:
             return None
         results = []
         counts = self.models.setdefault((section, h), {})
-        for line, (rid, _, _) in zip(out, requests):
+        for line, (rid, *_) in zip(out, requests):
             try:
                 r = json.loads(line)
             except ValueError:
@@ -518,12 +524,15 @@ def bench_nab(args, shardcast, timings, notes):
             for j, (s, base, minute) in enumerate(cuts):
                 tr = traces[s]
                 if variant == "on the hour":
+                    cut = base
                     y, next_hour = clock[j], datetime.fromtimestamp(base, timezone.utc).hour
                 else:
                     cut = base + 60 * minute
                     y = now_aligned_history(tr, cut)
                     next_hour = datetime.fromtimestamp(cut, timezone.utc).hour
-                requests.append((f"{s}@{j}", y, next_hour))
+                # The last 15 minutes, as the extension reads them from its 5-minute buckets.
+                recent = tr.windows([cut - RECENT_SECS], RECENT_SECS)[0][0] * 3600 / RECENT_SECS
+                requests.append((f"{s}@{j}", y, next_hour, recent))
             results = shardcast.forecast(f"NAB {variant}", h, requests, timings)
             if results is None:
                 break

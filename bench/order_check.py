@@ -81,8 +81,10 @@ def main() -> None:
                ("forecast", "shardcast forecast WSPT"), ("oracle", "oracle"))
     results = [SimpleNamespace(awa={}) for _ in cuts]
     for hours in WINDOWS:
-        requests = [(f"{j}.{i}", now_aligned(v, c + o), 0) for j, c in enumerate(cuts)
-                    for i, (v, o) in enumerate(zip(values, offsets))]
+        # The last 15 minutes' load per hour, which the extension reads beside the hours.
+        recent = STEPS_PER_HOUR // 4
+        requests = [(f"{j}.{i}", now_aligned(v, c + o), 0, 4.0 * v[c + o - recent: c + o].sum())
+                    for j, c in enumerate(cuts) for i, (v, o) in enumerate(zip(values, offsets))]
         forecasts = shardcast.forecast("order", hours, requests, {})
         if forecasts is None:
             raise SystemExit(f"forecast_cli failed: {shardcast.reason}")

@@ -3,7 +3,8 @@
 //! cargo run --release -p shardcast-core --example forecast_cli -- --horizon 4 --level 0.8
 //!
 //! Reads JSON lines `{"id": .., "y": [hourly loads, oldest first, null = unknown],
-//! "next_hour": UTC hour of the point after the last}` and writes, per line and in order,
+//! "next_hour": UTC hour of the point after the last, "recent": optional load per hour over
+//! the last 15 minutes}` and writes, per line and in order,
 //! `{"id": .., "model": .., "members": {..}, "point": .., "lower": .., "upper": .., "path": [..]}`:
 //! the total forecast over the horizon, its interval and its hourly path, made exactly as the
 //! extension makes them (selection by backtest, combination, calibrated interval).
@@ -51,7 +52,12 @@ fn main() {
             .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
             .unwrap_or_default();
         let next_hour = input["next_hour"].as_u64().unwrap_or(0) as usize % 24;
-        let history = forecast::prepare(&raw);
+        // The recent excess over the last hour, as the extension reads it.
+        let excess = input["recent"]
+            .as_f64()
+            .zip(raw.last())
+            .map(|(recent, last)| recent - last);
+        let history = forecast::prepare(&raw).with_recent_excess(excess);
         let f = forecast::forecast(&history, &settings, &Profiles::default(), next_hour);
         let members: serde_json::Map<String, Value> = f
             .selection

@@ -16,6 +16,47 @@ pub const MIN_COVERAGE: f64 = 0.25;
 /// Partial hours are scaled up from at least this share (five minutes), so that a few seconds
 /// of observation never become a full hour's load.
 const MIN_SCALE_COVERAGE: f64 = 1.0 / 12.0;
+/// The span of the recent rate ([`Aligned::recent_excess`]): three 5-minute buckets, short
+/// enough to see a burst begin inside the last hour, long enough to hold more than one bucket.
+pub const RECENT_SECS: f64 = 15.0 * 60.0;
+/// The recent windows end at the last whole bucket: the current bucket holds the reads of its
+/// first minutes, or (an import stamped now) a whole bucket's, and either way would tilt 15
+/// minutes far more than an hour.
+const BUCKET_SECS: f64 = crate::access::FINE_BUCKET_SECS as f64;
+
+/// Imported history is read as fine-grained in the recent windows when at least this share of
+/// the last hour's buckets hold some (an imported zero included): an import of hourly totals,
+/// one sample an hour, would make the last 15 minutes four times the hour, or nothing.
+const MIN_RECENT_BUCKETS: f64 = 0.75;
+
+/// The load inside a window that ends at the last whole bucket, and how many amounts fell
+/// there (a bucket or an hourly slot each).
+#[derive(Clone, Debug)]
+struct Window {
+    from: f64,
+    to: f64,
+    load: f64,
+    pieces: usize,
+}
+
+impl Window {
+    fn new(to: f64, span: f64) -> Window {
+        Window {
+            from: to - span,
+            to,
+            load: 0.0,
+            pieces: 0,
+        }
+    }
+
+    fn add(&mut self, from: f64, to: f64, amount: f64) {
+        let inside = to.min(self.to) - from.max(self.from);
+        if inside > 0.0 {
+            self.load += amount * inside / (to - from);
+            self.pieces += 1;
+        }
+    }
+}
 
 /// Builds one shard's aligned series. Times are in seconds (any epoch), the same for every
 /// argument.
@@ -27,6 +68,9 @@ pub struct AlignedSeries {
     load: Vec<f64>,
     /// Whether any history (measured or imported) fell into each hour.
     touched: Vec<bool>,
+    /// The last [`RECENT_SECS`] and the last hour, both ending at the last whole bucket.
+    recent: Window,
+    recent_hour: Window,
     /// Spans inside the sampling periods when this shard in particular was not read (a Citus
     /// shard whose node did not answer, or that moved between two samples): unknown.
     gaps: Vec<(f64, f64)>,
@@ -41,6 +85,10 @@ pub struct Aligned {
     pub observed_hours: usize,
     /// Hours known only from imported history.
     pub imported_hours: usize,
+    /// How far the load per hour of the last [`RECENT_SECS`] ran above (or below) that of
+    /// the last hour, both ending at the last whole 5-minute bucket and scaled up from the part
+    /// observed as an hour is; None when either is unknown.
+    pub recent_excess: Option<f64>,
 }
 
 const HOUR: f64 = 3600.0;
@@ -52,6 +100,8 @@ impl AlignedSeries {
             now,
             load: vec![0.0; hours],
             touched: vec![false; hours],
+            recent: Window::new((now / BUCKET_SECS).floor() * BUCKET_SECS, RECENT_SECS),
+            recent_hour: Window::new((now / BUCKET_SECS).floor() * BUCKET_SECS, HOUR),
             gaps: Vec::new(),
         }
     }
@@ -102,6 +152,25 @@ impl AlignedSeries {
             self.load[i] += amount * share;
             self.touched[i] = true;
         }
+        self.recent.add(from, to, amount);
+        self.recent_hour.add(from, to, amount);
+    }
+
+    /// Seconds of [from, to) that the worker observed for this shard: inside `periods`, after
+    /// `since`, outside the shard's own gaps. Periods may overlap; the total never exceeds the
+    /// span.
+    fn observed(&self, periods: &[(f64, f64)], since: f64, from: f64, to: f64) -> f64 {
+        let inside = |(a, b): (f64, f64)| (b.min(to) - a.max(from)).max(0.0);
+        let sampled: f64 = periods
+            .iter()
+            .map(|&(a, b)| inside((a.max(since), b)))
+            .sum();
+        let missed: f64 = self
+            .gaps
+            .iter()
+            .map(|&(a, b)| inside((a.max(since), b)))
+            .sum();
+        (sampled.min(to - from) - missed).max(0.0)
     }
 
     /// The hourly series. `periods` are the spans the worker sampled, `since` when the shard
@@ -120,6 +189,26 @@ impl AlignedSeries {
             });
         }
         let mut out = Aligned::default();
+        if !self.load.is_empty() {
+            let coverage =
+                |w: &Window| self.observed(periods, since, w.from, w.to) / (w.to - w.from);
+            let fine = coverage(&self.recent_hour) > 0.0
+                || self.recent_hour.pieces as f64 >= MIN_RECENT_BUCKETS * HOUR / BUCKET_SECS;
+            let rate = |w: &Window| -> Option<f64> {
+                let span = w.to - w.from;
+                // Scaled up from five minutes at least, as an hour is.
+                let least = MIN_SCALE_COVERAGE * HOUR / span;
+                match coverage(w) {
+                    c if c > 0.0 => Some(w.load / c.max(least) * (HOUR / span)),
+                    _ => (w.pieces > 0).then_some(w.load * HOUR / span),
+                }
+            };
+            if fine {
+                out.recent_excess = rate(&self.recent)
+                    .zip(rate(&self.recent_hour))
+                    .map(|(recent, hour)| recent - hour);
+            }
+        }
         let last = self.load.len().saturating_sub(1);
         out.hourly = self
             .load
@@ -221,6 +310,66 @@ mod tests {
         // Seconds of observation are scaled as if they were five minutes.
         let a = s.finish(&[(0.0, now)], now - 30.0);
         assert!(a.hourly[2] <= 12.0 * 50.0 + 1e-9, "{:?}", a.hourly);
+    }
+
+    #[test]
+    fn the_recent_excess_compares_the_last_whole_buckets() {
+        // Now is 10:42, two minutes into a bucket: the windows end at 10:40. Reads ran at 120
+        // an hour, and at 480 from 10:25: [10:25, 10:40) runs at 480 and [09:40, 10:40) at
+        // 45 minutes × 120 + 15 × 480, 210. The current bucket is left out.
+        let now = 10.0 * HOUR + 42.0 * 60.0;
+        let rate = |t: f64| {
+            if t >= 10.0 * HOUR + 25.0 * 60.0 {
+                480.0
+            } else {
+                120.0
+            }
+        };
+        // What the sampler's buckets hold when it ran from `since`: the reads up to now.
+        let sampled = |since: f64| {
+            let mut s = AlignedSeries::new(now, 2);
+            let mut start = 9.0 * HOUR + 30.0 * 60.0;
+            while start < now {
+                let (from, to) = (start.max(since), (start + 300.0).min(now));
+                let amount: f64 = (0..(to - from).max(0.0) as usize)
+                    .map(|k| rate(from + k as f64) / HOUR)
+                    .sum();
+                s.add(start, start + 300.0, amount);
+                start += 300.0;
+            }
+            s
+        };
+        let excess = |a: &Aligned| a.recent_excess.expect("known");
+        let a = sampled(0.0).finish(&[(0.0, now)], 0.0);
+        assert!((excess(&a) - 270.0).abs() < 1e-6, "{a:?}");
+        // The current bucket, even an import stamped now of a whole bucket's reads, moves it
+        // not at all.
+        let mut s = sampled(0.0);
+        s.add(now - 120.0, now + 180.0, 1000.0);
+        let b = s.finish(&[(0.0, now)], 0.0);
+        assert_eq!(b.recent_excess, a.recent_excess);
+        // The worker ran for the last ten minutes only: both windows are scaled up from the
+        // eight minutes of them it saw, at 480.
+        let a = sampled(now - 600.0).finish(&[(now - 600.0, now)], 0.0);
+        assert!(excess(&a).abs() < 1e-6, "{a:?}");
+        // Not observed but imported in 5-minute steps: as it is.
+        let a = sampled(0.0).finish(&[], 0.0);
+        assert!((excess(&a) - 270.0).abs() < 1e-6, "{a:?}");
+        // Imported hourly totals, one sample an hour, tell nothing of the last 15 minutes.
+        let mut s = AlignedSeries::new(now, 3);
+        for k in 0..3 {
+            s.add(
+                now - 1200.0 - k as f64 * HOUR,
+                now - 900.0 - k as f64 * HOUR,
+                300.0,
+            );
+        }
+        assert_eq!(s.finish(&[], 0.0).recent_excess, None);
+        // Nothing known of the last hour: unknown. Observed and idle: zero.
+        let mut s = AlignedSeries::new(now, 3);
+        s.add(now - 3.0 * HOUR, now - 2.0 * HOUR, 100.0);
+        assert_eq!(s.clone().finish(&[], 0.0).recent_excess, None);
+        assert_eq!(s.finish(&[(0.0, now)], 0.0).recent_excess, Some(0.0));
     }
 
     #[test]

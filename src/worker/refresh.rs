@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
-use shardcast_core::forecast::{self, History, Profiles, Selection, Settings};
+use shardcast_core::forecast::{self, Forecast, History, Profiles, Selection, Settings};
 use shardcast_core::history::Histories;
 use shardcast_core::refit;
 use shardcast_core::score::{self, ScoreInput, ScoreSettings};
@@ -44,8 +44,27 @@ struct ShardHistory {
     weight: f64,
 }
 
-/// Why a forecast differs from the last one, in a DBA's words.
-fn change_reason(shard: &ShardHistory, selection: &Selection, fresh: bool) -> String {
+/// Why a forecast differs from the last one, in a DBA's words, and whether it follows a burst
+/// that began in the last minutes.
+fn change_reason(
+    shard: &ShardHistory,
+    selection: &Selection,
+    forecast: &Forecast,
+    fresh: bool,
+) -> String {
+    let why = model_change(shard, selection, fresh);
+    if forecast.onset > 0.0 {
+        format!(
+            "{why}; a burst began: the last 15 minutes ran {:.0} an hour above the last hour, beyond noise",
+            forecast.onset
+        )
+    } else {
+        why
+    }
+}
+
+/// Why the models or the history of a forecast changed since the last one.
+fn model_change(shard: &ShardHistory, selection: &Selection, fresh: bool) -> String {
     let previous = &shard.previous;
     if !previous.had_forecast {
         return "first forecast".into();
@@ -181,7 +200,7 @@ impl Refresh {
                 self.next_hour,
             )
             .truncated(self.minutes as f64 / 60.0);
-            let reason = change_reason(shard, &selection, fresh);
+            let reason = change_reason(shard, &selection, &f, fresh);
             self.made.push(Made {
                 shard_id: shard.shard_id,
                 forecast: f,
@@ -299,7 +318,8 @@ fn read_histories(
     for (shard, aligned) in shards.iter_mut().zip(histories.finish(&periods)) {
         shard.observed_hours = aligned.observed_hours;
         shard.imported_hours = aligned.imported_hours;
-        shard.history = forecast::prepare(&aligned.hourly);
+        shard.history =
+            forecast::prepare(&aligned.hourly).with_recent_excess(aligned.recent_excess);
     }
     Ok((shards, next_hour))
 }

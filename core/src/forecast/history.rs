@@ -64,6 +64,7 @@ pub fn prepare(raw: &[f64]) -> History {
     History {
         y,
         known: raw.iter().map(|v| !v.is_nan()).collect(),
+        recent_excess: None,
     }
 }
 

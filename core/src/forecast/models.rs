@@ -201,7 +201,7 @@ const EXCESS_BASELINE_HOURS: usize = DAY;
 /// model suits a shard at all is the backtest's decision. On synthetic event counts with
 /// bursts fading over 10 minutes to 3 hours, 0.7 ordered the queue as well as 0.85 and better
 /// than 0.5 or 1.
-const EXCESS_PERSISTENCE: f64 = 0.7;
+pub const EXCESS_PERSISTENCE: f64 = 0.7;
 /// [`ModelKind::DecayingExcess`] is no candidate beyond this horizon: by then an excess has
 /// decayed, and what is left is a median baseline, which lags a trend (on M4 hourly at 48 hours
 /// it raised MASE from 1.10 to 1.18) where seasonal level and Theta follow it.

@@ -224,6 +224,68 @@ fn a_burst_under_way_is_followed_through_the_whole_forecast() {
 }
 
 #[test]
+fn a_burst_that_began_inside_the_last_hour_raises_the_next_hours() {
+    // Three weeks of about 100 an hour; 15 minutes ago the rate went to 400 an hour, so the
+    // last hour holds 45 minutes at 100 and 15 at 400: 175.
+    let mut noise = Noise(11);
+    let mut y: Vec<f64> = (0..21 * DAY).map(|_| 90.0 + 20.0 * noise.next()).collect();
+    *y.last_mut().unwrap() = 175.0;
+    let at = |horizon, rate: Option<f64>| {
+        let settings = Settings {
+            horizon,
+            ..Settings::default()
+        };
+        forecast(
+            &history(&y).with_recent_excess(rate.map(|r| r - 175.0)),
+            &settings,
+            &Profiles::default(),
+            0,
+        )
+    };
+    let excess = 400.0 - 175.0 - ONSET_MARGIN * 175.0;
+    for (horizon, added) in [
+        (1, ONSET_SHARE),
+        (2, 1.5 * ONSET_SHARE),
+        (4, 1.5 * ONSET_SHARE),
+    ] {
+        let (without, with) = (at(horizon, None), at(horizon, Some(400.0)));
+        assert!(ok(&with), "{with:?}");
+        assert!(
+            (with.point - without.point - added * excess).abs() < 1e-6,
+            "H = {horizon}: {} then {}",
+            without.point,
+            with.point
+        );
+        assert!(
+            with.upper > without.upper,
+            "the interval moves with the point"
+        );
+    }
+    // The first hour takes most of it.
+    let (without, with) = (at(2, None), at(2, Some(400.0)));
+    assert!((with.path[0] - without.path[0] - ONSET_SHARE * excess).abs() < 1e-6);
+    // A rate that is not above the last hour by more than the noise adds nothing, and neither
+    // does an onset to a horizon where it would be a small part that the models judge better.
+    assert_eq!(at(1, Some(150.0)).point, at(1, None).point);
+    assert_eq!(at(1, Some(200.0)).point, at(1, None).point);
+    let long = ONSET_HORIZON_HOURS + 1;
+    assert_eq!(at(long, Some(400.0)).point, at(long, None).point);
+    // Nor does a rate beside a last hour nobody observed (held at the value before it).
+    let mut stale = y.clone();
+    *stale.last_mut().unwrap() = f64::NAN;
+    let stale = |rate| {
+        forecast(
+            &prepare(&stale).with_recent_excess(rate),
+            &Settings::default(),
+            &Profiles::default(),
+            0,
+        )
+        .point
+    };
+    assert_eq!(stale(Some(400.0)), stale(None));
+}
+
+#[test]
 fn decaying_excess_needs_a_baseline() {
     // A mostly idle shard with a nightly batch: the median is zero, the batches are the load.
     let idle: Vec<f64> = (0..14 * DAY)
@@ -488,8 +550,13 @@ proptest! {
     }
 
     #[test]
-    fn forecasts_are_always_finite_and_non_negative(raw in series(), horizon in 1usize..6, hour in 0usize..24) {
-        let h = prepare(&raw);
+    fn forecasts_are_always_finite_and_non_negative(
+        raw in series(),
+        horizon in 1usize..6,
+        hour in 0usize..24,
+        excess in proptest::option::of(prop_oneof![-1e6f64..1e6, Just(1e300), Just(f64::NAN), Just(f64::INFINITY)]),
+    ) {
+        let h = prepare(&raw).with_recent_excess(excess);
         prop_assert!(h.len() <= raw.len());
         prop_assert_eq!(h.known.len(), h.len());
         prop_assert!(h.y.iter().all(|v| v.is_finite() && *v >= 0.0));
