@@ -76,7 +76,11 @@ const OUTLIER_SIGMAS: f64 = 5.0;
 /// The history the models fit: isolated outliers (a spike or a dip that neither the same hour
 /// on the neighbouring days nor the same hour on the neighbouring weeks shares) are replaced by
 /// the median of those neighbours, so that no model repeats a one-off at full height. What
-/// recurs daily or weekly stays, and so do the last [`FRESH_HOURS`] hours.
+/// recurs daily or weekly stays, and so do the last [`FRESH_HOURS`] hours, and hours like the
+/// same hour on the last days: after a level shift the new level is the shard as it is now,
+/// where the neighbours on the far side of the shift would put the old level back for days (a
+/// flat series that fell from 8.9 to 2.6 million an hour was "cleaned" back to 6-9 million for
+/// the three days after).
 pub fn clean_outliers(y: &[f64]) -> Vec<f64> {
     let n = y.len();
     if n < 3 * DAY {
@@ -100,6 +104,18 @@ pub fn clean_outliers(y: &[f64]) -> Vec<f64> {
     if spread <= 0.0 {
         return y.to_vec();
     }
+    // The same hour of the day on the last three days, the hour itself left out.
+    let now_at = |t: usize| -> f64 {
+        let slot = (t + DAY - n % DAY) % DAY;
+        models::median(
+            (0..4)
+                .filter_map(|d| (n - DAY + slot).checked_sub(d * DAY))
+                .filter(|&i| i != t)
+                .take(3)
+                .map(|i| y[i])
+                .collect(),
+        )
+    };
     let mut out = y.to_vec();
     for t in 0..n.saturating_sub(FRESH_HOURS) {
         if residuals[t] <= OUTLIER_SIGMAS * spread {
@@ -110,7 +126,9 @@ pub fn clean_outliers(y: &[f64]) -> Vec<f64> {
         let recurs = weekly
             .iter()
             .any(|w| (w - y[t]).abs() <= OUTLIER_SIGMAS * spread / 2.0);
-        if !recurs {
+        // Like the same hour on the last days: the shard as it is now, not an outlier.
+        let current = (now_at(t) - y[t]).abs() <= OUTLIER_SIGMAS * spread / 2.0;
+        if !recurs && !current {
             out[t] = expected[t];
         }
     }

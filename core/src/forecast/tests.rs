@@ -153,6 +153,35 @@ fn an_isolated_spike_is_not_repeated_at_full_height() {
 }
 
 #[test]
+fn a_level_shift_is_no_outlier() {
+    // A flat, slightly noisy load at 9,000 an hour that fell to 2,600 three and a half days ago
+    // (as a NAB network trace did). The hours after the shift are the shard as it is now, not
+    // outliers to put back to the old level, which their neighbours on the far side of the
+    // shift would say.
+    let mut noise = Noise(3);
+    let n = 14 * DAY;
+    let shift = n - 84;
+    let y: Vec<f64> = (0..n)
+        .map(|t| if t < shift { 9000.0 } else { 2600.0 } * (0.98 + 0.04 * noise.next()))
+        .collect();
+    let cleaned = clean_outliers(&y);
+    for t in shift..n {
+        assert!(
+            (cleaned[t] - y[t]).abs() < 0.1 * y[t],
+            "hour {t} of the new level put back to {}",
+            cleaned[t]
+        );
+    }
+    let f = forecast(&history(&y), &Settings::default(), &Profiles::default(), 0);
+    assert!((f.point - 2600.0).abs() < 0.1 * 2600.0, "{f:?}");
+    // An isolated spike after the shift is still cleaned, to a level its neighbours had.
+    let mut spiked = y.clone();
+    spiked[n - 30] = 50_000.0;
+    let cleaned = clean_outliers(&spiked);
+    assert!(cleaned[n - 30] < 10_000.0, "{}", cleaned[n - 30]);
+}
+
+#[test]
 fn the_freshest_hours_set_the_level() {
     // Two weeks of a daily cycle at level 100; the last three hours run at twice the usual.
     let mut y = daily_wave(14, 100.0);
