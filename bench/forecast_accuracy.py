@@ -269,17 +269,18 @@ class Shardcast:
         return self.binary is not None and self.reason is None
 
     def forecast(self, section, h, requests, timings):
-        """requests: [(id, y, next_hour)] or [(id, y, next_hour, recent)], recent being the load
-        per hour over the last 15 minutes (None: unknown). Returns [(model, point, lower, upper,
-        path)] or None (and marks shardcast unavailable) when the CLI fails."""
+        """requests: [(id, y, next_hour)] or [(id, y, next_hour, recent)], recent being None
+        (unknown) or (load per hour over the last 15 minutes, over the last hour), both ending at
+        the last whole 5-minute bucket. Returns [(model, point, lower, upper, path)] or None (and
+        marks shardcast unavailable) when the CLI fails."""
         if not self.available:
             return None
         lines = []
         for rid, y, next_hour, *recent in requests:
             ys = [None if not math.isfinite(v) else float(v) for v in y]
             line = {"id": rid, "y": ys, "next_hour": int(next_hour)}
-            if recent and recent[0] is not None and math.isfinite(recent[0]):
-                line["recent"] = float(recent[0])
+            if recent and recent[0] is not None and all(math.isfinite(v) for v in recent[0]):
+                line["recent"], line["recent_hour"] = map(float, recent[0])
             lines.append(json.dumps(line))
         started = time.monotonic()
         try:
@@ -530,8 +531,14 @@ def bench_nab(args, shardcast, timings, notes):
                     cut = base + 60 * minute
                     y = now_aligned_history(tr, cut)
                     next_hour = datetime.fromtimestamp(cut, timezone.utc).hour
-                # The last 15 minutes, as the extension reads them from its 5-minute buckets.
-                recent = tr.windows([cut - RECENT_SECS], RECENT_SECS)[0][0] * 3600 / RECENT_SECS
+                # The last 15 minutes and the last hour as the extension compares them: ending
+                # at the last whole 5-minute bucket, from traces of 5-minute steps or finer.
+                recent = None
+                if tr.step <= 300:
+                    end = cut // 300 * 300
+                    value, _ = tr.windows([end - RECENT_SECS], RECENT_SECS)
+                    hour, _ = tr.windows([end - 3600], 3600)
+                    recent = (value[0] * 3600 / RECENT_SECS, hour[0])
                 requests.append((f"{s}@{j}", y, next_hour, recent))
             results = shardcast.forecast(f"NAB {variant}", h, requests, timings)
             if results is None:

@@ -81,9 +81,11 @@ def main() -> None:
                ("forecast", "shardcast forecast WSPT"), ("oracle", "oracle"))
     results = [SimpleNamespace(awa={}) for _ in cuts]
     for hours in WINDOWS:
-        # The last 15 minutes' load per hour, which the extension reads beside the hours.
-        recent = STEPS_PER_HOUR // 4
-        requests = [(f"{j}.{i}", now_aligned(v, c + o), 0, 4.0 * v[c + o - recent: c + o].sum())
+        # The last 15 minutes' and the last hour's load per hour, which the extension compares
+        # beside the hours (cuts fall on 5-minute steps: both end at the cut).
+        quarter = STEPS_PER_HOUR // 4
+        requests = [(f"{j}.{i}", now_aligned(v, c + o), 0,
+                     (4.0 * v[c + o - quarter: c + o].sum(), v[c + o - STEPS_PER_HOUR: c + o].sum()))
                     for j, c in enumerate(cuts) for i, (v, o) in enumerate(zip(values, offsets))]
         forecasts = shardcast.forecast("order", hours, requests, {})
         if forecasts is None:

@@ -3,8 +3,9 @@
 //! cargo run --release -p shardcast-core --example forecast_cli -- --horizon 4 --level 0.8
 //!
 //! Reads JSON lines `{"id": .., "y": [hourly loads, oldest first, null = unknown],
-//! "next_hour": UTC hour of the point after the last, "recent": optional load per hour over
-//! the last 15 minutes}` and writes, per line and in order,
+//! "next_hour": UTC hour of the point after the last, "recent" and "recent_hour": optional loads
+//! per hour over the last 15 minutes and the last hour, both ending at the last whole 5-minute
+//! bucket (the hour defaults to the last point)}` and writes, per line and in order,
 //! `{"id": .., "model": .., "members": {..}, "point": .., "lower": .., "upper": .., "path": [..]}`:
 //! the total forecast over the horizon, its interval and its hourly path, made exactly as the
 //! extension makes them (selection by backtest, combination, calibrated interval).
@@ -52,11 +53,13 @@ fn main() {
             .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
             .unwrap_or_default();
         let next_hour = input["next_hour"].as_u64().unwrap_or(0) as usize % 24;
-        // The recent excess over the last hour, as the extension reads it.
+        // The recent excess over the last hour, as the extension reads it (both ending at the
+        // last whole 5-minute bucket; the hour defaults to the series' last).
+        let hour = input["recent_hour"].as_f64().or(raw.last().copied());
         let excess = input["recent"]
             .as_f64()
-            .zip(raw.last())
-            .map(|(recent, last)| recent - last);
+            .zip(hour)
+            .map(|(recent, hour)| recent - hour);
         let history = forecast::prepare(&raw).with_recent_excess(excess);
         let f = forecast::forecast(&history, &settings, &Profiles::default(), next_hour);
         let members: serde_json::Map<String, Value> = f

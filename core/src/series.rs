@@ -26,7 +26,8 @@ const BUCKET_SECS: f64 = crate::access::FINE_BUCKET_SECS as f64;
 
 /// Imported history is read as fine-grained in the recent windows when at least this share of
 /// the last hour's buckets hold some (an imported zero included): an import of hourly totals,
-/// one sample an hour, would make the last 15 minutes four times the hour, or nothing.
+/// one sample an hour, would make the last 15 minutes four times the hour, or nothing. Each
+/// window's rate is then that of the buckets that hold some.
 const MIN_RECENT_BUCKETS: f64 = 0.75;
 
 /// The load inside a window that ends at the last whole bucket, and how many amounts fell
@@ -71,6 +72,8 @@ pub struct AlignedSeries {
     /// The last [`RECENT_SECS`] and the last hour, both ending at the last whole bucket.
     recent: Window,
     recent_hour: Window,
+    /// Seconds between the worker's samples (0: unknown).
+    sample_secs: f64,
     /// Spans inside the sampling periods when this shard in particular was not read (a Citus
     /// shard whose node did not answer, or that moved between two samples): unknown.
     gaps: Vec<(f64, f64)>,
@@ -102,7 +105,16 @@ impl AlignedSeries {
             touched: vec![false; hours],
             recent: Window::new((now / BUCKET_SECS).floor() * BUCKET_SECS, RECENT_SECS),
             recent_hour: Window::new((now / BUCKET_SECS).floor() * BUCKET_SECS, HOUR),
+            sample_secs: 0.0,
             gaps: Vec::new(),
+        }
+    }
+
+    /// The same series, sampled by the worker every `secs` seconds.
+    pub fn with_sample_interval(self, secs: f64) -> AlignedSeries {
+        AlignedSeries {
+            sample_secs: secs,
+            ..self
         }
     }
 
@@ -192,15 +204,26 @@ impl AlignedSeries {
         if !self.load.is_empty() {
             let coverage =
                 |w: &Window| self.observed(periods, since, w.from, w.to) / (w.to - w.from);
-            let fine = coverage(&self.recent_hour) > 0.0
-                || self.recent_hour.pieces as f64 >= MIN_RECENT_BUCKETS * HOUR / BUCKET_SECS;
+            let observed = coverage(&self.recent_hour) > 0.0;
+            // A sample's reads land in the bucket of the sample, though they happened since the
+            // one before: sampled every 10 minutes, a flat load puts 20 minutes of reads into
+            // some 15-minute windows, and reads as a burst. Observed windows are read only where
+            // samples come at least twice a bucket.
+            let fine = if observed {
+                self.sample_secs <= BUCKET_SECS / 2.0
+            } else {
+                self.recent_hour.pieces as f64 >= MIN_RECENT_BUCKETS * HOUR / BUCKET_SECS
+            };
             let rate = |w: &Window| -> Option<f64> {
                 let span = w.to - w.from;
                 // Scaled up from five minutes at least, as an hour is.
                 let least = MIN_SCALE_COVERAGE * HOUR / span;
                 match coverage(w) {
                     c if c > 0.0 => Some(w.load / c.max(least) * (HOUR / span)),
-                    _ => (w.pieces > 0).then_some(w.load * HOUR / span),
+                    // Imported: the rate of the buckets that hold some (an imported zero
+                    // included); a bucket missing from the feed is not known to be idle.
+                    _ => (w.pieces > 0)
+                        .then(|| w.load / (w.pieces as f64 * BUCKET_SECS).min(span) * HOUR),
                 }
             };
             if fine {
@@ -355,6 +378,21 @@ mod tests {
         // Not observed but imported in 5-minute steps: as it is.
         let a = sampled(0.0).finish(&[], 0.0);
         assert!((excess(&a) - 270.0).abs() < 1e-6, "{a:?}");
+        // Sampled every 10 minutes, a sample's reads land in its bucket though they happened
+        // over two: the windows are not read.
+        let a = sampled(0.0)
+            .with_sample_interval(600.0)
+            .finish(&[(0.0, now)], 0.0);
+        assert_eq!(a.recent_excess, None);
+        // An import feed that began 45 minutes ago, at a flat rate: the hour's rate is that of
+        // the buckets it holds, not a quarter lower.
+        let mut s = AlignedSeries::new(now, 2);
+        let end = (now / 300.0).floor() * 300.0;
+        for k in 1..=9 {
+            s.add(end - k as f64 * 300.0, end - (k - 1) as f64 * 300.0, 10.0);
+        }
+        let a = s.finish(&[], 0.0);
+        assert!(excess(&a).abs() < 1e-6, "{a:?}");
         // Imported hourly totals, one sample an hour, tell nothing of the last 15 minutes.
         let mut s = AlignedSeries::new(now, 3);
         for k in 0..3 {

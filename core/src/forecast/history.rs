@@ -70,14 +70,19 @@ pub fn prepare(raw: &[f64]) -> History {
 
 /// The freshest hours are never cleaned: a surge that is happening now is the news.
 pub(super) const FRESH_HOURS: usize = 6;
+/// The days, counted back from now, whose hours are kept when they are like the same hour on
+/// the last three days (see [`clean_outliers`]): after a shift up to four days ago, the hours
+/// whose daily neighbours (three days either side) are mostly on the far side of it.
+const NOW_DAYS: usize = 4;
 /// A point this many robust standard deviations away from its neighbours is an outlier.
 const OUTLIER_SIGMAS: f64 = 5.0;
 
 /// The history the models fit: isolated outliers (a spike or a dip that neither the same hour
 /// on the neighbouring days nor the same hour on the neighbouring weeks shares) are replaced by
 /// the median of those neighbours, so that no model repeats a one-off at full height. What
-/// recurs daily or weekly stays, and so do the last [`FRESH_HOURS`] hours, and hours like the
-/// same hour on the last days: after a level shift the new level is the shard as it is now,
+/// recurs daily or weekly stays, and so do the last [`FRESH_HOURS`] hours, and hours of the last
+/// [`NOW_DAYS`] days like the same hour on the last three: after a level shift the new level is
+/// the shard as it is now,
 /// where the neighbours on the far side of the shift would put the old level back for days (a
 /// flat series that fell from 8.9 to 2.6 million an hour was "cleaned" back to 6-9 million for
 /// the three days after).
@@ -126,8 +131,12 @@ pub fn clean_outliers(y: &[f64]) -> Vec<f64> {
         let recurs = weekly
             .iter()
             .any(|w| (w - y[t]).abs() <= OUTLIER_SIGMAS * spread / 2.0);
-        // Like the same hour on the last days: the shard as it is now, not an outlier.
-        let current = (now_at(t) - y[t]).abs() <= OUTLIER_SIGMAS * spread / 2.0;
+        // In the last days and like the same hour on them: the shard as it is now, not an
+        // outlier. Only there: further back, the last days may be of another kind (a dip on a
+        // weekday weeks ago is like the weekend just past, and the weekly models would repeat
+        // it), and its daily neighbours are on its own side of a shift anyway.
+        let current =
+            t + NOW_DAYS * DAY >= n && (now_at(t) - y[t]).abs() <= OUTLIER_SIGMAS * spread / 2.0;
         if !recurs && !current {
             out[t] = expected[t];
         }

@@ -174,6 +174,29 @@ fn a_level_shift_is_no_outlier() {
     }
     let f = forecast(&history(&y), &Settings::default(), &Profiles::default(), 0);
     assert!((f.point - 2600.0).abs() < 0.1 * 2600.0, "{f:?}");
+    // An outage last Tuesday, on a shard busy on weekdays and quiet at weekends, is still
+    // cleaned on a Monday, though it looks like the weekend just past: it is no level now.
+    let mut noise = Noise(5);
+    let weekly: Vec<f64> = (0..28 * DAY)
+        .map(|t| {
+            let weekday = (t / DAY + 1) % 7;
+            let level = if weekday >= 5 { 200.0 } else { 1000.0 };
+            level * (0.97 + 0.06 * noise.next())
+        })
+        .collect();
+    let mut outage = weekly.clone();
+    let tuesday = 21 * DAY;
+    for hour in 10..16 {
+        outage[tuesday + hour] = 200.0;
+    }
+    let cleaned = clean_outliers(&outage);
+    for hour in 10..16 {
+        assert!(
+            cleaned[tuesday + hour] > 800.0,
+            "{}",
+            cleaned[tuesday + hour]
+        );
+    }
     // An isolated spike after the shift is still cleaned, to a level its neighbours had.
     let mut spiked = y.clone();
     spiked[n - 30] = 50_000.0;
