@@ -99,12 +99,13 @@ const HOUR: f64 = 3600.0;
 impl AlignedSeries {
     /// A series of `hours` hours ending at `now`.
     pub fn new(now: f64, hours: usize) -> AlignedSeries {
+        let last_bucket_end = (now / BUCKET_SECS).floor() * BUCKET_SECS;
         AlignedSeries {
             now,
             load: vec![0.0; hours],
             touched: vec![false; hours],
-            recent: Window::new((now / BUCKET_SECS).floor() * BUCKET_SECS, RECENT_SECS),
-            recent_hour: Window::new((now / BUCKET_SECS).floor() * BUCKET_SECS, HOUR),
+            recent: Window::new(last_bucket_end, RECENT_SECS),
+            recent_hour: Window::new(last_bucket_end, HOUR),
             sample_secs: 0.0,
             gaps: Vec::new(),
         }
@@ -204,7 +205,9 @@ impl AlignedSeries {
         if !self.load.is_empty() {
             let coverage =
                 |w: &Window| self.observed(periods, since, w.from, w.to) / (w.to - w.from);
-            let observed = coverage(&self.recent_hour) > 0.0;
+            let (recent_coverage, hour_coverage) =
+                (coverage(&self.recent), coverage(&self.recent_hour));
+            let observed = hour_coverage > 0.0;
             // A sample's reads land in the bucket of the sample, though they happened since the
             // one before: sampled every 10 minutes, a flat load puts 20 minutes of reads into
             // some 15-minute windows, and reads as a burst. Observed windows are read only where
@@ -214,11 +217,11 @@ impl AlignedSeries {
             } else {
                 self.recent_hour.pieces as f64 >= MIN_RECENT_BUCKETS * HOUR / BUCKET_SECS
             };
-            let rate = |w: &Window| -> Option<f64> {
+            let rate = |w: &Window, coverage: f64| -> Option<f64> {
                 let span = w.to - w.from;
                 // Scaled up from five minutes at least, as an hour is.
                 let least = MIN_SCALE_COVERAGE * HOUR / span;
-                match coverage(w) {
+                match coverage {
                     c if c > 0.0 => Some(w.load / c.max(least) * (HOUR / span)),
                     // Imported: the rate of the buckets that hold some (an imported zero
                     // included); a bucket missing from the feed is not known to be idle.
@@ -227,8 +230,8 @@ impl AlignedSeries {
                 }
             };
             if fine {
-                out.recent_excess = rate(&self.recent)
-                    .zip(rate(&self.recent_hour))
+                out.recent_excess = rate(&self.recent, recent_coverage)
+                    .zip(rate(&self.recent_hour, hour_coverage))
                     .map(|(recent, hour)| recent - hour);
             }
         }

@@ -82,10 +82,9 @@ const OUTLIER_SIGMAS: f64 = 5.0;
 /// the median of those neighbours, so that no model repeats a one-off at full height. What
 /// recurs daily or weekly stays, and so do the last [`FRESH_HOURS`] hours, and hours of the last
 /// [`NOW_DAYS`] days like the same hour on the last three: after a level shift the new level is
-/// the shard as it is now,
-/// where the neighbours on the far side of the shift would put the old level back for days (a
-/// flat series that fell from 8.9 to 2.6 million an hour was "cleaned" back to 6-9 million for
-/// the three days after).
+/// the shard as it is now, where the neighbours on the far side of the shift would put the old
+/// level back for days (a flat series that fell from 8.9 to 2.6 million an hour was "cleaned"
+/// back to 6-9 million for the three days after).
 pub fn clean_outliers(y: &[f64]) -> Vec<f64> {
     let n = y.len();
     if n < 3 * DAY {
