@@ -62,6 +62,42 @@ impl Access {
         self.blocks_hit += other.blocks_hit;
         self.blocks_read += other.blocks_read;
     }
+
+    /// The `part / whole` share of every count (multiplied before it is divided, which keeps
+    /// whole shares of whole counts exact while the product stays under 2^53).
+    pub fn share(&self, part: f64, whole: f64) -> Access {
+        let share = |v: f64| v * part / whole;
+        Access {
+            scans: share(self.scans),
+            tuples_read: share(self.tuples_read),
+            tuples_written: share(self.tuples_written),
+            blocks_hit: share(self.blocks_hit),
+            blocks_read: share(self.blocks_read),
+        }
+    }
+
+    /// Every count rounded to a whole number, but never above the same count of `limit`.
+    pub fn rounded_within(&self, limit: &Access) -> Access {
+        let round = |v: f64, limit: f64| v.round().min(limit);
+        Access {
+            scans: round(self.scans, limit.scans),
+            tuples_read: round(self.tuples_read, limit.tuples_read),
+            tuples_written: round(self.tuples_written, limit.tuples_written),
+            blocks_hit: round(self.blocks_hit, limit.blocks_hit),
+            blocks_read: round(self.blocks_read, limit.blocks_read),
+        }
+    }
+
+    /// What is left of every count once `other` is taken out of it, never below zero.
+    pub fn less(&self, other: &Access) -> Access {
+        Access {
+            scans: (self.scans - other.scans).max(0.0),
+            tuples_read: (self.tuples_read - other.tuples_read).max(0.0),
+            tuples_written: (self.tuples_written - other.tuples_written).max(0.0),
+            blocks_hit: (self.blocks_hit - other.blocks_hit).max(0.0),
+            blocks_read: (self.blocks_read - other.blocks_read).max(0.0),
+        }
+    }
 }
 
 /// The outcome of comparing a shard's counters with its previous reading.
@@ -110,6 +146,55 @@ const MICROS_PER_SEC: i64 = 1_000_000;
 pub fn bucket_start(micros: i64, width_secs: i64) -> i64 {
     let width = width_secs * MICROS_PER_SEC;
     micros.div_euclid(width) * width
+}
+
+/// The previous reading, if this one at `now` continues from it: after an interval longer than
+/// [`MAX_SPREAD_SECS`] (a worker that could not sample, a hung sample), or with a clock that
+/// went back, when the reads happened is not known well enough to place them. The reading is
+/// then a new baseline, and the time since the previous one unknown.
+pub fn continues(previous: Option<i64>, now: i64) -> Option<i64> {
+    previous
+        .filter(|&previous| previous < now && now - previous <= MAX_SPREAD_SECS * MICROS_PER_SEC)
+}
+
+/// The longest interval between two readings whose accesses are spread over it: a little over
+/// the longest `shardcast.sample_interval` (a day), so that a sample a few seconds late at that
+/// interval still continues.
+pub const MAX_SPREAD_SECS: i64 = 25 * 3600;
+
+/// Spreads what a sample counted since the previous reading, taken at `from`, over the fine
+/// buckets of `[from, to)`, each in proportion to its share of the interval: the reads happened
+/// at some time since the previous reading, not at the instant of this one. Placed in the
+/// bucket of `to` alone, a sample delayed past a bucket boundary or an interval longer than a
+/// bucket would put several buckets' reads into one, which reads as a burst. Without a previous
+/// reading (or with one not before `to`) everything goes to the bucket of `to`. Returns
+/// `(bucket start, accesses)`, oldest first. Counts are split where the running total crosses
+/// whole numbers (each bucket gets what its rounded cumulative share adds), so whole counts stay
+/// whole and the parts add up to `delta` exactly. `from` is taken no earlier than
+/// [`MAX_SPREAD_SECS`] before `to` (see [`continues`]).
+pub fn spread(delta: &Access, from: Option<i64>, to: i64, width_secs: i64) -> Vec<(i64, Access)> {
+    let width = width_secs.max(1) * MICROS_PER_SEC;
+    let Some(from) = from.filter(|&from| from < to) else {
+        return vec![(bucket_start(to, width_secs), *delta)];
+    };
+    let from = from.max(to - MAX_SPREAD_SECS * MICROS_PER_SEC);
+    // The bucket of the interval's last instant: a reading taken exactly on a boundary owes
+    // nothing to the bucket it starts.
+    let last = bucket_start(to - 1, width_secs);
+    let span = (to - from) as f64;
+    let mut parts = Vec::new();
+    let mut given = Access::default();
+    let mut start = bucket_start(from, width_secs);
+    while start < last {
+        let through = delta
+            .share(((start + width) - from) as f64, span)
+            .rounded_within(delta);
+        parts.push((start, through.less(&given)));
+        given = through;
+        start += width;
+    }
+    parts.push((last, delta.less(&given)));
+    parts
 }
 
 /// Why an external access sample is refused.
@@ -266,6 +351,71 @@ mod tests {
         }
     }
 
+    const MINUTE: i64 = 60_000_000;
+
+    fn reads(scans: f64) -> Access {
+        Access {
+            scans,
+            tuples_read: 10.0 * scans,
+            ..Access::default()
+        }
+    }
+
+    #[test]
+    fn a_sample_s_reads_are_spread_over_the_buckets_since_the_one_before() {
+        // Read at 10:03 and again at 10:13: 10:03-10:05 is 2 minutes of 10, 10:05-10:10 is 5,
+        // 10:10-10:13 is 3.
+        let at = |minute: i64| 10 * 60 * MINUTE + minute * MINUTE;
+        let parts = spread(&reads(100.0), Some(at(3)), at(13), 300);
+        let buckets: Vec<i64> = parts.iter().map(|(b, _)| *b).collect();
+        assert_eq!(buckets, vec![at(0), at(5), at(10)]);
+        let scans: Vec<f64> = parts.iter().map(|(_, a)| a.scans).collect();
+        assert_eq!(scans, vec![20.0, 50.0, 30.0]);
+        assert_eq!(parts[1].1.tuples_read, 500.0);
+        // Whole counts stay whole: 7 reads over 2, 5 and 3 minutes of 10.
+        let scans: Vec<f64> = spread(&reads(7.0), Some(at(3)), at(13), 300)
+            .iter()
+            .map(|(_, a)| a.scans)
+            .collect();
+        assert_eq!(scans, vec![1.0, 4.0, 2.0]);
+        // One read goes to the bucket where the running share passes a half.
+        let parts = spread(&reads(1.0), Some(at(3)), at(13), 300);
+        let scans: Vec<f64> = parts.iter().map(|(_, a)| a.scans).collect();
+        assert_eq!(scans, vec![0.0, 1.0, 0.0]);
+        // Fractional counts (never from the counters, but allowed) add up too.
+        let parts = spread(&reads(2.6), Some(at(3)), at(13), 300);
+        assert_eq!(parts.iter().map(|(_, a)| a.scans).sum::<f64>(), 2.6);
+        // A reading on a bucket boundary owes nothing to the bucket it starts.
+        let parts = spread(&reads(100.0), Some(at(5)), at(10), 300);
+        assert_eq!(parts, vec![(at(5), reads(100.0))]);
+        // No previous reading, or one not before this one: the bucket of the reading.
+        assert_eq!(
+            spread(&reads(7.0), None, at(13), 300),
+            vec![(at(10), reads(7.0))]
+        );
+        assert_eq!(
+            spread(&reads(7.0), Some(at(13)), at(13), 300),
+            vec![(at(10), reads(7.0))]
+        );
+        // Never over more than the longest interval that continues.
+        let parts = spread(&reads(600.0), Some(at(13) - 2 * 1440 * MINUTE), at(13), 300);
+        assert_eq!(parts.len() as i64, MAX_SPREAD_SECS / 300 + 1);
+        assert_eq!(parts.last().map(|(b, _)| *b), Some(at(10)));
+    }
+
+    #[test]
+    fn a_reading_after_a_long_silence_or_a_clock_step_is_a_baseline() {
+        let now = 1_000 * 86_400 * 1_000_000i64;
+        assert_eq!(continues(Some(now - MINUTE), now), Some(now - MINUTE));
+        // The longest sample interval, a day, a few seconds late: continues.
+        let late_day = now - 1440 * MINUTE - 5_000_000;
+        assert_eq!(continues(Some(late_day), now), Some(late_day));
+        assert_eq!(continues(Some(now - 26 * 60 * MINUTE), now), None);
+        assert_eq!(continues(Some(now + MINUTE), now), None);
+        assert_eq!(continues(Some(now), now), None);
+        assert_eq!(continues(None, now), None);
+    }
+
     #[test]
     fn first_reading_is_a_baseline_not_a_burst() {
         assert_eq!(sample(None, &counters(1_000_000)), Sample::Baseline);
@@ -393,6 +543,45 @@ mod tests {
 mod properties {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_spread_keeps_every_read_inside_the_interval(
+            scans in 0u64..1_000_000_000_000,
+            from in -1_000_000_000_000i64..1_000_000_000_000,
+            length in 0i64..200_000_000_000,
+        ) {
+            let to = from + length;
+            let scans = scans as f64;
+            let delta = Access { scans, tuples_read: 3.0 * scans, ..Access::default() };
+            let parts = spread(&delta, Some(from), to, FINE_BUCKET_SECS);
+            let width = FINE_BUCKET_SECS * 1_000_000;
+            prop_assert!(!parts.is_empty());
+            prop_assert!(parts.len() as i64 <= MAX_SPREAD_SECS / FINE_BUCKET_SECS + 1);
+            let start = from.max(to - MAX_SPREAD_SECS * 1_000_000);
+            let mut total = 0.0;
+            for (i, (bucket, part)) in parts.iter().enumerate() {
+                prop_assert!(part.scans >= 0.0 && part.tuples_read >= 0.0);
+                prop_assert_eq!(part.scans.fract(), 0.0);
+                prop_assert_eq!(bucket.rem_euclid(width), 0);
+                if i > 0 {
+                    prop_assert_eq!(*bucket, parts[i - 1].0 + width);
+                }
+                total += part.scans;
+                // Each bucket's running total is the interval's share up to its end, rounded.
+                if length > 0 {
+                    let through = ((bucket + width).min(to) - start) as f64 / (to - start) as f64;
+                    prop_assert!((total - scans * through).abs() <= 0.5 + 1e-9 * scans, "{} {} {}", i, total, scans * through);
+                }
+            }
+            prop_assert_eq!(total, scans);
+            // Every bucket overlaps the interval; the last holds its last instant.
+            prop_assert_eq!(parts.last().map(|(b, _)| *b), Some(bucket_start((to - 1).max(from), FINE_BUCKET_SECS)));
+            if length > 0 {
+                prop_assert!(parts[0].0 + width > from);
+            }
+        }
+    }
 
     fn counters() -> impl Strategy<Value = Counters> {
         (

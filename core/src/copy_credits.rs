@@ -46,9 +46,10 @@ pub struct Spending {
 }
 
 /// Takes `credits` (`(task_id, shard_id, credit)`, oldest first: the copy that started first is
-/// the first whose scan is reported) out of the deltas `rows` (`(shard_id, bucket, delta)`),
-/// never below zero. A credit that covered nothing is reported neither spent nor left.
-pub fn spend(rows: &mut [(i32, i64, Access)], credits: Vec<(i64, i32, CopyCredit)>) -> Spending {
+/// the first whose scan is reported) out of one sample's deltas `rows` (`(shard_id, delta)`,
+/// one per shard: a credit spent by one row and reported is not reported again), never below
+/// zero. A credit that covered nothing is reported neither spent nor left.
+pub fn spend(rows: &mut [(i32, Access)], credits: Vec<(i64, i32, CopyCredit)>) -> Spending {
     let mut by_shard: HashMap<i32, Vec<(i64, CopyCredit)>> = HashMap::new();
     for (task_id, shard_id, credit) in credits {
         by_shard
@@ -57,8 +58,12 @@ pub fn spend(rows: &mut [(i32, i64, Access)], credits: Vec<(i64, i32, CopyCredit
             .push((task_id, credit));
     }
     let mut spending = Spending::default();
-    for (shard_id, _, delta) in rows.iter_mut() {
+    for (shard_id, delta) in rows.iter_mut() {
         for (task_id, credit) in by_shard.get_mut(shard_id).into_iter().flatten() {
+            if credit.is_spent() {
+                // Reported when it was used up.
+                continue;
+            }
             let before = *credit;
             credit.discount(delta);
             if credit.is_spent() {
@@ -102,18 +107,18 @@ mod tests {
 
     #[test]
     fn a_copy_scan_is_taken_out_and_its_credit_spent() {
-        let mut rows = vec![(1, 0, delta(3.0, 1000.0, 40.0, 60.0))];
+        let mut rows = vec![(1, delta(3.0, 1000.0, 40.0, 60.0))];
         let spending = spend(&mut rows, vec![(7, 1, credit(1.0, 1000.0, 100.0))]);
-        assert_eq!(rows[0].2, delta(2.0, 0.0, 0.0, 0.0));
+        assert_eq!(rows[0].1, delta(2.0, 0.0, 0.0, 0.0));
         assert_eq!(spending.spent, vec![7]);
         assert!(spending.left.is_empty());
     }
 
     #[test]
     fn what_is_not_covered_yet_is_left_for_later_samples() {
-        let mut rows = vec![(1, 0, delta(0.0, 400.0, 10.0, 0.0))];
+        let mut rows = vec![(1, delta(0.0, 400.0, 10.0, 0.0))];
         let spending = spend(&mut rows, vec![(7, 1, credit(1.0, 1000.0, 100.0))]);
-        assert!(rows[0].2.is_zero());
+        assert!(rows[0].1.is_zero());
         assert!(spending.spent.is_empty());
         assert_eq!(spending.left, vec![(7, credit(1.0, 600.0, 90.0))]);
     }
@@ -121,8 +126,8 @@ mod tests {
     #[test]
     fn oldest_credit_first_and_only_for_its_own_shard() {
         let mut rows = vec![
-            (1, 0, delta(1.0, 100.0, 0.0, 0.0)),
-            (2, 0, delta(5.0, 5.0, 0.0, 0.0)),
+            (1, delta(1.0, 100.0, 0.0, 0.0)),
+            (2, delta(5.0, 5.0, 0.0, 0.0)),
         ];
         let spending = spend(
             &mut rows,
@@ -134,8 +139,8 @@ mod tests {
         // Task 3's credit covers the one scan; task 4's is untouched, so not reported.
         assert_eq!(spending.spent, vec![3]);
         assert!(spending.left.is_empty());
-        assert!(rows[0].2.is_zero());
-        assert_eq!(rows[1].2, delta(5.0, 5.0, 0.0, 0.0));
+        assert!(rows[0].1.is_zero());
+        assert_eq!(rows[1].1, delta(5.0, 5.0, 0.0, 0.0));
     }
 
     #[test]
@@ -146,9 +151,9 @@ mod tests {
 
     #[test]
     fn no_credits_change_nothing() {
-        let mut rows = vec![(1, 0, delta(1.0, 1.0, 1.0, 1.0))];
+        let mut rows = vec![(1, delta(1.0, 1.0, 1.0, 1.0))];
         assert_eq!(spend(&mut rows, Vec::new()), Spending::default());
-        assert_eq!(rows[0].2, delta(1.0, 1.0, 1.0, 1.0));
+        assert_eq!(rows[0].1, delta(1.0, 1.0, 1.0, 1.0));
     }
 
     #[test]

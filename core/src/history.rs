@@ -18,7 +18,6 @@ pub struct Histories {
     index: HashMap<i32, usize>,
     series: Vec<AlignedSeries>,
     first_seen: Vec<f64>,
-    sample_secs: f64,
 }
 
 /// One day row of a shard: the slots of the load measure's columns (`second` empty when the
@@ -45,16 +44,6 @@ impl Histories {
             index: HashMap::new(),
             series: Vec::new(),
             first_seen: Vec::new(),
-            sample_secs: 0.0,
-        }
-    }
-
-    /// The same, the worker sampling every `secs` seconds (see
-    /// [`AlignedSeries::with_sample_interval`]).
-    pub fn with_sample_interval(self, secs: f64) -> Histories {
-        Histories {
-            sample_secs: secs,
-            ..self
         }
     }
 
@@ -64,8 +53,7 @@ impl Histories {
     pub fn add_shard(&mut self, shard_id: i32, first_seen: f64) {
         self.index.insert(shard_id, self.series.len());
         self.first_seen.push(first_seen);
-        self.series
-            .push(AlignedSeries::new(self.now, self.hours).with_sample_interval(self.sample_secs));
+        self.series.push(AlignedSeries::new(self.now, self.hours));
     }
 
     /// Whether the shard was added.

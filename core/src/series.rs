@@ -72,8 +72,6 @@ pub struct AlignedSeries {
     /// The last [`RECENT_SECS`] and the last hour, both ending at the last whole bucket.
     recent: Window,
     recent_hour: Window,
-    /// Seconds between the worker's samples (0: unknown).
-    sample_secs: f64,
     /// Spans inside the sampling periods when this shard in particular was not read (a Citus
     /// shard whose node did not answer, or that moved between two samples): unknown.
     gaps: Vec<(f64, f64)>,
@@ -106,16 +104,7 @@ impl AlignedSeries {
             touched: vec![false; hours],
             recent: Window::new(last_bucket_end, RECENT_SECS),
             recent_hour: Window::new(last_bucket_end, HOUR),
-            sample_secs: 0.0,
             gaps: Vec::new(),
-        }
-    }
-
-    /// The same series, sampled by the worker every `secs` seconds.
-    pub fn with_sample_interval(self, secs: f64) -> AlignedSeries {
-        AlignedSeries {
-            sample_secs: secs,
-            ..self
         }
     }
 
@@ -207,16 +196,12 @@ impl AlignedSeries {
                 |w: &Window| self.observed(periods, since, w.from, w.to) / (w.to - w.from);
             let (recent_coverage, hour_coverage) =
                 (coverage(&self.recent), coverage(&self.recent_hour));
-            let observed = hour_coverage > 0.0;
-            // A sample's reads land in the bucket of the sample, though they happened since the
-            // one before: sampled every 10 minutes, a flat load puts 20 minutes of reads into
-            // some 15-minute windows, and reads as a burst. Observed windows are read only where
-            // samples come at least twice a bucket.
-            let fine = if observed {
-                self.sample_secs <= BUCKET_SECS / 2.0
-            } else {
-                self.recent_hour.pieces as f64 >= MIN_RECENT_BUCKETS * HOUR / BUCKET_SECS
-            };
+            // The worker spreads a sample's reads over the buckets since the sample before
+            // (`access::spread`), so its windows hold what happened in them whatever the sample
+            // interval. An import may be hourly totals, which say nothing of 15 minutes: an
+            // imported hour is read only when most of its buckets hold a sample.
+            let fine = hour_coverage > 0.0
+                || self.recent_hour.pieces as f64 >= MIN_RECENT_BUCKETS * HOUR / BUCKET_SECS;
             let rate = |w: &Window, coverage: f64| -> Option<f64> {
                 let span = w.to - w.from;
                 // Scaled up from five minutes at least, as an hour is.
@@ -262,6 +247,7 @@ impl AlignedSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Access;
     use proptest::prelude::*;
 
     #[test]
@@ -381,12 +367,34 @@ mod tests {
         // Not observed but imported in 5-minute steps: as it is.
         let a = sampled(0.0).finish(&[], 0.0);
         assert!((excess(&a) - 270.0).abs() < 1e-6, "{a:?}");
-        // Sampled every 10 minutes, a sample's reads land in its bucket though they happened
-        // over two: the windows are not read.
-        let a = sampled(0.0)
-            .with_sample_interval(600.0)
-            .finish(&[(0.0, now)], 0.0);
-        assert_eq!(a.recent_excess, None);
+        // Sampled every 10 minutes at a flat 120 an hour, the last sample at 10:37: spread over
+        // the buckets since the sample before, the reads show no excess. Had each sample's
+        // reads gone to its own bucket, 40 would sit in 12 minutes of the last 15, running at
+        // 200 an hour.
+        let flat = |spread: bool| {
+            let mut s = AlignedSeries::new(now, 3);
+            let mut at = now - 300.0;
+            while at > now - 3.0 * HOUR {
+                let micros = |t: f64| (t * 1e6) as i64;
+                let delta = Access {
+                    scans: 20.0,
+                    ..Access::default()
+                };
+                let parts = if spread {
+                    crate::access::spread(&delta, Some(micros(at - 600.0)), micros(at), 300)
+                } else {
+                    vec![(crate::access::bucket_start(micros(at), 300), delta)]
+                };
+                for (bucket, part) in parts {
+                    let start = bucket as f64 / 1e6;
+                    s.add(start, start + 300.0, part.scans);
+                }
+                at -= 600.0;
+            }
+            s.finish(&[(0.0, now - 300.0)], 0.0)
+        };
+        assert!(excess(&flat(true)).abs() < 1e-6, "{:?}", flat(true));
+        assert!(excess(&flat(false)) > 60.0, "{:?}", flat(false));
         // An import feed that began 45 minutes ago, at a flat rate: the hour's rate is that of
         // the buckets it holds, not a quarter lower.
         let mut s = AlignedSeries::new(now, 2);

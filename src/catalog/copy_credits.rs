@@ -16,9 +16,9 @@ pub fn margin() -> pgrx::datum::Interval {
     pgrx::datum::Interval::from_micros(margin.as_micros() as i64)
 }
 
-/// Takes replication's own reads out of the sampled deltas `rows` (`(shard_id, bucket,
-/// delta)`), and keeps what is left of each credit until it expires. Called by the sampler.
-pub fn spend(rows: &mut [(i32, i64, Access)]) -> Result<(), pgrx::spi::Error> {
+/// Takes replication's own reads out of the sampled deltas `rows` (`(shard_id, delta)`, one per
+/// shard), and keeps what is left of each credit until it expires. Called by the sampler.
+pub fn spend(rows: &mut [(i32, Access)]) -> Result<(), pgrx::spi::Error> {
     Spi::run("DELETE FROM shardcast.copy_credits WHERE valid_until < now()")?;
     // Oldest first: the copy that started first is the first whose scan is reported.
     let credits: Vec<(i64, i32, CopyCredit)> = Spi::connect(|client| {

@@ -291,8 +291,7 @@ fn read_histories(
     let (now, next_hour) = history::clock()?;
     let start = now - HISTORY_HOURS as f64 * 3600.0;
     let periods = history::sampling_periods(start)?;
-    let mut histories = Histories::new(now, HISTORY_HOURS, write_weight)
-        .with_sample_interval(gucs::sample_interval().as_secs_f64());
+    let mut histories = Histories::new(now, HISTORY_HOURS, write_weight);
     let mut shards: Vec<ShardHistory> = Vec::new();
     for p in forecasts::published(horizon_minutes)? {
         histories.add_shard(p.shard_id, p.first_seen.unwrap_or(now));

@@ -1,7 +1,8 @@
 //! The sampling stage: read every shard's cumulative counters, turn them into deltas against the
 //! previous reading (core::access::sample), take replication's own reads out of them (copy
-//! credits), and add them to the history buckets. On a Citus coordinator, the shards of every
-//! node too, read through Citus's connections (see [`CitusSampler`]).
+//! credits), and spread them over the history buckets since the previous sample
+//! (core::access::spread). On a Citus coordinator, the shards of every node too, read through
+//! Citus's connections (see [`CitusSampler`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -56,8 +57,17 @@ impl Sampler {
     ) -> Result<SampleReport, pgrx::spi::Error> {
         let (registered, retired) = shards::sync()?;
         let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-        let bucket = access::bucket_start(now, FINE_BUCKET_SECS);
         let current = shards::counters()?;
+        // When the counters were read: the transaction may have waited (on a lock in `sync`)
+        // since it began, and the reads it counts ran up to now.
+        let read_at = unsafe { pg_sys::GetCurrentTimestamp() };
+        let since = access::continues(self.last_sample_at, read_at);
+        if let (Some(previous), None) = (self.last_sample_at, since) {
+            log!(
+                "shardcast worker: {:.0} s since the previous sample: this one is a new baseline, and the time between is unknown",
+                (read_at - previous) as f64 / 1e6
+            );
+        }
 
         let mut report = SampleReport {
             registered,
@@ -65,7 +75,7 @@ impl Sampler {
             shards: current.len(),
             ..Default::default()
         };
-        let mut rows = Vec::new();
+        let mut deltas = Vec::new();
         for (shard_id, counters) in &current {
             match access::sample(self.previous.get(shard_id), counters) {
                 Sample::Baseline => {}
@@ -75,20 +85,34 @@ impl Sampler {
                     if delta.tuples_written > 0.0 {
                         self.written_since_sized.insert(*shard_id);
                     }
-                    rows.push((*shard_id, bucket, delta));
+                    deltas.push((*shard_id, delta));
                 }
             }
         }
-        rows.extend(self.citus.sample(now, bucket, &mut report)?);
-        copy_credits::spend(&mut rows)?;
-        rows.retain(|(_, _, delta)| !delta.is_zero());
+        // Citus's counters are read a moment later, through its connections (at most the
+        // connection timeout, 2 s): close enough to spread over the same interval.
+        deltas.extend(self.citus.sample(now, &mut report)?);
+        if since.is_none() {
+            deltas.clear();
+        }
+        copy_credits::spend(&mut deltas)?;
         // Retired shards drop out of memory with this replacement.
         self.previous = current.into_iter().collect();
-        rows.sort_by_key(|(shard_id, _, _)| *shard_id);
+        let mut rows: Vec<(i32, i64, Access)> = deltas
+            .into_iter()
+            .filter(|(_, delta)| !delta.is_zero())
+            .flat_map(|(shard_id, delta)| {
+                access::spread(&delta, since, read_at, FINE_BUCKET_SECS)
+                    .into_iter()
+                    .map(move |(bucket, part)| (shard_id, bucket, part))
+            })
+            .filter(|(_, _, part)| !part.is_zero())
+            .collect();
+        rows.sort_by_key(|(shard_id, bucket, _)| (*shard_id, *bucket));
         report.buckets_written = history::add_to_buckets(&rows)?;
         report.compacted = history::compact_and_purge(retention)?;
-        history::record_sampling(self.last_sample_at, now)?;
-        self.last_sample_at = Some(now);
+        history::record_sampling(since, read_at)?;
+        self.last_sample_at = Some(read_at);
         Ok(report)
     }
 
@@ -151,9 +175,8 @@ impl CitusSampler {
     fn sample(
         &mut self,
         now: pg_sys::TimestampTz,
-        bucket: i64,
         report: &mut SampleReport,
-    ) -> Result<Vec<(i32, i64, Access)>, pgrx::spi::Error> {
+    ) -> Result<Vec<(i32, Access)>, pgrx::spi::Error> {
         self.coordinator = citus::is_coordinator()?;
         if !self.coordinator {
             self.previous.clear();
@@ -197,7 +220,7 @@ impl CitusSampler {
                 .all(|g| current.contains_key(&(*shard_id, *g)));
             if complete && !baseline.contains(shard_id) {
                 if let Some(delta) = deltas.remove(shard_id).filter(|d| !d.is_zero()) {
-                    rows.push((*shard_id, bucket, delta));
+                    rows.push((*shard_id, delta));
                 }
                 self.last_read.insert(*shard_id, now);
                 continue;
