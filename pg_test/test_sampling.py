@@ -49,6 +49,29 @@ def test_client_accesses_appear_in_history(db):
     assert recorded(db, "public.hot", "tuples_written") <= 1000  # the baseline absorbed the load
 
 
+def test_history_imported_for_a_table_created_seconds_ago_is_not_scaled_up(db):
+    """A DBA creates a table and imports its history up to now: the worker has observed the table
+    for seconds of the last hour, the import holds the rest. That hour is the import, not the
+    import scaled up from seconds to an hour (which made it 12 times too hot)."""
+    db.execute("CREATE TABLE public.imported_now (id int)")
+    wait_for("registration", lambda: live_shard(db, "public.imported_now"))
+    wait_for("a few samples of it", lambda: one(db, """
+        SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
+                                WHERE relid = 'public.imported_now'::regclass) + interval '3 seconds'
+        FROM shardcast.sampling_periods"""), timeout=15)
+    db.execute("""
+        SELECT shardcast.record_access(array_agg('public.imported_now'::regclass), array_agg(t),
+                                       array_agg(60::float8))
+        FROM generate_series(now() - interval '3 days', now(), interval '5 minutes') t""")
+    db.execute("SELECT shardcast.refresh_forecasts()")
+    point, observed, imported = db.execute("""
+        SELECT point, observed_hours, imported_hours FROM shardcast.forecasts
+        WHERE shard = 'public.imported_now'::regclass""").fetchone()
+    # 60 reads every 5 minutes: 720 an hour.
+    assert 600 <= point <= 900, f"forecast {point} for an import of 720 an hour"
+    assert observed == 1 and imported >= 70, (observed, imported)
+
+
 def test_size_is_kept_current(db):
     db.execute("CREATE TABLE public.grows (id int, pad text)")
     wait_for("a first size", lambda: one(db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.grows'::regclass") is not None)

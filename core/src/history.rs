@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::access::{FINE_BUCKET_SECS, HOURS_PER_DAY};
-use crate::series::{Aligned, AlignedSeries};
+use crate::series::{Aligned, AlignedSeries, Periods};
 
 const HOUR: f64 = 3600.0;
 
@@ -17,7 +17,8 @@ pub struct Histories {
     write_weight: f64,
     index: HashMap<i32, usize>,
     series: Vec<AlignedSeries>,
-    first_seen: Vec<f64>,
+    /// The spans the worker sampled.
+    periods: Periods,
 }
 
 /// One day row of a shard: the slots of the load measure's columns (`second` empty when the
@@ -35,25 +36,31 @@ pub struct DayRow<'a> {
 
 impl Histories {
     /// Series of `hours` hours ending at `now`, a shard's load being its measure plus
-    /// `write_weight` × tuples written.
-    pub fn new(now: f64, hours: usize, write_weight: f64) -> Histories {
+    /// `write_weight` × tuples written; `periods` are the spans the worker sampled.
+    pub fn new(now: f64, hours: usize, write_weight: f64, periods: Vec<(f64, f64)>) -> Histories {
         Histories {
             now,
             hours,
             write_weight,
             index: HashMap::new(),
             series: Vec::new(),
-            first_seen: Vec::new(),
+            periods: Periods::new(periods),
         }
     }
 
     /// Adds a shard, first seen at `first_seen`: its series comes `len()`-th in [`finish`].
+    /// Its gaps ([`add_gap`]) come before its history.
     ///
     /// [`finish`]: Histories::finish
+    /// [`add_gap`]: Histories::add_gap
     pub fn add_shard(&mut self, shard_id: i32, first_seen: f64) {
         self.index.insert(shard_id, self.series.len());
-        self.first_seen.push(first_seen);
-        self.series.push(AlignedSeries::new(self.now, self.hours));
+        self.series.push(AlignedSeries::new(
+            self.now,
+            self.hours,
+            &self.periods,
+            first_seen,
+        ));
     }
 
     /// Whether the shard was added.
@@ -103,14 +110,9 @@ impl Histories {
         }
     }
 
-    /// Every shard's series, in the order they were added; `periods` are the spans the worker
-    /// sampled.
-    pub fn finish(self, periods: &[(f64, f64)]) -> Vec<Aligned> {
-        self.series
-            .into_iter()
-            .zip(self.first_seen)
-            .map(|(series, since)| series.finish(periods, since))
-            .collect()
+    /// Every shard's series, in the order they were added.
+    pub fn finish(self) -> Vec<Aligned> {
+        self.series.into_iter().map(AlignedSeries::finish).collect()
     }
 }
 
@@ -123,7 +125,7 @@ mod tests {
     #[test]
     fn present_hours_of_a_day_row_are_added_with_the_write_weight() {
         // Ends at 03:00 of the day: hours 00, 01 and 02.
-        let mut h = Histories::new(DAY_START + 3.0 * HOUR, 3, 0.5);
+        let mut h = Histories::new(DAY_START + 3.0 * HOUR, 3, 0.5, Vec::new());
         h.add_shard(7, 0.0);
         let slots = [10.0_f32, 20.0, 30.0];
         let written = [2.0_f32, 2.0, 2.0];
@@ -137,7 +139,7 @@ mod tests {
                 present: 0b101,
             },
         );
-        let aligned = h.finish(&[]);
+        let aligned = h.finish();
         assert_eq!(aligned.len(), 1);
         let hourly = &aligned[0].hourly;
         assert_eq!(hourly[0], 11.0);
@@ -148,7 +150,12 @@ mod tests {
 
     #[test]
     fn buckets_and_rows_of_other_shards_are_ignored_and_order_is_kept() {
-        let mut h = Histories::new(DAY_START + HOUR, 1, 0.0);
+        let mut h = Histories::new(
+            DAY_START + HOUR,
+            1,
+            0.0,
+            vec![(DAY_START, DAY_START + HOUR)],
+        );
         h.add_shard(2, 0.0);
         h.add_shard(1, 0.0);
         h.add_bucket(1, DAY_START, 6.0);
@@ -164,7 +171,7 @@ mod tests {
             },
         );
         assert!(h.contains(1) && !h.contains(9));
-        let aligned = h.finish(&[(DAY_START, DAY_START + HOUR)]);
+        let aligned = h.finish();
         assert!(aligned[0].hourly[0] == 0.0, "shard 2 observed, idle");
         assert_eq!(aligned[1].hourly[0], 6.0);
         assert_eq!(aligned[1].observed_hours, 1);

@@ -7,8 +7,11 @@
 //!
 //! Hours nobody observed are unknown (NaN), never zero: before the shard was first seen, while
 //! the worker was stopped or paused, before the extension existed. An hour that the worker
-//! observed for part of its span is scaled up to a full hour; an hour it did not observe but
-//! that holds imported history (`record_access`) counts as imported.
+//! observed for part of its span is scaled up to a full hour, except for the time imported
+//! history (`record_access`) covers, which counts as imported; an hour it did not observe but
+//! that holds imported history counts as imported.
+
+use std::sync::Arc;
 
 /// An hour needs at least this share observed to be read as measured; the last hour (the
 /// freshest data: a shard first seen minutes ago) needs any.
@@ -30,13 +33,70 @@ const BUCKET_SECS: f64 = crate::access::FINE_BUCKET_SECS as f64;
 /// window's rate is then that of the buckets that hold some.
 const MIN_RECENT_BUCKETS: f64 = 0.75;
 
+/// The spans the worker sampled, sorted and merged, shared by every shard's series.
+#[derive(Clone, Debug, Default)]
+pub struct Periods(Arc<[(f64, f64)]>);
+
+impl Periods {
+    pub fn new(mut spans: Vec<(f64, f64)>) -> Periods {
+        spans.retain(|(from, to)| from < to);
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut merged: Vec<(f64, f64)> = Vec::with_capacity(spans.len());
+        for (from, to) in spans {
+            match merged.last_mut() {
+                Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        Periods(merged.into())
+    }
+
+    /// Seconds of [from, to) inside the periods, from `since` on.
+    fn inside(&self, since: f64, from: f64, to: f64) -> f64 {
+        let from = from.max(since);
+        // The first period that ends after `from`; periods are disjoint and sorted.
+        let first = self.0.partition_point(|&(_, end)| end <= from);
+        self.0[first..]
+            .iter()
+            .take_while(|&&(start, _)| start < to)
+            .map(|&(start, end)| (end.min(to) - start.max(from)).max(0.0))
+            .sum()
+    }
+}
+
+/// Load that fell into a span (an aligned hour, or a recent window), split by whether the worker
+/// observed the time it fell in (see [`AlignedSeries::split`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Split {
+    /// Load in time the worker observed: measured (imports there add to it).
+    measured: f64,
+    /// Load in time it did not observe: imported.
+    imported: f64,
+    /// Seconds of unobserved time that hold history (at most the span's unobserved seconds
+    /// where pieces do not overlap).
+    imported_secs: f64,
+}
+
+impl Split {
+    /// The span's load, `observed` of its `span` seconds observed: measured load scaled up to
+    /// the unobserved time that no import covers (from five minutes of observation at least,
+    /// never down), plus what was imported there. An hour the worker saw for ten minutes of a
+    /// table created ten minutes ago, whose fifty minutes before were imported, is the import
+    /// plus ten minutes of measure, not the import scaled up six times.
+    fn load(&self, observed: f64, span: f64) -> f64 {
+        let uncovered = (span - observed - self.imported_secs).max(0.0);
+        let scale = ((observed + uncovered) / observed.max(MIN_SCALE_COVERAGE * HOUR)).max(1.0);
+        self.measured * scale + self.imported
+    }
+}
+
 /// The load inside a window that ends at the last whole bucket, and how many amounts fell
 /// there (a bucket or an hourly slot each).
 #[derive(Clone, Debug)]
 struct Window {
     from: f64,
     to: f64,
-    load: f64,
+    load: Split,
     pieces: usize,
 }
 
@@ -45,33 +105,30 @@ impl Window {
         Window {
             from: to - span,
             to,
-            load: 0.0,
+            load: Split::default(),
             pieces: 0,
-        }
-    }
-
-    fn add(&mut self, from: f64, to: f64, amount: f64) {
-        let inside = to.min(self.to) - from.max(self.from);
-        if inside > 0.0 {
-            self.load += amount * inside / (to - from);
-            self.pieces += 1;
         }
     }
 }
 
 /// Builds one shard's aligned series. Times are in seconds (any epoch), the same for every
-/// argument.
+/// argument. What the worker observed (its sampling periods, when it first saw the shard, the
+/// shard's own gaps) is given before any history is added: each amount is split by it.
 #[derive(Clone, Debug)]
 pub struct AlignedSeries {
     /// The moment of the forecast: the end of the last hour.
     now: f64,
     /// Loads per aligned hour, oldest first.
-    load: Vec<f64>,
+    load: Vec<Split>,
     /// Whether any history (measured or imported) fell into each hour.
     touched: Vec<bool>,
     /// The last [`RECENT_SECS`] and the last hour, both ending at the last whole bucket.
     recent: Window,
     recent_hour: Window,
+    /// The spans the worker sampled.
+    periods: Periods,
+    /// When the worker first saw the shard.
+    since: f64,
     /// Spans inside the sampling periods when this shard in particular was not read (a Citus
     /// shard whose node did not answer, or that moved between two samples): unknown.
     gaps: Vec<(f64, f64)>,
@@ -95,20 +152,24 @@ pub struct Aligned {
 const HOUR: f64 = 3600.0;
 
 impl AlignedSeries {
-    /// A series of `hours` hours ending at `now`.
-    pub fn new(now: f64, hours: usize) -> AlignedSeries {
+    /// A series of `hours` hours ending at `now`, observed by the worker during `periods` from
+    /// `since` on (no periods: history is all imported).
+    pub fn new(now: f64, hours: usize, periods: &Periods, since: f64) -> AlignedSeries {
         let last_bucket_end = (now / BUCKET_SECS).floor() * BUCKET_SECS;
         AlignedSeries {
             now,
-            load: vec![0.0; hours],
+            load: vec![Split::default(); hours],
             touched: vec![false; hours],
             recent: Window::new(last_bucket_end, RECENT_SECS),
             recent_hour: Window::new(last_bucket_end, HOUR),
+            periods: periods.clone(),
+            since,
             gaps: Vec::new(),
         }
     }
 
-    /// Marks [from, to) as not observed for this shard, though the worker sampled then.
+    /// Marks [from, to) as not observed for this shard, though the worker sampled then. Gaps
+    /// come before history: amounts already added are not split again.
     pub fn add_gap(&mut self, from: f64, to: f64) {
         self.gaps.push((from, to));
     }
@@ -117,8 +178,9 @@ impl AlignedSeries {
         self.now - self.load.len() as f64 * HOUR
     }
 
-    /// Calls `f(hour index, overlap seconds)` for each aligned hour that [from, to) overlaps.
-    fn overlaps(&self, from: f64, to: f64, mut f: impl FnMut(usize, f64)) {
+    /// Calls `f(hour index, from, to)` with the part of [from, to) in each aligned hour it
+    /// overlaps.
+    fn overlaps(&self, from: f64, to: f64, mut f: impl FnMut(usize, f64, f64)) {
         let start = self.start();
         let (from, to) = (from.max(start), to.min(self.now));
         if to.is_nan() || from.is_nan() || to <= from {
@@ -128,9 +190,9 @@ impl AlignedSeries {
         let last = (((to - start) / HOUR).ceil() as usize).min(self.load.len());
         for i in first..last {
             let hour_start = start + i as f64 * HOUR;
-            let overlap = to.min(hour_start + HOUR) - from.max(hour_start);
-            if overlap > 0.0 {
-                f(i, overlap);
+            let (a, b) = (from.max(hour_start), to.min(hour_start + HOUR));
+            if b > a {
+                f(i, a, b);
             }
         }
     }
@@ -148,75 +210,108 @@ impl AlignedSeries {
             return;
         }
         let span = to - from;
-        let mut shares = Vec::new();
-        self.overlaps(from, to, |i, overlap| shares.push((i, overlap / span)));
-        for (i, share) in shares {
-            self.load[i] += amount * share;
+        let mut parts = Vec::new();
+        self.overlaps(from, to, |i, a, b| parts.push((i, a, b)));
+        for (i, a, b) in parts {
+            let split = self.split(a, b, amount * (b - a) / span);
+            let hour = &mut self.load[i];
+            hour.measured += split.measured;
+            hour.imported += split.imported;
+            hour.imported_secs += split.imported_secs;
             self.touched[i] = true;
         }
-        self.recent.add(from, to, amount);
-        self.recent_hour.add(from, to, amount);
+        for window in [false, true] {
+            let w = if window {
+                &self.recent_hour
+            } else {
+                &self.recent
+            };
+            let (a, b) = (from.max(w.from), to.min(w.to));
+            if b <= a {
+                continue;
+            }
+            let split = self.split(a, b, amount * (b - a) / span);
+            let w = if window {
+                &mut self.recent_hour
+            } else {
+                &mut self.recent
+            };
+            w.load.measured += split.measured;
+            w.load.imported += split.imported;
+            w.load.imported_secs += split.imported_secs;
+            w.pieces += 1;
+        }
     }
 
-    /// Seconds of [from, to) that the worker observed for this shard: inside `periods`, after
-    /// `since`, outside the shard's own gaps. Periods may overlap; the total never exceeds the
-    /// span.
-    fn observed(&self, periods: &[(f64, f64)], since: f64, from: f64, to: f64) -> f64 {
+    /// `amount`, fallen over [from, to): measured if the worker observed any of that time (its
+    /// own buckets lie in time it observed, though the first after it began, or an hourly slot
+    /// it was compacted into, reaches back before), imported if it observed none (the worker
+    /// never writes there).
+    fn split(&self, from: f64, to: f64, amount: f64) -> Split {
+        if self.observed(from, to) > 0.0 {
+            Split {
+                measured: amount,
+                ..Split::default()
+            }
+        } else {
+            Split {
+                imported: amount,
+                imported_secs: to - from,
+                ..Split::default()
+            }
+        }
+    }
+
+    /// Seconds of [from, to) that the worker observed for this shard: inside its periods, after
+    /// `since`, outside the shard's own gaps (which may overlap each other: the total is never
+    /// below zero).
+    fn observed(&self, from: f64, to: f64) -> f64 {
         let inside = |(a, b): (f64, f64)| (b.min(to) - a.max(from)).max(0.0);
-        let sampled: f64 = periods
-            .iter()
-            .map(|&(a, b)| inside((a.max(since), b)))
-            .sum();
+        let sampled = self.periods.inside(self.since, from, to);
         let missed: f64 = self
             .gaps
             .iter()
-            .map(|&(a, b)| inside((a.max(since), b)))
+            .map(|&(a, b)| inside((a.max(self.since), b)))
             .sum();
-        (sampled.min(to - from) - missed).max(0.0)
+        (sampled - missed).max(0.0)
     }
 
-    /// The hourly series. `periods` are the spans the worker sampled, `since` when the shard
-    /// was first seen: observed hours are scaled up to a full hour, imported-only hours are as
-    /// they are, the rest are unknown.
-    pub fn finish(self, periods: &[(f64, f64)], since: f64) -> Aligned {
-        let mut observed = vec![0.0; self.load.len()];
-        for &(from, to) in periods {
-            self.overlaps(from.max(since), to, |i, overlap| {
-                observed[i] = (observed[i] + overlap).min(HOUR)
-            });
-        }
-        for &(from, to) in &self.gaps {
-            self.overlaps(from.max(since), to, |i, overlap| {
-                observed[i] = (observed[i] - overlap).max(0.0)
-            });
-        }
+    /// The hourly series: observed hours are scaled up to a full hour where nothing was
+    /// imported for the time not observed, imported-only hours are as they are, the rest are
+    /// unknown.
+    pub fn finish(self) -> Aligned {
+        let start = self.start();
+        let observed: Vec<f64> = (0..self.load.len())
+            .map(|i| {
+                let from = start + i as f64 * HOUR;
+                self.observed(from, from + HOUR)
+            })
+            .collect();
         let mut out = Aligned::default();
         if !self.load.is_empty() {
-            let coverage =
-                |w: &Window| self.observed(periods, since, w.from, w.to) / (w.to - w.from);
-            let (recent_coverage, hour_coverage) =
-                (coverage(&self.recent), coverage(&self.recent_hour));
+            let observed_in = |w: &Window| self.observed(w.from, w.to);
+            let (recent_observed, hour_observed) =
+                (observed_in(&self.recent), observed_in(&self.recent_hour));
             // The worker spreads a sample's reads over the buckets since the sample before
             // (`access::spread`), so its windows hold what happened in them whatever the sample
             // interval. An import may be hourly totals, which say nothing of 15 minutes: an
             // imported hour is read only when most of its buckets hold a sample.
-            let fine = hour_coverage > 0.0
+            let fine = hour_observed > 0.0
                 || self.recent_hour.pieces as f64 >= MIN_RECENT_BUCKETS * HOUR / BUCKET_SECS;
-            let rate = |w: &Window, coverage: f64| -> Option<f64> {
+            let rate = |w: &Window, observed: f64| -> Option<f64> {
                 let span = w.to - w.from;
-                // Scaled up from five minutes at least, as an hour is.
-                let least = MIN_SCALE_COVERAGE * HOUR / span;
-                match coverage {
-                    c if c > 0.0 => Some(w.load / c.max(least) * (HOUR / span)),
+                if observed > 0.0 {
+                    Some(w.load.load(observed, span) * HOUR / span)
+                } else {
                     // Imported: the rate of the buckets that hold some (an imported zero
                     // included); a bucket missing from the feed is not known to be idle.
-                    _ => (w.pieces > 0)
-                        .then(|| w.load / (w.pieces as f64 * BUCKET_SECS).min(span) * HOUR),
+                    (w.pieces > 0)
+                        .then(|| w.load.imported / (w.pieces as f64 * BUCKET_SECS).min(span) * HOUR)
                 }
             };
             if fine {
-                out.recent_excess = rate(&self.recent, recent_coverage)
-                    .zip(rate(&self.recent_hour, hour_coverage))
+                out.recent_excess = rate(&self.recent, recent_observed)
+                    .zip(rate(&self.recent_hour, hour_observed))
                     .map(|(recent, hour)| recent - hour);
             }
         }
@@ -227,14 +322,14 @@ impl AlignedSeries {
             .zip(&observed)
             .zip(&self.touched)
             .enumerate()
-            .map(|(i, ((&load, &observed), &touched))| {
+            .map(|(i, ((load, &observed), &touched))| {
                 let coverage = observed / HOUR;
                 if coverage >= MIN_COVERAGE || (i == last && coverage > 0.0) {
                     out.observed_hours += 1;
-                    load / coverage.max(MIN_SCALE_COVERAGE)
+                    load.load(observed, HOUR)
                 } else if touched {
                     out.imported_hours += 1;
-                    load
+                    load.measured + load.imported
                 } else {
                     f64::NAN
                 }
@@ -250,16 +345,20 @@ mod tests {
     use crate::access::Access;
     use proptest::prelude::*;
 
+    fn series(now: f64, hours: usize, periods: &[(f64, f64)], since: f64) -> AlignedSeries {
+        AlignedSeries::new(now, hours, &Periods::new(periods.to_vec()), since)
+    }
+
     #[test]
     fn the_last_hour_ends_now_and_splits_clock_hours() {
         // Now is 10:40; three hours: [07:40, 08:40), [08:40, 09:40), [09:40, 10:40). The clock
         // hour 09:00-10:00 (600 reads) splits 40 minutes to 20 between the last two.
         let now = 10.0 * HOUR + 40.0 * 60.0;
-        let mut s = AlignedSeries::new(now, 3);
+        let mut s = series(now, 3, &[(0.0, now)], 0.0);
         s.add(9.0 * HOUR, 10.0 * HOUR, 600.0);
         // The current clock hour's buckets, 10:00-10:40: 400 reads.
         s.add(10.0 * HOUR, 11.0 * HOUR, 400.0);
-        let a = s.finish(&[(0.0, now)], 0.0);
+        let a = s.finish();
         assert_eq!(a.observed_hours, 3);
         assert_eq!(a.hourly.len(), 3);
         assert_eq!(a.hourly[0], 0.0);
@@ -272,11 +371,11 @@ mod tests {
         // The worker sampled all four hours; this shard (a Citus shard whose node did not
         // answer) was not read during the second hour and half of the third.
         let now = 100.0 * HOUR;
-        let mut s = AlignedSeries::new(now, 4);
+        let mut s = series(now, 4, &[(now - 4.0 * HOUR, now)], 0.0);
+        s.add_gap(now - 3.0 * HOUR, now - 1.5 * HOUR);
         s.add(now - 4.0 * HOUR, now - 3.0 * HOUR, 100.0);
         s.add(now - 1.5 * HOUR, now, 300.0);
-        s.add_gap(now - 3.0 * HOUR, now - 1.5 * HOUR);
-        let a = s.finish(&[(now - 4.0 * HOUR, now)], 0.0);
+        let a = s.finish();
         assert_eq!(a.hourly[0], 100.0);
         assert!(a.hourly[1].is_nan(), "not read: unknown, not idle");
         assert!(
@@ -291,11 +390,11 @@ mod tests {
     #[test]
     fn unobserved_hours_are_unknown_and_partial_ones_scaled_up() {
         let now = 100.0 * HOUR;
-        let mut s = AlignedSeries::new(now, 4);
         // The worker ran for the last 90 minutes only; an import filled the first hour.
+        let mut s = series(now, 4, &[(now - 1.5 * HOUR, now)], 0.0);
         s.add(now - 4.0 * HOUR, now - 3.0 * HOUR, 50.0);
         s.add(now - 1.5 * HOUR, now, 300.0);
-        let a = s.finish(&[(now - 1.5 * HOUR, now)], 0.0);
+        let a = s.finish();
         assert_eq!(a.hourly[0], 50.0);
         assert!(a.hourly[1].is_nan());
         assert!(
@@ -310,9 +409,9 @@ mod tests {
     #[test]
     fn a_shard_seen_minutes_ago_has_a_last_hour() {
         let now = 10.0 * HOUR;
-        let mut s = AlignedSeries::new(now, 3);
+        let mut s = series(now, 3, &[(0.0, now)], now - 600.0);
         s.add(now - 600.0, now, 50.0);
-        let a = s.clone().finish(&[(0.0, now)], now - 600.0);
+        let a = s.finish();
         assert_eq!((a.observed_hours, a.imported_hours), (1, 0));
         assert!(
             (a.hourly[2] - 300.0).abs() < 1e-9,
@@ -320,8 +419,32 @@ mod tests {
             a.hourly
         );
         // Seconds of observation are scaled as if they were five minutes.
-        let a = s.finish(&[(0.0, now)], now - 30.0);
+        let mut s = series(now, 3, &[(0.0, now)], now - 30.0);
+        s.add(now - 600.0, now, 50.0);
+        let a = s.finish();
         assert!(a.hourly[2] <= 12.0 * 50.0 + 1e-9, "{:?}", a.hourly);
+    }
+
+    #[test]
+    fn an_import_beside_a_shard_seen_minutes_ago_is_not_scaled_up() {
+        // A table created minutes ago, first seen at 10:38:30, and 28 days of 5-minute history
+        // imported up to now (10:42), 10 reads a bucket. The worker observed 3.5 minutes of the
+        // last hour; the import holds the rest. The hour is the import (126: the current
+        // bucket's 10 fall in its first two minutes), not the import scaled from 3.5 minutes.
+        let now = 10.0 * HOUR + 42.0 * 60.0;
+        let since = now - 210.0;
+        let mut s = series(now, 3, &[(since - 60.0, now)], since);
+        let mut start = now - 3.0 * HOUR - 300.0;
+        while start < now {
+            let bucket = (start / 300.0).floor() * 300.0;
+            s.add(bucket, bucket + 300.0, 10.0);
+            start += 300.0;
+        }
+        let a = s.finish();
+        assert!((a.hourly[2] - 126.0).abs() < 0.1 * 126.0, "{a:?}");
+        assert!((a.hourly[1] - 120.0).abs() < 1e-9, "{a:?}");
+        assert_eq!((a.observed_hours, a.imported_hours), (1, 2));
+        assert!(a.recent_excess.expect("known").abs() < 1e-6, "{a:?}");
     }
 
     #[test]
@@ -338,41 +461,44 @@ mod tests {
             }
         };
         // What the sampler's buckets hold when it ran from `since`: the reads up to now.
-        let sampled = |since: f64| {
-            let mut s = AlignedSeries::new(now, 2);
+        let sampled = |since: f64, periods: &[(f64, f64)]| {
+            let mut s = series(now, 2, periods, 0.0);
             let mut start = 9.0 * HOUR + 30.0 * 60.0;
             while start < now {
                 let (from, to) = (start.max(since), (start + 300.0).min(now));
                 let amount: f64 = (0..(to - from).max(0.0) as usize)
                     .map(|k| rate(from + k as f64) / HOUR)
                     .sum();
-                s.add(start, start + 300.0, amount);
+                // The worker writes no bucket it saw nothing in.
+                if amount > 0.0 {
+                    s.add(start, start + 300.0, amount);
+                }
                 start += 300.0;
             }
             s
         };
         let excess = |a: &Aligned| a.recent_excess.expect("known");
-        let a = sampled(0.0).finish(&[(0.0, now)], 0.0);
+        let a = sampled(0.0, &[(0.0, now)]).finish();
         assert!((excess(&a) - 270.0).abs() < 1e-6, "{a:?}");
         // The current bucket, even an import stamped now of a whole bucket's reads, moves it
         // not at all.
-        let mut s = sampled(0.0);
+        let mut s = sampled(0.0, &[(0.0, now)]);
         s.add(now - 120.0, now + 180.0, 1000.0);
-        let b = s.finish(&[(0.0, now)], 0.0);
+        let b = s.finish();
         assert_eq!(b.recent_excess, a.recent_excess);
         // The worker ran for the last ten minutes only: both windows are scaled up from the
         // eight minutes of them it saw, at 480.
-        let a = sampled(now - 600.0).finish(&[(now - 600.0, now)], 0.0);
+        let a = sampled(now - 600.0, &[(now - 600.0, now)]).finish();
         assert!(excess(&a).abs() < 1e-6, "{a:?}");
         // Not observed but imported in 5-minute steps: as it is.
-        let a = sampled(0.0).finish(&[], 0.0);
+        let a = sampled(0.0, &[]).finish();
         assert!((excess(&a) - 270.0).abs() < 1e-6, "{a:?}");
         // Sampled every 10 minutes at a flat 120 an hour, the last sample at 10:37: spread over
         // the buckets since the sample before, the reads show no excess. Had each sample's
         // reads gone to its own bucket, 40 would sit in 12 minutes of the last 15, running at
         // 200 an hour.
         let flat = |spread: bool| {
-            let mut s = AlignedSeries::new(now, 3);
+            let mut s = series(now, 3, &[(0.0, now - 300.0)], 0.0);
             let mut at = now - 300.0;
             while at > now - 3.0 * HOUR {
                 let micros = |t: f64| (t * 1e6) as i64;
@@ -391,21 +517,21 @@ mod tests {
                 }
                 at -= 600.0;
             }
-            s.finish(&[(0.0, now - 300.0)], 0.0)
+            s.finish()
         };
         assert!(excess(&flat(true)).abs() < 1e-6, "{:?}", flat(true));
         assert!(excess(&flat(false)) > 60.0, "{:?}", flat(false));
         // An import feed that began 45 minutes ago, at a flat rate: the hour's rate is that of
         // the buckets it holds, not a quarter lower.
-        let mut s = AlignedSeries::new(now, 2);
+        let mut s = series(now, 2, &[], 0.0);
         let end = (now / 300.0).floor() * 300.0;
         for k in 1..=9 {
             s.add(end - k as f64 * 300.0, end - (k - 1) as f64 * 300.0, 10.0);
         }
-        let a = s.finish(&[], 0.0);
+        let a = s.finish();
         assert!(excess(&a).abs() < 1e-6, "{a:?}");
         // Imported hourly totals, one sample an hour, tell nothing of the last 15 minutes.
-        let mut s = AlignedSeries::new(now, 3);
+        let mut s = series(now, 3, &[], 0.0);
         for k in 0..3 {
             s.add(
                 now - 1200.0 - k as f64 * HOUR,
@@ -413,20 +539,21 @@ mod tests {
                 300.0,
             );
         }
-        assert_eq!(s.finish(&[], 0.0).recent_excess, None);
+        assert_eq!(s.finish().recent_excess, None);
         // Nothing known of the last hour: unknown. Observed and idle: zero.
-        let mut s = AlignedSeries::new(now, 3);
-        s.add(now - 3.0 * HOUR, now - 2.0 * HOUR, 100.0);
-        assert_eq!(s.clone().finish(&[], 0.0).recent_excess, None);
-        assert_eq!(s.finish(&[(0.0, now)], 0.0).recent_excess, Some(0.0));
+        for (periods, excess) in [(&[][..], None), (&[(0.0, now)][..], Some(0.0))] {
+            let mut s = series(now, 3, periods, 0.0);
+            s.add(now - 3.0 * HOUR, now - 2.0 * HOUR, 100.0);
+            assert_eq!(s.finish().recent_excess, excess);
+        }
     }
 
     #[test]
     fn an_imported_zero_is_known() {
         let now = 10.0 * HOUR;
-        let mut s = AlignedSeries::new(now, 2);
+        let mut s = series(now, 2, &[], 0.0);
         s.add(now - 2.0 * HOUR, now - HOUR, 0.0);
-        let a = s.finish(&[], 0.0);
+        let a = s.finish();
         assert_eq!(a.hourly[0], 0.0);
         assert!(a.hourly[1].is_nan());
         assert_eq!(a.imported_hours, 1);
@@ -434,13 +561,10 @@ mod tests {
 
     #[test]
     fn idle_observed_hours_are_zero() {
-        let s = AlignedSeries::new(10.0 * HOUR, 2);
-        assert_eq!(
-            s.clone().finish(&[(0.0, 10.0 * HOUR)], 0.0).hourly,
-            vec![0.0, 0.0]
-        );
+        let s = series(10.0 * HOUR, 2, &[(0.0, 10.0 * HOUR)], 0.0);
+        assert_eq!(s.finish().hourly, vec![0.0, 0.0]);
         // Before the shard was first seen, nothing was observed of it.
-        let a = s.finish(&[(0.0, 10.0 * HOUR)], 9.0 * HOUR);
+        let a = series(10.0 * HOUR, 2, &[(0.0, 10.0 * HOUR)], 9.0 * HOUR).finish();
         assert!(a.hourly[0].is_nan());
         assert_eq!(a.hourly[1], 0.0);
     }
@@ -452,7 +576,7 @@ mod tests {
             spans in proptest::collection::vec((0.0f64..10.0, 0.01f64..2.0, 0.0f64..1e6), 0..20),
         ) {
             let hours = 8;
-            let mut s = AlignedSeries::new(now, hours);
+            let mut s = series(now, hours, &[(0.0, now)], 0.0);
             let start = now - hours as f64 * HOUR;
             let mut expected = 0.0;
             for (offset, length, amount) in spans {
@@ -462,7 +586,7 @@ mod tests {
                 let inside = (to.min(now) - from.max(start)).max(0.0);
                 expected += amount * inside / (to.min(now) - from);
             }
-            let total: f64 = s.finish(&[(0.0, now)], 0.0).hourly.iter().sum();
+            let total: f64 = s.finish().hourly.iter().sum();
             prop_assert!((total - expected).abs() <= 1e-6 * expected.max(1.0));
         }
     }

@@ -291,7 +291,7 @@ fn read_histories(
     let (now, next_hour) = history::clock()?;
     let start = now - HISTORY_HOURS as f64 * 3600.0;
     let periods = history::sampling_periods(start)?;
-    let mut histories = Histories::new(now, HISTORY_HOURS, write_weight);
+    let mut histories = Histories::new(now, HISTORY_HOURS, write_weight, periods);
     let mut shards: Vec<ShardHistory> = Vec::new();
     for p in forecasts::published(horizon_minutes)? {
         histories.add_shard(p.shard_id, p.first_seen.unwrap_or(now));
@@ -311,11 +311,12 @@ fn read_histories(
             weight: p.weight,
         });
     }
-    history::read_into(&mut histories, measure, write_weight, start)?;
+    // Gaps first: each amount of history is split by what the worker observed of its time.
     for (shard_id, from, to) in history::shard_gaps(start)? {
         histories.add_gap(shard_id, from, to);
     }
-    for (shard, aligned) in shards.iter_mut().zip(histories.finish(&periods)) {
+    history::read_into(&mut histories, measure, write_weight, start)?;
+    for (shard, aligned) in shards.iter_mut().zip(histories.finish()) {
         shard.observed_hours = aligned.observed_hours;
         shard.imported_hours = aligned.imported_hours;
         shard.history =
