@@ -39,7 +39,10 @@ window deleted (so that score hysteresis does not carry a score across horizons)
 and scores read.
 
 The worker runs with shardcast.enabled = off: it samples nothing, so the only history is the
-imported one.
+imported one. With --worker it runs (sampling every 5 s), as it would for a DBA who installed
+shardcast and imports history for tables just created: every cut creates its tables afresh,
+waits until the worker has registered and sampled them, and keeps the worker's sampling periods,
+so that the last hour is observed for seconds and imported for the rest.
 """
 
 from __future__ import annotations
@@ -187,11 +190,31 @@ def wspt(fifo: list[int], load: list[float], sizes: list[int]) -> list[int]:
 
 # --- SQL driver --------------------------------------------------------------------------------
 
-def reset_history(conn) -> None:
+def reset_history(conn, keep_periods: bool = False) -> None:
     conn.execute("DELETE FROM shardcast.replication_tasks")
     conn.execute("DELETE FROM shardcast.copy_credits")
     conn.execute("TRUNCATE shardcast.recent_access, shardcast.daily_access, shardcast.forecast_state,"
-                 " shardcast.scores, shardcast.sampling_periods")
+                 " shardcast.scores" + ("" if keep_periods else ", shardcast.sampling_periods"))
+
+
+def fresh_tables(conn, group: "Group") -> dict:
+    """Drops and creates the group's tables and waits until the running worker has registered
+    them and sampled them for a few seconds. Returns their OIDs."""
+    for s in group.series:
+        conn.execute(f"DROP TABLE IF EXISTS public.{s.table}")
+        conn.execute(f"CREATE TABLE public.{s.table} (id int)")
+    relids = {s.table: conn.execute("SELECT %s::regclass::oid", [s.table]).fetchone()[0] for s in group.series}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready = conn.execute(
+            "SELECT count(*) = %s AND coalesce((SELECT max(ended_at) FROM shardcast.sampling_periods)"
+            " > max(first_seen) + interval '6 seconds', false)"
+            " FROM shardcast.shards WHERE relid = ANY(%s) AND retired_at IS NULL",
+            [len(relids), list(relids.values())]).fetchone()[0]
+        if ready:
+            return relids
+        time.sleep(0.5)
+    raise RuntimeError("the worker did not register and sample the new tables within 2 minutes")
 
 
 def import_history(conn, group: Group, cut: int, mark_zeros: bool) -> tuple[int, int]:
@@ -241,14 +264,15 @@ class CutResult:
     models: dict  # hours -> {model: count}
 
 
-def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict, mark_zeros: bool) -> CutResult:
+def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict, mark_zeros: bool,
+               keep_periods: bool = False) -> CutResult:
     n = len(group.series)
     sizes = [int(2 ** rng.uniform(0, 5) * MIB) for _ in range(n)]
     fifo = list(range(n))
     rng.shuffle(fifo)
     idx = [cut + group.offset(s) for s in group.series]
     with conn.transaction():
-        reset_history(conn)
+        reset_history(conn, keep_periods)
         samples, history_hours = import_history(conn, group, cut, mark_zeros)
         # The bench is the DBA here: it says how big each table is (the worker, paused, would
         # measure it). enqueue() takes a task's size from shardcast.shards.size_bytes.
@@ -385,6 +409,9 @@ def main() -> None:
                    help="cuts where the oracle gains less AWA than this over FIFO are left out of the "
                         "mean and median capture (default 0.01)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--worker", action="store_true",
+                   help="run the worker (sampling every 5 s) and create each cut's tables afresh, as a "
+                        "DBA importing history for new tables would")
     p.add_argument("--data", type=Path, default=DATA,
                    help="directory holding nab/ (5-minute traces, timestamp,value CSVs: one group) and "
                         "m4-hourly/ (default: bench/data)")
@@ -404,6 +431,8 @@ def main() -> None:
 
     results: list[CutResult] = []
     settings = {"shardcast.database": f"'{DB}'", "shardcast.enabled": "off"}
+    if args.worker:
+        settings.update({"shardcast.enabled": "on", "shardcast.sample_interval": "'5s'"})
     with running_cluster(settings, "shardcast-replay") as cluster:
         with cluster.connect() as conn:
             conn.execute(f"CREATE DATABASE {DB}")
@@ -424,7 +453,9 @@ def main() -> None:
                 cut_rng = random.Random(f"{args.seed}-{g.name}-sizes")
                 for k, cut in enumerate(g.cuts):
                     t0 = time.monotonic()
-                    r = replay_cut(conn, g, cut, cut_rng, relids, args.mark_zeros)
+                    if args.worker:
+                        relids = fresh_tables(conn, g)
+                    r = replay_cut(conn, g, cut, cut_rng, relids, args.mark_zeros, args.worker)
                     results.append(r)
                     log(f"   cut {k + 1}/{len(g.cuts)} at step {cut} ({r.history_hours} h of history): "
                         + ", ".join(f"{h} h queue {r.awa[('queue', h)]:.3f} fifo {r.awa[('fifo', h)]:.3f} "
