@@ -11,6 +11,7 @@
 //! history (`record_access`) covers, which counts as imported; an hour it did not observe but
 //! that holds imported history counts as imported.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// An hour needs at least this share observed to be read as measured; the last hour (the
@@ -119,7 +120,11 @@ pub struct AlignedSeries {
     /// The moment of the forecast: the end of the last hour.
     now: f64,
     /// Loads per aligned hour, oldest first.
-    load: Vec<Split>,
+    load: Vec<f64>,
+    /// The same, split by what the worker observed, for the hours it observed in part: only
+    /// they need the split (a whole observed hour is measured, an unobserved one imported), and
+    /// they are few (where sampling began or stopped, where the shard was first seen).
+    partial: HashMap<usize, Split>,
     /// Whether any history (measured or imported) fell into each hour.
     touched: Vec<bool>,
     /// The last [`RECENT_SECS`] and the last hour, both ending at the last whole bucket.
@@ -158,7 +163,8 @@ impl AlignedSeries {
         let last_bucket_end = (now / BUCKET_SECS).floor() * BUCKET_SECS;
         AlignedSeries {
             now,
-            load: vec![Split::default(); hours],
+            load: vec![0.0; hours],
+            partial: HashMap::new(),
             touched: vec![false; hours],
             recent: Window::new(last_bucket_end, RECENT_SECS),
             recent_hour: Window::new(last_bucket_end, HOUR),
@@ -171,6 +177,10 @@ impl AlignedSeries {
     /// Marks [from, to) as not observed for this shard, though the worker sampled then. Gaps
     /// come before history: amounts already added are not split again.
     pub fn add_gap(&mut self, from: f64, to: f64) {
+        debug_assert!(
+            !self.touched.iter().any(|t| *t),
+            "a gap added after history"
+        );
         self.gaps.push((from, to));
     }
 
@@ -212,13 +222,20 @@ impl AlignedSeries {
         let span = to - from;
         let mut parts = Vec::new();
         self.overlaps(from, to, |i, a, b| parts.push((i, a, b)));
+        let start = self.start();
         for (i, a, b) in parts {
-            let split = self.split(a, b, amount * (b - a) / span);
-            let hour = &mut self.load[i];
-            hour.measured += split.measured;
-            hour.imported += split.imported;
-            hour.imported_secs += split.imported_secs;
+            let part = amount * (b - a) / span;
+            self.load[i] += part;
             self.touched[i] = true;
+            let hour_start = start + i as f64 * HOUR;
+            let observed = self.observed(hour_start, hour_start + HOUR);
+            if observed > 0.0 && observed < HOUR {
+                let split = self.split(a, b, part);
+                let hour = self.partial.entry(i).or_default();
+                hour.measured += split.measured;
+                hour.imported += split.imported;
+                hour.imported_secs += split.imported_secs;
+            }
         }
         for window in [false, true] {
             let w = if window {
@@ -322,14 +339,16 @@ impl AlignedSeries {
             .zip(&observed)
             .zip(&self.touched)
             .enumerate()
-            .map(|(i, ((load, &observed), &touched))| {
+            .map(|(i, ((&load, &observed), &touched))| {
                 let coverage = observed / HOUR;
                 if coverage >= MIN_COVERAGE || (i == last && coverage > 0.0) {
                     out.observed_hours += 1;
-                    load.load(observed, HOUR)
+                    self.partial
+                        .get(&i)
+                        .map_or(load, |split| split.load(observed, HOUR))
                 } else if touched {
                     out.imported_hours += 1;
-                    load.measured + load.imported
+                    load
                 } else {
                     f64::NAN
                 }
@@ -427,21 +446,23 @@ mod tests {
 
     #[test]
     fn an_import_beside_a_shard_seen_minutes_ago_is_not_scaled_up() {
-        // A table created minutes ago, first seen at 10:38:30, and 28 days of 5-minute history
-        // imported up to now (10:42), 10 reads a bucket. The worker observed 3.5 minutes of the
-        // last hour; the import holds the rest. The hour is the import (126: the current
-        // bucket's 10 fall in its first two minutes), not the import scaled from 3.5 minutes.
+        // A table created minutes ago, first seen at 10:38:30, and 5-minute history imported up
+        // to now (10:42), 10 reads a bucket. The worker observed 3.5 minutes of the last hour;
+        // the import holds the rest. The hour is the import, 126 (the current bucket's 10 fall
+        // in its first two minutes), not the import scaled up from 3.5 minutes (1512). It comes
+        // to 134: the bucket the shard was first seen in counts as measured, and the minutes of
+        // it before are scaled from the minutes after.
         let now = 10.0 * HOUR + 42.0 * 60.0;
         let since = now - 210.0;
         let mut s = series(now, 3, &[(since - 60.0, now)], since);
         let mut start = now - 3.0 * HOUR - 300.0;
-        while start < now {
+        while start <= now {
             let bucket = (start / 300.0).floor() * 300.0;
             s.add(bucket, bucket + 300.0, 10.0);
             start += 300.0;
         }
         let a = s.finish();
-        assert!((a.hourly[2] - 126.0).abs() < 0.1 * 126.0, "{a:?}");
+        assert!((a.hourly[2] - 134.0).abs() < 1e-9, "{a:?}");
         assert!((a.hourly[1] - 120.0).abs() < 1e-9, "{a:?}");
         assert_eq!((a.observed_hours, a.imported_hours), (1, 2));
         assert!(a.recent_excess.expect("known").abs() < 1e-6, "{a:?}");
