@@ -63,40 +63,31 @@ impl Access {
         self.blocks_read += other.blocks_read;
     }
 
+    /// Each count combined with the same count of `other` by `f`.
+    fn zip_with(&self, other: &Access, f: impl Fn(f64, f64) -> f64) -> Access {
+        Access {
+            scans: f(self.scans, other.scans),
+            tuples_read: f(self.tuples_read, other.tuples_read),
+            tuples_written: f(self.tuples_written, other.tuples_written),
+            blocks_hit: f(self.blocks_hit, other.blocks_hit),
+            blocks_read: f(self.blocks_read, other.blocks_read),
+        }
+    }
+
     /// The `part / whole` share of every count (multiplied before it is divided, which keeps
     /// whole shares of whole counts exact while the product stays under 2^53).
     pub fn share(&self, part: f64, whole: f64) -> Access {
-        let share = |v: f64| v * part / whole;
-        Access {
-            scans: share(self.scans),
-            tuples_read: share(self.tuples_read),
-            tuples_written: share(self.tuples_written),
-            blocks_hit: share(self.blocks_hit),
-            blocks_read: share(self.blocks_read),
-        }
+        self.zip_with(self, |v, _| v * part / whole)
     }
 
     /// Every count rounded to a whole number, but never above the same count of `limit`.
     pub fn rounded_within(&self, limit: &Access) -> Access {
-        let round = |v: f64, limit: f64| v.round().min(limit);
-        Access {
-            scans: round(self.scans, limit.scans),
-            tuples_read: round(self.tuples_read, limit.tuples_read),
-            tuples_written: round(self.tuples_written, limit.tuples_written),
-            blocks_hit: round(self.blocks_hit, limit.blocks_hit),
-            blocks_read: round(self.blocks_read, limit.blocks_read),
-        }
+        self.zip_with(limit, |v, limit| v.round().min(limit))
     }
 
     /// What is left of every count once `other` is taken out of it, never below zero.
     pub fn less(&self, other: &Access) -> Access {
-        Access {
-            scans: (self.scans - other.scans).max(0.0),
-            tuples_read: (self.tuples_read - other.tuples_read).max(0.0),
-            tuples_written: (self.tuples_written - other.tuples_written).max(0.0),
-            blocks_hit: (self.blocks_hit - other.blocks_hit).max(0.0),
-            blocks_read: (self.blocks_read - other.blocks_read).max(0.0),
-        }
+        self.zip_with(other, |v, taken| (v - taken).max(0.0))
     }
 }
 

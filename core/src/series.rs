@@ -79,6 +79,12 @@ struct Split {
 }
 
 impl Split {
+    fn add(&mut self, other: Split) {
+        self.measured += other.measured;
+        self.imported += other.imported;
+        self.imported_secs += other.imported_secs;
+    }
+
     /// The span's load, `observed` of its `span` seconds observed: measured load scaled up to
     /// the unobserved time that no import covers (from five minutes of observation at least,
     /// never down), plus what was imported there. An hour the worker saw for ten minutes of a
@@ -231,32 +237,23 @@ impl AlignedSeries {
             let observed = self.observed(hour_start, hour_start + HOUR);
             if observed > 0.0 && observed < HOUR {
                 let split = self.split(a, b, part);
-                let hour = self.partial.entry(i).or_default();
-                hour.measured += split.measured;
-                hour.imported += split.imported;
-                hour.imported_secs += split.imported_secs;
+                self.partial.entry(i).or_default().add(split);
             }
         }
-        for window in [false, true] {
-            let w = if window {
-                &self.recent_hour
-            } else {
-                &self.recent
-            };
+        // The part inside each recent window, split before either window is written.
+        let inside = |w: &Window| {
             let (a, b) = (from.max(w.from), to.min(w.to));
-            if b <= a {
-                continue;
+            (b > a).then(|| self.split(a, b, amount * (b - a) / span))
+        };
+        let (recent, recent_hour) = (inside(&self.recent), inside(&self.recent_hour));
+        for (w, split) in [
+            (&mut self.recent, recent),
+            (&mut self.recent_hour, recent_hour),
+        ] {
+            if let Some(split) = split {
+                w.load.add(split);
+                w.pieces += 1;
             }
-            let split = self.split(a, b, amount * (b - a) / span);
-            let w = if window {
-                &mut self.recent_hour
-            } else {
-                &mut self.recent
-            };
-            w.load.measured += split.measured;
-            w.load.imported += split.imported;
-            w.load.imported_secs += split.imported_secs;
-            w.pieces += 1;
         }
     }
 
