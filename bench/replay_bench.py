@@ -33,7 +33,7 @@ all shardcast history and tasks are deleted; the last 28 days before the cut are
 bulk `shardcast.record_access(regclass[], timestamptz[], float8[])`, shifted so that the cut is
 now() (the cut's minute on the series' hour grid is random; each 5-minute value is split between
 the two real 5-minute buckets it overlaps, the way the sampler's buckets would hold it); table
-sizes are drawn (log-uniform, 1-32 MiB) and written to `shardcast.shards.size_bytes`; every shard
+sizes are drawn (log-uniform, 1-32 MiB) and written to the tasks' `size_bytes`; every shard
 is enqueued in FIFO order; then per window: horizon set, forecasts and scores of the previous
 window deleted (so that score hysteresis does not carry a score across horizons), refresh, queue
 and scores read.
@@ -274,15 +274,15 @@ def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict, m
     with conn.transaction():
         reset_history(conn, keep_periods)
         samples, history_hours = import_history(conn, group, cut, mark_zeros)
-        # The bench is the DBA here: it says how big each table is (the worker, paused, would
-        # measure it). enqueue() takes a task's size from shardcast.shards.size_bytes.
-        conn.execute("UPDATE shardcast.shards s SET size_bytes = u.size, size_updated_at = now()"
-                     " FROM unnest(%s::oid[], %s::int8[]) AS u(relid, size)"
-                     " WHERE s.relid = u.relid AND s.retired_at IS NULL",
-                     [[relids[s.table] for s in group.series], sizes])
         task_of = {}
         for j in fifo:
             task_of[conn.execute("SELECT shardcast.enqueue(%s::regclass)", [group.series[j].table]).fetchone()[0]] = j
+        # The bench's tables are empty, and enqueue() takes a task's size from the table: the
+        # bench says how big each one is instead of filling it (the queue is ordered at the
+        # refresh below).
+        conn.execute("UPDATE shardcast.replication_tasks t SET size_bytes = u.size"
+                     " FROM unnest(%s::int8[], %s::int8[]) AS u(task_id, size) WHERE t.task_id = u.task_id",
+                     [list(task_of), [sizes[j] for j in task_of.values()]])
         real_minute = int(conn.execute("SELECT extract(minute FROM now())::int").fetchone()[0])
         result = CutResult(group.name, group.kind, cut, {}, [int(s.minutes[i]) for s, i in zip(group.series, idx)],
                            real_minute, history_hours, {}, {})
@@ -299,7 +299,7 @@ def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict, m
             if sorted(queue) != list(range(n)):
                 raise RuntimeError(f"prioritized_queue lists {len(queue)} of {n} tasks")
             if any(r[1] != sizes[task_of[r[0]]] for r in rows):
-                raise RuntimeError("a task's size_bytes differs from shardcast.shards.size_bytes")
+                raise RuntimeError("a task's size_bytes differs from the size the bench gave it")
             result.prefetch[hours] = sum(1 for r in rows if r[2])
             predicted = [0.0] * n
             for relid, load in conn.execute("SELECT shard::oid, predicted_load FROM shardcast.priority_scores"):

@@ -72,6 +72,51 @@ def test_history_imported_for_a_table_created_seconds_ago_is_not_scaled_up(db):
     assert observed == 1 and imported >= 70, (observed, imported)
 
 
+def test_a_bulk_load_is_not_read_load(db):
+    """A table created, loaded after the worker's first reading of it, and given a history of 720
+    reads an hour: the load is rows written, not reads, and by default (write_weight 0) it does
+    not make the table hot. At the former default of 0.1 its 20,000 rows were 2,000 reads, and the
+    table's next hour was forecast at 1,600 (this test, when it was written)."""
+    db.execute("CREATE TABLE public.loaded (id int, pad text)")
+    wait_for("registration", lambda: live_shard(db, "public.loaded"))
+    wait_for("a few samples of it", lambda: one(db, """
+        SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
+                                WHERE relid = 'public.loaded'::regclass) + interval '3 seconds'
+        FROM shardcast.sampling_periods"""), timeout=15)
+    db.execute("INSERT INTO public.loaded SELECT i, 'x' FROM generate_series(1, 20000) i")
+    wait_for("the load to be sampled", lambda: recorded(db, "public.loaded", "tuples_written") >= 20000, timeout=15)
+    db.execute("""
+        SELECT shardcast.record_access(array_agg('public.loaded'::regclass), array_agg(t),
+                                       array_agg(60::float8))
+        FROM generate_series(now() - interval '3 days', now(), interval '5 minutes') t""")
+    db.execute("SELECT shardcast.refresh_forecasts()")
+    point = one(db, "SELECT point FROM shardcast.forecasts WHERE shard = 'public.loaded'::regclass")
+    assert 600 <= point <= 900, f"forecast {point} for 720 reads an hour and a load of 20,000 rows"
+    db.execute("SET shardcast.write_weight = 0.1")
+    try:
+        db.execute("SELECT shardcast.refresh_forecasts()")
+        weighted = one(db, "SELECT point FROM shardcast.forecasts WHERE shard = 'public.loaded'::regclass")
+    finally:
+        db.execute("RESET shardcast.write_weight")
+        db.execute("SELECT shardcast.refresh_forecasts()")
+    assert weighted > 1.5 * point, f"with write_weight 0.1 the load's 2,000 are in: {weighted} against {point}"
+
+
+def test_a_table_loaded_since_its_size_was_measured_is_queued_at_its_size(db):
+    """The worker measures a new table at once (empty) and written tables again only every few
+    sampling intervals: a table created, loaded and enqueued at once is queued at its size now."""
+    db.execute("CREATE TABLE public.filled (id int, pad text)")
+    wait_for("a first size", lambda: one(db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.filled'::regclass") is not None)
+    db.execute("INSERT INTO public.filled SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
+    task = one(db, "SELECT shardcast.enqueue('public.filled')")
+    try:
+        size, actual = db.execute("""SELECT t.size_bytes, pg_total_relation_size('public.filled')
+                                     FROM shardcast.replication_tasks t WHERE t.task_id = %s""", [task]).fetchone()
+        assert size == actual > 4_000_000, (size, actual)
+    finally:
+        db.execute("SELECT shardcast.cancel_task(%s)", [task])
+
+
 def test_size_is_kept_current(db):
     db.execute("CREATE TABLE public.grows (id int, pad text)")
     wait_for("a first size", lambda: one(db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.grows'::regclass") is not None)

@@ -2,12 +2,16 @@
 // window, the express lane, the stored dispatch order, `allocation_plan`, `queue_explained`, and
 // the manifest.
 
+/// Gives the table's queued task a size and replans (the tables are empty, and a task is
+/// enqueued at its table's size).
 fn set_size(table: &str, bytes: i64) {
     Spi::run_with_args(
-        "UPDATE shardcast.shards SET size_bytes = $2 WHERE relid = $1::regclass AND retired_at IS NULL",
+        "UPDATE shardcast.replication_tasks t SET size_bytes = $2 FROM shardcast.shards s
+         WHERE s.shard_id = t.shard_id AND s.relid = $1::regclass AND s.retired_at IS NULL AND t.state = 'queued'",
         &[table.into(), bytes.into()],
     )
     .unwrap();
+    crate::queue::replan().unwrap();
 }
 
 /// The queued tables in the order of the `prioritized_queue` view: the server's settings.
@@ -64,13 +68,13 @@ fn wspt_orders_by_score_per_byte_and_the_other_orders_differ() {
     shop_with_history();
     Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SELECT shardcast.refresh_forecasts()").unwrap();
     // orders is hottest but huge; customers is cooler but tiny.
-    set_size("public.f_orders", 100_000_000_000);
-    set_size("public.f_customers", 10_000);
-    set_size("public.f_audit", 10_000_000);
     // No express lane, and everything enqueued at once: the order is the ordering's alone,
     // whatever the tiers.
     as_if_reloaded("shardcast.prefetch_quantile", "1");
     Spi::run("SELECT shardcast.enqueue_all()").unwrap();
+    set_size("public.f_orders", 100_000_000_000);
+    set_size("public.f_customers", 10_000);
+    set_size("public.f_audit", 10_000_000);
     assert_eq!(queue_order("wspt"), "f_customers,f_audit,f_orders");
     // The view and the stored order follow the server's ordering (wspt), not the session's.
     assert_eq!(queue_view(), "f_customers,f_audit,f_orders");
@@ -103,11 +107,11 @@ fn hot_tasks_enqueued_later_than_the_window_do_not_overtake_a_cold_one() {
     )
     .unwrap();
     assert_eq!(pinned, Some(3));
+    as_if_reloaded("shardcast.prefetch_quantile", "1");
+    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
     set_size("public.f_orders", 100_000_000_000);
     set_size("public.f_customers", 10_000);
     set_size("public.f_audit", 10_000_000);
-    as_if_reloaded("shardcast.prefetch_quantile", "1");
-    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
     // A one-shot queue is WSPT: the huge orders table, least dense, goes last.
     assert_eq!(queue_view(), "f_customers,f_audit,f_orders");
     assert_eq!(stored_order(), "f_customers,f_audit,f_orders");
@@ -143,13 +147,13 @@ fn hot_tasks_enqueued_later_than_the_window_do_not_overtake_a_cold_one() {
 fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
     shop_with_history();
     Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SELECT shardcast.refresh_forecasts()").unwrap();
-    set_size("public.f_orders", 100_000_000_000);
-    set_size("public.f_customers", 10_000);
-    set_size("public.f_audit", 10_000);
     // With three shards, the 0.5 quantile of points is the middle one: only orders' lower
     // bound can exceed it.
     as_if_reloaded("shardcast.prefetch_quantile", "0.5");
     Spi::run("SELECT shardcast.enqueue_all()").unwrap();
+    set_size("public.f_orders", 100_000_000_000);
+    set_size("public.f_customers", 10_000);
+    set_size("public.f_audit", 10_000);
     let first = Spi::get_one::<String>("SELECT shard::text || ':' || prefetch FROM shardcast.prioritized_queue WHERE position = 1")
         .unwrap();
     assert_eq!(first.as_deref(), Some("f_orders:true"));
@@ -168,11 +172,11 @@ fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
 fn the_plan_shares_workers_and_bandwidth() {
     shop_with_history();
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    as_if_reloaded("shardcast.prefetch_quantile", "1");
+    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
     for t in ["public.f_orders", "public.f_customers", "public.f_audit"] {
         set_size(t, 1_000_000);
     }
-    as_if_reloaded("shardcast.prefetch_quantile", "1");
-    Spi::run("SELECT shardcast.enqueue_all()").unwrap();
     let plan = Spi::get_one::<String>(
         "SELECT string_agg(worker || '@' || round(extract(epoch FROM expected_start - now())) || '-'
                            || round(extract(epoch FROM expected_finish - now())) || ':' || bandwidth_share, ' ' ORDER BY position)

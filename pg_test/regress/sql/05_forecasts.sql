@@ -1,7 +1,7 @@
 -- Forecasts. For every live shard shardcast forecasts its total load over the next
 -- shardcast.horizon (1 hour by default) from its hourly history (up to 28 days): load is what
 -- shardcast.load_measure counts (scans by default; an imported read is one scan) plus
--- shardcast.write_weight (0.1) x tuples written. Models are selected by backtest and combined;
+-- shardcast.write_weight (0: reads only) x tuples written. Models are selected by backtest and combined;
 -- a shard with under a day of history borrows the daily profile of older ones (cold start);
 -- the interval [lower, upper] covers shardcast.interval_level (80%) of the backtest errors.
 -- The worker refreshes forecasts and scores every shardcast.refresh_interval;
@@ -17,7 +17,7 @@
 -- steady history is its own forecast (last_value, MASE 0, no interval).
 \set VERBOSITY verbose
 SELECT shardcast.refresh_forecasts();
--- events: 200 reads + 0.1 x 50 writes an hour.
+-- events: 200 reads an hour (its 50 writes weigh 0 by default).
 SELECT shard, horizon, window_end - window_start AS window_length, model, point, lower, upper, models,
        backtest_mase, history_points, observed_hours, imported_hours, change_reason
 FROM shardcast.forecasts ORDER BY shard_id;

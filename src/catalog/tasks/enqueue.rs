@@ -61,7 +61,12 @@ pub fn enqueue(
 /// The enqueue statement (see [`enqueue`]).
 const ENQUEUE: &str = "WITH wanted AS (
                  SELECT s.shard_id, format('%I.%I', s.schema_name, s.table_name) AS name,
-                        coalesce(s.size_bytes, pg_catalog.pg_total_relation_size(s.relid), 0) AS size_bytes
+                        -- A table's size now: the worker measures sizes every few minutes,
+                        -- and a table filled since (created, loaded, enqueued) would be queued
+                        -- at its empty size. A Citus shard's size is the one its node reported.
+                        coalesce(CASE WHEN to_jsonb(s) ->> 'citus_shard_id' IS NULL
+                                      THEN pg_catalog.pg_total_relation_size(s.relid) END,
+                                 s.size_bytes, 0) AS size_bytes
                  FROM shardcast.shards s
                  WHERE s.shard_id = ANY($1) AND s.retired_at IS NULL
              ), replicated AS (
