@@ -42,7 +42,9 @@ The worker runs with shardcast.enabled = off: it samples nothing, so the only hi
 imported one. With --worker it runs (sampling every 5 s), as it would for a DBA who installed
 shardcast and imports history for tables just created: every cut creates its tables afresh,
 waits until the worker has registered and sampled them, and keeps the worker's sampling periods,
-so that the last hour is observed for seconds and imported for the rest.
+so that the last hour is observed for seconds and imported for the rest. --fill is closer still to
+a test harness: each cut creates its tables and loads them to their sizes (so the worker may read
+them empty and then see the load), then imports at once, with the worker at its default interval.
 """
 
 from __future__ import annotations
@@ -217,7 +219,23 @@ def fresh_tables(conn, group: "Group") -> dict:
     raise RuntimeError("the worker did not register and sample the new tables within 2 minutes")
 
 
-def import_history(conn, group: Group, cut: int, mark_zeros: bool) -> tuple[int, int]:
+def filled_tables(conn, group: "Group", sizes: list[int]) -> dict:
+    """Drops and creates the group's tables and loads each with rows up to its size at once, as
+    a harness that builds tables of given sizes would, whether or not the worker has read them
+    yet. Returns their OIDs."""
+    relids = {}
+    for s, size in zip(group.series, sizes):
+        conn.execute(f"DROP TABLE IF EXISTS public.{s.table}")
+        conn.execute(f"CREATE TABLE public.{s.table} (id int, pad text)")
+        # About 1 kB a row, stored uncompressed (md5 text does not compress).
+        conn.execute(f"INSERT INTO public.{s.table} SELECT i, (SELECT string_agg(md5((i * 64 + k)::text), '')"
+                     f" FROM generate_series(1, 30) k) FROM generate_series(1, %s) i",
+                     [max(1, size // 1100)])
+        relids[s.table] = conn.execute("SELECT %s::regclass::oid", [s.table]).fetchone()[0]
+    return relids
+
+
+def import_history(conn, group: Group, cut: int, mark_zeros: bool, stamps: str = "split") -> tuple[int, int]:
     """Imports the last IMPORT_DAYS before the cut, the cut being now(). Returns (samples, hours
     of history of the shortest series)."""
     tables = [s.table for s in group.series]
@@ -235,10 +253,16 @@ def import_history(conn, group: Group, cut: int, mark_zeros: bool) -> tuple[int,
         if mark_zeros:
             hist = np.where(hist > 0, hist, 1e-9)
         n = len(hist)
-        bucket = np.zeros(n + 1)  # bucket k starts o + (n - k) * 300 seconds before now()
-        bucket[:n] += hist * (STEP_SECS - o) / STEP_SECS
-        bucket[1:] += hist * o / STEP_SECS
-        off = o + (n - np.arange(n + 1)) * STEP_SECS - min(1.0, o / 2)
+        if stamps == "split":
+            bucket = np.zeros(n + 1)  # bucket k starts o + (n - k) * 300 seconds before now()
+            bucket[:n] += hist * (STEP_SECS - o) / STEP_SECS
+            bucket[1:] += hist * o / STEP_SECS
+            off = o + (n - np.arange(n + 1)) * STEP_SECS - min(1.0, o / 2)
+        else:
+            # One sample per step, stamped when the step starts (now() - 5 min for the last) or
+            # ends (now() for the last), as a simple import script would.
+            bucket = hist.astype(float)
+            off = (n - np.arange(n)) * STEP_SECS - (STEP_SECS if stamps == "end" else 0)
         keep = np.isfinite(bucket)  # a zero is a known idle step; a gap is left unknown
         shard_index += [i + 1] * int(keep.sum())
         offsets += off[keep].tolist()
@@ -264,25 +288,36 @@ class CutResult:
     models: dict  # hours -> {model: count}
 
 
-def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict, mark_zeros: bool,
-               keep_periods: bool = False) -> CutResult:
+def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict | None, mark_zeros: bool,
+               keep_periods: bool = False, stamps: str = "split") -> CutResult:
+    """Replays one cut. `relids` None: the tables are created and loaded to their sizes first
+    (--fill), and the queue's sizes are theirs."""
     n = len(group.series)
     sizes = [int(2 ** rng.uniform(0, 5) * MIB) for _ in range(n)]
     fifo = list(range(n))
     rng.shuffle(fifo)
     idx = [cut + group.offset(s) for s in group.series]
+    filled = relids is None
+    if filled:
+        relids = filled_tables(conn, group, sizes)
     with conn.transaction():
         reset_history(conn, keep_periods)
-        samples, history_hours = import_history(conn, group, cut, mark_zeros)
+        samples, history_hours = import_history(conn, group, cut, mark_zeros, stamps)
         task_of = {}
         for j in fifo:
             task_of[conn.execute("SELECT shardcast.enqueue(%s::regclass)", [group.series[j].table]).fetchone()[0]] = j
-        # The bench's tables are empty, and enqueue() takes a task's size from the table: the
-        # bench says how big each one is instead of filling it (the queue is ordered at the
-        # refresh below).
-        conn.execute("UPDATE shardcast.replication_tasks t SET size_bytes = u.size"
-                     " FROM unnest(%s::int8[], %s::int8[]) AS u(task_id, size) WHERE t.task_id = u.task_id",
-                     [list(task_of), [sizes[j] for j in task_of.values()]])
+        if filled:
+            sizes = [0] * n
+            for task, size in conn.execute("SELECT task_id, size_bytes FROM shardcast.replication_tasks"
+                                           " WHERE task_id = ANY(%s)", [list(task_of)]):
+                sizes[task_of[task]] = int(size)
+        else:
+            # The bench's tables are empty, and enqueue() takes a task's size from the table:
+            # the bench says how big each one is instead of loading it (the queue is ordered at
+            # the refresh below).
+            conn.execute("UPDATE shardcast.replication_tasks t SET size_bytes = u.size"
+                         " FROM unnest(%s::int8[], %s::int8[]) AS u(task_id, size) WHERE t.task_id = u.task_id",
+                         [list(task_of), [sizes[j] for j in task_of.values()]])
         real_minute = int(conn.execute("SELECT extract(minute FROM now())::int").fetchone()[0])
         result = CutResult(group.name, group.kind, cut, {}, [int(s.minutes[i]) for s, i in zip(group.series, idx)],
                            real_minute, history_hours, {}, {})
@@ -412,6 +447,16 @@ def main() -> None:
     p.add_argument("--worker", action="store_true",
                    help="run the worker (sampling every 5 s) and create each cut's tables afresh, as a "
                         "DBA importing history for new tables would")
+    p.add_argument("--fill", action="store_true",
+                   help="with --worker: each cut creates its tables and loads them to their sizes at once, "
+                        "without waiting for the worker (which samples at its default interval, 1 min, "
+                        "unless --sample-interval says otherwise), and the queue's sizes are the tables' own")
+    p.add_argument("--sample-interval", default=None,
+                   help="the worker's shardcast.sample_interval (default: 5s, or the server's default "
+                        "with --fill)")
+    p.add_argument("--stamps", choices=["split", "start", "end"], default="split",
+                   help="how imported 5-minute values are stamped: split over the two real 5-minute "
+                        "buckets they overlap (default), or one sample per step at its start or end")
     p.add_argument("--data", type=Path, default=DATA,
                    help="directory holding nab/ (5-minute traces, timestamp,value CSVs: one group) and "
                         "m4-hourly/ (default: bench/data)")
@@ -431,8 +476,13 @@ def main() -> None:
 
     results: list[CutResult] = []
     settings = {"shardcast.database": f"'{DB}'", "shardcast.enabled": "off"}
+    if args.fill and not args.worker:
+        p.error("--fill needs --worker")
     if args.worker:
-        settings.update({"shardcast.enabled": "on", "shardcast.sample_interval": "'5s'"})
+        settings["shardcast.enabled"] = "on"
+        interval = args.sample_interval or (None if args.fill else "5s")
+        if interval:
+            settings["shardcast.sample_interval"] = f"'{interval}'"
     with running_cluster(settings, "shardcast-replay") as cluster:
         with cluster.connect() as conn:
             conn.execute(f"CREATE DATABASE {DB}")
@@ -453,9 +503,10 @@ def main() -> None:
                 cut_rng = random.Random(f"{args.seed}-{g.name}-sizes")
                 for k, cut in enumerate(g.cuts):
                     t0 = time.monotonic()
-                    if args.worker:
+                    if args.worker and not args.fill:
                         relids = fresh_tables(conn, g)
-                    r = replay_cut(conn, g, cut, cut_rng, relids, args.mark_zeros, args.worker)
+                    r = replay_cut(conn, g, cut, cut_rng, None if args.fill else relids, args.mark_zeros,
+                                   args.worker, args.stamps)
                     results.append(r)
                     log(f"   cut {k + 1}/{len(g.cuts)} at step {cut} ({r.history_hours} h of history): "
                         + ", ".join(f"{h} h queue {r.awa[('queue', h)]:.3f} fifo {r.awa[('fifo', h)]:.3f} "
@@ -477,6 +528,10 @@ def main() -> None:
           f"{settings_seen[2]}, score_hysteresis {settings_seen[3]}, prefetch_quantile {settings_seen[4]}"
           f"{'; zero steps imported as 1e-9' if args.mark_zeros else ''}"
           f"{'; M4 series scaled to equal mean levels' if args.m4_equal_levels else ''}.")
+    print(f"Worker: {'on, sampling every ' + (args.sample_interval or ('1min (the default)' if args.fill else '5s')) if args.worker else 'off'}"
+          f"{'; tables created and loaded to their sizes at each cut' if args.fill else ''}; imported steps "
+          + {"split": "split over the real 5-minute buckets they overlap", "start": "stamped at their start",
+             "end": "stamped at their end"}[args.stamps] + ".")
     for g in groups:
         print(f"- {g.name}: {len(g.series)} shards ({', '.join(s.table for s in g.series)}), {len(g.cuts)} cuts, "
               f">= {g.min_history_days:g} days of history before each (at most {IMPORT_DAYS} imported)")
