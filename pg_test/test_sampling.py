@@ -117,6 +117,36 @@ def test_a_table_loaded_since_its_size_was_measured_is_queued_at_its_size(db):
         db.execute("SELECT shardcast.cancel_task(%s)", [task])
 
 
+def test_a_client_registering_a_table_the_worker_registers_does_not_deadlock(db):
+    """A client's transaction holds the row of a bucket that the worker is about to add reads
+    to, and then imports history for a table just created, which the worker has just registered.
+    Registration used to share the sampling transaction: the worker held the new table's
+    uncommitted row while it waited for the client's bucket, the client waited for that row, and
+    PostgreSQL broke the deadlock by failing one of them."""
+    db.execute("CREATE TABLE public.dl_read (id int)")
+    wait_for("registration", lambda: live_shard(db, "public.dl_read"))
+    # The client and the worker must meet in one 5-minute bucket.
+    into_bucket = time.time() % 300
+    if into_bucket > 270:
+        time.sleep(301 - into_bucket)
+    started = one(db, "SELECT now()")
+    with psycopg.connect(db.info.dsn) as client:  # one transaction until the commit below
+        client.execute("SELECT shardcast.record_access('public.dl_read', now(), 5)")
+        with psycopg.connect(db.info.dsn, autocommit=True) as other:
+            for _ in range(3):
+                other.execute("SELECT count(*) FROM public.dl_read").fetchone()
+            other.execute("CREATE TABLE public.dl_new (id int)")
+        wait_for("the worker to wait for the client's bucket", lambda: one(db, """
+            SELECT count(*) FROM pg_stat_activity
+            WHERE backend_type = 'shardcast' AND wait_event_type = 'Lock'"""), timeout=15)
+        client.execute("SELECT shardcast.record_access('public.dl_new', now(), 7)")
+        client.commit()
+    wait_for("the worker's reads of dl_read", lambda: recorded(db, "public.dl_read") >= 8, timeout=15)
+    assert recorded(db, "public.dl_new") == 7
+    error = db.execute("SELECT last_error, last_error_at > %s FROM shardcast.worker_status", [started]).fetchone()
+    assert not error[1], f"the worker failed a cycle: {error[0]}"
+
+
 def test_size_is_kept_current(db):
     db.execute("CREATE TABLE public.grows (id int, pad text)")
     wait_for("a first size", lambda: one(db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.grows'::regclass") is not None)

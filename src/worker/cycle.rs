@@ -13,7 +13,7 @@ use super::refresh::{Refresh, RefreshReport};
 use super::sample::{SampleReport, Sampler};
 use super::stopping;
 use super::transaction::{in_transaction, report_activity, run_in_transaction};
-use crate::catalog::{claims, worker_state};
+use crate::catalog::{claims, shards, worker_state};
 use crate::{gucs, queue};
 
 /// A written shard's size is measured again after this many sample intervals.
@@ -91,13 +91,35 @@ enum Outcome {
     Sampled(SampleReport),
 }
 
+/// What registration did: registered and retired tables of the extension's catalog, which is
+/// sampled next, or found no catalog of this version to sample.
+enum Registration {
+    Done { registered: i64, retired: i64 },
+    Waiting(Outcome),
+}
+
 /// The extension version whose catalog this library reads and writes.
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Worker {
     fn cycle(&mut self, started: Instant) {
         report_activity("sampling");
-        let result = in_transaction(AssertUnwindSafe(|| self.sample_stage(started)));
+        // New tables are registered in a transaction of their own, committed before sampling:
+        // a client registering the same table (`record_access`, `enqueue`) waits for this short
+        // transaction, never for a sampling one that goes on to write history, which would
+        // deadlock if the client held a lock that writing needs.
+        let result =
+            in_transaction(AssertUnwindSafe(|| self.register_stage())).and_then(|registration| {
+                match registration {
+                    Registration::Done {
+                        registered,
+                        retired,
+                    } => in_transaction(AssertUnwindSafe(|| {
+                        self.sample_stage(started, registered, retired)
+                    })),
+                    Registration::Waiting(outcome) => Ok(outcome),
+                }
+            });
         match result {
             Ok(Outcome::NoExtension) => {
                 if !self.told_waiting {
@@ -232,10 +254,11 @@ impl Worker {
         Ok(Some(report))
     }
 
-    fn sample_stage(&mut self, started: Instant) -> Result<Outcome, pgrx::spi::Error> {
+    /// Finds the extension and registers new tables (and retires dropped ones) in it.
+    fn register_stage(&mut self) -> Result<Registration, pgrx::spi::Error> {
         let Some(extension) = worker_state::extension()? else {
             self.extension = None;
-            return Ok(Outcome::NoExtension);
+            return Ok(Registration::Waiting(Outcome::NoExtension));
         };
         // Another version's catalog is neither read nor written (but for the worker's state,
         // which every version has): the update is then met like a new extension.
@@ -248,7 +271,7 @@ impl Worker {
                      (the library is {LIBRARY_VERSION}, the extension {version})"
                 ))?;
             }
-            return Ok(Outcome::OtherVersion(version));
+            return Ok(Registration::Waiting(Outcome::OtherVersion(version)));
         }
         if self.extension != Some(extension) {
             if self.told_waiting || self.told_version.is_some() || self.extension.is_some() {
@@ -262,7 +285,24 @@ impl Worker {
             self.told_version = None;
             worker_state::set_started()?;
         }
-        let report = self.sampler.sample(gucs::history_retention())?;
+        let (registered, retired) = shards::sync()?;
+        Ok(Registration::Done {
+            registered,
+            retired,
+        })
+    }
+
+    /// Takes one sample, right after [`Self::register_stage`] registered `registered` tables
+    /// and retired `retired`.
+    fn sample_stage(
+        &mut self,
+        started: Instant,
+        registered: i64,
+        retired: i64,
+    ) -> Result<Outcome, pgrx::spi::Error> {
+        let report = self
+            .sampler
+            .sample(gucs::history_retention(), registered, retired)?;
         worker_state::record_sample(
             report.shards,
             report.buckets_written,

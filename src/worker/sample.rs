@@ -49,13 +49,15 @@ impl Sampler {
         self.citus = CitusSampler::default();
     }
 
-    /// Takes one sample. Must run in its own transaction: cumulative statistics are read
-    /// through a snapshot taken once per transaction.
+    /// Takes one sample of the registered shards (`registered` and `retired` are what the
+    /// registration just before did, for the report). Must run in its own transaction:
+    /// cumulative statistics are read through a snapshot taken once per transaction.
     pub fn sample(
         &mut self,
         retention: std::time::Duration,
+        registered: i64,
+        retired: i64,
     ) -> Result<SampleReport, pgrx::spi::Error> {
-        let (registered, retired) = shards::sync()?;
         let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
         let current = shards::counters()?;
         // When the counters were read: the transaction may have waited (on a lock in `sync`)
