@@ -89,16 +89,17 @@ def test_a_bulk_load_is_not_read_load(db):
         SELECT shardcast.record_access(array_agg('public.loaded'::regclass), array_agg(t),
                                        array_agg(60::float8))
         FROM generate_series(now() - interval '3 days', now(), interval '5 minutes') t""")
-    db.execute("SELECT shardcast.refresh_forecasts()")
-    point = one(db, "SELECT point FROM shardcast.forecasts WHERE shard = 'public.loaded'::regclass")
+
+    def forecast(write_weight):
+        # In one transaction, so that the worker's own refresh cannot publish in between.
+        with db.transaction():
+            db.execute(f"SET LOCAL shardcast.write_weight = {write_weight}")
+            db.execute("SELECT shardcast.refresh_forecasts()")
+            return one(db, "SELECT point FROM shardcast.forecasts WHERE shard = 'public.loaded'::regclass")
+
+    point = forecast("DEFAULT")
     assert 600 <= point <= 900, f"forecast {point} for 720 reads an hour and a load of 20,000 rows"
-    db.execute("SET shardcast.write_weight = 0.1")
-    try:
-        db.execute("SELECT shardcast.refresh_forecasts()")
-        weighted = one(db, "SELECT point FROM shardcast.forecasts WHERE shard = 'public.loaded'::regclass")
-    finally:
-        db.execute("RESET shardcast.write_weight")
-        db.execute("SELECT shardcast.refresh_forecasts()")
+    weighted = forecast(0.1)
     assert weighted > 1.5 * point, f"with write_weight 0.1 the load's 2,000 are in: {weighted} against {point}"
 
 
@@ -112,7 +113,29 @@ def test_a_table_loaded_since_its_size_was_measured_is_queued_at_its_size(db):
     try:
         size, actual = db.execute("""SELECT t.size_bytes, pg_total_relation_size('public.filled')
                                      FROM shardcast.replication_tasks t WHERE t.task_id = %s""", [task]).fetchone()
-        assert size == actual > 4_000_000, (size, actual)
+        # (Autovacuum may add a map fork to the table in between.)
+        assert 4_000_000 < size <= actual < 1.05 * size, (size, actual)
+    finally:
+        db.execute("SELECT shardcast.cancel_task(%s)", [task])
+
+
+def test_enqueue_does_not_wait_for_a_table_under_ddl(db):
+    """Measuring a table takes its lock: a table whose lock is not free at once is queued at the
+    size the worker measured, without waiting for the DDL to end."""
+    db.execute("CREATE TABLE public.altered (id int, pad text)")
+    db.execute("INSERT INTO public.altered SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
+    wait_for("its size", lambda: one(db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.altered'::regclass") or None, timeout=30)
+    with psycopg.connect(db.info.dsn) as ddl:
+        ddl.execute("LOCK TABLE public.altered IN ACCESS EXCLUSIVE MODE")
+        stored = one(db, "SELECT size_bytes FROM shardcast.shards WHERE relid = 'public.altered'::regclass AND retired_at IS NULL")
+        db.execute("SET statement_timeout = '5s'")
+        try:
+            task = one(db, "SELECT shardcast.enqueue('public.altered')")
+        finally:
+            db.execute("RESET statement_timeout")
+        ddl.rollback()
+    try:
+        assert one(db, "SELECT size_bytes FROM shardcast.replication_tasks WHERE task_id = %s", task) == stored
     finally:
         db.execute("SELECT shardcast.cancel_task(%s)", [task])
 
@@ -125,6 +148,10 @@ def test_a_client_registering_a_table_the_worker_registers_does_not_deadlock(db)
     PostgreSQL broke the deadlock by failing one of them."""
     db.execute("CREATE TABLE public.dl_read (id int)")
     wait_for("registration", lambda: live_shard(db, "public.dl_read"))
+    wait_for("a baseline of it", lambda: one(db, """
+        SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
+                                WHERE relid = 'public.dl_read'::regclass) + interval '2 seconds'
+        FROM shardcast.sampling_periods"""), timeout=15)
     # The client and the worker must meet in one 5-minute bucket.
     into_bucket = time.time() % 300
     if into_bucket > 270:
@@ -132,13 +159,17 @@ def test_a_client_registering_a_table_the_worker_registers_does_not_deadlock(db)
     started = one(db, "SELECT now()")
     with psycopg.connect(db.info.dsn) as client:  # one transaction until the commit below
         client.execute("SELECT shardcast.record_access('public.dl_read', now(), 5)")
+        # The new table first, then the reads: the cycle that sees the reads (and waits for the
+        # client's bucket) is the one that registers the table.
         with psycopg.connect(db.info.dsn, autocommit=True) as other:
+            other.execute("CREATE TABLE public.dl_new (id int)")
             for _ in range(3):
                 other.execute("SELECT count(*) FROM public.dl_read").fetchone()
-            other.execute("CREATE TABLE public.dl_new (id int)")
         wait_for("the worker to wait for the client's bucket", lambda: one(db, """
             SELECT count(*) FROM pg_stat_activity
             WHERE backend_type = 'shardcast' AND wait_event_type = 'Lock'"""), timeout=15)
+        # Registered and committed before the sample that waits.
+        assert live_shard(db, "public.dl_new")
         client.execute("SELECT shardcast.record_access('public.dl_new', now(), 7)")
         client.commit()
     wait_for("the worker's reads of dl_read", lambda: recorded(db, "public.dl_read") >= 8, timeout=15)

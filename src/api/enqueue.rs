@@ -134,7 +134,8 @@ fn replicable_only(shard_ids: Vec<i32>) -> SqlResult<Vec<i32>> {
 
 /// Enqueues one shard; returns its task id (the existing one if it is already queued; the one
 /// that copied it, with a NOTICE, when it is already on the node). Declared
-/// by hand so that the shard is a regclass read as an OID: the relation is never opened, and an
+/// by hand so that the shard is a regclass read as an OID: the relation is never waited for (its
+/// size is measured only when its lock is free at once), and an
 /// OID that names no relation is a clean error. A table that logical replication cannot carry
 /// (unlogged, temporary) is refused: `feature_not_supported`, with what to do as the hint.
 #[pg_extern(sql = false)]

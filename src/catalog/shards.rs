@@ -233,6 +233,49 @@ pub fn refresh_sizes(
     })
 }
 
+/// The size now (`pg_total_relation_size`) of each of `shard_ids` that is a live local table
+/// whose lock can be had at once: a table under DDL (an ACCESS EXCLUSIVE lock) is left out, for
+/// the caller to fall back on the size the worker measured, so that nothing waits behind DDL.
+/// The lock is released as soon as the table is measured.
+pub fn sizes_now(shard_ids: &[i32]) -> Result<HashMap<i32, i64>, pgrx::spi::Error> {
+    let tables: Vec<(i32, pg_sys::Oid)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.shard_id, s.relid FROM shardcast.shards s
+                 WHERE s.shard_id = ANY($1) AND s.retired_at IS NULL
+                   AND to_jsonb(s) ->> 'citus_shard_id' IS NULL",
+                None,
+                &[shard_ids.to_vec().into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    row.get::<pg_sys::Oid>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let mut sizes = HashMap::with_capacity(tables.len());
+    for (shard_id, relid) in tables {
+        pg_sys::check_for_interrupts!();
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        // SAFETY: a relation lock by OID; an OID that names nothing any more locks nothing
+        // that matters, and pg_total_relation_size then returns NULL.
+        if !unsafe { pg_sys::ConditionalLockRelationOid(relid, lock) } {
+            continue;
+        }
+        let size = Spi::get_one_with_args::<i64>(
+            "SELECT pg_catalog.pg_total_relation_size($1)",
+            &[relid.into()],
+        );
+        unsafe { pg_sys::UnlockRelationOid(relid, lock) };
+        if let Some(size) = size? {
+            sizes.insert(shard_id, size);
+        }
+    }
+    Ok(sizes)
+}
+
 /// Every live shard's cumulative counters, from the statistics views.
 pub fn counters() -> Result<Vec<(i32, Counters)>, pgrx::spi::Error> {
     Spi::connect(|client| {

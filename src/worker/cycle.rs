@@ -18,8 +18,9 @@ use crate::{gucs, queue};
 
 /// A written shard's size is measured again after this many sample intervals.
 const SIZE_REFRESH_INTERVALS: u32 = 5;
-/// Statements of the worker's refresh wait at most this long for a lock: what DDL holds fails
-/// the refresh, which is retried, instead of delaying samples.
+/// Statements of the worker's refresh and registration wait at most this long for a lock: what
+/// DDL (or a client's open transaction) holds fails them, and they are retried, instead of
+/// delaying samples.
 const REFRESH_LOCK_TIMEOUT: &str = "500ms";
 
 #[pg_guard]
@@ -107,19 +108,22 @@ impl Worker {
         // New tables are registered in a transaction of their own, committed before sampling:
         // a client registering the same table (`record_access`, `enqueue`) waits for this short
         // transaction, never for a sampling one that goes on to write history, which would
-        // deadlock if the client held a lock that writing needs.
-        let result =
-            in_transaction(AssertUnwindSafe(|| self.register_stage())).and_then(|registration| {
-                match registration {
-                    Registration::Done {
-                        registered,
-                        retired,
-                    } => in_transaction(AssertUnwindSafe(|| {
-                        self.sample_stage(started, registered, retired)
-                    })),
-                    Registration::Waiting(outcome) => Ok(outcome),
-                }
-            });
+        // deadlock if the client held a lock that writing needs. Registration waits for no
+        // client either (a lock timeout): when it fails, the tables registered before are
+        // sampled all the same, and new ones wait for the next cycle.
+        let result = match in_transaction(AssertUnwindSafe(|| self.register_stage())) {
+            Ok(Registration::Waiting(outcome)) => Ok(outcome),
+            Ok(Registration::Done {
+                registered,
+                retired,
+            }) => in_transaction(AssertUnwindSafe(|| {
+                self.sample_stage(started, registered, retired)
+            })),
+            Err(message) => {
+                debug1!("shardcast worker: registration of new tables skipped: {message}");
+                in_transaction(AssertUnwindSafe(|| self.sample_stage(started, 0, 0)))
+            }
+        };
         match result {
             Ok(Outcome::NoExtension) => {
                 if !self.told_waiting {
@@ -285,6 +289,7 @@ impl Worker {
             self.told_version = None;
             worker_state::set_started()?;
         }
+        set_lock_timeout()?;
         let (registered, retired) = shards::sync()?;
         Ok(Registration::Done {
             registered,

@@ -60,8 +60,8 @@ impl Sampler {
     ) -> Result<SampleReport, pgrx::spi::Error> {
         let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
         let current = shards::counters()?;
-        // When the counters were read: the transaction may have waited (on a lock in `sync`)
-        // since it began, and the reads it counts ran up to now.
+        // When the counters were read, not when the transaction began: the reads it counts ran
+        // up to now.
         let read_at = unsafe { pg_sys::GetCurrentTimestamp() };
         let since = access::continues(self.last_sample_at, read_at);
         if let (Some(previous), None) = (self.last_sample_at, since) {

@@ -29,6 +29,10 @@ pub fn enqueue(
     shard_ids: &[i32],
     requested_node: Option<&str>,
 ) -> Result<Vec<Enqueued>, pgrx::spi::Error> {
+    // Measured before the queue's lock is taken: measuring locks each table for a moment.
+    let (measured, sizes): (Vec<i32>, Vec<i64>) = crate::catalog::shards::sizes_now(shard_ids)?
+        .into_iter()
+        .unzip();
     // Enqueues and replans run one at a time (the replan's lock), so that two enqueues of one
     // shard, for a node and for any node, see each other's task instead of adding two.
     lock_queue()?;
@@ -38,7 +42,12 @@ pub fn enqueue(
             .update(
                 &sql,
                 None,
-                &[shard_ids.to_vec().into(), requested_node.into()],
+                &[
+                    shard_ids.to_vec().into(),
+                    requested_node.into(),
+                    measured.into(),
+                    sizes.into(),
+                ],
             )?
             .map(|row| {
                 pg_sys::check_for_interrupts!();
@@ -61,13 +70,14 @@ pub fn enqueue(
 /// The enqueue statement (see [`enqueue`]).
 const ENQUEUE: &str = "WITH wanted AS (
                  SELECT s.shard_id, format('%I.%I', s.schema_name, s.table_name) AS name,
-                        -- A table's size now: the worker measures sizes every few minutes,
-                        -- and a table filled since (created, loaded, enqueued) would be queued
-                        -- at its empty size. A Citus shard's size is the one its node reported.
-                        coalesce(CASE WHEN to_jsonb(s) ->> 'citus_shard_id' IS NULL
-                                      THEN pg_catalog.pg_total_relation_size(s.relid) END,
-                                 s.size_bytes, 0) AS size_bytes
+                        -- The table's size now ($3, $4: shards::sizes_now), as the worker
+                        -- measures sizes only every few minutes and a table created, loaded and
+                        -- enqueued at once would be queued empty; else (a table under DDL) the
+                        -- size the worker measured.
+                        coalesce(m.size_bytes, s.size_bytes, 0) AS size_bytes
                  FROM shardcast.shards s
+                 LEFT JOIN unnest($3::int4[], $4::int8[]) AS m(shard_id, size_bytes)
+                        ON m.shard_id = s.shard_id
                  WHERE s.shard_id = ANY($1) AND s.retired_at IS NULL
              ), replicated AS (
                  -- Already copied there: to that node, or (for any node) to any node.
