@@ -476,8 +476,8 @@ def main() -> None:
 
     results: list[CutResult] = []
     settings = {"shardcast.database": f"'{DB}'", "shardcast.enabled": "off"}
-    if args.fill and not args.worker:
-        p.error("--fill needs --worker")
+    if (args.fill or args.sample_interval) and not args.worker:
+        p.error("--fill and --sample-interval need --worker")
     if args.worker:
         settings["shardcast.enabled"] = "on"
         interval = args.sample_interval or (None if args.fill else "5s")

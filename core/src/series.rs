@@ -38,18 +38,24 @@ const MIN_RECENT_BUCKETS: f64 = 0.75;
 #[derive(Clone, Debug, Default)]
 pub struct Periods(Arc<[(f64, f64)]>);
 
-impl Periods {
-    pub fn new(mut spans: Vec<(f64, f64)>) -> Periods {
-        spans.retain(|(from, to)| from < to);
-        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut merged: Vec<(f64, f64)> = Vec::with_capacity(spans.len());
-        for (from, to) in spans {
-            match merged.last_mut() {
-                Some(last) if from <= last.1 => last.1 = last.1.max(to),
-                _ => merged.push((from, to)),
-            }
+/// Spans sorted and merged where they overlap or touch, empty ones dropped: disjoint, so that
+/// their lengths add up to the time they cover.
+fn merged(mut spans: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    spans.retain(|(from, to)| from < to);
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(spans.len());
+    for (from, to) in spans {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
         }
-        Periods(merged.into())
+    }
+    merged
+}
+
+impl Periods {
+    pub fn new(spans: Vec<(f64, f64)>) -> Periods {
+        Periods(merged(spans).into())
     }
 
     /// Seconds of [from, to) inside the periods, from `since` on.
@@ -140,8 +146,9 @@ pub struct AlignedSeries {
     periods: Periods,
     /// When the worker first saw the shard.
     since: f64,
-    /// Spans inside the sampling periods when this shard in particular was not read (a Citus
-    /// shard whose node did not answer, or that moved between two samples): unknown.
+    /// Spans when this shard in particular was not read though the worker sampled (a Citus
+    /// shard whose node did not answer, or that moved between two samples): unknown. Merged
+    /// ([`merged`]), so that no time is missed twice.
     gaps: Vec<(f64, f64)>,
 }
 
@@ -187,7 +194,9 @@ impl AlignedSeries {
             !self.touched.iter().any(|t| *t),
             "a gap added after history"
         );
-        self.gaps.push((from, to));
+        let mut gaps = std::mem::take(&mut self.gaps);
+        gaps.push((from, to));
+        self.gaps = merged(gaps);
     }
 
     fn start(&self) -> f64 {
@@ -277,15 +286,15 @@ impl AlignedSeries {
     }
 
     /// Seconds of [from, to) that the worker observed for this shard: inside its periods, after
-    /// `since`, outside the shard's own gaps (which may overlap each other: the total is never
-    /// below zero).
+    /// `since`, outside the shard's own gaps. What a gap misses is the sampled time inside it:
+    /// a gap that reaches past the periods takes nothing more away.
     fn observed(&self, from: f64, to: f64) -> f64 {
-        let inside = |(a, b): (f64, f64)| (b.min(to) - a.max(from)).max(0.0);
         let sampled = self.periods.inside(self.since, from, to);
         let missed: f64 = self
             .gaps
             .iter()
-            .map(|&(a, b)| inside((a.max(self.since), b)))
+            .filter(|&&(a, b)| a < to && b > from)
+            .map(|&(a, b)| self.periods.inside(self.since, a.max(from), b.min(to)))
             .sum();
         (sampled - missed).max(0.0)
     }
@@ -401,6 +410,34 @@ mod tests {
         );
         assert!((a.hourly[3] - 200.0).abs() < 1e-9);
         assert_eq!(a.observed_hours, 3);
+    }
+
+    #[test]
+    fn overlapping_gaps_and_gaps_beyond_the_periods_miss_no_time_twice() {
+        // The worker sampled the last two hours and a half. The shard's gaps: two that overlap
+        // over the third hour's first 30 minutes, and one from before the periods began to
+        // 15 minutes into them.
+        let now = 100.0 * HOUR;
+        let mut s = series(now, 4, &[(now - 2.5 * HOUR, now)], 0.0);
+        s.add_gap(now - 2.0 * HOUR, now - 1.75 * HOUR);
+        s.add_gap(now - 1.9 * HOUR, now - 1.5 * HOUR);
+        s.add_gap(now - 3.5 * HOUR, now - 2.25 * HOUR);
+        // A read a minute while the shard was read.
+        s.add(now - 2.25 * HOUR, now - 2.0 * HOUR, 15.0);
+        s.add(now - 1.5 * HOUR, now, 90.0);
+        let a = s.finish();
+        // Hour 1 (before the periods): unknown. Hour 2: sampled for 30 minutes, 15 of them
+        // missed, so 15 reads in 15 minutes observed, scaled by 4. Hour 3: the merged gap
+        // misses 30 minutes (the two overlapping gaps, summed, took 39), so 30 reads scaled by
+        // 2. Hour 4: whole.
+        assert!(
+            a.hourly[0].is_nan() && a.hourly[1].is_finite(),
+            "{:?}",
+            a.hourly
+        );
+        assert!((a.hourly[1] - 60.0).abs() < 1e-9, "{:?}", a.hourly);
+        assert!((a.hourly[2] - 60.0).abs() < 1e-9, "{:?}", a.hourly);
+        assert!((a.hourly[3] - 60.0).abs() < 1e-9, "{:?}", a.hourly);
     }
 
     #[test]
