@@ -13,6 +13,8 @@ pub struct Published {
     pub selected_at_age_secs: Option<f64>,
     pub imported_hours: Option<i32>,
     pub had_forecast: bool,
+    /// The horizon, in minutes, of the shard's last forecast when it was another one.
+    pub other_horizon_minutes: Option<f64>,
     pub score: Option<f64>,
     pub class: String,
     pub weight: f64,
@@ -28,10 +30,12 @@ pub fn published(horizon_minutes: usize) -> Result<Vec<Published>, pgrx::spi::Er
                     f.error_offset, f.selected_mase,
                     extract(epoch FROM now() - f.selected_at)::float8,
                     f.imported_hours, f.shard_id IS NOT NULL,
-                    sc.score, c.class, c.weight
+                    sc.score, c.class, c.weight,
+                    extract(epoch FROM o.horizon)::float8 / 60
              FROM shardcast.shards s
              JOIN shardcast.effective_classes c USING (shard_id)
              LEFT JOIN shardcast.forecast_state f ON f.shard_id = s.shard_id AND f.horizon = $1::interval
+             LEFT JOIN shardcast.forecast_state o ON o.shard_id = s.shard_id AND o.horizon <> $1::interval
              LEFT JOIN shardcast.scores sc ON sc.shard_id = s.shard_id
              WHERE s.retired_at IS NULL
              ORDER BY s.shard_id",
@@ -61,6 +65,7 @@ pub fn published(horizon_minutes: usize) -> Result<Vec<Published>, pgrx::spi::Er
                 selected_at_age_secs: row.get::<f64>(9)?,
                 imported_hours: row.get::<i32>(10)?,
                 had_forecast: row.get::<bool>(11)?.unwrap_or(false),
+                other_horizon_minutes: row.get::<f64>(15)?,
                 score: row.get::<f64>(12)?,
                 class: row.get::<String>(13)?.unwrap_or_else(|| "normal".into()),
                 weight: row.get::<f64>(14)?.unwrap_or(1.0),

@@ -18,6 +18,31 @@ fn enqueue_is_idempotent_and_covers_publications() {
 }
 
 #[pg_test]
+fn a_queued_task_takes_its_table_s_size_when_enqueued_again() {
+    Spi::run("CREATE TABLE public.grown (id int, pad text)").unwrap();
+    let task = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.grown')").unwrap();
+    Spi::run("INSERT INTO public.grown SELECT i, repeat('x', 500) FROM generate_series(1, 5000) i").unwrap();
+    let again = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.grown')").unwrap();
+    assert_eq!(again, task, "the same task");
+    let sizes = Spi::get_two_with_args::<i64, i64>(
+        "SELECT t.size_bytes, pg_total_relation_size('public.grown') FROM shardcast.replication_tasks t WHERE t.task_id = $1",
+        &[task.into()],
+    )
+    .unwrap();
+    assert!(sizes.0.is_some() && sizes.0 == sizes.1 && sizes.0 > Some(2_000_000), "{sizes:?}");
+    // A claimed task keeps the size it was claimed at.
+    Spi::run("UPDATE shardcast.replication_tasks SET state = 'claimed', claimed_by = 'w', claimed_at = now(), lease_expires_at = now() + interval '1 hour' WHERE task_id = (SELECT shardcast.enqueue('public.grown'))").unwrap();
+    Spi::run("INSERT INTO public.grown SELECT i, repeat('x', 500) FROM generate_series(1, 5000) i").unwrap();
+    Spi::run("SELECT shardcast.enqueue('public.grown')").unwrap();
+    let claimed = Spi::get_one_with_args::<i64>(
+        "SELECT size_bytes FROM shardcast.replication_tasks WHERE task_id = $1",
+        &[task.into()],
+    )
+    .unwrap();
+    assert_eq!(claimed, sizes.0);
+}
+
+#[pg_test]
 fn a_dropped_shard_task_is_cancelled_not_copied() {
     Spi::run("CREATE TABLE public.doomed (id int); SELECT shardcast.enqueue('public.doomed')").unwrap();
     Spi::run("DROP TABLE public.doomed; SELECT shardcast.enqueue_all()").unwrap();

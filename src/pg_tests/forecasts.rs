@@ -148,6 +148,16 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
     assert_eq!(span, "01:30:00");
     let longer: f64 = longer.parse().unwrap();
     assert!(longer > point * 1.2 && longer < point * 1.8, "{longer} vs {point}");
+    // A forecast over another horizon than the last says so.
+    let reason = Spi::get_one::<String>(
+        "SELECT change_reason FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        reason.starts_with("first forecast over 90 min (the last was over 1 h)"),
+        "{reason}"
+    );
 }
 
 #[pg_test]

@@ -31,6 +31,8 @@ struct Previous {
     selected_at_age_secs: Option<f64>,
     imported_hours: Option<i32>,
     had_forecast: bool,
+    /// (this horizon, the last forecast's) in minutes, when the last forecast was over another.
+    horizon_change: Option<(usize, usize)>,
 }
 
 struct ShardHistory {
@@ -63,11 +65,27 @@ fn change_reason(
     }
 }
 
+/// A horizon as a DBA writes it: "4 h", "90 min".
+fn horizon_words(minutes: usize) -> String {
+    if minutes % 60 == 0 {
+        format!("{} h", minutes / 60)
+    } else {
+        format!("{minutes} min")
+    }
+}
+
 /// Why the models or the history of a forecast changed since the last one.
 fn model_change(shard: &ShardHistory, selection: &Selection, fresh: bool) -> String {
     let previous = &shard.previous;
     if !previous.had_forecast {
-        return "first forecast".into();
+        return match previous.horizon_change {
+            Some((now, before)) => format!(
+                "first forecast over {} (the last was over {}): models selected for this horizon",
+                horizon_words(now),
+                horizon_words(before)
+            ),
+            None => "first forecast".into(),
+        };
     }
     let unchanged = previous.selection.as_ref().is_some_and(|old| {
         old.members
@@ -305,6 +323,9 @@ fn read_histories(
                 selected_at_age_secs: p.selected_at_age_secs,
                 imported_hours: p.imported_hours,
                 had_forecast: p.had_forecast,
+                horizon_change: p
+                    .other_horizon_minutes
+                    .map(|before| (horizon_minutes, before.round() as usize)),
             },
             published_score: p.score,
             class: p.class,

@@ -74,7 +74,8 @@ const ENQUEUE: &str = "WITH wanted AS (
                         -- measures sizes only every few minutes and a table created, loaded and
                         -- enqueued at once would be queued empty; else (a table under DDL) the
                         -- size the worker measured.
-                        coalesce(m.size_bytes, s.size_bytes, 0) AS size_bytes
+                        coalesce(m.size_bytes, s.size_bytes, 0) AS size_bytes,
+                        m.size_bytes AS measured_bytes
                  FROM shardcast.shards s
                  LEFT JOIN unnest($3::int4[], $4::int8[]) AS m(shard_id, size_bytes)
                         ON m.shard_id = s.shard_id
@@ -102,9 +103,19 @@ const ENQUEUE: &str = "WITH wanted AS (
                             AND (t.node = $2
                                  OR NOT EXISTS (SELECT 1 FROM replicated r WHERE r.shard_id = t.shard_id))))
                  ORDER BY t.shard_id, t.requested_node IS NOT DISTINCT FROM $2 DESC, t.task_id
-             ), placed AS (
-                 UPDATE shardcast.replication_tasks t SET requested_node = $2, node = $2
-                 FROM open o WHERE t.task_id = o.task_id AND o.to_place
+             ), kept AS (
+                 -- The open task is placed on the node when it had none; a queued one takes
+                 -- the table's size now (the table may have grown since it was enqueued).
+                 UPDATE shardcast.replication_tasks t
+                 SET requested_node = CASE WHEN o.to_place THEN $2 ELSE t.requested_node END,
+                     node = CASE WHEN o.to_place THEN $2 ELSE t.node END,
+                     size_bytes = CASE WHEN t.state = 'queued' AND w.measured_bytes IS NOT NULL
+                                       THEN w.measured_bytes ELSE t.size_bytes END
+                 FROM open o JOIN wanted w USING (shard_id)
+                 WHERE t.task_id = o.task_id
+                   AND (o.to_place
+                        OR (t.state = 'queued' AND w.measured_bytes IS DISTINCT FROM t.size_bytes
+                            AND w.measured_bytes IS NOT NULL))
              ), added AS (
                  INSERT INTO shardcast.replication_tasks (shard_id, requested_node, node, size_bytes)
                  SELECT w.shard_id, $2, $2, w.size_bytes FROM wanted w
@@ -121,6 +132,22 @@ const ENQUEUE: &str = "WITH wanted AS (
              LEFT JOIN added a USING (shard_id)
              LEFT JOIN replicated r USING (shard_id)
              ORDER BY w.shard_id";
+
+/// Queued tasks of `shard_ids` take their shard's size as the worker just measured it: a queued
+/// copy has not begun, and a table that grew since it was enqueued would keep its place ahead
+/// of tables it no longer outranks per byte.
+pub fn follow_sizes(shard_ids: &[i32]) -> Result<(), pgrx::spi::Error> {
+    if shard_ids.is_empty() {
+        return Ok(());
+    }
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks t SET size_bytes = s.size_bytes
+         FROM shardcast.shards s
+         WHERE s.shard_id = t.shard_id AND s.shard_id = ANY($1) AND t.state = 'queued' AND t.kind = 'copy'
+           AND s.size_bytes IS NOT NULL AND t.size_bytes IS DISTINCT FROM s.size_bytes",
+        &[shard_ids.to_vec().into()],
+    )
+}
 
 /// The ids of every live table shard (Citus shards move with Citus, not through this queue).
 pub fn live_shard_ids() -> Result<Vec<i32>, pgrx::spi::Error> {
