@@ -31,7 +31,12 @@ fn a_queued_task_takes_its_table_s_size_when_enqueued_again() {
     .unwrap();
     assert!(sizes.0.is_some() && sizes.0 == sizes.1 && sizes.0 > Some(2_000_000), "{sizes:?}");
     // A claimed task keeps the size it was claimed at.
-    Spi::run("UPDATE shardcast.replication_tasks SET state = 'claimed', claimed_by = 'w', claimed_at = now(), lease_expires_at = now() + interval '1 hour' WHERE task_id = (SELECT shardcast.enqueue('public.grown'))").unwrap();
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks SET state = 'claimed', claimed_by = 'w', claimed_at = now(),
+                lease_expires_at = now() + interval '1 hour' WHERE task_id = $1",
+        &[task.into()],
+    )
+    .unwrap();
     Spi::run("INSERT INTO public.grown SELECT i, repeat('x', 500) FROM generate_series(1, 5000) i").unwrap();
     Spi::run("SELECT shardcast.enqueue('public.grown')").unwrap();
     let claimed = Spi::get_one_with_args::<i64>(

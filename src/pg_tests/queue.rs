@@ -123,8 +123,8 @@ fn hot_tasks_enqueued_later_than_the_window_do_not_overtake_a_cold_one() {
     )
     .unwrap();
     assert_eq!(queue_view(), "f_orders,f_customers,f_audit");
-    // The next replan (here an idempotent enqueue) stores that order, and a claim follows it.
-    Spi::run("SELECT shardcast.enqueue('public.f_orders')").unwrap();
+    // The next replan stores that order, and a claim follows it.
+    crate::queue::replan().unwrap();
     assert_eq!(stored_order(), "f_orders,f_customers,f_audit");
     let claimed = Spi::get_two::<String, i64>("SELECT shard::text, task_id FROM shardcast.claim_task('copier-1')").unwrap();
     assert_eq!(claimed.0.as_deref(), Some("f_orders"));

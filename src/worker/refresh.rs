@@ -67,7 +67,7 @@ fn change_reason(
 
 /// A horizon as a DBA writes it: "4 h", "90 min".
 fn horizon_words(minutes: usize) -> String {
-    if minutes % 60 == 0 {
+    if minutes.is_multiple_of(60) {
         format!("{} h", minutes / 60)
     } else {
         format!("{minutes} min")

@@ -245,6 +245,6 @@ mod tests {
         let old = destination_for_requested_node(ENQUEUE);
         assert!(!old.contains("requested_node"));
         assert_eq!(old, ENQUEUE.replace("requested_node", "destination"));
-        assert_eq!(old.matches("destination").count(), 6);
+        assert_eq!(old.matches("destination").count(), 7);
     }
 }
