@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pgrx::prelude::*;
 use shardcast_core::access::{self, Access, Counters, Sample, FINE_BUCKET_SECS};
 
-use crate::catalog::{citus, copy_credits, history, shards, tasks};
+use crate::catalog::{citus, copy_credits, history, shards};
 
 /// Sizes are refreshed with `pg_total_relation_size`, which stats every file of a relation:
 /// only for shards that are new, were written to, or have not been measured for a while, and at
@@ -121,14 +121,13 @@ impl Sampler {
     /// Refreshes the size of shards that are new, were written to since they were last
     /// measured (at most once per `written_gap`), or were not measured for an hour. Runs in its
     /// own transaction with a short lock timeout, so that a table locked by DDL delays only its
-    /// own size, never a sample. Their queued tasks take the new size.
+    /// own size, never a sample.
     pub fn refresh_sizes(
         &mut self,
         written_gap: std::time::Duration,
     ) -> Result<usize, pgrx::spi::Error> {
         let written: Vec<i32> = self.written_since_sized.iter().copied().collect();
         let refreshed = shards::refresh_sizes(written, SIZE_REFRESH_BATCH, written_gap)?;
-        tasks::follow_sizes(&refreshed)?;
         for shard_id in &refreshed {
             self.written_since_sized.remove(shard_id);
         }

@@ -133,22 +133,6 @@ const ENQUEUE: &str = "WITH wanted AS (
              LEFT JOIN replicated r USING (shard_id)
              ORDER BY w.shard_id";
 
-/// Queued tasks of `shard_ids` take their shard's size as the worker just measured it: a queued
-/// copy has not begun, and a table that grew since it was enqueued would keep its place ahead
-/// of tables it no longer outranks per byte.
-pub fn follow_sizes(shard_ids: &[i32]) -> Result<(), pgrx::spi::Error> {
-    if shard_ids.is_empty() {
-        return Ok(());
-    }
-    Spi::run_with_args(
-        "UPDATE shardcast.replication_tasks t SET size_bytes = s.size_bytes
-         FROM shardcast.shards s
-         WHERE s.shard_id = t.shard_id AND s.shard_id = ANY($1) AND t.state = 'queued' AND t.kind = 'copy'
-           AND s.size_bytes IS NOT NULL AND t.size_bytes IS DISTINCT FROM s.size_bytes",
-        &[shard_ids.to_vec().into()],
-    )
-}
-
 /// The ids of every live table shard (Citus shards move with Citus, not through this queue).
 pub fn live_shard_ids() -> Result<Vec<i32>, pgrx::spi::Error> {
     Spi::connect(|client| {

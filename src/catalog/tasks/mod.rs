@@ -12,8 +12,8 @@ mod reports;
 
 pub use dispatch::{queued, store_dispatch_order, DispatchOrder, QueuedRow};
 pub use enqueue::{
-    enqueue, follow_sizes, live_shard_ids, lock_queue, not_permanent, persistence,
-    publication_exists, publication_shard_ids, Enqueued,
+    enqueue, live_shard_ids, lock_queue, not_permanent, persistence, publication_exists,
+    publication_shard_ids, Enqueued,
 };
 pub use gone::cancel_gone;
 pub use lifecycle::{cancel, forget_replica, requeue, retry_check};
