@@ -23,6 +23,23 @@ def recorded(conn, table, column="scans"):
     return one(conn, f"SELECT coalesce(sum({column}), 0) FROM shardcast.access_history WHERE shard = to_regclass(%s)", table)
 
 
+def registered_and_sampled(conn, table, seconds):
+    """Waits until the worker has registered `table` and sampled it for `seconds` since."""
+    wait_for("registration", lambda: live_shard(conn, table))
+    wait_for(f"samples of {table}", lambda: one(conn, """
+        SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
+                                WHERE relid = %s::regclass AND retired_at IS NULL)
+                               + make_interval(secs => %s)
+        FROM shardcast.sampling_periods""", table, seconds), timeout=15)
+
+
+def import_720_an_hour(conn, table):
+    """Imports 60 reads every 5 minutes over the last 3 days, up to now."""
+    conn.execute("""
+        SELECT shardcast.record_access(array_agg(%s::regclass), array_agg(t), array_agg(60::float8))
+        FROM generate_series(now() - interval '3 days', now(), interval '5 minutes') t""", [table])
+
+
 def test_waiting_for_the_extension_was_logged_once(cluster):
     assert cluster.log_text().count("waiting for CREATE EXTENSION") == 1
 
@@ -54,15 +71,8 @@ def test_history_imported_for_a_table_created_seconds_ago_is_not_scaled_up(db):
     for seconds of the last hour, the import holds the rest. That hour is the import, not the
     import scaled up from seconds to an hour (which made it 12 times too hot)."""
     db.execute("CREATE TABLE public.imported_now (id int)")
-    wait_for("registration", lambda: live_shard(db, "public.imported_now"))
-    wait_for("a few samples of it", lambda: one(db, """
-        SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
-                                WHERE relid = 'public.imported_now'::regclass) + interval '3 seconds'
-        FROM shardcast.sampling_periods"""), timeout=15)
-    db.execute("""
-        SELECT shardcast.record_access(array_agg('public.imported_now'::regclass), array_agg(t),
-                                       array_agg(60::float8))
-        FROM generate_series(now() - interval '3 days', now(), interval '5 minutes') t""")
+    registered_and_sampled(db, "public.imported_now", 3)
+    import_720_an_hour(db, "public.imported_now")
     db.execute("SELECT shardcast.refresh_forecasts()")
     point, observed, imported = db.execute("""
         SELECT point, observed_hours, imported_hours FROM shardcast.forecasts
@@ -78,17 +88,10 @@ def test_a_bulk_load_is_not_read_load(db):
     not make the table hot. At the former default of 0.1 its 20,000 rows were 2,000 reads, and the
     table's next hour was forecast at 1,600 (this test, when it was written)."""
     db.execute("CREATE TABLE public.loaded (id int, pad text)")
-    wait_for("registration", lambda: live_shard(db, "public.loaded"))
-    wait_for("a few samples of it", lambda: one(db, """
-        SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
-                                WHERE relid = 'public.loaded'::regclass) + interval '3 seconds'
-        FROM shardcast.sampling_periods"""), timeout=15)
+    registered_and_sampled(db, "public.loaded", 3)
     db.execute("INSERT INTO public.loaded SELECT i, 'x' FROM generate_series(1, 20000) i")
     wait_for("the load to be sampled", lambda: recorded(db, "public.loaded", "tuples_written") >= 20000, timeout=15)
-    db.execute("""
-        SELECT shardcast.record_access(array_agg('public.loaded'::regclass), array_agg(t),
-                                       array_agg(60::float8))
-        FROM generate_series(now() - interval '3 days', now(), interval '5 minutes') t""")
+    import_720_an_hour(db, "public.loaded")
 
     def forecast(write_weight):
         # In one transaction, so that the worker's own refresh cannot publish in between.
@@ -147,11 +150,7 @@ def test_a_client_registering_a_table_the_worker_registers_does_not_deadlock(db)
     uncommitted row while it waited for the client's bucket, the client waited for that row, and
     PostgreSQL broke the deadlock by failing one of them."""
     db.execute("CREATE TABLE public.dl_read (id int)")
-    wait_for("registration", lambda: live_shard(db, "public.dl_read"))
-    wait_for("a baseline of it", lambda: one(db, """
-        SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
-                                WHERE relid = 'public.dl_read'::regclass) + interval '2 seconds'
-        FROM shardcast.sampling_periods"""), timeout=15)
+    registered_and_sampled(db, "public.dl_read", 2)
     # The client and the worker must meet in one 5-minute bucket.
     into_bucket = time.time() % 300
     if into_bucket > 270:

@@ -109,13 +109,12 @@ const ENQUEUE: &str = "WITH wanted AS (
                  UPDATE shardcast.replication_tasks t
                  SET requested_node = CASE WHEN o.to_place THEN $2 ELSE t.requested_node END,
                      node = CASE WHEN o.to_place THEN $2 ELSE t.node END,
-                     size_bytes = CASE WHEN t.state = 'queued' AND w.measured_bytes IS NOT NULL
-                                       THEN w.measured_bytes ELSE t.size_bytes END
+                     size_bytes = CASE WHEN t.state = 'queued'
+                                       THEN coalesce(w.measured_bytes, t.size_bytes)
+                                       ELSE t.size_bytes END
                  FROM open o JOIN wanted w USING (shard_id)
                  WHERE t.task_id = o.task_id
-                   AND (o.to_place
-                        OR (t.state = 'queued' AND w.measured_bytes IS DISTINCT FROM t.size_bytes
-                            AND w.measured_bytes IS NOT NULL))
+                   AND (o.to_place OR (t.state = 'queued' AND w.measured_bytes <> t.size_bytes))
              ), added AS (
                  INSERT INTO shardcast.replication_tasks (shard_id, requested_node, node, size_bytes)
                  SELECT w.shard_id, $2, $2, w.size_bytes FROM wanted w
