@@ -76,8 +76,10 @@ M4_HORIZONS = [1, 4, 12, 24]
 M4_OFFICIAL_H = 48
 NAB_HORIZONS = [1, 4]
 WEEK = 168
-# The span of the recent rate the extension reads beside the hourly series (core::series).
-RECENT_SECS = 900
+# The recent rate the extension reads beside the hourly series (core::series): the median of
+# the last three 5-minute buckets' loads per hour.
+RECENT_BUCKETS = 3
+BUCKET_SECS = 300
 PEERS = ["SeasonalNaive", "AutoETS", "AutoTheta", "MSTL", "last hour x H"]
 SHARDCAST = "shardcast"
 
@@ -531,14 +533,17 @@ def bench_nab(args, shardcast, timings, notes):
                     cut = base + 60 * minute
                     y = now_aligned_history(tr, cut)
                     next_hour = datetime.fromtimestamp(cut, timezone.utc).hour
-                # The last 15 minutes and the last hour as the extension compares them: ending
-                # at the last whole 5-minute bucket, from traces of 5-minute steps or finer.
+                # The recent rate and the last hour as the extension compares them: ending at
+                # the last whole 5-minute bucket, from traces of 5-minute steps or finer.
                 recent = None
-                if tr.step <= 300:
-                    end = cut // 300 * 300
-                    value, _ = tr.windows([end - RECENT_SECS], RECENT_SECS)
+                if tr.step <= BUCKET_SECS:
+                    end = cut // BUCKET_SECS * BUCKET_SECS
+                    starts = end - BUCKET_SECS * np.arange(RECENT_BUCKETS, 0, -1)
+                    buckets, _ = tr.windows(starts, BUCKET_SECS)
+                    buckets = buckets[np.isfinite(buckets)]
                     hour, _ = tr.windows([end - 3600], 3600)
-                    recent = (value[0] * 3600 / RECENT_SECS, hour[0])
+                    if len(buckets):
+                        recent = (float(np.median(buckets)) * 3600 / BUCKET_SECS, hour[0])
                 requests.append((f"{s}@{j}", y, next_hour, recent))
             results = shardcast.forecast(f"NAB {variant}", h, requests, timings)
             if results is None:

@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::forecast::models::median;
+
 /// An hour needs at least this share observed to be read as measured; the last hour (the
 /// freshest data: a shard first seen minutes ago) needs any.
 pub const MIN_COVERAGE: f64 = 0.25;
@@ -23,6 +25,13 @@ const MIN_SCALE_COVERAGE: f64 = 1.0 / 12.0;
 /// The span of the recent rate ([`Aligned::recent_excess`]): three 5-minute buckets, short
 /// enough to see a burst begin inside the last hour, long enough to hold more than one bucket.
 pub const RECENT_SECS: f64 = 15.0 * 60.0;
+/// The recent rate is the median of the rates of the last [`RECENT_BUCKETS`] buckets: a burst
+/// under way shows in most of them, while a single bucket's spike (a server metric's one busy
+/// 5 minutes, a batch) is noise that the hour's models already see. On spiky server traces
+/// (NAB) the rate over the whole 15 minutes added such a spike to the next hour, and raised the
+/// error at 1 h by a fifth (pooled WAPE 96% against 74%); on bursty event counts the median
+/// kept the queue's order as it was.
+pub const RECENT_BUCKETS: usize = 3;
 /// The recent windows end at the last whole bucket: the current bucket holds the reads of its
 /// first minutes, or (an import stamped now) a whole bucket's, and either way would tilt 15
 /// minutes far more than an hour.
@@ -98,7 +107,9 @@ impl Split {
     /// plus ten minutes of measure, not the import scaled up six times.
     fn load(&self, observed: f64, span: f64) -> f64 {
         let uncovered = (span - observed - self.imported_secs).max(0.0);
-        let scale = ((observed + uncovered) / observed.max(MIN_SCALE_COVERAGE * HOUR)).max(1.0);
+        // A recent bucket is shorter than the least an hour is scaled from: its floor is half.
+        let floor = (MIN_SCALE_COVERAGE * HOUR).min(span / 2.0);
+        let scale = ((observed + uncovered) / observed.max(floor)).max(1.0);
         self.measured * scale + self.imported
     }
 }
@@ -139,8 +150,9 @@ pub struct AlignedSeries {
     partial: HashMap<usize, Split>,
     /// Whether any history (measured or imported) fell into each hour.
     touched: Vec<bool>,
-    /// The last [`RECENT_SECS`] and the last hour, both ending at the last whole bucket.
-    recent: Window,
+    /// The last [`RECENT_BUCKETS`] buckets, oldest first, and the last hour, all ending at the
+    /// last whole bucket.
+    recent: [Window; RECENT_BUCKETS],
     recent_hour: Window,
     /// The spans the worker sampled.
     periods: Periods,
@@ -161,9 +173,10 @@ pub struct Aligned {
     pub observed_hours: usize,
     /// Hours known only from imported history.
     pub imported_hours: usize,
-    /// How far the load per hour of the last [`RECENT_SECS`] ran above (or below) that of
-    /// the last hour, both ending at the last whole 5-minute bucket and scaled up from the part
-    /// observed as an hour is; None when either is unknown.
+    /// How far the load per hour of the last [`RECENT_SECS`] (the median of its
+    /// [`RECENT_BUCKETS`] buckets' rates) ran above (or below) that of the last hour, both
+    /// ending at the last whole 5-minute bucket and scaled up from the part observed as an hour
+    /// is; None when either is unknown.
     pub recent_excess: Option<f64>,
 }
 
@@ -179,7 +192,12 @@ impl AlignedSeries {
             load: vec![0.0; hours],
             partial: HashMap::new(),
             touched: vec![false; hours],
-            recent: Window::new(last_bucket_end, RECENT_SECS),
+            recent: std::array::from_fn(|k| {
+                Window::new(
+                    last_bucket_end - ((RECENT_BUCKETS - 1 - k) as f64) * BUCKET_SECS,
+                    BUCKET_SECS,
+                )
+            }),
             recent_hour: Window::new(last_bucket_end, HOUR),
             periods: periods.clone(),
             since,
@@ -254,11 +272,14 @@ impl AlignedSeries {
             let (a, b) = (from.max(w.from), to.min(w.to));
             (b > a).then(|| self.split(a, b, amount * (b - a) / span))
         };
-        let (recent, recent_hour) = (inside(&self.recent), inside(&self.recent_hour));
-        for (w, split) in [
-            (&mut self.recent, recent),
-            (&mut self.recent_hour, recent_hour),
-        ] {
+        let recent = self.recent.each_ref().map(inside);
+        let recent_hour = inside(&self.recent_hour);
+        for (w, split) in self
+            .recent
+            .iter_mut()
+            .zip(recent)
+            .chain([(&mut self.recent_hour, recent_hour)])
+        {
             if let Some(split) = split {
                 w.load.add(split);
                 w.pieces += 1;
@@ -313,8 +334,7 @@ impl AlignedSeries {
         let mut out = Aligned::default();
         if !self.load.is_empty() {
             let observed_in = |w: &Window| self.observed(w.from, w.to);
-            let (recent_observed, hour_observed) =
-                (observed_in(&self.recent), observed_in(&self.recent_hour));
+            let hour_observed = observed_in(&self.recent_hour);
             // The worker spreads a sample's reads over the buckets since the sample before
             // (`access::spread`), so its windows hold what happened in them whatever the sample
             // interval. An import may be hourly totals, which say nothing of 15 minutes: an
@@ -333,7 +353,13 @@ impl AlignedSeries {
                 }
             };
             if fine {
-                out.recent_excess = rate(&self.recent, recent_observed)
+                let rates: Vec<f64> = self
+                    .recent
+                    .iter()
+                    .filter_map(|w| rate(w, observed_in(w)))
+                    .collect();
+                out.recent_excess = (!rates.is_empty())
+                    .then(|| median(rates))
                     .zip(rate(&self.recent_hour, hour_observed))
                     .map(|(recent, hour)| recent - hour);
             }
@@ -601,6 +627,30 @@ mod tests {
             s.add(now - 3.0 * HOUR, now - 2.0 * HOUR, 100.0);
             assert_eq!(s.finish().recent_excess, excess);
         }
+    }
+
+    #[test]
+    fn one_bucket_s_spike_is_no_recent_excess_but_a_burst_under_way_is() {
+        // Now is 10:42; reads run at 120 an hour, 10 a bucket. A spike of 200 in one of the
+        // last three whole buckets is no excess (the median of the three is 120 an hour, the
+        // hour's rate a little above it); the same in two of them is a burst begun: the median
+        // runs at 2,400 an hour.
+        let now = 10.0 * HOUR + 42.0 * 60.0;
+        let end = 10.0 * HOUR + 40.0 * 60.0;
+        let excess = |busy: &[f64]| {
+            let mut s = series(now, 2, &[(0.0, now)], 0.0);
+            let mut start = 8.0 * HOUR + 45.0 * 60.0;
+            while start < end {
+                let amount = if busy.contains(&start) { 200.0 } else { 10.0 };
+                s.add(start, start + 300.0, amount);
+                start += 300.0;
+            }
+            s.finish().recent_excess.expect("known")
+        };
+        let spike = excess(&[end - 600.0]);
+        assert!((spike - (120.0 - 310.0)).abs() < 1e-6, "{spike}");
+        let burst = excess(&[end - 600.0, end - 300.0]);
+        assert!((burst - (2400.0 - 500.0)).abs() < 1e-6, "{burst}");
     }
 
     #[test]
