@@ -50,9 +50,11 @@ def test_worker_scores_what_clients_read(db):
     # Minutes of history: no backtest is possible, so a cold-start model made the forecast.
     assert row[0] > 0 and row[1] in ("recent_mean", "cluster_profile"), row
     assert "│" in row[3]
-    # The forecast is for the window starting when it was made, from what the worker observed.
+    # The forecast is for the window starting when its history was read (the refresh publishes
+    # it moments later), from what the worker observed.
     window = db.execute("""
-        SELECT window_start = computed_at, window_end - window_start = horizon, observed_hours,
+        SELECT window_start BETWEEN computed_at - interval '1 minute' AND computed_at,
+               window_end - window_start = horizon, observed_hours,
                imported_hours, change_reason
         FROM shardcast.forecasts WHERE shard = 'public.s_hot'::regclass""").fetchone()
     assert window[:4] == (True, True, 1, 0), window

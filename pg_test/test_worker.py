@@ -114,6 +114,31 @@ def test_a_long_refresh_delays_neither_samples_nor_a_fast_shutdown():
         assert "abnormal database system shutdown" not in log, "\n".join(exits)
 
 
+def test_a_session_s_refresh_is_not_replaced_by_the_worker_s_until_an_interval_has_passed():
+    # A session refreshes at its own horizon and reads the queue: the worker's periodic refresh
+    # (at the server's horizon) comes an interval after the session's, not after its own last.
+    with app_cluster({"shardcast.refresh_interval": "'20s'"}) as (cluster, db):
+        import_month(db, "t", 3)
+        horizons = lambda: one(db, "SELECT array_agg(DISTINCT horizon::text) FROM shardcast.forecasts")
+        first = wait_for("the worker's refresh",
+                         lambda: one(db, "SELECT last_refresh_at FROM shardcast.worker_status"), timeout=60)
+        wait_for("its next refresh", lambda: one(
+            db, "SELECT last_refresh_at FROM shardcast.worker_status") != first, timeout=60, every=0.1)
+        assert horizons() == ["01:00:00"]
+        # 15 s into the worker's interval of 20: by its own clock it would refresh in 5 s.
+        time.sleep(15)
+        db.execute("SET shardcast.horizon = '4h'")
+        db.execute("SELECT shardcast.refresh_forecasts()")
+        session = time.monotonic()
+        assert horizons() == ["04:00:00"]
+        while time.monotonic() - session < 12:
+            assert horizons() == ["04:00:00"], f"replaced {time.monotonic() - session:.1f} s after the session's refresh"
+            time.sleep(0.5)
+        # And the worker refreshes an interval after it.
+        wait_for("the worker's refresh at the server's horizon", lambda: horizons() == ["01:00:00"], timeout=30)
+        assert time.monotonic() - session >= 19
+
+
 def test_a_terminated_worker_comes_back():
     with app_cluster() as (cluster, db):
         first = wait_for("the sampler", lambda: sampler_pid(db))

@@ -132,7 +132,7 @@ pub fn init(preloading: bool) {
     GucRegistry::define_int_guc(
         c"shardcast.refresh_interval",
         c"Time between two refreshes of forecasts and scores by the worker.",
-        c"shardcast.refresh_forecasts() refreshes on demand.",
+        c"shardcast.refresh_forecasts() refreshes on demand; the worker's next refresh comes an interval after it.",
         &REFRESH_INTERVAL_SECS,
         1,
         24 * 60 * 60,

@@ -1,6 +1,8 @@
 //! `shardcast.forecast_state`: what the last refresh published for each shard (read back by the
 //! next to say why a forecast changed and to keep model selections), and its replacement.
 
+use std::time::Duration;
+
 use pgrx::prelude::*;
 use shardcast_core::forecast::{self, ModelKind, Selection};
 
@@ -87,8 +89,13 @@ pub struct Made {
     pub reason: String,
 }
 
-/// Replaces the forecasts of the shards in `made`, and drops those of retired shards.
-pub fn write_forecasts(made: &[Made], horizon_minutes: usize) -> Result<(), pgrx::spi::Error> {
+/// Replaces the forecasts of the shards in `made`, made from history up to `read_at` (their
+/// window starts there), and drops those of retired shards.
+pub fn write_forecasts(
+    made: &[Made],
+    horizon_minutes: usize,
+    read_at: TimestampWithTimeZone,
+) -> Result<(), pgrx::spi::Error> {
     let ids: Vec<i32> = made.iter().map(|m| m.shard_id).collect();
     let model: Vec<String> = made
         .iter()
@@ -140,7 +147,7 @@ pub fn write_forecasts(made: &[Made], horizon_minutes: usize) -> Result<(), pgrx
                 model, point, lower, upper, backtest_mase, history_points, observed_hours, imported_hours,
                 change_reason, selected_at, selected_members, selected_weights, selected_mase,
                 error_low, error_high, error_offset)
-         SELECT u.id, now(), make_interval(mins => $18), now(), now() + make_interval(mins => $18),
+         SELECT u.id, now(), make_interval(mins => $18), $19, $19 + make_interval(mins => $18),
                 u.model, u.point, u.lower, u.upper, u.mase, u.points, u.observed, u.imported, u.reason,
                 CASE WHEN u.fresh THEN now()
                      ELSE (SELECT selected_at FROM shardcast.forecast_state WHERE shard_id = u.id) END,
@@ -182,8 +189,32 @@ pub fn write_forecasts(made: &[Made], horizon_minutes: usize) -> Result<(), pgrx
             reason.into(),
             selected_mase.into(),
             (horizon_minutes as i32).into(),
+            read_at.into(),
         ],
     )
+}
+
+/// Whether forecasts made from history read after `read_at` are published.
+pub fn published_after(read_at: TimestampWithTimeZone) -> Result<bool, pgrx::spi::Error> {
+    Spi::get_one_with_args::<bool>(
+        "SELECT coalesce(max(window_start) > $1, false) FROM shardcast.forecast_state",
+        &[read_at.into()],
+    )
+    .map(|later| later.unwrap_or(false))
+}
+
+/// How long ago the history of the latest published forecasts was read, when they are not
+/// those read at `own` (the caller's last publication); None when there are none.
+pub fn published_age_unless(
+    own: Option<TimestampWithTimeZone>,
+) -> Result<Option<Duration>, pgrx::spi::Error> {
+    Spi::get_one_with_args::<f64>(
+        "SELECT extract(epoch FROM clock_timestamp() - latest)::float8
+         FROM (SELECT max(window_start) AS latest FROM shardcast.forecast_state) p
+         WHERE latest IS DISTINCT FROM $1",
+        &[own.into()],
+    )
+    .map(|age| age.map(|secs| Duration::from_secs_f64(secs.clamp(0.0, 1e9))))
 }
 
 /// The point forecasts of the live shards (the express lane's threshold is a quantile of them).

@@ -179,17 +179,27 @@ fn pg_timestamp(micros: i64) -> TimestampWithTimeZone {
         .unwrap_or_else(|_| TimestampWithTimeZone::negative_infinity())
 }
 
-/// The transaction's time, in seconds since the Unix epoch, and the UTC hour of day of the hour
-/// ahead (the one a forecast starts in).
-pub fn clock() -> Result<(f64, usize), pgrx::spi::Error> {
-    let (now, next_hour) = Spi::get_two::<f64, i32>(
-        "SELECT extract(epoch FROM now())::float8,
+/// The moment a refresh reads history at: the transaction's time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// In seconds since the Unix epoch, as the core's series count time.
+    pub epoch: f64,
+    /// The same, exactly, as the catalog stores it: where the forecast's window starts.
+    pub at: TimestampWithTimeZone,
+    /// The UTC hour of day of the hour ahead (the one a forecast starts in).
+    pub next_hour: usize,
+}
+
+pub fn clock() -> Result<Clock, pgrx::spi::Error> {
+    let (epoch, at, next_hour) = Spi::get_three::<f64, TimestampWithTimeZone, i32>(
+        "SELECT extract(epoch FROM now())::float8, now(),
                 extract(hour FROM (now() + interval '30 minutes') AT TIME ZONE 'UTC')::int4",
     )?;
-    Ok((
-        now.unwrap_or_default(),
-        next_hour.unwrap_or_default().clamp(0, 23) as usize,
-    ))
+    Ok(Clock {
+        epoch: epoch.unwrap_or_default(),
+        at: at.unwrap_or_else(TimestampWithTimeZone::negative_infinity),
+        next_hour: next_hour.unwrap_or_default().clamp(0, 23) as usize,
+    })
 }
 
 /// The spans the worker sampled that end at or after `start` (seconds since the Unix epoch).

@@ -161,6 +161,39 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
 }
 
 #[pg_test]
+fn the_worker_s_refresh_never_replaces_forecasts_from_later_history() {
+    // The worker reads history, forecasts over several cycles, then publishes; a
+    // refresh_forecasts() call that published in between (from later history) stands.
+    shop_with_history();
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let published = || {
+        Spi::get_one::<String>(
+            "SELECT string_agg(concat_ws(':', shard_id, window_start, point), ',' ORDER BY shard_id)
+             FROM shardcast.forecast_state",
+        )
+        .unwrap()
+        .unwrap()
+    };
+    // The worker's refresh reads the history now ...
+    let worker = crate::worker::refresh::Refresh::start().unwrap();
+    // ... and a session's forecasts from a minute later are published before it ends.
+    Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute', point = 7")
+        .unwrap();
+    let session = published();
+    let report = worker.finish(true).unwrap();
+    assert!(report.superseded && report.scored == 0, "{report:?}");
+    assert_eq!(published(), session);
+    // A refresh_forecasts() call publishes whatever was published before it.
+    let report = crate::worker::refresh::Refresh::start().unwrap().finish(false).unwrap();
+    assert!(!report.superseded && report.scored >= 3, "{report:?}");
+    assert!(
+        Spi::get_one::<bool>("SELECT bool_and(window_start = now() AND point <> 7) FROM shardcast.forecast_state")
+            .unwrap()
+            .unwrap()
+    );
+}
+
+#[pg_test]
 fn a_burst_that_began_minutes_ago_raises_the_forecast() {
     // Two tables with the same week at 100 reads an hour and the same 1,200 reads in the last
     // hour: spread evenly over it for one, mostly in the last 15 minutes for the other. The

@@ -13,7 +13,7 @@ use super::refresh::{Refresh, RefreshReport};
 use super::sample::{SampleReport, Sampler};
 use super::stopping;
 use super::transaction::{in_transaction, report_activity, run_in_transaction};
-use crate::catalog::{claims, shards, worker_state};
+use crate::catalog::{claims, forecasts, shards, worker_state};
 use crate::{gucs, queue};
 
 /// A written shard's size is measured again after this many sample intervals.
@@ -81,6 +81,8 @@ struct Worker {
     refresh: Option<Refresh>,
     /// The time the refresh in progress has worked so far (its slices, not the samples between).
     refresh_work: Duration,
+    /// When the history of this worker's last published refresh was read.
+    published: Option<TimestampWithTimeZone>,
 }
 
 /// What a cycle found.
@@ -195,6 +197,10 @@ impl Worker {
         let result = self.refresh_slice(deadline);
         match result {
             Ok(None) => {}
+            Ok(Some(report)) if report.superseded => debug1!(
+                "shardcast worker: forecast refresh dropped: a refresh_forecasts() call published \
+                 forecasts from later history while it ran"
+            ),
             Ok(Some(report)) => debug1!(
                 "shardcast worker: scored {} shards ({} models selected) in {:?}",
                 report.scored,
@@ -221,13 +227,30 @@ impl Worker {
         let mut refresh = match self.refresh.take() {
             Some(refresh) => refresh,
             None => {
-                self.last_refresh = Some(began);
-                self.refresh_work = Duration::ZERO;
                 report_activity("forecasting: reading history");
-                in_transaction(|| {
+                let started = in_transaction(|| {
                     set_lock_timeout()?;
-                    Refresh::start()
-                })?
+                    // A refresh_forecasts() call is a refresh too: the next one comes an
+                    // interval after it, so that a session's forecasts (at its own horizon,
+                    // say) are not replaced moments after it made them.
+                    if let Some(age) = forecasts::published_age_unless(self.published)? {
+                        if age < gucs::refresh_interval() {
+                            return Ok(Err(age));
+                        }
+                    }
+                    Refresh::start().map(Ok)
+                })?;
+                match started {
+                    Ok(refresh) => {
+                        self.last_refresh = Some(began);
+                        self.refresh_work = Duration::ZERO;
+                        refresh
+                    }
+                    Err(age) => {
+                        self.last_refresh = Some(began.checked_sub(age).unwrap_or(began));
+                        return Ok(None);
+                    }
+                }
             }
         };
         // Computation only: a transaction without a snapshot, so that no old snapshot is held.
@@ -247,7 +270,10 @@ impl Worker {
         let work = self.refresh_work;
         let report = in_transaction(move || {
             set_lock_timeout()?;
-            let report = refresh.0.finish()?;
+            let report = refresh.0.finish(true)?;
+            if report.superseded {
+                return Ok(report);
+            }
             // New scores reorder the replication queue; expired leases rejoin it.
             claims::expire_leases(gucs::max_attempts())?;
             queue::replan()?;
@@ -255,6 +281,9 @@ impl Worker {
             Ok::<_, pgrx::spi::Error>(report)
         })?;
         self.refresh_work += began.elapsed();
+        if report.read_at.is_some() {
+            self.published = report.read_at;
+        }
         Ok(Some(report))
     }
 

@@ -12,7 +12,8 @@ use shardcast_core::refit;
 use shardcast_core::score::{self, ScoreInput, ScoreSettings};
 
 use crate::catalog::forecasts::{self, Made};
-use crate::catalog::{history, scores};
+use crate::catalog::history::{self, Clock};
+use crate::catalog::scores;
 use crate::gucs::{self, LoadMeasure};
 
 /// At most this much history feeds a forecast: two weekly cycles for MSTL, four for the profile.
@@ -23,6 +24,10 @@ const HISTORY_HOURS: usize = 28 * 24;
 pub struct RefreshReport {
     pub scored: usize,
     pub selected: usize,
+    /// Published nothing: another refresh had published forecasts from later history.
+    pub superseded: bool,
+    /// When the published forecasts' history was read.
+    pub read_at: Option<TimestampWithTimeZone>,
 }
 
 /// What the last refresh published for a shard, to say why the new forecast differs.
@@ -127,6 +132,8 @@ pub struct Refresh {
     settings: Settings,
     minutes: usize,
     next_hour: usize,
+    /// When the history read ends: the forecasts' window starts there.
+    clock: Clock,
     shards: Vec<ShardHistory>,
     profiles: Profiles,
     /// The stale shards whose models are selected again in this refresh.
@@ -148,8 +155,8 @@ impl Refresh {
         };
         let started = Instant::now();
         let minutes = gucs::horizon_minutes();
-        let (shards, next_hour) =
-            read_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
+        let (shards, clock) = read_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
+        let next_hour = clock.next_hour;
         let loaded = started.elapsed();
         let profiles = Profiles::fit(shards.iter().map(|s| (s.history.y.as_slice(), next_hour)));
 
@@ -175,6 +182,7 @@ impl Refresh {
             settings,
             minutes,
             next_hour,
+            clock,
             made: Vec::with_capacity(shards.len()),
             shards,
             profiles,
@@ -239,11 +247,20 @@ impl Refresh {
 
     /// Scores every shard (forecasting what is left first) and publishes forecasts and scores.
     /// Shards retired since [`Refresh::start`] are left out.
-    pub fn finish(mut self) -> Result<RefreshReport, pgrx::spi::Error> {
+    /// With `if_latest`, nothing is published when another refresh has published forecasts
+    /// from later history since this one read its own (the worker's refresh, spread over its
+    /// cycles, must not replace what a `refresh_forecasts()` call published meanwhile).
+    pub fn finish(mut self, if_latest: bool) -> Result<RefreshReport, pgrx::spi::Error> {
         self.step(None);
         // One publisher at a time: the worker and a refresh_forecasts() call both replace the
         // published scores.
         scores::lock_publication()?;
+        if if_latest && forecasts::published_after(self.clock.at)? {
+            return Ok(RefreshReport {
+                superseded: true,
+                ..self.report
+            });
+        }
         let forecasted = self.started.elapsed();
         let live = scores::live_shards()?;
         let (shards, made): (Vec<ShardHistory>, Vec<Made>) = self
@@ -271,7 +288,7 @@ impl Refresh {
                 tiers: gucs::tiers(),
             },
         );
-        forecasts::write_forecasts(&made, self.minutes)?;
+        forecasts::write_forecasts(&made, self.minutes, self.clock.at)?;
         let classes: HashMap<i32, (&str, f64, f64)> = shards
             .iter()
             .zip(&made)
@@ -280,6 +297,7 @@ impl Refresh {
         scores::write_scores(&scored, &classes)?;
         let mut report = self.report;
         report.scored = scored.len();
+        report.read_at = Some(self.clock.at);
         debug1!(
             "shardcast: refreshed {} shards ({} models selected): history {:?}, forecasts {:?}, scores and writes {:?}",
             report.scored,
@@ -294,19 +312,20 @@ impl Refresh {
 
 /// Refreshes forecasts and scores of every live shard at once. Returns how many were scored.
 pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
-    Refresh::start()?.finish()
+    Refresh::start()?.finish(false)
 }
 
 /// Every live shard's hourly load over the last [`HISTORY_HOURS`], in hours that end now (see
 /// core::series): the freshest 5-minute buckets make the last hour, and hours nobody observed
 /// are unknown. Returns the shards with their last selection, published score and class, and
-/// the UTC hour of day of the hour ahead.
+/// the moment the history ends.
 fn read_histories(
     measure: LoadMeasure,
     write_weight: f64,
     horizon_minutes: usize,
-) -> Result<(Vec<ShardHistory>, usize), pgrx::spi::Error> {
-    let (now, next_hour) = history::clock()?;
+) -> Result<(Vec<ShardHistory>, Clock), pgrx::spi::Error> {
+    let clock = history::clock()?;
+    let now = clock.epoch;
     let start = now - HISTORY_HOURS as f64 * 3600.0;
     let periods = history::sampling_periods(start)?;
     let mut histories = Histories::new(now, HISTORY_HOURS, write_weight, periods);
@@ -343,5 +362,5 @@ fn read_histories(
         shard.history =
             forecast::prepare(&aligned.hourly).with_recent_excess(aligned.recent_excess);
     }
-    Ok((shards, next_hour))
+    Ok((shards, clock))
 }
