@@ -272,8 +272,8 @@ class Shardcast:
 
     def forecast(self, section, h, requests, timings):
         """requests: [(id, y, next_hour)] or [(id, y, next_hour, recent)], recent being None
-        (unknown) or (load per hour over the last 15 minutes, over the last hour), both ending at
-        the last whole 5-minute bucket. Returns [(model, point, lower, upper, path)] or None (and
+        (unknown) or (load per hour: the median of the last three 5-minute buckets', the last
+        hour's), both ending at the last whole 5-minute bucket. Returns [(model, point, lower, upper, path)] or None (and
         marks shardcast unavailable) when the CLI fails."""
         if not self.available:
             return None

@@ -210,7 +210,7 @@ LEFT JOIN shardcast.shards src ON src.shard_id = sc.lift_source;
 COMMENT ON VIEW shardcast.priority_scores IS
     'Shard Priority Scores: forecast load x class weight, lifted along foreign keys; rank 1 first.';
 -- Each live shard's latest forecast: total load over [window_start, window_end) (the window
--- starts when the forecast was made), its interval, the models combined and their weights, the
+-- starts when the forecast's history was read), its interval, the models combined and their weights, the
 -- combination's backtest MASE (NULL without a backtest: cold start), the history it used
 -- (observed_hours measured by the worker, imported_hours known only from record_access; hours
 -- nobody observed are not read as zero) and why it changed since the last refresh.

@@ -24,12 +24,12 @@ pub const MIN_COVERAGE: f64 = 0.25;
 const MIN_SCALE_COVERAGE: f64 = 1.0 / 12.0;
 /// The span of the recent rate ([`Aligned::recent_excess`]): three 5-minute buckets, short
 /// enough to see a burst begin inside the last hour, long enough to hold more than one bucket.
-pub const RECENT_SECS: f64 = 15.0 * 60.0;
+pub const RECENT_SECS: f64 = RECENT_BUCKETS as f64 * BUCKET_SECS;
 /// The recent rate is the median of the rates of the last [`RECENT_BUCKETS`] buckets: a burst
 /// under way shows in most of them, while a single bucket's spike (a server metric's one busy
 /// 5 minutes, a batch) is noise that the hour's models already see. On spiky server traces
 /// (NAB) the rate over the whole 15 minutes added such a spike to the next hour, and raised the
-/// error at 1 h by a fifth (pooled WAPE 96% against 74%); on bursty event counts the median
+/// error at 1 h by a third (pooled WAPE 96% against 74%); on bursty event counts the median
 /// kept the queue's order as it was.
 pub const RECENT_BUCKETS: usize = 3;
 /// The recent windows end at the last whole bucket: the current bucket holds the reads of its
@@ -633,7 +633,7 @@ mod tests {
     fn one_bucket_s_spike_is_no_recent_excess_but_a_burst_under_way_is() {
         // Now is 10:42; reads run at 120 an hour, 10 a bucket. A spike of 200 in one of the
         // last three whole buckets is no excess (the median of the three is 120 an hour, the
-        // hour's rate a little above it); the same in two of them is a burst begun: the median
+        // hour's rate, 310, well above it); the same in two of them is a burst begun: the median
         // runs at 2,400 an hour.
         let now = 10.0 * HOUR + 42.0 * 60.0;
         let end = 10.0 * HOUR + 40.0 * 60.0;

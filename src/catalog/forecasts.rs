@@ -194,27 +194,35 @@ pub fn write_forecasts(
     )
 }
 
-/// Whether forecasts made from history read after `read_at` are published.
-pub fn published_after(read_at: TimestampWithTimeZone) -> Result<bool, pgrx::spi::Error> {
+/// Whether forecasts made from history read after `read_at` are published, other than those
+/// read at `own` (the caller's own last publication: after a step back of the clock, it may
+/// lie ahead).
+pub fn published_after(
+    read_at: TimestampWithTimeZone,
+    own: Option<TimestampWithTimeZone>,
+) -> Result<bool, pgrx::spi::Error> {
     Spi::get_one_with_args::<bool>(
-        "SELECT coalesce(max(window_start) > $1, false) FROM shardcast.forecast_state",
-        &[read_at.into()],
+        "SELECT coalesce(max(window_start) FILTER (WHERE window_start IS DISTINCT FROM $2) > $1, false)
+         FROM shardcast.forecast_state",
+        &[read_at.into(), own.into()],
     )
     .map(|later| later.unwrap_or(false))
 }
 
-/// How long ago the history of the latest published forecasts was read, when they are not
-/// those read at `own` (the caller's last publication); None when there are none.
+/// How long ago the history of the latest published forecasts was read, unless they are those
+/// read at `own` (the caller's last publication); None when there are none, or when they lie
+/// ahead of the clock (stepped back).
 pub fn published_age_unless(
     own: Option<TimestampWithTimeZone>,
 ) -> Result<Option<Duration>, pgrx::spi::Error> {
+    // An aggregate: one row whatever the table holds.
     Spi::get_one_with_args::<f64>(
-        "SELECT extract(epoch FROM clock_timestamp() - latest)::float8
-         FROM (SELECT max(window_start) AS latest FROM shardcast.forecast_state) p
-         WHERE latest IS DISTINCT FROM $1",
+        "SELECT CASE WHEN latest IS DISTINCT FROM $1
+                     THEN extract(epoch FROM clock_timestamp() - latest)::float8 END
+         FROM (SELECT max(window_start) AS latest FROM shardcast.forecast_state) p",
         &[own.into()],
     )
-    .map(|age| age.map(|secs| Duration::from_secs_f64(secs.clamp(0.0, 1e9))))
+    .map(|age| age.and_then(|secs| Duration::try_from_secs_f64(secs).ok()))
 }
 
 /// The point forecasts of the live shards (the express lane's threshold is a quantile of them).

@@ -162,10 +162,16 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
 
 #[pg_test]
 fn the_worker_s_refresh_never_replaces_forecasts_from_later_history() {
-    // The worker reads history, forecasts over several cycles, then publishes; a
-    // refresh_forecasts() call that published in between (from later history) stands.
+    use crate::catalog::forecasts::published_age_unless;
+    use crate::worker::refresh::{Publisher, Refresh};
+    // Nothing published: no age, and no error (an empty table still gives a row).
+    assert_eq!(published_age_unless(None).unwrap(), None);
     shop_with_history();
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let now = Spi::get_one::<TimestampWithTimeZone>("SELECT now()").unwrap().unwrap();
+    // Another's publication has an age; the caller's own has none.
+    assert!(published_age_unless(None).unwrap().is_some());
+    assert_eq!(published_age_unless(Some(now)).unwrap(), None);
     let published = || {
         Spi::get_one::<String>(
             "SELECT string_agg(concat_ws(':', shard_id, window_start, point), ',' ORDER BY shard_id)
@@ -175,22 +181,30 @@ fn the_worker_s_refresh_never_replaces_forecasts_from_later_history() {
         .unwrap()
     };
     // The worker's refresh reads the history now ...
-    let worker = crate::worker::refresh::Refresh::start().unwrap();
+    let worker = Refresh::start().unwrap();
     // ... and a session's forecasts from a minute later are published before it ends.
-    Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute', point = 7")
-        .unwrap();
+    Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute'").unwrap();
     let session = published();
-    let report = worker.finish(true).unwrap();
+    let report = worker.finish(Publisher::Worker { last: None }).unwrap();
     assert!(report.superseded && report.scored == 0, "{report:?}");
     assert_eq!(published(), session);
-    // A refresh_forecasts() call publishes whatever was published before it.
-    let report = crate::worker::refresh::Refresh::start().unwrap().finish(false).unwrap();
+    // Ahead of the clock but the worker's own last publication (the clock stepped back): not a
+    // reason to drop its refresh.
+    let ahead = Spi::get_one::<TimestampWithTimeZone>("SELECT now() + interval '1 minute'")
+        .unwrap()
+        .unwrap();
+    let report = Refresh::start()
+        .unwrap()
+        .finish(Publisher::Worker { last: Some(ahead) })
+        .unwrap();
     assert!(!report.superseded && report.scored >= 3, "{report:?}");
-    assert!(
-        Spi::get_one::<bool>("SELECT bool_and(window_start = now() AND point <> 7) FROM shardcast.forecast_state")
-            .unwrap()
-            .unwrap()
-    );
+    // A refresh_forecasts() call publishes whatever was published before it.
+    Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute'").unwrap();
+    let report = Refresh::start().unwrap().finish(Publisher::Session).unwrap();
+    assert!(!report.superseded && report.scored >= 3, "{report:?}");
+    assert!(Spi::get_one::<bool>("SELECT bool_and(window_start = now()) FROM shardcast.forecast_state")
+        .unwrap()
+        .unwrap());
 }
 
 #[pg_test]

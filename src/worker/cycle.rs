@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use super::refresh::{Refresh, RefreshReport};
+use super::refresh::{Publisher, Refresh, RefreshReport};
 use super::sample::{SampleReport, Sampler};
 use super::stopping;
 use super::transaction::{in_transaction, report_activity, run_in_transaction};
@@ -227,6 +227,8 @@ impl Worker {
         let mut refresh = match self.refresh.take() {
             Some(refresh) => refresh,
             None => {
+                // A refresh that fails to start is tried again an interval later.
+                self.last_refresh = Some(began);
                 report_activity("forecasting: reading history");
                 let started = in_transaction(|| {
                     set_lock_timeout()?;
@@ -242,7 +244,6 @@ impl Worker {
                 })?;
                 match started {
                     Ok(refresh) => {
-                        self.last_refresh = Some(began);
                         self.refresh_work = Duration::ZERO;
                         refresh
                     }
@@ -268,9 +269,12 @@ impl Worker {
         let began = Instant::now();
         let refresh = AssertUnwindSafe(refresh);
         let work = self.refresh_work;
+        let publisher = Publisher::Worker {
+            last: self.published,
+        };
         let report = in_transaction(move || {
             set_lock_timeout()?;
-            let report = refresh.0.finish(true)?;
+            let report = refresh.0.finish(publisher)?;
             if report.superseded {
                 return Ok(report);
             }
@@ -313,6 +317,7 @@ impl Worker {
             self.sampler.forget();
             self.last_refresh = None;
             self.refresh = None;
+            self.published = None;
             self.extension = Some(extension);
             self.told_waiting = false;
             self.told_version = None;

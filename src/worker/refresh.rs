@@ -30,6 +30,15 @@ pub struct RefreshReport {
     pub read_at: Option<TimestampWithTimeZone>,
 }
 
+/// Who publishes a refresh.
+#[derive(Clone, Copy, Debug)]
+pub enum Publisher {
+    /// A `refresh_forecasts()` call: it always publishes.
+    Session,
+    /// The worker, whose last publication read its history at `last`.
+    Worker { last: Option<TimestampWithTimeZone> },
+}
+
 /// What the last refresh published for a shard, to say why the new forecast differs.
 struct Previous {
     selection: Option<Selection>,
@@ -247,15 +256,19 @@ impl Refresh {
 
     /// Scores every shard (forecasting what is left first) and publishes forecasts and scores.
     /// Shards retired since [`Refresh::start`] are left out.
-    /// With `if_latest`, nothing is published when another refresh has published forecasts
-    /// from later history since this one read its own (the worker's refresh, spread over its
-    /// cycles, must not replace what a `refresh_forecasts()` call published meanwhile).
-    pub fn finish(mut self, if_latest: bool) -> Result<RefreshReport, pgrx::spi::Error> {
+    /// The worker's refresh, spread over its cycles, must not replace what a
+    /// `refresh_forecasts()` call published meanwhile: as [`Publisher::Worker`], nothing is
+    /// published when forecasts from history read after this refresh read its own are.
+    pub fn finish(mut self, publisher: Publisher) -> Result<RefreshReport, pgrx::spi::Error> {
         self.step(None);
         // One publisher at a time: the worker and a refresh_forecasts() call both replace the
         // published scores.
         scores::lock_publication()?;
-        if if_latest && forecasts::published_after(self.clock.at)? {
+        let superseded = match publisher {
+            Publisher::Session => false,
+            Publisher::Worker { last } => forecasts::published_after(self.clock.at, last)?,
+        };
+        if superseded {
             return Ok(RefreshReport {
                 superseded: true,
                 ..self.report
@@ -312,7 +325,7 @@ impl Refresh {
 
 /// Refreshes forecasts and scores of every live shard at once. Returns how many were scored.
 pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
-    Refresh::start()?.finish(false)
+    Refresh::start()?.finish(Publisher::Session)
 }
 
 /// Every live shard's hourly load over the last [`HISTORY_HOURS`], in hours that end now (see
