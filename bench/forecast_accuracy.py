@@ -76,10 +76,24 @@ M4_HORIZONS = [1, 4, 12, 24]
 M4_OFFICIAL_H = 48
 NAB_HORIZONS = [1, 4]
 WEEK = 168
-# The recent rate the extension reads beside the hourly series (core::series): the median of
-# the last three 5-minute buckets' loads per hour.
+# The recent rate the extension reads beside the hourly series (core::series): the last three
+# 5-minute buckets', each capped at the largest of the buckets after it.
 RECENT_BUCKETS = 3
 BUCKET_SECS = 300
+
+
+def recent_rate(buckets):
+    """Load per hour of 5-minute buckets (oldest first) as core::series::lasting_rate reads
+    them: each capped at the largest of those after it, so that a spike that is over does not
+    count. None when there are none."""
+    buckets = [float(b) for b in buckets]
+    if not buckets:
+        return None
+    total, later = 0.0, -math.inf
+    for k, b in enumerate(reversed(buckets)):
+        total += b if k == 0 else min(b, later)
+        later = max(later, b)
+    return total / len(buckets) * 3600 / BUCKET_SECS
 PEERS = ["SeasonalNaive", "AutoETS", "AutoTheta", "MSTL", "last hour x H"]
 SHARDCAST = "shardcast"
 
@@ -272,8 +286,8 @@ class Shardcast:
 
     def forecast(self, section, h, requests, timings):
         """requests: [(id, y, next_hour)] or [(id, y, next_hour, recent)], recent being None
-        (unknown) or (load per hour: the median of the last three 5-minute buckets', the last
-        hour's), both ending at the last whole 5-minute bucket. Returns [(model, point, lower, upper, path)] or None (and
+        (unknown) or (load per hour: the last three 5-minute buckets' (see recent_rate), the
+        last hour's), both ending at the last whole 5-minute bucket. Returns [(model, point, lower, upper, path)] or None (and
         marks shardcast unavailable) when the CLI fails."""
         if not self.available:
             return None
@@ -540,10 +554,10 @@ def bench_nab(args, shardcast, timings, notes):
                     end = cut // BUCKET_SECS * BUCKET_SECS
                     starts = end - BUCKET_SECS * np.arange(RECENT_BUCKETS, 0, -1)
                     buckets, _ = tr.windows(starts, BUCKET_SECS)
-                    buckets = buckets[np.isfinite(buckets)]
+                    rate = recent_rate(buckets[np.isfinite(buckets)])
                     hour, _ = tr.windows([end - 3600], 3600)
-                    if len(buckets):
-                        recent = (float(np.median(buckets)) * 3600 / BUCKET_SECS, hour[0])
+                    if rate is not None:
+                        recent = (rate, hour[0])
                 requests.append((f"{s}@{j}", y, next_hour, recent))
             results = shardcast.forecast(f"NAB {variant}", h, requests, timings)
             if results is None:

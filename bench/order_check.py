@@ -81,11 +81,12 @@ def main() -> None:
                ("forecast", "shardcast forecast WSPT"), ("oracle", "oracle"))
     results = [SimpleNamespace(awa={}) for _ in cuts]
     for hours in WINDOWS:
-        # The recent rate (the median of the last three 5-minute buckets) and the last hour's
-        # load per hour, which the extension compares beside the hours (cuts fall on 5-minute
-        # steps: both end at the cut).
+        # The recent rate of the last three 5-minute buckets and the last hour's load per hour,
+        # which the extension compares beside the hours (cuts fall on 5-minute steps: both end
+        # at the cut).
+        recent = forecast_accuracy.RECENT_BUCKETS
         requests = [(f"{j}.{i}", now_aligned(v, c + o), 0,
-                     (STEPS_PER_HOUR * float(np.median(v[c + o - forecast_accuracy.RECENT_BUCKETS: c + o])),
+                     (forecast_accuracy.recent_rate(v[c + o - recent: c + o]),
                       v[c + o - STEPS_PER_HOUR: c + o].sum()))
                     for j, c in enumerate(cuts) for i, (v, o) in enumerate(zip(values, offsets))]
         forecasts = shardcast.forecast("order", hours, requests, {})

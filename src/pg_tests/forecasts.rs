@@ -242,8 +242,9 @@ fn a_burst_that_began_minutes_ago_raises_the_forecast() {
     let (even, onset) = (row("public.w_even"), row("public.w_onset"));
     let point = |row: &str| row.split('|').next().unwrap().parse::<f64>().unwrap();
     // The windows end at the last whole bucket (the current one holds a sample stamped now):
-    // two of the burst's last three buckets hold 380, a median of 4,560 an hour, some 3,700
-    // above its last hour (820); 70% of that beyond the noise margin goes into the next hour.
+    // the burst's last three buckets (7, 380, 380: a burst under way) run at about 3,070 an
+    // hour, some 2,250 above its last hour (820); 70% of that beyond the noise margin goes into
+    // the next hour.
     // The even table's last buckets run at its hour's rate.
     assert!(
         point(&onset) > point(&even) + 800.0,
