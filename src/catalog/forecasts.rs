@@ -195,14 +195,17 @@ pub fn write_forecasts(
 }
 
 /// Whether forecasts made from history read after `read_at` are published, other than those
-/// read at `own` (the caller's own last publication: after a step back of the clock, it may
-/// lie ahead).
+/// read at `own` (the caller's own last publication). Forecasts ahead of the clock (stepped
+/// back) do not count, as in [`published_age_unless`]: the worker would otherwise forecast
+/// everything each interval only to drop it, until the clock caught up.
 pub fn published_after(
     read_at: TimestampWithTimeZone,
     own: Option<TimestampWithTimeZone>,
 ) -> Result<bool, pgrx::spi::Error> {
     Spi::get_one_with_args::<bool>(
-        "SELECT coalesce(max(window_start) FILTER (WHERE window_start IS DISTINCT FROM $2) > $1, false)
+        "SELECT coalesce(max(window_start) FILTER (WHERE window_start IS DISTINCT FROM $2
+                                                  AND window_start <= clock_timestamp()) > $1,
+                         false)
          FROM shardcast.forecast_state",
         &[read_at.into(), own.into()],
     )

@@ -182,21 +182,22 @@ fn the_worker_s_refresh_never_replaces_forecasts_from_later_history() {
     };
     // The worker's refresh reads the history now ...
     let worker = Refresh::start().unwrap();
-    // ... and a session's forecasts from a minute later are published before it ends.
-    Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute'").unwrap();
+    // ... and a session's forecasts from moments later are published before it ends.
+    // One moment for all (clock_timestamp() changes from row to row).
+    Spi::run("UPDATE shardcast.forecast_state SET window_start = (SELECT clock_timestamp())").unwrap();
     let session = published();
     let report = worker.finish(Publisher::Worker { last: None }).unwrap();
     assert!(report.superseded && report.scored == 0, "{report:?}");
     assert_eq!(published(), session);
-    // Ahead of the clock but the worker's own last publication (the clock stepped back): not a
-    // reason to drop its refresh.
-    let ahead = Spi::get_one::<TimestampWithTimeZone>("SELECT now() + interval '1 minute'")
+    // The worker's own last publication is no reason to drop its refresh ...
+    let own = Spi::get_one::<TimestampWithTimeZone>("SELECT max(window_start) FROM shardcast.forecast_state")
         .unwrap()
         .unwrap();
-    let report = Refresh::start()
-        .unwrap()
-        .finish(Publisher::Worker { last: Some(ahead) })
-        .unwrap();
+    let report = Refresh::start().unwrap().finish(Publisher::Worker { last: Some(own) }).unwrap();
+    assert!(!report.superseded && report.scored >= 3, "{report:?}");
+    // ... nor are forecasts ahead of the clock (stepped back), whoever made them.
+    Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute'").unwrap();
+    let report = Refresh::start().unwrap().finish(Publisher::Worker { last: None }).unwrap();
     assert!(!report.superseded && report.scored >= 3, "{report:?}");
     // A refresh_forecasts() call publishes whatever was published before it.
     Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute'").unwrap();
