@@ -287,8 +287,8 @@ class Shardcast:
     def forecast(self, section, h, requests, timings):
         """requests: [(id, y, next_hour)] or [(id, y, next_hour, recent)], recent being None
         (unknown) or (load per hour: the last three 5-minute buckets' (see recent_rate), the
-        last hour's), both ending at the last whole 5-minute bucket. Returns [(model, point, lower, upper, path)] or None (and
-        marks shardcast unavailable) when the CLI fails."""
+        last hour's), both ending at the last whole 5-minute bucket. Returns [(model, point,
+        lower, upper, path)] or None (and marks shardcast unavailable) when the CLI fails."""
         if not self.available:
             return None
         lines = []

@@ -5,8 +5,8 @@
 //! Reads JSON lines `{"id": .., "y": [hourly loads, oldest first, null = unknown],
 //! "next_hour": UTC hour of the point after the last, "recent" and "recent_hour": optional loads
 //! per hour, the last three 5-minute buckets' (each capped at the largest after it) and the last
-//! hour's, both ending at
-//! the last whole 5-minute bucket (the hour defaults to the last point)}` and writes, per line and in order,
+//! hour's, both ending at the last whole 5-minute bucket (the hour defaults to the last point)}`
+//! and writes, per line and in order,
 //! `{"id": .., "model": .., "members": {..}, "point": .., "lower": .., "upper": .., "path": [..]}`:
 //! the total forecast over the horizon, its interval and its hourly path, made exactly as the
 //! extension makes them (selection by backtest, combination, calibrated interval).

@@ -187,22 +187,22 @@ fn the_worker_s_refresh_never_replaces_forecasts_from_later_history() {
     Spi::run("UPDATE shardcast.forecast_state SET window_start = (SELECT clock_timestamp())").unwrap();
     let session = published();
     let report = worker.finish(Publisher::Worker { last: None }).unwrap();
-    assert!(report.superseded && report.scored == 0, "{report:?}");
+    assert!(report.superseded() && report.scored == 0, "{report:?}");
     assert_eq!(published(), session);
     // The worker's own last publication is no reason to drop its refresh ...
     let own = Spi::get_one::<TimestampWithTimeZone>("SELECT max(window_start) FROM shardcast.forecast_state")
         .unwrap()
         .unwrap();
     let report = Refresh::start().unwrap().finish(Publisher::Worker { last: Some(own) }).unwrap();
-    assert!(!report.superseded && report.scored >= 3, "{report:?}");
+    assert!(!report.superseded() && report.scored >= 3, "{report:?}");
     // ... nor are forecasts ahead of the clock (stepped back), whoever made them.
     Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute'").unwrap();
     let report = Refresh::start().unwrap().finish(Publisher::Worker { last: None }).unwrap();
-    assert!(!report.superseded && report.scored >= 3, "{report:?}");
+    assert!(!report.superseded() && report.scored >= 3, "{report:?}");
     // A refresh_forecasts() call publishes whatever was published before it.
     Spi::run("UPDATE shardcast.forecast_state SET window_start = now() + interval '1 minute'").unwrap();
     let report = Refresh::start().unwrap().finish(Publisher::Session).unwrap();
-    assert!(!report.superseded && report.scored >= 3, "{report:?}");
+    assert!(!report.superseded() && report.scored >= 3, "{report:?}");
     assert!(Spi::get_one::<bool>("SELECT bool_and(window_start = now()) FROM shardcast.forecast_state")
         .unwrap()
         .unwrap());

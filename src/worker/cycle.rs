@@ -197,7 +197,7 @@ impl Worker {
         let result = self.refresh_slice(deadline);
         match result {
             Ok(None) => {}
-            Ok(Some(report)) if report.superseded => debug1!(
+            Ok(Some(report)) if report.superseded() => debug1!(
                 "shardcast worker: forecast refresh dropped: a refresh_forecasts() call published \
                  forecasts from later history while it ran"
             ),
@@ -275,7 +275,7 @@ impl Worker {
         let report = in_transaction(move || {
             set_lock_timeout()?;
             let report = refresh.0.finish(publisher)?;
-            if report.superseded {
+            if report.superseded() {
                 return Ok(report);
             }
             // New scores reorder the replication queue; expired leases rejoin it.
@@ -285,8 +285,8 @@ impl Worker {
             Ok::<_, pgrx::spi::Error>(report)
         })?;
         self.refresh_work += began.elapsed();
-        if report.read_at.is_some() {
-            self.published = report.read_at;
+        if report.published.is_some() {
+            self.published = report.published;
         }
         Ok(Some(report))
     }

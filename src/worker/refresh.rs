@@ -24,10 +24,16 @@ const HISTORY_HOURS: usize = 28 * 24;
 pub struct RefreshReport {
     pub scored: usize,
     pub selected: usize,
+    /// When the history of the published forecasts was read; None when nothing was published
+    /// (see [`RefreshReport::superseded`]).
+    pub published: Option<TimestampWithTimeZone>,
+}
+
+impl RefreshReport {
     /// Published nothing: another refresh had published forecasts from later history.
-    pub superseded: bool,
-    /// When the published forecasts' history was read.
-    pub read_at: Option<TimestampWithTimeZone>,
+    pub fn superseded(&self) -> bool {
+        self.published.is_none()
+    }
 }
 
 /// Who publishes a refresh.
@@ -140,8 +146,7 @@ fn model_change(shard: &ShardHistory, selection: &Selection, fresh: bool) -> Str
 pub struct Refresh {
     settings: Settings,
     minutes: usize,
-    next_hour: usize,
-    /// When the history read ends: the forecasts' window starts there.
+    /// When the history read ends (the forecasts' window starts there), and the hour ahead.
     clock: Clock,
     shards: Vec<ShardHistory>,
     profiles: Profiles,
@@ -165,9 +170,12 @@ impl Refresh {
         let started = Instant::now();
         let minutes = gucs::horizon_minutes();
         let (shards, clock) = read_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
-        let next_hour = clock.next_hour;
         let loaded = started.elapsed();
-        let profiles = Profiles::fit(shards.iter().map(|s| (s.history.y.as_slice(), next_hour)));
+        let profiles = Profiles::fit(
+            shards
+                .iter()
+                .map(|s| (s.history.y.as_slice(), clock.next_hour)),
+        );
 
         // Model selection is costly: redo it for shards never selected or young, and for the
         // stalest of the rest, so that every shard is reselected about once per refit interval.
@@ -190,7 +198,6 @@ impl Refresh {
         Ok(Refresh {
             settings,
             minutes,
-            next_hour,
             clock,
             made: Vec::with_capacity(shards.len()),
             shards,
@@ -232,7 +239,7 @@ impl Refresh {
                 &selection,
                 &self.settings,
                 &self.profiles,
-                self.next_hour,
+                self.clock.next_hour,
             )
             .truncated(self.minutes as f64 / 60.0);
             let reason = change_reason(shard, &selection, &f, fresh);
@@ -269,10 +276,7 @@ impl Refresh {
             Publisher::Worker { last } => forecasts::published_after(self.clock.at, last)?,
         };
         if superseded {
-            return Ok(RefreshReport {
-                superseded: true,
-                ..self.report
-            });
+            return Ok(self.report);
         }
         let forecasted = self.started.elapsed();
         let live = scores::live_shards()?;
@@ -310,7 +314,7 @@ impl Refresh {
         scores::write_scores(&scored, &classes)?;
         let mut report = self.report;
         report.scored = scored.len();
-        report.read_at = Some(self.clock.at);
+        report.published = Some(self.clock.at);
         debug1!(
             "shardcast: refreshed {} shards ({} models selected): history {:?}, forecasts {:?}, scores and writes {:?}",
             report.scored,
