@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import math
 import random
 import re
@@ -286,6 +287,7 @@ class CutResult:
     history_hours: int
     prefetch: dict  # hours -> tasks in the express lane
     models: dict  # hours -> {model: count}
+    detail: dict = field(default_factory=dict)  # for --dump: what each order was made from
 
 
 def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict | None, mark_zeros: bool,
@@ -354,6 +356,9 @@ def replay_cut(conn, group: Group, cut: int, rng: random.Random, relids: dict | 
             }
             for method, order in orders.items():
                 result.awa[(method, hours)] = awa(order, sizes, truth, hours)
+            result.detail[hours] = {"predicted": predicted, "truth": [float(t.sum()) for t in truth],
+                                    "last_hour": last_hour, "queue": queue}
+    result.detail.update(steps=[int(i) for i in idx], sizes=sizes, fifo=fifo)
     return result
 
 
@@ -457,6 +462,10 @@ def main() -> None:
     p.add_argument("--stamps", choices=["split", "start", "end"], default="split",
                    help="how imported 5-minute values are stamped: split over the two real 5-minute "
                         "buckets they overlap (default), or one sample per step at its start or end")
+    p.add_argument("--dump", type=Path,
+                   help="write one JSON line per cut: each shard's step index, size, predicted load and "
+                        "true load per window, the orders' AWA (to compare the extension's forecasts "
+                        "with forecast_cli's on the same history)")
     p.add_argument("--data", type=Path, default=DATA,
                    help="directory holding nab/ (5-minute traces, timestamp,value CSVs: one group) and "
                         "m4-hourly/ (default: bench/data)")
@@ -518,6 +527,13 @@ def main() -> None:
                         conn.execute(f"DROP TABLE public.{s.table}")
                     conn.execute("DELETE FROM shardcast.shards")
     elapsed = time.monotonic() - started
+    if args.dump:
+        with args.dump.open("w") as f:
+            for r in results:
+                f.write(json.dumps({"group": r.group, "cut": r.cut, "real_minute": r.real_minute,
+                                    "tables": [s.table for g in groups if g.name == r.group for s in g.series],
+                                    "awa": {f"{m}@{h}": v for (m, h), v in r.awa.items()},
+                                    **{str(k): v for k, v in r.detail.items()}}) + "\n")
 
     print("## Prioritization replay through SQL (bench/replay_bench.py)")
     print()

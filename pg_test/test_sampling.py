@@ -186,6 +186,36 @@ def test_size_is_kept_current(db):
         db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = 'public.grows'::regclass") == actual, timeout=90)
 
 
+def test_a_queued_task_follows_its_table_s_growth_and_the_queue_is_reordered(db):
+    """enqueue sizes a task once: a table loaded after it was queued takes its new size when the
+    worker measures the table again, and the queue is replanned, so that the table grown tenfold
+    falls behind one half as hot and now a fifth of its size or less."""
+    for table, reads in (("public.early", 120), ("public.late", 60)):
+        db.execute(f"CREATE TABLE {table} (id int, pad text)")
+        db.execute(f"INSERT INTO {table} SELECT i, repeat('x', 200) FROM generate_series(1, 2000) i")
+        wait_for(f"{table}'s size", lambda: one(db, "SELECT size_bytes FROM shardcast.shard_activity WHERE shard = %s::regclass", table), timeout=30)
+        db.execute("""SELECT shardcast.record_access(array_agg(%s::regclass), array_agg(t), array_agg(%s::float8))
+                      FROM generate_series(now() - interval '3 days', now(), interval '5 minutes') t""", [table, reads])
+    db.execute("SELECT shardcast.refresh_forecasts()")
+    early = one(db, "SELECT shardcast.enqueue('public.early')")
+    late = one(db, "SELECT shardcast.enqueue('public.late')")
+    # The order claims follow, as the last replan stored it (prioritized_queue computes it).
+    queue = lambda: [r[0] for r in db.execute(
+        "SELECT task_id FROM shardcast.replication_tasks WHERE task_id IN (%s, %s) ORDER BY dispatch_rank", [early, late])]
+    try:
+        assert queue() == [early, late]  # as big and twice as hot
+        queued = one(db, "SELECT size_bytes FROM shardcast.replication_tasks WHERE task_id = %s", early)
+        db.execute("INSERT INTO public.early SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
+        actual = one(db, "SELECT pg_total_relation_size('public.early')")
+        assert actual > 5 * queued  # half as hot per byte as the other, at most
+        wait_for("the queued task to take the table's size", lambda: one(
+            db, "SELECT size_bytes FROM shardcast.replication_tasks WHERE task_id = %s", early) > 5 * queued, timeout=90)
+        assert queue() == [late, early]
+        assert one(db, "SELECT size_bytes FROM shardcast.replication_tasks WHERE task_id = %s", late) < 2 * queued
+    finally:
+        db.execute("SELECT shardcast.cancel_task(t) FROM unnest(%s::int8[]) t", [[early, late]])
+
+
 def test_stats_reset_gives_no_negative_and_no_spike(db):
     db.execute("CREATE TABLE public.steady (id int PRIMARY KEY)")
     db.execute("INSERT INTO public.steady SELECT generate_series(1, 100)")

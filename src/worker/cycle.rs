@@ -13,7 +13,7 @@ use super::refresh::{Publisher, Refresh, RefreshReport};
 use super::sample::{SampleReport, Sampler};
 use super::stopping;
 use super::transaction::{in_transaction, report_activity, run_in_transaction};
-use crate::catalog::{claims, forecasts, shards, worker_state};
+use crate::catalog::{claims, forecasts, shards, tasks, worker_state};
 use crate::{gucs, queue};
 
 /// A written shard's size is measured again after this many sample intervals.
@@ -83,6 +83,8 @@ struct Worker {
     refresh_work: Duration,
     /// When the history of this worker's last published refresh was read.
     published: Option<TimestampWithTimeZone>,
+    /// Shards measured whose queued tasks could not take their size yet (retried each cycle).
+    unresized: Vec<i32>,
 }
 
 /// What a cycle found.
@@ -152,11 +154,12 @@ impl Worker {
                     report.buckets_written, report.compacted
                 );
                 // Sizes are secondary: a failure here is retried next cycle, not an error.
-                if let Err(message) = in_transaction(AssertUnwindSafe(|| {
+                match in_transaction(AssertUnwindSafe(|| {
                     self.sampler
                         .refresh_sizes(gucs::sample_interval() * SIZE_REFRESH_INTERVALS)
                 })) {
-                    debug1!("shardcast worker: size refresh skipped: {message}");
+                    Ok(measured) => self.resize_stage(&measured),
+                    Err(message) => debug1!("shardcast worker: size refresh skipped: {message}"),
                 }
                 if let Err(message) = in_transaction(AssertUnwindSafe(|| {
                     self.sampler
@@ -291,6 +294,39 @@ impl Worker {
         Ok(Some(report))
     }
 
+    /// Queued tasks take the sizes just measured, and the queue is replanned when one changed,
+    /// in a transaction after the sizes' own: a claim or an enqueue holding the queue delays
+    /// this step to the next cycle, never the sizes.
+    fn resize_stage(&mut self, measured: &[i32]) {
+        self.unresized.extend_from_slice(measured);
+        if self.unresized.is_empty() {
+            return;
+        }
+        let shards = &self.unresized;
+        let resized = in_transaction(|| {
+            set_lock_timeout()?;
+            let resized = tasks::resize_queued(shards)?;
+            if resized > 0 {
+                queue::replan()?;
+            }
+            Ok::<_, pgrx::spi::Error>(resized)
+        });
+        match resized {
+            Ok(resized) => {
+                self.unresized.clear();
+                if resized > 0 {
+                    debug1!("shardcast worker: {resized} queued tasks resized, queue replanned");
+                }
+            }
+            Err(message) => {
+                // Kept for the next cycle, at most once each.
+                self.unresized.sort_unstable();
+                self.unresized.dedup();
+                debug1!("shardcast worker: queued tasks not resized: {message}");
+            }
+        }
+    }
+
     /// Finds the extension and registers new tables (and retires dropped ones) in it.
     fn register_stage(&mut self) -> Result<Registration, pgrx::spi::Error> {
         let Some(extension) = worker_state::extension()? else {
@@ -318,6 +354,7 @@ impl Worker {
             self.last_refresh = None;
             self.refresh = None;
             self.published = None;
+            self.unresized.clear();
             self.extension = Some(extension);
             self.told_waiting = false;
             self.told_version = None;

@@ -121,17 +121,17 @@ impl Sampler {
     /// Refreshes the size of shards that are new, were written to since they were last
     /// measured (at most once per `written_gap`), or were not measured for an hour. Runs in its
     /// own transaction with a short lock timeout, so that a table locked by DDL delays only its
-    /// own size, never a sample.
+    /// own size, never a sample. Returns the shards measured.
     pub fn refresh_sizes(
         &mut self,
         written_gap: std::time::Duration,
-    ) -> Result<usize, pgrx::spi::Error> {
+    ) -> Result<Vec<i32>, pgrx::spi::Error> {
         let written: Vec<i32> = self.written_since_sized.iter().copied().collect();
         let refreshed = shards::refresh_sizes(written, SIZE_REFRESH_BATCH, written_gap)?;
         for shard_id in &refreshed {
             self.written_since_sized.remove(shard_id);
         }
-        Ok(refreshed.len())
+        Ok(refreshed)
     }
 
     /// On a Citus coordinator, measures the Citus shards again (`citus_shard_sizes()`), at most

@@ -11,6 +11,41 @@ pub fn lock_queue() -> Result<(), pgrx::spi::Error> {
     Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")
 }
 
+/// A queued task's size follows its table's once the table has grown or shrunk by at least
+/// this share since the task was sized: the queue is reordered for a change that can move a
+/// task, not for every page a busy table adds.
+const RESIZE_SHARE: f64 = 0.1;
+
+/// Gives the queued tasks of `shard_ids` their shard's size as the worker last measured it,
+/// where it differs by [`RESIZE_SHARE`] or more (`enqueue` sizes a task once, and a table
+/// loaded after it was enqueued would otherwise keep its place as the small table it was).
+/// Takes the queue lock first, as enqueue and replan do; a task row locked by a claim in
+/// progress is skipped (it is leaving the queue). Returns the number of tasks resized.
+pub fn resize_queued(shard_ids: &[i32]) -> Result<usize, pgrx::spi::Error> {
+    if shard_ids.is_empty() {
+        return Ok(0);
+    }
+    lock_queue()?;
+    Spi::connect_mut(|client| {
+        Ok(client
+            .update(
+                "WITH due AS (
+                     SELECT t.task_id, s.size_bytes
+                     FROM shardcast.replication_tasks t
+                     JOIN shardcast.shards s USING (shard_id)
+                     WHERE t.shard_id = ANY($1) AND t.state = 'queued'
+                       AND s.size_bytes IS NOT NULL
+                       AND abs(s.size_bytes - t.size_bytes) >= $2 * greatest(t.size_bytes, 1)
+                     FOR UPDATE OF t SKIP LOCKED)
+                 UPDATE shardcast.replication_tasks t SET size_bytes = due.size_bytes
+                 FROM due WHERE t.task_id = due.task_id",
+                None,
+                &[shard_ids.to_vec().into(), RESIZE_SHARE.into()],
+            )?
+            .len())
+    })
+}
+
 /// What enqueueing did for one shard.
 pub struct Enqueued {
     /// The open task that does it, new or kept; or, when the shard is already on the node
