@@ -194,35 +194,35 @@ pub fn write_forecasts(
     )
 }
 
-/// Whether forecasts made from history read after `read_at` are published, other than those
-/// read at `own` (the caller's own last publication). Forecasts ahead of the clock (stepped
-/// back) do not count, as in [`published_age_unless`]: the worker would otherwise forecast
-/// everything each interval only to drop it, until the clock caught up.
+/// When the history of the latest forecasts published by another than the caller was read
+/// (`$1`: the read time of the caller's own last publication, whose rows do not count).
+/// Forecasts ahead of the clock (stepped back) do not count either: the worker would otherwise
+/// forecast everything each interval only to drop it, until the clock caught up.
+const LATEST_OTHER: &str = "SELECT max(window_start) FILTER (WHERE window_start IS DISTINCT FROM $1
+                                                             AND window_start <= clock_timestamp())
+                            FROM shardcast.forecast_state";
+
+/// Whether forecasts made from history read after `read_at` were published by another than
+/// the caller, whose own last publication was read at `own` (see [`LATEST_OTHER`]).
 pub fn published_after(
     read_at: TimestampWithTimeZone,
     own: Option<TimestampWithTimeZone>,
 ) -> Result<bool, pgrx::spi::Error> {
     Spi::get_one_with_args::<bool>(
-        "SELECT coalesce(max(window_start) FILTER (WHERE window_start IS DISTINCT FROM $2
-                                                  AND window_start <= clock_timestamp()) > $1,
-                         false)
-         FROM shardcast.forecast_state",
-        &[read_at.into(), own.into()],
+        &format!("SELECT coalesce(({LATEST_OTHER}) > $2, false)"),
+        &[own.into(), read_at.into()],
     )
     .map(|later| later.unwrap_or(false))
 }
 
-/// How long ago the history of the latest published forecasts was read, unless they are those
-/// read at `own` (the caller's last publication); None when there are none, or when they lie
-/// ahead of the clock (stepped back).
+/// How long ago the history of the latest forecasts published by another than the caller was
+/// read (see [`LATEST_OTHER`]); None when there are none.
 pub fn published_age_unless(
     own: Option<TimestampWithTimeZone>,
 ) -> Result<Option<Duration>, pgrx::spi::Error> {
-    // An aggregate: one row whatever the table holds.
+    // A scalar subquery over an aggregate: one row whatever the table holds.
     Spi::get_one_with_args::<f64>(
-        "SELECT CASE WHEN latest IS DISTINCT FROM $1
-                     THEN extract(epoch FROM clock_timestamp() - latest)::float8 END
-         FROM (SELECT max(window_start) AS latest FROM shardcast.forecast_state) p",
+        &format!("SELECT extract(epoch FROM clock_timestamp() - ({LATEST_OTHER}))::float8"),
         &[own.into()],
     )
     .map(|age| age.and_then(|secs| Duration::try_from_secs_f64(secs).ok()))
