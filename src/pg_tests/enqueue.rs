@@ -48,6 +48,53 @@ fn a_queued_task_takes_its_table_s_size_when_enqueued_again() {
 }
 
 #[pg_test]
+fn the_worker_s_resize_moves_a_queued_copy_by_a_tenth_or_more_only() {
+    use crate::catalog::{shards, tasks};
+    Spi::run("CREATE TABLE public.resized (id int, pad text)").unwrap();
+    Spi::run("INSERT INTO public.resized SELECT i, repeat('x', 500) FROM generate_series(1, 2000) i").unwrap();
+    let task = Spi::get_one::<i64>("SELECT shardcast.enqueue('public.resized')").unwrap();
+    let shard = Spi::get_one::<i32>(
+        "SELECT shard_id FROM shardcast.shards WHERE relid = 'public.resized'::regclass AND retired_at IS NULL",
+    )
+    .unwrap()
+    .unwrap();
+    let size = || {
+        Spi::get_one_with_args::<i64>("SELECT size_bytes FROM shardcast.replication_tasks WHERE task_id = $1", &[task.into()])
+            .unwrap()
+            .unwrap()
+    };
+    let queued = size();
+    let resize = || {
+        assert!(tasks::try_lock_queue().unwrap());
+        tasks::resize_queued(&shards::sizes_now(&tasks::queued_among(&[shard]).unwrap()).unwrap()).unwrap()
+    };
+    // A few rows more (well under a tenth): the task keeps its size.
+    Spi::run("INSERT INTO public.resized SELECT i, repeat('x', 500) FROM generate_series(1, 20) i").unwrap();
+    assert_eq!(resize(), 0);
+    assert_eq!(size(), queued);
+    // Loaded tenfold: the task takes the table's size.
+    Spi::run("INSERT INTO public.resized SELECT i, repeat('x', 500) FROM generate_series(1, 18000) i").unwrap();
+    assert_eq!(resize(), 1);
+    assert_eq!(
+        Some(size()),
+        Spi::get_one::<i64>("SELECT pg_total_relation_size('public.resized')").unwrap()
+    );
+    // A claimed task is not queued: it keeps the size it was claimed at.
+    let claimed = size();
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks SET state = 'claimed', claimed_by = 'w', claimed_at = now(),
+                lease_expires_at = now() + interval '1 hour' WHERE task_id = $1",
+        &[task.into()],
+    )
+    .unwrap();
+    Spi::run("INSERT INTO public.resized SELECT i, repeat('x', 500) FROM generate_series(1, 40000) i").unwrap();
+    assert!(tasks::queued_among(&[shard]).unwrap().is_empty());
+    let sizes = shards::sizes_now(&[shard]).unwrap();
+    assert_eq!(tasks::resize_queued(&sizes).unwrap(), 0);
+    assert_eq!(size(), claimed);
+}
+
+#[pg_test]
 fn a_dropped_shard_task_is_cancelled_not_copied() {
     Spi::run("CREATE TABLE public.doomed (id int); SELECT shardcast.enqueue('public.doomed')").unwrap();
     Spi::run("DROP TABLE public.doomed; SELECT shardcast.enqueue_all()").unwrap();

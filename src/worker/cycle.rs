@@ -294,36 +294,45 @@ impl Worker {
         Ok(Some(report))
     }
 
-    /// Queued tasks take the sizes just measured, and the queue is replanned when one changed,
-    /// in a transaction after the sizes' own: a claim or an enqueue holding the queue delays
-    /// this step to the next cycle, never the sizes.
+    /// Queued table copies of the tables just measured take their size, and the queue is
+    /// replanned when one changed: in a transaction after the sizes' own, measuring again under
+    /// the queue lock, so that the size an enqueue took in between is never replaced by an
+    /// older one. The queue lock is only tried: while a client holds it (an enqueue in a long
+    /// transaction), the tables wait for the next cycle, and nothing else does.
     fn resize_stage(&mut self, measured: &[i32]) {
         self.unresized.extend_from_slice(measured);
+        self.unresized.sort_unstable();
+        self.unresized.dedup();
         if self.unresized.is_empty() {
             return;
         }
-        let shards = &self.unresized;
-        let resized = in_transaction(|| {
+        let tables = &self.unresized;
+        let outcome = in_transaction(|| {
             set_lock_timeout()?;
-            let resized = tasks::resize_queued(shards)?;
+            let queued = tasks::queued_among(tables)?;
+            if queued.is_empty() {
+                return Ok(Some(0));
+            }
+            if !tasks::try_lock_queue()? {
+                return Ok(None);
+            }
+            let resized = tasks::resize_queued(&shards::sizes_now(&queued)?)?;
             if resized > 0 {
                 queue::replan()?;
             }
-            Ok::<_, pgrx::spi::Error>(resized)
+            Ok::<_, pgrx::spi::Error>(Some(resized))
         });
-        match resized {
-            Ok(resized) => {
+        match outcome {
+            Ok(Some(resized)) => {
                 self.unresized.clear();
                 if resized > 0 {
                     debug1!("shardcast worker: {resized} queued tasks resized, queue replanned");
                 }
             }
-            Err(message) => {
-                // Kept for the next cycle, at most once each.
-                self.unresized.sort_unstable();
-                self.unresized.dedup();
-                debug1!("shardcast worker: queued tasks not resized: {message}");
+            Ok(None) => {
+                debug1!("shardcast worker: the queue is locked; queued tasks resized next cycle")
             }
+            Err(message) => debug1!("shardcast worker: queued tasks not resized: {message}"),
         }
     }
 

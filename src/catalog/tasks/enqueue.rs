@@ -2,6 +2,8 @@
 //! enqueues and replans share, and what the enqueue functions read to pick their shards (live
 //! shards, a publication's, and which are not permanent tables).
 
+use std::collections::HashMap;
+
 use pgrx::prelude::*;
 
 use crate::catalog::compat_0_1::{for_catalog, replicas_relation};
@@ -16,31 +18,47 @@ pub fn lock_queue() -> Result<(), pgrx::spi::Error> {
 /// task, not for every page a busy table adds.
 const RESIZE_SHARE: f64 = 0.1;
 
-/// Gives the queued tasks of `shard_ids` their shard's size as the worker last measured it,
-/// where it differs by [`RESIZE_SHARE`] or more (`enqueue` sizes a task once, and a table
-/// loaded after it was enqueued would otherwise keep its place as the small table it was).
-/// Takes the queue lock first, as enqueue and replan do; a task row locked by a claim in
-/// progress is skipped (it is leaving the queue). Returns the number of tasks resized.
-pub fn resize_queued(shard_ids: &[i32]) -> Result<usize, pgrx::spi::Error> {
-    if shard_ids.is_empty() {
+/// Takes the queue lock (see [`lock_queue`]) if no one holds it; false when someone does.
+pub fn try_lock_queue() -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one::<bool>(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))",
+    )? == Some(true))
+}
+
+/// Which of `shard_ids` have a queued table copy.
+pub fn queued_among(shard_ids: &[i32]) -> Result<Vec<i32>, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<Vec<i32>>(
+        "SELECT coalesce(array_agg(DISTINCT shard_id), '{}') FROM shardcast.replication_tasks
+         WHERE shard_id = ANY($1) AND state = 'queued' AND kind = 'copy'",
+        &[shard_ids.to_vec().into()],
+    )?
+    .unwrap_or_default())
+}
+
+/// Gives the queued table copies of the shards in `sizes` (shard → its size measured now) that
+/// size, where it differs from theirs by [`RESIZE_SHARE`] or more: `enqueue` sizes a task once,
+/// and a table loaded after it was queued would keep its place as the small table it was. The
+/// caller holds the queue lock. A task row locked by a claim under way is skipped (it is
+/// leaving the queue). Returns the number of tasks resized.
+pub fn resize_queued(sizes: &HashMap<i32, i64>) -> Result<usize, pgrx::spi::Error> {
+    if sizes.is_empty() {
         return Ok(0);
     }
-    lock_queue()?;
+    let (shard_ids, bytes): (Vec<i32>, Vec<i64>) = sizes.iter().map(|(k, v)| (*k, *v)).unzip();
     Spi::connect_mut(|client| {
         Ok(client
             .update(
                 "WITH due AS (
-                     SELECT t.task_id, s.size_bytes
+                     SELECT t.task_id, m.size_bytes
                      FROM shardcast.replication_tasks t
-                     JOIN shardcast.shards s USING (shard_id)
-                     WHERE t.shard_id = ANY($1) AND t.state = 'queued'
-                       AND s.size_bytes IS NOT NULL
-                       AND abs(s.size_bytes - t.size_bytes) >= $2 * greatest(t.size_bytes, 1)
+                     JOIN unnest($1::int4[], $2::int8[]) AS m(shard_id, size_bytes) USING (shard_id)
+                     WHERE t.state = 'queued' AND t.kind = 'copy'
+                       AND abs(m.size_bytes - t.size_bytes) >= $3 * greatest(t.size_bytes, 1)
                      FOR UPDATE OF t SKIP LOCKED)
                  UPDATE shardcast.replication_tasks t SET size_bytes = due.size_bytes
                  FROM due WHERE t.task_id = due.task_id",
                 None,
-                &[shard_ids.to_vec().into(), RESIZE_SHARE.into()],
+                &[shard_ids.into(), bytes.into(), RESIZE_SHARE.into()],
             )?
             .len())
     })
