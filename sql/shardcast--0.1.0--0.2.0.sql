@@ -347,6 +347,11 @@ ALTER TABLE shardcast.daily_access ADD COLUMN hours_present integer NOT NULL DEF
 ALTER TABLE shardcast.daily_access ALTER COLUMN hours_present DROP DEFAULT;
 COMMENT ON COLUMN shardcast.daily_access.hours_present IS
     'Bit h set when hour h (UTC) held any history, zeros included.';
+-- An hour the worker observed in part and whose other part was imported is not scaled up once
+-- compacted: day rows say which hours held imports (0.1.0's did not: none).
+ALTER TABLE shardcast.daily_access ADD COLUMN hours_imported integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN shardcast.daily_access.hours_imported IS
+    'Bit h set when hour h (UTC) held imported history in time the worker did not observe.';
 
 -- pg_dump keeps edited builtin classes too (0.1.0 dumped only the user's, so a restore brought
 -- the default weights back), and a restore updates the builtin rows it finds instead of

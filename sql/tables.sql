@@ -59,12 +59,17 @@ CREATE TABLE shardcast.daily_access (
     -- Which hours of the day held any history (bit h = hour h UTC), zero buckets included: an
     -- imported zero is knowledge, an hour without a bucket outside the sampling periods is not.
     hours_present  integer NOT NULL,
+    -- Which hours held imported buckets in time the worker did not observe: the worker's
+    -- measure in such an hour is not scaled up to the whole hour (the import covers the rest).
+    hours_imported integer NOT NULL DEFAULT 0,
     PRIMARY KEY (shard_id, day)
 );
 COMMENT ON TABLE shardcast.daily_access IS
     'Compacted access history: per shard and UTC day, 24 hourly sums per counter (index 1 = 00:00 UTC).';
 COMMENT ON COLUMN shardcast.daily_access.hours_present IS
     'Bit h set when hour h (UTC) held any history, zeros included.';
+COMMENT ON COLUMN shardcast.daily_access.hours_imported IS
+    'Bit h set when hour h (UTC) held imported history in time the worker did not observe.';
 
 -- The worker's own health, one row, written by the worker.
 CREATE TABLE shardcast.worker_state (

@@ -32,6 +32,9 @@ pub struct DayRow<'a> {
     pub written: &'a [f32],
     /// Bit h is set when hour h holds history (an imported zero included).
     pub present: i32,
+    /// Bit h is set when hour h's history included imported buckets, in time the worker did
+    /// not observe (see [`AlignedSeries::add_slot`]).
+    pub imported: i32,
 }
 
 impl Histories {
@@ -85,10 +88,11 @@ impl Histories {
         for h in (0..HOURS_PER_DAY).filter(|h| day.present & (1 << h) != 0) {
             let at = |v: &[f32]| v.get(h).copied().unwrap_or(0.0) as f64;
             let from = day.start + h as f64 * HOUR;
-            self.series[i].add(
+            self.series[i].add_slot(
                 from,
                 from + HOUR,
                 at(day.first) + at(day.second) + self.write_weight * at(day.written),
+                day.imported & (1 << h) != 0,
             );
         }
     }
@@ -137,6 +141,7 @@ mod tests {
                 second: &[],
                 written: &written,
                 present: 0b101,
+                imported: 0,
             },
         );
         let aligned = h.finish();
@@ -168,6 +173,7 @@ mod tests {
                 second: &[],
                 written: &[],
                 present: 1,
+                imported: 0,
             },
         );
         assert!(h.contains(1) && !h.contains(9));

@@ -257,6 +257,20 @@ impl AlignedSeries {
     /// known. An amount whose span ends after `now` (the current bucket) is spread over the
     /// part up to `now`.
     pub fn add(&mut self, from: f64, to: f64, amount: f64) {
+        self.add_piece(from, to, amount, false);
+    }
+
+    /// Adds an hourly slot of compacted history (see [`AlignedSeries::add`]). `imported`: its
+    /// buckets included imported ones, which covered the time of the slot the worker did not
+    /// observe, so that none of its load is scaled up. Once compacted, an hour the worker
+    /// began observing twenty minutes before its end, and whose first forty minutes were
+    /// imported, is one amount: without the flag it would read as twenty minutes of measure,
+    /// scaled up three times.
+    pub fn add_slot(&mut self, from: f64, to: f64, amount: f64, imported: bool) {
+        self.add_piece(from, to, amount, imported);
+    }
+
+    fn add_piece(&mut self, from: f64, to: f64, amount: f64, imported: bool) {
         // Zero is added too: it marks the hours as known (an imported idle hour).
         if !amount.is_finite() || amount < 0.0 {
             return;
@@ -276,14 +290,14 @@ impl AlignedSeries {
             let hour_start = start + i as f64 * HOUR;
             let observed = self.observed(hour_start, hour_start + HOUR);
             if observed > 0.0 && observed < HOUR {
-                let split = self.split(a, b, part);
+                let split = self.split(a, b, part, imported);
                 self.partial.entry(i).or_default().add(split);
             }
         }
         // The part inside each recent window, split before either window is written.
         let inside = |w: &Window| {
             let (a, b) = (from.max(w.from), to.min(w.to));
-            (b > a).then(|| self.split(a, b, amount * (b - a) / span))
+            (b > a).then(|| self.split(a, b, amount * (b - a) / span, imported))
         };
         let recent = self.recent.each_ref().map(inside);
         let recent_hour = inside(&self.recent_hour);
@@ -304,10 +318,14 @@ impl AlignedSeries {
     /// own buckets lie in time it observed, though the first after it began, or an hourly slot
     /// it was compacted into, reaches back before), imported if it observed none (the worker
     /// never writes there).
-    fn split(&self, from: f64, to: f64, amount: f64) -> Split {
-        if self.observed(from, to) > 0.0 {
+    /// `imported`: the amount is a compacted slot that held imports for the time the worker
+    /// did not observe (see [`AlignedSeries::add_slot`]): that time is covered.
+    fn split(&self, from: f64, to: f64, amount: f64, imported: bool) -> Split {
+        let observed = self.observed(from, to);
+        if observed > 0.0 {
             Split {
                 measured: amount,
+                imported_secs: if imported { to - from - observed } else { 0.0 },
                 ..Split::default()
             }
         } else {
@@ -418,6 +436,26 @@ mod tests {
 
     fn series(now: f64, hours: usize, periods: &[(f64, f64)], since: f64) -> AlignedSeries {
         AlignedSeries::new(now, hours, &Periods::new(periods.to_vec()), since)
+    }
+
+    #[test]
+    fn a_compacted_hour_that_held_imports_is_not_scaled_up() {
+        // The worker first saw the shard 40 minutes into hour 7 and sampled it from then on;
+        // the slot of hour 7 holds 40 minutes of import and 20 of measure.
+        let now = 10.0 * HOUR;
+        let since = 7.0 * HOUR + 2400.0;
+        let hour_7 = |imported: bool| {
+            let mut s = series(now, 10, &[(since, now)], since);
+            s.add_slot(7.0 * HOUR, 8.0 * HOUR, 612.0, imported);
+            s.finish().hourly[7]
+        };
+        assert!((hour_7(true) - 612.0).abs() < 1e-9, "{}", hour_7(true));
+        // Without imports the twenty minutes measured stand for the hour.
+        assert!(
+            (hour_7(false) - 3.0 * 612.0).abs() < 1e-9,
+            "{}",
+            hour_7(false)
+        );
     }
 
     #[test]

@@ -96,31 +96,40 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
                 OR bucket_start < now() - $2::interval
              RETURNING *
          ), hourly AS (
-             SELECT shard_id,
-                    (bucket_start AT TIME ZONE 'UTC')::date AS day,
-                    extract(hour FROM bucket_start AT TIME ZONE 'UTC')::int4 AS hour,
-                    sum(scans) AS scans, sum(tuples_read) AS tuples_read,
-                    sum(tuples_written) AS tuples_written, sum(blocks_hit) AS blocks_hit,
-                    sum(blocks_read) AS blocks_read
-             FROM moved
-             WHERE bucket_start >= now() - $2::interval
+             SELECT m.shard_id,
+                    (m.bucket_start AT TIME ZONE 'UTC')::date AS day,
+                    extract(hour FROM m.bucket_start AT TIME ZONE 'UTC')::int4 AS hour,
+                    sum(m.scans) AS scans, sum(m.tuples_read) AS tuples_read,
+                    sum(m.tuples_written) AS tuples_written, sum(m.blocks_hit) AS blocks_hit,
+                    sum(m.blocks_read) AS blocks_read,
+                    -- A bucket in time the worker did not observe (for this shard) is imported:
+                    -- the hour's measure is then not scaled up once compacted.
+                    bool_or(NOT EXISTS (
+                        SELECT 1 FROM shardcast.sampling_periods p
+                        WHERE greatest(p.started_at, s.first_seen, m.bucket_start)
+                              < least(p.ended_at, m.bucket_start + interval '5 minutes'))) AS imported
+             FROM moved m
+             JOIN shardcast.shards s ON s.shard_id = m.shard_id
+             WHERE m.bucket_start >= now() - $2::interval
              GROUP BY 1, 2, 3
          ), merged AS (
              INSERT INTO shardcast.daily_access AS d
                     (shard_id, day, scans, tuples_read, tuples_written, blocks_hit, blocks_read,
-                     hours_present)
+                     hours_present, hours_imported)
              SELECT shard_id, day,
                     shardcast._hour_slots(array_agg(hour), array_agg(scans)),
                     shardcast._hour_slots(array_agg(hour), array_agg(tuples_read)),
                     shardcast._hour_slots(array_agg(hour), array_agg(tuples_written)),
                     shardcast._hour_slots(array_agg(hour), array_agg(blocks_hit)),
                     shardcast._hour_slots(array_agg(hour), array_agg(blocks_read)),
-                    bit_or(1 << hour)
+                    bit_or(1 << hour),
+                    bit_or(CASE WHEN imported THEN 1 << hour ELSE 0 END)
              FROM hourly
              GROUP BY shard_id, day
              ORDER BY shard_id, day
              ON CONFLICT (shard_id, day) DO UPDATE SET
                     hours_present = d.hours_present | excluded.hours_present,
+                    hours_imported = d.hours_imported | excluded.hours_imported,
                     scans = shardcast._add_slots(d.scans, excluded.scans),
                     tuples_read = shardcast._add_slots(d.tuples_read, excluded.tuples_read),
                     tuples_written = shardcast._add_slots(d.tuples_written, excluded.tuples_written),
@@ -254,7 +263,8 @@ pub fn read_into(
         let days = client.select(
             &format!(
                 "SELECT d.shard_id, extract(epoch FROM d.day::timestamp)::float8,
-                        d.{first}, {second}::real[], d.tuples_written, d.hours_present
+                        d.{first}, {second}::real[], d.tuples_written, d.hours_present,
+                        d.hours_imported
                  FROM shardcast.daily_access d
                  JOIN shardcast.shards s ON s.shard_id = d.shard_id AND s.retired_at IS NULL
                  WHERE d.day >= (to_timestamp($1) AT TIME ZONE 'UTC')::date"
@@ -290,6 +300,7 @@ pub fn read_into(
                     second: &second,
                     written: &written,
                     present: row.get::<i32>(6)?.unwrap_or(0),
+                    imported: row.get::<i32>(7)?.unwrap_or(0),
                 },
             );
         }

@@ -143,6 +143,42 @@ fn compaction_moves_old_buckets_into_hourly_slots_and_retention_purges() {
 }
 
 #[pg_test]
+fn compaction_keeps_the_history_a_refresh_reads() {
+    // The worker first saw the table 50 minutes into an hour 8 hours ago and sampled it for 6
+    // hours from then; the 50 minutes before were imported. That hour is 50 minutes of import
+    // and 10 of measure, neither scaled: once its buckets are compacted into an hourly slot,
+    // the history must read the same (the slot spreads the hour's load evenly, which moves
+    // load between the two now-aligned hours it overlaps, but changes no total).
+    Spi::run("CREATE TABLE public.t_mixed (id int)").unwrap();
+    Spi::run(
+        "SELECT shardcast.record_access('public.t_mixed', date_trunc('hour', now()) - interval '8 hours'
+                                        + k * interval '5 minutes', 60)
+         FROM generate_series(0, 9) k;
+         SELECT shardcast.record_access('public.t_mixed', date_trunc('hour', now()) - interval '8 hours'
+                                        + interval '52 minutes', 12);
+         UPDATE shardcast.shards SET first_seen = date_trunc('hour', now()) - interval '8 hours' + interval '50 minutes'
+         WHERE relid = 'public.t_mixed'::regclass AND retired_at IS NULL;
+         DELETE FROM shardcast.sampling_periods
+         WHERE started_at < date_trunc('hour', now()) - interval '2 hours';
+         INSERT INTO shardcast.sampling_periods (started_at, ended_at)
+         VALUES (date_trunc('hour', now()) - interval '8 hours' + interval '50 minutes',
+                 date_trunc('hour', now()) - interval '2 hours');",
+    )
+    .unwrap();
+    let shard = Spi::get_one::<i32>(
+        "SELECT shard_id FROM shardcast.shards WHERE relid = 'public.t_mixed'::regclass AND retired_at IS NULL",
+    )
+    .unwrap()
+    .unwrap();
+    let total = || crate::worker::refresh::known_history(shard).iter().sum::<f64>();
+    let before = total();
+    assert!((before - 612.0).abs() < 6.0, "before compaction: {before}");
+    crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
+    let after = total();
+    assert!((after - before).abs() < 1e-6, "before compaction {before}, after {after}");
+}
+
+#[pg_test]
 fn shard_activity_shows_live_shards_with_totals() {
     Spi::run("CREATE TABLE public.t_act (id int)").unwrap();
     Spi::run(

@@ -327,6 +327,24 @@ impl Refresh {
     }
 }
 
+/// The load of the hours of a shard's history that are known, as a refresh reads them (tests).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn known_history(shard_id: i32) -> Vec<f64> {
+    let (shards, _) = read_histories(gucs::load_measure(), gucs::write_weight(), 60).unwrap();
+    shards
+        .into_iter()
+        .find(|s| s.shard_id == shard_id)
+        .map(|s| {
+            let h = s.history;
+            h.y.iter()
+                .zip(&h.known)
+                .filter(|(_, k)| **k)
+                .map(|(y, _)| *y)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Refreshes forecasts and scores of every live shard at once. Returns how many were scored.
 pub fn refresh() -> Result<RefreshReport, pgrx::spi::Error> {
     Refresh::start()?.finish(Publisher::Session)
