@@ -106,7 +106,9 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
                     -- the hour's measure is then not scaled up once compacted.
                     bool_or(NOT EXISTS (
                         SELECT 1 FROM shardcast.sampling_periods p
-                        WHERE greatest(p.started_at, s.first_seen, m.bucket_start)
+                        WHERE p.started_at < m.bucket_start + interval '5 minutes'
+                          AND p.ended_at > greatest(m.bucket_start, s.first_seen)
+                          AND greatest(p.started_at, s.first_seen, m.bucket_start)
                               < least(p.ended_at, m.bucket_start + interval '5 minutes'))) AS imported
              FROM moved m
              JOIN shardcast.shards s ON s.shard_id = m.shard_id

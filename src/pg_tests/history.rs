@@ -176,6 +176,18 @@ fn compaction_keeps_the_history_a_refresh_reads() {
     crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
     let after = total();
     assert!((after - before).abs() < 1e-6, "before compaction {before}, after {after}");
+    // Whether the now-aligned hours overlapping it are scaled at all depends on the minute of
+    // now(): the day row says that the hour held imports whatever the minute.
+    let flagged = Spi::get_one_with_args::<bool>(
+        "SELECT d.hours_imported & (1 << extract(hour FROM (date_trunc('hour', now()) - interval '8 hours')
+                                                          AT TIME ZONE 'UTC')::int) <> 0
+         FROM shardcast.daily_access d
+         WHERE d.shard_id = $1
+           AND d.day = ((date_trunc('hour', now()) - interval '8 hours') AT TIME ZONE 'UTC')::date",
+        &[shard.into()],
+    )
+    .unwrap();
+    assert_eq!(flagged, Some(true));
 }
 
 #[pg_test]

@@ -311,20 +311,26 @@ impl Worker {
             set_lock_timeout()?;
             let queued = tasks::queued_among(tables)?;
             if queued.is_empty() {
-                return Ok(Some(0));
+                return Ok(Some((0, Vec::new())));
             }
             if !tasks::try_lock_queue()? {
                 return Ok(None);
             }
-            let resized = tasks::resize_queued(&shards::sizes_now(&queued)?)?;
+            let sizes = shards::sizes_now(&queued)?;
+            let resized = tasks::resize_queued(&sizes)?;
             if resized > 0 {
                 queue::replan()?;
             }
-            Ok::<_, pgrx::spi::Error>(Some(resized))
+            // A table whose lock was not free at once (DDL) was not measured: it waits too.
+            let locked: Vec<i32> = queued
+                .into_iter()
+                .filter(|id| !sizes.contains_key(id))
+                .collect();
+            Ok::<_, pgrx::spi::Error>(Some((resized, locked)))
         });
         match outcome {
-            Ok(Some(resized)) => {
-                self.unresized.clear();
+            Ok(Some((resized, locked))) => {
+                self.unresized = locked;
                 if resized > 0 {
                     debug1!("shardcast worker: {resized} queued tasks resized, queue replanned");
                 }
