@@ -38,6 +38,19 @@ pub fn due(shards: &[Kept], refresh_secs: f64, refit_secs: f64) -> HashSet<usize
         .collect()
 }
 
+/// Imported history that grew by at least this many hours since the last refresh is a backfill
+/// (a DBA's `record_access` of past days), not the clock: the clock moves the window by the
+/// hours between two refreshes, and a feed that imports as it goes adds about as many as age
+/// out of the window.
+pub const BACKFILL_HOURS: usize = DAY;
+
+/// Whether the shard's imported hours grew by a backfill since the last refresh (`before`:
+/// the imported hours then, None without one): what the models can learn changed, so they are
+/// selected again at once, not at the next refit.
+pub fn backfilled(before: Option<i32>, now: usize) -> bool {
+    before.is_some_and(|before| now as i64 >= i64::from(before) + BACKFILL_HOURS as i64)
+}
+
 /// Whether a shard keeps its `previous` selection: it has a day of history, it is not `due`,
 /// and the selection is not a cold-start one (those are replaced once a day of history exists).
 pub fn keeps(previous: &Selection, history_hours: usize, due: bool) -> bool {
@@ -92,6 +105,19 @@ mod tests {
             error_high: 0.0,
             error_offset: 0.0,
         }
+    }
+
+    #[test]
+    fn a_backfill_is_a_day_of_imported_hours_more() {
+        assert!(!backfilled(None, 600));
+        assert!(
+            !backfilled(Some(100), 101),
+            "the clock, or one imported hour"
+        );
+        assert!(!backfilled(Some(100), 50), "history aged out");
+        assert!(!backfilled(Some(100), 100 + BACKFILL_HOURS - 1));
+        assert!(backfilled(Some(100), 100 + BACKFILL_HOURS));
+        assert!(backfilled(Some(0), 672));
     }
 
     #[test]

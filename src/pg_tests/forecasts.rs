@@ -293,3 +293,40 @@ fn hours_nobody_observed_are_not_read_as_zero() {
     assert!(p[1].parse::<i32>().unwrap() <= 25, "the old import is cut off: {row}");
     assert_eq!(p[2], "imported history changed", "{row}");
 }
+
+#[pg_test]
+fn a_backfill_of_history_selects_the_models_again_at_once() {
+    // Two days sampled (imported here), a selection made on them; then a DBA imports the 26
+    // days before. The kept selection would wait for the next refit (an hour): the refresh
+    // after the backfill selects again (a new backtest, so a new MASE).
+    Spi::run(
+        "CREATE TABLE public.w_backfill (id int);
+         SELECT shardcast.record_access(array_agg('public.w_backfill'::regclass),
+                                        array_agg(now() - m * interval '5 minutes'),
+                                        array_agg((100 + 60 * sin(m * pi() / 144) + (m * 7919) % 13)::float8))
+         FROM generate_series(0, 2 * 288 - 1) m;
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let mase = || {
+        Spi::get_one::<String>(
+            "SELECT concat_ws('|', backtest_mase, imported_hours, change_reason)
+             FROM shardcast.forecasts WHERE shard = 'public.w_backfill'::regclass",
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let before = mase();
+    Spi::run(
+        "SELECT shardcast.record_access(array_agg('public.w_backfill'::regclass),
+                                        array_agg(now() - m * interval '5 minutes'),
+                                        array_agg((300 + 200 * sin(m * pi() / 144) + (m * 7919) % 29)::float8))
+         FROM generate_series(2 * 288, 28 * 288 - 1) m;
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let after = mase();
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.split('|').collect(), after.split('|').collect());
+    assert!(a[1].parse::<i32>().unwrap() >= b[1].parse::<i32>().unwrap() + 24 * 25, "{before} then {after}");
+    assert_ne!(a[0], b[0], "selected again: a new backtest ({before} then {after})");
+}

@@ -222,11 +222,12 @@ impl Refresh {
             crate::worker::check_for_interrupts();
             let i = self.made.len();
             let shard = &self.shards[i];
+            // A cold-start selection is not kept once the shard has a day of history, nor one
+            // made before a backfill of its history.
+            let due = self.reselect.contains(&i)
+                || refit::backfilled(shard.previous.imported_hours, shard.imported_hours);
             let (selection, fresh) = match &shard.previous.selection {
-                // A cold-start selection is not kept once the shard has a day of history.
-                Some(previous)
-                    if refit::keeps(previous, shard.history.len(), self.reselect.contains(&i)) =>
-                {
+                Some(previous) if refit::keeps(previous, shard.history.len(), due) => {
                     (previous.clone(), false)
                 }
                 _ => (forecast::select(&shard.history, &self.settings), true),
