@@ -257,7 +257,7 @@ impl AlignedSeries {
     /// known. An amount whose span ends after `now` (the current bucket) is spread over the
     /// part up to `now`.
     pub fn add(&mut self, from: f64, to: f64, amount: f64) {
-        self.add_piece(from, to, amount, false);
+        self.add_slot(from, to, amount, false);
     }
 
     /// Adds an hourly slot of compacted history (see [`AlignedSeries::add`]). `imported`: its
@@ -267,10 +267,6 @@ impl AlignedSeries {
     /// imported, is one amount: without the flag it would read as twenty minutes of measure,
     /// scaled up three times.
     pub fn add_slot(&mut self, from: f64, to: f64, amount: f64, imported: bool) {
-        self.add_piece(from, to, amount, imported);
-    }
-
-    fn add_piece(&mut self, from: f64, to: f64, amount: f64, imported: bool) {
         // Zero is added too: it marks the hours as known (an imported idle hour).
         if !amount.is_finite() || amount < 0.0 {
             return;

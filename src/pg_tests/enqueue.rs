@@ -17,6 +17,16 @@ fn enqueue_is_idempotent_and_covers_publications() {
     assert_eq!(open, Some(2));
 }
 
+/// Marks the task claimed by worker `w` for an hour, as a claim would.
+fn claimed_by_hand(task: Option<i64>) {
+    Spi::run_with_args(
+        "UPDATE shardcast.replication_tasks SET state = 'claimed', claimed_by = 'w', claimed_at = now(),
+                lease_expires_at = now() + interval '1 hour' WHERE task_id = $1",
+        &[task.into()],
+    )
+    .unwrap();
+}
+
 #[pg_test]
 fn a_queued_task_takes_its_table_s_size_when_enqueued_again() {
     Spi::run("CREATE TABLE public.grown (id int, pad text)").unwrap();
@@ -31,12 +41,7 @@ fn a_queued_task_takes_its_table_s_size_when_enqueued_again() {
     .unwrap();
     assert!(sizes.0.is_some() && sizes.0 == sizes.1 && sizes.0 > Some(2_000_000), "{sizes:?}");
     // A claimed task keeps the size it was claimed at.
-    Spi::run_with_args(
-        "UPDATE shardcast.replication_tasks SET state = 'claimed', claimed_by = 'w', claimed_at = now(),
-                lease_expires_at = now() + interval '1 hour' WHERE task_id = $1",
-        &[task.into()],
-    )
-    .unwrap();
+    claimed_by_hand(task);
     Spi::run("INSERT INTO public.grown SELECT i, repeat('x', 500) FROM generate_series(1, 5000) i").unwrap();
     Spi::run("SELECT shardcast.enqueue('public.grown')").unwrap();
     let claimed = Spi::get_one_with_args::<i64>(
@@ -81,12 +86,7 @@ fn the_worker_s_resize_moves_a_queued_copy_by_a_tenth_or_more_only() {
     );
     // A claimed task is not queued: it keeps the size it was claimed at.
     let claimed = size();
-    Spi::run_with_args(
-        "UPDATE shardcast.replication_tasks SET state = 'claimed', claimed_by = 'w', claimed_at = now(),
-                lease_expires_at = now() + interval '1 hour' WHERE task_id = $1",
-        &[task.into()],
-    )
-    .unwrap();
+    claimed_by_hand(task);
     Spi::run("INSERT INTO public.resized SELECT i, repeat('x', 500) FROM generate_series(1, 40000) i").unwrap();
     assert!(tasks::queued_among(&[shard]).unwrap().is_empty());
     let sizes = shards::sizes_now(&[shard]).unwrap();

@@ -13,6 +13,21 @@ fn score_of(table: &str) -> (f64, i32, i32, i32, String) {
     (p[0].parse().unwrap(), p[1].parse().unwrap(), p[2].parse().unwrap(), p[3].parse().unwrap(), p[4].to_owned())
 }
 
+/// Imports `reads` (an SQL expression of the step `m`) for each 5-minute step `m` of `steps`
+/// back from now (step 0 starts now).
+fn import_steps(table: &str, steps: std::ops::Range<i32>, reads: &str) {
+    Spi::run_with_args(
+        &format!(
+            "SELECT shardcast.record_access(array_agg($1::regclass),
+                                            array_agg(now() - m * interval '5 minutes'),
+                                            array_agg(({reads})::float8))
+             FROM generate_series($2, $3) m"
+        ),
+        &[table.into(), steps.start.into(), (steps.end - 1).into()],
+    )
+    .unwrap();
+}
+
 #[pg_test]
 fn refresh_scores_shards_from_history_with_inheritance() {
     shop_with_history();
@@ -113,14 +128,11 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
          SELECT shardcast.record_access(array_agg('public.w_surge'::regclass),
                                         array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
                                         array_agg(100.0::float8))
-         FROM generate_series(1, 7 * 24) h;
-         SELECT shardcast.record_access(array_agg('public.w_surge'::regclass),
-                                        array_agg(now() - m * interval '5 minutes'),
-                                        array_agg(250.0::float8))
-         FROM generate_series(0, 7) m;
-         SELECT shardcast.refresh_forecasts();",
+         FROM generate_series(1, 7 * 24) h;",
     )
     .unwrap();
+    import_steps("public.w_surge", 0..8, "250.0");
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let row = Spi::get_one::<String>(
         "SELECT concat_ws('|', window_start = now(), window_end = now() + interval '1 hour',
                           horizon = interval '1 hour', point, lower <= point AND point <= upper,
@@ -220,18 +232,12 @@ fn a_burst_that_began_minutes_ago_raises_the_forecast() {
          SELECT shardcast.record_access(array_agg(t.name::regclass),
                                         array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
                                         array_agg(100.0::float8))
-         FROM generate_series(1, 7 * 24) h, (VALUES ('public.w_even'), ('public.w_onset')) t(name);
-         SELECT shardcast.record_access(array_agg('public.w_even'::regclass),
-                                        array_agg(now() - m * interval '5 minutes'),
-                                        array_agg(100.0::float8))
-         FROM generate_series(0, 11) m;
-         SELECT shardcast.record_access(array_agg('public.w_onset'::regclass),
-                                        array_agg(now() - m * interval '5 minutes'),
-                                        array_agg(CASE WHEN m < 3 THEN 380.0 ELSE 60.0 / 9 END::float8))
-         FROM generate_series(0, 11) m;
-         SELECT shardcast.refresh_forecasts();",
+         FROM generate_series(1, 7 * 24) h, (VALUES ('public.w_even'), ('public.w_onset')) t(name);",
     )
     .unwrap();
+    import_steps("public.w_even", 0..12, "100.0");
+    import_steps("public.w_onset", 0..12, "CASE WHEN m < 3 THEN 380.0 ELSE 60.0 / 9 END");
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let row = |table: &str| {
         Spi::get_one::<String>(&format!(
             "SELECT concat_ws('|', point, change_reason)
@@ -262,15 +268,9 @@ fn hours_nobody_observed_are_not_read_as_zero() {
     // One import of 1,200 reads five days ago (the README's example) and a steady measured-like
     // import of the last day: the old import is too far from the rest to stand for the days
     // between, and the forecast keeps the recent level.
-    Spi::run(
-        "CREATE TABLE public.w_sparse (id int);
-         SELECT shardcast.record_access(array_agg('public.w_sparse'::regclass),
-                                        array_agg(now() - m * interval '5 minutes'),
-                                        array_agg(500.0::float8))
-         FROM generate_series(0, 12 * 24 - 1) m;
-         SELECT shardcast.refresh_forecasts();",
-    )
-    .unwrap();
+    Spi::run("CREATE TABLE public.w_sparse (id int)").unwrap();
+    import_steps("public.w_sparse", 0..12 * 24, "500.0");
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let before = Spi::get_one::<f64>(
         "SELECT point FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
     )
@@ -299,15 +299,9 @@ fn a_backfill_of_history_selects_the_models_again_at_once() {
     // Two days sampled (imported here), a selection made on them; then a DBA imports the 26
     // days before. The kept selection would wait for the next refit (an hour): the refresh
     // after the backfill selects again (a new backtest, so a new MASE).
-    Spi::run(
-        "CREATE TABLE public.w_backfill (id int);
-         SELECT shardcast.record_access(array_agg('public.w_backfill'::regclass),
-                                        array_agg(now() - m * interval '5 minutes'),
-                                        array_agg((100 + 60 * sin(m * pi() / 144) + (m * 7919) % 13)::float8))
-         FROM generate_series(0, 2 * 288 - 1) m;
-         SELECT shardcast.refresh_forecasts();",
-    )
-    .unwrap();
+    Spi::run("CREATE TABLE public.w_backfill (id int)").unwrap();
+    import_steps("public.w_backfill", 0..2 * 288, "100 + 60 * sin(m * pi() / 144) + (m * 7919) % 13");
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let mase = || {
         Spi::get_one::<String>(
             "SELECT concat_ws('|', backtest_mase, imported_hours, change_reason)
@@ -317,14 +311,8 @@ fn a_backfill_of_history_selects_the_models_again_at_once() {
         .unwrap()
     };
     let before = mase();
-    Spi::run(
-        "SELECT shardcast.record_access(array_agg('public.w_backfill'::regclass),
-                                        array_agg(now() - m * interval '5 minutes'),
-                                        array_agg((300 + 200 * sin(m * pi() / 144) + (m * 7919) % 29)::float8))
-         FROM generate_series(2 * 288, 28 * 288 - 1) m;
-         SELECT shardcast.refresh_forecasts();",
-    )
-    .unwrap();
+    import_steps("public.w_backfill", 2 * 288..28 * 288, "300 + 200 * sin(m * pi() / 144) + (m * 7919) % 29");
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let after = mase();
     let (b, a): (Vec<&str>, Vec<&str>) = (before.split('|').collect(), after.split('|').collect());
     assert!(a[1].parse::<i32>().unwrap() >= b[1].parse::<i32>().unwrap() + 24 * 25, "{before} then {after}");

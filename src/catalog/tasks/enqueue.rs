@@ -8,9 +8,14 @@ use pgrx::prelude::*;
 
 use crate::catalog::compat_0_1::{for_catalog, replicas_relation};
 
+/// The advisory lock key that enqueues, replans and resizes take.
+const QUEUE_LOCK: &str = "pg_catalog.hashtext('shardcast.replan')";
+
 /// Serialises enqueues and replans until the end of the transaction.
 pub fn lock_queue() -> Result<(), pgrx::spi::Error> {
-    Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))")
+    Spi::run(&format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({QUEUE_LOCK})"
+    ))
 }
 
 /// A queued task's size follows its table's once the table has grown or shrunk by at least
@@ -20,9 +25,9 @@ const RESIZE_SHARE: f64 = 0.1;
 
 /// Takes the queue lock (see [`lock_queue`]) if no one holds it; false when someone does.
 pub fn try_lock_queue() -> Result<bool, pgrx::spi::Error> {
-    Ok(Spi::get_one::<bool>(
-        "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('shardcast.replan'))",
-    )? == Some(true))
+    Ok(Spi::get_one::<bool>(&format!(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock({QUEUE_LOCK})"
+    ))? == Some(true))
 }
 
 /// Which of `shard_ids` have a queued table copy.
