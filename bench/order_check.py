@@ -11,6 +11,7 @@ yesterday's rules on the same cuts, sizes and FIFO orders. Prints a markdown tab
 nothing.
 
     python3 bench/order_check.py --data bench/data [--cuts 200] [--seed 5] [--shardcast-bin BIN]
+    python3 bench/order_check.py --data bench/data --shardcast-bin NEW --baseline-bin OLD
     python3 bench/synthetic_events.py 12 /tmp/bursty/nab --bursty
     python3 bench/order_check.py --data /tmp/bursty
 
@@ -19,11 +20,19 @@ replay_bench.py (a longer series brings more history, up to 28 days); cuts fall 
 5-minute steps of the group's timeline leaving --min-history-days (14, or 7 when the shortest
 series is too short for 14, as replay_bench.py does) before them and 12 hours after. A cut
 whose window holds no load at all is left out.
+
+With --baseline-bin, a second forecast_cli orders the same cuts too, and the table below the
+first gives the difference of pooled capture (--shardcast-bin minus the baseline) with a 95%
+interval from resampling the cuts in blocks of the longest window (12 hours of the timeline):
+cuts that close together share their outcomes and are not independent draws, so they are
+resampled together, and both orders of a cut with them (paired). A change whose interval
+straddles zero has not been told from the noise of these cuts.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,6 +62,10 @@ def main() -> None:
     p.add_argument("--min-gain", type=float, default=0.01,
                    help="cuts where the oracle gains less over FIFO count in the pooled figure only")
     p.add_argument("--shardcast-bin", help="a built forecast_cli (default: build it)")
+    p.add_argument("--baseline-bin",
+                   help="another forecast_cli to compare with on the same cuts (paired difference)")
+    p.add_argument("--resamples", type=int, default=2000,
+                   help="bootstrap resamples of the cuts for the difference's interval")
     args = p.parse_args()
 
     if args.min_history_days < 1:
@@ -73,12 +86,18 @@ def main() -> None:
         raise SystemExit(f"series too short: the shortest has {length} steps")
     rng = random.Random(args.seed)
     cuts = sorted(rng.sample(steps, min(args.cuts, len(steps))))
-    shardcast = forecast_accuracy.Shardcast.locate(args.shardcast_bin, 0.8)
-    if not shardcast.available:
-        raise SystemExit(f"forecast_cli unavailable: {shardcast.reason}")
+    forecasters = {"forecast": forecast_accuracy.Shardcast.locate(args.shardcast_bin, 0.8)}
+    if args.baseline_bin:
+        forecasters["baseline"] = forecast_accuracy.Shardcast.locate(args.baseline_bin, 0.8)
+    for shardcast in forecasters.values():
+        if not shardcast.available:
+            raise SystemExit(f"forecast_cli unavailable: {shardcast.reason}")
 
     methods = (("fifo", "FIFO"), ("last_hour", "last-hour WSPT"), ("yesterday", "yesterday WSPT"),
-               ("forecast", "shardcast forecast WSPT"), ("oracle", "oracle"))
+               ("forecast", "shardcast forecast WSPT"))
+    if args.baseline_bin:
+        methods += (("baseline", "baseline forecast WSPT"),)
+    methods += (("oracle", "oracle"),)
     results = [SimpleNamespace(awa={}) for _ in cuts]
     for hours in WINDOWS:
         # The recent rate of the last three 5-minute buckets and the last hour's load per hour,
@@ -89,12 +108,14 @@ def main() -> None:
                      (forecast_accuracy.recent_rate(v[c + o - recent: c + o]),
                       v[c + o - STEPS_PER_HOUR: c + o].sum()))
                     for j, c in enumerate(cuts) for i, (v, o) in enumerate(zip(values, offsets))]
-        forecasts = shardcast.forecast("order", hours, requests, {})
-        if forecasts is None:
-            raise SystemExit(f"forecast_cli failed: {shardcast.reason}")
-        points = iter(point for _, point, _, _, _ in forecasts)
+        points = {}
+        for name, shardcast in forecasters.items():
+            forecasts = shardcast.forecast("order", hours, requests, {})
+            if forecasts is None:
+                raise SystemExit(f"forecast_cli failed: {shardcast.reason}")
+            points[name] = iter(point for _, point, _, _, _ in forecasts)
         for j, c in enumerate(cuts):
-            forecast = [next(points) for _ in values]
+            predicted = {name: [next(p) for _ in values] for name, p in points.items()}
             # The same draws as replay_bench.replay_cut: sizes, then the FIFO order.
             cut_rng = random.Random(args.seed * 1000 + j)
             sizes = [int(2 ** cut_rng.uniform(0, 5) * MIB) for _ in values]
@@ -106,7 +127,7 @@ def main() -> None:
             loads = {
                 "last_hour": [v[e - STEPS_PER_HOUR: e].sum() for v, e in zip(values, ends)],
                 "yesterday": [v[e - DAY: e - DAY + steps].sum() for v, e in zip(values, ends)],
-                "forecast": forecast,
+                **predicted,
                 "oracle": [t.sum() for t in truth],
             }
             results[j].awa[("fifo", hours)] = awa(fifo, sizes, truth, hours)
@@ -121,6 +142,50 @@ def main() -> None:
     for method, label in methods[1:-1]:
         print(f"| {label} | " + " | ".join(f"{summary[(method, h)]['mean']:.3f} / {summary[(method, h)]['pooled']:.3f}"
                                            for h in WINDOWS) + " |")
+    if args.baseline_bin:
+        blocks = [c // (max(WINDOWS) * STEPS_PER_HOUR) for c in cuts]
+        print("\nPooled capture, --shardcast-bin minus --baseline-bin, with a 95% interval over "
+              f"{args.resamples} resamples of the cuts in {len(set(blocks))} blocks of "
+              f"{max(WINDOWS)} hours:\n")
+        print("| window | shardcast | baseline | difference | 95% interval |")
+        print("|---|---:|---:|---:|---|")
+        rng = np.random.default_rng(args.seed)
+        for hours in WINDOWS:
+            d = paired_difference(results, blocks, hours, args.resamples, rng)
+            print(f"| {hours} h | {d['forecast']:.3f} | {d['baseline']:.3f} | {d['difference']:+.3f} | "
+                  f"[{d['low']:+.3f}, {d['high']:+.3f}] |")
+
+
+def paired_difference(results, blocks: list[int], hours: int, resamples: int,
+                      rng: np.random.Generator) -> dict:
+    """Pooled capture of "forecast" and "baseline" at one window, their difference, and the
+    2.5 and 97.5 percentiles of the difference over bootstrap resamples of the blocks of cuts
+    (each block drawn whole)."""
+    rows = np.array([[r.awa[(m, hours)] for m in ("fifo", "oracle", "forecast", "baseline")]
+                     for r in results])
+    usable = ~np.isnan(rows).any(axis=1)
+    members = {}
+    for i, (block, ok) in enumerate(zip(blocks, usable)):
+        if ok:
+            members.setdefault(block, []).append(i)
+    groups = list(members.values())
+
+    def pooled(sample: np.ndarray) -> tuple[float, float]:
+        gain = (sample[:, 1] - sample[:, 0]).sum()
+        if gain <= 1e-12:
+            return math.nan, math.nan
+        return ((sample[:, 2] - sample[:, 0]).sum() / gain, (sample[:, 3] - sample[:, 0]).sum() / gain)
+
+    forecast, baseline = pooled(rows[usable])
+    differences = []
+    for _ in range(resamples):
+        picks = rng.integers(0, len(groups), size=len(groups))
+        f, b = pooled(rows[[i for g in picks for i in groups[g]]])
+        if not math.isnan(f):
+            differences.append(f - b)
+    low, high = np.percentile(differences, [2.5, 97.5]) if differences else (math.nan, math.nan)
+    return {"forecast": forecast, "baseline": baseline, "difference": forecast - baseline,
+            "low": float(low), "high": float(high)}
 
 if __name__ == "__main__":
     main()
