@@ -246,7 +246,8 @@ class Shardcast:
     @classmethod
     def locate(cls, given, level):
         if given:
-            return cls(given, level)
+            # The CLI runs from the repository's root: a relative path is the caller's.
+            return cls(str(Path(given).resolve()), level)
         cmd = ["cargo", "build", "--release", "-q", "-p", "shardcast-core", "--example",
                "forecast_cli", "--message-format=json-render-diagnostics"]
         print("building shardcast forecast_cli: " + " ".join(cmd), file=sys.stderr, flush=True)
