@@ -155,16 +155,16 @@ def main() -> None:
         print("|---|---:|---:|---:|---|")
         rng = np.random.default_rng(args.seed)
         for hours in WINDOWS:
-            d = paired_difference(results, blocks, hours, args.resamples, rng)
-            print(f"| {hours} h | {d['forecast']:.3f} | {d['baseline']:.3f} | {d['difference']:+.3f} | "
-                  f"[{d['low']:+.3f}, {d['high']:+.3f}] |")
+            new, old = summary[("forecast", hours)]["pooled"], summary[("baseline", hours)]["pooled"]
+            low, high = difference_interval(results, blocks, hours, args.resamples, rng)
+            print(f"| {hours} h | {new:.3f} | {old:.3f} | {new - old:+.3f} | [{low:+.3f}, {high:+.3f}] |")
 
 
-def paired_difference(results, blocks: list[int], hours: int, resamples: int,
-                      rng: np.random.Generator) -> dict:
-    """Pooled capture of "forecast" and "baseline" at one window, their difference, and the
-    2.5 and 97.5 percentiles of the difference over bootstrap resamples of the blocks of cuts
-    (each block drawn whole)."""
+def difference_interval(results, blocks: list[int], hours: int, resamples: int,
+                        rng: np.random.Generator) -> tuple[float, float]:
+    """The 2.5 and 97.5 percentiles of the difference in pooled capture ("forecast" minus
+    "baseline", as `summarize` pools it) at one window over bootstrap resamples of the blocks
+    of cuts (each block drawn whole)."""
     rows = np.array([[r.awa[(m, hours)] for m in ("fifo", "oracle", "forecast", "baseline")]
                      for r in results])
     usable = ~np.isnan(rows).any(axis=1)
@@ -180,16 +180,16 @@ def paired_difference(results, blocks: list[int], hours: int, resamples: int,
             return math.nan, math.nan
         return ((sample[:, 2] - sample[:, 0]).sum() / gain, (sample[:, 3] - sample[:, 0]).sum() / gain)
 
-    forecast, baseline = pooled(rows[usable])
     differences = []
     for _ in range(resamples):
         picks = rng.integers(0, len(groups), size=len(groups))
         f, b = pooled(rows[[i for g in picks for i in groups[g]]])
         if not math.isnan(f):
             differences.append(f - b)
-    low, high = np.percentile(differences, [2.5, 97.5]) if differences else (math.nan, math.nan)
-    return {"forecast": forecast, "baseline": baseline, "difference": forecast - baseline,
-            "low": float(low), "high": float(high)}
+    if not differences:
+        return math.nan, math.nan
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return float(low), float(high)
 
 if __name__ == "__main__":
     main()
