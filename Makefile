@@ -80,7 +80,7 @@ bench: bench-forecast-core install-release
 	python3 bench/forecast_bench.py
 	python3 bench/queue_bench.py
 	python3 bench/overhead_bench.py $(OVERHEAD_ARGS)
-	$(MAKE) bench-accuracy bench-replay bench-citus
+	$(MAKE) bench-accuracy bench-events bench-replay bench-citus
 
 # Citus: the coordinator's sampling cycle and the rebalance plan with 1,000 shards on 4 workers
 # (about a minute; needs Citus, which `make deps` builds).
@@ -100,6 +100,17 @@ bench-forecast-core:
 bench-accuracy:
 	python3 -m pip install -q -r bench/requirements.txt
 	python3 bench/forecast_accuracy.py $(ACCURACY_ARGS)
+
+# Real event counts that bench/data lacks (departures from New York in 2013, per carrier and per
+# 5 minutes: bench/flight_events.py): forecast accuracy beside the same peers, and the queue's
+# order on the core's forecasts (bench/order_check.py); about 5 minutes.
+EVENTS_DIR ?= /tmp/shardcast-flights
+.PHONY: bench-events
+bench-events:
+	python3 -m pip install -q -r bench/requirements.txt
+	python3 bench/flight_events.py $(EVENTS_DIR)/nab
+	python3 bench/forecast_accuracy.py --data $(EVENTS_DIR) --only nab
+	python3 bench/order_check.py --data $(EVENTS_DIR) --cuts 1000
 
 # Prioritization replay through SQL: NAB and M4 hourly groups as shards, >= 16 cuts each, AWA
 # capture of prioritized_queue against FIFO, last-hour and yesterday WSPT and the oracle at 1, 4

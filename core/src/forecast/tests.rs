@@ -294,7 +294,7 @@ fn a_burst_that_began_inside_the_last_hour_raises_the_next_hours() {
             0,
         )
     };
-    let excess = 400.0 - 175.0 - ONSET_MARGIN * 175.0;
+    let excess = 400.0 - 175.0 - onset_margin(175.0);
     for (horizon, added) in [
         (1, ONSET_SHARE),
         (2, 1.5 * ONSET_SHARE),
@@ -335,6 +335,44 @@ fn a_burst_that_began_inside_the_last_hour_raises_the_next_hours() {
         .point
     };
     assert_eq!(stale(Some(400.0)), stale(None));
+}
+
+#[test]
+fn a_few_events_in_the_last_minutes_are_noise_at_a_low_count() {
+    // The same shape at two levels: three weeks at a steady rate, and the last 15 minutes at
+    // twice the last hour's. At 8 events an hour that is 4 events where 2 were expected, an
+    // excess of 8 an hour within twice the sampling noise of a count (4 x sqrt(8) = 11 an
+    // hour); at 800 an hour it is 400 where 200 were expected, far beyond it.
+    let at = |level: f64, recent: Option<f64>| {
+        let mut noise = Noise(5);
+        let y: Vec<f64> = (0..21 * DAY)
+            .map(|_| level * (0.9 + 0.2 * noise.next()))
+            .chain([level])
+            .collect();
+        forecast(
+            &history(&y).with_recent_excess(recent.map(|r| r - level)),
+            &Settings::default(),
+            &Profiles::default(),
+            0,
+        )
+    };
+    let (quiet, low) = (at(8.0, None), at(8.0, Some(16.0)));
+    assert_eq!(low.point, quiet.point, "{low:?}");
+    assert_eq!(low.onset, 0.0);
+    let (quiet, high) = (at(800.0, None), at(800.0, Some(1600.0)));
+    let followed = 1600.0 - 800.0 - onset_margin(800.0);
+    assert!((high.onset - followed).abs() < 1e-9, "{high:?}");
+    assert!(
+        (high.point - quiet.point - ONSET_SHARE * followed).abs() < 1e-6,
+        "{} then {}",
+        quiet.point,
+        high.point
+    );
+    // The margin is the larger of the two: a share of the hour at high counts, the count's
+    // noise at low ones.
+    assert_eq!(onset_margin(800.0), ONSET_MARGIN * 800.0);
+    assert!((onset_margin(8.0) - 2.0 * ONSET_NOISE_SDS * 8f64.sqrt()).abs() < 1e-9);
+    assert_eq!(onset_margin(0.0), 0.0);
 }
 
 #[test]
