@@ -101,16 +101,20 @@ bench-accuracy:
 	python3 -m pip install -q -r bench/requirements.txt
 	python3 bench/forecast_accuracy.py $(ACCURACY_ARGS)
 
-# Real event counts that bench/data lacks (departures from New York in 2013, per carrier and per
-# 5 minutes: bench/flight_events.py): forecast accuracy beside the same peers, and the queue's
-# order on the core's forecasts (bench/order_check.py); about 5 minutes.
+# Real event counts that bench/data lacks (departures from New York in 2013 per 5 minutes, per
+# carrier in June-July and per destination in November-December: bench/flight_events.py):
+# forecast accuracy beside the same peers, and the queue's order on the core's forecasts
+# (bench/order_check.py); about 10 minutes.
 EVENTS_DIR ?= /tmp/shardcast-flights
 .PHONY: bench-events
 bench-events:
 	python3 -m pip install -q -r bench/requirements.txt
-	python3 bench/flight_events.py $(EVENTS_DIR)/nab
-	python3 bench/forecast_accuracy.py --data $(EVENTS_DIR) --only nab
-	python3 bench/order_check.py --data $(EVENTS_DIR) --cuts 1000
+	python3 bench/flight_events.py $(EVENTS_DIR)/carriers/nab
+	python3 bench/flight_events.py $(EVENTS_DIR)/destinations/nab --from 2013-11-01 --by dest
+	python3 bench/forecast_accuracy.py --data $(EVENTS_DIR)/carriers --only nab
+	python3 bench/forecast_accuracy.py --data $(EVENTS_DIR)/destinations --only nab
+	python3 bench/order_check.py --data $(EVENTS_DIR)/carriers --cuts 1000
+	python3 bench/order_check.py --data $(EVENTS_DIR)/destinations --cuts 1000
 
 # Prioritization replay through SQL: NAB and M4 hourly groups as shards, >= 16 cuts each, AWA
 # capture of prioritized_queue against FIFO, last-hour and yesterday WSPT and the oracle at 1, 4
