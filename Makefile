@@ -73,8 +73,9 @@ test-regress: install
 	python3 pg_test/regress/run.py
 
 # Benchmarks print figures; they assert nothing.
-# Every benchmark (about an hour on 2 cores): sampler, forecasting cost, queue, overhead on
-# pgbench, forecast accuracy beside statsforecast, and the replay of real traces through SQL.
+# Every benchmark (about 70 minutes on 2 cores): sampler, forecasting cost, queue, overhead on
+# pgbench, forecast accuracy beside statsforecast, the same and the queue's order on real event
+# counts, the replay of real traces through SQL, and Citus.
 bench: bench-forecast-core install-release
 	python3 bench/sampler_bench.py
 	python3 bench/forecast_bench.py
