@@ -73,7 +73,7 @@ test-regress: install
 	python3 pg_test/regress/run.py
 
 # Benchmarks print figures; they assert nothing.
-# Every benchmark (about 70 minutes on 2 cores): sampler, forecasting cost, queue, overhead on
+# Every benchmark (about 85 minutes on 2 cores): sampler, forecasting cost, queue, overhead on
 # pgbench, forecast accuracy beside statsforecast, the same and the queue's order on real event
 # counts, the replay of real traces through SQL, and Citus.
 bench: bench-forecast-core install-release
@@ -102,20 +102,23 @@ bench-accuracy:
 	python3 -m pip install -q -r bench/requirements.txt
 	python3 bench/forecast_accuracy.py $(ACCURACY_ARGS)
 
-# Real event counts that bench/data lacks (departures from New York in 2013 per 5 minutes, per
-# carrier in June-July and per destination in November-December: bench/flight_events.py):
-# forecast accuracy beside the same peers, and the queue's order on the core's forecasts
-# (bench/order_check.py); about 10 minutes.
-EVENTS_DIR ?= /tmp/shardcast-flights
+# Real event counts that bench/data lacks, per 5 minutes: departures from New York in 2013 per
+# carrier in June-July and per destination in November-December (bench/flight_events.py),
+# Minneapolis police stops in June-July 2017 and MovieLens film ratings per genre in
+# October-November 1997 (bench/record_events.py, which fetches its wheels with pip): forecast
+# accuracy beside the same peers, and the queue's order on the core's forecasts
+# (bench/order_check.py); about 25 minutes.
+EVENTS_DIR ?= /tmp/shardcast-events
+EVENT_SETS = carriers destinations stops ratings
 .PHONY: bench-events
 bench-events:
 	python3 -m pip install -q -r bench/requirements.txt
 	python3 bench/flight_events.py $(EVENTS_DIR)/carriers/nab
 	python3 bench/flight_events.py $(EVENTS_DIR)/destinations/nab --from 2013-11-01 --by dest
-	python3 bench/forecast_accuracy.py --data $(EVENTS_DIR)/carriers --only nab
-	python3 bench/forecast_accuracy.py --data $(EVENTS_DIR)/destinations --only nab
-	python3 bench/order_check.py --data $(EVENTS_DIR)/carriers --cuts 1000
-	python3 bench/order_check.py --data $(EVENTS_DIR)/destinations --cuts 1000
+	python3 bench/record_events.py stops $(EVENTS_DIR)/stops/nab
+	python3 bench/record_events.py ratings $(EVENTS_DIR)/ratings/nab
+	for set in $(EVENT_SETS); do python3 bench/forecast_accuracy.py --data $(EVENTS_DIR)/$$set --only nab || exit 1; done
+	for set in $(EVENT_SETS); do python3 bench/order_check.py --data $(EVENTS_DIR)/$$set --cuts 1000 || exit 1; done
 
 # Prioritization replay through SQL: NAB and M4 hourly groups as shards, >= 16 cuts each, AWA
 # capture of prioritized_queue against FIFO, last-hour and yesterday WSPT and the oracle at 1, 4
