@@ -270,6 +270,42 @@ pub fn onset_margin(last: f64) -> f64 {
     (ONSET_MARGIN * last).max(ONSET_NOISE_SDS * noise)
 }
 
+/// Days whose bursts [`burst_load`] takes the median of.
+const BURST_DAYS: usize = 7;
+
+/// The load per hour that bursts add to what the models forecast over a window of `horizon`
+/// hours. The models fit the cleaned history ([`clean_outliers`]), so that no one burst comes
+/// back at full height; but where bursts come every day (users' sittings that read a table
+/// many times in minutes, shared by the tables they touch) they are much of the load, and the
+/// queue orders by it. The day's burst load is the median, over the last [`BURST_DAYS`] whole
+/// days before the freshest hours, of the load cleaning took out of the day (`raw` minus
+/// `cleaned`), spread over its hours: the median day, so that one heavy burst a week adds
+/// nothing; 0 with under three such days. A window gets the share of it that the part of a day
+/// it covers makes likely: an hour seldom holds one of the day's bursts and its likeliest load
+/// has none, while a day holds its typical share. Measured on real film ratings per genre
+/// (MovieLens; models alone forecast half of the load or less, and the queue's order at 12
+/// hours was worse than repeating yesterday's), the whole day's burst load at every horizon
+/// ordered them best but raised the error at one hour by 5-20 points on NAB and the bursty
+/// kinds; in proportion to the window it kept most of the gain and none of the cost.
+fn burst_load(raw: &[f64], cleaned: &[f64], horizon: usize) -> f64 {
+    let end = raw
+        .len()
+        .min(cleaned.len())
+        .saturating_sub(history::FRESH_HOURS);
+    let days: Vec<f64> = (0..BURST_DAYS)
+        .filter_map(|d| {
+            let last = end.checked_sub(d * models::DAY)?;
+            let first = last.checked_sub(models::DAY)?;
+            Some((first..last).map(|t| raw[t] - cleaned[t]).sum::<f64>() / models::DAY as f64)
+        })
+        .collect();
+    if days.len() < 3 {
+        return 0.0;
+    }
+    let share = (horizon as f64 / models::DAY as f64).min(1.0);
+    sanitise(models::median(days) * share)
+}
+
 /// Adds a burst's onset to the first hours of `path` (see [`ONSET_SHARE`]) and returns the
 /// excess followed: nothing when the recent excess is unknown or within [`onset_margin`], or
 /// the last hour was not observed.
@@ -321,8 +357,9 @@ pub fn forecast_with(
             selection = Selection::single(ModelKind::RecentMean);
             vec![models::recent_mean(y); horizon]
         } else {
+            let bursts = burst_load(raw, y, horizon);
             (0..horizon)
-                .map(|h| fitted.iter().map(|(p, w)| p[h] * w).sum::<f64>() / weight)
+                .map(|h| bursts + fitted.iter().map(|(p, w)| p[h] * w).sum::<f64>() / weight)
                 .collect()
         }
     };

@@ -152,6 +152,50 @@ fn an_isolated_spike_is_not_repeated_at_full_height() {
     assert!(ok(&f));
 }
 
+/// A steady 10 an hour with a little noise and, on each of `days` days, one session of 300 at an
+/// hour that differs from day to day (so that neither days nor weeks repeat it), none in the last
+/// day. Sessions on the days listed in `quiet` are left out.
+fn sessions(days: usize, quiet: &[usize]) -> Vec<f64> {
+    let mut noise = Noise(11);
+    let mut y: Vec<f64> = (0..days * DAY).map(|_| 10.0 + noise.next()).collect();
+    for day in (0..days - 1).filter(|d| !quiet.contains(d)) {
+        y[day * DAY + (day * 7 + 3) % 17] += 300.0;
+    }
+    y
+}
+
+#[test]
+fn daily_sessions_count_in_a_day_long_forecast_and_one_burst_a_week_does_not() {
+    let settings = Settings {
+        horizon: 24,
+        ..Settings::default()
+    };
+    // Each session is an outlier to the models, which forecast the steady 240 a day; the
+    // sessions add 300 a day to what the queue should expect.
+    let y = sessions(14, &[]);
+    let cleaned = clean_outliers(&y);
+    assert!(
+        cleaned.iter().all(|v| *v < 100.0),
+        "sessions are cleaned away"
+    );
+    let f = forecast(&history(&y), &settings, &Profiles::default(), 0);
+    assert!(ok(&f));
+    assert!(f.point > 240.0 + 0.8 * 300.0, "{f:?}");
+    assert!(f.point < 240.0 + 1.5 * 300.0, "{f:?}");
+    // An hour seldom holds one of the day's sessions: it gets a 24th of their load per hour.
+    let day = burst_load(&y, &cleaned, 24);
+    assert!(day > 0.8 * 300.0 / 24.0, "{day}");
+    assert!((burst_load(&y, &cleaned, 1) - day / 24.0).abs() < 1e-9);
+    assert_eq!(burst_load(&y, &cleaned, 48), day);
+    // One session in the last week is a one-off: the median day has none.
+    let quiet: Vec<usize> = (7..13).collect();
+    let y = sessions(14, &quiet);
+    assert_eq!(burst_load(&y, &clean_outliers(&y), 24), 0.0);
+    let f = forecast(&history(&y), &settings, &Profiles::default(), 0);
+    assert!(ok(&f));
+    assert!(f.point < 240.0 * 1.2, "{f:?}");
+}
+
 #[test]
 fn a_level_shift_is_no_outlier() {
     // A flat, slightly noisy load at 9,000 an hour that fell to 2,600 three and a half days ago
