@@ -23,9 +23,13 @@ def span(parser, args, first, end):
     try:
         start = pd.Timestamp(args.start)
     except ValueError:
+        start = pd.NaT
+    if pd.isna(start):
         parser.error(f"--from {args.start!r} is not a date (for example {first:%Y-%m-%d})")
     if start.tzinfo is not None or start != start.normalize():
         parser.error(f"--from {args.start!r} must be a day, without a time or a time zone")
+    if args.months > 12 * (end.year - first.year + 1):
+        parser.error(f"--months {args.months} is longer than the records")
     stop = start + pd.DateOffset(months=args.months)
     if start < first or stop > end:
         parser.error(f"{start:%Y-%m-%d} to {stop:%Y-%m-%d} is not inside the records' whole days "
@@ -34,14 +38,16 @@ def span(parser, args, first, end):
 
 
 def write(outdir, prefix, times, keys, start, stop, series, noun):
-    """One CSV per key of the `series` most frequent ones: the events at `times` (one per row,
-    naive timestamps) counted per 5-minute step of [start, stop). Old CSVs of the same prefix
-    are removed first, since the benchmarks read every CSV of the directory."""
+    """One CSV per key of the `series` most frequent ones, named `prefix_key.csv`: the events
+    at `times` (one per row, naive timestamps) counted per 5-minute step of [start, stop). Old
+    CSVs of the same source (the prefix's first word) are removed first, since the benchmarks
+    read every CSV of the directory."""
     inside = (times >= start) & (times < stop)
     times, keys = times[inside], keys[inside]
     steps = pd.date_range(start, stop, freq="5min", inclusive="left")
     os.makedirs(outdir, exist_ok=True)
-    for old in glob.glob(os.path.join(outdir, f"{prefix}_*.csv")):
+    source = prefix.split("_")[0]
+    for old in glob.glob(os.path.join(outdir, f"{source}_*.csv")):
         os.remove(old)
     for key in keys.value_counts().index[:series]:
         counts = (times[keys == key].dt.floor("5min").value_counts()

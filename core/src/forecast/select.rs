@@ -5,7 +5,8 @@ use super::history::{clean_outliers, served_history};
 use super::interval::{independent_errors, interval};
 use super::models::{ModelKind, DAY};
 use super::{
-    bounded, horizon_sums, predict_path, sanitise, total_ceiling, History, Selection, Settings,
+    bounded, burst_load, horizon_sums, predict_path, sanitise, total_ceiling, History, Selection,
+    Settings,
 };
 
 /// Mean absolute error of seasonal naive (lag one day, or one hour with under two days of
@@ -141,12 +142,18 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
         let total: f64 = kept.iter().map(|(_, w)| w).sum();
         kept.into_iter().map(|(c, w)| (c, w / total)).collect()
     };
-    let combined: Vec<f64> = (0..origins.len())
-        .map(|o| {
-            chosen
-                .iter()
-                .map(|&(c, w)| w * predictions[c].as_ref().map_or(0.0, |p| p[o]))
-                .sum()
+    // As served: the combination plus the burst load (see `forecast_with`), so that the
+    // interval and MASE are learnt around the point that is served.
+    let combined: Vec<f64> = origins
+        .iter()
+        .enumerate()
+        .map(|(o, &t)| {
+            let bursts = burst_load(&raw[..t], &y[..t], horizon) * horizon as f64;
+            bursts
+                + chosen
+                    .iter()
+                    .map(|&(c, w)| w * predictions[c].as_ref().map_or(0.0, |p| p[o]))
+                    .sum::<f64>()
         })
         .collect();
     let errors: Vec<f64> = actual.iter().zip(&combined).map(|(a, f)| a - f).collect();

@@ -187,9 +187,9 @@ fn daily_sessions_count_in_a_day_long_forecast_and_one_burst_a_week_does_not() {
     assert!(day > 0.8 * 300.0 / 24.0, "{day}");
     assert!((burst_load(&y, &cleaned, 1) - day / 24.0).abs() < 1e-9);
     assert_eq!(burst_load(&y, &cleaned, 48), day);
-    // One session in the last week is a one-off: the median day has none.
-    let quiet: Vec<usize> = (7..13).collect();
-    let y = sessions(14, &quiet);
+    // One session in the last week (day 10) is a one-off: the median day has none.
+    let y = sessions(14, &[7, 8, 9, 11, 12]);
+    assert!(clean_outliers(&y) != y, "the one session is cleaned away");
     assert_eq!(burst_load(&y, &clean_outliers(&y), 24), 0.0);
     let f = forecast(&history(&y), &settings, &Profiles::default(), 0);
     assert!(ok(&f));
@@ -702,5 +702,27 @@ proptest! {
         let young = history(&h.y[..h.len().min(DAY - 1)]);
         let f = forecast(&young, &settings, &profiles, hour);
         prop_assert!(ok(&f), "{:?}", f);
+    }
+
+    #[test]
+    fn forecasts_with_cleaned_bursts_are_finite_and_non_negative(
+        days in 3usize..10,
+        bursts in proptest::collection::vec((0usize..(10 * DAY), prop_oneof![0.0f64..1e6, Just(1e300), Just(f64::NAN)]), 0..20),
+        horizon in prop_oneof![Just(1usize), Just(4), Just(12), Just(24), Just(48)],
+    ) {
+        // Long enough for cleaning and the burst load (78 hours and more), bursts anywhere.
+        let mut noise = Noise(days as u64);
+        let mut raw: Vec<f64> = (0..days * DAY + 6).map(|_| 10.0 + noise.next()).collect();
+        for (at, height) in bursts {
+            if let Some(v) = raw.get_mut(at) {
+                *v = height;
+            }
+        }
+        let h = prepare(&raw);
+        let settings = Settings { horizon, ..Settings::default() };
+        let f = forecast(&h, &settings, &Profiles::default(), 0);
+        prop_assert!(ok(&f), "{:?}", f);
+        prop_assert!(ok(&f.clone().truncated(horizon as f64 / 2.0)), "{:?}", f);
+        prop_assert!(burst_load(&h.y, &clean_outliers(&h.y), horizon) >= 0.0);
     }
 }
