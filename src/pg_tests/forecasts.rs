@@ -264,6 +264,65 @@ fn a_burst_that_began_minutes_ago_raises_the_forecast() {
 }
 
 #[pg_test]
+fn bursts_that_come_every_day_are_forecast_and_said() {
+    // Two weeks of 10-14 reads an hour, and every day one hour (a different one each day)
+    // of 310, none in the freshest hours: each burst is an outlier to the models, which
+    // forecast the quiet hours, but together they are 300 reads a day that a day's forecast
+    // must hold.
+    Spi::run(
+        "CREATE TABLE public.w_sittings (id int);
+         SELECT shardcast.record_access(array_agg('public.w_sittings'::regclass),
+                                        array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
+                                        array_agg(CASE WHEN h % 24 = 12 + (h / 24 * 5) % 11 THEN 310.0
+                                                       ELSE 10.0 + (h * 7919) % 5 END::float8))
+         FROM generate_series(1, 14 * 24) h;
+         SET LOCAL shardcast.horizon = '24h';
+         SELECT shardcast.refresh_forecasts();",
+    )
+    .unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', point, change_reason)
+         FROM shardcast.forecasts WHERE shard = 'public.w_sittings'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let (point, reason) = row.split_once('|').unwrap();
+    let point: f64 = point.parse().unwrap();
+    assert!(point > 24.0 * 12.0 + 0.8 * 300.0 && point < 24.0 * 12.0 + 1.5 * 300.0, "{row}");
+    assert!(
+        reason.starts_with("first forecast; bursts that come every day add ")
+            && reason.ends_with(" an hour to this window (outlier cleaning keeps them out of what the models fit)"),
+        "{row}"
+    );
+    // A window of 90 minutes (forecast as two hours, then cut) gets what 90 minutes would: per
+    // hour, three quarters of two hours' share.
+    let added = |horizon: &str| {
+        Spi::run(&format!(
+            "SET LOCAL shardcast.horizon = '{horizon}'; SELECT shardcast.refresh_forecasts()"
+        ))
+        .unwrap();
+        let reason = Spi::get_one::<String>(
+            "SELECT change_reason FROM shardcast.forecasts WHERE shard = 'public.w_sittings'::regclass",
+        )
+        .unwrap()
+        .unwrap();
+        let (_, rest) = reason.split_once("every day add ").expect("a burst load");
+        rest.split(' ').next().unwrap().parse::<f64>().unwrap()
+    };
+    let (two, ninety) = (added("2h"), added("90min"));
+    assert!(two > 0.8 * 300.0 / 24.0 * 2.0 / 24.0, "{two}");
+    assert!((ninety - 0.75 * two).abs() <= 0.02, "{ninety} against {two}");
+    // An hour's window seldom holds one of the day's bursts: a 24th of a day's share.
+    Spi::run("SET LOCAL shardcast.horizon = '1h'; SELECT shardcast.refresh_forecasts()").unwrap();
+    let hour = Spi::get_one::<f64>(
+        "SELECT point FROM shardcast.forecasts WHERE shard = 'public.w_sittings'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    assert!(hour < 14.0 + 0.5 * 300.0 / 24.0, "{hour} after {row}");
+}
+
+#[pg_test]
 fn hours_nobody_observed_are_not_read_as_zero() {
     // One import of 1,200 reads five days ago (the README's example) and a steady measured-like
     // import of the last day: the old import is too far from the rest to stand for the days

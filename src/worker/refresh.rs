@@ -66,22 +66,38 @@ struct ShardHistory {
     weight: f64,
 }
 
-/// Why a forecast differs from the last one, in a DBA's words, and whether it follows a burst
-/// that began in the last minutes.
+/// Why a forecast differs from the last one, in a DBA's words, whether it follows a burst that
+/// began in the last minutes, and what bursts that come every day add to it.
 fn change_reason(
     shard: &ShardHistory,
     selection: &Selection,
     forecast: &Forecast,
     fresh: bool,
 ) -> String {
-    let why = model_change(shard, selection, fresh);
+    let mut why = model_change(shard, selection, fresh);
     if forecast.onset > 0.0 {
-        format!(
-            "{why}; a burst began: the last 15 minutes ran {:.0} an hour above the last hour, beyond noise",
-            forecast.onset
-        )
+        why.push_str(&format!(
+            "; a burst began: the last 15 minutes ran {} an hour above the last hour, beyond noise",
+            load_words(forecast.onset)
+        ));
+    }
+    // What rounds to nothing is not worth a clause.
+    if forecast.bursts >= 0.005 {
+        why.push_str(&format!(
+            "; bursts that come every day add {} an hour to this window (outlier cleaning keeps them out of what the models fit)",
+            load_words(forecast.bursts)
+        ));
+    }
+    why
+}
+
+/// A load per hour as a DBA reads it: a whole number, or two decimals below 10 (a few events
+/// an hour).
+fn load_words(load: f64) -> String {
+    if load >= 10.0 {
+        format!("{load:.0}")
     } else {
-        why
+        format!("{load:.2}")
     }
 }
 

@@ -157,16 +157,29 @@ pub struct Forecast {
     /// ([`onset_margin`]), when the path follows it as a burst's onset ([`ONSET_SHARE`]); 0
     /// when it does not.
     pub onset: f64,
+    /// The load per hour of the path that bursts coming every day add to the models' forecast
+    /// ([`burst_load`]); 0 when there are none.
+    pub bursts: f64,
 }
 
 impl Forecast {
     /// The forecast over the first `hours` hours of its horizon (a fraction takes that part of
     /// the last hour): a horizon of 90 minutes is forecast as two hours, and keeps one and a
-    /// half. The interval shrinks in proportion.
+    /// half. The interval shrinks in proportion. The burst load per hour is the shorter
+    /// window's ([`burst_load`] shares a day's out by the part of a day the window covers), so
+    /// that 90 minutes get what 90 minutes would, not what two hours would.
     pub fn truncated(mut self, hours: f64) -> Forecast {
         if !(hours.is_finite() && hours > 0.0) || hours >= self.path.len() as f64 {
             return self;
         }
+        // The burst load went to every hour alike, so the difference comes off every hour. The
+        // interval below is the rounded-up horizon's, scaled with the point: its relative
+        // errors were learnt with that horizon's share, and hardly differ.
+        let bursts = self.bursts * burst_share(hours) / burst_share(self.path.len() as f64);
+        for v in &mut self.path {
+            *v = sanitise(*v - (self.bursts - bursts));
+        }
+        self.bursts = bursts;
         let whole = hours.floor() as usize;
         let part = hours - whole as f64;
         self.path.truncate(whole + usize::from(part > 0.0));
@@ -303,8 +316,13 @@ fn burst_load(raw: &[f64], cleaned: &[f64], horizon: usize) -> f64 {
     if days.len() < 3 {
         return 0.0;
     }
-    let share = (horizon as f64 / models::DAY as f64).min(1.0);
-    sanitise(models::median(days) * share)
+    sanitise(models::median(days) * burst_share(horizon as f64))
+}
+
+/// The part of a day's burst load that a window of `hours` gets per hour: the part of a day
+/// the window covers, up to the whole (see [`burst_load`]).
+fn burst_share(hours: f64) -> f64 {
+    (hours / models::DAY as f64).min(1.0)
 }
 
 /// Adds a burst's onset to the first hours of `path` (see [`ONSET_SHARE`]) and returns the
@@ -340,6 +358,7 @@ pub fn forecast_with(
     let raw = &history.y;
     let horizon = settings.horizon.max(1);
     let mut selection = selection.clone();
+    let mut bursts = 0.0;
     let cold = selection.members.iter().any(|(m, _)| m.is_cold_start());
     let path: Vec<f64> = if cold || selection.members.is_empty() {
         let (model, path) = profiles.forecast(raw, hour_of_day, horizon);
@@ -358,7 +377,7 @@ pub fn forecast_with(
             selection = Selection::single(ModelKind::RecentMean);
             vec![models::recent_mean(y); horizon]
         } else {
-            let bursts = burst_load(raw, y, horizon);
+            bursts = burst_load(raw, y, horizon);
             (0..horizon)
                 .map(|h| bursts + fitted.iter().map(|(p, w)| p[h] * w).sum::<f64>() / weight)
                 .collect()
@@ -369,6 +388,7 @@ pub fn forecast_with(
     let total: f64 = path.iter().sum();
     if total > MAX_LOAD {
         path.iter_mut().for_each(|v| *v *= MAX_LOAD / total);
+        bursts *= MAX_LOAD / total;
     }
     let point = sanitise(path.iter().sum());
     let (lower, upper) = interval::bounds(point, &selection);
@@ -380,6 +400,7 @@ pub fn forecast_with(
         path,
         history_points: raw.len(),
         onset,
+        bursts,
     }
 }
 

@@ -197,6 +197,41 @@ fn daily_sessions_count_in_a_day_long_forecast_and_one_burst_a_week_does_not() {
 }
 
 #[test]
+fn ninety_minutes_get_the_burst_load_of_ninety_minutes() {
+    // Forecast as two hours and kept for one and a half: the burst load per hour is what a
+    // window of 90 minutes gets, not a window of two hours.
+    let y = sessions(14, &[]);
+    let day = burst_load(&y, &clean_outliers(&y), DAY);
+    assert!(day > 0.8 * 300.0 / 24.0, "{day}");
+    let settings = Settings {
+        horizon: 2,
+        ..Settings::default()
+    };
+    let whole = forecast(&history(&y), &settings, &Profiles::default(), 0);
+    assert!((whole.bursts - day * 2.0 / 24.0).abs() < 1e-9, "{whole:?}");
+    let part = whole.clone().truncated(1.5);
+    let less = day * (2.0 - 1.5) / 24.0;
+    assert!((part.bursts - day * 1.5 / 24.0).abs() < 1e-9, "{part:?}");
+    assert!(
+        (part.path[0] - (whole.path[0] - less)).abs() < 1e-9,
+        "{part:?}"
+    );
+    assert!(
+        (part.path[1] - 0.5 * (whole.path[1] - less)).abs() < 1e-9,
+        "{part:?}"
+    );
+    assert!((part.point - part.path.iter().sum::<f64>()).abs() < 1e-9 && ok(&part));
+    // A shard without daily bursts has no burst load to share.
+    let steady = forecast(
+        &history(&vec![10.0; 3 * DAY]),
+        &settings,
+        &Profiles::default(),
+        0,
+    );
+    assert_eq!(steady.bursts, 0.0);
+}
+
+#[test]
 fn a_level_shift_is_no_outlier() {
     // A flat, slightly noisy load at 9,000 an hour that fell to 2,600 three and a half days ago
     // (as a NAB network trace did). The hours after the shift are the shard as it is now, not
