@@ -23,6 +23,10 @@ pub enum ModelKind {
     /// each hour after: a burst under way (news, a batch) is neither smoothed away nor
     /// repeated for the whole horizon.
     DecayingExcess,
+    /// The level of the last few hours over the robust weekly profile of the last four weeks,
+    /// added: where the week repeats (weekdays and weekends, the same evening peak), the
+    /// freshest hours set the level and the weeks the shape, hour by hour of the week.
+    WeeklyLevel,
     /// The Theta method: simple exponential smoothing with half the linear trend as drift, on
     /// the deseasonalised series (Assimakopoulos and Nikolopoulos; Hyndman and Billah).
     Theta,
@@ -39,12 +43,13 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 11] = [
+    pub const ALL: [ModelKind; 12] = [
         ModelKind::LastValue,
         ModelKind::SeasonalNaiveDaily,
         ModelKind::SeasonalNaiveWeekly,
         ModelKind::SeasonalLevel,
         ModelKind::DecayingExcess,
+        ModelKind::WeeklyLevel,
         ModelKind::Theta,
         ModelKind::Mstl,
         ModelKind::Ets,
@@ -60,6 +65,7 @@ impl ModelKind {
             ModelKind::SeasonalNaiveWeekly => "seasonal_naive_weekly",
             ModelKind::SeasonalLevel => "seasonal_level",
             ModelKind::DecayingExcess => "decaying_excess",
+            ModelKind::WeeklyLevel => "weekly_level",
             ModelKind::Theta => "theta",
             ModelKind::Mstl => "mstl",
             ModelKind::Ets => "ets",
@@ -81,7 +87,8 @@ impl ModelKind {
             ModelKind::SeasonalNaiveDaily | ModelKind::SeasonalLevel => DAY,
             // A daily shape from two days at least, not one day's noise.
             ModelKind::DecayingExcess => 2 * DAY,
-            ModelKind::SeasonalNaiveWeekly => 2 * WEEK,
+            // A weekly profile from two weeks at least, not one week's noise.
+            ModelKind::SeasonalNaiveWeekly | ModelKind::WeeklyLevel => 2 * WEEK,
             ModelKind::Mstl => 2 * DAY,
         }
     }
@@ -129,6 +136,7 @@ pub fn predict(model: ModelKind, y: &[f64], horizon: usize) -> Option<Vec<f64>> 
         ModelKind::SeasonalNaiveWeekly => Some(seasonal_naive(y, WEEK, horizon)),
         ModelKind::SeasonalLevel => seasonal_level(y, horizon),
         ModelKind::DecayingExcess => decaying_excess(y, horizon),
+        ModelKind::WeeklyLevel => weekly_level(y, horizon),
         ModelKind::Theta => Some(theta(y, horizon)),
         ModelKind::Mstl => mstl(y, horizon),
         ModelKind::Ets => ets(y, horizon),
@@ -189,6 +197,38 @@ fn seasonal_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
             .map(|h| recent * (shape[phase(n + h, n)] / usual).clamp(0.25, 4.0))
             .collect(),
     )
+}
+
+/// Weeks behind the profile of [`ModelKind::WeeklyLevel`]: the retention holds four.
+const WEEKLY_PROFILE_WEEKS: usize = 4;
+
+/// The mean excess of the last [`LEVEL_HOURS`] hours over the weekly profile (per hour of the
+/// week, the median of its loads over the last [`WEEKLY_PROFILE_WEEKS`] weeks), added to the
+/// profile of each hour ahead. Added, not multiplied as in [`seasonal_level`]: a level that
+/// moved by some amount moves every hour of the week by about that amount, quiet night hours
+/// too, where a ratio to a near-zero night would multiply noise. The weekly rather than daily
+/// profile keeps weekends and weekdays apart. On M4 hourly (rolling origins in the last week
+/// of train) it took the mean WAPE from 5.9 / 6.0 / 5.6 / 4.9% at 1 / 4 / 12 / 24 hours to
+/// 5.5 / 5.6 / 5.4 / 4.8%; the level of the last hour alone (MSTL's naive trend) did worse at
+/// 4 hours (5.8%), the daily profile did nothing. None when the profile is all zeros (an idle
+/// shard with bursts: the level would be the bursts').
+fn weekly_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
+    let n = y.len();
+    let weeks = (n / WEEK).min(WEEKLY_PROFILE_WEEKS);
+    if weeks < 2 {
+        return None;
+    }
+    // Slot s is the hour s points after the start of the last week.
+    let profile: Vec<f64> = (0..WEEK)
+        .map(|slot| median((0..weeks).map(|w| y[n - WEEK + slot - w * WEEK]).collect()))
+        .collect();
+    if profile.iter().sum::<f64>() <= 0.0 {
+        return None;
+    }
+    let at = |t: usize| profile[(t + WEEK - n % WEEK) % WEEK];
+    let k = LEVEL_HOURS.min(n);
+    let level = (n - k..n).map(|t| y[t] - at(t)).sum::<f64>() / k as f64;
+    Some((0..horizon).map(|h| (level + at(n + h)).max(0.0)).collect())
 }
 
 /// Hours whose median sets the baseline of [`ModelKind::DecayingExcess`]: a burst of a few

@@ -296,6 +296,37 @@ fn the_freshest_hours_set_the_level() {
     assert!((path[0] - 200.0).abs() < 20.0, "{path:?}");
 }
 
+#[test]
+fn weekly_level_adds_the_fresh_level_to_the_week_s_shape() {
+    // Four weeks of a daily cycle on weekdays and a quiet 20 an hour at weekends; the last
+    // series ends on a Saturday night, with the last three hours 50 above the usual. The next
+    // hours are Saturday's usual plus 50, and Monday morning is a weekday's, not Sunday's.
+    let usual = |t: usize| {
+        if (t / DAY) % 7 >= 5 {
+            20.0
+        } else {
+            100.0 + 50.0 * (2.0 * std::f64::consts::PI * (t % DAY) as f64 / DAY as f64).sin()
+        }
+    };
+    let n = 4 * WEEK - DAY - 2;
+    let mut y: Vec<f64> = (0..n).map(usual).collect();
+    for v in &mut y[n - 3..] {
+        *v += 50.0;
+    }
+    let path = models::predict(ModelKind::WeeklyLevel, &y, DAY + 12).unwrap();
+    for (h, got) in path.iter().enumerate() {
+        let want = usual(n + h) + 50.0;
+        assert!((got - want).abs() < 1e-9, "hour {h}: {got} against {want}");
+    }
+    // Under two weeks there is no weekly profile; an idle one is no shape.
+    assert!(models::predict(ModelKind::WeeklyLevel, &y[..2 * WEEK - 1], 1).is_none());
+    let mut idle = vec![0.0; 3 * WEEK];
+    idle[3 * WEEK - 2] = 400.0;
+    assert!(models::predict(ModelKind::WeeklyLevel, &idle, 1).is_none());
+    assert!(!ModelKind::candidates(2 * WEEK - 1, 1).contains(&ModelKind::WeeklyLevel));
+    assert!(ModelKind::candidates(2 * WEEK, 24).contains(&ModelKind::WeeklyLevel));
+}
+
 /// A steady 100 per hour with a burst every 40 hours whose excess halves every hour; the last
 /// hour is the start of a new burst (900).
 fn bursts_halving_hourly(days: usize) -> Vec<f64> {
