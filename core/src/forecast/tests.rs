@@ -298,9 +298,9 @@ fn the_freshest_hours_set_the_level() {
 
 #[test]
 fn weekly_level_adds_the_fresh_level_to_the_week_s_shape() {
-    // Four weeks of a daily cycle on weekdays and a quiet 20 an hour at weekends; the last
-    // series ends on a Saturday night, with the last three hours 50 above the usual. The next
-    // hours are Saturday's usual plus 50, and Monday morning is a weekday's, not Sunday's.
+    // A daily cycle on weekdays and a quiet 20 an hour at weekends. The series ends on a
+    // Saturday night, its last three hours 30, 50 and 70 above the usual: the next hours are
+    // Saturday's usual plus 50, and Monday morning is a weekday's, not Sunday's.
     let usual = |t: usize| {
         if (t / DAY) % 7 >= 5 {
             20.0
@@ -308,16 +308,35 @@ fn weekly_level_adds_the_fresh_level_to_the_week_s_shape() {
             100.0 + 50.0 * (2.0 * std::f64::consts::PI * (t % DAY) as f64 / DAY as f64).sin()
         }
     };
-    let n = 4 * WEEK - DAY - 2;
+    let n = 5 * WEEK - DAY - 2;
     let mut y: Vec<f64> = (0..n).map(usual).collect();
-    for v in &mut y[n - 3..] {
-        *v += 50.0;
+    for (v, excess) in y[n - 3..].iter_mut().zip([30.0, 50.0, 70.0]) {
+        *v += excess;
+    }
+    // Two odd weeks whose weekdays ran at three times the load: the week before last, inside
+    // the three weeks of the profile, whose median leaves it out; and the fourth week back,
+    // outside them (with four weeks, the median of two odd and two usual weekdays would be
+    // twice the usual).
+    for t in (n - 2 * WEEK..n - WEEK).chain(n - 4 * WEEK..n - 3 * WEEK) {
+        if (t / DAY) % 7 < 5 {
+            y[t] *= 3.0;
+        }
     }
     let path = models::predict(ModelKind::WeeklyLevel, &y, DAY + 12).unwrap();
     for (h, got) in path.iter().enumerate() {
         let want = usual(n + h) + 50.0;
         assert!((got - want).abs() < 1e-9, "hour {h}: {got} against {want}");
     }
+    // Ending on a Friday evening 50 below the usual: Friday's last hours are 50 below theirs,
+    // and Saturday's 20 less 50 is no load at all.
+    let n = 4 * WEEK + 4 * DAY + 22;
+    let mut y: Vec<f64> = (0..n).map(usual).collect();
+    for v in &mut y[n - 3..] {
+        *v -= 50.0;
+    }
+    let path = models::predict(ModelKind::WeeklyLevel, &y, 4).unwrap();
+    assert!((path[0] - (usual(n) - 50.0)).abs() < 1e-9, "{path:?}");
+    assert_eq!(&path[2..], [0.0, 0.0]);
     // Under two weeks there is no weekly profile; an idle one is no shape.
     assert!(models::predict(ModelKind::WeeklyLevel, &y[..2 * WEEK - 1], 1).is_none());
     let mut idle = vec![0.0; 3 * WEEK];
@@ -730,7 +749,7 @@ proptest! {
     fn every_model_forecasts_finite_values_from_days_of_history(
         raw in proptest::collection::vec(
             prop_oneof![6 => 0.0f64..1e6, 2 => Just(0.0), 1 => Just(f64::NAN)],
-            (2 * DAY)..=(14 * DAY),
+            (2 * DAY)..=(5 * WEEK),
         ),
         // Loads up to 1e15 (the ceiling): the whole series scaled, not one spike, so that the
         // models that need a baseline still have one.
