@@ -94,7 +94,8 @@ fn change_reason(
 /// A load per hour as a DBA reads it: a whole number, or two decimals below 10 (a few events
 /// an hour).
 fn load_words(load: f64) -> String {
-    if load >= 10.0 {
+    // 9.996 would print as "10.00".
+    if load >= 9.995 {
         format!("{load:.0}")
     } else {
         format!("{load:.2}")
