@@ -162,24 +162,40 @@ const LEVEL_HOURS: usize = 3;
 /// modulo a day (phase), so `shape[(t) % DAY]` belongs to point t of a series of this length
 /// only when read through [`phase`].
 fn robust_daily_shape(y: &[f64]) -> Option<[f64; DAY]> {
-    let n = y.len();
-    let days = (n / DAY).min(PROFILE_DAYS);
+    let days = (y.len() / DAY).min(PROFILE_DAYS);
     if days == 0 {
         return None;
     }
     let mut shape = [0.0; DAY];
-    for (slot, value) in shape.iter_mut().enumerate() {
-        // Point n - DAY + slot is this slot's most recent occurrence.
-        let values: Vec<f64> = (0..days).map(|d| y[n - DAY + slot - d * DAY]).collect();
-        *value = median(values);
-    }
+    shape.copy_from_slice(&median_profile(y, DAY, days));
     let mean = shape.iter().sum::<f64>() / DAY as f64;
     (mean > 0.0 && mean.is_finite()).then(|| shape.map(|v| v / mean))
 }
 
+/// Per slot of a cycle of `period` points, the median of that slot's loads over the last
+/// `cycles` cycles (at least one, and no more than `y` holds). Slot i is the point i after
+/// the start of the last cycle; [`slot`] gives the slot of any point.
+fn median_profile(y: &[f64], period: usize, cycles: usize) -> Vec<f64> {
+    let n = y.len();
+    (0..period)
+        .map(|slot| {
+            median(
+                (0..cycles)
+                    .map(|c| y[n - period + slot - c * period])
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The slot of point `t`, of a series of `n`, in a profile of `period` ([`median_profile`]).
+fn slot(t: usize, n: usize, period: usize) -> usize {
+    (t + period - n % period) % period
+}
+
 /// The slot of the daily shape (see [`robust_daily_shape`]) of point `t` of a series of `n`.
 fn phase(t: usize, n: usize) -> usize {
-    (t + DAY - n % DAY) % DAY
+    slot(t, n, DAY)
 }
 
 /// The mean of the last [`LEVEL_HOURS`] hours, times how much busier (or quieter) each hour
@@ -221,15 +237,12 @@ fn weekly_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     if weeks < 2 {
         return None;
     }
-    // Slot s is the hour s points after the start of the last week.
-    let profile: Vec<f64> = (0..WEEK)
-        .map(|slot| median((0..weeks).map(|w| y[n - WEEK + slot - w * WEEK]).collect()))
-        .collect();
+    let profile = median_profile(y, WEEK, weeks);
     let total: f64 = profile.iter().sum();
     if !(total > 0.0 && total.is_finite()) {
         return None;
     }
-    let at = |t: usize| profile[(t + WEEK - n % WEEK) % WEEK];
+    let at = |t: usize| profile[slot(t, n, WEEK)];
     let k = LEVEL_HOURS.min(n);
     let level = (n - k..n).map(|t| y[t] - at(t)).sum::<f64>() / k as f64;
     Some((0..horizon).map(|h| (level + at(n + h)).max(0.0)).collect())
