@@ -13,6 +13,21 @@ fn score_of(table: &str) -> (f64, i32, i32, i32, String) {
     (p[0].parse().unwrap(), p[1].parse().unwrap(), p[2].parse().unwrap(), p[3].parse().unwrap(), p[4].to_owned())
 }
 
+/// Imports `reads` (an SQL expression of the hour `h`) for each of the `hours` hours back from
+/// now, stamped at the middle of hour `h` (1 to `hours`).
+fn import_hours(table: &str, hours: i32, reads: &str) {
+    Spi::run_with_args(
+        &format!(
+            "SELECT shardcast.record_access(array_agg($1::regclass),
+                                            array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
+                                            array_agg(({reads})::float8))
+             FROM generate_series(1, $2) h"
+        ),
+        &[table.into(), hours.into()],
+    )
+    .unwrap();
+}
+
 /// Imports `reads` (an SQL expression of the step `m`) for each 5-minute step `m` of `steps`
 /// back from now (step 0 starts now).
 fn import_steps(table: &str, steps: std::ops::Range<i32>, reads: &str) {
@@ -123,14 +138,8 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
     // A week of flat history, 100 reads an hour; then the last 40 minutes at 30 times the rate.
     // Whatever the minute of the hour, the forecast is for [now, now + 1 hour) and its level
     // comes from the last 60 minutes, not from the last complete clock hour.
-    Spi::run(
-        "CREATE TABLE public.w_surge (id int);
-         SELECT shardcast.record_access(array_agg('public.w_surge'::regclass),
-                                        array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
-                                        array_agg(100.0::float8))
-         FROM generate_series(1, 7 * 24) h;",
-    )
-    .unwrap();
+    Spi::run("CREATE TABLE public.w_surge (id int)").unwrap();
+    import_hours("public.w_surge", 7 * 24, "100.0");
     import_steps("public.w_surge", 0..8, "250.0");
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let row = Spi::get_one::<String>(
@@ -226,15 +235,9 @@ fn a_burst_that_began_minutes_ago_raises_the_forecast() {
     // hour: spread evenly over it for one, mostly in the last 15 minutes for the other. The
     // hourly series cannot tell them apart; the last whole buckets can, and the burst that
     // began is forecast to go on into the next hour.
-    Spi::run(
-        "CREATE TABLE public.w_even (id int);
-         CREATE TABLE public.w_onset (id int);
-         SELECT shardcast.record_access(array_agg(t.name::regclass),
-                                        array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
-                                        array_agg(100.0::float8))
-         FROM generate_series(1, 7 * 24) h, (VALUES ('public.w_even'), ('public.w_onset')) t(name);",
-    )
-    .unwrap();
+    Spi::run("CREATE TABLE public.w_even (id int); CREATE TABLE public.w_onset (id int)").unwrap();
+    import_hours("public.w_even", 7 * 24, "100.0");
+    import_hours("public.w_onset", 7 * 24, "100.0");
     import_steps("public.w_even", 0..12, "100.0");
     import_steps("public.w_onset", 0..12, "CASE WHEN m < 3 THEN 380.0 ELSE 60.0 / 9 END");
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
@@ -269,17 +272,13 @@ fn bursts_that_come_every_day_are_forecast_and_said() {
     // of 310, none in the freshest hours: each burst is an outlier to the models, which
     // forecast the quiet hours, but together they are 300 reads a day that a day's forecast
     // must hold.
-    Spi::run(
-        "CREATE TABLE public.w_sittings (id int);
-         SELECT shardcast.record_access(array_agg('public.w_sittings'::regclass),
-                                        array_agg(now() - h * interval '1 hour' - interval '30 minutes'),
-                                        array_agg(CASE WHEN h % 24 = 12 + (h / 24 * 5) % 11 THEN 310.0
-                                                       ELSE 10.0 + (h * 7919) % 5 END::float8))
-         FROM generate_series(1, 14 * 24) h;
-         SET LOCAL shardcast.horizon = '24h';
-         SELECT shardcast.refresh_forecasts();",
-    )
-    .unwrap();
+    Spi::run("CREATE TABLE public.w_sittings (id int)").unwrap();
+    import_hours(
+        "public.w_sittings",
+        14 * 24,
+        "CASE WHEN h % 24 = 12 + (h / 24 * 5) % 11 THEN 310.0 ELSE 10.0 + (h * 7919) % 5 END",
+    );
+    Spi::run("SET LOCAL shardcast.horizon = '24h'; SELECT shardcast.refresh_forecasts()").unwrap();
     let row = Spi::get_one::<String>(
         "SELECT concat_ws('|', point, change_reason)
          FROM shardcast.forecasts WHERE shard = 'public.w_sittings'::regclass",
