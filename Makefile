@@ -74,8 +74,8 @@ test-regress: install
 
 # Benchmarks print figures; they assert nothing.
 # Every benchmark (about 75 minutes on 2 cores): sampler, forecasting cost, queue, overhead on
-# pgbench, forecast accuracy beside statsforecast, the same and the queue's order on real event
-# counts, the replay of real traces through SQL, and Citus.
+# pgbench, forecast accuracy beside statsforecast and Prophet, the same and the queue's order on
+# real event counts, the replay of real traces through SQL, and Citus.
 bench: bench-forecast-core install-release
 	python3 bench/sampler_bench.py
 	python3 bench/forecast_bench.py
@@ -95,8 +95,8 @@ bench-forecast-core:
 	cargo run --release -q -p shardcast-core --example ranking -- $(TRACES)
 	cargo run --release -q -p shardcast-core --example model_cost
 
-# Forecast accuracy of shardcast beside statsforecast peers on M4 hourly and NAB (bench/data):
-# prints markdown tables, about 15 minutes on 2 cores. Quick run: make bench-accuracy ACCURACY_ARGS="--series 40"
+# Forecast accuracy of shardcast beside statsforecast peers and Prophet on M4 hourly and NAB
+# (bench/data): prints markdown tables, about 15 minutes on 2 cores. Quick run: make bench-accuracy ACCURACY_ARGS="--series 40"
 .PHONY: bench-accuracy
 bench-accuracy:
 	python3 -m pip install -q -r bench/requirements.txt

@@ -1,4 +1,4 @@
-"""Forecast accuracy: shardcast side by side with statsforecast peers, on M4 hourly and NAB.
+"""Forecast accuracy: shardcast beside statsforecast peers and Prophet, on M4 hourly and NAB.
 
 Prints markdown tables; asserts nothing. `make bench-accuracy` runs it, or:
 
@@ -17,6 +17,9 @@ Methods, all on the same series and origins in the same run:
   times H). Peers cannot take NaN: gaps are filled by linear interpolation, within each origin's
   own history (edges: nearest value). Each peer is refitted at every origin; a model that raises
   on a series falls back to SeasonalNaive(24) there (statsforecast's fallback_model).
+- Prophet (prophet 1.5.0) with its defaults: linear trend with changepoints, daily seasonality
+  and weekly once the history has two weeks; it takes unknown hours as missing, so they are left
+  out instead of filled. About 0.15 s per fit.
 
 Data (`bench/data`, see its README):
 - M4 hourly, 414 series, official split. Official origin (end of train), h = 48: the M4 sMAPE and
@@ -58,6 +61,7 @@ import atexit
 import csv
 import json
 import math
+import multiprocessing
 import os
 import random
 import shutil
@@ -94,7 +98,10 @@ def recent_rate(buckets):
         total += b if k == 0 else min(b, later)
         later = max(later, b)
     return total / len(buckets) * 3600 / BUCKET_SECS
-PEERS = ["SeasonalNaive", "AutoETS", "AutoTheta", "MSTL", "last hour x H"]
+PEERS = ["SeasonalNaive", "AutoETS", "AutoTheta", "MSTL", "Prophet", "last hour x H"]
+# M4 has no clock: its series are fitted by Prophet as if index 0 were this hour (the same proxy
+# as shardcast's next_hour = index % 24).
+M4_EPOCH = datetime(2000, 1, 3, tzinfo=timezone.utc)
 SHARDCAST = "shardcast"
 
 
@@ -187,11 +194,40 @@ def last_observed(y):
     return float(finite[-1]) if len(finite) else 0.0
 
 
-def run_peers(histories, h, jobs, peers, timings, section):
+def prophet_path(job):
+    """Prophet with its defaults (linear trend, daily and weekly seasonality as the history's
+    length allows) on one hourly history ending at `end` (epoch seconds of the hour after its
+    last point); unknown hours are left out, as Prophet takes them. h hours ahead; None when the
+    fit fails."""
+    import logging
+    import pandas as pd
+    logging.getLogger("cmdstanpy").disabled = True
+    logging.getLogger("prophet").disabled = True
+    logging.getLogger("prophet.plot").disabled = True  # "Importing plotly failed": not needed
+    from prophet import Prophet
+    y, end, h = job
+    y = np.asarray(y, dtype=float)
+    ds = pd.to_datetime(end - 3600 * np.arange(len(y), 0, -1), unit="s")
+    known = np.isfinite(y)
+    if known.sum() < 2:
+        return None
+    try:
+        model = Prophet()
+        model.fit(pd.DataFrame({"ds": ds[known], "y": y[known]}))
+        future = pd.DataFrame({"ds": pd.to_datetime(end + 3600 * np.arange(h), unit="s")})
+        return model.predict(future)["yhat"].to_numpy()
+    except Exception:  # noqa: BLE001 - a peer that fails falls back, as statsforecast's do
+        return None
+
+
+def run_peers(histories, h, jobs, peers, timings, section, ends=None):
     """Forecast h steps of every history with every peer. Returns {peer: array (n, h)}.
 
     Each statsforecast model runs in its own StatsForecast call over all the series-origins
-    (one unique_id each), so that its wall time can be reported."""
+    (one unique_id each), so that its wall time can be reported. Prophet needs timestamps:
+    `ends` holds, per history, the epoch seconds of the hour after its last point (None: M4's
+    proxy clock, index 0 at M4_EPOCH); it is fitted once per history, `jobs` at a time, and
+    falls back to SeasonalNaive(24) where a fit fails."""
     import pandas as pd
     from statsforecast import StatsForecast
     from statsforecast.models import MSTL, AutoETS, AutoTheta, SeasonalNaive
@@ -203,6 +239,15 @@ def run_peers(histories, h, jobs, peers, timings, section):
         started = time.monotonic()
         if peer == "last hour x H":
             out[peer] = np.array([[last_observed(y)] * h for y in histories])
+        elif peer == "Prophet":
+            if ends is None:
+                ends = [M4_EPOCH.timestamp() + 3600 * len(y) for y in histories]
+            jobs_ = [(y, int(end), h) for y, end in zip(histories, ends)]
+            with multiprocessing.Pool(max(1, jobs)) as pool:
+                paths = pool.map(prophet_path, jobs_, chunksize=8)
+            out[peer] = np.array([
+                p if p is not None else np.resize(fill_nan(y)[-24:], h)
+                for p, y in zip(paths, histories)])
         else:
             result = np.full((len(filled), h), np.nan)
             if peer == "MSTL":
@@ -501,7 +546,8 @@ def bench_nab(args, shardcast, timings, notes):
         return tr.windows(cut - 3600 * np.arange(n, 0, -1))[0]
 
     clock = [clock_history(traces[s], base) for s, base, _ in cuts]
-    peer_paths = run_peers(clock, hmax + 1, args.jobs, args.peers, timings, "NAB")
+    peer_paths = run_peers(clock, hmax + 1, args.jobs, args.peers, timings, "NAB",
+                           ends=[base for _, base, _ in cuts])
 
     variants = {"on the hour": {m: Scores() for m in [SHARDCAST] + args.peers},
                 "random minute": {m: Scores() for m in [SHARDCAST] + args.peers}}
@@ -611,10 +657,14 @@ def report(args, shardcast, m4, nab, timings, notes, started):
     import pandas
     import statsforecast
 
-    print("# Forecast accuracy: shardcast and statsforecast peers\n")
+    print("# Forecast accuracy: shardcast and its peers\n")
     status = shardcast.binary if shardcast.available else f"unavailable: {shardcast.reason}"
-    print(f"statsforecast {statsforecast.__version__}, pandas {pandas.__version__}, numpy "
-          f"{np.__version__}; jobs = {args.jobs}; interval level {args.level}; "
+    prophet = ""
+    if "Prophet" in args.peers:
+        from importlib.metadata import version
+        prophet = f"prophet {version('prophet')}, "
+    print(f"statsforecast {statsforecast.__version__}, {prophet}pandas {pandas.__version__}, "
+          f"numpy {np.__version__}; jobs = {args.jobs}; interval level {args.level}; "
           f"shardcast: {status}\n")
     print("WAPE of the total over the next H hours. pooled = sum |actual - forecast| / sum "
           "actual over all (series, origin); mean / median = over series of each series' WAPE "

@@ -13,6 +13,8 @@ bursts (one every 0.7-3 days, Pareto-tailed heights, a rise of 5-15 minutes and 
 minutes to 3 hours). --bursty (the README's "burstier kind" is seed 12): levels of 2-80 per step,
 a smoother daily shape, two bursts a day on average, higher and shorter (half-life 10 minutes to
 an hour), and more overdispersed counts: the last hour repeated misses by about half at 1 hour.
+--sparse: the default kind at 0.05-2 per step (a few events an hour, most 5-minute steps empty)
+with a burst every 1-4 days, where noise dominates the last hour and the day's shape matters.
 """
 import os
 import sys
@@ -20,12 +22,14 @@ import sys
 import numpy as np
 import pandas as pd
 
+KINDS = {"--bursty", "--sparse"}
 options = [a for a in sys.argv[1:] if a.startswith("--")]
-if set(options) - {"--bursty"}:
-    sys.exit(f"unknown option(s): {' '.join(sorted(set(options) - {'--bursty'}))}; usage: "
-             "synthetic_events.py [SEED [OUTDIR]] [--bursty]")
+if set(options) - KINDS or len(set(options)) > 1:
+    sys.exit(f"options: one of {', '.join(sorted(KINDS))}; usage: "
+             "synthetic_events.py [SEED [OUTDIR]] [--bursty | --sparse]")
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 bursty = "--bursty" in options
+sparse = "--sparse" in options
 seed = int(args[0]) if args else 7
 out = args[1] if len(args) > 1 else "/tmp/synth/nab"
 os.makedirs(out, exist_ok=True)
@@ -44,13 +48,16 @@ for k in range(10):
         drift = np.exp(np.cumsum(rng.normal(0, 0.006, n)))
         count = rng.poisson(60 * 2 * rng.uniform(0.5, 1.5))
     else:
-        level = np.exp(rng.uniform(np.log(3), np.log(400)))
+        # The sparse kind has the default's shape at a few events an hour.
+        low, high = (0.05, 2) if sparse else (3, 400)
+        level = np.exp(rng.uniform(np.log(low), np.log(high)))
         amp = rng.uniform(0.2, 0.8)
         peak = rng.uniform(12, 20)
         daily = 1 + amp * np.cos(2 * np.pi * (hours - peak) / 24)
         weekend = np.where(t.dayofweek.to_numpy() >= 5, rng.uniform(0.5, 0.95), 1.0)
         drift = np.exp(np.cumsum(rng.normal(0, 0.004, n)))
-        count = rng.poisson(60 / rng.uniform(0.7, 3))
+        days_apart = rng.uniform(1, 4) if sparse else rng.uniform(0.7, 3)
+        count = rng.poisson(60 / days_apart)
     rate = level * daily * weekend * drift
     bursts = np.zeros(n)
     for s in rng.integers(0, n, count):
