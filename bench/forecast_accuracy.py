@@ -26,7 +26,7 @@ Data (`bench/data`, see its README):
   MASE (scaled by the in-sample seasonal naive error, m = 24), mean over series; and the WAPE of
   horizon totals for H = 1, 4, 12, 24. Rolling origins in the last week of train: the same WAPE
   figures. The full protocol has 24 origins per series, 7 h apart (end of train - 7, - 14, ..,
-  - 168 h: every hour of the day); refitting the four peers at 414 x 24 origins takes about
+  - 168 h: every hour of the day); refitting the peers at 414 x 24 origins takes about
   3 hours on 2 cores (AutoETS(24) alone about 0.6 s per fit), so by default each series is
   evaluated at --m4-origins = 1 of these 24 slots, rotated from series to series so that every
   slot (and hour of day) is used equally often: the same protocol, sampled. Actuals past the
@@ -245,6 +245,10 @@ def run_peers(histories, h, jobs, peers, timings, section, ends=None):
             jobs_ = [(y, int(end), h) for y, end in zip(histories, ends)]
             with multiprocessing.Pool(max(1, jobs)) as pool:
                 paths = pool.map(prophet_path, jobs_, chunksize=8)
+            failed = sum(p is None for p in paths)
+            if failed:
+                print(f"  {section}: Prophet failed on {failed} of {len(paths)} histories; "
+                      f"SeasonalNaive(24) there", file=sys.stderr, flush=True)
             out[peer] = np.array([
                 p if p is not None else np.resize(fill_nan(y)[-24:], h)
                 for p, y in zip(paths, histories)])
@@ -752,7 +756,7 @@ def main():
     parser.add_argument("--series", type=int, default=0,
                         help="only the first N M4 series (quick run); 0 = all 414")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="processes for statsforecast (default: all cores)")
+                        help="processes for statsforecast and Prophet (default: all cores)")
     parser.add_argument("--m4-origins", type=int, default=1,
                         help="rolling origins per M4 series, out of 24 slots 7 h apart in the "
                         "last week of train, rotated across series (default 1: the whole run "

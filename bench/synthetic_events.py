@@ -13,8 +13,9 @@ bursts (one every 0.7-3 days, Pareto-tailed heights, a rise of 5-15 minutes and 
 minutes to 3 hours). --bursty (the README's "burstier kind" is seed 12): levels of 2-80 per step,
 a smoother daily shape, two bursts a day on average, higher and shorter (half-life 10 minutes to
 an hour), and more overdispersed counts: the last hour repeated misses by about half at 1 hour.
---sparse: the default kind at 0.05-2 per step (a few events an hour, most 5-minute steps empty)
-with a burst every 1-4 days, where noise dominates the last hour and the day's shape matters.
+--sparse: the default kind at a base level of 0.05-2 per step (0.6-24 events an hour before the
+daily shape, drift and bursts; the means of seed 21's series are 2-45 an hour), with a burst
+every 1-4 days, where a count's noise weighs on the last hour and the day's shape matters.
 """
 import os
 import sys
@@ -48,7 +49,7 @@ for k in range(10):
         drift = np.exp(np.cumsum(rng.normal(0, 0.006, n)))
         count = rng.poisson(60 * 2 * rng.uniform(0.5, 1.5))
     else:
-        # The sparse kind has the default's shape at a few events an hour.
+        # The sparse kind has the default's shape at a base level of 0.6-24 events an hour.
         low, high = (0.05, 2) if sparse else (3, 400)
         level = np.exp(rng.uniform(np.log(low), np.log(high)))
         amp = rng.uniform(0.2, 0.8)
