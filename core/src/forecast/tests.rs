@@ -337,6 +337,14 @@ fn weekly_level_adds_the_fresh_level_to_the_week_s_shape() {
     let path = models::predict(ModelKind::WeeklyLevel, &y, 4).unwrap();
     assert!((path[0] - (usual(n) - 50.0)).abs() < 1e-9, "{path:?}");
     assert_eq!(&path[2..], [0.0, 0.0]);
+    // At a few events an hour the median of three counts per hour of the week is noise: the
+    // same weeks at 9.9 an hour on average have no weekly level, at 10.1 they have one.
+    let scaled = |rate: f64| -> Vec<f64> {
+        let mean = (0..3 * WEEK).map(usual).sum::<f64>() / (3 * WEEK) as f64;
+        (0..3 * WEEK).map(|t| usual(t) * rate / mean).collect()
+    };
+    assert!(models::predict(ModelKind::WeeklyLevel, &scaled(9.9), 1).is_none());
+    assert!(models::predict(ModelKind::WeeklyLevel, &scaled(10.1), 1).is_some());
     // Under two weeks there is no weekly profile; an idle one is no shape.
     assert!(models::predict(ModelKind::WeeklyLevel, &y[..2 * WEEK - 1], 1).is_none());
     let mut idle = vec![0.0; 3 * WEEK];
