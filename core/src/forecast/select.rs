@@ -3,7 +3,7 @@
 
 use super::history::{clean_outliers, served_history};
 use super::interval::{independent_errors, interval};
-use super::models::{ModelKind, DAY};
+use super::models::{self, ModelKind, DAY};
 use super::{
     bounded, burst_load, horizon_sums, predict_path, sanitise, total_ceiling, History, Selection,
     Settings,
@@ -83,7 +83,10 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
     let Some(&earliest) = origins.last() else {
         return Selection::single(ModelKind::RecentMean);
     };
-    let candidates = ModelKind::candidates(earliest, horizon);
+    let mut candidates = ModelKind::candidates(earliest, horizon);
+    if !models::weekly_profile_has_load(y) {
+        candidates.retain(|m| *m != ModelKind::WeeklyLevel);
+    }
     // Outcomes are what happened, outliers included.
     let actual: Vec<f64> = origins
         .iter()

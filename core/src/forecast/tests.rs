@@ -337,14 +337,48 @@ fn weekly_level_adds_the_fresh_level_to_the_week_s_shape() {
     let path = models::predict(ModelKind::WeeklyLevel, &y, 4).unwrap();
     assert!((path[0] - (usual(n) - 50.0)).abs() < 1e-9, "{path:?}");
     assert_eq!(&path[2..], [0.0, 0.0]);
-    // At a few events an hour the median of three counts per hour of the week is noise: the
-    // same weeks at 9.9 an hour on average have no weekly level, at 10.1 they have one.
-    let scaled = |rate: f64| -> Vec<f64> {
-        let mean = (0..3 * WEEK).map(usual).sum::<f64>() / (3 * WEEK) as f64;
-        (0..3 * WEEK).map(|t| usual(t) * rate / mean).collect()
+    // At a few events an hour the median of three counts per hour of the week is noise: weeks
+    // at 9.9 an hour on average make no candidate, at 10.1 they do. The average is over the
+    // last three weeks (two when that is all there is), not the whole history nor one week.
+    let weeks = |rates: &[f64]| -> Vec<f64> {
+        let mean = (0..WEEK).map(usual).sum::<f64>() / WEEK as f64;
+        rates
+            .iter()
+            .enumerate()
+            .flat_map(|(w, rate)| (w * WEEK..(w + 1) * WEEK).map(move |t| usual(t) * rate / mean))
+            .collect()
     };
-    assert!(models::predict(ModelKind::WeeklyLevel, &scaled(9.9), 1).is_none());
-    assert!(models::predict(ModelKind::WeeklyLevel, &scaled(10.1), 1).is_some());
+    assert!(!models::weekly_profile_has_load(&weeks(&[9.9, 9.9, 9.9])));
+    assert!(models::weekly_profile_has_load(&weeks(&[10.1, 10.1, 10.1])));
+    assert!(!models::weekly_profile_has_load(&weeks(&[
+        100.0, 9.9, 9.9, 9.9
+    ])));
+    assert!(models::weekly_profile_has_load(&weeks(&[
+        1.0, 11.65, 11.65, 7.0
+    ])));
+    assert!(!models::weekly_profile_has_load(
+        &weeks(&[100.0, 9.9, 9.9])[WEEK - 5..]
+    ));
+    // Four noisy weeks (±20%): the backtest combines the weekly level at about 90 an hour,
+    // leaves it out at 5 (the same weeks scaled), and a selection that kept it still serves it.
+    let settings = Settings {
+        horizon: 4,
+        ..Settings::default()
+    };
+    let busy: Vec<f64> = (0..4 * WEEK)
+        .map(|t| usual(t) * (1.0 + 0.4 * ((t * 7919 % 101) as f64 / 101.0 - 0.5)))
+        .collect();
+    let weekly = |y: &[f64]| {
+        select(&History::from_loads(y), &settings)
+            .members
+            .iter()
+            .any(|(m, _)| *m == ModelKind::WeeklyLevel)
+    };
+    assert!(weekly(&busy));
+    let mean = busy.iter().sum::<f64>() / busy.len() as f64;
+    let quiet: Vec<f64> = busy.iter().map(|v| v * 5.0 / mean).collect();
+    assert!(!weekly(&quiet));
+    assert!(models::predict(ModelKind::WeeklyLevel, &quiet, 4).is_some());
     // Under two weeks there is no weekly profile; an idle one is no shape.
     assert!(models::predict(ModelKind::WeeklyLevel, &y[..2 * WEEK - 1], 1).is_none());
     let mut idle = vec![0.0; 3 * WEEK];
