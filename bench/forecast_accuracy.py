@@ -242,16 +242,15 @@ def run_peers(histories, h, jobs, peers, timings, section, ends=None):
         elif peer == "Prophet":
             if ends is None:
                 ends = [M4_EPOCH.timestamp() + 3600 * len(y) for y in histories]
-            jobs_ = [(y, int(end), h) for y, end in zip(histories, ends)]
+            fits = [(y, int(end), h) for y, end in zip(histories, ends)]
             with multiprocessing.Pool(max(1, jobs)) as pool:
-                paths = pool.map(prophet_path, jobs_, chunksize=8)
+                paths = pool.map(prophet_path, fits, chunksize=8)
             failed = sum(p is None for p in paths)
             if failed:
                 print(f"  {section}: Prophet failed on {failed} of {len(paths)} histories; "
                       f"SeasonalNaive(24) there", file=sys.stderr, flush=True)
             out[peer] = np.array([
-                p if p is not None else np.resize(fill_nan(y)[-24:], h)
-                for p, y in zip(paths, histories)])
+                p if p is not None else np.resize(y[-24:], h) for p, y in zip(paths, filled)])
         else:
             result = np.full((len(filled), h), np.nan)
             if peer == "MSTL":

@@ -101,6 +101,17 @@ impl ModelKind {
         }
     }
 
+    /// Whether a backtest considers the model for a shard whose history (cleaned of outliers)
+    /// is `y`, beyond its length: the weekly level only where the load is above count noise
+    /// ([`WEEKLY_MIN_LOAD`]). Asked once per selection, on the history as it is now, so that a
+    /// selection kept between refits serves the models it backtested even if the load drifts.
+    pub fn suits(self, y: &[f64]) -> bool {
+        match self {
+            ModelKind::WeeklyLevel => weekly_profile_has_load(y),
+            _ => true,
+        }
+    }
+
     /// Cold-start models are not chosen by backtest: they stand in when there is none.
     pub fn is_cold_start(self) -> bool {
         matches!(self, ModelKind::ClusterProfile | ModelKind::RecentMean)
@@ -221,7 +232,7 @@ fn seasonal_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
 const WEEKLY_PROFILE_WEEKS: usize = 3;
 
 /// [`ModelKind::WeeklyLevel`] is a candidate only where the load averages at least this much an
-/// hour over the weeks its profile would take (see [`weekly_profile_has_load`]). By default
+/// hour over the weeks its profile would take (see [`ModelKind::suits`]). By default
 /// loads count scans, events of their own; the profile is the median of two or three counts per
 /// hour of the week, and below about ten an hour one count's Poisson noise (a third of it or
 /// more) can be as large as the week's shape, so the profile repeats noise. (With `load_measure`
@@ -234,12 +245,16 @@ const WEEKLY_PROFILE_WEEKS: usize = 3;
 /// sparse kind's error (+0.2 point).
 const WEEKLY_MIN_LOAD: f64 = 10.0;
 
-/// Whether the load of `y` (cleaned of outliers) averages at least [`WEEKLY_MIN_LOAD`] an hour
-/// over its last [`WEEKLY_PROFILE_WEEKS`] weeks (or the whole weeks it has). The backtest asks
-/// once per selection, on the history as it is now, so that a selection kept between refits
-/// serves the models it backtested even if the load drifts across the line.
-pub fn weekly_profile_has_load(y: &[f64]) -> bool {
-    let weeks = (y.len() / WEEK).clamp(1, WEEKLY_PROFILE_WEEKS);
+/// The weeks behind the weekly profile of a history of `n` hours: up to
+/// [`WEEKLY_PROFILE_WEEKS`], as many whole weeks as there are.
+fn profile_weeks(n: usize) -> usize {
+    (n / WEEK).min(WEEKLY_PROFILE_WEEKS)
+}
+
+/// Whether the load of `y` averages at least [`WEEKLY_MIN_LOAD`] an hour over the weeks its
+/// profile would take (at least the last one).
+fn weekly_profile_has_load(y: &[f64]) -> bool {
+    let weeks = profile_weeks(y.len()).max(1);
     let recent = &y[y.len().saturating_sub(weeks * WEEK)..];
     !recent.is_empty() && recent.iter().sum::<f64>() >= WEEKLY_MIN_LOAD * recent.len() as f64
 }
@@ -258,7 +273,7 @@ pub fn weekly_profile_has_load(y: &[f64]) -> bool {
 /// bursts: the level would be the bursts').
 fn weekly_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     let n = y.len();
-    let weeks = (n / WEEK).min(WEEKLY_PROFILE_WEEKS);
+    let weeks = profile_weeks(n);
     if weeks < 2 {
         return None;
     }

@@ -3,7 +3,7 @@
 
 use super::history::{clean_outliers, served_history};
 use super::interval::{independent_errors, interval};
-use super::models::{self, ModelKind, DAY};
+use super::models::{ModelKind, DAY};
 use super::{
     bounded, burst_load, horizon_sums, predict_path, sanitise, total_ceiling, History, Selection,
     Settings,
@@ -84,9 +84,7 @@ pub fn select(history: &History, settings: &Settings) -> Selection {
         return Selection::single(ModelKind::RecentMean);
     };
     let mut candidates = ModelKind::candidates(earliest, horizon);
-    if !models::weekly_profile_has_load(y) {
-        candidates.retain(|m| *m != ModelKind::WeeklyLevel);
-    }
+    candidates.retain(|m| m.suits(y));
     // Outcomes are what happened, outliers included.
     let actual: Vec<f64> = origins
         .iter()

@@ -348,17 +348,11 @@ fn weekly_level_adds_the_fresh_level_to_the_week_s_shape() {
             .flat_map(|(w, rate)| (w * WEEK..(w + 1) * WEEK).map(move |t| usual(t) * rate / mean))
             .collect()
     };
-    assert!(!models::weekly_profile_has_load(&weeks(&[9.9, 9.9, 9.9])));
-    assert!(models::weekly_profile_has_load(&weeks(&[10.1, 10.1, 10.1])));
-    assert!(!models::weekly_profile_has_load(&weeks(&[
-        100.0, 9.9, 9.9, 9.9
-    ])));
-    assert!(models::weekly_profile_has_load(&weeks(&[
-        1.0, 11.65, 11.65, 7.0
-    ])));
-    assert!(!models::weekly_profile_has_load(
-        &weeks(&[100.0, 9.9, 9.9])[WEEK - 5..]
-    ));
+    assert!(!ModelKind::WeeklyLevel.suits(&weeks(&[9.9, 9.9, 9.9])));
+    assert!(ModelKind::WeeklyLevel.suits(&weeks(&[10.1, 10.1, 10.1])));
+    assert!(!ModelKind::WeeklyLevel.suits(&weeks(&[100.0, 9.9, 9.9, 9.9])));
+    assert!(ModelKind::WeeklyLevel.suits(&weeks(&[1.0, 11.65, 11.65, 7.0])));
+    assert!(!ModelKind::WeeklyLevel.suits(&weeks(&[100.0, 9.9, 9.9])[WEEK - 5..]));
     // Four noisy weeks (±20%): the backtest combines the weekly level at about 90 an hour,
     // leaves it out at 5 (the same weeks scaled), and a selection that kept it still serves it.
     let settings = Settings {
