@@ -267,6 +267,36 @@ fn a_burst_that_began_minutes_ago_raises_the_forecast() {
 }
 
 #[pg_test]
+fn a_level_shift_is_forecast_at_the_new_level_and_said() {
+    // Two weeks of a daily cycle around 9,000 reads an hour, the last 30 hours around 2,600 (a
+    // release moved most queries elsewhere), with 2% noise.
+    Spi::run("CREATE TABLE public.w_shifted (id int)").unwrap();
+    import_hours(
+        "public.w_shifted",
+        14 * 24,
+        "CASE WHEN h <= 30 THEN 2600.0 ELSE 9000.0 END * (1 + 0.3 * sin(2 * pi() * (h % 24) / 24))
+             * (0.98 + 0.04 * ((h * 7919) % 101) / 100.0)",
+    );
+    Spi::run("SET LOCAL shardcast.horizon = '24h'; SELECT shardcast.refresh_forecasts()").unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', point, change_reason)
+         FROM shardcast.forecasts WHERE shard = 'public.w_shifted'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let (point, reason) = row.split_once('|').unwrap();
+    let point: f64 = point.parse().unwrap();
+    // The next day at the new level; without the shift read, the outlier cleaning put the old
+    // level back on most of the last day and the forecast was far higher.
+    assert!((point - 24.0 * 2600.0).abs() < 0.05 * 24.0 * 2600.0, "{row}");
+    assert!(
+        reason.contains("; the load shifted ")
+            && reason.ends_with(" hours ago to 0.29 times its level of the week before (the older history is scaled to it)"),
+        "{row}"
+    );
+}
+
+#[pg_test]
 fn bursts_that_come_every_day_are_forecast_and_said() {
     // Two weeks of 10-14 reads an hour, and every day one hour (a different one each day)
     // of 310, none in the freshest hours: each burst is an outlier to the models, which

@@ -67,7 +67,8 @@ struct ShardHistory {
 }
 
 /// Why a forecast differs from the last one, in a DBA's words, whether it follows a burst that
-/// began in the last minutes, and what bursts that come every day add to it.
+/// began in the last minutes, what bursts that come every day add to it, and a level shift that
+/// its history was scaled to.
 fn change_reason(
     shard: &ShardHistory,
     selection: &Selection,
@@ -88,7 +89,29 @@ fn change_reason(
             load_words(forecast.bursts)
         ));
     }
+    if let Some(shift) = forecast.shift {
+        let hours = forecast.history_points.saturating_sub(shift.at);
+        why.push_str(&if shift.factor > 0.0 {
+            format!(
+                "; the load shifted {hours} hours ago to {} times its level of the week before (the older history is scaled to it)",
+                factor_words(shift.factor)
+            )
+        } else {
+            format!("; the load stopped {hours} hours ago (the older history is read as idle)")
+        });
+    }
     why
+}
+
+/// A factor as a DBA reads it: two significant digits (0.29, 3.5, 12).
+fn factor_words(factor: f64) -> String {
+    if factor >= 10.0 {
+        format!("{factor:.0}")
+    } else if factor >= 1.0 {
+        format!("{factor:.1}")
+    } else {
+        format!("{factor:.2}")
+    }
 }
 
 /// A load per hour as a DBA reads it: a whole number, or two decimals below 10 (a few events

@@ -151,3 +151,147 @@ pub(super) fn served_history(cleaned: &[f64], raw: &[f64], t: usize) -> Vec<f64>
     history.extend_from_slice(&raw[fresh..t]);
     history
 }
+
+/// A level shift is read once the new level has lasted this long: a day, so that the hours
+/// after it hold every hour of the day and their median is a level, not a part of the daily
+/// shape. Within the day the freshest hours, never cleaned, lead the persistence models.
+const SHIFT_MIN_HOURS: usize = DAY;
+/// Shifts up to a week old are looked for. Older ones have a week of the new level before
+/// now: the cleaning's neighbours and the models' profiles are mostly on its side already.
+const SHIFT_MAX_HOURS: usize = models::WEEK;
+/// The level before a shift is that of the week before it (or what there is of it).
+const SHIFT_BEFORE_HOURS: usize = models::WEEK;
+/// A shift changes the level by at least this factor, up or down.
+const SHIFT_MIN_RATIO: f64 = 1.5;
+/// At least this share of the hours on each side of a shift are on their own side of the
+/// midpoint between the two levels: the two levels are apart, not two readings of one
+/// seasonal or noisy series (a weekend, a busy afternoon, a few events an hour).
+const SHIFT_SEPARATION: f64 = 0.9;
+
+/// A level shift: from hour `at` of the series on, the load has run at `factor` times its
+/// level of the week before, up to now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shift {
+    pub at: usize,
+    pub factor: f64,
+}
+
+/// Whether two levels are at least [`SHIFT_MIN_RATIO`] apart.
+fn apart(a: f64, b: f64) -> bool {
+    a.max(b) > 0.0 && a.max(b) >= SHIFT_MIN_RATIO * a.min(b)
+}
+
+/// The share of `values` on the side of `mid` that `level` is on.
+fn share_beside(values: &[f64], level: f64, mid: f64) -> f64 {
+    let beside = values
+        .iter()
+        .filter(|&&v| if level > mid { v > mid } else { v < mid })
+        .count();
+    beside as f64 / values.len().max(1) as f64
+}
+
+/// The level shift of the last week that lasts until now, if there is one: the hour `at` from
+/// which the load has run at a level at least [`SHIFT_MIN_RATIO`] apart from the week before
+/// it, for at least [`SHIFT_MIN_HOURS`], with the hours on both sides apart
+/// ([`SHIFT_SEPARATION`]). A shard whose queries changed (a release moved reads to another
+/// table, a cache took most of them) is at its new level, and its older history, read as it
+/// is, speaks of a shard that no longer exists: outlier cleaning puts the old level back on
+/// the hours after the shift (their neighbours on the days before are at the old one) and the
+/// daily profiles mix the two levels.
+///
+/// It runs at every forecast, so it looks first at whole days: only where the days since some
+/// day of the last week all run apart from the (up to seven) days before it is the hour looked
+/// for, among the two days around that day's start.
+pub fn level_shift(y: &[f64]) -> Option<Shift> {
+    let n = y.len();
+    if n < SHIFT_MIN_HOURS + DAY {
+        return None;
+    }
+    let days: Vec<f64> = (0..(n / DAY).min((SHIFT_MAX_HOURS + SHIFT_BEFORE_HOURS) / DAY))
+        .map(|d| models::median(y[n - (d + 1) * DAY..n - d * DAY].to_vec()))
+        .collect();
+    let extremes = |levels: &[f64]| {
+        levels.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+    };
+    let since = (1..days.len().min(SHIFT_MAX_HOURS / DAY + 1)).find(|&j| {
+        let (after, before) = (
+            extremes(&days[..j]),
+            extremes(&days[j..(j + 7).min(days.len())]),
+        );
+        (after.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
+            || (before.0 > 0.0 && before.0 >= SHIFT_MIN_RATIO * after.1)
+    })?;
+    let earliest = n
+        .saturating_sub((since + 1) * DAY)
+        .max(n.saturating_sub(SHIFT_MAX_HOURS))
+        .max(DAY);
+    let latest = (n + DAY)
+        .saturating_sub(since * DAY)
+        .min(n - SHIFT_MIN_HOURS);
+    let mut best: Option<(f64, usize, f64)> = None;
+    for at in earliest..=latest {
+        let before = &y[at.saturating_sub(SHIFT_BEFORE_HOURS)..at];
+        let after = &y[at..];
+        let (old, new) = (
+            models::median(before.to_vec()),
+            models::median(after.to_vec()),
+        );
+        if old <= 0.0 || !apart(old, new) {
+            continue;
+        }
+        // Between the levels on a ratio scale; an arithmetic mean where the new level is zero.
+        let mid = if new > 0.0 {
+            (old * new).sqrt()
+        } else {
+            old / 2.0
+        };
+        let separation = share_beside(before, old, mid).min(share_beside(after, new, mid));
+        if separation >= SHIFT_SEPARATION && best.is_none_or(|(s, _, _)| separation > s) {
+            best = Some((separation, at, new / old));
+        }
+    }
+    let (_, at, levels) = best?;
+    Some(Shift {
+        at,
+        factor: shift_factor(y, at, levels),
+    })
+}
+
+/// How many times its level before hour `at` the load has run since: per hour after it, the
+/// ratio to the median of the same hour of the day over the week before (so that a new level
+/// read over a day and a few hours is not the daily shape's), and their median; `levels`, the
+/// ratio of the two sides' medians, where no hour after it has a usual load above zero.
+fn shift_factor(y: &[f64], at: usize, levels: f64) -> f64 {
+    let days = (at / DAY).min(SHIFT_BEFORE_HOURS / DAY);
+    let ratios: Vec<f64> = (at..y.len())
+        .filter_map(|t| {
+            let first = (t - at) / DAY + 1;
+            let usual = models::median(
+                (first..first + days)
+                    .filter_map(|k| t.checked_sub(k * DAY))
+                    .map(|u| y[u])
+                    .collect(),
+            );
+            (usual > 0.0).then(|| y[t] / usual)
+        })
+        .collect();
+    if ratios.is_empty() {
+        levels
+    } else {
+        models::median(ratios)
+    }
+}
+
+/// The history as if the shard had always been at its current level: the hours before a
+/// [`level_shift`] scaled by its factor, so that the models, the cleaning and the backtest see
+/// the daily shape at today's level. The series as it is where there is no shift.
+pub fn shift_adjusted(y: &[f64]) -> (Vec<f64>, Option<Shift>) {
+    let shift = level_shift(y);
+    let mut out = y.to_vec();
+    if let Some(Shift { at, factor }) = shift {
+        out[..at].iter_mut().for_each(|v| *v *= factor);
+    }
+    (out, shift)
+}

@@ -6,8 +6,9 @@
 //! (the adapter aligns hours to "now"), so that the forecast covers [now, now + horizon).
 //! Whatever the input, outputs are finite and non-negative.
 //!
-//! The stages have a file each: `history.rs` makes the raw series usable ([`prepare`]) and
-//! cleans it of one-off outliers ([`clean_outliers`]); `select.rs` is the backtest that selects
+//! The stages have a file each: `history.rs` makes the raw series usable ([`prepare`]), scales
+//! the history before a level shift to the level after it ([`Shift`]) and cleans it of one-off
+//! outliers ([`clean_outliers`]); `select.rs` is the backtest that selects
 //! and weights the models ([`select()`]); `interval.rs` learns the prediction interval from the
 //! backtest's errors; the models are in [`models`], cold starts in [`coldstart`]. This file has
 //! the types and the entry points, [`forecast_with`] and [`forecast`].
@@ -19,7 +20,7 @@ pub mod models;
 mod select;
 
 pub use coldstart::Profiles;
-pub use history::{clean_outliers, prepare, MAX_GAP_HOURS};
+pub use history::{clean_outliers, prepare, Shift, MAX_GAP_HOURS};
 pub use models::ModelKind;
 pub use select::{mase_scale, select};
 
@@ -160,6 +161,8 @@ pub struct Forecast {
     /// The load per hour of the path that bursts coming every day add to the models' forecast
     /// ([`burst_load`]); 0 when there are none.
     pub bursts: f64,
+    /// The level shift the history before it was scaled to, when there was one.
+    pub shift: Option<Shift>,
 }
 
 impl Forecast {
@@ -359,12 +362,16 @@ pub fn forecast_with(
     let horizon = settings.horizon.max(1);
     let mut selection = selection.clone();
     let mut bursts = 0.0;
+    let mut shift = None;
     let cold = selection.members.iter().any(|(m, _)| m.is_cold_start());
     let path: Vec<f64> = if cold || selection.members.is_empty() {
         let (model, path) = profiles.forecast(raw, hour_of_day, horizon);
         selection = Selection::single(model);
         path
     } else {
+        let adjusted;
+        (adjusted, shift) = history::shift_adjusted(raw);
+        let raw = &adjusted;
         let y = &clean_outliers(raw);
         let ceiling = total_ceiling(y, horizon);
         let fitted: Vec<(Vec<f64>, f64)> = selection
@@ -401,6 +408,7 @@ pub fn forecast_with(
         history_points: raw.len(),
         onset,
         bursts,
+        shift,
     }
 }
 

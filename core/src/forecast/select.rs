@@ -1,7 +1,7 @@
 //! Model selection: the rolling-origin backtest of every candidate, its loss, and the
 //! combination of the best few ([`select`]).
 
-use super::history::{clean_outliers, served_history};
+use super::history::{clean_outliers, served_history, shift_adjusted};
 use super::interval::{independent_errors, interval};
 use super::models::{ModelKind, DAY};
 use super::{
@@ -59,7 +59,9 @@ const MEMBER_LOSS_RATIO: f64 = 2.0;
 ///
 /// [`forecast_with`]: super::forecast_with
 pub fn select(history: &History, settings: &Settings) -> Selection {
-    let raw = &history.y;
+    // As measured, but for the hours before a level shift, scaled to the level after it.
+    let (adjusted, _) = shift_adjusted(&history.y);
+    let raw = &adjusted;
     let horizon = settings.horizon.max(1);
     if raw.len() < DAY {
         return Selection::single(ModelKind::ClusterProfile);

@@ -1,4 +1,4 @@
-use super::history::{served_history, FRESH_HOURS};
+use super::history::{level_shift, served_history, shift_adjusted, FRESH_HOURS};
 use super::interval::{independent_errors, interval};
 use super::models::{DAY, WEEK};
 use super::*;
@@ -281,6 +281,101 @@ fn a_level_shift_is_no_outlier() {
     spiked[n - 30] = 50_000.0;
     let cleaned = clean_outliers(&spiked);
     assert!(cleaned[n - 30] < 10_000.0, "{}", cleaned[n - 30]);
+}
+
+/// A daily cycle around `level` (busy afternoons, quiet nights), with 4% noise.
+fn shifting(days: usize, shift_hours_ago: usize, before: f64, after: f64, seed: u64) -> Vec<f64> {
+    let mut noise = Noise(seed);
+    let n = days * DAY;
+    (0..n)
+        .map(|t| {
+            let level = if t + shift_hours_ago < n {
+                before
+            } else {
+                after
+            };
+            let shape = 1.0 + 0.3 * (2.0 * std::f64::consts::PI * (t % DAY) as f64 / 24.0).sin();
+            level * shape * (0.98 + 0.04 * noise.next())
+        })
+        .collect()
+}
+
+#[test]
+fn a_level_shift_of_the_last_days_is_read_and_the_history_before_it_scaled() {
+    for hours_ago in [30, 50, 100, 160] {
+        let y = shifting(14, hours_ago, 9000.0, 2600.0, hours_ago as u64);
+        let n = y.len();
+        let shift = level_shift(&y).unwrap_or_else(|| panic!("{hours_ago} h: no shift read"));
+        assert!(
+            (n - shift.at).abs_diff(hours_ago) <= 2,
+            "{hours_ago} h: read at {} h",
+            n - shift.at
+        );
+        assert!((shift.factor - 2600.0 / 9000.0).abs() < 0.01, "{shift:?}");
+        let (adjusted, _) = shift_adjusted(&y);
+        assert!(adjusted[..shift.at].iter().all(|v| *v < 2600.0 * 1.4));
+        assert_eq!(adjusted[shift.at..], y[shift.at..]);
+        // The next day is forecast at the new level: before, 30 hours after the shift the
+        // cleaning had put the old level back on the hours after it (their neighbours on the
+        // days before are at the old one), and the forecast was 38% high.
+        let settings = Settings {
+            horizon: DAY,
+            ..Settings::default()
+        };
+        let f = forecast(&history(&y), &settings, &Profiles::default(), 0);
+        let expected = 2600.0 * DAY as f64;
+        assert!(
+            (f.point - expected).abs() < 0.05 * expected,
+            "{hours_ago} h: {} for {expected}",
+            f.point
+        );
+    }
+    // A rise is read as well, and a shift to zero (a table no longer read).
+    let up = shifting(10, 40, 100.0, 400.0, 7);
+    assert!((level_shift(&up).unwrap().factor - 4.0).abs() < 0.3);
+    let stopped = shifting(10, 40, 100.0, 0.0, 8);
+    assert_eq!(level_shift(&stopped).map(|s| s.factor), Some(0.0));
+}
+
+#[test]
+fn what_is_no_level_shift_is_left_as_it_is() {
+    // Under a day at the new level: not yet read (the freshest hours lead).
+    assert_eq!(level_shift(&shifting(14, 20, 9000.0, 2600.0, 1)), None);
+    // Apart by less than half: a drift.
+    assert_eq!(level_shift(&shifting(14, 40, 9000.0, 7000.0, 2)), None);
+    // Weekends at a third of weekdays, with a week or more before them.
+    let mut noise = Noise(4);
+    let weekly: Vec<f64> = (0..27 * DAY + 20)
+        .map(|t| if (t / DAY) % 7 >= 5 { 300.0 } else { 900.0 } * (0.97 + 0.06 * noise.next()))
+        .collect();
+    assert_eq!(level_shift(&weekly), None);
+    // A burst of two days that ended six hours ago.
+    let mut burst = shifting(14, 0, 500.0, 500.0, 5);
+    let n = burst.len();
+    burst[n - 54..n - 6].iter_mut().for_each(|v| *v *= 5.0);
+    assert_eq!(level_shift(&burst), None);
+    // A daily cycle that swings tenfold, and counts of a few events an hour that doubled: the
+    // hours of the two levels overlap.
+    let swing: Vec<f64> = (0..14 * DAY)
+        .map(|t| if t % DAY < 8 { 100.0 } else { 1000.0 } * if t + 40 < 14 * DAY { 1.0 } else { 1.6 })
+        .collect();
+    assert_eq!(level_shift(&swing), None);
+    let mut noise = Noise(6);
+    let counts: Vec<f64> = (0..14 * DAY)
+        .map(|t| {
+            let rate: f64 = if t + 40 < 14 * DAY { 2.0 } else { 4.0 };
+            // Poisson by inversion.
+            let (u, mut k, mut p) = (noise.next(), 0.0, (-rate).exp());
+            let mut cdf = p;
+            while u > cdf && k < 50.0 {
+                k += 1.0;
+                p *= rate / k;
+                cdf += p;
+            }
+            k
+        })
+        .collect();
+    assert_eq!(level_shift(&counts), None);
 }
 
 #[test]
