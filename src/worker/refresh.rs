@@ -103,15 +103,18 @@ fn change_reason(
     why
 }
 
-/// A factor as a DBA reads it: two significant digits (0.29, 3.5, 12).
+/// A factor as a DBA reads it: two significant digits (0.29, 0.0033, 3.5), a whole number from
+/// 10 on, and in scientific notation below a thousandth (1.2e-5).
 fn factor_words(factor: f64) -> String {
-    if factor >= 10.0 {
-        format!("{factor:.0}")
-    } else if factor >= 1.0 {
-        format!("{factor:.1}")
-    } else {
-        format!("{factor:.2}")
+    if factor > 0.0 && factor < 1e-3 {
+        return format!("{factor:.1e}");
     }
+    let decimals = if factor > 0.0 {
+        (1 - factor.log10().floor() as i64).max(0) as usize
+    } else {
+        0
+    };
+    format!("{factor:.decimals$}")
 }
 
 /// A load per hour as a DBA reads it: a whole number, or two decimals below 10 (a few events

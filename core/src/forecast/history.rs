@@ -156,9 +156,13 @@ pub(super) fn served_history(cleaned: &[f64], raw: &[f64], t: usize) -> Vec<f64>
 /// after it hold every hour of the day and their median is a level, not a part of the daily
 /// shape. Within the day the freshest hours, never cleaned, lead the persistence models.
 const SHIFT_MIN_HOURS: usize = DAY;
-/// Shifts up to a week old are looked for. Older ones have a week of the new level before
-/// now: the cleaning's neighbours and the models' profiles are mostly on its side already.
+/// Shifts whose first whole day is up to a week old are looked for (so up to eight days old).
+/// Older ones have a week of the new level before now: the cleaning's neighbours and the
+/// models' profiles are mostly on its side already.
 const SHIFT_MAX_HOURS: usize = models::WEEK;
+/// The last hours must all be observed and at the new level: a load that came back an hour
+/// ago (an outage over, a two-day burst ended) is no shift, whatever the day before says.
+const SHIFT_NOW_HOURS: usize = 3;
 /// The level before a shift is that of the week before it (or what there is of it).
 const SHIFT_BEFORE_HOURS: usize = models::WEEK;
 /// A shift changes the level by at least this factor, up or down.
@@ -181,30 +185,38 @@ fn apart(a: f64, b: f64) -> bool {
     a.max(b) > 0.0 && a.max(b) >= SHIFT_MIN_RATIO * a.min(b)
 }
 
+/// Whether `v` is on the side of `mid` that `level` is on.
+fn beside(v: f64, level: f64, mid: f64) -> bool {
+    if level > mid {
+        v > mid
+    } else {
+        v < mid
+    }
+}
+
 /// The share of `values` on the side of `mid` that `level` is on.
 fn share_beside(values: &[f64], level: f64, mid: f64) -> f64 {
-    let beside = values
-        .iter()
-        .filter(|&&v| if level > mid { v > mid } else { v < mid })
-        .count();
-    beside as f64 / values.len().max(1) as f64
+    let count = values.iter().filter(|&&v| beside(v, level, mid)).count();
+    count as f64 / values.len().max(1) as f64
 }
 
 /// The level shift of the last week that lasts until now, if there is one: the hour `at` from
 /// which the load has run at a level at least [`SHIFT_MIN_RATIO`] apart from the week before
-/// it, for at least [`SHIFT_MIN_HOURS`], with the hours on both sides apart
-/// ([`SHIFT_SEPARATION`]). A shard whose queries changed (a release moved reads to another
-/// table, a cache took most of them) is at its new level, and its older history, read as it
-/// is, speaks of a shard that no longer exists: outlier cleaning puts the old level back on
-/// the hours after the shift (their neighbours on the days before are at the old one) and the
-/// daily profiles mix the two levels.
+/// it, for at least [`SHIFT_MIN_HOURS`] observed hours and in each of the last
+/// [`SHIFT_NOW_HOURS`], with the hours on both sides apart ([`SHIFT_SEPARATION`]). A shard whose
+/// queries changed (a release moved reads to another table, a cache took most of them) is at
+/// its new level, and its older history, read as it is, speaks of a shard that no longer
+/// exists: outlier cleaning puts the old level back on the hours after the shift (their
+/// neighbours on the days before are at the old one) and the daily profiles mix the two levels.
+/// `known` tells the observed hours from those held or interpolated across a gap ([`prepare`]):
+/// hours held at the last value while the worker was stopped are no new level.
 ///
 /// It runs at every forecast, so it looks first at whole days: only where the days since some
 /// day of the last week all run apart from the (up to seven) days before it is the hour looked
 /// for, among the two days around that day's start.
-pub fn level_shift(y: &[f64]) -> Option<Shift> {
+pub fn level_shift(y: &[f64], known: &[bool]) -> Option<Shift> {
     let n = y.len();
-    if n < SHIFT_MIN_HOURS + DAY {
+    if n < SHIFT_MIN_HOURS + DAY || known.len() != n {
         return None;
     }
     let days: Vec<f64> = (0..(n / DAY).min((SHIFT_MAX_HOURS + SHIFT_BEFORE_HOURS) / DAY))
@@ -220,23 +232,24 @@ pub fn level_shift(y: &[f64]) -> Option<Shift> {
             extremes(&days[..j]),
             extremes(&days[j..(j + 7).min(days.len())]),
         );
-        (after.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
+        (after.0 > 0.0 && before.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
             || (before.0 > 0.0 && before.0 >= SHIFT_MIN_RATIO * after.1)
     })?;
-    let earliest = n
-        .saturating_sub((since + 1) * DAY)
-        .max(n.saturating_sub(SHIFT_MAX_HOURS))
-        .max(DAY);
+    let earliest = n.saturating_sub((since + 1) * DAY).max(DAY);
     let latest = (n + DAY)
         .saturating_sub(since * DAY)
         .min(n - SHIFT_MIN_HOURS);
     let mut best: Option<(f64, usize, f64)> = None;
     for at in earliest..=latest {
         let before = &y[at.saturating_sub(SHIFT_BEFORE_HOURS)..at];
-        let after = &y[at..];
+        // The observed hours since: held or interpolated ones are no level.
+        let after: Vec<f64> = (at..n).filter(|&t| known[t]).map(|t| y[t]).collect();
+        if after.len() < SHIFT_MIN_HOURS {
+            continue;
+        }
         let (old, new) = (
             models::median(before.to_vec()),
-            models::median(after.to_vec()),
+            models::median(after.clone()),
         );
         if old <= 0.0 || !apart(old, new) {
             continue;
@@ -247,16 +260,17 @@ pub fn level_shift(y: &[f64]) -> Option<Shift> {
         } else {
             old / 2.0
         };
-        let separation = share_beside(before, old, mid).min(share_beside(after, new, mid));
-        if separation >= SHIFT_SEPARATION && best.is_none_or(|(s, _, _)| separation > s) {
+        let now = (n - SHIFT_NOW_HOURS..n).all(|t| known[t] && beside(y[t], new, mid));
+        let separation = share_beside(before, old, mid).min(share_beside(&after, new, mid));
+        if now && separation >= SHIFT_SEPARATION && best.is_none_or(|(s, _, _)| separation > s) {
             best = Some((separation, at, new / old));
         }
     }
     let (_, at, levels) = best?;
-    Some(Shift {
-        at,
-        factor: shift_factor(y, at, levels),
-    })
+    let factor = shift_factor(y, at, levels);
+    // A factor beyond what loads can be (a level of 1e-300 before) is no shift to scale by.
+    (factor.is_finite() && factor * y[..at].iter().copied().fold(0.0, f64::max) <= MAX_LOAD)
+        .then_some(Shift { at, factor })
 }
 
 /// How many times its level before hour `at` the load has run since: per hour after it, the
@@ -287,8 +301,8 @@ fn shift_factor(y: &[f64], at: usize, levels: f64) -> f64 {
 /// The history as if the shard had always been at its current level: the hours before a
 /// [`level_shift`] scaled by its factor, so that the models, the cleaning and the backtest see
 /// the daily shape at today's level. The series as it is where there is no shift.
-pub fn shift_adjusted(y: &[f64]) -> (Vec<f64>, Option<Shift>) {
-    let shift = level_shift(y);
+pub fn shift_adjusted(y: &[f64], known: &[bool]) -> (Vec<f64>, Option<Shift>) {
+    let shift = level_shift(y, known);
     let mut out = y.to_vec();
     if let Some(Shift { at, factor }) = shift {
         out[..at].iter_mut().for_each(|v| *v *= factor);

@@ -370,7 +370,7 @@ pub fn forecast_with(
         path
     } else {
         let adjusted;
-        (adjusted, shift) = history::shift_adjusted(raw);
+        (adjusted, shift) = history::shift_adjusted(raw, &history.known);
         let raw = &adjusted;
         let y = &clean_outliers(raw);
         let ceiling = total_ceiling(y, horizon);

@@ -60,7 +60,7 @@ const MEMBER_LOSS_RATIO: f64 = 2.0;
 /// [`forecast_with`]: super::forecast_with
 pub fn select(history: &History, settings: &Settings) -> Selection {
     // As measured, but for the hours before a level shift, scaled to the level after it.
-    let (adjusted, _) = shift_adjusted(&history.y);
+    let (adjusted, _) = shift_adjusted(&history.y, &history.known);
     let raw = &adjusted;
     let horizon = settings.horizon.max(1);
     if raw.len() < DAY {

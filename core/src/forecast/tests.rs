@@ -300,19 +300,24 @@ fn shifting(days: usize, shift_hours_ago: usize, before: f64, after: f64, seed: 
         .collect()
 }
 
+/// The level shift of a fully observed history.
+fn shift_of(y: &[f64]) -> Option<Shift> {
+    level_shift(y, &vec![true; y.len()])
+}
+
 #[test]
 fn a_level_shift_of_the_last_days_is_read_and_the_history_before_it_scaled() {
-    for hours_ago in [30, 50, 100, 160] {
+    for hours_ago in [30, 50, 100, 160, 175] {
         let y = shifting(14, hours_ago, 9000.0, 2600.0, hours_ago as u64);
         let n = y.len();
-        let shift = level_shift(&y).unwrap_or_else(|| panic!("{hours_ago} h: no shift read"));
+        let shift = shift_of(&y).unwrap_or_else(|| panic!("{hours_ago} h: no shift read"));
         assert!(
             (n - shift.at).abs_diff(hours_ago) <= 2,
             "{hours_ago} h: read at {} h",
             n - shift.at
         );
         assert!((shift.factor - 2600.0 / 9000.0).abs() < 0.01, "{shift:?}");
-        let (adjusted, _) = shift_adjusted(&y);
+        let (adjusted, _) = shift_adjusted(&y, &vec![true; n]);
         assert!(adjusted[..shift.at].iter().all(|v| *v < 2600.0 * 1.4));
         assert_eq!(adjusted[shift.at..], y[shift.at..]);
         // The next day is forecast at the new level: before, 30 hours after the shift the
@@ -332,34 +337,67 @@ fn a_level_shift_of_the_last_days_is_read_and_the_history_before_it_scaled() {
     }
     // A rise is read as well, and a shift to zero (a table no longer read).
     let up = shifting(10, 40, 100.0, 400.0, 7);
-    assert!((level_shift(&up).unwrap().factor - 4.0).abs() < 0.3);
+    assert!((shift_of(&up).unwrap().factor - 4.0).abs() < 0.3);
     let stopped = shifting(10, 40, 100.0, 0.0, 8);
-    assert_eq!(level_shift(&stopped).map(|s| s.factor), Some(0.0));
+    assert_eq!(shift_of(&stopped).map(|s| s.factor), Some(0.0));
+    // Over eight days: the profiles see the new level.
+    assert_eq!(shift_of(&shifting(14, 200, 9000.0, 2600.0, 9)), None);
 }
 
 #[test]
 fn what_is_no_level_shift_is_left_as_it_is() {
     // Under a day at the new level: not yet read (the freshest hours lead).
-    assert_eq!(level_shift(&shifting(14, 20, 9000.0, 2600.0, 1)), None);
+    assert_eq!(shift_of(&shifting(14, 20, 9000.0, 2600.0, 1)), None);
     // Apart by less than half: a drift.
-    assert_eq!(level_shift(&shifting(14, 40, 9000.0, 7000.0, 2)), None);
+    assert_eq!(shift_of(&shifting(14, 40, 9000.0, 7000.0, 2)), None);
     // Weekends at a third of weekdays, with a week or more before them.
     let mut noise = Noise(4);
     let weekly: Vec<f64> = (0..27 * DAY + 20)
         .map(|t| if (t / DAY) % 7 >= 5 { 300.0 } else { 900.0 } * (0.97 + 0.06 * noise.next()))
         .collect();
-    assert_eq!(level_shift(&weekly), None);
-    // A burst of two days that ended six hours ago.
-    let mut burst = shifting(14, 0, 500.0, 500.0, 5);
-    let n = burst.len();
-    burst[n - 54..n - 6].iter_mut().for_each(|v| *v *= 5.0);
-    assert_eq!(level_shift(&burst), None);
+    assert_eq!(shift_of(&weekly), None);
+    // A load that came back in the last hours: a two-day burst over, a 30-hour outage over.
+    // Read as a shift, they were forecast at the burst's level and at nothing.
+    for back in 1..=6 {
+        let mut burst = shifting(14, 0, 500.0, 500.0, 5);
+        let n = burst.len();
+        burst[n - 48 - back..n - back]
+            .iter_mut()
+            .for_each(|v| *v *= 5.0);
+        assert_eq!(shift_of(&burst), None, "burst over {back} h ago");
+        let mut outage = shifting(14, 0, 500.0, 500.0, 6);
+        outage[n - 30 - back..n - back].fill(0.0);
+        assert_eq!(shift_of(&outage), None, "outage over {back} h ago");
+    }
+    // Hours held at the last value while the worker was stopped (30 of them, after an hour
+    // at half the load) are no new level.
+    let mut stopped: Vec<f64> = shifting(14, 0, 900.0, 900.0, 7);
+    let n = stopped.len();
+    stopped[n - 31] *= 0.5;
+    stopped[n - 30..].fill(f64::NAN);
+    let held = prepare(&stopped);
+    assert_eq!(held.y[n - 1], held.y[n - 31]);
+    assert_eq!(level_shift(&held.y, &held.known), None);
+    // A factor no load can be multiplied by (a level of 1e-300 before) is no shift.
+    let tiny: Vec<f64> = (0..10 * DAY)
+        .map(|t| if t % 13 == 0 { 0.0 } else { 1e-300 })
+        .chain(std::iter::repeat_n(1e15, 30))
+        .collect();
+    if let Some(shift) = shift_of(&tiny) {
+        assert!(shift.factor.is_finite(), "{shift:?}");
+    }
+    assert!(ok(&forecast(
+        &history(&tiny),
+        &Settings::default(),
+        &Profiles::default(),
+        0
+    )));
     // A daily cycle that swings tenfold, and counts of a few events an hour that doubled: the
     // hours of the two levels overlap.
     let swing: Vec<f64> = (0..14 * DAY)
         .map(|t| if t % DAY < 8 { 100.0 } else { 1000.0 } * if t + 40 < 14 * DAY { 1.0 } else { 1.6 })
         .collect();
-    assert_eq!(level_shift(&swing), None);
+    assert_eq!(shift_of(&swing), None);
     let mut noise = Noise(6);
     let counts: Vec<f64> = (0..14 * DAY)
         .map(|t| {
@@ -375,7 +413,7 @@ fn what_is_no_level_shift_is_left_as_it_is() {
             k
         })
         .collect();
-    assert_eq!(level_shift(&counts), None);
+    assert_eq!(shift_of(&counts), None);
 }
 
 #[test]
