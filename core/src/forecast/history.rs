@@ -160,8 +160,9 @@ const SHIFT_MIN_HOURS: usize = DAY;
 /// Older ones have a week of the new level before now: the cleaning's neighbours and the
 /// models' profiles are mostly on its side already.
 const SHIFT_MAX_HOURS: usize = models::WEEK;
-/// The last hours must all be observed and at the new level: a load that came back an hour
-/// ago (an outage over, a two-day burst ended) is no shift, whatever the day before says.
+/// The last observed hours must all be at the new level: a load that came back an hour ago
+/// (an outage over, a two-day burst ended) is no shift, whatever the day before says. (The
+/// newest hour may be unobserved: an import that ends an hour ago, a worker just restarted.)
 const SHIFT_NOW_HOURS: usize = 3;
 /// The level before a shift is that of the week before it (or what there is of it).
 const SHIFT_BEFORE_HOURS: usize = models::WEEK;
@@ -203,7 +204,7 @@ fn share_beside(values: &[f64], level: f64, mid: f64) -> f64 {
 /// The level shift of the last week that lasts until now, if there is one: the hour `at` from
 /// which the load has run at a level at least [`SHIFT_MIN_RATIO`] apart from the week before
 /// it, for at least [`SHIFT_MIN_HOURS`] observed hours and in each of the last
-/// [`SHIFT_NOW_HOURS`], with the hours on both sides apart ([`SHIFT_SEPARATION`]). A shard whose
+/// [`SHIFT_NOW_HOURS`] observed, with the hours on both sides apart ([`SHIFT_SEPARATION`]). A shard whose
 /// queries changed (a release moved reads to another table, a cache took most of them) is at
 /// its new level, and its older history, read as it is, speaks of a shard that no longer
 /// exists: outlier cleaning puts the old level back on the hours after the shift (their
@@ -260,7 +261,8 @@ pub fn level_shift(y: &[f64], known: &[bool]) -> Option<Shift> {
         } else {
             old / 2.0
         };
-        let now = (n - SHIFT_NOW_HOURS..n).all(|t| known[t] && beside(y[t], new, mid));
+        let mut newest = (at..n).rev().filter(|&t| known[t]).take(SHIFT_NOW_HOURS);
+        let now = newest.all(|t| beside(y[t], new, mid));
         let separation = share_beside(before, old, mid).min(share_beside(&after, new, mid));
         if now && separation >= SHIFT_SEPARATION && best.is_none_or(|(s, _, _)| separation > s) {
             best = Some((separation, at, new / old));

@@ -342,6 +342,11 @@ fn a_level_shift_of_the_last_days_is_read_and_the_history_before_it_scaled() {
     assert_eq!(shift_of(&stopped).map(|s| s.factor), Some(0.0));
     // Over eight days: the profiles see the new level.
     assert_eq!(shift_of(&shifting(14, 200, 9000.0, 2600.0, 9)), None);
+    // The newest hour unobserved (an import that ends an hour ago): read on the observed ones.
+    let mut imported = shifting(14, 31, 9000.0, 2600.0, 10);
+    *imported.last_mut().unwrap() = f64::NAN;
+    let h = prepare(&imported);
+    assert!(level_shift(&h.y, &h.known).is_some());
 }
 
 #[test]
