@@ -2,7 +2,9 @@
 database, settings and faults are the subject), so none depends on another's order or tables."""
 
 import contextlib
+import os
 import re
+import signal
 import time
 
 import psycopg
@@ -112,6 +114,42 @@ def test_a_long_refresh_delays_neither_samples_nor_a_fast_shutdown():
                  if re.search(r"exit|terminated by signal|abnormal|PANIC|FATAL|panicked", line)]
         assert "shardcast worker exiting" in log, "\n".join(exits)
         assert "abnormal database system shutdown" not in log, "\n".join(exits)
+
+
+def threads_taking(pid, signals):
+    """The threads of process `pid` but its main one, each with the signals of `signals` that it
+    does not block (and so may be the one to take)."""
+    taking = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if int(tid) == pid:
+            continue
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            blocked = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
+        taking[int(tid)] = [s.name for s in signals if not blocked >> (s - 1) & 1]
+    return taking
+
+
+def test_threads_leave_signals_to_postgresql_s_main_thread():
+    # The cold-start profiles' k-means runs on a thread pool. A SIGTERM that one of its threads
+    # took at a fast shutdown made pgrx's handler panic off the main thread: the worker aborted
+    # and PostgreSQL went through crash recovery.
+    signals = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+               signal.SIGQUIT, signal.SIGALRM]
+    with app_cluster() as (cluster, db):
+        import_month(db, "profiled", 12)
+        db.execute("SELECT shardcast.refresh_forecasts()")  # this session fits profiles too
+        backend = one(db, "SELECT pg_backend_pid()")
+        worker = sampler_pid(db)
+        wait_for("the worker's refresh to fit profiles", lambda: threads_taking(worker, signals),
+                 timeout=60, every=0.2)
+        for pid in (worker, backend):
+            taking = threads_taking(pid, signals)
+            assert taking, f"no pool threads in {pid}"
+            assert all(not s for s in taking.values()), taking
+        cluster.stop("fast")
+        log = cluster.log_text()
+        assert "shardcast worker exiting" in log
+        assert "abnormal database system shutdown" not in log
 
 
 def test_a_session_s_refresh_is_not_replaced_by_the_worker_s_until_an_interval_has_passed():

@@ -202,6 +202,31 @@ pub struct Refresh {
     loaded: Duration,
 }
 
+/// Builds this process's rayon pool, on which the cold-start profiles' k-means (linfa) runs,
+/// with every signal blocked in its threads, before anything else can start it. A signal sent
+/// to the process goes to any thread that does not block it, and PostgreSQL's handlers (pgrx's
+/// in the worker) may run on its main thread only: a SIGTERM taken by a pool thread at a fast
+/// shutdown made pgrx's handler panic there, and the worker aborted (`terminated by signal 6`),
+/// which PostgreSQL answers with crash recovery. Blocked in the pool's threads, every signal
+/// reaches the main thread.
+fn quiet_pool() {
+    static POOL: std::sync::Once = std::sync::Once::new();
+    POOL.call_once(|| {
+        // An error means the pool was built already (nothing here builds it otherwise).
+        let _ = rayon::ThreadPoolBuilder::new()
+            .start_handler(|_| {
+                // SAFETY: sigfillset initialises the set; pthread_sigmask changes this thread's
+                // mask only.
+                unsafe {
+                    let mut all: libc::sigset_t = std::mem::zeroed();
+                    libc::sigfillset(&mut all);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+                }
+            })
+            .build_global();
+    });
+}
+
 impl Refresh {
     /// Reads every live shard's history and decides which models are selected again.
     pub fn start() -> Result<Refresh, pgrx::spi::Error> {
@@ -214,6 +239,7 @@ impl Refresh {
         let minutes = gucs::horizon_minutes();
         let (shards, clock) = read_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
         let loaded = started.elapsed();
+        quiet_pool();
         let profiles = Profiles::fit(
             shards
                 .iter()
