@@ -207,23 +207,23 @@ pub struct Refresh {
 /// to the process goes to any thread that does not block it, and PostgreSQL's handlers (pgrx's
 /// in the worker) may run on its main thread only: a SIGTERM taken by a pool thread at a fast
 /// shutdown made pgrx's handler panic there, and the worker aborted (`terminated by signal 6`),
-/// which PostgreSQL answers with crash recovery. Blocked in the pool's threads, every signal
-/// reaches the main thread.
+/// which PostgreSQL answers with crash recovery. The threads are spawned while this thread
+/// blocks every signal, and inherit that mask from their first instruction on; signals that
+/// come meanwhile wait, and are taken here once its own mask is back.
 fn quiet_pool() {
     static POOL: std::sync::Once = std::sync::Once::new();
     POOL.call_once(|| {
-        // An error means the pool was built already (nothing here builds it otherwise).
-        let _ = rayon::ThreadPoolBuilder::new()
-            .start_handler(|_| {
-                // SAFETY: sigfillset initialises the set; pthread_sigmask changes this thread's
-                // mask only.
-                unsafe {
-                    let mut all: libc::sigset_t = std::mem::zeroed();
-                    libc::sigfillset(&mut all);
-                    libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-                }
-            })
-            .build_global();
+        // SAFETY: sigfillset initialises `all`; pthread_sigmask changes this thread's mask and
+        // writes the old one into `before`, which the second call puts back.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut before: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+            // An error means the pool was built already (nothing here builds it otherwise).
+            let _ = rayon::ThreadPoolBuilder::new().build_global();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+        }
     });
 }
 
