@@ -133,13 +133,14 @@ def test_threads_leave_signals_to_postgresql_s_main_thread():
     # The cold-start profiles' k-means runs on a thread pool. A SIGTERM that one of its threads
     # took at a fast shutdown made pgrx's handler panic off the main thread: the worker aborted
     # and PostgreSQL went through crash recovery.
+    # SIGURG wakes a process waiting on its latch: a pool thread that took it discarded it.
     signals = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-               signal.SIGQUIT, signal.SIGALRM]
+               signal.SIGQUIT, signal.SIGALRM, signal.SIGURG]
     with app_cluster() as (cluster, db):
         import_month(db, "profiled", 12)
         db.execute("SELECT shardcast.refresh_forecasts()")  # this session fits profiles too
         backend = one(db, "SELECT pg_backend_pid()")
-        worker = sampler_pid(db)
+        worker = wait_for("the worker", lambda: sampler_pid(db))
         wait_for("the worker's refresh to fit profiles", lambda: threads_taking(worker, signals),
                  timeout=60, every=0.2)
         for pid in (worker, backend):

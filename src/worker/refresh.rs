@@ -213,18 +213,38 @@ pub struct Refresh {
 fn quiet_pool() {
     static POOL: std::sync::Once = std::sync::Once::new();
     POOL.call_once(|| {
-        // SAFETY: sigfillset initialises `all`; pthread_sigmask changes this thread's mask and
-        // writes the old one into `before`, which the second call puts back.
+        let _blocked = SignalsBlocked::new();
+        // An error means the pool was built already, or its threads could not be spawned (a
+        // process limit), in which case k-means fails as it did before.
+        let _ = rayon::ThreadPoolBuilder::new().build_global();
+    });
+}
+
+/// Every signal blocked in this thread while it lives; the mask before it back when dropped,
+/// also on a panic (a main thread left deaf to cancels and shutdowns would be worse).
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: sigfillset initialises `all`; pthread_sigmask changes this thread's mask
+        // and writes the old one into `before`.
         unsafe {
             let mut all: libc::sigset_t = std::mem::zeroed();
             let mut before: libc::sigset_t = std::mem::zeroed();
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
-            // An error means the pool was built already (nothing here builds it otherwise).
-            let _ = rayon::ThreadPoolBuilder::new().build_global();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+            SignalsBlocked(before)
         }
-    });
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: puts back the mask that `new` read.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+        }
+    }
 }
 
 impl Refresh {
