@@ -28,6 +28,16 @@ fn import_hours(table: &str, hours: i32, reads: &str) {
     .unwrap();
 }
 
+/// `table`'s forecast as "point|change_reason".
+fn forecast_row(table: &str) -> String {
+    Spi::get_one::<String>(&format!(
+        "SELECT concat_ws('|', point, change_reason)
+         FROM shardcast.forecasts WHERE shard = '{table}'::regclass"
+    ))
+    .unwrap()
+    .unwrap()
+}
+
 /// Imports `reads` (an SQL expression of the step `m`) for each 5-minute step `m` of `steps`
 /// back from now (step 0 starts now).
 fn import_steps(table: &str, steps: std::ops::Range<i32>, reads: &str) {
@@ -241,15 +251,7 @@ fn a_burst_that_began_minutes_ago_raises_the_forecast() {
     import_steps("public.w_even", 0..12, "100.0");
     import_steps("public.w_onset", 0..12, "CASE WHEN m < 3 THEN 380.0 ELSE 60.0 / 9 END");
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
-    let row = |table: &str| {
-        Spi::get_one::<String>(&format!(
-            "SELECT concat_ws('|', point, change_reason)
-             FROM shardcast.forecasts WHERE shard = '{table}'::regclass"
-        ))
-        .unwrap()
-        .unwrap()
-    };
-    let (even, onset) = (row("public.w_even"), row("public.w_onset"));
+    let (even, onset) = (forecast_row("public.w_even"), forecast_row("public.w_onset"));
     let point = |row: &str| row.split('|').next().unwrap().parse::<f64>().unwrap();
     // The windows end at the last whole bucket (the current one holds a sample stamped now):
     // the burst's last three buckets (7, 380, 380: a burst under way) run at about 3,070 an
@@ -278,12 +280,7 @@ fn a_level_shift_is_forecast_at_the_new_level_and_said() {
              * (0.98 + 0.04 * ((h * 7919) % 101) / 100.0)",
     );
     Spi::run("SET LOCAL shardcast.horizon = '24h'; SELECT shardcast.refresh_forecasts()").unwrap();
-    let row = Spi::get_one::<String>(
-        "SELECT concat_ws('|', point, change_reason)
-         FROM shardcast.forecasts WHERE shard = 'public.w_shifted'::regclass",
-    )
-    .unwrap()
-    .unwrap();
+    let row = forecast_row("public.w_shifted");
     let (point, reason) = row.split_once('|').unwrap();
     let point: f64 = point.parse().unwrap();
     // The next day at the new level; without the shift read, the outlier cleaning put the old
@@ -309,12 +306,7 @@ fn bursts_that_come_every_day_are_forecast_and_said() {
         "CASE WHEN h % 24 = 12 + (h / 24 * 5) % 11 THEN 310.0 ELSE 10.0 + (h * 7919) % 5 END",
     );
     Spi::run("SET LOCAL shardcast.horizon = '24h'; SELECT shardcast.refresh_forecasts()").unwrap();
-    let row = Spi::get_one::<String>(
-        "SELECT concat_ws('|', point, change_reason)
-         FROM shardcast.forecasts WHERE shard = 'public.w_sittings'::regclass",
-    )
-    .unwrap()
-    .unwrap();
+    let row = forecast_row("public.w_sittings");
     let (point, reason) = row.split_once('|').unwrap();
     let point: f64 = point.parse().unwrap();
     assert!(point > 24.0 * 12.0 + 0.8 * 300.0 && point < 24.0 * 12.0 + 1.5 * 300.0, "{row}");

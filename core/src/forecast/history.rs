@@ -231,7 +231,7 @@ pub fn level_shift(y: &[f64], known: &[bool]) -> Option<Shift> {
     let since = (1..days.len().min(SHIFT_MAX_HOURS / DAY + 1)).find(|&j| {
         let (after, before) = (
             extremes(&days[..j]),
-            extremes(&days[j..(j + 7).min(days.len())]),
+            extremes(&days[j..(j + SHIFT_BEFORE_HOURS / DAY).min(days.len())]),
         );
         (after.0 > 0.0 && before.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
             || (before.0 > 0.0 && before.0 >= SHIFT_MIN_RATIO * after.1)
