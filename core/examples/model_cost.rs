@@ -32,7 +32,7 @@ fn main() {
     let history = forecast::History::from_loads(&y);
     let started = Instant::now();
     for _ in 0..20 {
-        std::hint::black_box(forecast::select(&history, &Settings::default()));
+        std::hint::black_box(forecast::select(&history.cleaned(), &Settings::default()));
     }
     println!(
         "{:>22}: {:8.3} ms per shard",

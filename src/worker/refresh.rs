@@ -315,17 +315,19 @@ impl Refresh {
             // made before a backfill of its history.
             let due = self.reselect.contains(&i)
                 || refit::backfilled(shard.previous.imported_hours, shard.imported_hours);
+            // Cleaned once: the backtest and the forecast fit the same series.
+            let cleaned = shard.history.cleaned();
             let (selection, fresh) = match &shard.previous.selection {
                 Some(previous) if refit::keeps(previous, shard.history.len(), due) => {
                     (previous.clone(), false)
                 }
-                _ => (forecast::select(&shard.history, &self.settings), true),
+                _ => (forecast::select(&cleaned, &self.settings), true),
             };
             if fresh {
                 self.report.selected += 1;
             }
             let f = forecast::forecast_with(
-                &shard.history,
+                &cleaned,
                 &selection,
                 &self.settings,
                 &self.profiles,

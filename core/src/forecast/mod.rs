@@ -8,7 +8,7 @@
 //!
 //! The stages have a file each: `history.rs` makes the raw series usable ([`prepare`]), scales
 //! the history before a level shift to the level after it ([`Shift`]) and cleans it of one-off
-//! outliers ([`clean_outliers`]); `select.rs` is the backtest that selects
+//! outliers ([`clean_outliers`]), once per forecast ([`History::cleaned`]); `select.rs` is the backtest that selects
 //! and weights the models ([`select()`]); `interval.rs` learns the prediction interval from the
 //! backtest's errors; the models are in [`models`], cold starts in [`coldstart`]. This file has
 //! the types and the entry points, [`forecast_with`] and [`forecast`].
@@ -93,6 +93,17 @@ impl History {
         prepare(y)
     }
 
+    /// What the models fit ([`Cleaned`]), made once for selection and forecast alike.
+    pub fn cleaned(&self) -> Cleaned<'_> {
+        let (scaled, shift) = history::shift_adjusted(&self.y, &self.known);
+        Cleaned {
+            y: clean_outliers(&scaled),
+            scaled,
+            shift,
+            history: self,
+        }
+    }
+
     /// The same history with the recent excess known.
     pub fn with_recent_excess(self, excess: Option<f64>) -> History {
         History {
@@ -100,6 +111,21 @@ impl History {
             ..self
         }
     }
+}
+
+/// A history as the models fit it, made once per forecast ([`History::cleaned`]) so that the
+/// backtest and the forecast see the same series.
+#[derive(Clone, Debug)]
+pub struct Cleaned<'a> {
+    /// The history as measured, with which hours were observed and the recent excess.
+    pub history: &'a History,
+    /// As measured, but for the hours before a level shift, scaled to the level after it: the
+    /// outcomes the backtest scores, and the freshest hours, which are never cleaned.
+    pub scaled: Vec<f64>,
+    /// `scaled` with isolated outliers replaced ([`clean_outliers`]): what the models fit.
+    pub y: Vec<f64>,
+    /// The level shift `scaled` was scaled for, when there was one.
+    pub shift: Option<Shift>,
 }
 
 /// The outcome of model selection, kept between refits: which models are combined with which
@@ -357,27 +383,25 @@ fn onset(path: &mut [f64], history: &History) -> f64 {
 /// Forecasts with an already selected combination: one fit per member, no backtest.
 /// `hour_of_day` is the UTC hour of the point after the last one, for cold-start profiles.
 pub fn forecast_with(
-    history: &History,
+    cleaned: &Cleaned,
     selection: &Selection,
     settings: &Settings,
     profiles: &Profiles,
     hour_of_day: usize,
 ) -> Forecast {
-    let raw = &history.y;
+    let history = cleaned.history;
     let horizon = settings.horizon.max(1);
     let mut selection = selection.clone();
     let mut bursts = 0.0;
     let mut shift = None;
     let cold = selection.members.iter().any(|(m, _)| m.is_cold_start());
     let path: Vec<f64> = if cold || selection.members.is_empty() {
-        let (model, path) = profiles.forecast(raw, hour_of_day, horizon);
+        let (model, path) = profiles.forecast(&history.y, hour_of_day, horizon);
         selection = Selection::single(model);
         path
     } else {
-        let adjusted;
-        (adjusted, shift) = history::shift_adjusted(raw, &history.known);
-        let raw = &adjusted;
-        let y = &clean_outliers(raw);
+        shift = cleaned.shift;
+        let (raw, y) = (&cleaned.scaled, &cleaned.y);
         let ceiling = total_ceiling(y, horizon);
         let fitted: Vec<(Vec<f64>, f64)> = selection
             .members
@@ -410,23 +434,24 @@ pub fn forecast_with(
         lower,
         upper,
         path,
-        history_points: raw.len(),
+        history_points: history.len(),
         onset,
         bursts,
         shift,
     }
 }
 
-/// Selection and forecast in one.
+/// Selection and forecast in one, on one cleaned history.
 pub fn forecast(
     history: &History,
     settings: &Settings,
     profiles: &Profiles,
     hour_of_day: usize,
 ) -> Forecast {
+    let cleaned = history.cleaned();
     forecast_with(
-        history,
-        &select(history, settings),
+        &cleaned,
+        &select(&cleaned, settings),
         settings,
         profiles,
         hour_of_day,

@@ -1,11 +1,11 @@
 //! Model selection: the rolling-origin backtest of every candidate, its loss, and the
 //! combination of the best few ([`select`]).
 
-use super::history::{clean_outliers, served_history, shift_adjusted};
+use super::history::served_history;
 use super::interval::{independent_errors, interval};
 use super::models::{ModelKind, DAY};
 use super::{
-    bounded, burst_load, horizon_sums, predict_path, sanitise, total_ceiling, History, Selection,
+    bounded, burst_load, horizon_sums, predict_path, sanitise, total_ceiling, Cleaned, Selection,
     Settings,
 };
 
@@ -58,16 +58,12 @@ const MEMBER_LOSS_RATIO: f64 = 2.0;
 /// (split-conformal style). Histories under a day have no backtest: see [`forecast_with`].
 ///
 /// [`forecast_with`]: super::forecast_with
-pub fn select(history: &History, settings: &Settings) -> Selection {
-    // As measured, but for the hours before a level shift, scaled to the level after it.
-    let (adjusted, _) = shift_adjusted(&history.y, &history.known);
-    let raw = &adjusted;
+pub fn select(cleaned: &Cleaned, settings: &Settings) -> Selection {
+    let (history, raw, y) = (cleaned.history, &cleaned.scaled, &cleaned.y);
     let horizon = settings.horizon.max(1);
     if raw.len() < DAY {
         return Selection::single(ModelKind::ClusterProfile);
     }
-    let cleaned = clean_outliers(raw);
-    let y = &cleaned;
     // A constant history (an idle shard, most often) is its own exact forecast.
     if y.iter().all(|v| *v == y[0]) {
         return Selection {

@@ -94,7 +94,7 @@ fn a_periodic_series_is_forecast_by_its_period() {
 #[test]
 fn a_seasonal_model_beats_last_value_on_a_daily_cycle() {
     let y = daily_wave(10, 100.0);
-    let selection = select(&history(&y), &Settings::default());
+    let selection = select(&history(&y).cleaned(), &Settings::default());
     assert_ne!(selection.model(), ModelKind::LastValue);
 }
 
@@ -501,7 +501,7 @@ fn weekly_level_adds_the_fresh_level_to_the_week_s_shape() {
         .map(|t| usual(t) * (1.0 + 0.4 * ((t * 7919 % 101) as f64 / 101.0 - 0.5)))
         .collect();
     let weekly = |y: &[f64]| {
-        select(&History::from_loads(y), &settings)
+        select(&History::from_loads(y).cleaned(), &settings)
             .members
             .iter()
             .any(|(m, _)| *m == ModelKind::WeeklyLevel)
