@@ -985,3 +985,51 @@ proptest! {
         prop_assert!(burst_load(&h.y, &clean_outliers(&h.y), horizon) >= 0.0);
     }
 }
+
+#[test]
+fn the_daily_mean_is_each_hour_s_mean_over_the_last_week() {
+    // Hour h of day d holds 100 d + h: the mean of the last seven days' is 600 + h.
+    let y: Vec<f64> = (0..10 * DAY)
+        .map(|t| (100 * (t / DAY) + t % DAY) as f64)
+        .collect();
+    let path = models::predict(ModelKind::DailyMean, &y, DAY + 6).unwrap();
+    for (k, v) in path.iter().enumerate() {
+        assert_eq!(*v, 600.0 + (k % DAY) as f64, "hour {k}");
+    }
+    // Two and a half days: the two whole days before now, hour by hour of the day.
+    let young = &y[7 * DAY + 12..];
+    let path = models::predict(ModelKind::DailyMean, young, 2).unwrap();
+    assert_eq!(path, vec![850.0, 851.0]);
+    // Under two days it is no candidate.
+    assert!(!ModelKind::candidates(2 * DAY - 1, 1).contains(&ModelKind::DailyMean));
+}
+
+#[test]
+fn the_daily_mean_is_combined_where_hours_hold_a_few_events() {
+    // Departures on a schedule: 0-6 an hour by the hour of the day, counted (Poisson).
+    let mut noise = Noise(11);
+    let schedule = [
+        0, 0, 0, 0, 0, 1, 4, 6, 5, 3, 2, 3, 4, 3, 2, 3, 5, 6, 4, 3, 2, 1, 0, 0,
+    ];
+    let count = |rate: f64, u: f64| {
+        let (mut k, mut p) = (0.0, (-rate).exp());
+        let mut cdf = p;
+        while u > cdf && k < 50.0 {
+            k += 1.0;
+            p *= rate / k;
+            cdf += p;
+        }
+        k
+    };
+    let y: Vec<f64> = (0..21 * DAY)
+        .map(|t| count(schedule[t % DAY] as f64, noise.next()))
+        .collect();
+    let selection = select(&history(&y).cleaned(), &Settings::default());
+    assert!(
+        selection
+            .members
+            .iter()
+            .any(|(m, _)| *m == ModelKind::DailyMean),
+        "{selection:?}"
+    );
+}
