@@ -8,8 +8,9 @@
 //!
 //! The stages have a file each: `history.rs` makes the raw series usable ([`prepare`]), scales
 //! the history before a level shift to the level after it ([`Shift`]) and cleans it of one-off
-//! outliers ([`clean_outliers`]), once per forecast ([`History::cleaned`]); `select.rs` is the backtest that selects
-//! and weights the models ([`select()`]); `interval.rs` learns the prediction interval from the
+//! outliers ([`clean_outliers`]), once per forecast ([`History::cleaned`]); `select.rs` is the
+//! backtest that selects and weights the models ([`select()`]); `interval.rs` learns the
+//! prediction interval from the
 //! backtest's errors; the models are in [`models`], cold starts in [`coldstart`]. This file has
 //! the types and the entry points, [`forecast_with`] and [`forecast`].
 
@@ -113,19 +114,20 @@ impl History {
     }
 }
 
-/// A history as the models fit it, made once per forecast ([`History::cleaned`]) so that the
-/// backtest and the forecast see the same series.
+/// A history as the models fit it, made once per forecast ([`History::cleaned`], the only way
+/// to make one, so that its series always belong together) so that the backtest and the
+/// forecast see the same series.
 #[derive(Clone, Debug)]
 pub struct Cleaned<'a> {
     /// The history as measured, with which hours were observed and the recent excess.
-    pub history: &'a History,
+    history: &'a History,
     /// As measured, but for the hours before a level shift, scaled to the level after it: the
     /// outcomes the backtest scores, and the freshest hours, which are never cleaned.
-    pub scaled: Vec<f64>,
+    scaled: Vec<f64>,
     /// `scaled` with isolated outliers replaced ([`clean_outliers`]): what the models fit.
-    pub y: Vec<f64>,
+    y: Vec<f64>,
     /// The level shift `scaled` was scaled for, when there was one.
-    pub shift: Option<Shift>,
+    shift: Option<Shift>,
 }
 
 /// The outcome of model selection, kept between refits: which models are combined with which

@@ -1014,7 +1014,7 @@ fn the_daily_mean_is_combined_where_hours_hold_a_few_events() {
     let count = |rate: f64, u: f64| {
         let (mut k, mut p) = (0.0, (-rate).exp());
         let mut cdf = p;
-        while u > cdf && k < 50.0 {
+        while u > cdf && k < 200.0 {
             k += 1.0;
             p *= rate / k;
             cdf += p;
@@ -1025,11 +1025,20 @@ fn the_daily_mean_is_combined_where_hours_hold_a_few_events() {
         .map(|t| count(schedule[t % DAY] as f64, noise.next()))
         .collect();
     let selection = select(&history(&y).cleaned(), &Settings::default());
+    assert_eq!(selection.model(), ModelKind::DailyMean, "{selection:?}");
+    // Ten times as many an hour (above ten on average): the last hours' level is more than
+    // noise there, and the daily mean is no candidate.
+    let busy: Vec<f64> = (0..21 * DAY)
+        .map(|t| count(10.0 * schedule[t % DAY] as f64, noise.next()))
+        .collect();
+    assert!(ModelKind::DailyMean.suits(&y));
+    assert!(!ModelKind::DailyMean.suits(&busy));
+    let selection = select(&history(&busy).cleaned(), &Settings::default());
     assert!(
         selection
             .members
             .iter()
-            .any(|(m, _)| *m == ModelKind::DailyMean),
+            .all(|(m, _)| *m != ModelKind::DailyMean),
         "{selection:?}"
     );
 }
