@@ -194,7 +194,7 @@ fn few_events(y: &[f64]) -> bool {
 /// hour it took the mean WAPE at 1 h from 31.6 to 29.8% (carriers) and 35.3 to 33.7%
 /// (destinations) at a random minute, and the queue's order up at most windows (pooled capture
 /// +0.014 at 4 h on the destinations, +0.010 at 12 h on the police stops; the film ratings,
-/// where sittings make most of the load, -0.014 and -0.009 at 1 and 4 h, within the noise);
+/// where sittings make most of the load, -0.013 and -0.011 at 1 and 4 h, within the noise);
 /// see bench/HISTORY.md.
 fn daily_mean(y: &[f64], horizon: usize) -> Vec<f64> {
     let n = y.len();
