@@ -10,9 +10,9 @@
 //! the history before a level shift to the level after it ([`Shift`]) and cleans it of one-off
 //! outliers ([`clean_outliers`]), once per forecast ([`History::cleaned`]); `select.rs` is the
 //! backtest that selects and weights the models ([`select()`]); `interval.rs` learns the
-//! prediction interval from the
-//! backtest's errors; the models are in [`models`], cold starts in [`coldstart`]. This file has
-//! the types and the entry points, [`forecast_with`] and [`forecast`].
+//! prediction interval from the backtest's errors; the models are in [`models`], cold starts
+//! in [`coldstart`]. This file has the types and the entry points, [`forecast_with`] and
+//! [`forecast`].
 
 pub mod coldstart;
 mod history;

@@ -110,8 +110,8 @@ impl ModelKind {
     /// Whether a backtest considers the model for a shard whose history (cleaned of outliers)
     /// is `y`, beyond its length: the weekly level only where the load is above count noise
     /// ([`WEEKLY_MIN_LOAD`]), the daily mean only where it is below ([`few_events`]). Asked once
-    /// per selection, on the history as it is now, so that a
-    /// selection kept between refits serves the models it backtested even if the load drifts.
+    /// per selection, on the history as it is now, so that a selection kept between refits
+    /// serves the models it backtested even if the load drifts.
     pub fn suits(self, y: &[f64]) -> bool {
         match self {
             ModelKind::WeeklyLevel => weekly_profile_has_load(y),
@@ -180,8 +180,14 @@ fn seasonal_naive(y: &[f64], period: usize, horizon: usize) -> Vec<f64> {
 /// moved either way (M4's rolling WAPE by under 0.06 point, NAB's by -1.7 to +1.1 points).
 /// (With `load_measure` tuples or blocks one scan counts many, and ten is no guard.)
 fn few_events(y: &[f64]) -> bool {
-    let recent = &y[y.len().saturating_sub(PROFILE_DAYS * DAY)..];
-    !recent.is_empty() && recent.iter().sum::<f64>() < WEEKLY_MIN_LOAD * recent.len() as f64
+    averages_at_least(y, PROFILE_DAYS * DAY, WEEKLY_MIN_LOAD) == Some(false)
+}
+
+/// Whether the last `hours` of `y` (all of it when shorter) average at least `load` an hour;
+/// None when `y` is empty. The two load gates ([`few_events`], [`weekly_profile_has_load`]).
+fn averages_at_least(y: &[f64], hours: usize, load: f64) -> Option<bool> {
+    let recent = &y[y.len().saturating_sub(hours)..];
+    (!recent.is_empty()).then(|| recent.iter().sum::<f64>() >= load * recent.len() as f64)
 }
 
 /// [`ModelKind::DailyMean`]: each hour ahead, the mean of the same hour of the day over the
@@ -198,13 +204,8 @@ fn few_events(y: &[f64]) -> bool {
 /// see bench/HISTORY.md.
 fn daily_mean(y: &[f64], horizon: usize) -> Vec<f64> {
     let n = y.len();
-    let days = (n / DAY).min(PROFILE_DAYS);
-    (0..horizon)
-        .map(|h| {
-            let back = DAY - h % DAY;
-            (0..days).map(|d| y[n - back - d * DAY]).sum::<f64>() / days as f64
-        })
-        .collect()
+    let means = profile(y, DAY, (n / DAY).min(PROFILE_DAYS), mean);
+    (0..horizon).map(|h| means[slot(n + h, n, DAY)]).collect()
 }
 
 /// Days of history behind the daily profile of [`ModelKind::SeasonalLevel`] and the mean of
@@ -223,19 +224,19 @@ fn robust_daily_shape(y: &[f64]) -> Option<[f64; DAY]> {
         return None;
     }
     let mut shape = [0.0; DAY];
-    shape.copy_from_slice(&median_profile(y, DAY, days));
+    shape.copy_from_slice(&profile(y, DAY, days, median));
     let mean = shape.iter().sum::<f64>() / DAY as f64;
     (mean > 0.0 && mean.is_finite()).then(|| shape.map(|v| v / mean))
 }
 
-/// Per slot of a cycle of `period` points, the median of that slot's loads over the last
-/// `cycles` cycles (at least one, and no more than `y` holds). Slot i is the point i after
-/// the start of the last cycle; [`slot`] gives the slot of any point.
-fn median_profile(y: &[f64], period: usize, cycles: usize) -> Vec<f64> {
+/// Per slot of a cycle of `period` points, `summary` (the [`median`] or the [`mean`]) of that
+/// slot's loads over the last `cycles` cycles (at least one, and no more than `y` holds). Slot
+/// i is the point i after the start of the last cycle; [`slot`] gives the slot of any point.
+fn profile(y: &[f64], period: usize, cycles: usize, summary: fn(Vec<f64>) -> f64) -> Vec<f64> {
     let n = y.len();
     (0..period)
         .map(|slot| {
-            median(
+            summary(
                 (0..cycles)
                     .map(|c| y[n - period + slot - c * period])
                     .collect(),
@@ -244,7 +245,7 @@ fn median_profile(y: &[f64], period: usize, cycles: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The slot of point `t`, of a series of `n`, in a profile of `period` ([`median_profile`]).
+/// The slot of point `t`, of a series of `n`, in a profile of `period` ([`profile`]).
 fn slot(t: usize, n: usize, period: usize) -> usize {
     (t + period - n % period) % period
 }
@@ -300,8 +301,7 @@ fn profile_weeks(n: usize) -> usize {
 /// profile would take (at least the last one).
 fn weekly_profile_has_load(y: &[f64]) -> bool {
     let weeks = profile_weeks(y.len()).max(1);
-    let recent = &y[y.len().saturating_sub(weeks * WEEK)..];
-    !recent.is_empty() && recent.iter().sum::<f64>() >= WEEKLY_MIN_LOAD * recent.len() as f64
+    averages_at_least(y, weeks * WEEK, WEEKLY_MIN_LOAD) == Some(true)
 }
 
 /// The mean excess of the last [`LEVEL_HOURS`] hours over the weekly profile (per hour of the
@@ -322,7 +322,7 @@ fn weekly_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
     if weeks < 2 {
         return None;
     }
-    let profile = median_profile(y, WEEK, weeks);
+    let profile = profile(y, WEEK, weeks, median);
     let total: f64 = profile.iter().sum();
     if !(total > 0.0 && total.is_finite()) {
         return None;
@@ -573,6 +573,10 @@ fn tsb(y: &[f64], horizon: usize) -> Vec<f64> {
         }
     }
     vec![probability * size; horizon]
+}
+
+fn mean(values: Vec<f64>) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 pub fn median(mut values: Vec<f64>) -> f64 {

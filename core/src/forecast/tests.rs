@@ -37,6 +37,18 @@ impl Noise {
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) as f64 / (1u64 << 31) as f64
     }
+
+    /// A count of a Poisson process of `rate`, by inversion of one uniform draw.
+    fn poisson(&mut self, rate: f64) -> f64 {
+        let (u, mut k, mut p) = (self.next(), 0.0, (-rate).exp());
+        let mut cdf = p;
+        while u > cdf && k < 200.0 {
+            k += 1.0;
+            p *= rate / k;
+            cdf += p;
+        }
+        k
+    }
 }
 
 #[test]
@@ -407,15 +419,7 @@ fn what_is_no_level_shift_is_left_as_it_is() {
     let counts: Vec<f64> = (0..14 * DAY)
         .map(|t| {
             let rate: f64 = if t + 40 < 14 * DAY { 2.0 } else { 4.0 };
-            // Poisson by inversion.
-            let (u, mut k, mut p) = (noise.next(), 0.0, (-rate).exp());
-            let mut cdf = p;
-            while u > cdf && k < 50.0 {
-                k += 1.0;
-                p *= rate / k;
-                cdf += p;
-            }
-            k
+            noise.poisson(rate)
         })
         .collect();
     assert_eq!(shift_of(&counts), None);
@@ -1011,25 +1015,15 @@ fn the_daily_mean_is_combined_where_hours_hold_a_few_events() {
     let schedule = [
         0, 0, 0, 0, 0, 1, 4, 6, 5, 3, 2, 3, 4, 3, 2, 3, 5, 6, 4, 3, 2, 1, 0, 0,
     ];
-    let count = |rate: f64, u: f64| {
-        let (mut k, mut p) = (0.0, (-rate).exp());
-        let mut cdf = p;
-        while u > cdf && k < 200.0 {
-            k += 1.0;
-            p *= rate / k;
-            cdf += p;
-        }
-        k
-    };
     let y: Vec<f64> = (0..21 * DAY)
-        .map(|t| count(schedule[t % DAY] as f64, noise.next()))
+        .map(|t| noise.poisson(schedule[t % DAY] as f64))
         .collect();
     let selection = select(&history(&y).cleaned(), &Settings::default());
     assert_eq!(selection.model(), ModelKind::DailyMean, "{selection:?}");
     // Ten times as many an hour (above ten on average): the last hours' level is more than
     // noise there, and the daily mean is no candidate.
     let busy: Vec<f64> = (0..21 * DAY)
-        .map(|t| count(10.0 * schedule[t % DAY] as f64, noise.next()))
+        .map(|t| noise.poisson(10.0 * schedule[t % DAY] as f64))
         .collect();
     assert!(ModelKind::DailyMean.suits(&y));
     assert!(!ModelKind::DailyMean.suits(&busy));
