@@ -278,10 +278,20 @@ def test_partitions_are_leaf_shards(db):
 
 def test_retention_purges_old_history(db):
     db.execute("CREATE TABLE public.ancient (id int)")
-    db.execute("SELECT shardcast.record_access('public.ancient', now() - interval '40 days', 5)")
-    db.execute("SELECT shardcast.record_access('public.ancient', now() - interval '20 days', 3)")
-    wait_for("the purge", lambda: recorded(db, "public.ancient", "tuples_read") == 3, timeout=10)
-    assert one(db, "SELECT min(bucket_start) > now() - interval '28 days' FROM shardcast.access_history WHERE shard = 'public.ancient'::regclass")
+    db.execute("SELECT shardcast.record_access('public.ancient', now() - interval '20 days', 5)")
+    db.execute("SELECT shardcast.record_access('public.ancient', now() - interval '10 days', 3)")
+    # History older than the retention is not even recorded (a WARNING says so).
+    db.execute("SELECT shardcast.record_access('public.ancient', now() - interval '40 days', 100)")
+    assert recorded(db, "public.ancient", "tuples_read") == 8
+    # A shorter retention: the worker purges what is older at its next cycle.
+    db.execute("ALTER SYSTEM SET shardcast.history_retention = '15d'")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        wait_for("the purge", lambda: recorded(db, "public.ancient", "tuples_read") == 3, timeout=10)
+        assert one(db, "SELECT min(bucket_start) > now() - interval '15 days' FROM shardcast.access_history WHERE shard = 'public.ancient'::regclass")
+    finally:
+        db.execute("ALTER SYSTEM RESET shardcast.history_retention")
+        db.execute("SELECT pg_reload_conf()")
 
 
 def test_bulk_import_of_a_million_samples(db):

@@ -197,6 +197,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 BEGIN
+    PERFORM shardcast._citus_require();
     IF node IS NULL OR node !~ '^.+:[0-9]{1,5}$' THEN
         RAISE EXCEPTION 'a Citus node is named host:port, not %', coalesce(pg_catalog.quote_literal(node), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -227,6 +228,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM shardcast._citus_require();
     RETURN QUERY
     SELECT ds.shardid, dp.colocationid,
            CASE WHEN dp.colocationid = 0 THEN ds.shardid
@@ -339,10 +341,12 @@ CREATE FUNCTION shardcast._citus_keep_plans(
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    enqueued name := coalesce($1, (SELECT r.name FROM pg_catalog.pg_dist_rebalance_strategy r
-                                   WHERE r.default_strategy LIMIT 1));
+    enqueued name;
     other name;
 BEGIN
+    PERFORM shardcast._citus_require();
+    enqueued := coalesce($1, (SELECT r.name FROM pg_catalog.pg_dist_rebalance_strategy r
+                              WHERE r.default_strategy LIMIT 1));
     DELETE FROM shardcast.citus_plan_groups g
     WHERE g.planned_at < (SELECT min(k.planned_at) FROM (SELECT DISTINCT planned_at FROM shardcast.citus_plan_groups
                                                    ORDER BY planned_at DESC LIMIT 9) k);
@@ -543,6 +547,13 @@ BEGIN
         RAISE EXCEPTION 'worker must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Name the claimer, e.g. the driver''s host and pid: it is in claimed_by and completion_log.';
+    END IF;
+    -- As claim_task: printable, 1 to 255 bytes, no whitespace at either end.
+    IF pg_catalog.btrim($1) = '' OR pg_catalog.octet_length($1) > 255 OR $1 ~ '[[:cntrl:]]'
+       OR $1 <> pg_catalog.btrim($1) THEN
+        RAISE EXCEPTION 'a worker name must be 1 to 255 bytes of printable text without whitespace at either end'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the worker with printable text, e.g. ''driver-db1-4242''.';
     END IF;
     IF $2 IS NULL OR $2 < 1 THEN
         RAISE EXCEPTION 'max_moves_per_node must be 1 or more, not %', coalesce($2::text, 'NULL')

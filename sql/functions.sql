@@ -204,14 +204,18 @@ COMMENT ON FUNCTION shardcast._allocation_plan(integer, bigint) IS
 
 -- For every queued task: the worker slot, node, bandwidth share (bytes/s) and expected start and
 -- finish if `workers` slots share `bandwidth` bytes/s (defaults: shardcast.plan_workers,
--- shardcast.plan_bandwidth).
+-- shardcast.plan_bandwidth). NULL: no start (the task's node takes no claims); 'infinity': not
+-- within 30,000 years (1e12 s; a node at a few bytes a second), which no interval could hold.
 CREATE FUNCTION shardcast.allocation_plan(workers integer DEFAULT NULL, bandwidth bigint DEFAULT NULL)
 RETURNS TABLE ("position" bigint, task_id bigint, shard regclass, tier integer, prefetch boolean,
                worker integer, node text, bandwidth_share double precision,
                expected_start timestamptz, expected_finish timestamptz)
 LANGUAGE sql STABLE AS $$
     SELECT p.position, p.task_id, p.relid::regclass, p.tier, p.prefetch, p.worker, p.node, p.bandwidth_share,
-           now() + p.start_offset * interval '1 second', now() + p.finish_offset * interval '1 second'
+           CASE WHEN p.start_offset >= 1e12 THEN 'infinity'::timestamptz
+                ELSE now() + p.start_offset * interval '1 second' END,
+           CASE WHEN p.finish_offset >= 1e12 THEN 'infinity'::timestamptz
+                ELSE now() + p.finish_offset * interval '1 second' END
     FROM shardcast._allocation_plan($1, $2) p
 $$;
 COMMENT ON FUNCTION shardcast.allocation_plan(integer, bigint) IS

@@ -557,6 +557,21 @@ REVOKE EXECUTE ON FUNCTION
     shardcast.forget_replica(regclass, text)
 FROM PUBLIC;
 
+-- The allocation plan's times: a task that would not finish within 30,000 years (a node at a few
+-- bytes a second) is 'infinity', where 0.1.0 failed the whole plan with "interval out of range".
+CREATE OR REPLACE FUNCTION shardcast.allocation_plan(workers integer DEFAULT NULL, bandwidth bigint DEFAULT NULL)
+RETURNS TABLE ("position" bigint, task_id bigint, shard regclass, tier integer, prefetch boolean,
+               worker integer, node text, bandwidth_share double precision,
+               expected_start timestamptz, expected_finish timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT p.position, p.task_id, p.relid::regclass, p.tier, p.prefetch, p.worker, p.node, p.bandwidth_share,
+           CASE WHEN p.start_offset >= 1e12 THEN 'infinity'::timestamptz
+                ELSE now() + p.start_offset * interval '1 second' END,
+           CASE WHEN p.finish_offset >= 1e12 THEN 'infinity'::timestamptz
+                ELSE now() + p.finish_offset * interval '1 second' END
+    FROM shardcast._allocation_plan($1, $2) p
+$$;
+
 -- Reports per run: over [since, until), or over one worker's copies; completions that copied
 -- nothing are left out.
 COMMENT ON FUNCTION shardcast.prioritization_report_since(timestamp with time zone) IS
@@ -898,6 +913,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 BEGIN
+    PERFORM shardcast._citus_require();
     IF node IS NULL OR node !~ '^.+:[0-9]{1,5}$' THEN
         RAISE EXCEPTION 'a Citus node is named host:port, not %', coalesce(pg_catalog.quote_literal(node), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -928,6 +944,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM shardcast._citus_require();
     RETURN QUERY
     SELECT ds.shardid, dp.colocationid,
            CASE WHEN dp.colocationid = 0 THEN ds.shardid
@@ -1040,10 +1057,12 @@ CREATE FUNCTION shardcast._citus_keep_plans(
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    enqueued name := coalesce($1, (SELECT r.name FROM pg_catalog.pg_dist_rebalance_strategy r
-                                   WHERE r.default_strategy LIMIT 1));
+    enqueued name;
     other name;
 BEGIN
+    PERFORM shardcast._citus_require();
+    enqueued := coalesce($1, (SELECT r.name FROM pg_catalog.pg_dist_rebalance_strategy r
+                              WHERE r.default_strategy LIMIT 1));
     DELETE FROM shardcast.citus_plan_groups g
     WHERE g.planned_at < (SELECT min(k.planned_at) FROM (SELECT DISTINCT planned_at FROM shardcast.citus_plan_groups
                                                    ORDER BY planned_at DESC LIMIT 9) k);
@@ -1244,6 +1263,13 @@ BEGIN
         RAISE EXCEPTION 'worker must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Name the claimer, e.g. the driver''s host and pid: it is in claimed_by and completion_log.';
+    END IF;
+    -- As claim_task: printable, 1 to 255 bytes, no whitespace at either end.
+    IF pg_catalog.btrim($1) = '' OR pg_catalog.octet_length($1) > 255 OR $1 ~ '[[:cntrl:]]'
+       OR $1 <> pg_catalog.btrim($1) THEN
+        RAISE EXCEPTION 'a worker name must be 1 to 255 bytes of printable text without whitespace at either end'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the worker with printable text, e.g. ''driver-db1-4242''.';
     END IF;
     IF $2 IS NULL OR $2 < 1 THEN
         RAISE EXCEPTION 'max_moves_per_node must be 1 or more, not %', coalesce($2::text, 'NULL')

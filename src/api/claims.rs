@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use super::nodes::{check_node, MAX_NODE_NAME_BYTES};
-use super::null_argument;
+use super::{check_name, null_argument};
 use crate::catalog::{claims, copy_credits};
 use crate::error::{spi_error, sql_error, SqlResult};
 use crate::{gucs, queue};
@@ -19,6 +19,10 @@ use crate::{gucs, queue};
 /// stays in `replication_tasks` and `completion_log`. With node names and shard names bounded,
 /// this keeps every payload far below NOTIFY's 8000 bytes, whatever the characters.
 pub const NOTIFY_DETAIL_CHARS: i32 = 500;
+
+/// The longest worker name a claim takes, in bytes: a host name (up to 253) with a process id
+/// fits. Names are stored in `claimed_by` and `completion_log` and repeated in messages.
+pub const MAX_WORKER_NAME_BYTES: usize = 255;
 
 /// Hands out the next task under the plan, atomically (FOR UPDATE SKIP LOCKED), under a lease;
 /// no row when there is nothing to do. Declared by hand so that the shard comes back as a
@@ -45,6 +49,7 @@ fn claim_task(
     ErrorReport,
 > {
     let worker = worker.ok_or_else(|| null_argument("worker"))?;
+    check_name("worker", worker, MAX_WORKER_NAME_BYTES, "driver-db1-4242")?;
     if let Some(node) = node {
         check_node(node)?;
     }

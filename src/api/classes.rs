@@ -17,19 +17,10 @@ fn set_shard_class(shard: Option<pg_sys::Oid>, class: Option<&str>) -> SqlResult
             "Pass a table and the name of a class in shardcast.shard_classes.",
         )
     };
-    let shard = shards::existing_relation(shard.ok_or_else(|| null("shard"))?)?;
+    // Classes apply to tables, leaf partitions and partitioned tables (whose partitions take
+    // their class).
+    let shard = shards::table(shard.ok_or_else(|| null("shard"))?, true)?;
     let class = class.ok_or_else(|| null("class"))?;
-    let (relkind, persistence) = classes::relation_kind(shard).map_err(spi_error)?;
-    if !matches!(relkind.as_deref(), Some("r") | Some("p")) || persistence.as_deref() == Some("t") {
-        let name = classes::relation_name(shard)
-            .map_err(spi_error)?
-            .unwrap_or_else(|| shard.to_u32().to_string());
-        return Err(sql_error(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("\"{name}\" is not a table"),
-            "Classes apply to tables, leaf partitions and partitioned tables (not views, sequences or temporary tables).",
-        ));
-    }
     if !classes::exists(class).map_err(spi_error)? {
         let classes = classes::names().map_err(spi_error)?;
         return Err(sql_error(

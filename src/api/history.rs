@@ -7,6 +7,7 @@ use shardcast_core::access::{self, BucketSums, ExternalSample, SampleError};
 
 use crate::catalog::{history, shards};
 use crate::error::{self, spi_error, sql_error, SqlResult};
+use crate::gucs;
 
 fn now_micros() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
@@ -28,6 +29,42 @@ fn check_sample(sample: &ExternalSample, now: i64, position: Option<usize>) -> S
         };
         sql_error(code, message, err.hint())
     })
+}
+
+/// The earliest time whose history the worker keeps: samples before it would be purged at its
+/// next compaction (`shardcast.history_retention`), so they are not recorded at all.
+fn oldest_kept(now: i64) -> i64 {
+    now.saturating_sub(gucs::history_retention().as_micros().min(i64::MAX as u128) as i64)
+}
+
+/// A WARNING that `skipped` samples (of `of`) were older than the retention and not recorded:
+/// an import of more history than is kept loses its oldest part, and says so.
+fn warn_too_old(skipped: usize, of: usize) {
+    if skipped == 0 {
+        return;
+    }
+    let retention = retention_text();
+    let message = if of == 1 {
+        format!("the sample is older than shardcast.history_retention ({retention}) and was not recorded")
+    } else {
+        format!("{skipped} of {of} samples are older than shardcast.history_retention ({retention}) and were not recorded")
+    };
+    sql_error(
+        PgSqlErrorCode::ERRCODE_WARNING,
+        message,
+        "The worker keeps no older history (forecasts read the last 28 days); raise shardcast.history_retention to keep more.",
+    )
+    .report(PgLogLevel::WARNING);
+}
+
+/// `shardcast.history_retention` as a DBA would write it: days, hours or minutes.
+fn retention_text() -> String {
+    let minutes = gucs::history_retention().as_secs() / 60;
+    match minutes {
+        m if m % (24 * 60) == 0 => format!("{} days", m / (24 * 60)),
+        m if m % 60 == 0 => format!("{} hours", m / 60),
+        m => format!("{m} min"),
+    }
 }
 
 fn null_argument(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
@@ -59,8 +96,13 @@ fn record_access(
         reads,
         writes,
     };
-    check_sample(&sample, now_micros(), None)?;
+    let now = now_micros();
+    check_sample(&sample, now, None)?;
     let shard_id = shards::shard_id_for(shards::existing_relation(shard)?)?;
+    if sample.at < oldest_kept(now) {
+        warn_too_old(1, 1);
+        return Ok(());
+    }
     let mut sums = BucketSums::default();
     sums.add(shard_id, sample.at, &sample.access());
     history::add_to_buckets(&sums.into_sorted()).map_err(spi_error)?;
@@ -95,6 +137,8 @@ fn record_access_bulk(
         ));
     }
     let now = now_micros();
+    let oldest = oldest_kept(now);
+    let mut skipped = 0;
     let mut shard_ids = shards::ShardIdCache::default();
     let mut sums = BucketSums::default();
     for i in 0..n {
@@ -114,10 +158,15 @@ fn record_access_bulk(
         };
         check_sample(&sample, now, Some(i))?;
         let shard_id = shard_ids.get(relid)?;
+        if sample.at < oldest {
+            skipped += 1;
+            continue;
+        }
         sums.add(shard_id, sample.at, &sample.access());
     }
     history::add_to_buckets(&sums.into_sorted()).map_err(spi_error)?;
-    Ok(n as i64)
+    warn_too_old(skipped, n);
+    Ok((n - skipped) as i64)
 }
 
 /// Internal: spreads per-hour sums over a day row's 24 slots.

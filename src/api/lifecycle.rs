@@ -137,7 +137,7 @@ fn retry_task(task_id: Option<i64>) -> SqlResult<()> {
 /// as an OID (an OID that names no relation is a clean error).
 #[pg_extern(sql = false)]
 fn forget_replica(shard: Option<pg_sys::Oid>, node: Option<&str>) -> SqlResult<bool> {
-    let shard = shards::existing_relation(shard.ok_or_else(|| null_argument("shard"))?)?;
+    let shard = shards::table(shard.ok_or_else(|| null_argument("shard"))?, false)?;
     let node = node.ok_or_else(|| null_argument("node"))?;
     check_node(node)?;
     tasks::forget_replica(shard, node).map_err(spi_error)

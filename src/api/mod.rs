@@ -32,3 +32,36 @@ fn invalid(message: String, hint: &str) -> ErrorReport {
         hint,
     )
 }
+
+/// An ERROR unless `name` (of a `what`: "node", "worker") is text a DBA can read back and type:
+/// not blank, at most `max_bytes` bytes, without control characters, and without whitespace at
+/// either end (`'n1 '` beside `'n1'` would be two nodes that look alike). Names are stored, shown
+/// in views and repeated in messages, so their length is bounded.
+fn check_name(what: &str, name: &str, max_bytes: usize, example: &str) -> Result<(), ErrorReport> {
+    let hint = format!("Name the {what} with printable text, e.g. '{example}'.");
+    if name.trim().is_empty() {
+        return Err(invalid(format!("a {what} needs a name"), &hint));
+    }
+    if name.len() > max_bytes {
+        return Err(invalid(
+            format!(
+                "a {what} name must be at most {max_bytes} bytes, not {}",
+                name.len()
+            ),
+            &format!("Choose a shorter name, e.g. '{example}'."),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(
+            format!("a {what} name must not hold control characters"),
+            &hint,
+        ));
+    }
+    if name.trim() != name {
+        return Err(invalid(
+            format!("a {what} name must not begin or end with whitespace"),
+            &hint,
+        ));
+    }
+    Ok(())
+}

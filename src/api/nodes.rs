@@ -6,7 +6,7 @@ use pgrx::PgSqlErrorCode;
 
 use pgrx::pg_sys::panic::ErrorReport;
 
-use super::{invalid, null_argument};
+use super::{check_name, invalid, null_argument};
 use crate::catalog::nodes;
 use crate::error::{float_text, spi_error, sql_error, SqlResult};
 use crate::queue;
@@ -37,12 +37,18 @@ pub(super) fn check_node(node: &str) -> SqlResult<()> {
     }
 }
 
-/// An ERROR unless `capacity` is a positive number of bytes per second up to [`MAX_BANDWIDTH`].
+/// The smallest capacity a node may have, in bytes per second: below one byte a second a node
+/// copies nothing in any time a plan can show (5e-324 was accepted, and made every expected
+/// finish of the allocation plan infinite).
+pub const MIN_NODE_CAPACITY: f64 = 1.0;
+
+/// An ERROR unless `capacity` is between [`MIN_NODE_CAPACITY`] and [`MAX_BANDWIDTH`] bytes per
+/// second.
 fn check_capacity(capacity: f64) -> SqlResult<()> {
-    if !(capacity.is_finite() && capacity > 0.0 && capacity <= MAX_BANDWIDTH) {
+    if !(capacity.is_finite() && (MIN_NODE_CAPACITY..=MAX_BANDWIDTH).contains(&capacity)) {
         return Err(invalid(
             format!(
-                "capacity must be a positive number of bytes per second up to 1e15, not {}",
+                "capacity must be between 1 and 1e15 bytes per second, not {}",
                 float_text(capacity)
             ),
             "Give the node's copy throughput, e.g. 100e6 for 100 MB/s.",
@@ -74,21 +80,7 @@ fn add_node(
     let name = name.ok_or_else(|| null_argument("name"))?;
     let capacity = capacity_bytes_per_sec.ok_or_else(|| null_argument("capacity_bytes_per_sec"))?;
     let max_concurrent = max_concurrent.ok_or_else(|| null_argument("max_concurrent"))?;
-    if name.trim().is_empty() {
-        return Err(invalid(
-            "a node needs a name".into(),
-            "Name the node, e.g. 'replica-1'.",
-        ));
-    }
-    if name.len() > MAX_NODE_NAME_BYTES {
-        return Err(invalid(
-            format!(
-                "a node name must be at most {MAX_NODE_NAME_BYTES} bytes, not {}",
-                name.len()
-            ),
-            "Node names are bounded like identifiers; choose a shorter one, e.g. 'replica-1'.",
-        ));
-    }
+    check_name("node", name, MAX_NODE_NAME_BYTES, "replica-1")?;
     check_capacity(capacity)?;
     check_concurrency(max_concurrent)?;
     let added = nodes::add(name, capacity, max_concurrent, conninfo).map_err(spi_error)?;

@@ -8,7 +8,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use shardcast_core::report::{self, Copied};
 
-use super::null_argument;
+use super::{invalid, null_argument};
 use crate::catalog::history;
 use crate::catalog::tasks::{self, ReportScope};
 use crate::error::spi_error;
@@ -79,6 +79,14 @@ fn prioritization_report_between(
     >,
     ErrorReport,
 > {
+    if let (Some(start), Some(end)) = (since, until) {
+        if start.into_inner() > end.into_inner() {
+            return Err(invalid(
+                "the report's window starts after it ends: since is after until".into(),
+                "Pass since before until: the report covers the copies claimed in [since, until).",
+            ));
+        }
+    }
     report_rows(ReportScope {
         since,
         until,

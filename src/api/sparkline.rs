@@ -56,7 +56,7 @@ fn sparkline_of_oid(
 #[pg_extern(sql = false)]
 fn sparkline(shard: Option<pg_sys::Oid>, span: Option<Interval>) -> SqlResult<String> {
     let hint = "Pass a table and a span, e.g. sparkline('public.orders', '12 hours').";
-    let relid = shards::existing_relation(shard.ok_or_else(|| null_argument("shard", hint))?)?;
+    let relid = shards::table(shard.ok_or_else(|| null_argument("shard", hint))?, false)?;
     let hours = span_hours(span.ok_or_else(|| null_argument("span", hint))?)?;
     draw(relid, hours)
 }

@@ -3,22 +3,6 @@
 
 use pgrx::prelude::*;
 
-/// A relation's kind and persistence (`pg_class.relkind`, `relpersistence`); NULLs when it is
-/// gone.
-pub fn relation_kind(
-    relid: pg_sys::Oid,
-) -> Result<(Option<String>, Option<String>), pgrx::spi::Error> {
-    Spi::get_two_with_args::<String, String>(
-        "SELECT relkind::text, relpersistence::text FROM pg_catalog.pg_class WHERE oid = $1",
-        &[relid.into()],
-    )
-}
-
-/// A relation's name as a regclass prints it.
-pub fn relation_name(relid: pg_sys::Oid) -> Result<Option<String>, pgrx::spi::Error> {
-    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
-}
-
 /// Whether a class of that name exists.
 pub fn exists(class: &str) -> Result<bool, pgrx::spi::Error> {
     Ok(Spi::get_one_with_args::<bool>(

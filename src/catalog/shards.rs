@@ -151,6 +151,55 @@ fn no_such_relation(relid: pg_sys::Oid) -> pgrx::pg_sys::panic::ErrorReport {
     )
 }
 
+/// `relid` if it names a table that can hold shards: an ordinary table (or, with
+/// `partitioned`, a partitioned one) that is not temporary and lies outside the system schemas
+/// and shardcast's own, as `shardcast.shard_candidates` decides (the schemas of
+/// `shardcast.excluded_schemas` may be included again later, and are not refused). Else the
+/// error that says why: for the functions that name any table (classes, sparklines, replicas),
+/// so that they refuse what `enqueue` and `record_access` refuse instead of writing or drawing
+/// nothing.
+pub fn table(relid: pg_sys::Oid, partitioned: bool) -> SqlResult<pg_sys::Oid> {
+    let (name, kind) = Spi::get_two_with_args::<String, String>(
+        "SELECT c.oid::regclass::text,
+                CASE WHEN c.relpersistence = 't' THEN 'temporary'
+                     WHEN n.nspname IN ('pg_catalog', 'information_schema', 'shardcast')
+                          OR n.nspname ~ '^pg_(toast|temp_|toast_temp_)' THEN 'system'
+                     ELSE c.relkind::text END
+         FROM (SELECT $1::oid AS relid) r
+         LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+        &[relid.into()],
+    )
+    .map_err(spi_error)?;
+    let Some(name) = name else {
+        return Err(no_such_relation(relid));
+    };
+    match kind.as_deref() {
+        Some("r") => Ok(relid),
+        Some("p") if partitioned => Ok(relid),
+        Some("p") => Err(sql_error(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{name}\" is a partitioned table, not a shard"),
+            "Name its leaf partitions instead: each is a shard of its own.",
+        )),
+        Some("system") => Err(sql_error(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{name}\" is not tracked by shardcast"),
+            "System schemas and shardcast's own schema hold no shards; name one of your tables.",
+        )),
+        Some("temporary") => Err(sql_error(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{name}\" is a temporary table"),
+            "Temporary tables hold no shards: they live as long as their session.",
+        )),
+        _ => Err(sql_error(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{name}\" is not a table"),
+            "Shards are ordinary tables and leaf partitions (not views, sequences or indexes).",
+        )),
+    }
+}
+
 /// Explains why a relation is not a shard.
 fn not_a_shard(relid: pg_sys::Oid) -> SqlResult<pgrx::pg_sys::panic::ErrorReport> {
     let (name, kind) = Spi::get_two_with_args::<String, String>(

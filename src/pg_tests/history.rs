@@ -111,14 +111,15 @@ fn compaction_moves_old_buckets_into_hourly_slots_and_retention_purges() {
     Spi::run(
         "SELECT shardcast.record_access('public.t_old', date_trunc('hour', now()) - interval '10 hours' + interval '7 minutes', 3);
          SELECT shardcast.record_access('public.t_old', date_trunc('hour', now()) - interval '10 hours' + interval '47 minutes', 4);
-         SELECT shardcast.record_access('public.t_old', now() - interval '40 days', 100);
+         SELECT shardcast.record_access('public.t_old', now() - interval '3 days', 100);
          SELECT shardcast.record_access('public.t_old', now() - interval '1 minute', 1);",
     )
     .unwrap();
     assert_eq!(history_reads("public.t_old"), 108.0);
-    let moved = crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(28 * 86400)).unwrap();
+    // A retention of two days (history older than the default 28 days is not recorded at all).
+    let moved = crate::catalog::history::compact_and_purge(std::time::Duration::from_secs(2 * 86400)).unwrap();
     assert_eq!(moved, 3);
-    // The 40-day-old sample is gone, the two from 10 hours ago are one hourly bucket.
+    // The 3-day-old sample is gone, the two from 10 hours ago are one hourly bucket.
     assert_eq!(history_reads("public.t_old"), 8.0);
     let hourly = Spi::get_one::<f64>(
         "SELECT tuples_read FROM shardcast.access_history

@@ -85,6 +85,11 @@ SELECT shardcast.record_access('pg_class', now(), 1);
 SELECT shardcast.record_access('shardcast.nodes', now(), 1);
 -- An OID that names no relation: 42P01.
 SELECT shardcast.record_access(4000000000::oid::regclass, now(), 1);
+-- Older than shardcast.history_retention (28 days): not recorded, since the worker would purge
+-- it at once; a WARNING says so, and the bulk form counts only the samples it recorded.
+SELECT shardcast.record_access('orders', now() - interval '29 days', 1);
+SELECT shardcast.record_access(ARRAY['orders', 'orders']::regclass[], ARRAY[now() - interval '40 days', '1900-01-01'],
+                               ARRAY[1, 1]);
 -- Nothing of the refused calls was written: the counts are those above.
 SELECT shard, count(*) AS buckets, sum(scans) AS scans
 FROM shardcast.access_history GROUP BY shard_id, shard ORDER BY shard_id;

@@ -26,10 +26,17 @@ SELECT left(shardcast.sparkline('pageviews', '12 hours'), 13) AS history, substr
 SELECT shard, sparkline = shardcast.sparkline(shard) AS same_line, left(sparkline, 24) AS last_24_hours,
        substr(sparkline, 26) AS forecast
 FROM shardcast.priority_scores WHERE shard::text NOT IN ('archive', 'pageviews') ORDER BY rank;
--- A table that is not a shard (or no longer one) draws a flat line without a forecast.
+-- A table with no history (here a new one, not yet a registered shard) draws a flat line
+-- without a forecast.
+CREATE TABLE unread (id int);
+SELECT shardcast.sparkline('unread', '6 hours');
+DROP TABLE unread;
+-- Refused: a relation that holds no shard, a view, a partitioned parent or a system table
+-- (42809, saying why), spans under 1 hour or over 28 days (22023), NULLs (22004), an OID
+-- that names no relation (42P01).
 SELECT shardcast.sparkline('order_totals', '6 hours');
--- Refused: spans under 1 hour or over 28 days (22023), NULLs (22004), an OID that names no
--- relation (42P01).
+SELECT shardcast.sparkline('measurements');
+SELECT shardcast.sparkline('pg_class');
 SELECT shardcast.sparkline('orders', '30 minutes');
 SELECT shardcast.sparkline('orders', '29 days');
 SELECT shardcast.sparkline('orders', NULL);

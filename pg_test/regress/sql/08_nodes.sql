@@ -15,15 +15,19 @@ FROM shardcast.nodes ORDER BY node;
 -- replica-c is kept for the claims in 10_claims, disabled until then.
 UPDATE shardcast.nodes SET enabled = false WHERE node = 'replica-c';
 
--- Refused: a duplicate name (42710), an empty or over-long name (at most 63 bytes), a capacity
--- that is not a positive number of bytes per second up to 1e15, a max_concurrent outside
--- 1-1024 (22023), NULLs (22004).
+-- Refused: a duplicate name (42710), an empty or over-long name (at most 63 bytes), one with
+-- whitespace at either end (a look-alike of another) or control characters, a capacity
+-- that is not between 1 and 1e15 bytes per second, a max_concurrent outside 1-1024 (22023),
+-- NULLs (22004).
 SELECT shardcast.add_node('replica-a', 100e6);
 SELECT shardcast.add_node('', 100e6);
 SELECT shardcast.add_node('   ', 100e6);
 SELECT shardcast.add_node(repeat('n', 64), 100e6);
+SELECT shardcast.add_node('replica-a ', 100e6);
+SELECT shardcast.add_node(E'replica\x01', 100e6);
 SELECT shardcast.add_node('replica-x', 0);
 SELECT shardcast.add_node('replica-x', -5);
+SELECT shardcast.add_node('replica-x', 0.5);
 SELECT shardcast.add_node('replica-x', 'NaN');
 SELECT shardcast.add_node('replica-x', 'Infinity');
 SELECT shardcast.add_node('replica-x', 2e15);

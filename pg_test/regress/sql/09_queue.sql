@@ -60,6 +60,14 @@ SELECT position, shard, worker, node, round(bandwidth_share::numeric) AS bandwid
        round(extract(epoch FROM expected_finish - now())::numeric, 3) AS finishes_in_s
 FROM shardcast.allocation_plan(2, 1000000) ORDER BY position;
 ROLLBACK;
+-- A node that copies next to nothing (add_node and alter_node take at least 1 byte a second;
+-- a catalog of 0.1.0 may hold less): a time beyond 30,000 years is 'infinity', and the plan
+-- still answers (0.1.0 failed with "interval out of range").
+BEGIN;
+UPDATE shardcast.nodes SET capacity_bytes_per_sec = 1e-300 WHERE node = 'replica-a';
+SELECT position, shard, node, expected_start = 'infinity' AS never_starts, expected_finish = 'infinity' AS never_finishes
+FROM shardcast.allocation_plan() WHERE node = 'replica-a' ORDER BY position;
+ROLLBACK;
 
 -- A task whose table is dropped is cancelled at the next replan (or by the claim that meets
 -- it), and never handed out.

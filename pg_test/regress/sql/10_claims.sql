@@ -55,6 +55,11 @@ SELECT shardcast.complete_task(:held_task_id, true, NULL, 'copier-9');
 SELECT shardcast.release_task(:held_task_id, 'copier-9');
 SELECT * FROM shardcast.claim_task(NULL);
 SELECT * FROM shardcast.claim_task('copier-1', 'replica-z');
+-- A worker name is printable text of 1 to 255 bytes (22023): it is kept in claimed_by and
+-- completion_log, and repeated in messages.
+SELECT * FROM shardcast.claim_task('');
+SELECT * FROM shardcast.claim_task(repeat('w', 256));
+SELECT * FROM shardcast.claim_task(E'copier\n1');
 SELECT shardcast.heartbeat(NULL);
 SELECT shardcast.complete_task(NULL);
 SELECT shardcast.complete_task(:held_task_id, NULL);

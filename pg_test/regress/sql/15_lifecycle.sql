@@ -46,11 +46,13 @@ SELECT shardcast.enqueue('lc_two', 'lc-a') AS two_again \gset
 SELECT t.task_id = :to_b AS to_b, s.table_name, t.node, t.state
 FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)
 WHERE s.table_name LIKE 'lc\_%' AND t.state = 'queued' ORDER BY t.task_id;
--- Refused: NULLs (22004), an unknown node (42704), an OID that names no relation (42P01).
+-- Refused: NULLs (22004), an unknown node (42704), an OID that names no relation (42P01), a
+-- relation that holds no shard (42809).
 SELECT shardcast.forget_replica(NULL, 'lc-a');
 SELECT shardcast.forget_replica('lc_one', NULL);
 SELECT shardcast.forget_replica('lc_one', 'lc-z');
 SELECT shardcast.forget_replica(99999::oid::regclass, 'lc-a');
+SELECT shardcast.forget_replica('pg_class', 'lc-a');
 
 -- Tasks: cancel a queued one, retry a failed or cancelled one (attempts reset).
 SELECT shardcast.cancel_task(:two_again);
@@ -118,6 +120,9 @@ SELECT count(*) FROM shardcast.prioritization_report_since(now() + interval '1 h
 SELECT (SELECT tasks FROM shardcast.prioritization_report_since(now() - interval '1 hour', now() + interval '1 hour'))
      = (SELECT tasks FROM shardcast.prioritization_report_since(now() - interval '1 hour')) AS same;
 SELECT * FROM shardcast.prioritization_report_for(NULL);
+-- A window that ends before it starts is refused (22023); an empty one, [t, t), has no copies.
+SELECT * FROM shardcast.prioritization_report_since('2026-01-02', '2026-01-01');
+SELECT count(*) FROM shardcast.prioritization_report_since('2026-01-01', '2026-01-01');
 SELECT shardcast.complete_task(1, true, NULL, NULL, NULL);
 
 -- The allocation plan follows each node: at most max_concurrent copies at once, sharing
