@@ -606,6 +606,9 @@ def test_enqueue_citus_rebalance_bad_input_enqueues_nothing_and_claims_keep_the_
             assert state == "22004" and hint
             state, message, hint = sql_error(conn, "SELECT * FROM shardcast.claim_citus_move('w', 0)")
             assert state == "22023" and hint
+            for worker in ["''", "' w'", "E'w\\n'", "repeat('w', 256)"]:
+                state, message, hint = sql_error(conn, f"SELECT * FROM shardcast.claim_citus_move({worker})")
+                assert state == "22023" and "worker name" in message and hint, worker
             conn.execute("BEGIN")
             conn.execute("UPDATE pg_extension SET extversion = '12.1-1' WHERE extname = 'citus'")
             state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance('by_shard_count')")
