@@ -156,10 +156,13 @@ pub(super) fn served_history(cleaned: &[f64], raw: &[f64], t: usize) -> Vec<f64>
 /// after it hold every hour of the day and their median is a level, not a part of the daily
 /// shape. Within the day the freshest hours, never cleaned, lead the persistence models.
 const SHIFT_MIN_HOURS: usize = DAY;
-/// Shifts whose first whole day is up to a week old are looked for (so up to eight days old).
-/// Older ones have a week of the new level before now: the cleaning's neighbours and the
-/// models' profiles are mostly on its side already.
-const SHIFT_MAX_HOURS: usize = models::WEEK;
+/// Shifts whose first whole day is up to two weeks old are looked for (so up to fifteen days
+/// old). Older ones have two weeks of the new level before now: the cleaning's neighbours, the
+/// daily profiles and the weekly level's profile (the median of three weeks) are on its side
+/// already. With one week, a load that fell 1000-fold eight days ago was forecast two days
+/// ahead at about a hundred times its new level: two of the three weeks behind the weekly
+/// profile of the hours ahead were at the old level.
+const SHIFT_MAX_HOURS: usize = 2 * models::WEEK;
 /// The last observed hours must all be at the new level: a load that came back an hour ago
 /// (an outage over, a two-day burst ended) is no shift, whatever the day before says. (The
 /// newest hour may be unobserved: an import that ends an hour ago, a worker just restarted.)
@@ -201,7 +204,7 @@ fn share_beside(values: &[f64], level: f64, mid: f64) -> f64 {
     count as f64 / values.len().max(1) as f64
 }
 
-/// The level shift of the last week that lasts until now, if there is one: the hour `at` from
+/// The level shift of the last two weeks that lasts until now, if there is one: the hour `at` from
 /// which the load has run at a level at least [`SHIFT_MIN_RATIO`] apart from the week before
 /// it, for at least [`SHIFT_MIN_HOURS`] observed hours and in each of the last
 /// [`SHIFT_NOW_HOURS`] observed, with the hours on both sides apart ([`SHIFT_SEPARATION`]). A shard whose
@@ -213,7 +216,7 @@ fn share_beside(values: &[f64], level: f64, mid: f64) -> f64 {
 /// hours held at the last value while the worker was stopped are no new level.
 ///
 /// It runs at every forecast, so it looks first at whole days: only where the days since some
-/// day of the last week all run apart from the (up to seven) days before it is the hour looked
+/// day of the last two weeks all run apart from the (up to seven) days before it is the hour looked
 /// for, among the two days around that day's start.
 pub fn level_shift(y: &[f64], known: &[bool]) -> Option<Shift> {
     let n = y.len();
@@ -228,14 +231,25 @@ pub fn level_shift(y: &[f64], known: &[bool]) -> Option<Shift> {
             (lo.min(v), hi.max(v))
         })
     };
-    let since = (1..days.len().min(SHIFT_MAX_HOURS / DAY + 1)).find(|&j| {
-        let (after, before) = (
-            extremes(&days[..j]),
-            extremes(&days[j..(j + SHIFT_BEFORE_HOURS / DAY).min(days.len())]),
-        );
-        (after.0 > 0.0 && before.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
-            || (before.0 > 0.0 && before.0 >= SHIFT_MIN_RATIO * after.1)
-    })?;
+    // Every day whose days since run apart from those before it is tried, newest first: at a
+    // few events an hour the last day alone can run apart from the days before (a median of
+    // 0.5 against 1), and stopping there missed the shift a week before it.
+    (1..days.len().min(SHIFT_MAX_HOURS / DAY + 1))
+        .filter(|&j| {
+            let (after, before) = (
+                extremes(&days[..j]),
+                extremes(&days[j..(j + SHIFT_BEFORE_HOURS / DAY).min(days.len())]),
+            );
+            (after.0 > 0.0 && before.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
+                || (before.0 > 0.0 && before.0 >= SHIFT_MIN_RATIO * after.1)
+        })
+        .find_map(|since| shift_since(y, known, since))
+}
+
+/// The level shift whose first whole day is `since` days before now, if there is one: the hour
+/// it began, among the two days around that day's start, found as [`level_shift`] says.
+fn shift_since(y: &[f64], known: &[bool], since: usize) -> Option<Shift> {
+    let n = y.len();
     let earliest = n.saturating_sub((since + 1) * DAY).max(DAY);
     let latest = (n + DAY)
         .saturating_sub(since * DAY)
