@@ -17,6 +17,14 @@ use serde_json::{json, Value};
 use shardcast_core::forecast::{self, Profiles, Settings};
 
 fn main() {
+    // Bad input is a message and exit status 2, not a panic.
+    if let Err(message) = run() {
+        eprintln!("forecast_cli: {message}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
         args.iter()
@@ -43,12 +51,13 @@ fn main() {
     };
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout());
-    for line in stdin.lock().lines() {
-        let line = line.expect("readable input");
+    for (number, line) in stdin.lock().lines().enumerate() {
+        let line = line.map_err(|e| format!("line {}: unreadable: {e}", number + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let input: Value = serde_json::from_str(&line).expect("a JSON object per line");
+        let input: Value = serde_json::from_str(&line)
+            .map_err(|e| format!("line {}: not a JSON object: {e}", number + 1))?;
         let raw: Vec<f64> = input["y"]
             .as_array()
             .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
@@ -78,6 +87,7 @@ fn main() {
             "upper": f.upper,
             "path": f.path,
         });
-        writeln!(out, "{output}").expect("writable output");
+        writeln!(out, "{output}").map_err(|e| format!("writing the output: {e}"))?;
     }
+    out.flush().map_err(|e| format!("writing the output: {e}"))
 }

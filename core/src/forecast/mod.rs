@@ -25,7 +25,8 @@ pub use history::{clean_outliers, prepare, Shift, MAX_GAP_HOURS};
 pub use models::ModelKind;
 pub use select::{mase_scale, select};
 
-/// Loads above this (per hour) are clamped, so that sums over a horizon stay finite.
+/// Loads above this are clamped, each hour's and the horizon's total alike, so that sums over a
+/// horizon stay finite.
 pub const MAX_LOAD: f64 = 1e15;
 
 /// How forecasts are made.
