@@ -8,6 +8,8 @@ fn node_errors_have_sqlstates_and_hints() {
         ("SELECT shardcast.add_node('fast', 1e6)", "42710"),
         ("SELECT shardcast.add_node('x', 0)", "22023"),
         ("SELECT shardcast.add_node('x', 'NaN')", "22023"),
+        ("SELECT shardcast.add_node('x', 1e6, 1, 'not a conninfo')", "42601"),
+        ("SELECT shardcast.add_node('x', 1e6, 1, 'host=x nosuchoption=1')", "42601"),
         ("SELECT shardcast.add_node('x', 1e6, 0)", "22023"),
         ("SELECT shardcast.add_node(NULL, 1e6)", "22004"),
         ("SELECT shardcast.report_node_load('nowhere', 0.5)", "42704"),
