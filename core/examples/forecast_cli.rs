@@ -32,23 +32,28 @@ fn run() -> Result<(), String> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    // A flag that is given must parse (a horizon of at least 1): a typo is no default.
+    fn parsed<T: std::str::FromStr>(
+        flag: &str,
+        given: Option<String>,
+        default: T,
+    ) -> Result<T, String> {
+        given.map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| format!("{flag} {v:?} is not a number"))
+        })
+    }
+    let defaults = Settings::default();
     let settings = Settings {
-        horizon: value("--horizon").and_then(|v| v.parse().ok()).unwrap_or(1),
-        level: value("--level").and_then(|v| v.parse().ok()).unwrap_or(0.8),
-        ..Settings::default()
+        horizon: parsed("--horizon", value("--horizon"), 1)?,
+        level: parsed("--level", value("--level"), defaults.level)?,
+        origins: parsed("--origins", value("--origins"), defaults.origins)?,
+        origin_stride: parsed("--stride", value("--stride"), defaults.origin_stride)?,
+        members: parsed("--members", value("--members"), defaults.members)?,
     };
-    let settings = Settings {
-        origins: value("--origins")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(settings.origins),
-        origin_stride: value("--stride")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(settings.origin_stride),
-        members: value("--members")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(settings.members),
-        ..settings
-    };
+    if settings.horizon == 0 {
+        return Err("--horizon must be at least 1 hour".into());
+    }
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout());
     for (number, line) in stdin.lock().lines().enumerate() {
@@ -58,10 +63,13 @@ fn run() -> Result<(), String> {
         }
         let input: Value = serde_json::from_str(&line)
             .map_err(|e| format!("line {}: not a JSON object: {e}", number + 1))?;
-        let raw: Vec<f64> = input["y"]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
-            .unwrap_or_default();
+        let raw: Vec<f64> = input
+            .get("y")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("line {}: no array \"y\" of hourly loads", number + 1))?
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect();
         let next_hour = input["next_hour"].as_u64().unwrap_or(0) as usize % 24;
         // The recent excess over the last hour, as the extension reads it (both ending at the
         // last whole 5-minute bucket; the hour defaults to the series' last).

@@ -31,10 +31,13 @@ fn check_sample(sample: &ExternalSample, now: i64, position: Option<usize>) -> S
     })
 }
 
-/// The earliest time whose history the worker keeps: samples before it would be purged at its
-/// next compaction (`shardcast.history_retention`), so they are not recorded at all.
-fn oldest_kept(now: i64) -> i64 {
-    now.saturating_sub(gucs::history_retention().as_micros().min(i64::MAX as u128) as i64)
+/// Whether the worker would purge a sample taken `at` at its next compaction: its 5-minute
+/// bucket starts before `now` minus `shardcast.history_retention`, as the purge decides. Such
+/// samples are not recorded at all.
+fn too_old(at: i64, now: i64) -> bool {
+    let oldest =
+        now.saturating_sub(gucs::history_retention().as_micros().min(i64::MAX as u128) as i64);
+    access::bucket_start(at, access::FINE_BUCKET_SECS) < oldest
 }
 
 /// A WARNING that `skipped` samples (of `of`) were older than the retention and not recorded:
@@ -99,7 +102,7 @@ fn record_access(
     let now = now_micros();
     check_sample(&sample, now, None)?;
     let shard_id = shards::shard_id_for(shards::existing_relation(shard)?)?;
-    if sample.at < oldest_kept(now) {
+    if too_old(sample.at, now) {
         warn_too_old(1, 1);
         return Ok(());
     }
@@ -137,7 +140,6 @@ fn record_access_bulk(
         ));
     }
     let now = now_micros();
-    let oldest = oldest_kept(now);
     let mut skipped = 0;
     let mut shard_ids = shards::ShardIdCache::default();
     let mut sums = BucketSums::default();
@@ -158,7 +160,7 @@ fn record_access_bulk(
         };
         check_sample(&sample, now, Some(i))?;
         let shard_id = shard_ids.get(relid)?;
-        if sample.at < oldest {
+        if too_old(sample.at, now) {
             skipped += 1;
             continue;
         }

@@ -39,7 +39,9 @@ fn invalid(message: String, hint: &str) -> ErrorReport {
 /// in views and repeated in messages, so their length is bounded.
 fn check_name(what: &str, name: &str, max_bytes: usize, example: &str) -> Result<(), ErrorReport> {
     let hint = format!("Name the {what} with printable text, e.g. '{example}'.");
-    if name.trim().is_empty() {
+    // ASCII whitespace, as btrim() in claim_citus_move's check: both refuse the same names.
+    let trimmed = name.trim_matches(|c: char| c.is_ascii_whitespace());
+    if trimmed.is_empty() {
         return Err(invalid(format!("a {what} needs a name"), &hint));
     }
     if name.len() > max_bytes {
@@ -57,7 +59,7 @@ fn check_name(what: &str, name: &str, max_bytes: usize, example: &str) -> Result
             &hint,
         ));
     }
-    if name.trim() != name {
+    if trimmed != name {
         return Err(invalid(
             format!("a {what} name must not begin or end with whitespace"),
             &hint,

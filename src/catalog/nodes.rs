@@ -21,7 +21,7 @@ pub fn add(
     Ok(Spi::get_one_with_args::<bool>(
         "WITH added AS (
              INSERT INTO shardcast.nodes (node, capacity_bytes_per_sec, max_concurrent, conninfo)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (node) DO NOTHING RETURNING 1)
+             VALUES ($1, $2, $3, nullif(btrim($4), '')) ON CONFLICT (node) DO NOTHING RETURNING 1)
          SELECT EXISTS (SELECT 1 FROM added)",
         &[
             name.into(),
@@ -78,7 +78,7 @@ pub fn alter(
              UPDATE shardcast.nodes
              SET capacity_bytes_per_sec = coalesce($2, capacity_bytes_per_sec),
                  max_concurrent = coalesce($3, max_concurrent),
-                 conninfo = CASE WHEN $4::text IS NULL THEN conninfo ELSE nullif($4, '') END,
+                 conninfo = CASE WHEN $4::text IS NULL THEN conninfo ELSE nullif(btrim($4), '') END,
                  enabled = coalesce($5, enabled)
              WHERE node = $1 RETURNING 1)
          SELECT EXISTS (SELECT 1 FROM altered)",

@@ -231,18 +231,24 @@ pub fn level_shift(y: &[f64], known: &[bool]) -> Option<Shift> {
             (lo.min(v), hi.max(v))
         })
     };
-    // Every day whose days since run apart from those before it is tried, newest first: at a
-    // few events an hour the last day alone can run apart from the days before (a median of
-    // 0.5 against 1), and stopping there missed the shift a week before it.
-    (1..days.len().min(SHIFT_MAX_HOURS / DAY + 1))
-        .filter(|&j| {
+    let apart: Vec<bool> = (0..days.len().min(SHIFT_MAX_HOURS / DAY + 1))
+        .map(|j| {
             let (after, before) = (
                 extremes(&days[..j]),
                 extremes(&days[j..(j + SHIFT_BEFORE_HOURS / DAY).min(days.len())]),
             );
-            (after.0 > 0.0 && before.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
-                || (before.0 > 0.0 && before.0 >= SHIFT_MIN_RATIO * after.1)
+            j > 0
+                && ((after.0 > 0.0 && before.0 > 0.0 && after.0 >= SHIFT_MIN_RATIO * before.1)
+                    || (before.0 > 0.0 && before.0 >= SHIFT_MIN_RATIO * after.1))
         })
+        .collect();
+    // The newest day of each run of days apart from the days before them is tried, newest run
+    // first: at a few events an hour the last day alone can run apart from the days before (a
+    // median of 0.5 against 1), and stopping there missed the shift a week before it. Only the
+    // newest of a run: a load that grows or falls steadily puts every day in one run, and
+    // trying each cost ten times the search.
+    (1..apart.len())
+        .filter(|&j| apart[j] && !apart[j - 1])
         .find_map(|since| shift_since(y, known, since))
 }
 

@@ -36,10 +36,8 @@ SELECT shardcast.add_node('replica-x', 100e6, 1025);
 SELECT shardcast.add_node(NULL, 100e6);
 SELECT shardcast.add_node('replica-x', NULL);
 SELECT shardcast.add_node('replica-x', 100e6, NULL);
--- A conninfo that libpq cannot parse, as CREATE SUBSCRIPTION would refuse it (42601), or over
--- 8 kB (22023): refused when the node is added, not when a driver first connects.
-SELECT shardcast.add_node('replica-x', 100e6, 4, 'this is == not a conninfo');
-SELECT shardcast.add_node('replica-x', 100e6, 4, 'host=replica-x nosuchoption=1');
+-- A conninfo over 8 kB (22023). It is not parsed here: the driver connects with its own libpq,
+-- which may know options the server's does not, and reports a bad one when it connects.
 SELECT shardcast.add_node('replica-x', 100e6, 4, 'host=' || repeat('h', 8200));
 -- A load outside 0-1 (22023), an unknown node (42704), NULLs (22004).
 SELECT shardcast.report_node_load('replica-b', 1.5);

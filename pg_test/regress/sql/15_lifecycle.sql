@@ -97,7 +97,6 @@ SELECT shardcast.alter_node('lc-z', 1e6);
 SELECT shardcast.alter_node('lc-a', 0);
 SELECT shardcast.alter_node('lc-a', 'NaN');
 SELECT shardcast.alter_node('lc-a', max_concurrent => 0);
-SELECT shardcast.alter_node('lc-a', conninfo => 'host');
 SELECT shardcast.alter_node(NULL, enabled => true);
 
 -- remove_node refuses a node with tasks in flight (55006): disable it, let them finish.
