@@ -82,13 +82,13 @@ SELECT task_id = :two_fourth AS claimed_it FROM shardcast.claim_task('lc-run-3',
 SELECT shardcast.complete_task(:two_fourth, worker => 'lc-run-3');
 SELECT shardcast.retry_task(:two_again);
 
--- Nodes: alter_node changes what it is given (conninfo => '' clears it); validated like
+-- Nodes: alter_node changes what it is given (a blank conninfo clears it); validated like
 -- add_node. A disabled node gets no new claims; its claimed tasks finish.
 SELECT shardcast.alter_node('lc-b', max_concurrent => 2, conninfo => 'host=lc-b', enabled => false);
 SELECT node, capacity_bytes_per_sec, max_concurrent, enabled FROM shardcast.nodes WHERE node LIKE 'lc-%' ORDER BY node;
 SELECT count(*) AS claimed_on_disabled FROM shardcast.claim_task('lc-run-2', 'lc-b');
 SELECT shardcast.heartbeat(:claimed) > now() AS still_renewed;
-SELECT shardcast.alter_node('lc-b', 75e6, conninfo => '', enabled => true);
+SELECT shardcast.alter_node('lc-b', 75e6, conninfo => '  ', enabled => true);  -- blank: no conninfo
 SELECT node, capacity_bytes_per_sec, max_concurrent, conninfo IS NULL AS no_conninfo, enabled FROM shardcast.nodes WHERE node = 'lc-b';
 -- The duplicate-node hint names alter_node.
 SELECT shardcast.add_node('lc-a', 1e6);
