@@ -37,6 +37,14 @@ def span(parser, args, first, end):
     return start, stop
 
 
+def clear(outdir, source):
+    """Makes `outdir` and removes the CSVs of `source` (`source_*.csv`) a run before wrote there:
+    the benchmarks read every CSV of the directory."""
+    os.makedirs(outdir, exist_ok=True)
+    for old in glob.glob(os.path.join(outdir, f"{source}_*.csv")):
+        os.remove(old)
+
+
 def write(outdir, prefix, times, keys, start, stop, series, noun):
     """One CSV per key of the `series` most frequent ones, named `prefix_key.csv`: the events
     at `times` (one per row, naive timestamps) counted per 5-minute step of [start, stop). Old
@@ -45,10 +53,7 @@ def write(outdir, prefix, times, keys, start, stop, series, noun):
     inside = (times >= start) & (times < stop)
     times, keys = times[inside], keys[inside]
     steps = pd.date_range(start, stop, freq="5min", inclusive="left")
-    os.makedirs(outdir, exist_ok=True)
-    source = prefix.split("_")[0]
-    for old in glob.glob(os.path.join(outdir, f"{source}_*.csv")):
-        os.remove(old)
+    clear(outdir, prefix.split("_")[0])
     for key in keys.value_counts().index[:series]:
         counts = (times[keys == key].dt.floor("5min").value_counts()
                   .reindex(steps, fill_value=0).sort_index())

@@ -103,9 +103,7 @@ def recordings(archive, member, outdir, count):
     epoch code, ...) and then one line per epoch whose first field is the activity count
     (pyActigraphy's reader, `io/awd/awd.py`, reads them so). Counts are summed per 5 minutes;
     the partial steps at either end are left out."""
-    os.makedirs(outdir, exist_ok=True)
-    for old in glob.glob(os.path.join(outdir, "activity_*.csv")):
-        os.remove(old)
+    event_series.clear(outdir, "activity")
     for number in range(1, min(count, 5) + 1):
         name = member.format(number)
         lines = archive.read(name).decode("utf-8").splitlines()

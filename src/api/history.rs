@@ -31,12 +31,15 @@ fn check_sample(sample: &ExternalSample, now: i64, position: Option<usize>) -> S
     })
 }
 
-/// Whether the worker would purge a sample taken `at` at its next compaction: its 5-minute
-/// bucket starts before `now` minus `shardcast.history_retention`, as the purge decides. Such
-/// samples are not recorded at all.
-fn too_old(at: i64, now: i64) -> bool {
-    let oldest =
-        now.saturating_sub(gucs::history_retention().as_micros().min(i64::MAX as u128) as i64);
+/// The start of the oldest 5-minute bucket the worker keeps at `now`: `now` minus
+/// `shardcast.history_retention`. A sample whose bucket starts before it would be purged at the
+/// next compaction, as the purge decides, and is not recorded at all ([`too_old`]).
+fn oldest_kept(now: i64) -> i64 {
+    now.saturating_sub(gucs::history_retention().as_micros().min(i64::MAX as u128) as i64)
+}
+
+/// Whether a sample taken `at` falls in a bucket before `oldest` ([`oldest_kept`]).
+fn too_old(at: i64, oldest: i64) -> bool {
     access::bucket_start(at, access::FINE_BUCKET_SECS) < oldest
 }
 
@@ -102,7 +105,7 @@ fn record_access(
     let now = now_micros();
     check_sample(&sample, now, None)?;
     let shard_id = shards::shard_id_for(shards::existing_relation(shard)?)?;
-    if too_old(sample.at, now) {
+    if too_old(sample.at, oldest_kept(now)) {
         warn_too_old(1, 1);
         return Ok(());
     }
@@ -140,6 +143,8 @@ fn record_access_bulk(
         ));
     }
     let now = now_micros();
+    // Read once: the setting does not change within a call.
+    let oldest = oldest_kept(now);
     let mut skipped = 0;
     let mut shard_ids = shards::ShardIdCache::default();
     let mut sums = BucketSums::default();
@@ -160,7 +165,7 @@ fn record_access_bulk(
         };
         check_sample(&sample, now, Some(i))?;
         let shard_id = shard_ids.get(relid)?;
-        if too_old(sample.at, now) {
+        if too_old(sample.at, oldest) {
             skipped += 1;
             continue;
         }

@@ -177,11 +177,7 @@ pub fn table(relid: pg_sys::Oid, partitioned: bool) -> SqlResult<pg_sys::Oid> {
     match kind.as_deref() {
         Some("r") => Ok(relid),
         Some("p") if partitioned => Ok(relid),
-        Some("p") => Err(sql_error(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("\"{name}\" is a partitioned table, not a shard"),
-            "Name its leaf partitions instead: each is a shard of its own.",
-        )),
+        Some("p") => Err(partitioned_parent(&name)),
         Some("system") => Err(sql_error(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             format!("\"{name}\" is not tracked by shardcast"),
@@ -192,12 +188,26 @@ pub fn table(relid: pg_sys::Oid, partitioned: bool) -> SqlResult<pg_sys::Oid> {
             format!("\"{name}\" is a temporary table"),
             "Temporary tables hold no shards: they live as long as their session.",
         )),
-        _ => Err(sql_error(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("\"{name}\" is not a table"),
-            "Shards are ordinary tables and leaf partitions (not views, sequences or indexes).",
-        )),
+        _ => Err(not_a_table(&name)),
     }
+}
+
+/// The error for a partitioned parent where a shard is needed.
+fn partitioned_parent(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+        format!("\"{name}\" is a partitioned table, not a shard"),
+        "Name its leaf partitions instead: each is a shard of its own.",
+    )
+}
+
+/// The error for a relation that is no table at all (a view, sequence or index).
+fn not_a_table(name: &str) -> pgrx::pg_sys::panic::ErrorReport {
+    sql_error(
+        PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+        format!("\"{name}\" is not a table"),
+        "Shards are ordinary tables and leaf partitions.",
+    )
 }
 
 /// Explains why a relation is not a shard.
@@ -212,22 +222,14 @@ fn not_a_shard(relid: pg_sys::Oid) -> SqlResult<pgrx::pg_sys::panic::ErrorReport
         return Ok(no_such_relation(relid));
     };
     Ok(match kind.as_deref() {
-        Some("p") => sql_error(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("\"{name}\" is a partitioned table, not a shard"),
-            "Name its leaf partitions instead: each is a shard of its own.",
-        ),
+        Some("p") => partitioned_parent(&name),
         Some("r") => sql_error(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             format!("\"{name}\" is not tracked by shardcast"),
             "Temporary tables, system schemas, shardcast's own schema and the schemas in \
              shardcast.excluded_schemas hold no shards.",
         ),
-        _ => sql_error(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("\"{name}\" is not a table"),
-            "Shards are ordinary tables and leaf partitions.",
-        ),
+        _ => not_a_table(&name),
     })
 }
 
