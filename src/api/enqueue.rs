@@ -60,13 +60,12 @@ fn enqueue_bulk(shard_ids: &[i32], node: Option<&str>) -> SqlResult<i64> {
         )
         .set_detail(format!(
             "Skipped: {}.",
-            skipped
-                .iter()
-                .take(20)
-                .map(|(name, node, _)| format!("{name} (on {node})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-                + if skipped.len() > 20 { ", ..." } else { "" }
+            listed(
+                &skipped
+                    .iter()
+                    .map(|(name, node, _)| format!("{name} (on {node})"))
+                    .collect::<Vec<_>>()
+            )
         ))
         .report(PgLogLevel::NOTICE);
     }
@@ -165,7 +164,10 @@ fn enqueue(shard: Option<pg_sys::Oid>, node: Option<&str>) -> SqlResult<i64> {
 
 /// Enqueues every table of a logical-replication publication; returns the number of open tasks
 /// (new or kept); shards already copied are skipped with a NOTICE.
-/// Leaf partitions that logical replication cannot carry (unlogged) are skipped with a NOTICE.
+/// Leaf partitions that logical replication cannot carry (unlogged) are skipped with a NOTICE,
+/// and so, in one NOTICE, are the publication's tables that are no shard (`FOR ALL TABLES`
+/// includes shardcast's own): a script that enqueues a publication learns what it will not
+/// order. An empty publication says so.
 #[pg_extern(sql = false)]
 fn enqueue_publication(
     publication: Option<&str>,
@@ -182,8 +184,49 @@ fn enqueue_publication(
     }
     shards::sync().map_err(spi_error)?;
     let shard_ids = tasks::publication_shard_ids(publication).map_err(spi_error)?;
+    let untracked = tasks::publication_untracked(publication).map_err(spi_error)?;
+    if !untracked.is_empty() {
+        sql_error(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            match untracked.len() {
+                1 => format!(
+                    "1 table of publication \"{publication}\" is not tracked by shardcast, skipping"
+                ),
+                n => format!(
+                    "{n} tables of publication \"{publication}\" are not tracked by shardcast, \
+                     skipping"
+                ),
+            },
+            "System schemas, shardcast's own schema and the schemas in \
+             shardcast.excluded_schemas hold no shards; Citus shards are moved by \
+             shardcast.enqueue_citus_rebalance.",
+        )
+        .set_detail(format!("Skipped: {}.", listed(&untracked)))
+        .report(PgLogLevel::NOTICE);
+    } else if shard_ids.is_empty() {
+        sql_error(
+            PgSqlErrorCode::ERRCODE_NO_DATA,
+            format!("publication \"{publication}\" holds no tables"),
+            "ALTER PUBLICATION ... ADD TABLE, then enqueue it again.",
+        )
+        .report(PgLogLevel::NOTICE);
+    }
     let shard_ids = replicable_only(shard_ids)?;
     enqueue_bulk(&shard_ids, node)
+}
+
+/// Up to 20 names, comma-separated, with "..." after when there are more.
+fn listed(names: &[String]) -> String {
+    let mut text = names
+        .iter()
+        .take(20)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 20 {
+        text.push_str(", ...");
+    }
+    text
 }
 
 /// Enqueues every live shard; returns the number of open tasks (new or kept); shards already

@@ -30,6 +30,13 @@ SELECT shardcast.enqueue('orders', node => 'replica-b');
 -- Every table of a publication (a partitioned table: its partitions), for replica-a.
 CREATE PUBLICATION app_pub FOR TABLE customers, measurements;
 SELECT shardcast.enqueue_publication('app_pub', 'replica-a');
+-- A publication's tables that are no shard are named in one NOTICE and skipped (here one of
+-- shardcast's own, which FOR ALL TABLES would include); an empty publication says so.
+CREATE PUBLICATION mixed_pub FOR TABLE customers, shardcast.nodes;
+SELECT shardcast.enqueue_publication('mixed_pub', 'replica-a');
+CREATE PUBLICATION empty_pub;
+SELECT shardcast.enqueue_publication('empty_pub');
+DROP PUBLICATION mixed_pub, empty_pub;
 -- Every live shard (it first registers new tables and retires dropped ones: pageviews of
 -- 07_sparkline). Shards with an open task keep it; the count is of shards.
 SELECT shardcast.enqueue_all();

@@ -216,6 +216,36 @@ pub fn publication_exists(publication: &str) -> Result<bool, pgrx::spi::Error> {
     )? == Some(true))
 }
 
+/// The tables of a publication (leaf partitions for a partitioned one) that are no live shard:
+/// those in the schemas that hold no shards, or Citus shards, which the Citus queue moves.
+/// Their names, in order.
+pub fn publication_untracked(publication: &str) -> Result<Vec<String>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT leaf.relid::regclass::text
+                 FROM pg_catalog.pg_publication_tables p
+                 JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
+                 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+                 CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
+                                     SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) WHERE isleaf) leaf
+                 JOIN pg_catalog.pg_class l ON l.oid = leaf.relid AND l.relkind = 'r'
+                 WHERE p.pubname = $1
+                   AND NOT EXISTS (SELECT 1 FROM shardcast.shards s
+                                   WHERE s.relid = leaf.relid AND s.retired_at IS NULL
+                                     AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)
+                 ORDER BY 1",
+                None,
+                &[publication.into()],
+            )?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                row.get::<String>(1).map(|v| v.unwrap_or_default())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+}
+
 /// The live shards of a publication's tables, leaf partitions included.
 pub fn publication_shard_ids(publication: &str) -> Result<Vec<i32>, pgrx::spi::Error> {
     Spi::connect(|client| {
