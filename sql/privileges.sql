@@ -6,7 +6,7 @@
 
 GRANT USAGE ON SCHEMA shardcast TO PUBLIC;
 GRANT SELECT ON shardcast.access_history, shardcast.shard_activity, shardcast.worker_status,
-    shardcast.effective_classes, shardcast.shard_classes TO PUBLIC;
+    shardcast.effective_classes, shardcast.shard_classes, shardcast.shard_candidates TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.set_shard_class(regclass, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass, timestamptz, double precision, double precision) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION shardcast.record_access(regclass[], timestamptz[], double precision[], double precision[]) FROM PUBLIC;

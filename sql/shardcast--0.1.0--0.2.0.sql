@@ -278,6 +278,8 @@ LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM pg_catalog.pg_stat_activity a
 COMMENT ON VIEW shardcast.worker_status IS
     'The background worker: where it runs, what it is doing, when it last sampled, its last error.';
 GRANT SELECT ON shardcast.worker_status TO PUBLIC;
+-- What a shard is (the tables' names, as pg_class shows them): readable like every other view.
+GRANT SELECT ON shardcast.shard_candidates TO PUBLIC;
 
 -- Read-only views never open a shard's relation: priority_scores draws its sparklines with
 -- _sparkline(oid) and leaves out shards whose table is gone; sparkline() takes its regclass as an
@@ -460,6 +462,9 @@ COMMENT ON COLUMN shardcast.replication_tasks.copied IS
     'For a done task: whether its completion copied data (false: the table was already in sync on the node).';
 UPDATE shardcast.replication_tasks SET copied = true WHERE state = 'done';
 ALTER TABLE shardcast.completion_log ADD COLUMN copied boolean;
+-- Without a replica identity, the UPDATE below fails in a database with a publication FOR ALL
+-- TABLES (which includes shardcast's own tables): the log has no key.
+ALTER TABLE shardcast.completion_log REPLICA IDENTITY FULL;
 COMMENT ON COLUMN shardcast.completion_log.copied IS
     'For a success: whether data was copied (false: the table was already in sync on the node); NULL for a failure.';
 UPDATE shardcast.completion_log SET copied = true WHERE succeeded;

@@ -332,6 +332,10 @@ CREATE TABLE shardcast.completion_log (
     copied          boolean
 );
 CREATE INDEX completion_log_finished ON shardcast.completion_log (finished_at);
+-- The log has no key (a task may finish more than once), and a publication FOR ALL TABLES,
+-- which includes shardcast's own tables, refuses an UPDATE or DELETE of a table without a
+-- replica identity: an upgrade script's, or a DBA's clean-up.
+ALTER TABLE shardcast.completion_log REPLICA IDENTITY FULL;
 COMMENT ON COLUMN shardcast.completion_log.copied IS
     'For a success: whether data was copied (false: the table was already in sync on the node); NULL for a failure.';
 COMMENT ON TABLE shardcast.completion_log IS

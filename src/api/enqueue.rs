@@ -183,8 +183,7 @@ fn enqueue_publication(
         ));
     }
     shards::sync().map_err(spi_error)?;
-    let shard_ids = tasks::publication_shard_ids(publication).map_err(spi_error)?;
-    let untracked = tasks::publication_untracked(publication).map_err(spi_error)?;
+    let (shard_ids, untracked) = tasks::publication_shards(publication).map_err(spi_error)?;
     if !untracked.is_empty() {
         sql_error(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,

@@ -216,59 +216,38 @@ pub fn publication_exists(publication: &str) -> Result<bool, pgrx::spi::Error> {
     )? == Some(true))
 }
 
-/// The tables of a publication (leaf partitions for a partitioned one) that are no live shard:
-/// those in the schemas that hold no shards, or Citus shards, which the Citus queue moves.
-/// Their names, in order.
-pub fn publication_untracked(publication: &str) -> Result<Vec<String>, pgrx::spi::Error> {
-    Spi::connect(|client| {
+/// A publication's tables (leaf partitions for a partitioned one), split in two: the live
+/// shards among them, and the names (in order) of those that are no live shard: in the schemas
+/// that hold no shards, or Citus shards, which the Citus queue moves.
+pub fn publication_shards(publication: &str) -> Result<(Vec<i32>, Vec<String>), pgrx::spi::Error> {
+    let rows = Spi::connect(|client| {
         client
             .select(
-                "SELECT leaf.relid::regclass::text
+                "SELECT DISTINCT s.shard_id, leaf.relid::regclass::text
                  FROM pg_catalog.pg_publication_tables p
                  JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
                  JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
                  CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
                                      SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) WHERE isleaf) leaf
                  JOIN pg_catalog.pg_class l ON l.oid = leaf.relid AND l.relkind = 'r'
+                 LEFT JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL
+                                             AND to_jsonb(s) ->> 'citus_shard_id' IS NULL
                  WHERE p.pubname = $1
-                   AND NOT EXISTS (SELECT 1 FROM shardcast.shards s
-                                   WHERE s.relid = leaf.relid AND s.retired_at IS NULL
-                                     AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)
-                 ORDER BY 1",
+                 ORDER BY 2",
                 None,
                 &[publication.into()],
             )?
             .map(|row| {
                 pg_sys::check_for_interrupts!();
-                row.get::<String>(1).map(|v| v.unwrap_or_default())
+                Ok((row.get::<i32>(1)?, row.get::<String>(2)?.unwrap_or_default()))
             })
-            .collect::<Result<Vec<_>, _>>()
-    })
-}
-
-/// The live shards of a publication's tables, leaf partitions included.
-pub fn publication_shard_ids(publication: &str) -> Result<Vec<i32>, pgrx::spi::Error> {
-    Spi::connect(|client| {
-        client
-            .select(
-            "SELECT s.shard_id
-             FROM pg_catalog.pg_publication_tables p
-             JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
-             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-             CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
-                                 SELECT relid FROM pg_catalog.pg_partition_tree(c.oid) WHERE isleaf) leaf
-             JOIN shardcast.shards s ON s.relid = leaf.relid AND s.retired_at IS NULL
-                                  AND to_jsonb(s) ->> 'citus_shard_id' IS NULL
-             WHERE p.pubname = $1",
-                None,
-                &[publication.into()],
-            )?
-            .map(|row| {
-                pg_sys::check_for_interrupts!();
-                row.get::<i32>(1).map(|v| v.unwrap_or_default())
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let (tracked, untracked): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(id, _)| id.is_some());
+    Ok((
+        tracked.into_iter().filter_map(|(id, _)| id).collect(),
+        untracked.into_iter().map(|(_, name)| name).collect(),
+    ))
 }
 
 /// A relation's name and persistence (`pg_class.relpersistence`); NULLs when it is gone.

@@ -13,8 +13,7 @@ mod reports;
 pub use dispatch::{queued, store_dispatch_order, DispatchOrder, QueuedRow};
 pub use enqueue::{
     enqueue, live_shard_ids, lock_queue, not_permanent, persistence, publication_exists,
-    publication_shard_ids, publication_untracked, queued_among, resize_queued, try_lock_queue,
-    Enqueued,
+    publication_shards, queued_among, resize_queued, try_lock_queue, Enqueued,
 };
 pub use gone::cancel_gone;
 pub use lifecycle::{cancel, forget_replica, requeue, retry_check};
