@@ -583,6 +583,43 @@ def test_hot_first_moves_to_an_added_node_and_a_killed_driver_resumes():
         _worker_healthy(coordinator)
 
 
+def test_the_driver_first_copies_the_reference_tables_to_a_node_added_since():
+    """A node added after the reference tables were created lacks them, and Citus refuses to
+    move a shard there until they are copied ("there are missing reference tables on some
+    nodes"). Citus's rebalancer copies them first; so does the driver, so that the README's
+    recipe after citus_add_node works as written."""
+    with citus_cluster(DB, workers=2, settings=MOVES, name="citus-ref") as (coordinator, workers):
+        added = workers[1]
+        with coordinator.connect(DB) as conn:
+            conn.execute("SELECT citus_remove_node('127.0.0.1', %s)", [added.port])
+            _distributed_orders(conn, shards=4, rows=2000)
+            conn.execute("CREATE TABLE regions (id int PRIMARY KEY, name text)")
+            conn.execute("SELECT create_reference_table('regions')")
+            conn.execute("INSERT INTO regions SELECT g, 'region ' || g FROM generate_series(1, 10) g")
+            before = conn.execute("SELECT count(*), sum(amount) FROM orders").fetchone()
+            conn.execute("SELECT citus_add_node('127.0.0.1', %s)", [added.port])
+            on_added = """SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_shard s USING (shardid)
+                          JOIN pg_dist_node n ON n.groupid = p.groupid
+                          WHERE s.logicalrelid = 'regions'::regclass AND n.nodeport = %s"""
+            assert conn.execute(on_added, [added.port]).fetchone()[0] == 0
+            wait_for("every Citus shard registered", lambda: conn.execute(
+                "SELECT count(*) = 4 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+            queued = conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0]
+            assert queued >= 1
+            run = subprocess.run(_citus_driver(coordinator, "--transfer-mode", "block_writes"),
+                                 capture_output=True, text=True, timeout=300)
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert conn.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'done'"
+                                ).fetchone()[0] == queued, run.stdout
+            assert conn.execute(on_added, [added.port]).fetchone()[0] == 1
+            placement = _placement(conn)
+            assert f"127.0.0.1:{added.port}" in placement.values(), placement
+            assert conn.execute("SELECT count(*), sum(amount) FROM orders").fetchone() == before
+            assert conn.execute("SELECT count(*) FROM orders o JOIN regions r ON r.id = 1 + o.id % 10"
+                                ).fetchone()[0] == before[0]
+        _worker_healthy(coordinator)
+
+
 def test_enqueue_citus_rebalance_bad_input_enqueues_nothing_and_claims_keep_the_limits():
     import psycopg
     with citus_cluster(DB, workers=1, settings=MOVES, name="citus-badmv") as (coordinator, workers):

@@ -262,13 +262,15 @@ impl ExternalSample {
     }
 
     /// External history knows reads and writes, not scans or blocks: an imported read counts as
-    /// one access (a scan) that reads one tuple, so that it is load whatever
-    /// `shardcast.load_measure` counts, scans or tuples.
+    /// one access (a scan) that reads one tuple from one buffer (a block hit), so that it is load
+    /// whatever `shardcast.load_measure` counts, scans, tuples or blocks. (Counted as no block,
+    /// imported history forecast zero under `blocks`.)
     pub fn access(&self) -> Access {
         Access {
             scans: self.reads,
             tuples_read: self.reads,
             tuples_written: self.writes,
+            blocks_hit: self.reads,
             ..Access::default()
         }
     }

@@ -33,7 +33,9 @@ DESCRIPTION = """\
 Moves the Citus shard groups that shardcast queued (SELECT shardcast.enqueue_citus_rebalance()),
 hottest per byte first, with citus_move_shard_placement on the coordinator: at most
 --moves-per-node moves at once per node (as source or as target), one at a time per colocation
-group. Resumes after a kill: a move Citus finished is recognised, a lapsed claim is taken again.
+group. First copies the reference tables to the nodes that lack them (replicate_reference_tables,
+as Citus's rebalancer does). Resumes after a kill: a move Citus finished is recognised, a lapsed
+claim is taken again.
 """
 
 EPILOG = """\
@@ -187,6 +189,18 @@ class Rebalancer:
                 return EXIT_ENVIRONMENT
             began = time.monotonic()
             try:
+                # As Citus's own rebalancer does before it moves: a node added since the
+                # reference tables were created lacks them, and citus_move_shard_placement
+                # refuses to move a shard there ("there are missing reference tables on some
+                # nodes"). Nothing is copied when every node has them.
+                if source.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'queued'").fetchone()[0]:
+                    source.execute("SELECT pg_catalog.replicate_reference_tables(%s::citus.shard_transfer_mode)",
+                                   [self.args.transfer_mode])
+            except psycopg.Error as error:
+                self.out.say(f"shardcast-driver: could not copy the reference tables to every node first: "
+                             f"{first_line(error)}", error=True)
+                return EXIT_ENVIRONMENT
+            try:
                 status = self.serve(source)
             except Lost as error:
                 # The moves in flight are cancelled (Citus rolls them back) and handed back where
@@ -219,7 +233,8 @@ class Rebalancer:
                     "(install it, then ALTER EXTENSION citus UPDATE)")
         missing = [f for f in ("shardcast.claim_citus_move(text, integer)", "shardcast.heartbeat(bigint, text)",
                                "shardcast.complete_task(bigint, boolean, text, text, boolean)",
-                               "shardcast.release_task(bigint, text)")
+                               "shardcast.release_task(bigint, text)",
+                               "pg_catalog.replicate_reference_tables(citus.shard_transfer_mode)")
                    if not source.execute("SELECT has_function_privilege(%s, 'EXECUTE')", [f]).fetchone()[0]]
         if missing:
             grants = "; ".join(f"GRANT EXECUTE ON FUNCTION {f} TO {source.info.user}" for f in missing)

@@ -90,12 +90,12 @@ def conninfo(text: str) -> str:
     return text
 
 
-def common_arguments(parser: argparse.ArgumentParser) -> None:
+def common_arguments(parser: argparse.ArgumentParser, nodes: str = "every enabled node with a conninfo") -> None:
     parser.add_argument("--version", action="version", version=f"shardcast-driver {__version__}")
     parser.add_argument("--source", required=True, type=conninfo,
                         help="conninfo of the database where shardcast runs")
     parser.add_argument("--node", action="append", type=non_empty,
-                        help="only this node (repeatable; default: every enabled node with a conninfo)")
+                        help=f"only this node (repeatable; default: {nodes})")
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -154,7 +154,8 @@ def finish_parser() -> argparse.ArgumentParser:
         "DROP SUBSCRIPTION, which drops their slots on the source) and its publications on the source, and check "
         "that no slot of theirs is left, so that the replicas become ordinary, independent tables and the source "
         "keeps no WAL for them. Refused while tasks are open (4) or failed (1), unless --force.")
-    common_arguments(parser)
+    # Disabled nodes too: a node disabled for good still has its publication, subscription and slot.
+    common_arguments(parser, nodes="every node with a conninfo, disabled ones included")
     parser.add_argument("--keep-replicating", action="store_true",
                         help="leave the publications, subscriptions and slots: the replicas keep following the "
                         "source (whose slots keep WAL until consumed); only check that every task is done")

@@ -335,6 +335,14 @@ impl Refresh {
             )
             .truncated(self.minutes as f64 / 60.0);
             let reason = change_reason(shard, &selection, &f, fresh);
+            // A cold start picks its model when it forecasts (a cluster's profile, or the
+            // recent mean when none fits): kept as the one it picked, so that `models` names
+            // the model `model` does. Either is a cold start to the next refresh.
+            let selection = if selection.members.iter().any(|(m, _)| m.is_cold_start()) {
+                f.selection.clone()
+            } else {
+                selection
+            };
             self.made.push(Made {
                 shard_id: shard.shard_id,
                 forecast: f,

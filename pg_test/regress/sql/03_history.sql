@@ -3,7 +3,8 @@
 -- record_access() imports from elsewhere (query logs, another monitoring system):
 --   record_access(shard regclass, sampled_at timestamptz, reads float8, writes float8 DEFAULT 0)
 --   record_access(shards regclass[], sampled_at timestamptz[], reads float8[], writes float8[] DEFAULT NULL)
--- Each read counts as one scan reading one tuple; writes are tuples written. The time may be
+-- Each read counts as one scan reading one tuple from one buffer (a block hit); writes are
+-- tuples written. The time may be
 -- in the past, never in the future. The bulk form validates every element before it writes
 -- anything, and returns how many samples it recorded. Hours that only imports cover are
 -- "imported" history (as opposed to "observed" by the worker).

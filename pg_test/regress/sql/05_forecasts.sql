@@ -43,6 +43,12 @@ SELECT shardcast.refresh_forecasts();
 SELECT shard, point FROM shardcast.forecasts ORDER BY shard_id;
 RESET shardcast.load_measure;
 RESET shardcast.write_weight;
+-- Blocks (buffer accesses): an imported read is one block hit, so imported history is load
+-- under every measure, the same here as in scans.
+SET shardcast.load_measure = 'blocks';
+SELECT shardcast.refresh_forecasts();
+SELECT shard, point FROM shardcast.forecasts ORDER BY shard_id;
+RESET shardcast.load_measure;
 -- A session can forecast over another horizon (in PostgreSQL's units, 1 hour to 7 days): the
 -- published forecasts are then over that horizon until the next refresh (the worker uses the
 -- server's setting). A steady load over 4 hours is 4 times an hour's; a forecast over another
