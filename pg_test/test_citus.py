@@ -606,9 +606,23 @@ def test_the_driver_first_copies_the_reference_tables_to_a_node_added_since():
                 "SELECT count(*) = 4 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
             queued = conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0]
             assert queued >= 1
-            run = subprocess.run(_citus_driver(coordinator, "--transfer-mode", "block_writes"),
-                                 capture_output=True, text=True, timeout=300)
+            # A role with the driver's grants but not replicate_reference_tables (Citus revokes it
+            # from PUBLIC) is told what to grant, before any move is tried.
+            conn.execute("CREATE ROLE mover LOGIN")
+            conn.execute("GRANT EXECUTE ON FUNCTION shardcast.claim_citus_move(text, integer), "
+                         "shardcast.heartbeat(bigint, text), "
+                         "shardcast.complete_task(bigint, boolean, text, text, boolean), "
+                         "shardcast.release_task(bigint, text) TO mover")
+            command = _citus_driver(coordinator, "--transfer-mode", "block_writes")
+            as_mover = [c.replace("user=postgres", "user=mover") for c in command]
+            refused = subprocess.run(as_mover, capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 3, refused.stdout + refused.stderr
+            assert "GRANT EXECUTE ON FUNCTION pg_catalog.replicate_reference_tables" in refused.stderr, refused.stderr
+            assert conn.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'queued'"
+                                ).fetchone()[0] == queued
+            run = subprocess.run(command, capture_output=True, text=True, timeout=300)
             assert run.returncode == 0, run.stdout + run.stderr
+            assert "copying the reference tables" in run.stdout + run.stderr
             assert conn.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'done'"
                                 ).fetchone()[0] == queued, run.stdout
             assert conn.execute(on_added, [added.port]).fetchone()[0] == 1

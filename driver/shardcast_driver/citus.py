@@ -54,6 +54,20 @@ exit status:
 # (logical replication when every table has a replica identity, else block_writes).
 TRANSFER_MODES = ("auto", "force_logical", "block_writes")
 
+# Whether an active primary node lacks a placement of a reference table (Citus's
+# ReferenceTablePlacementNodeList: every active primary, the coordinator too when it is in the
+# metadata). Reference tables are distributed by none with two-phase replication ('n', 't').
+MISSING_REFERENCE_TABLES = """
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_catalog.pg_dist_partition p
+    JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid = p.logicalrelid
+    CROSS JOIN pg_catalog.pg_dist_node n
+    WHERE p.partmethod = 'n' AND p.repmodel = 't' AND n.isactive AND n.noderole = 'primary'
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_placement pl
+                      WHERE pl.shardid = s.shardid AND pl.groupid = n.groupid))
+"""
+
 # Where a move group's shard is now: the nodes of its placements.
 PLACEMENTS = """
 SELECT n.nodename || ':' || n.nodeport
@@ -190,12 +204,23 @@ class Rebalancer:
             began = time.monotonic()
             try:
                 # As Citus's own rebalancer does before it moves: a node added since the
-                # reference tables were created lacks them, and citus_move_shard_placement
-                # refuses to move a shard there ("there are missing reference tables on some
-                # nodes"). Nothing is copied when every node has them.
-                if source.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'queued'").fetchone()[0]:
+                # reference tables were created lacks them, and Citus refuses every move while
+                # one does ("there are missing reference tables on some nodes"). Copied only
+                # when one is missing: Citus revokes replicate_reference_tables from PUBLIC, and
+                # a table owner may move shards without it.
+                queued = source.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'queued'"
+                                        ).fetchone()[0]
+                if queued and source.execute(MISSING_REFERENCE_TABLES).fetchone()[0]:
+                    self.out.say("copying the reference tables to the nodes that lack them first")
                     source.execute("SELECT pg_catalog.replicate_reference_tables(%s::citus.shard_transfer_mode)",
                                    [self.args.transfer_mode])
+            except psycopg.errors.InsufficientPrivilege as error:
+                self.out.say(f"shardcast-driver: a node lacks the reference tables, and Citus moves no shard until "
+                             f"they are copied, which {source.info.user} may not do ({first_line(error)}): run "
+                             f"SELECT replicate_reference_tables() as a superuser, or GRANT EXECUTE ON FUNCTION "
+                             f"pg_catalog.replicate_reference_tables(citus.shard_transfer_mode) TO "
+                             f"{source.info.user}", error=True)
+                return EXIT_ENVIRONMENT
             except psycopg.Error as error:
                 self.out.say(f"shardcast-driver: could not copy the reference tables to every node first: "
                              f"{first_line(error)}", error=True)
@@ -233,8 +258,7 @@ class Rebalancer:
                     "(install it, then ALTER EXTENSION citus UPDATE)")
         missing = [f for f in ("shardcast.claim_citus_move(text, integer)", "shardcast.heartbeat(bigint, text)",
                                "shardcast.complete_task(bigint, boolean, text, text, boolean)",
-                               "shardcast.release_task(bigint, text)",
-                               "pg_catalog.replicate_reference_tables(citus.shard_transfer_mode)")
+                               "shardcast.release_task(bigint, text)")
                    if not source.execute("SELECT has_function_privilege(%s, 'EXECUTE')", [f]).fetchone()[0]]
         if missing:
             grants = "; ".join(f"GRANT EXECUTE ON FUNCTION {f} TO {source.info.user}" for f in missing)

@@ -182,6 +182,10 @@ fn enqueue_publication(
             "See pg_publication, or CREATE PUBLICATION first.",
         ));
     }
+    if let Some(node) = node {
+        // Before the NOTICEs below: a misspelt node is an error, not an error after notices.
+        check_node(node)?;
+    }
     shards::sync().map_err(spi_error)?;
     let (shard_ids, untracked) = tasks::publication_shards(publication).map_err(spi_error)?;
     if !untracked.is_empty() {
@@ -205,8 +209,9 @@ fn enqueue_publication(
     } else if shard_ids.is_empty() {
         sql_error(
             PgSqlErrorCode::ERRCODE_NO_DATA,
-            format!("publication \"{publication}\" holds no tables"),
-            "ALTER PUBLICATION ... ADD TABLE, then enqueue it again.",
+            format!("publication \"{publication}\" holds no table to copy"),
+            "ALTER PUBLICATION ... ADD TABLE (a partitioned table is copied by its partitions), then \
+             enqueue it again.",
         )
         .report(PgLogLevel::NOTICE);
     }

@@ -334,15 +334,16 @@ impl Refresh {
                 self.clock.next_hour,
             )
             .truncated(self.minutes as f64 / 60.0);
-            let reason = change_reason(shard, &selection, &f, fresh);
             // A cold start picks its model when it forecasts (a cluster's profile, or the
             // recent mean when none fits): kept as the one it picked, so that `models` names
-            // the model `model` does. Either is a cold start to the next refresh.
+            // the model `model` does, and the next refresh compares like with like. Either is
+            // a cold start to the next refresh.
             let selection = if selection.members.iter().any(|(m, _)| m.is_cold_start()) {
                 f.selection.clone()
             } else {
                 selection
             };
+            let reason = change_reason(shard, &selection, &f, fresh);
             self.made.push(Made {
                 shard_id: shard.shard_id,
                 forecast: f,

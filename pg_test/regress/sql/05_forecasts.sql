@@ -23,6 +23,9 @@ SELECT shard, horizon, window_end - window_start AS window_length, model, point,
 FROM shardcast.forecasts ORDER BY shard_id;
 -- The window starts when the forecast is made.
 SELECT bool_and(window_start = computed_at) AS starts_when_made FROM shardcast.forecasts;
+-- A cold start (archive: no history yet) refreshed with nothing new keeps its model, and says so.
+SELECT shardcast.refresh_forecasts();
+SELECT shard, model, models, change_reason FROM shardcast.forecasts WHERE shard = 'archive'::regclass;
 
 -- History imported later changes the forecast, and the forecast says why: a year-end job read
 -- the archive 4 times an hour over the last day (24 samples placed like those of 03_history).
