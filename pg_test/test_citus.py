@@ -926,3 +926,41 @@ def test_a_claim_of_a_group_the_driver_still_moves_waits_for_that_move(monkeypat
     release.set()
     rebalancer.join()
     assert len(order) == 3 and order.index(again) > order.index(first) and rebalancer.running == []
+
+
+class _Copying:
+    """A coordinator's connection as copy_reference_tables uses it: `missing` says whether a node
+    lacks a reference table; `during_copy` runs while replicate_reference_tables does."""
+
+    class info:
+        user = "mover"
+
+    def __init__(self, missing, during_copy=None):
+        self.missing, self.during_copy = missing, during_copy
+        self.statements, self.cancels = [], 0
+
+    def execute(self, sql, args=None):
+        import psycopg
+        self.statements.append(sql)
+        if "replicate_reference_tables" in sql:
+            self.during_copy()
+            if self.cancels:
+                raise psycopg.errors.QueryCanceled("canceling statement due to user request")
+        row = (1,) if "count(*)" in sql else (self.missing,)
+        return type("Result", (), {"fetchone": lambda _: row})()
+
+    def cancel(self):
+        self.cancels += 1
+
+
+def test_the_reference_tables_are_copied_only_when_missing_and_a_stop_cancels_the_copy():
+    driver_citus, rebalancer = _rebalancer()
+    # Every node has them: nothing is copied (a role without the grant runs as before).
+    conn = _Copying(missing=False)
+    assert rebalancer.copy_reference_tables(conn) is None
+    assert not any("replicate_reference_tables" in s for s in conn.statements)
+    # A SIGTERM while Citus copies (which may take long) cancels the copy, and the run ends with
+    # the signal's status before any move.
+    conn = _Copying(missing=True, during_copy=lambda: rebalancer.interrupt(signal.SIGTERM, None))
+    assert rebalancer.copy_reference_tables(conn) == driver_citus.EXIT_SIGTERM
+    assert conn.cancels == 1 and rebalancer.copying is None

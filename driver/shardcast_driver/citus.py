@@ -47,7 +47,7 @@ exit status:
   4    moves still open, held by other drivers or by a killed run under the same --worker name
        (--no-wait), or left to their leases
   130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: the moves in flight cancelled (Citus rolls them
-       back), their tasks released
+       back), their tasks released; a copy of the reference tables under way cancelled
 """
 
 # The shard transfer modes of citus_move_shard_placement; 'auto' is the rebalancer's default
@@ -165,6 +165,8 @@ class Rebalancer:
         self.stopping = threading.Event()
         self.stop_signal: int | None = None
         self.lock = threading.Lock()
+        # The connection copying the reference tables while it does (see copy_reference_tables).
+        self.copying: psycopg.Connection | None = None
         self.running: list[Move] = []
         self.finished: list[Move] = []
         self.threads: list[threading.Thread] = []
@@ -179,6 +181,13 @@ class Rebalancer:
             os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
         self.stop_signal = signum
         self.stopping.set()
+        # No lock here: the handler runs in the main thread, which may hold it.
+        copying = self.copying
+        if copying is not None:
+            try:
+                copying.cancel()
+            except Exception:  # the copy may have ended meanwhile
+                pass
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -202,29 +211,9 @@ class Rebalancer:
                 self.out.say(f"shardcast-driver: {first_line(error)}", error=True)
                 return EXIT_ENVIRONMENT
             began = time.monotonic()
-            try:
-                # As Citus's own rebalancer does before it moves: a node added since the
-                # reference tables were created lacks them, and Citus refuses every move while
-                # one does ("there are missing reference tables on some nodes"). Copied only
-                # when one is missing: Citus revokes replicate_reference_tables from PUBLIC, and
-                # a table owner may move shards without it.
-                queued = source.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'queued'"
-                                        ).fetchone()[0]
-                if queued and source.execute(MISSING_REFERENCE_TABLES).fetchone()[0]:
-                    self.out.say("copying the reference tables to the nodes that lack them first")
-                    source.execute("SELECT pg_catalog.replicate_reference_tables(%s::citus.shard_transfer_mode)",
-                                   [self.args.transfer_mode])
-            except psycopg.errors.InsufficientPrivilege as error:
-                self.out.say(f"shardcast-driver: a node lacks the reference tables, and Citus moves no shard until "
-                             f"they are copied, which {source.info.user} may not do ({first_line(error)}): run "
-                             f"SELECT replicate_reference_tables() as a superuser, or GRANT EXECUTE ON FUNCTION "
-                             f"pg_catalog.replicate_reference_tables(citus.shard_transfer_mode) TO "
-                             f"{source.info.user}", error=True)
-                return EXIT_ENVIRONMENT
-            except psycopg.Error as error:
-                self.out.say(f"shardcast-driver: could not copy the reference tables to every node first: "
-                             f"{first_line(error)}", error=True)
-                return EXIT_ENVIRONMENT
+            refused = self.copy_reference_tables(source)
+            if refused is not None:
+                return refused
             try:
                 status = self.serve(source)
             except Lost as error:
@@ -241,6 +230,42 @@ class Rebalancer:
             except psycopg.Error as error:
                 self.out.say(f"shardcast-driver: lost the coordinator at the end: {first_line(error)}", error=True)
                 return EXIT_ENVIRONMENT
+
+    def copy_reference_tables(self, source: psycopg.Connection) -> int | None:
+        """As Citus's own rebalancer does before it moves: a node added since the reference
+        tables were created lacks them, and Citus refuses every move while one does ("there are
+        missing reference tables on some nodes"). Copied only when one is missing: Citus revokes
+        replicate_reference_tables from PUBLIC, and a table owner may move shards without it. A
+        stop cancels the copy. Returns the exit status when the run cannot go on, else None."""
+        try:
+            queued = source.execute("SELECT count(*) FROM shardcast.citus_moves WHERE state = 'queued'"
+                                    ).fetchone()[0]
+            if not queued or not source.execute(MISSING_REFERENCE_TABLES).fetchone()[0]:
+                return None
+            self.out.say("copying the reference tables to the nodes that lack them first")
+            self.copying = source
+            try:
+                if not self.stopping.is_set():
+                    source.execute("SELECT pg_catalog.replicate_reference_tables(%s::citus.shard_transfer_mode)",
+                                   [self.args.transfer_mode])
+            finally:
+                self.copying = None
+        except psycopg.errors.InsufficientPrivilege as error:
+            self.out.say(f"shardcast-driver: a node lacks the reference tables, and Citus moves no shard until "
+                         f"they are copied, which {source.info.user} may not do ({first_line(error)}): run "
+                         f"SELECT replicate_reference_tables() as a superuser, or GRANT EXECUTE ON FUNCTION "
+                         f"pg_catalog.replicate_reference_tables(citus.shard_transfer_mode) TO "
+                         f"{source.info.user}", error=True)
+            return EXIT_ENVIRONMENT
+        except psycopg.Error as error:
+            if not self.stopping.is_set():
+                self.out.say(f"shardcast-driver: could not copy the reference tables to every node first: "
+                             f"{first_line(error)}", error=True)
+                return EXIT_ENVIRONMENT
+        if self.stopping.is_set():
+            self.out.say("stopped before any move: the reference tables' copy was cancelled", error=True)
+            return EXIT_SIGINT if self.stop_signal == signal.SIGINT else EXIT_SIGTERM
+        return None
 
     def check(self, source: psycopg.Connection) -> str | None:
         """What keeps the run from starting, or None."""
