@@ -182,12 +182,7 @@ class Rebalancer:
         self.stop_signal = signum
         self.stopping.set()
         # No lock here: the handler runs in the main thread, which may hold it.
-        copying = self.copying
-        if copying is not None:
-            try:
-                copying.cancel()
-            except Exception:  # the copy may have ended meanwhile
-                pass
+        cancel_quietly(self.copying)
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -356,11 +351,7 @@ class Rebalancer:
     def cancel(self, move: Move) -> None:
         with self.lock:
             conn = move.conn
-        if conn is not None:
-            try:
-                conn.cancel()
-            except Exception:  # the move may have ended meanwhile
-                pass
+        cancel_quietly(conn)
 
     def join(self) -> None:
         if self.stopping.is_set():
@@ -575,6 +566,15 @@ class Rebalancer:
             if queued or held:
                 return EXIT_OPEN
         return EXIT_OK if status is None else status
+
+
+def cancel_quietly(conn: psycopg.Connection | None) -> None:
+    """Cancels what `conn` runs, if anything: the statement may have ended meanwhile."""
+    if conn is not None:
+        try:
+            conn.cancel()
+        except Exception:
+            pass
 
 
 def citus_rebalance(argv: list[str], out: Out | None = None) -> int:
