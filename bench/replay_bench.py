@@ -249,7 +249,10 @@ def import_history(conn, group: Group, cut: int, mark_zeros: bool, stamps: str =
     shortest = None
     for i, s in enumerate(group.series):
         idx = cut + group.offset(s)
-        hist = s.values[max(0, idx - IMPORT_DAYS * DAY):idx]
+        # One step short of IMPORT_DAYS: split stamps reach a bucket before the oldest step's
+        # start, which would fall just outside shardcast.history_retention (and be refused
+        # with a WARNING).
+        hist = s.values[max(0, idx - IMPORT_DAYS * DAY + 1):idx]
         shortest = len(hist) if shortest is None else min(shortest, len(hist))
         if mark_zeros:
             hist = np.where(hist > 0, hist, 1e-9)
