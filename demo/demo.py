@@ -97,10 +97,12 @@ def learn(source) -> None:
             sys.exit(f"pgbench failed: {err}")
     time.sleep(2.5)  # two more samples, so the last seconds of load are recorded
 
-    banner("shardcast.shard_activity: what the worker recorded, hottest first")
+    banner("shardcast.shard_activity: what the worker recorded, hottest first (reads are scans, "
+           "as the forecasts count them; a sequential scan reads many tuples)")
     psql(source, """
         SELECT shard, pg_size_pretty(size_bytes) AS size, round(reads_per_sec::numeric, 1) AS reads_per_sec,
-               round(writes_per_sec::numeric, 1) AS writes_per_sec, tuples_read_last_hour, tuples_written_last_hour
+               round(writes_per_sec::numeric, 1) AS writes_per_sec, scans_last_hour, tuples_read_last_hour,
+               tuples_written_last_hour
         FROM shardcast.shard_activity ORDER BY reads_per_sec DESC, shard_id""")
     banner("shardcast.priority_scores: forecast x class weight, lifted along foreign keys "
            "(products also has a week of imported history)")

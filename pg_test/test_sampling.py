@@ -66,6 +66,35 @@ def test_client_accesses_appear_in_history(db):
     assert recorded(db, "public.hot", "tuples_written") <= 1000  # the baseline absorbed the load
 
 
+def test_shard_activity_ranks_reads_as_the_forecasts_count_them(db):
+    """shard_activity's reads are what shardcast.load_measure counts: by default a table looked
+    up by key 100 times is read more than one scanned 5 times, as the forecasts see it; counting
+    tuples, the 5,000 rows scanned outweigh the 100 looked up."""
+    for table in ("looked_up", "scanned"):
+        db.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, v text)")
+        db.execute(f"INSERT INTO public.{table} SELECT i, 'x' FROM generate_series(1, 1000) i")
+        wait_for(f"{table} to be registered", lambda: live_shard(db, f"public.{table}"))
+    time.sleep(1.5)  # let the worker take its baseline of the new tables
+    with psycopg.connect(db.info.dsn, autocommit=True) as client:
+        for i in range(100):
+            client.execute("SELECT v FROM public.looked_up WHERE id = %s", (i + 1,)).fetchone()
+        for _ in range(5):
+            client.execute("SELECT count(*) FROM public.scanned").fetchone()
+    wait_for("the reads to reach history", lambda: recorded(db, "public.looked_up") >= 100
+             and recorded(db, "public.scanned") >= 5, timeout=15)
+
+    def reads(measure):
+        with db.transaction():
+            db.execute(f"SET LOCAL shardcast.load_measure = {measure}")
+            return dict(db.execute("""
+                SELECT table_name, reads_per_sec * 900 FROM shardcast.shard_activity
+                WHERE table_name IN ('looked_up', 'scanned')""").fetchall())
+
+    scans, tuples = reads("DEFAULT"), reads("tuples")
+    assert 100 <= scans["looked_up"] <= 105 and 5 <= scans["scanned"] <= 10, scans
+    assert tuples["scanned"] >= 5000 and tuples["looked_up"] <= 110, tuples
+
+
 def test_history_imported_for_a_table_created_seconds_ago_is_not_scaled_up(db):
     """A DBA creates a table and imports its history up to now: the worker has observed the table
     for seconds of the last hour, the import holds the rest. That hour is the import, not the

@@ -233,6 +233,63 @@ COMMENT ON TABLE shardcast.sampling_periods IS
 INSERT INTO shardcast.sampling_periods (started_at, ended_at)
 SELECT least(min(first_seen), now()), now() FROM shardcast.shards HAVING count(*) > 0;
 
+-- One row per live shard: what a DBA looks at first. Its reads are what shardcast.load_measure
+-- counts (scans by default), so that the hottest shards here are those the forecasts rank
+-- hottest, not those read by sequential scans of many rows.
+CREATE OR REPLACE VIEW shardcast.shard_activity AS
+WITH recent AS (
+    SELECT shard_id,
+           sum(CASE pg_catalog.current_setting('shardcast.load_measure', true)
+                   WHEN 'tuples' THEN tuples_read
+                   WHEN 'blocks' THEN blocks_hit + blocks_read
+                   ELSE scans
+               END) FILTER (WHERE bucket_start >= now() - interval '15 minutes') AS reads_15m,
+           sum(tuples_written) FILTER (WHERE bucket_start >= now() - interval '15 minutes') AS writes_15m,
+           sum(scans) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS scans_1h,
+           sum(tuples_read) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS tuples_read_1h,
+           sum(tuples_written) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS tuples_written_1h,
+           sum(scans) AS scans_recent,
+           sum(tuples_read) AS tuples_read_recent,
+           sum(tuples_written) AS tuples_written_recent,
+           max(bucket_start) AS last_bucket
+    FROM shardcast.recent_access
+    WHERE bucket_start >= now() - interval '1 day'
+    GROUP BY shard_id
+), older AS (
+    SELECT d.shard_id,
+           sum(d.scans[h]) AS scans,
+           sum(d.tuples_read[h]) AS tuples_read,
+           sum(d.tuples_written[h]) AS tuples_written
+    FROM shardcast.daily_access d
+    CROSS JOIN LATERAL generate_series(1, 24) AS h
+    WHERE d.day >= (now() AT TIME ZONE 'UTC')::date - 1
+      AND (d.day + make_interval(hours => h - 1)) AT TIME ZONE 'UTC' >= now() - interval '1 day'
+    GROUP BY d.shard_id
+)
+SELECT s.shard_id,
+       s.relid::regclass AS shard,
+       s.schema_name,
+       s.table_name,
+       s.parent_relid::regclass AS parent,
+       s.size_bytes,
+       s.size_updated_at,
+       s.first_seen,
+       r.last_bucket AS last_active_bucket,
+       coalesce(r.reads_15m, 0) / 900.0 AS reads_per_sec,
+       coalesce(r.writes_15m, 0) / 900.0 AS writes_per_sec,
+       coalesce(r.scans_1h, 0) AS scans_last_hour,
+       coalesce(r.tuples_read_1h, 0) AS tuples_read_last_hour,
+       coalesce(r.tuples_written_1h, 0) AS tuples_written_last_hour,
+       coalesce(r.scans_recent, 0) + coalesce(o.scans, 0) AS scans_last_day,
+       coalesce(r.tuples_read_recent, 0) + coalesce(o.tuples_read, 0) AS tuples_read_last_day,
+       coalesce(r.tuples_written_recent, 0) + coalesce(o.tuples_written, 0) AS tuples_written_last_day
+FROM shardcast.shards s
+LEFT JOIN recent r USING (shard_id)
+LEFT JOIN older o USING (shard_id)
+WHERE s.retired_at IS NULL;
+COMMENT ON VIEW shardcast.shard_activity IS
+    'One row per live shard: size, recent rates (last 15 minutes; reads as shardcast.load_measure counts them), last hour and last day totals.';
+
 -- The worker is a launcher connected to no database that keeps a sampler running (restarted
 -- after termination, waiting quietly while its database is missing or it is paused);
 -- worker_status says where the worker runs, and why it does not.

@@ -58,11 +58,17 @@ WHERE d.scans[h.hour] <> 0 OR d.tuples_read[h.hour] <> 0 OR d.tuples_written[h.h
 COMMENT ON VIEW shardcast.access_history IS
     'Access deltas per shard and bucket (5-minute buckets recently, hourly before).';
 
--- One row per live shard: what a DBA looks at first.
+-- One row per live shard: what a DBA looks at first. Its reads are what shardcast.load_measure
+-- counts (scans by default), so that the hottest shards here are those the forecasts rank
+-- hottest, not those read by sequential scans of many rows.
 CREATE VIEW shardcast.shard_activity AS
 WITH recent AS (
     SELECT shard_id,
-           sum(scans + tuples_read) FILTER (WHERE bucket_start >= now() - interval '15 minutes') AS reads_15m,
+           sum(CASE pg_catalog.current_setting('shardcast.load_measure', true)
+                   WHEN 'tuples' THEN tuples_read
+                   WHEN 'blocks' THEN blocks_hit + blocks_read
+                   ELSE scans
+               END) FILTER (WHERE bucket_start >= now() - interval '15 minutes') AS reads_15m,
            sum(tuples_written) FILTER (WHERE bucket_start >= now() - interval '15 minutes') AS writes_15m,
            sum(scans) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS scans_1h,
            sum(tuples_read) FILTER (WHERE bucket_start >= now() - interval '1 hour') AS tuples_read_1h,
@@ -107,7 +113,7 @@ LEFT JOIN recent r USING (shard_id)
 LEFT JOIN older o USING (shard_id)
 WHERE s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.shard_activity IS
-    'One row per live shard: size, recent rates (last 15 minutes), last hour and last day totals.';
+    'One row per live shard: size, recent rates (last 15 minutes; reads as shardcast.load_measure counts them), last hour and last day totals.';
 
 -- The worker's record in this database (worker_state, written by the sampler), and where its
 -- processes are: pg_stat_activity shows them to every database, so a database the worker does

@@ -46,8 +46,9 @@ FROM shardcast.access_history GROUP BY shard_id, shard, bucket_width ORDER BY sh
 SELECT round(extract(epoch FROM :'t'::timestamptz - bucket_start) / 3600) AS hours_ago, scans, tuples_read, tuples_written
 FROM shardcast.access_history WHERE shard = 'events'::regclass ORDER BY bucket_start DESC LIMIT 3;
 -- What a DBA looks at first: reads_per_sec and writes_per_sec average the last 15 minutes
--- (reads = scans + tuples read: one sample of 1000 reads is 2000 / 900 s), then the last
--- hour's totals (one sample) and the last day's (24 samples).
+-- (reads as shardcast.load_measure counts them, scans by default: one imported sample of 1000
+-- reads is 1000 / 900 s), then the last hour's totals (one sample) and the last day's (24
+-- samples).
 SELECT shard, parent, round(reads_per_sec::numeric, 4) AS reads_per_sec, round(writes_per_sec::numeric, 4) AS writes_per_sec,
        scans_last_hour, tuples_read_last_hour, tuples_written_last_hour,
        scans_last_day, tuples_read_last_day, tuples_written_last_day,
