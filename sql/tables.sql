@@ -8,6 +8,21 @@
 -- The worker moves whole hours from the first to the second ("compaction") and purges what is
 -- older than shardcast.history_retention.
 
+-- shardcast reads names (of tables, nodes, publications) as UTF-8 text: in a database of another
+-- encoding a name beyond ASCII would fail every call that reads it with an internal error, so the
+-- extension is refused there at once, with what to do.
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'shardcast needs a UTF8 database, and database "%" is %',
+            pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create the extension in a UTF8 database (CREATE DATABASE ... ENCODING ''UTF8'' '
+                      'TEMPLATE template0), and point shardcast.database at it.';
+    END IF;
+END
+$$;
+
 -- Every ordinary table and leaf partition seen in the watched database. A shard is identified by
 -- (relid, schema_name, table_name): a dropped table is retired (retired_at set) and kept for its
 -- history; a new table that reuses an OID is a new shard.

@@ -32,6 +32,7 @@ pub fn spi_error(err: pgrx::spi::Error) -> ErrorReport {
         format!("shardcast: catalog access failed: {err}"),
         "shardcast",
     )
+    .set_hint("This is a bug in shardcast: please report it with the statement and the server log.")
 }
 
 /// A float as PostgreSQL spells it in messages (`Infinity`, `-Infinity`, `NaN`), not Rust.

@@ -24,7 +24,7 @@ fn set_shard_class(shard: Option<pg_sys::Oid>, class: Option<&str>) -> SqlResult
     if !classes::exists(class).map_err(spi_error)? {
         let classes = classes::names().map_err(spi_error)?;
         return Err(sql_error(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("unknown shard class \"{class}\""),
             format!("Known classes: {classes}. Add one with INSERT INTO shardcast.shard_classes (class, weight)."),
         ));

@@ -116,13 +116,15 @@ fn record_access(
 }
 
 /// Bulk form of `record_access`: element i of each array is one sample. Validates everything
-/// before writing anything; returns the number of samples recorded.
+/// before writing anything; returns the number of samples recorded. The arrays are read in place
+/// (`Array`, not `Vec`), and their lengths checked before any element is: an oversized call is
+/// refused at once, not after copying up to four arrays of a gigabyte each.
 #[pg_extern(sql = false)]
 fn record_access_bulk(
-    shards: Option<Vec<Option<pg_sys::Oid>>>,
-    sampled_at: Option<Vec<Option<TimestampWithTimeZone>>>,
-    reads: Option<Vec<Option<f64>>>,
-    writes: Option<Vec<Option<f64>>>,
+    shards: Option<Array<'_, pg_sys::Oid>>,
+    sampled_at: Option<Array<'_, TimestampWithTimeZone>>,
+    reads: Option<Array<'_, f64>>,
+    writes: Option<Array<'_, f64>>,
 ) -> SqlResult<i64> {
     let shards = shards.ok_or_else(|| null_argument("shards"))?;
     let sampled_at = sampled_at.ok_or_else(|| null_argument("sampled_at"))?;
@@ -148,14 +150,18 @@ fn record_access_bulk(
     let mut skipped = 0;
     let mut shard_ids = shards::ShardIdCache::default();
     let mut sums = BucketSums::default();
-    for i in 0..n {
+    // Walked together: an array's elements are found by walking it (`Array::get` walks from the
+    // start past NULLs), so one pass over each.
+    let mut writes = writes.as_ref().map(|w| w.iter());
+    let samples = shards.iter().zip(sampled_at.iter()).zip(reads.iter());
+    for (i, ((relid, at), reads)) in samples.enumerate() {
         pg_sys::check_for_interrupts!();
         let element = |name: &str| null_argument(&format!("{name}[{}]", i + 1));
-        let relid = shards[i].ok_or_else(|| element("shards"))?;
-        let at = sampled_at[i].ok_or_else(|| element("sampled_at"))?;
-        let reads = reads[i].ok_or_else(|| element("reads"))?;
-        let writes = match &writes {
-            Some(w) => w[i].ok_or_else(|| element("writes"))?,
+        let relid = relid.ok_or_else(|| element("shards"))?;
+        let at = at.ok_or_else(|| element("sampled_at"))?;
+        let reads = reads.ok_or_else(|| element("reads"))?;
+        let writes = match writes.as_mut().and_then(Iterator::next) {
+            Some(w) => w.ok_or_else(|| element("writes"))?,
             None => 0.0,
         };
         let sample = ExternalSample {

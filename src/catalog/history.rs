@@ -274,7 +274,9 @@ pub fn read_into(
             None,
             &[start.into()],
         )?;
+        // A row's worth of work between checks: 10,000 shards x 28 days are 280,000 rows.
         for row in days {
+            pg_sys::check_for_interrupts!();
             let shard_id = row.get::<i32>(1)?.unwrap_or_default();
             if !histories.contains(shard_id) {
                 continue;
@@ -318,6 +320,7 @@ pub fn read_into(
             &[start.into(), write_weight.into()],
         )?;
         for row in recent {
+            pg_sys::check_for_interrupts!();
             let shard_id = row.get::<i32>(1)?.unwrap_or_default();
             if !histories.contains(shard_id) {
                 continue;

@@ -15,7 +15,8 @@ pub fn extension() -> Result<Option<pg_sys::Oid>, pgrx::spi::Error> {
 /// The version of the extension with that OID.
 pub fn extension_version(extension: pg_sys::Oid) -> Result<String, pgrx::spi::Error> {
     Ok(Spi::get_one_with_args::<String>(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE oid = $1",
+        // A scalar subquery: one row (NULL) when the extension was dropped meanwhile.
+        "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE oid = $1)",
         &[extension.into()],
     )?
     .unwrap_or_default())

@@ -259,12 +259,16 @@ impl Refresh {
         let minutes = gucs::horizon_minutes();
         let (shards, clock) = read_histories(gucs::load_measure(), gucs::write_weight(), minutes)?;
         let loaded = started.elapsed();
+        crate::worker::check_for_interrupts();
         quiet_pool();
+        // k-means over every shard's daily profile cannot be interrupted inside linfa: checked
+        // on either side of it.
         let profiles = Profiles::fit(
             shards
                 .iter()
                 .map(|s| (s.history.y.as_slice(), clock.next_hour)),
         );
+        crate::worker::check_for_interrupts();
 
         // Model selection is costly: redo it for shards never selected or young, and for the
         // stalest of the rest, so that every shard is reselected about once per refit interval.

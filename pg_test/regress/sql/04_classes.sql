@@ -25,7 +25,7 @@ SELECT schema_name, table_name, class FROM shardcast.shard_class_assignments ORD
 -- Class names are lower-case identifiers; weights are finite and not negative (CHECK: 23514).
 INSERT INTO shardcast.shard_classes (class, weight) VALUES ('Hot', 5);
 INSERT INTO shardcast.shard_classes (class, weight) VALUES ('hot', -1);
--- Refused: an unknown class (22023, the hint lists the known ones), a relation that holds no
+-- Refused: an unknown class (42704, the hint lists the known ones), a relation that holds no
 -- shards, a view, a temporary table or a table of a system schema or of shardcast's own (42809,
 -- saying why), an OID that names no relation (42P01), NULLs (22004).
 SELECT shardcast.set_shard_class('orders', 'urgent');

@@ -255,7 +255,10 @@ pub fn persistence(
     relid: pg_sys::Oid,
 ) -> Result<(Option<String>, Option<String>), pgrx::spi::Error> {
     Spi::get_two_with_args::<String, String>(
-        "SELECT c.oid::regclass::text, c.relpersistence::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        // One row whatever happens: a table dropped since the caller found it is NULLs here (and
+        // `shard_id_for`'s 42P01), not an empty result, which SPI reports as an internal error.
+        "SELECT c.oid::regclass::text, c.relpersistence::text
+         FROM (SELECT $1::oid AS relid) r LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid",
         &[relid.into()],
     )
 }
