@@ -272,7 +272,8 @@ def test_without_preloading_the_setup_mistake_is_named():
 
 def test_a_database_not_in_utf8_is_refused_with_what_to_do():
     """Names are read as UTF-8: in a LATIN1 database a table called "café" failed every call
-    that read it with XX000 (pgrx cannot read such text), so CREATE EXTENSION refuses it."""
+    that read it with XX000 (pgrx cannot read such text), so CREATE EXTENSION refuses it, and so
+    does the update of a 0.1.0 installed there (which would reach 0.2.0 by the back door)."""
     with running_cluster({"shared_preload_libraries": "''"}, "shardcast-worker") as cluster:
         with cluster.connect() as conn:
             conn.execute("CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
@@ -281,8 +282,11 @@ def test_a_database_not_in_utf8_is_refused_with_what_to_do():
                 conn.execute("CREATE EXTENSION shardcast")
             assert 'database "latin" is LATIN1' in str(refused.value)
             assert "ENCODING 'UTF8'" in refused.value.diag.message_hint
-        with cluster.connect("latin") as conn:
             assert one(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'shardcast'") == 0
+            conn.execute("CREATE EXTENSION shardcast VERSION '0.1.0'")
+            with pytest.raises(psycopg.errors.FeatureNotSupported):
+                conn.execute("ALTER EXTENSION shardcast UPDATE")
+            assert one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'shardcast'") == "0.1.0"
 
 
 def test_in_another_database_worker_status_says_where_the_worker_runs():

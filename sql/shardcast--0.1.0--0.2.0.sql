@@ -1,6 +1,21 @@
 -- shardcast 0.1.0 -> 0.2.0. Run by ALTER EXTENSION shardcast UPDATE; never edit once released.
 \echo Use "ALTER EXTENSION shardcast UPDATE TO '0.2.0'" to load this file. \quit
 
+-- shardcast reads names (of tables, nodes, publications) as UTF-8 text: in a database of another
+-- encoding a name beyond ASCII would fail every call that reads it with an internal error, so the
+-- extension is refused there at once, with what to do; so is this update (0.1.0 failed alike).
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'shardcast needs a UTF8 database, and database "%" is %',
+            pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create the extension in a UTF8 database (CREATE DATABASE ... ENCODING ''UTF8'' '
+                      'LOCALE ''C'' TEMPLATE template0, or a UTF-8 locale), and point shardcast.database at it.';
+    END IF;
+END
+$$;
+
 -- Grants kept across DROP + CREATE. A function whose signature or input parameter names change
 -- is dropped and created again, which loses the EXECUTE a DBA granted on it (to the driver's
 -- role, say). Before each DROP, _update_save_grants keeps the old function's ACL and initial
@@ -233,13 +248,14 @@ COMMENT ON TABLE shardcast.sampling_periods IS
 INSERT INTO shardcast.sampling_periods (started_at, ended_at)
 SELECT least(min(first_seen), now()), now() FROM shardcast.shards HAVING count(*) > 0;
 
--- One row per live shard: what a DBA looks at first. Its reads are what shardcast.load_measure
--- counts (scans by default), so that the hottest shards here are those the forecasts rank
--- hottest, not those read by sequential scans of many rows.
+-- One row per live shard: what a DBA looks at first. Its reads are what the session's
+-- shardcast.load_measure counts (scans by default, as the worker's forecasts count them), so that
+-- the hottest shards here are not merely those read by sequential scans of many rows. (Lower-case:
+-- a session without the library keeps a SET value as typed.)
 CREATE OR REPLACE VIEW shardcast.shard_activity AS
 WITH recent AS (
     SELECT shard_id,
-           sum(CASE pg_catalog.current_setting('shardcast.load_measure', true)
+           sum(CASE pg_catalog.lower(pg_catalog.current_setting('shardcast.load_measure', true))
                    WHEN 'tuples' THEN tuples_read
                    WHEN 'blocks' THEN blocks_hit + blocks_read
                    ELSE scans

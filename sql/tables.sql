@@ -18,7 +18,7 @@ BEGIN
             pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Create the extension in a UTF8 database (CREATE DATABASE ... ENCODING ''UTF8'' '
-                      'TEMPLATE template0), and point shardcast.database at it.';
+                      'LOCALE ''C'' TEMPLATE template0, or a UTF-8 locale), and point shardcast.database at it.';
     END IF;
 END
 $$;

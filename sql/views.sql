@@ -58,13 +58,14 @@ WHERE d.scans[h.hour] <> 0 OR d.tuples_read[h.hour] <> 0 OR d.tuples_written[h.h
 COMMENT ON VIEW shardcast.access_history IS
     'Access deltas per shard and bucket (5-minute buckets recently, hourly before).';
 
--- One row per live shard: what a DBA looks at first. Its reads are what shardcast.load_measure
--- counts (scans by default), so that the hottest shards here are those the forecasts rank
--- hottest, not those read by sequential scans of many rows.
+-- One row per live shard: what a DBA looks at first. Its reads are what the session's
+-- shardcast.load_measure counts (scans by default, as the worker's forecasts count them), so that
+-- the hottest shards here are not merely those read by sequential scans of many rows. (Lower-case:
+-- a session without the library keeps a SET value as typed.)
 CREATE VIEW shardcast.shard_activity AS
 WITH recent AS (
     SELECT shard_id,
-           sum(CASE pg_catalog.current_setting('shardcast.load_measure', true)
+           sum(CASE pg_catalog.lower(pg_catalog.current_setting('shardcast.load_measure', true))
                    WHEN 'tuples' THEN tuples_read
                    WHEN 'blocks' THEN blocks_hit + blocks_read
                    ELSE scans

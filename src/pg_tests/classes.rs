@@ -29,7 +29,7 @@ fn classes_apply_to_tables_and_partitions_inherit_them() {
 fn bad_class_input_is_an_error_with_sqlstate_and_hint() {
     Spi::run("CREATE TABLE public.c_bad (id int); CREATE VIEW public.c_view AS SELECT 1").unwrap();
     let cases = [
-        ("SELECT shardcast.set_shard_class('public.c_bad', 'vip')", "22023"),
+        ("SELECT shardcast.set_shard_class('public.c_bad', 'vip')", "42704"),
         ("SELECT shardcast.set_shard_class('public.c_bad', NULL)", "22004"),
         ("SELECT shardcast.set_shard_class(NULL, 'log')", "22004"),
         ("SELECT shardcast.set_shard_class('public.c_view', 'log')", "42809"),
