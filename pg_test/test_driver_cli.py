@@ -311,6 +311,26 @@ def test_a_task_held_by_another_driver_is_waited_for_out_loud_or_exits_4(pair):
     assert task_state(source, task)[0] == "done"
 
 
+def test_finish_says_what_there_is_to_finish_where_the_driver_set_nothing_up():
+    """An uninstall follows the README: finish first. Where the driver never ran, that is no
+    error (it said "add a node"), and a node that cannot be reached and never replicated is not
+    said to have left a publication and a slot behind."""
+    with running_cluster({"shared_preload_libraries": "''"}, "shardcast-cli-bare") as source:
+        with source.connect() as conn:
+            conn.execute(f"CREATE DATABASE {DB}")
+        with source.connect(DB) as src:
+            src.execute("CREATE EXTENSION shardcast")
+        none = run(source, "finish")
+        assert none.returncode == 0, none.stdout + none.stderr
+        assert "nothing to finish: no node in shardcast.nodes has a conninfo" in none.stdout
+        with source.connect(DB) as src:
+            src.execute("SELECT shardcast.add_node('gone', 1e6, 1, 'host=127.0.0.1 port=1 dbname=app connect_timeout=2')")
+        gone = run(source, "finish")
+        assert gone.returncode == 3, gone.stdout + gone.stderr  # the environment: a node unreachable
+        assert "gone: no publication or slot of it on the source" in gone.stderr
+        assert "left on the source" not in gone.stderr
+
+
 def test_finish_leaves_ordinary_tables_and_no_slot_publication_or_subscription(pair):
     source, replica = pair
     node = node_for(source, replica, "t_finish")

@@ -270,6 +270,19 @@ def test_without_preloading_the_setup_mistake_is_named():
             assert "shared_preload_libraries" in messages[0][2]
 
 
+def test_worker_status_is_the_same_for_a_role_without_stats_privileges():
+    """pg_stat_activity hides other users' backend_type from a role without pg_read_all_stats:
+    read through it, worker_status told such a role "not running" while the worker ran."""
+    with app_cluster() as (cluster, db):
+        pid = wait_for("the sampler", lambda: sampler_pid(db))
+        wait_for("the sampler's record", lambda: one(db, "SELECT state FROM shardcast.worker_status") == "running")
+        db.execute("CREATE ROLE watcher LOGIN")
+        with psycopg.connect(cluster.dsn(APP).replace("user=postgres", "user=watcher"), autocommit=True) as watcher:
+            assert one(watcher, "SELECT backend_type FROM pg_stat_activity WHERE pid = %s", pid) is None
+            assert watcher.execute("SELECT pid, database, state FROM shardcast.worker_status").fetchone() == \
+                (pid, APP, "running")
+
+
 def test_a_database_not_in_utf8_is_refused_with_what_to_do():
     """Names are read as UTF-8: in a LATIN1 database a table called "café" failed every call
     that read it with XX000 (pgrx cannot read such text), so CREATE EXTENSION refuses it, and so

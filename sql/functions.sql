@@ -58,6 +58,21 @@ AS 'MODULE_PATHNAME', 'preloaded_wrapper';
 COMMENT ON FUNCTION shardcast.preloaded() IS
     'Whether the shardcast library was loaded through shared_preload_libraries (the worker runs only then).';
 
+-- The worker's processes as pg_stat_activity lists them, for every role: to a role without
+-- pg_read_all_stats, pg_stat_activity shows other users' processes without their backend_type,
+-- and worker_status said "not running" while the worker ran. Only shardcast's own processes, and
+-- only where they run (pid and database, which pg_stat_activity shows everyone anyway).
+CREATE FUNCTION shardcast._worker_processes()
+RETURNS TABLE (pid integer, datname name, backend_type text, backend_start timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.pid, a.datname, a.backend_type, a.backend_start
+    FROM pg_catalog.pg_stat_activity a
+    WHERE a.backend_type IN ('shardcast', 'shardcast launcher')
+$$;
+COMMENT ON FUNCTION shardcast._worker_processes() IS
+    'Internal: shardcast''s launcher and sampler as pg_stat_activity lists them, for worker_status (readable by every role).';
+
 CREATE FUNCTION shardcast.refresh_forecasts() RETURNS bigint
 LANGUAGE c VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'refresh_forecasts_wrapper';

@@ -313,6 +313,21 @@ CREATE FUNCTION shardcast."preloaded"() RETURNS bool
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'preloaded_wrapper';
+-- The worker's processes as pg_stat_activity lists them, for every role: to a role without
+-- pg_read_all_stats, pg_stat_activity shows other users' processes without their backend_type,
+-- and worker_status said "not running" while the worker ran. Only shardcast's own processes, and
+-- only where they run (pid and database, which pg_stat_activity shows everyone anyway).
+CREATE FUNCTION shardcast._worker_processes()
+RETURNS TABLE (pid integer, datname name, backend_type text, backend_start timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.pid, a.datname, a.backend_type, a.backend_start
+    FROM pg_catalog.pg_stat_activity a
+    WHERE a.backend_type IN ('shardcast', 'shardcast launcher')
+$$;
+COMMENT ON FUNCTION shardcast._worker_processes() IS
+    'Internal: shardcast''s launcher and sampler as pg_stat_activity lists them, for worker_status (readable by every role).';
+
 -- Dropped and created, not replaced: state takes the collation of pg_stat_activity.datname now.
 DROP VIEW shardcast.worker_status;
 CREATE VIEW shardcast.worker_status AS
@@ -325,7 +340,7 @@ SELECT a.pid,
            WHEN a.pid IS NOT NULL THEN 'starting'
            WHEN NOT shardcast.preloaded()
                THEN 'not running: shardcast is not in shared_preload_libraries'
-           WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity l
+           WHEN NOT EXISTS (SELECT 1 FROM shardcast._worker_processes() l
                             WHERE l.backend_type = 'shardcast launcher') THEN 'not running'
            WHEN NOT pg_catalog.current_setting('shardcast.enabled')::boolean
                THEN 'paused (shardcast.enabled = off)'
@@ -346,7 +361,7 @@ SELECT a.pid,
        w.last_refresh_ms,
        w.shards_scored
 FROM shardcast.worker_state w
-LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM pg_catalog.pg_stat_activity a
+LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM shardcast._worker_processes() a
                    WHERE a.backend_type = 'shardcast' ORDER BY a.backend_start LIMIT 1) a ON true;
 COMMENT ON VIEW shardcast.worker_status IS
     'The background worker: where it runs, what it is doing, when it last sampled, its last error.';

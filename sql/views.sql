@@ -129,7 +129,7 @@ SELECT a.pid,
            WHEN a.pid IS NOT NULL THEN 'starting'
            WHEN NOT shardcast.preloaded()
                THEN 'not running: shardcast is not in shared_preload_libraries'
-           WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity l
+           WHEN NOT EXISTS (SELECT 1 FROM shardcast._worker_processes() l
                             WHERE l.backend_type = 'shardcast launcher') THEN 'not running'
            WHEN NOT pg_catalog.current_setting('shardcast.enabled')::boolean
                THEN 'paused (shardcast.enabled = off)'
@@ -150,7 +150,7 @@ SELECT a.pid,
        w.last_refresh_ms,
        w.shards_scored
 FROM shardcast.worker_state w
-LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM pg_catalog.pg_stat_activity a
+LEFT JOIN LATERAL (SELECT a.pid, a.datname FROM shardcast._worker_processes() a
                    WHERE a.backend_type = 'shardcast' ORDER BY a.backend_start LIMIT 1) a ON true;
 COMMENT ON VIEW shardcast.worker_status IS
     'The background worker: where it runs, what it is doing, when it last sampled, its last error.';

@@ -53,6 +53,12 @@ def finish(args: argparse.Namespace, out: Out) -> int:
         out.say(f"shardcast-driver finish: cannot connect to the source: {first_line(error)}", error=True)
         return EXIT_ENVIRONMENT
     with source:
+        if args.node is None and not source.execute(
+                "SELECT EXISTS (SELECT FROM shardcast.nodes WHERE conninfo IS NOT NULL)").fetchone()[0]:
+            # The driver replicates only to nodes with a conninfo: with none, it set nothing up.
+            out.say("nothing to finish: no node in shardcast.nodes has a conninfo, so the driver replicated "
+                    "to none. DROP EXTENSION shardcast may follow (README, Uninstalling)")
+            return EXIT_OK
         try:
             nodes = load_nodes(source, args.node, enabled_only=False)
             fixes = source_problems(source, nodes, None, finishing=True)
@@ -185,8 +191,17 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool,
     except psycopg.Error as error:
         out.say(f"{node.name}: cannot drop subscription {node.channel} on the node: {first_line(error)}", error=True)
         if not force:
-            out.say(f"{node.name}: publication {node.channel} and its slot left on the source (the subscription "
-                    "still uses them); run finish again once the node is reachable, or with --force", error=True)
+            # Say what is left: a node that never replicated has nothing on the source.
+            left = [f"publication {node.channel}"] if source.execute(
+                "SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone() else []
+            left += [f"slot {row[0]}" for row in subscription_slots(source, node, *(noted or ()))]
+            if left:
+                out.say(f"{node.name}: {', '.join(left)} left on the source (the subscription still uses them); run "
+                        "finish again once the node is reachable, or with --force", error=True)
+            else:
+                out.say(f"{node.name}: no publication or slot of it on the source; if the node has a subscription "
+                        f"{node.channel}, run finish again once it is reachable, or finish --force if it never "
+                        "replicated", error=True)
             return EXIT_ENVIRONMENT, (suboid, sysid, slot), False
         out.say(f"{node.name}: --force: dropping publication {node.channel} and its slots on the source anyway; on "
                 f"the node run ALTER SUBSCRIPTION {node.channel} DISABLE; ALTER SUBSCRIPTION {node.channel} SET "
