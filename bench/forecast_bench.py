@@ -11,6 +11,7 @@ shard by backtest (the full refit); the next ones reselect 1/12 of the shards ea
 every 5 minutes, refit every hour), as the worker does in steady state.
 """
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -93,7 +94,10 @@ def bench(shards: int) -> dict:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("shards", nargs="*", type=int, default=[1000, 10000],
+                        help="numbers of shards to measure (default: 1000 10000)")
+    sizes = parser.parse_args().shards
     results = []
     for shards in sizes:
         print(f"benchmarking {shards} shards ...", flush=True)

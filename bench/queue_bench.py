@@ -9,6 +9,7 @@ Each pgbench transaction claims the next task and completes it in one statement,
 drains as it would under replication scripts that copy instantly: the controller's own cost.
 """
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -27,8 +28,12 @@ OFFERED_RATES = (100, 400, 800)
 
 
 def main() -> None:
-    tables = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    nodes = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tables", nargs="?", type=int, default=1000, help="tables (default 1000)")
+    parser.add_argument("nodes", nargs="?", type=int, default=100,
+                        help="nodes, one task per table and node (default 100)")
+    args = parser.parse_args()
+    tables, nodes = args.tables, args.nodes
     settings = {"shardcast.database": "'postgres'", "shardcast.enabled": "off",
                 "max_connections": "100", "shared_buffers": "'256MB'", "max_locks_per_transaction": "1024"}
     with running_cluster(settings, "shardcast-qbench") as cluster:

@@ -12,6 +12,7 @@ active in every hour, random values that do not compress) in the shape the worke
 rows of 24 hourly slots per counter, plus 6 hours of 5-minute buckets.
 """
 
+import argparse
 import statistics
 import sys
 import time
@@ -101,7 +102,10 @@ def bench(tables: int) -> dict:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tables", nargs="*", type=int, default=[1000, 10000],
+                        help="numbers of tables to measure (default: 1000 10000)")
+    sizes = parser.parse_args().tables
     results = []
     for tables in sizes:
         print(f"benchmarking {tables} tables ...", flush=True)

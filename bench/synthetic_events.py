@@ -17,22 +17,21 @@ an hour), and more overdispersed counts: the last hour repeated misses by about 
 daily shape, drift and bursts; the means of seed 21's series are 2-45 an hour), with a burst
 every 1-4 days, where a count's noise weighs on the last hour and the day's shape matters.
 """
+import argparse
 import os
-import sys
 
 import numpy as np
 import pandas as pd
 
-KINDS = {"--bursty", "--sparse"}
-options = [a for a in sys.argv[1:] if a.startswith("--")]
-if set(options) - KINDS or len(set(options)) > 1:
-    sys.exit(f"options: one of {', '.join(sorted(KINDS))}; usage: "
-             "synthetic_events.py [SEED [OUTDIR]] [--bursty | --sparse]")
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
-bursty = "--bursty" in options
-sparse = "--sparse" in options
-seed = int(args[0]) if args else 7
-out = args[1] if len(args) > 1 else "/tmp/synth/nab"
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("seed", nargs="?", type=int, default=7, help="random seed (default 7)")
+parser.add_argument("outdir", nargs="?", default="/tmp/synth/nab",
+                    help="directory for the CSVs (default /tmp/synth/nab)")
+kind = parser.add_mutually_exclusive_group()
+kind.add_argument("--bursty", action="store_true", help="the burstier kind")
+kind.add_argument("--sparse", action="store_true", help="the sparse kind")
+parsed = parser.parse_args()
+bursty, sparse, seed, out = parsed.bursty, parsed.sparse, parsed.seed, parsed.outdir
 os.makedirs(out, exist_ok=True)
 rng = np.random.default_rng(seed)
 n = 60 * 288
