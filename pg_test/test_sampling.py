@@ -50,16 +50,26 @@ def test_worker_is_visible_in_pg_stat_activity(db):
     assert row == ("shardcast", DB)
 
 
-def test_client_accesses_appear_in_history(db):
-    db.execute("CREATE TABLE public.hot (id int PRIMARY KEY, v text)")
-    db.execute("INSERT INTO public.hot SELECT i, 'x' FROM generate_series(1, 1000) i")
-    wait_for("the new table to be registered", lambda: live_shard(db, "public.hot"))
-    time.sleep(1.5)  # let the worker take its baseline of the new table
+def read_by_clients(db, lookups, scans):
+    """Creates tables of 1,000 rows, waits until the worker has registered them and taken its
+    baseline, then reads them as a client would: `lookups` maps a table to a number of key
+    lookups, `scans` to a number of sequential scans (count(*))."""
+    for table in {**lookups, **scans}:
+        db.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, v text)")
+        db.execute(f"INSERT INTO public.{table} SELECT i, 'x' FROM generate_series(1, 1000) i")
+        wait_for(f"{table} to be registered", lambda: live_shard(db, f"public.{table}"))
+    time.sleep(1.5)  # let the worker take its baseline of the new tables
     with psycopg.connect(db.info.dsn, autocommit=True) as client:
-        for i in range(200):
-            client.execute("SELECT v FROM public.hot WHERE id = %s", (i + 1,)).fetchone()
-        for _ in range(5):
-            client.execute("SELECT count(*) FROM public.hot").fetchone()
+        for table, count in lookups.items():
+            for i in range(count):
+                client.execute(f"SELECT v FROM public.{table} WHERE id = %s", (i + 1,)).fetchone()
+        for table, count in scans.items():
+            for _ in range(count):
+                client.execute(f"SELECT count(*) FROM public.{table}").fetchone()
+
+
+def test_client_accesses_appear_in_history(db):
+    read_by_clients(db, {"hot": 200}, {"hot": 5})
     scans = wait_for("the scans to reach history", lambda: (s := recorded(db, "public.hot")) >= 205 and s, timeout=15)
     assert scans <= 210, f"{scans} scans recorded for 205 made"
     assert recorded(db, "public.hot", "tuples_read") >= 200 + 5 * 1000
@@ -70,16 +80,7 @@ def test_shard_activity_ranks_reads_as_the_forecasts_count_them(db):
     """shard_activity's reads are what shardcast.load_measure counts: by default a table looked
     up by key 100 times is read more than one scanned 5 times, as the forecasts see it; counting
     tuples, the 5,000 rows scanned outweigh the 100 looked up."""
-    for table in ("looked_up", "scanned"):
-        db.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, v text)")
-        db.execute(f"INSERT INTO public.{table} SELECT i, 'x' FROM generate_series(1, 1000) i")
-        wait_for(f"{table} to be registered", lambda: live_shard(db, f"public.{table}"))
-    time.sleep(1.5)  # let the worker take its baseline of the new tables
-    with psycopg.connect(db.info.dsn, autocommit=True) as client:
-        for i in range(100):
-            client.execute("SELECT v FROM public.looked_up WHERE id = %s", (i + 1,)).fetchone()
-        for _ in range(5):
-            client.execute("SELECT count(*) FROM public.scanned").fetchone()
+    read_by_clients(db, {"looked_up": 100}, {"scanned": 5})
     wait_for("the reads to reach history", lambda: recorded(db, "public.looked_up") >= 100
              and recorded(db, "public.scanned") >= 5, timeout=15)
 
