@@ -323,6 +323,16 @@ def test_finish_says_what_there_is_to_finish_where_the_driver_set_nothing_up():
         none = run(source, "finish")
         assert none.returncode == 0, none.stdout + none.stderr
         assert "nothing to finish: no node in shardcast.nodes has a conninfo" in none.stdout
+        # A node whose conninfo was cleared after it replicated: its publication is no "nothing".
+        with source.connect(DB) as src:
+            src.execute("SELECT shardcast.add_node('ghost', 1e6, 1)")
+            src.execute("CREATE PUBLICATION shardcast_ghost")
+        cleared = run(source, "finish")
+        assert cleared.returncode == 2, cleared.stdout + cleared.stderr
+        assert "no node has a conninfo, but shardcast_ghost is on the source" in cleared.stderr
+        with source.connect(DB) as src:
+            src.execute("DROP PUBLICATION shardcast_ghost")
+            src.execute("SELECT shardcast.remove_node('ghost')")
         with source.connect(DB) as src:
             src.execute("SELECT shardcast.add_node('gone', 1e6, 1, 'host=127.0.0.1 port=1 dbname=app connect_timeout=2')")
         gone = run(source, "finish")

@@ -316,7 +316,8 @@ AS 'MODULE_PATHNAME', 'preloaded_wrapper';
 -- The worker's processes as pg_stat_activity lists them, for every role: to a role without
 -- pg_read_all_stats, pg_stat_activity shows other users' processes without their backend_type,
 -- and worker_status said "not running" while the worker ran. Only shardcast's own processes, and
--- only where they run (pid and database, which pg_stat_activity shows everyone anyway).
+-- only what says where they run: pid and database (which pg_stat_activity shows everyone), kind
+-- and start (which it hides); no query, client or user.
 CREATE FUNCTION shardcast._worker_processes()
 RETURNS TABLE (pid integer, datname name, backend_type text, backend_start timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -20,8 +20,8 @@ import time
 import psycopg
 from psycopg import sql
 
-from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, Node, Out, SetupError, connect,
-                     first_line, load_nodes, manifest, still_failed)
+from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_USAGE, Node, Out, SetupError,
+                     channel_name, connect, first_line, load_nodes, manifest, still_failed)
 from .privileges import source_problems
 from .sync import noted_subscription, parse_subscription_note
 
@@ -53,12 +53,16 @@ def finish(args: argparse.Namespace, out: Out) -> int:
         out.say(f"shardcast-driver finish: cannot connect to the source: {first_line(error)}", error=True)
         return EXIT_ENVIRONMENT
     with source:
-        if args.node is None and not source.execute(
-                "SELECT EXISTS (SELECT FROM shardcast.nodes WHERE conninfo IS NOT NULL)").fetchone()[0]:
-            # The driver replicates only to nodes with a conninfo: with none, it set nothing up.
-            out.say("nothing to finish: no node in shardcast.nodes has a conninfo, so the driver replicated "
-                    "to none. DROP EXTENSION shardcast may follow (README, Uninstalling)")
-            return EXIT_OK
+        try:
+            fixes = source_problems(source, None, None, finishing=True)
+            if fixes:
+                raise SetupError(f"missing privileges on the source for role {source.info.user}; run as a superuser "
+                                 "there:\n" + "\n".join(f"    {fix}" for fix in fixes))
+        except SetupError as error:
+            out.say(f"shardcast-driver finish: {error}", error=True)
+            return error.status
+        if args.node is None and (status := without_conninfo(source, out)) is not None:
+            return status
         try:
             nodes = load_nodes(source, args.node, enabled_only=False)
             fixes = source_problems(source, nodes, None, finishing=True)
@@ -111,6 +115,28 @@ def finish(args: argparse.Namespace, out: Out) -> int:
             out.say(f"finished: {', '.join(names)} hold ordinary tables now; no shardcast publication, subscription "
                     "or slot is left for them. DROP EXTENSION shardcast may follow (README, Uninstalling)")
         return status
+
+
+def without_conninfo(source: psycopg.Connection, out: Out) -> int | None:
+    """Where no node has a conninfo (the driver's way to a node), the status to end with: 0 when
+    no node's publication or slot is on the source either (the driver replicated to none), 2 when
+    some are (a node whose conninfo was cleared after it replicated: `finish` must not say there
+    is nothing to take down). None where some node has a conninfo: `finish` goes on."""
+    if source.execute("SELECT EXISTS (SELECT FROM shardcast.nodes WHERE conninfo IS NOT NULL)").fetchone()[0]:
+        return None
+    channels = [channel_name(name) for (name,) in source.execute("SELECT node FROM shardcast.nodes").fetchall()]
+    left = [name for (name,) in source.execute(
+        "SELECT pubname FROM pg_publication WHERE pubname = ANY(%s)"
+        " UNION SELECT slot_name FROM pg_replication_slots WHERE slot_name = ANY(%s) ORDER BY 1",
+        [channels, channels]).fetchall()]
+    if left:
+        out.say(f"shardcast-driver finish: no node has a conninfo, but {', '.join(left)} is on the source: set the "
+                "node's conninfo again (shardcast.alter_node) and run finish, or drop them by hand (README, "
+                "Uninstalling)", error=True)
+        return EXIT_USAGE
+    out.say("nothing to finish: no node in shardcast.nodes has a conninfo, so the driver replicated to none. "
+            "DROP EXTENSION shardcast may follow (README, Uninstalling)")
+    return EXIT_OK
 
 
 def literal(source: psycopg.Connection, text: str) -> str:
@@ -194,7 +220,8 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool,
             # Say what is left: a node that never replicated has nothing on the source.
             left = [f"publication {node.channel}"] if source.execute(
                 "SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone() else []
-            left += [f"slot {row[0]}" for row in subscription_slots(source, node, *(noted or ()))]
+            ids = (suboid, sysid, slot) if suboid is not None else (noted or ())
+            left += [f"slot {row[0]}" for row in subscription_slots(source, node, *ids)]
             if left:
                 out.say(f"{node.name}: {', '.join(left)} left on the source (the subscription still uses them); run "
                         "finish again once the node is reachable, or with --force", error=True)
