@@ -29,5 +29,9 @@ fn set_shard_class(shard: Option<pg_sys::Oid>, class: Option<&str>) -> SqlResult
             format!("Known classes: {classes}. Add one with INSERT INTO shardcast.shard_classes (class, weight)."),
         ));
     }
-    classes::assign(shard, class).map_err(spi_error)
+    if !classes::assign(shard, class).map_err(spi_error)? {
+        // Dropped since `shards::table` found it: said as for any OID that names nothing.
+        return Err(shards::no_such_relation(shard));
+    }
+    Ok(())
 }

@@ -19,13 +19,17 @@ pub fn names() -> Result<String, pgrx::spi::Error> {
     .unwrap_or_default())
 }
 
-/// Assigns `class` to the relation by its qualified name.
-pub fn assign(relid: pg_sys::Oid, class: &str) -> Result<(), pgrx::spi::Error> {
-    Spi::run_with_args(
-        "INSERT INTO shardcast.shard_class_assignments (schema_name, table_name, class)
-         SELECT n.nspname, c.relname, $2 FROM pg_catalog.pg_class c
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1
-         ON CONFLICT (schema_name, table_name) DO UPDATE SET class = excluded.class, assigned_at = now()",
+/// Assigns `class` to the relation by its qualified name; false when the relation is gone (dropped
+/// since the caller found it), so that nothing was assigned.
+pub fn assign(relid: pg_sys::Oid, class: &str) -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "WITH assigned AS (
+             INSERT INTO shardcast.shard_class_assignments (schema_name, table_name, class)
+             SELECT n.nspname, c.relname, $2 FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1
+             ON CONFLICT (schema_name, table_name) DO UPDATE SET class = excluded.class, assigned_at = now()
+             RETURNING 1)
+         SELECT EXISTS (SELECT FROM assigned)",
         &[relid.into(), class.into()],
-    )
+    )? == Some(true))
 }

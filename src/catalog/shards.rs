@@ -143,7 +143,8 @@ pub fn existing_relation(relid: pg_sys::Oid) -> SqlResult<pg_sys::Oid> {
     }
 }
 
-fn no_such_relation(relid: pg_sys::Oid) -> pgrx::pg_sys::panic::ErrorReport {
+/// The error for an OID that names no relation (`42P01`): never one, or dropped meanwhile.
+pub fn no_such_relation(relid: pg_sys::Oid) -> pgrx::pg_sys::panic::ErrorReport {
     sql_error(
         PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
         format!("relation with OID {} does not exist", relid.to_u32()),
