@@ -30,7 +30,7 @@ parser.add_argument("outdir", nargs="?", default="/tmp/synth/nab",
 kind = parser.add_mutually_exclusive_group()
 kind.add_argument("--bursty", action="store_true", help="the burstier kind")
 kind.add_argument("--sparse", action="store_true", help="the sparse kind")
-parsed = parser.parse_args()
+parsed = parser.parse_intermixed_args()  # `12 --bursty DIR` as well as `12 DIR --bursty`
 bursty, sparse, seed, out = parsed.bursty, parsed.sparse, parsed.seed, parsed.outdir
 os.makedirs(out, exist_ok=True)
 rng = np.random.default_rng(seed)
