@@ -54,21 +54,13 @@ def finish(args: argparse.Namespace, out: Out) -> int:
         return EXIT_ENVIRONMENT
     with source:
         try:
-            fixes = source_problems(source, None, None, finishing=True)
-            if fixes:
-                raise SetupError(f"missing privileges on the source for role {source.info.user}; run as a superuser "
-                                 "there:\n" + "\n".join(f"    {fix}" for fix in fixes))
-        except SetupError as error:
-            out.say(f"shardcast-driver finish: {error}", error=True)
-            return error.status
-        if args.node is None and (status := without_conninfo(source, out)) is not None:
-            return status
-        try:
+            # What reading the nodes needs first, then (once they are known) what taking their
+            # replication down needs.
+            require_privileges(source, None)
+            if args.node is None and (status := without_conninfo(source, out)) is not None:
+                return status
             nodes = load_nodes(source, args.node, enabled_only=False)
-            fixes = source_problems(source, nodes, None, finishing=True)
-            if fixes:
-                raise SetupError(f"missing privileges on the source for role {source.info.user}; run as a superuser "
-                                 "there:\n" + "\n".join(f"    {fix}" for fix in fixes))
+            require_privileges(source, nodes)
         except SetupError as error:
             out.say(f"shardcast-driver finish: {error}", error=True)
             return error.status
@@ -115,6 +107,14 @@ def finish(args: argparse.Namespace, out: Out) -> int:
             out.say(f"finished: {', '.join(names)} hold ordinary tables now; no shardcast publication, subscription "
                     "or slot is left for them. DROP EXTENSION shardcast may follow (README, Uninstalling)")
         return status
+
+
+def require_privileges(source: psycopg.Connection, nodes: list[Node] | None) -> None:
+    """Raises SetupError with the GRANTs to run when the role lacks what finishing needs."""
+    fixes = source_problems(source, nodes, None, finishing=True)
+    if fixes:
+        raise SetupError(f"missing privileges on the source for role {source.info.user}; run as a superuser "
+                         "there:\n" + "\n".join(f"    {fix}" for fix in fixes))
 
 
 def without_conninfo(source: psycopg.Connection, out: Out) -> int | None:
