@@ -54,6 +54,11 @@ def channel_name(node: str) -> str:
     return f"shardcast_{plain}"
 
 
+def published(source: psycopg.Connection, node: Node) -> bool:
+    """Whether the node's publication is on the source."""
+    return source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone() is not None
+
+
 @dataclass
 class Task:
     task_id: int

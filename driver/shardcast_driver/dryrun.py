@@ -8,7 +8,7 @@ import argparse
 import psycopg
 
 from .common import (EXIT_ENVIRONMENT, EXIT_OK, Out, SetupError, connect, first_line, held_by_others, iso,
-                     load_nodes, pretty_bytes, pretty_seconds, still_failed)
+                     load_nodes, pretty_bytes, pretty_seconds, published, still_failed)
 from .privileges import source_problems
 
 PLAN = """
@@ -67,7 +67,7 @@ def dry_run(args: argparse.Namespace, out: Out) -> int:
             out.say(f"{shard} -> {node} failed in an earlier run (task {task_id}, {attempts} attempts): {detail}; "
                     "a run exits 1 until it is queued again and succeeds")
         for node in nodes:
-            if not source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
+            if not published(source, node):
                 out.say(f"a run would create publication {node.channel} on the source and subscription "
                         f"{node.channel} on {node.name}")
         fixes = source_problems(source, nodes, args.publisher_conninfo or args.source)

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from .common import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_OPEN, EXIT_USAGE, Node, Out, SetupError,
-                     channel_name, connect, first_line, load_nodes, manifest, still_failed)
+                     channel_name, connect, first_line, load_nodes, manifest, published, still_failed)
 from .privileges import source_problems
 from .sync import noted_subscription, parse_subscription_note
 
@@ -218,8 +218,7 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool,
         out.say(f"{node.name}: cannot drop subscription {node.channel} on the node: {first_line(error)}", error=True)
         if not force:
             # Say what is left: a node that never replicated has nothing on the source.
-            left = [f"publication {node.channel}"] if source.execute(
-                "SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone() else []
+            left = [f"publication {node.channel}"] if published(source, node) else []
             ids = (suboid, sysid, slot) if suboid is not None else (noted or ())
             left += [f"slot {row[0]}" for row in subscription_slots(source, node, *ids)]
             if left:
@@ -252,7 +251,7 @@ def finish_node(source: psycopg.Connection, node: Node, force: bool,
                         f"publication {node.channel}; finish --force drops them (terminating that walsender)",
                         error=True)
             return EXIT_FAILED, (suboid, sysid, slot), False
-    if source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
+    if published(source, node):
         source.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(channel))
         out.say(f"{node.name}: publication {node.channel} dropped on the source")
     else:

@@ -32,7 +32,8 @@ from typing import Callable, TypeVar
 import psycopg
 from psycopg import sql
 
-from .common import LeaseLost, Node, SyncError, Task, connect, first_line, pretty_bytes, pretty_seconds
+from .common import (LeaseLost, Node, SyncError, Task, connect, first_line, pretty_bytes, pretty_seconds,
+                     published)
 from .schema import (FOREIGN_KEYS_ON_REPLICA, FOREIGN_KEYS_ON_SOURCE, TABLES_ON_REPLICA, TableDefinition,
                      create_table_statements, dump_pattern, run_on_replica, set_lock_timeout, table_definition)
 
@@ -44,7 +45,7 @@ T = TypeVar("T")
 def ensure_channel(source: psycopg.Connection, node: Node, publisher_conninfo: str,
                    dest: psycopg.Connection) -> None:
     """Creates the node's publication on the source and its subscription on the node, if missing."""
-    if not source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [node.channel]).fetchone():
+    if not published(source, node):
         try:
             source.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(node.channel)))
         except psycopg.errors.DuplicateObject:
