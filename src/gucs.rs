@@ -122,7 +122,7 @@ pub fn init(preloading: bool) {
     GucRegistry::define_float_guc(
         c"shardcast.interval_level",
         c"Coverage of forecast prediction intervals.",
-        c"0.8 gives 80% intervals (10th to 90th percentile of backtest errors).",
+        c"0.8 gives 80% intervals: split-conformal bounds from the backtest's errors (wider than their 10th to 90th percentiles).",
         &INTERVAL_LEVEL,
         0.5,
         0.99,

@@ -16,7 +16,8 @@ use crate::catalog::history::{self, Clock};
 use crate::catalog::scores;
 use crate::gucs::{self, LoadMeasure};
 
-/// At most this much history feeds a forecast: two weekly cycles for MSTL, four for the profile.
+/// At most this much history feeds a forecast: the retention's default, four weeks (Theta's
+/// window; the weekly level's profile takes three, before the earliest backtest origin).
 const HISTORY_HOURS: usize = 28 * 24;
 
 /// What one refresh did.

@@ -159,9 +159,9 @@ const SHIFT_MIN_HOURS: usize = DAY;
 /// Shifts whose first whole day is up to two weeks old are looked for (so up to fifteen days
 /// old). Older ones have two weeks of the new level before now: the cleaning's neighbours, the
 /// daily profiles and the weekly level's profile (the median of three weeks) are on its side
-/// already. With one week, a load that fell 1000-fold eight days ago was forecast two days
-/// ahead at about a hundred times its new level: two of the three weeks behind the weekly
-/// profile of the hours ahead were at the old level.
+/// already. Looked for up to eight days back only, a load that fell 1000-fold eight to fourteen
+/// days ago was forecast two days ahead at up to 200 times its new level: two of the three weeks
+/// behind the weekly profile of the hours ahead were at the old level.
 const SHIFT_MAX_HOURS: usize = 2 * models::WEEK;
 /// The last observed hours must all be at the new level: a load that came back an hour ago
 /// (an outage over, a two-day burst ended) is no shift, whatever the day before says. (The

@@ -68,7 +68,8 @@ impl Default for Settings {
 pub struct History {
     /// Hourly loads, oldest first, gap-free, finite and non-negative.
     pub y: Vec<f64>,
-    /// Whether each hour was observed (false: interpolated across a short gap).
+    /// Whether each hour's load is known, observed or imported (false: interpolated across a
+    /// short gap, or held at the last known value after it).
     pub known: Vec<bool>,
     /// How far the load per hour of the last 15 minutes ran above (or below) that of the last
     /// hour, when known (the adapter's `series::Aligned::recent_excess`): a burst that began
@@ -288,7 +289,7 @@ fn bounded(mut path: Vec<f64>, ceiling: f64) -> Vec<f64> {
 }
 
 /// The share of a burst's onset (the recent excess over the last hour's load) added to
-/// the first hour of the forecast; half as much again goes to the second. The models see hours
+/// the first hour of the forecast; half that share goes to the second. The models see hours
 /// only: at 10:40 a burst that began at 10:25 is a quarter of the last hour and hardly moves
 /// them, while it will likely fill the next hour. Persistence as in
 /// [`models::EXCESS_PERSISTENCE`]: most of an excess is left an hour later, not all.

@@ -274,7 +274,8 @@ fn seasonal_level(y: &[f64], horizon: usize) -> Option<Vec<f64>> {
 
 /// Weeks behind the profile of [`ModelKind::WeeklyLevel`]: an odd number, so that the median
 /// is one week's load and one odd week is left out, and what every backtest origin of a 28-day
-/// history has (the served forecast is the model that was backtested). Four did as well on M4.
+/// history has at horizons up to 7 hours (the served forecast is the model that was
+/// backtested; longer horizons' earliest origins have two weeks). Four did as well on M4.
 const WEEKLY_PROFILE_WEEKS: usize = 3;
 
 /// [`ModelKind::WeeklyLevel`] is a candidate only where the load averages at least this much an

@@ -95,7 +95,9 @@ pub fn select(cleaned: &Cleaned, settings: &Settings) -> Selection {
         .collect();
     // What each origin's forecast would have seen: as when serving, the freshest hours before
     // it are as measured, not cleaned (a persistence model backtested on a history whose last
-    // burst was cleaned away would be judged on a series it never forecasts from).
+    // burst was cleaned away would be judged on a series it never forecasts from). The hours
+    // before those are this refresh's cleaned history, whose cleaning looked at days on both
+    // sides of them: cleaning once per origin would cost the cleaning 24 times over.
     let seen: Vec<Vec<f64>> = origins.iter().map(|&t| served_history(y, raw, t)).collect();
     // predictions[c][o]: candidate c's total from origin o.
     let mut predictions: Vec<Option<Vec<f64>>> = Vec::with_capacity(candidates.len());
