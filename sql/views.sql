@@ -262,7 +262,9 @@ CREATE VIEW shardcast.queue_explained AS
 SELECT q.position, q.task_id, q.relid::regclass AS shard, q.size_bytes, q.score, q.density, q.tier,
        q.prefetch, q.node,
        q.reason || CASE
-           WHEN q.node IS NULL THEN '; no enabled node to copy to'
+           WHEN q.node IS NULL AND EXISTS (SELECT FROM shardcast.nodes)
+               THEN '; no enabled node to copy to: not claimed until one is enabled'
+           WHEN q.node IS NULL THEN ''
            WHEN n.node IS NULL THEN pg_catalog.format('; node %s does not exist', q.node)
            WHEN NOT n.enabled THEN pg_catalog.format('; node %s is disabled: not claimed until it is enabled', q.node)
            WHEN c.copying >= n.max_concurrent
@@ -316,7 +318,14 @@ SELECT t.task_id,
        t.citus_target AS target
 FROM shardcast.replication_tasks t
 JOIN shardcast.shards s USING (shard_id)
-WHERE t.state IN ('queued', 'claimed');
+LEFT JOIN pg_catalog.pg_class c ON c.oid = s.relid
+LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE t.state = 'claimed'
+   -- A queued task whose shard is gone (dropped, renamed or moved, retired) is never claimed:
+   -- the next claim or replan cancels it. It is left out, as the queue leaves it out, so that
+   -- position 1 is the next task claimed and no tool is sent for a table that is not there.
+   OR t.state = 'queued' AND s.retired_at IS NULL
+      AND (t.kind = 'citus_move' OR c.relname = s.table_name AND n.nspname = s.schema_name);
 COMMENT ON VIEW shardcast.replication_manifest IS
     'Open replication tasks: shard, source identity, node, size, priority weight, position (per kind), kind, and a Citus move''s source and target node.';
 

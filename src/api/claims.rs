@@ -11,7 +11,7 @@ use pgrx::PgSqlErrorCode;
 
 use super::nodes::{check_node, MAX_NODE_NAME_BYTES};
 use super::{check_name, null_argument};
-use crate::catalog::{claims, copy_credits};
+use crate::catalog::{claims, copy_credits, tasks};
 use crate::error::{spi_error, sql_error, SqlResult};
 use crate::{gucs, queue};
 
@@ -194,6 +194,11 @@ fn complete(
 ) -> SqlResult<()> {
     let task_id = task_id.ok_or_else(|| null_argument("task_id"))?;
     let succeeded = succeeded.ok_or_else(|| null_argument("succeeded"))?;
+    if !succeeded {
+        // A failure replans, which takes the queue lock: take it before the task's row, in the
+        // order cancel_task and retry_task take them, or the two deadlock.
+        tasks::lock_queue().map_err(spi_error)?;
+    }
     let claimed_by = lock_claimed(task_id, worker, Expired::Refuse)?;
     claims::complete(&claims::Completion {
         task_id,

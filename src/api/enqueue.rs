@@ -206,7 +206,8 @@ fn enqueue_publication(
         )
         .set_detail(format!("Skipped: {}.", listed(&untracked)))
         .report(PgLogLevel::NOTICE);
-    } else if shard_ids.is_empty() {
+    }
+    if shard_ids.is_empty() {
         sql_error(
             PgSqlErrorCode::ERRCODE_NO_DATA,
             format!("publication \"{publication}\" holds no table to copy"),

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use super::{check_name, invalid, null_argument};
-use crate::catalog::nodes;
+use crate::catalog::{nodes, tasks};
 use crate::error::{float_text, spi_error, sql_error, SqlResult};
 use crate::queue;
 
@@ -152,6 +152,8 @@ fn alter_node(
     if let Some(conninfo) = conninfo {
         check_conninfo(conninfo)?;
     }
+    // The queue lock before the node's row, in remove_node's order (the replan below takes it).
+    tasks::lock_queue().map_err(spi_error)?;
     let altered = nodes::alter(
         node,
         capacity_bytes_per_sec,

@@ -146,12 +146,19 @@ fn _allocation_plan(
     let queue = server_queue().map_err(spi_error)?;
     let tasks: Vec<&Task> = queue.iter().map(|q| &q.task).collect();
     // Tasks placed on a node copy at that node's pace: its max_concurrent slots sharing
-    // capacity × (1 − load); a node that takes no claims (disabled) gives its tasks no start.
+    // capacity × (1 − load); a node that takes no claims (disabled) gives its tasks no start,
+    // and so does having nodes but none enabled to tasks without one. Without any node the
+    // tasks share the `workers` slots.
     let nodes = nodes::plan_capacities().map_err(spi_error)?;
+    let unplaced = if nodes::any().map_err(spi_error)? {
+        Placement::Unavailable
+    } else {
+        Placement::Pool
+    };
     let placements: Vec<Placement> = queue
         .iter()
         .map(|q| match &q.node {
-            None => Placement::Pool,
+            None => unplaced,
             Some(name) => nodes
                 .iter()
                 .position(|(n, _)| n == name)

@@ -12,6 +12,12 @@ pub fn exists(node: &str) -> Result<bool, pgrx::spi::Error> {
 }
 
 /// Adds a node; false when one of that name exists (it is left as it is).
+/// Whether any node is registered, enabled or not: without one, tasks are for whoever claims
+/// them; with one, a task is copied to a node.
+pub fn any() -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM shardcast.nodes)")? == Some(true))
+}
+
 pub fn add(
     name: &str,
     capacity: f64,

@@ -281,7 +281,9 @@ impl Worker {
             if report.superseded() {
                 return Ok(report);
             }
-            // New scores reorder the replication queue; expired leases rejoin it.
+            // New scores reorder the replication queue; expired leases rejoin it. The queue lock
+            // first, before the expired tasks' rows, in the order every writer takes them.
+            tasks::lock_queue()?;
             claims::expire_leases(gucs::max_attempts())?;
             queue::replan()?;
             worker_state::record_refresh(report.scored, work + began.elapsed())?;

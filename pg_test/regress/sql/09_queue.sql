@@ -36,7 +36,10 @@ CREATE PUBLICATION mixed_pub FOR TABLE customers, shardcast.nodes;
 SELECT shardcast.enqueue_publication('mixed_pub', 'replica-a');
 CREATE PUBLICATION empty_pub;
 SELECT shardcast.enqueue_publication('empty_pub');
-DROP PUBLICATION mixed_pub, empty_pub;
+-- A publication of tables that are all skipped holds no table to copy either.
+CREATE PUBLICATION untracked_pub FOR TABLE shardcast.nodes;
+SELECT shardcast.enqueue_publication('untracked_pub');
+DROP PUBLICATION mixed_pub, empty_pub, untracked_pub;
 -- Every live shard (it first registers new tables and retires dropped ones: pageviews of
 -- 07_sparkline). Shards with an open task keep it; the count is of shards.
 SELECT shardcast.enqueue_all();
@@ -58,14 +61,20 @@ SELECT position, shard, worker, node, round(bandwidth_share::numeric) AS bandwid
        round(extract(epoch FROM expected_start - now())::numeric, 6) AS starts_in_s,
        round(extract(epoch FROM expected_finish - now())::numeric, 6) AS finishes_in_s
 FROM shardcast.allocation_plan() ORDER BY position;
--- With every node disabled (for this transaction only): tasks given a node have no start;
--- those node assignment placed have no node now and share the plan's 2 slots of 500 kB/s.
+-- With every node disabled (for this transaction only) no task has a start: those given a node
+-- wait for it, and those node assignment placed have no node now and wait for one to be
+-- enabled. (Only where no node exists at all are tasks without one for whoever claims them,
+-- sharing the plan's slots.)
 BEGIN;
 SELECT shardcast.alter_node('replica-a', enabled => false), shardcast.alter_node('replica-b', enabled => false);
 SELECT position, shard, worker, node, round(bandwidth_share::numeric) AS bandwidth_share,
        round(extract(epoch FROM expected_start - now())::numeric, 3) AS starts_in_s,
        round(extract(epoch FROM expected_finish - now())::numeric, 3) AS finishes_in_s
 FROM shardcast.allocation_plan(2, 1000000) ORDER BY position;
+-- No claim takes them (a copy to no node would be remembered nowhere), and the queue says why.
+SELECT count(*) AS claimed FROM shardcast.claim_task('copier-9');
+SELECT position, shard, reason LIKE '%; no enabled node to copy to: not claimed until one is enabled' AS waits
+FROM shardcast.queue_explained WHERE node IS NULL ORDER BY position;
 ROLLBACK;
 -- A node that copies next to nothing (add_node and alter_node take at least 1 byte a second;
 -- a catalog of 0.1.0 may hold less): a time beyond 30,000 years is 'infinity', and the plan

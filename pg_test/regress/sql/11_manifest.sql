@@ -17,5 +17,16 @@ SELECT jsonb_pretty(shardcast.manifest_json('replica-a') - 'generated_at' #- '{s
 SELECT m ? 'generated_at' AS dated, m -> 'source' ? 'system_identifier' AS identified,
        jsonb_array_length(m -> 'tasks') AS tasks, m -> 'node' AS node
 FROM shardcast.manifest_json() AS m;
+-- A queued task whose table was dropped (or renamed) is left out until the next claim or
+-- replan cancels it, as the queue leaves it out: positions count what can be claimed, and
+-- position 1 is the task claim_task hands out next.
+CREATE TABLE manifest_gone (id int);
+SELECT shardcast.enqueue('manifest_gone', 'replica-a') > 0 AS queued;
+DROP TABLE manifest_gone;
+SELECT count(*) FILTER (WHERE shard = 'public.manifest_gone') AS gone_listed,
+       min(position) AS first, max(position) = count(*) AS numbered_without_gaps
+FROM shardcast.replication_manifest WHERE state = 'queued' AND kind = 'copy';
+SELECT (SELECT task_id FROM shardcast.replication_manifest WHERE position = 1 AND kind = 'copy')
+     = (SELECT task_id FROM shardcast.prioritized_queue WHERE position = 1) AS first_is_next;
 -- An unknown node (42704).
 SELECT shardcast.manifest_json('replica-z');

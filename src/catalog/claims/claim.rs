@@ -14,7 +14,10 @@ use crate::catalog::tasks::gone::GONE_DETAIL;
 /// node. Each filter has its own statement so that each kept plan is generic (planned once per
 /// session) and walks its own index in dispatch order: `replication_tasks_dispatch` for any
 /// node, `replication_tasks_node_dispatch` for one. Tasks for a disabled node, or for a node at
-/// its `max_concurrent`, are passed over. The task it takes is claimed if its shard is still its
+/// its `max_concurrent`, are passed over, and so are tasks without a node where nodes exist
+/// (every one disabled): they wait for node assignment to place them on one that is enabled
+/// again, or their copies would go nowhere the queue remembers. Without any node (scripts
+/// that copy elsewhere) every task is for whoever claims it. The task it takes is claimed if its shard is still its
 /// own relation, and cancelled otherwise (the `gone` column: `{gone}` stands for
 /// [`GONE_DETAIL`]; the last column says which), so that a dropped
 /// table is never copied, nor another table that took its name. A claim grants its task a copy
@@ -27,10 +30,13 @@ const CLAIM_TEMPLATE: &str = "
              WHERE t.state = 'queued'
                AND t.kind = 'copy'
                AND $2::text IS NULL
-               AND (t.node IS NULL OR (SELECT count(*) FROM shardcast.replication_tasks c
-                                        WHERE c.state = 'claimed' AND c.node = t.node)
-                                      < (SELECT max_concurrent FROM shardcast.nodes n
-                                         WHERE n.node = t.node AND n.enabled))
+               AND CASE WHEN t.node IS NULL
+                        THEN NOT EXISTS (SELECT FROM shardcast.nodes)
+                        ELSE (SELECT count(*) FROM shardcast.replication_tasks c
+                              WHERE c.state = 'claimed' AND c.node = t.node)
+                             < (SELECT max_concurrent FROM shardcast.nodes n
+                                WHERE n.node = t.node AND n.enabled)
+                   END
              ORDER BY t.dispatch_rank, t.task_id
              LIMIT 1
              FOR UPDATE SKIP LOCKED),
