@@ -139,7 +139,10 @@ def test_version_is_the_extensions():
 
 
 @pytest.mark.parametrize("args", [["--workers", "-1"], ["--workers", "0"], ["--workers", "two"], ["--poll", "0"],
-                                  ["--sync-timeout", "-5"], ["--retry-delay", "-1"], ["--bogus"], []])
+                                  ["--sync-timeout", "-5"], ["--retry-delay", "-1"], ["--bogus"], [],
+                                  # Past PostgreSQL's largest lock_timeout: every sync would fail on it.
+                                  ["--lock-timeout", "3000000"],
+                                  ["--wait", "--no-wait"]])
 def test_usage_errors_exit_2(args):
     source = ["--source", "host=127.0.0.1 port=1"] if args else []
     done = subprocess.run(driver_command(*source, *args), capture_output=True, text=True, timeout=30)
@@ -359,6 +362,11 @@ def test_finish_leaves_ordinary_tables_and_no_slot_publication_or_subscription(p
     with replica.connect(DB) as rep:
         suboid = one(rep, "SELECT oid FROM pg_subscription WHERE subname = 'shardcast_t_finish'")
     assert suboid is not None
+    # Removing the node now would leave its publication, slot and subscription with nothing that
+    # names them: refused (55006) until finish has taken them down.
+    with source.connect(DB) as src:
+        with pytest.raises(psycopg.errors.ObjectInUse, match="publication shardcast_t_finish is on the source"):
+            src.execute("SELECT shardcast.remove_node(%s)", [node])
     finished = run(source, "finish", "--node", node)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "finished: t_finish hold ordinary tables now" in finished.stdout
@@ -377,6 +385,25 @@ def test_finish_leaves_ordinary_tables_and_no_slot_publication_or_subscription(p
     # Again: nothing left to take down.
     again = run(source, "finish", "--node", node)
     assert again.returncode == 0, again.stdout + again.stderr
+    with source.connect(DB) as src:
+        assert one(src, "SELECT shardcast.remove_node(%s)", node) == 0
+
+
+@pytest.mark.parametrize("name", ["t_rm", "T_Rm.eu-1", "t_" + "x" * 45, "t_rm_ü"])
+def test_remove_node_knows_the_drivers_publication_by_the_drivers_name_for_it(pair, name):
+    """remove_node computes the name the driver gives a node's publication (a twin of
+    common.channel_name, in SQL): the two must agree, odd names (case, punctuation, length,
+    non-ASCII) included."""
+    sys.path.insert(0, str(ROOT / "driver"))
+    from shardcast_driver.common import channel_name
+    source, replica = pair
+    node_for(source, replica, name)
+    with source.connect(DB) as src:
+        src.execute(f'CREATE PUBLICATION "{channel_name(name)}"')
+        with pytest.raises(psycopg.errors.ObjectInUse, match=f"publication {channel_name(name)} is on the source"):
+            src.execute("SELECT shardcast.remove_node(%s)", [name])
+        src.execute(f'DROP PUBLICATION "{channel_name(name)}"')
+        assert one(src, "SELECT shardcast.remove_node(%s)", name) == 0
 
 
 def test_finish_leaves_a_slot_of_another_database_alone(pair):
@@ -425,8 +452,21 @@ def test_a_driver_role_with_exactly_the_readme_grants_syncs(pair):
     source.wait_for_subscribers(DB)
     with replica.connect(DB) as rep:
         assert one(rep, "SELECT count(*) FROM t_grants_a") == 1000
+    # Without EXECUTE on alter_node, finish could not disable the node first (a driver started
+    # later would set its replication up again): it takes nothing down and names the GRANT.
+    with source.connect(DB) as src:
+        src.execute(readme_grants("replicator_nofinish", without="alter_node"))
+    kept = run(source, "finish", "--node", node, dsn=dsn.replace("user=replicator", "user=replicator_nofinish"))
+    assert kept.returncode == 3, kept.stdout + kept.stderr
+    assert "GRANT EXECUTE ON FUNCTION shardcast.alter_node(text, double precision, integer, text, boolean) TO " \
+           "replicator_nofinish;" in kept.stderr
+    with source.connect(DB) as src:
+        assert one(src, "SELECT count(*) FROM pg_publication WHERE pubname = %s", f"shardcast_{node}") == 1
+        assert one(src, "SELECT enabled FROM shardcast.nodes WHERE node = %s", node)
     finished = run(source, "finish", "--node", node, dsn=dsn)
     assert finished.returncode == 0, finished.stdout + finished.stderr
+    with source.connect(DB) as src:
+        assert not one(src, "SELECT enabled FROM shardcast.nodes WHERE node = %s", node)
 
     # One GRANT fewer: the driver says which, and claims nothing.
     node = node_for(source, replica, "t_grants_less")

@@ -89,6 +89,9 @@ pub fn explain(reason: &Reason) -> String {
     let number = |v: f64| {
         if v == 0.0 {
             "0".to_string()
+        } else if settings.order == Order::Fifo {
+            // The key is the task id.
+            format!("{v:.0}")
         } else if settings.order == Order::Wspt {
             format!("{v:.3e}")
         } else {
@@ -100,7 +103,6 @@ pub fn explain(reason: &Reason) -> String {
         Order::Score => "score",
         Order::Fifo => "task id",
     };
-    let key = |v: f64| format!("{name} {}", number(v));
     let by = |after: i64, after_key: f64, own: f64| match settings.order {
         Order::Fifo => {
             format!("after task {after}: first come, first served (shardcast.ordering = fifo)")
@@ -135,10 +137,10 @@ pub fn explain(reason: &Reason) -> String {
             oldest,
             late_secs,
         } => format!(
-            "held back by the overtake window behind task {after} ({} vs {}): enqueued {:.0} min after task {oldest}, \
+            "held back by the overtake window behind task {after} ({name} {} vs {}): enqueued {:.0} min after task {oldest}, \
              the oldest queued then, more than shardcast.overtake_window ({:.0} min)",
-            key(*after_key),
-            key(*own),
+            number(*after_key),
+            number(*own),
             late_secs / 60.0,
             settings.window_secs / 60.0
         ),

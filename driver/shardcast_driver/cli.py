@@ -62,6 +62,18 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+# PostgreSQL's lock_timeout is a whole number of milliseconds up to INT_MAX.
+MAX_LOCK_TIMEOUT_SECONDS = 2147483
+
+
+def lock_seconds(text: str) -> float:
+    value = positive_seconds(text)
+    if value > MAX_LOCK_TIMEOUT_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LOCK_TIMEOUT_SECONDS} seconds (PostgreSQL's "
+                                         f"largest lock_timeout), not {text}")
+    return value
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -117,14 +129,16 @@ def run_parser() -> argparse.ArgumentParser:
                         "the queue is empty (a service: SIGTERM stops it cleanly with status 0)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be copied, in which order, to "
                         "which node, and the plan's expected time; claim nothing, change nothing")
-    parser.add_argument("--no-wait", action="store_true", help="when only tasks that other drivers hold are left, "
+    # --no-wait and --wait contradict each other: say so rather than let one silently win.
+    waiting = parser.add_mutually_exclusive_group()
+    waiting.add_argument("--no-wait", action="store_true", help="when only tasks that other drivers hold are left, "
                         "exit 4 at once instead of waiting for them (or for their leases to run out)")
     parser.add_argument("--wait-timeout", type=seconds, default=900.0, metavar="SECONDS",
                         help="when only tasks that other drivers hold are left, wait at most this long for them (or "
                         "for their leases to run out), then exit 4 (default 900; --follow waits without a bound)")
-    parser.add_argument("--wait", action="store_true", help="wait for the tasks other drivers hold as long as they "
+    waiting.add_argument("--wait", action="store_true", help="wait for the tasks other drivers hold as long as they "
                         "hold them, without --wait-timeout's bound")
-    parser.add_argument("--lock-timeout", type=positive_seconds, default=10.0, metavar="SECONDS",
+    parser.add_argument("--lock-timeout", type=lock_seconds, default=10.0, metavar="SECONDS",
                         help="how long a statement that creates or alters a table, index or constraint on a node "
                         "waits for a lock there (a reader's, say) before it gives up and is tried again, within the "
                         "same claim and without using up an attempt, until --sync-timeout (default 10)")

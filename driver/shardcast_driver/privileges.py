@@ -9,7 +9,8 @@ On the source, the role of `--source` (unless a superuser):
       (CREATE PUBLICATION), and ownership of it once it does (ALTER PUBLICATION, DROP PUBLICATION);
   ownership of every table it publishes (PostgreSQL 15: only a table's owner may add it to a
       publication): membership in the tables' owner role is enough;
-  for `finish` when a slot must be dropped by hand: the REPLICATION attribute.
+  for `finish`: EXECUTE on alter_node (it disables the nodes it finishes first), and when a slot
+      must be dropped by hand, the REPLICATION attribute.
 The role the subscriptions connect to the source as (`--publisher-conninfo`'s user, default
 `--source`'s): REPLICATION and SELECT on the tables.
 On each node, the role of the node's conninfo: superuser in PostgreSQL 15 (CREATE SUBSCRIPTION,
@@ -23,6 +24,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from .common import FUNCTIONS, Node, manifest
+
+# What `finish` disables the nodes with.
+ALTER_NODE = "shardcast.alter_node(text, double precision, integer, text, boolean)"
 
 # The tables the open tasks for these nodes would publish, with their owners ({manifest}: see
 # common.manifest).
@@ -76,6 +80,12 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
                 can_create = True  # once
             elif row is not None and not row[0]:
                 fixes.append(f"ALTER PUBLICATION {_q(source, node.channel)} OWNER TO {u};  -- owned by {row[1]}")
+        enabled = source.execute("SELECT EXISTS (SELECT FROM shardcast.nodes WHERE node = ANY(%s) AND enabled)",
+                                 [[n.name for n in nodes]]).fetchone()[0]
+        if finishing and enabled and not source.execute(
+                "SELECT has_function_privilege(%s::regprocedure, 'EXECUTE')", [ALTER_NODE]).fetchone()[0]:
+            fixes.append(f"GRANT EXECUTE ON FUNCTION {ALTER_NODE} TO {u};  -- finish disables a node before it "
+                         "takes its replication down, so that no driver sets it up again")
         if not finishing:
             owners: dict[str, list[str]] = {}
             open_tables = OPEN_TABLES.format(manifest=manifest(source))

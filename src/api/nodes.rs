@@ -195,6 +195,20 @@ fn remove_node(node: Option<&str>) -> SqlResult<i64> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
+        nodes::Removal::Replicated(publication) => Err(sql_error(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!("node \"{node}\" is still replicated: publication {publication} is on the source"),
+            format!(
+                "Take its replication down first, then remove it: shardcast-driver finish --source ... \
+                 --node '{}' (with --force when the node cannot be reached) drops the publication, \
+                 its slot and the node's subscription.",
+                node.replace('\'', "'\\''")
+            ),
+        )
+        .set_detail(
+            "shardcast-driver set up logical replication to the node: its slot holds WAL on the \
+             source until it is dropped.",
+        )),
         nodes::Removal::Removed(cancelled) => {
             queue::replan().map_err(spi_error)?;
             Ok(cancelled)
