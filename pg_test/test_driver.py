@@ -316,6 +316,9 @@ def test_a_killed_driver_loses_nothing_and_the_next_run_syncs_exactly_once(clust
             "SELECT state, attempts, claimed_by FROM shardcast.replication_tasks WHERE task_id = %s", [task]).fetchone()
         assert (state, attempts, claimed_by) == ("done", 1, "driver-2")
         assert one(pub, "SELECT count(*) FROM shardcast.completion_log WHERE task_id = %s", task) == 1
+        # The killed driver's copy went on on the node and is this task's copy: not "already on
+        # the node, nothing copied", which the report would leave out.
+        assert one(pub, "SELECT copied FROM shardcast.completion_log WHERE task_id = %s", task) is True
         assert table_fingerprint(f, "late_orders") == table_fingerprint(pub, "late_orders")
 
 

@@ -159,6 +159,14 @@ def test_no_source_to_connect_to_exits_3():
     assert "cannot connect to the source" in done.stderr
 
 
+def test_a_source_database_without_shardcast_is_told_to_create_it(pair):
+    source, _ = pair
+    for args in ([], ["--dry-run"], ["finish"]):
+        done = run(source, *args, dsn=source.dsn("postgres"))
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "CREATE EXTENSION shardcast;" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def test_the_driver_reads_no_internal_column():
     """README, "What it reads": the claim order is the manifest's `position`, never the task
     table's `dispatch_rank`; citus-rebalance reads its moves from the view citus_moves."""

@@ -205,7 +205,8 @@ class Driver(Syncer):
         if failed:
             self.report.say(f"{len(failed)} task(s) failed in earlier runs and are not queued again: "
                             + ", ".join(f"{shard} -> {node}" for _, shard, node, *_ in failed)
-                            + " (listed at the end; this run exits 1 unless they are queued again and succeed)")
+                            + " (listed at the end; unless they are queued again and succeed, this run exits 1 when it ends "
+                            "by itself: a stop by signal has its own status)")
         while not self.stopping.is_set():
             self.check_nodes(source)
             if not self.nodes:

@@ -77,7 +77,8 @@ def finish(args: argparse.Namespace, out: Out) -> int:
         if (open_tasks or failed) and not args.force:
             what = (f"{len(open_tasks)} task(s) open" if open_tasks else "") + \
                    (" and " if open_tasks and failed else "") + (f"{len(failed)} failed" if failed else "")
-            out.say(f"finish refused: {what} for {', '.join(names)}; run the driver until they are done "
+            involved = sorted({node for _, _, node, *_ in open_tasks} | {node for _, _, node, *_ in failed})
+            out.say(f"finish refused: {what} for {', '.join(involved)}; run the driver until they are done "
                     "(or queue the failed ones again), or finish --force to leave them undone", error=True)
             return EXIT_FAILED if failed else EXIT_OPEN  # README: 3 over 1 over 4
         if open_tasks or failed:
@@ -104,8 +105,15 @@ def finish(args: argparse.Namespace, out: Out) -> int:
             out.say("still on the source: " + ", ".join(r[0] for r in remaining), error=True)
             status = max(status, EXIT_FAILED, key=severity)
         elif status == EXIT_OK:
+            # Other nodes may still be replicated to (finish --node): the extension stays for them.
+            others = [p for (p,) in source.execute(
+                "SELECT pubname::text FROM pg_publication WHERE pubname = ANY(%s) ORDER BY 1",
+                [[channel_name(n) for (n,) in source.execute("SELECT node FROM shardcast.nodes").fetchall()]]
+            ).fetchall()]
             out.say(f"finished: {', '.join(names)} hold ordinary tables now; no shardcast publication, subscription "
-                    "or slot is left for them. DROP EXTENSION shardcast may follow (README, Uninstalling)")
+                    "or slot is left for them. " + (
+                        f"Still replicated to: {', '.join(others)}" if others else
+                        "DROP EXTENSION shardcast may follow (README, Uninstalling)"))
         return status
 
 

@@ -51,6 +51,9 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
         "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_database()"
     ).fetchone()
     u, db = _q(source, user), _q(source, database)
+    if not source.execute("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'shardcast')").fetchone()[0]:
+        # Not a privilege, but the same remedy: a statement a superuser runs there.
+        return [f"CREATE EXTENSION shardcast;  -- in database {db}: --source names a database without shardcast"]
     fixes: list[str] = []
     if not superuser:
         if not source.execute("SELECT has_schema_privilege('shardcast', 'USAGE')").fetchone()[0]:

@@ -244,6 +244,13 @@ class Syncer:
         if definition is not None:
             self.complete_definition(task, dest, definition)
             self.add_foreign_keys(task.node, source, dest, [definition.shard], {definition.shard: definition})
+        if already and task.attempts > 0:
+            # Ready because an earlier attempt of this very task copied it, whose driver stopped
+            # before it could complete the task (a failed or released attempt takes the table out
+            # of the publication): that copy is this task's, not a table that was there before.
+            self.report.say(f"ready    {task.shard} on {task.node.name}: copied by an earlier attempt of task "
+                            f"{task.task_id}")
+            return COPIED
         return ALREADY if already else COPIED
 
     def add_to_publication(self, task: Task, source: psycopg.Connection) -> None:
