@@ -58,6 +58,22 @@ AS 'MODULE_PATHNAME', 'preloaded_wrapper';
 COMMENT ON FUNCTION shardcast.preloaded() IS
     'Whether the shardcast library was loaded through shared_preload_libraries (the worker runs only then).';
 
+-- A comma-separated list of names read as search_path reads it: unquoted names folded to lower
+-- case, double-quoted ones kept as written ("" is a quote), blanks around each ignored. What
+-- shard_candidates reads shardcast.excluded_schemas with: the setting was matched as raw text, so
+-- 'Staging' excluded nothing (the schema is staging) and '"Mixed"' looked for the quotes.
+CREATE FUNCTION shardcast._name_list(list text) RETURNS name[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(CASE WHEN r.m[1] LIKE '"%'
+                                   THEN replace(substr(r.m[1], 2, length(r.m[1]) - 2), '""', '"')
+                                   ELSE lower(r.m[1]) END ORDER BY r.i)::name[], '{}')
+    FROM regexp_matches(list, '\s*("(?:[^"]|"")*"|[^,"\s](?:[^,"]*[^,"\s])?)\s*(?:,|$)', 'g')
+         WITH ORDINALITY AS r(m, i)
+$$;
+COMMENT ON FUNCTION shardcast._name_list(text) IS
+    'Internal: a comma-separated list of names as search_path reads one (unquoted folded to lower case, quoted kept), for shardcast.excluded_schemas.';
+
 -- The worker's processes as pg_stat_activity lists them, for every role: to a role without
 -- pg_read_all_stats, pg_stat_activity shows other users' processes without their backend_type,
 -- and worker_status said "not running" while the worker ran. Only shardcast's own processes, and

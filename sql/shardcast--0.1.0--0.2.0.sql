@@ -313,6 +313,38 @@ CREATE FUNCTION shardcast."preloaded"() RETURNS bool
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'preloaded_wrapper';
+-- A comma-separated list of names read as search_path reads it: unquoted names folded to lower
+-- case, double-quoted ones kept as written ("" is a quote), blanks around each ignored. What
+-- shard_candidates reads shardcast.excluded_schemas with: the setting was matched as raw text, so
+-- 'Staging' excluded nothing (the schema is staging) and '"Mixed"' looked for the quotes.
+CREATE FUNCTION shardcast._name_list(list text) RETURNS name[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(CASE WHEN r.m[1] LIKE '"%'
+                                   THEN replace(substr(r.m[1], 2, length(r.m[1]) - 2), '""', '"')
+                                   ELSE lower(r.m[1]) END ORDER BY r.i)::name[], '{}')
+    FROM regexp_matches(list, '\s*("(?:[^"]|"")*"|[^,"\s](?:[^,"]*[^,"\s])?)\s*(?:,|$)', 'g')
+         WITH ORDINALITY AS r(m, i)
+$$;
+COMMENT ON FUNCTION shardcast._name_list(text) IS
+    'Internal: a comma-separated list of names as search_path reads one (unquoted folded to lower case, quoted kept), for shardcast.excluded_schemas.';
+
+-- shardcast.excluded_schemas is read as search_path is (see _name_list).
+CREATE OR REPLACE VIEW shardcast.shard_candidates AS
+SELECT c.oid AS relid,
+       n.nspname AS schema_name,
+       c.relname AS table_name,
+       p.inhparent AS parent_relid
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_inherits p ON c.relispartition AND p.inhrelid = c.oid
+WHERE c.relkind = 'r'
+  AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardcast')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND n.nspname <> ALL (
+        shardcast._name_list(coalesce(pg_catalog.current_setting('shardcast.excluded_schemas', true), '')));
+
 -- The worker's processes as pg_stat_activity lists them, for every role: to a role without
 -- pg_read_all_stats, pg_stat_activity shows other users' processes without their backend_type,
 -- and worker_status said "not running" while the worker ran. Only shardcast's own processes, and

@@ -16,9 +16,7 @@ WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shardcast')
   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
   AND n.nspname <> ALL (
-        pg_catalog.regexp_split_to_array(
-            pg_catalog.btrim(coalesce(pg_catalog.current_setting('shardcast.excluded_schemas', true), '')),
-            '\s*,\s*'));
+        shardcast._name_list(coalesce(pg_catalog.current_setting('shardcast.excluded_schemas', true), '')));
 COMMENT ON VIEW shardcast.shard_candidates IS
     'Relations that are shards now (tables and leaf partitions outside excluded schemas).';
 

@@ -27,6 +27,10 @@ CREATE SEQUENCE ticket_numbers;
 CREATE TEMPORARY TABLE scratch (x int);  -- gone with this session: each file makes its own
 SELECT relid::regclass, schema_name, table_name, parent_relid::regclass AS parent
 FROM shardcast.shard_candidates ORDER BY table_name;
+-- shardcast.excluded_schemas is a list of schema names read as search_path reads one: unquoted
+-- names are folded to lower case, double-quoted ones kept as written.
+SELECT shardcast._name_list('Staging, "Mixed" ,public,"a""b", ') AS excluded,
+       shardcast._name_list('') AS none;
 -- Nothing is registered until the worker samples or a function needs a shard: the first
 -- record_access() (03_history) registers every candidate at once.
 SELECT count(*) FROM shardcast.shards;
