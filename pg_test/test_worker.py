@@ -229,6 +229,17 @@ def test_a_missing_database_is_one_log_line_then_silence():
                 conn, "SELECT datname FROM pg_stat_activity WHERE backend_type = 'shardcast'") == "nowhere", timeout=15)
 
 
+def test_an_empty_database_setting_is_one_warning_that_says_what_to_do():
+    """No database can be named '': the launcher does not say it waits for one to be created."""
+    with running_cluster({**FAST, "shardcast.database": "''"}, "shardcast-worker") as cluster:
+        wait_for("the launcher's warning", lambda: "shardcast.database is empty" in cluster.log_text(), timeout=15)
+        time.sleep(3)
+        log = cluster.log_text()
+        assert log.count("shardcast.database is empty") == 1, log
+        assert "WARNING:  shardcast launcher: shardcast.database is empty" in log
+        assert "the worker starts when it is created" not in log
+
+
 def test_a_ddl_lock_on_a_referenced_partition_does_not_stall_sampling_or_the_refresh():
     with app_cluster() as (cluster, db):
         db.execute("""

@@ -107,7 +107,16 @@ impl Launcher {
         match database_exists(&self.database) {
             Ok(true) => {}
             Ok(false) => {
-                if !self.told_missing {
+                if !self.told_missing && self.database.is_empty() {
+                    // No database can be created with that name: say what to do, louder.
+                    warning!(
+                        "shardcast launcher: shardcast.database is empty, and no database has that \
+                         name; set it to the database to watch (ALTER SYSTEM SET shardcast.database \
+                         = 'app') and restart the server"
+                    );
+                    self.told_missing = true;
+                    self.poll = MAX_DATABASE_POLL;
+                } else if !self.told_missing {
                     log!(
                         "shardcast launcher: database \"{}\" (shardcast.database) does not exist; \
                          the worker starts when it is created",
