@@ -1564,6 +1564,50 @@ REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, i
     shardcast._citus_keep_plans(name, real, integer, bigint[], boolean),
     shardcast._citus_move_groups() FROM PUBLIC;
 
+-- Columns of the views a DBA reads most, for \d+.
+COMMENT ON COLUMN shardcast.priority_scores.predicted_load IS
+    'The forecast load over the horizon (shardcast.horizon) from the refresh: reads counted as shardcast.load_measure counts them.';
+COMMENT ON COLUMN shardcast.priority_scores.predicted_load_lower IS
+    'Lower bound of the forecast''s interval (shardcast.interval_level, calibrated on the backtest''s errors).';
+COMMENT ON COLUMN shardcast.priority_scores.predicted_load_upper IS
+    'Upper bound of the forecast''s interval.';
+COMMENT ON COLUMN shardcast.priority_scores.lift IS
+    'What the published score holds beyond the shard''s own: inherited from a hot table that references it (lift_source).';
+COMMENT ON COLUMN shardcast.priority_scores.score IS
+    'The published Shard Priority Score: predicted load x class weight, lifted, held by hysteresis (shardcast.score_hysteresis).';
+COMMENT ON COLUMN shardcast.priority_scores.priority_weight IS
+    '0-1000: round(1000 x ln(1 + score) / ln(1 + max score)); what manifests and claims carry.';
+COMMENT ON COLUMN shardcast.priority_scores.tier IS
+    '1 = hottest; k-means on ln(1 + score) into shardcast.tiers tiers.';
+COMMENT ON COLUMN shardcast.priority_scores.rank IS
+    '1 = first; among equal scores the higher own score, then the lower shard id.';
+COMMENT ON COLUMN shardcast.priority_scores.sparkline IS
+    'The last 24 hours of load, then the forecast per hour after the bar.';
+COMMENT ON COLUMN shardcast.forecasts.window_start IS
+    'The forecast covers [window_start, window_end): it starts when its history was read, at any minute of the hour.';
+COMMENT ON COLUMN shardcast.forecasts.point IS
+    'The total load forecast over the window.';
+COMMENT ON COLUMN shardcast.forecasts.lower IS
+    'Lower bound of the interval: shardcast.interval_level of outcomes fall in [lower, upper] (split-conformal, from the backtest''s errors).';
+COMMENT ON COLUMN shardcast.forecasts.models IS
+    'The models combined and their weights (inverse squared backtest error), heaviest first.';
+COMMENT ON COLUMN shardcast.forecasts.backtest_mase IS
+    'The combination''s backtest error, scaled by seasonal naive''s (below 1: better than repeating yesterday); NULL at a cold start.';
+COMMENT ON COLUMN shardcast.forecasts.observed_hours IS
+    'Hours of history the worker measured; hours nobody observed are not read as zero.';
+COMMENT ON COLUMN shardcast.forecasts.imported_hours IS
+    'Hours of history known only from record_access imports.';
+COMMENT ON COLUMN shardcast.forecasts.change_reason IS
+    'Why the forecast changed since the last refresh (a refit, a burst''s onset, a level shift, more history, ...).';
+COMMENT ON COLUMN shardcast.prioritized_queue.position IS
+    '1 = the next task claimed (the express lane first, then shardcast.ordering within the overtake window).';
+COMMENT ON COLUMN shardcast.prioritized_queue.density IS
+    'Score per byte to copy: the key of the default order (wspt).';
+COMMENT ON COLUMN shardcast.prioritized_queue.prefetch IS
+    'In the express lane: the forecast''s lower bound is above shardcast.prefetch_quantile of all shards'' point forecasts.';
+COMMENT ON COLUMN shardcast.prioritized_queue.node IS
+    'The node the task copies to: the one asked for at enqueue, or node assignment''s choice; NULL without an enabled node.';
+
 -- The grants of the functions dropped and created above, kept (see _update_save_grants).
 SELECT shardcast._update_restore_grants();
 DROP FUNCTION shardcast._update_restore_grants();
