@@ -313,8 +313,10 @@ CREATE FUNCTION shardcast."preloaded"() RETURNS bool
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'preloaded_wrapper';
--- A comma-separated list of names read as search_path reads it: unquoted names folded to lower
--- case, double-quoted ones kept as written ("" is a quote), blanks around each ignored. What
+-- A comma-separated list of names read as search_path reads it: unquoted names with their ASCII
+-- letters folded to lower case (as PostgreSQL folds identifiers: Über stays Über), double-quoted
+-- ones kept as written ("" is a quote), blanks around each ignored; an item that is neither (an
+-- unterminated quote, text after a closing one) is left out, not read as another name. What
 -- shard_candidates reads shardcast.excluded_schemas with: the setting was matched as raw text, so
 -- 'Staging' excluded nothing (the schema is staging) and '"Mixed"' looked for the quotes.
 CREATE FUNCTION shardcast._name_list(list text) RETURNS name[]
@@ -322,8 +324,10 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_tem
 AS $$
     SELECT coalesce(array_agg(CASE WHEN r.m[1] LIKE '"%'
                                    THEN replace(substr(r.m[1], 2, length(r.m[1]) - 2), '""', '"')
-                                   ELSE lower(r.m[1]) END ORDER BY r.i)::name[], '{}')
-    FROM regexp_matches(list, '\s*("(?:[^"]|"")*"|[^,"\s](?:[^,"]*[^,"\s])?)\s*(?:,|$)', 'g')
+                                   ELSE translate(r.m[1], 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+                                                  'abcdefghijklmnopqrstuvwxyz')
+                              END ORDER BY r.i)::name[], '{}')
+    FROM regexp_matches(list, '(?:^|,)\s*("(?:[^"]|"")*"|[^,"\s](?:[^,"]*[^,"\s])?)\s*(?=,|$)', 'g')
          WITH ORDINALITY AS r(m, i)
 $$;
 COMMENT ON FUNCTION shardcast._name_list(text) IS

@@ -47,8 +47,14 @@ class Node:
         return channel_name(self.name)
 
 
+# Only ASCII letters are folded, as PostgreSQL folds identifiers: remove_node computes the same
+# name in SQL (src/catalog/nodes.rs, DRIVER_CHANNEL), where lower() of other letters depends on
+# the collation.
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def channel_name(node: str) -> str:
-    plain = re.sub(r"[^a-z0-9_]", "_", node.lower())[:40]
+    plain = re.sub(r"[^a-z0-9_]", "_", node.translate(ASCII_LOWER))[:40]
     if plain != node:
         plain += "_" + hashlib.md5(node.encode()).hexdigest()[:8]
     return f"shardcast_{plain}"

@@ -85,8 +85,10 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
                 fixes.append(f"ALTER PUBLICATION {_q(source, node.channel)} OWNER TO {u};  -- owned by {row[1]}")
         enabled = source.execute("SELECT EXISTS (SELECT FROM shardcast.nodes WHERE node = ANY(%s) AND enabled)",
                                  [[n.name for n in nodes]]).fetchone()[0]
-        if finishing and enabled and not source.execute(
-                "SELECT has_function_privilege(%s::regprocedure, 'EXECUTE')", [ALTER_NODE]).fetchone()[0]:
+        # (0.1.0's catalog has no alter_node: finish goes on without disabling there.)
+        if finishing and enabled and source.execute(
+                "SELECT NOT has_function_privilege(f, 'EXECUTE') FROM to_regprocedure(%s) AS f WHERE f IS NOT NULL",
+                [ALTER_NODE]).fetchone() == (True,):
             fixes.append(f"GRANT EXECUTE ON FUNCTION {ALTER_NODE} TO {u};  -- finish disables a node before it "
                          "takes its replication down, so that no driver sets it up again")
         if not finishing:

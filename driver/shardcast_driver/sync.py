@@ -244,10 +244,11 @@ class Syncer:
         if definition is not None:
             self.complete_definition(task, dest, definition)
             self.add_foreign_keys(task.node, source, dest, [definition.shard], {definition.shard: definition})
-        if already and task.attempts > 0:
-            # Ready because an earlier attempt of this very task copied it, whose driver stopped
-            # before it could complete the task (a failed or released attempt takes the table out
-            # of the publication): that copy is this task's, not a table that was there before.
+        if already and task.attempts > 0 and self.lease_expired_before(task, source):
+            # Ready because an earlier attempt of this very task copied it, whose driver died
+            # before it could complete the task (its lease ran out; a failed or released attempt
+            # takes the table out of the publication): that copy is this task's, not a table
+            # that was there before.
             self.report.say(f"ready    {task.shard} on {task.node.name}: copied by an earlier attempt of task "
                             f"{task.task_id}")
             return COPIED
@@ -261,6 +262,14 @@ class Syncer:
                 sql.Identifier(task.node.channel), sql.SQL(task.shard)))
         except psycopg.errors.DuplicateObject:
             pass  # another driver added it meanwhile
+
+    @staticmethod
+    def lease_expired_before(task: Task, source: psycopg.Connection) -> bool:
+        """Whether the task's last attempt ended with its lease running out (shardcast's
+        expire_leases notes it in the task's detail, which a claim leaves as it is)."""
+        row = source.execute("SELECT detail FROM shardcast.replication_tasks WHERE task_id = %s",
+                             [task.task_id]).fetchone()
+        return row is not None and (row[0] or "").startswith("lease expired")
 
     @staticmethod
     def published(task: Task, source: psycopg.Connection) -> bool:

@@ -106,6 +106,8 @@ fn add_node(
     if let Some(conninfo) = conninfo {
         check_conninfo(conninfo)?;
     }
+    // The queue lock before the node's row, as in alter_node.
+    tasks::lock_queue().map_err(spi_error)?;
     let added = nodes::add(name, capacity, max_concurrent, conninfo).map_err(spi_error)?;
     if !added {
         return Err(sql_error(
@@ -114,6 +116,9 @@ fn add_node(
             "Change it with shardcast.alter_node(name, ...), or choose another name.",
         ));
     }
+    // Node assignment places on it the tasks queued without a node (those queued before the
+    // first node was added are claimed for a node from now on).
+    queue::replan().map_err(spi_error)?;
     Ok(())
 }
 
@@ -195,9 +200,9 @@ fn remove_node(node: Option<&str>) -> SqlResult<i64> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
-        nodes::Removal::Replicated(publication) => Err(sql_error(
+        nodes::Removal::Replicated(left) => Err(sql_error(
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!("node \"{node}\" is still replicated: publication {publication} is on the source"),
+            format!("node \"{node}\" is still replicated: {left} is on the source"),
             format!(
                 "Take its replication down first, then remove it: shardcast-driver finish --source ... \
                  --node '{}' (with --force when the node cannot be reached) drops the publication, \

@@ -99,20 +99,23 @@ pub fn alter(
 }
 
 /// The name shardcast-driver gives the publication, subscription and slot that replicate to
-/// node `$1`, as SQL: the node's name made a plain identifier (lower case, anything but
-/// `[a-z0-9_]` as `_`, at most 40 characters), followed by the first 8 hex digits of the
-/// name's MD5 where that changed it. The driver's `common.channel_name` is the other half;
+/// node `$1`, as SQL: the node's name made a plain identifier (ASCII letters in lower case,
+/// anything but `[a-z0-9_]` as `_`, at most 40 characters), followed by the first 8 hex digits
+/// of the name's MD5 (of its UTF-8: the database's encoding) where that changed it. The driver's `common.channel_name` is the other half;
 /// `pg_test/test_driver_cli.py` checks that the two agree.
 const DRIVER_CHANNEL: &str = "(SELECT 'shardcast_' || CASE WHEN plain = $1 THEN plain
                                                    ELSE plain || '_' || left(md5($1), 8) END
-     FROM (SELECT left(regexp_replace(lower($1), '[^a-z0-9_]', '_', 'g'), 40) AS plain) p)";
+     FROM (SELECT left(regexp_replace(translate($1, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+                                                    'abcdefghijklmnopqrstuvwxyz'),
+                                          '[^a-z0-9_]', '_', 'g'), 40) AS plain) p)";
 
 /// What `remove` did.
 pub enum Removal {
     Unknown,
     /// Refused: these tasks are claimed for the node.
     InFlight(Vec<i64>),
-    /// Refused: shardcast-driver's publication for the node (named here) is on the source.
+    /// Refused: shardcast-driver's publication or slot for the node (named here, with which
+    /// it is) is on the source.
     Replicated(String),
     /// Removed; the number of queued tasks cancelled.
     Removed(i64),
@@ -133,16 +136,20 @@ pub fn remove(node: &str) -> Result<Removal, pgrx::spi::Error> {
     // Removed, the node would leave the driver's publication and its slot on the source (the
     // slot holding WAL for ever) and its subscription on the node, with nothing left that
     // names them for `finish`.
-    // A scalar subquery: always one row (NULL without a publication), which get_one needs.
-    let publication = Spi::get_one_with_args::<String>(
+    // Scalar subqueries: always one row (NULL with neither), which get_one needs. The slot is
+    // looked for too: finish drops the publication before the slot, and may fail to drop that.
+    let left = Spi::get_one_with_args::<String>(
         &format!(
-            "SELECT (SELECT pubname::text FROM pg_catalog.pg_publication
-                     WHERE pubname = {DRIVER_CHANNEL})"
+            "SELECT coalesce(
+                 (SELECT 'publication ' || pubname FROM pg_catalog.pg_publication
+                  WHERE pubname = {DRIVER_CHANNEL}),
+                 (SELECT 'slot ' || slot_name FROM pg_catalog.pg_replication_slots
+                  WHERE slot_name = {DRIVER_CHANNEL}))"
         ),
         &[node.into()],
     )?;
-    if let Some(publication) = publication {
-        return Ok(Removal::Replicated(publication));
+    if let Some(left) = left {
+        return Ok(Removal::Replicated(left));
     }
     let cancelled = Spi::get_one_with_args::<i64>(
         "WITH cancelled AS (

@@ -28,8 +28,10 @@ CREATE TEMPORARY TABLE scratch (x int);  -- gone with this session: each file ma
 SELECT relid::regclass, schema_name, table_name, parent_relid::regclass AS parent
 FROM shardcast.shard_candidates ORDER BY table_name;
 -- shardcast.excluded_schemas is a list of schema names read as search_path reads one: unquoted
--- names are folded to lower case, double-quoted ones kept as written.
-SELECT shardcast._name_list('Staging, "Mixed" ,public,"a""b", ') AS excluded,
+-- names have their ASCII letters folded to lower case, double-quoted ones are kept as written;
+-- a malformed item is left out.
+SELECT shardcast._name_list('Staging, "Mixed" ,public,"a""b", Über') AS excluded,
+       shardcast._name_list('"A"b, c, "unterminated') AS malformed_left_out,
        shardcast._name_list('') AS none;
 -- Nothing is registered until the worker samples or a function needs a shard: the first
 -- record_access() (03_history) registers every candidate at once.
