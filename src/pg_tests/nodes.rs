@@ -67,6 +67,16 @@ fn a_disabled_nodes_tasks_are_not_handed_out() {
 }
 
 #[pg_test]
+fn tasks_queued_before_the_first_node_go_to_it_when_it_is_added() {
+    Spi::run("CREATE TABLE public.early (id int); SELECT shardcast.enqueue('public.early');").unwrap();
+    // add_node replans: without it the task kept its stored node, none, and with a node now
+    // registered no claim took it until the worker's next refresh.
+    Spi::run("SELECT shardcast.add_node('first', 1e6)").unwrap();
+    let claimed = Spi::get_two::<String, String>("SELECT shard::text, node FROM shardcast.claim_task('w', 'first')").unwrap();
+    assert_eq!(claimed, (Some("early".into()), Some("first".into())));
+}
+
+#[pg_test]
 fn remove_node_refuses_tasks_in_flight_and_removes_an_idle_node() {
     two_nodes();
     Spi::run(
