@@ -657,6 +657,23 @@ def test_enqueue_citus_rebalance_bad_input_enqueues_nothing_and_claims_keep_the_
             assert state == "22004" and hint
             state, message, hint = sql_error(conn, "SELECT * FROM shardcast.claim_citus_move('w', 0)")
             assert state == "22023" and hint
+            state, message, hint = sql_error(conn, "SELECT * FROM shardcast.claim_citus_move('w', NULL)")
+            assert state == "22004" and hint
+            state, message, hint = sql_error(conn, "SELECT shardcast.enqueue_citus_rebalance(NULL, max_shard_moves => NULL)")
+            assert state == "22004" and hint
+            # A threshold of 1 or more (or NaN) would plan nothing and cancel the queued moves.
+            for threshold in ("1.5", "'NaN'", "-0.1"):
+                state, message, hint = sql_error(
+                    conn, f"SELECT shardcast.enqueue_citus_rebalance(NULL, threshold => {threshold})")
+                assert state == "22023" and "threshold" in message and hint, threshold
+            # On a worker node: the queue is the coordinator's, said in SQL and by the driver (3,
+            # not "0 moved").
+            with workers[0].connect(DB) as worker:  # (Citus propagated CREATE EXTENSION shardcast)
+                state, message, hint = sql_error(worker, "SELECT shardcast.enqueue_citus_rebalance('by_shard_count')")
+                assert state == "0A000" and "worker node" in message and "coordinator" in hint
+            on_worker = subprocess.run(_citus_driver(workers[0]), capture_output=True, text=True, timeout=60)
+            assert on_worker.returncode == 3 and "not the coordinator" in on_worker.stderr, \
+                on_worker.stdout + on_worker.stderr
             for worker in ["''", "' w'", "E'w\\n'", "repeat('w', 256)"]:
                 state, message, hint = sql_error(conn, f"SELECT * FROM shardcast.claim_citus_move({worker})")
                 assert state == "22023" and "worker name" in message and hint, worker

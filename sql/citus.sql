@@ -402,6 +402,12 @@ DECLARE
     moved_bytes numeric;
 BEGIN
     PERFORM shardcast._citus_require();
+    -- A worker has Citus's metadata tables, empty of what a plan needs: say where to run it.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_local_group g WHERE g.groupid = 0) THEN
+        RAISE EXCEPTION 'database "%" is on a Citus worker node, not on the coordinator', pg_catalog.current_database()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Run it on the coordinator, where Citus plans the moves and shardcast queues them.';
+    END IF;
     IF $1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_rebalance_strategy r
                                       WHERE r.name = $1::name) THEN
         RAISE EXCEPTION 'rebalance strategy "%" does not exist', $1
@@ -410,10 +416,22 @@ BEGIN
                               THEN 'Register it first: SELECT shardcast.citus_register_strategy().'
                               ELSE 'The strategies are in pg_dist_rebalance_strategy (by_shard_count, by_disk_size, ...); NULL is Citus''s default.' END;
     END IF;
-    IF $4 IS NULL OR $4 < 1 THEN
-        RAISE EXCEPTION 'max_shard_moves must be 1 or more, not %', coalesce($4::text, 'NULL')
+    IF $4 IS NULL THEN
+        RAISE EXCEPTION 'max_shard_moves must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'It caps the moves of the plan, as in get_rebalance_table_shards_plan (default 1000000).';
+    END IF;
+    IF $4 < 1 THEN
+        RAISE EXCEPTION 'max_shard_moves must be 1 or more, not %', $4
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It caps the moves of the plan, as in get_rebalance_table_shards_plan.';
+    END IF;
+    -- At 1 or more no node is ever far enough from the average: the plan would be empty, and the
+    -- queued moves cancelled without a word. (NaN is above every number in PostgreSQL.)
+    IF $3 IS NOT NULL AND NOT ($3 >= 0 AND $3 < 1) THEN
+        RAISE EXCEPTION 'threshold must be at least 0 and below 1, not %', $3
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is how far from the average a node may be before shards move, as in get_rebalance_table_shards_plan; NULL is the strategy''s own.';
     END IF;
     IF $5 IS NULL THEN
         RAISE EXCEPTION 'excluded_shard_list must not be NULL'
@@ -554,8 +572,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name the worker with printable text, e.g. ''driver-db1-4242''.';
     END IF;
-    IF $2 IS NULL OR $2 < 1 THEN
-        RAISE EXCEPTION 'max_moves_per_node must be 1 or more, not %', coalesce($2::text, 'NULL')
+    IF $2 IS NULL THEN
+        RAISE EXCEPTION 'max_moves_per_node must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'It is how many moves may run at once on one node (as source or target; default 1).';
+    END IF;
+    IF $2 < 1 THEN
+        RAISE EXCEPTION 'max_moves_per_node must be 1 or more, not %', $2
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It is how many moves may run at once on one node (as source or target).';
     END IF;

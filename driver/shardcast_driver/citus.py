@@ -241,8 +241,9 @@ class Rebalancer:
             self.copying = source
             try:
                 if not self.stopping.is_set():
-                    source.execute("SELECT pg_catalog.replicate_reference_tables(%s::citus.shard_transfer_mode)",
-                                   [self.args.transfer_mode])
+                    # The mode as an untyped literal: a cast to citus.shard_transfer_mode would
+                    # need USAGE on schema citus, which a table owner need not have.
+                    source.execute("SELECT pg_catalog.replicate_reference_tables(%s)", [self.args.transfer_mode])
             finally:
                 self.copying = None
         except psycopg.errors.InsufficientPrivilege as error:
@@ -276,6 +277,11 @@ class Rebalancer:
         if not major.isdigit() or int(major) < CITUS_MAJOR:
             return (f"Citus {row[1]} is too old: shardcast's moves need Citus {CITUS_MAJOR} or later "
                     "(install it, then ALTER EXTENSION citus UPDATE)")
+        # A worker's queue is empty (moves are queued on the coordinator): do not call that done.
+        if not source.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_local_group WHERE groupid = 0)"
+                              ).fetchone()[0]:
+            return ("--source is a Citus worker node, not the coordinator: point it at the coordinator, where "
+                    "shardcast queues the moves")
         missing = [f for f in ("shardcast.claim_citus_move(text, integer)", "shardcast.heartbeat(bigint, text)",
                                "shardcast.complete_task(bigint, boolean, text, text, boolean)",
                                "shardcast.release_task(bigint, text)")
@@ -321,8 +327,11 @@ class Rebalancer:
                         return None
                     whose = (f"{held - mine} by other drivers, {mine} under this driver's name by an earlier run"
                              if mine else "by other drivers")
-                    if held and not queued and self.args.no_wait:
-                        self.out.say(f"{held} move(s) held ({whose}): not waiting (--no-wait)", error=True)
+                    if held and self.args.no_wait:
+                        # What is queued waits behind them (one move per colocation group, the
+                        # nodes' limits): nothing here can go on before their leases end.
+                        self.out.say(f"{held} move(s) held ({whose}), {queued} queued behind them: not waiting "
+                                     "(--no-wait)", error=True)
                         return EXIT_OPEN
                     if time.monotonic() - self.told_waiting > 60:
                         self.told_waiting = time.monotonic()
@@ -473,7 +482,7 @@ class Rebalancer:
             self.out.say(f"{what}: moving{attempt}")
             try:
                 conn.execute("SELECT pg_catalog.citus_move_shard_placement(%s, %s, %s, %s, %s, "
-                             "shard_transfer_mode => %s::citus.shard_transfer_mode)",
+                             "shard_transfer_mode => %s)",
                              [move.shardid, move.source_host, move.source_port, move.target_host, move.target_port,
                               self.args.transfer_mode])
             except psycopg.errors.QueryCanceled as error:
