@@ -436,7 +436,16 @@ class Rebalancer:
                                      outcome == "moved"])
                     took = pretty_seconds(time.monotonic() - move.started)
                     if outcome == "failed":
-                        self.out.say(f"{what}: FAILED after {took}: {detail}", error=True)
+                        # A failure goes back to the queue until shardcast.max_attempts: say which.
+                        state, attempts, most = control.execute(
+                            "SELECT state, attempts, current_setting('shardcast.max_attempts')::int"
+                            " FROM shardcast.replication_tasks WHERE task_id = %s", [move.task_id]).fetchone()
+                        if state == "queued":
+                            self.out.say(f"{what}: failed after {took} (attempt {attempts} of {most}; queued again): "
+                                         f"{detail}", error=True)
+                        else:
+                            self.out.say(f"{what}: FAILED after {took} (attempt {attempts} of {most}, the last): "
+                                         f"{detail}", error=True)
                     elif outcome == "elsewhere":
                         self.out.say(f"{what}: {detail}", error=True)
                     elif outcome == "moved":

@@ -225,9 +225,12 @@ pub fn record_gaps(
 
 /// Measures the Citus shards again with `citus_shard_sizes()` (every node, one connection each),
 /// under a statement timeout: sizes are secondary, a slow node only delays its own. Returns the
-/// number of shards measured.
+/// number of shards measured. Run by the worker (a superuser) only.
 pub fn refresh_sizes() -> Result<i64, pgrx::spi::Error> {
     Spi::run("SET LOCAL statement_timeout = '10s'")?;
+    // A node that does not answer makes citus_shard_sizes() warn at every pass (every few
+    // minutes, for as long as it is down); the sample says so once when it stops answering.
+    Spi::run("SET LOCAL log_min_messages = 'error'")?;
     let measured = Spi::get_one::<i64>(
         "WITH sizes AS (
              SELECT z.shard_id::bigint AS shardid, sum(z.size)::bigint AS size_bytes
