@@ -142,7 +142,8 @@ def test_version_is_the_extensions():
                                   ["--sync-timeout", "-5"], ["--retry-delay", "-1"], ["--bogus"], [],
                                   # Past PostgreSQL's largest lock_timeout: every sync would fail on it.
                                   ["--lock-timeout", "3000000"],
-                                  ["--wait", "--no-wait"]])
+                                  ["--wait", "--no-wait"],
+                                  ["--publisher-conninfo", "postgresql://u:secret@127.0.0.1:notaport/app"]])
 def test_usage_errors_exit_2(args):
     source = ["--source", "host=127.0.0.1 port=1"] if args else []
     done = subprocess.run(driver_command(*source, *args), capture_output=True, text=True, timeout=30)

@@ -92,13 +92,17 @@ def non_empty(text: str) -> str:
 
 def conninfo(text: str) -> str:
     try:
-        conninfo_to_dict(text)
+        given = conninfo_to_dict(text)
     except psycopg.ProgrammingError as error:
         if has_password(text):
             # libpq's message quotes the text it stumbled on, which may be part of the password.
             raise argparse.ArgumentTypeError("not a conninfo (libpq's message is not shown: it may quote the "
                                              "password)") from None
         raise argparse.ArgumentTypeError(f"not a conninfo: {error}") from None
+    # libpq parses a port only when it connects ("invalid integer value"): a usage error here.
+    ports = str(given.get("port") or "").split(",")
+    if any(p.strip() and not p.strip().isdigit() for p in ports):
+        raise argparse.ArgumentTypeError(f"not a conninfo: port {given['port']!r} is not a number")
     return text
 
 
