@@ -1281,12 +1281,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It caps the moves of the plan, as in get_rebalance_table_shards_plan.';
     END IF;
-    -- At 1 or more no node is ever far enough from the average: the plan would be empty, and the
-    -- queued moves cancelled without a word. (NaN is above every number in PostgreSQL.)
-    IF $3 IS NOT NULL AND NOT ($3 >= 0 AND $3 < 1) THEN
-        RAISE EXCEPTION 'threshold must be at least 0 and below 1, not %', $3
+    -- A NaN or infinite threshold is no distance from the average: Citus would plan on it anyway.
+    -- (NaN is above every number in PostgreSQL.)
+    IF $3 IS NOT NULL AND NOT ($3 >= 0 AND $3 < 'Infinity'::real) THEN
+        RAISE EXCEPTION 'threshold must be a finite number, 0 or more, not %', $3
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'It is how far from the average a node may be before shards move, as in get_rebalance_table_shards_plan; NULL is the strategy''s own.';
+                  HINT = 'It is how far from the average a node may be before shards move (0.1: 10%), as in get_rebalance_table_shards_plan; NULL is the strategy''s own.';
     END IF;
     IF $5 IS NULL THEN
         RAISE EXCEPTION 'excluded_shard_list must not be NULL'

@@ -440,7 +440,9 @@ class Rebalancer:
                         state, attempts, most = control.execute(
                             "SELECT state, attempts, current_setting('shardcast.max_attempts')::int"
                             " FROM shardcast.replication_tasks WHERE task_id = %s", [move.task_id]).fetchone()
-                        if state == "queued":
+                        # (Queued again, it may be claimed again before this reads it: only
+                        # `failed` is for good.)
+                        if state != "failed":
                             self.out.say(f"{what}: failed after {took} (attempt {attempts} of {most}; queued again): "
                                          f"{detail}", error=True)
                         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 
@@ -101,7 +102,7 @@ def conninfo(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not a conninfo: {error}") from None
     # libpq parses a port only when it connects ("invalid integer value"): a usage error here.
     ports = str(given.get("port") or "").split(",")
-    if any(p.strip() and not p.strip().isdigit() for p in ports):
+    if any(p.strip() and not re.fullmatch(r"\s*\+?[0-9]+\s*", p) for p in ports):
         raise argparse.ArgumentTypeError(f"not a conninfo: port {given['port']!r} is not a number")
     return text
 
