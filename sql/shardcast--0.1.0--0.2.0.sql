@@ -1192,7 +1192,9 @@ COMMENT ON TABLE shardcast.citus_plan_moves IS
 CREATE FUNCTION shardcast._citus_keep_plans(
     strategy name, threshold real, max_shard_moves integer, excluded_shard_list bigint[], drain_only boolean
 ) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+-- The comparison plans are for the report: Citus's NOTICEs about them ("Ignoring move ...",
+-- under another strategy's threshold) are not about the plan the caller asked for.
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET client_min_messages = warning
 AS $$
 DECLARE
     enqueued name;
