@@ -11,13 +11,13 @@ pub fn exists(node: &str) -> Result<bool, pgrx::spi::Error> {
     )? == Some(true))
 }
 
-/// Adds a node; false when one of that name exists (it is left as it is).
 /// Whether any node is registered, enabled or not: without one, tasks are for whoever claims
 /// them; with one, a task is copied to a node.
 pub fn any() -> Result<bool, pgrx::spi::Error> {
     Ok(Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM shardcast.nodes)")? == Some(true))
 }
 
+/// Adds a node; false when one of that name exists (it is left as it is).
 pub fn add(
     name: &str,
     capacity: f64,
@@ -101,8 +101,9 @@ pub fn alter(
 /// The name shardcast-driver gives the publication, subscription and slot that replicate to
 /// node `$1`, as SQL: the node's name made a plain identifier (ASCII letters in lower case,
 /// anything but `[a-z0-9_]` as `_`, at most 40 characters), followed by the first 8 hex digits
-/// of the name's MD5 (of its UTF-8: the database's encoding) where that changed it. The driver's `common.channel_name` is the other half;
-/// `pg_test/test_driver_cli.py` checks that the two agree.
+/// of the name's MD5 (of its UTF-8: the database's encoding) where that changed it. The
+/// driver's `common.channel_name` is the other half; `pg_test/test_driver_cli.py` checks that
+/// the two agree.
 const DRIVER_CHANNEL: &str = "(SELECT 'shardcast_' || CASE WHEN plain = $1 THEN plain
                                                    ELSE plain || '_' || left(md5($1), 8) END
      FROM (SELECT left(regexp_replace(translate($1, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',
@@ -114,8 +115,8 @@ pub enum Removal {
     Unknown,
     /// Refused: these tasks are claimed for the node.
     InFlight(Vec<i64>),
-    /// Refused: shardcast-driver's publication or slot for the node (named here, with which
-    /// it is) is on the source.
+    /// Refused: shardcast-driver's publication or slot for the node is on the source (which,
+    /// and its name: `publication shardcast_r1`).
     Replicated(String),
     /// Removed; the number of queued tasks cancelled.
     Removed(i64),

@@ -17,8 +17,8 @@ use crate::catalog::tasks::gone::GONE_DETAIL;
 /// its `max_concurrent`, are passed over, and so are tasks without a node where nodes exist
 /// (every one disabled): they wait for node assignment to place them on one that is enabled
 /// again, or their copies would go nowhere the queue remembers. Without any node (scripts
-/// that copy elsewhere) every task is for whoever claims it. The task it takes is claimed if its shard is still its
-/// own relation, and cancelled otherwise (the `gone` column: `{gone}` stands for
+/// that copy elsewhere) every task is for whoever claims it. The task it takes is claimed if
+/// its shard is still its own relation, and cancelled otherwise (the `gone` column: `{gone}` stands for
 /// [`GONE_DETAIL`]; the last column says which), so that a dropped
 /// table is never copied, nor another table that took its name. A claim grants its task a copy
 /// credit (`credited`): see [`crate::catalog::copy_credits`]. Table copies only (`kind =
