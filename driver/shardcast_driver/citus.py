@@ -439,7 +439,7 @@ class Rebalancer:
                         # A failure goes back to the queue until shardcast.max_attempts: say which.
                         state, attempts, most = control.execute(
                             "SELECT state, attempts, current_setting('shardcast.max_attempts')::int"
-                            " FROM shardcast.replication_tasks WHERE task_id = %s", [move.task_id]).fetchone()
+                            " FROM shardcast.citus_moves WHERE task_id = %s", [move.task_id]).fetchone()
                         # (Queued again, it may be claimed again before this reads it: only
                         # `failed` is for good.)
                         if state != "failed":
