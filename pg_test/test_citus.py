@@ -779,6 +779,8 @@ def test_enqueue_citus_rebalance_bad_input_enqueues_nothing_and_claims_keep_the_
                                                    ).fetchone()
             assert state == "failed" and attempts == 3 and detail, (state, attempts, detail)
             assert detail in failing.stderr
+            # Each failed attempt says whether the move goes back to the queue.
+            assert "queued again" in failing.stderr and "of 3, the last" in failing.stderr, failing.stderr
             again = subprocess.run(_citus_driver(coordinator), capture_output=True, text=True, timeout=60)
             assert again.returncode == 1 and "retry_task" in again.stderr, again.stdout + again.stderr
             assert conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0] == 0
