@@ -76,7 +76,7 @@ AS $$
          WITH ORDINALITY AS r(m, i)
 $$;
 COMMENT ON FUNCTION shardcast._name_list(text) IS
-    'Internal: a comma-separated list of names as search_path reads one (unquoted folded to lower case, quoted kept), for shardcast.excluded_schemas.';
+    'Internal: a comma-separated list of names as search_path reads one (unquoted: ASCII letters folded to lower case; quoted kept), for shardcast.excluded_schemas.';
 
 -- The worker's processes as pg_stat_activity lists them, for every role: to a role without
 -- pg_read_all_stats, pg_stat_activity shows other users' processes without their backend_type,

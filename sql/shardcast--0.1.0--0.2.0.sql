@@ -331,7 +331,7 @@ AS $$
          WITH ORDINALITY AS r(m, i)
 $$;
 COMMENT ON FUNCTION shardcast._name_list(text) IS
-    'Internal: a comma-separated list of names as search_path reads one (unquoted folded to lower case, quoted kept), for shardcast.excluded_schemas.';
+    'Internal: a comma-separated list of names as search_path reads one (unquoted: ASCII letters folded to lower case; quoted kept), for shardcast.excluded_schemas.';
 
 -- shardcast.excluded_schemas is read as search_path is (see _name_list).
 CREATE OR REPLACE VIEW shardcast.shard_candidates AS

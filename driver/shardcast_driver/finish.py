@@ -108,8 +108,7 @@ def finish(args: argparse.Namespace, out: Out) -> int:
             # Other nodes may still be replicated to (finish --node): the extension stays for them.
             others = [p for (p,) in source.execute(
                 "SELECT pubname::text FROM pg_publication WHERE pubname = ANY(%s) ORDER BY 1",
-                [[channel_name(n) for (n,) in source.execute("SELECT node FROM shardcast.nodes").fetchall()]]
-            ).fetchall()]
+                [node_channels(source)]).fetchall()]
             out.say(f"finished: {', '.join(names)} hold ordinary tables now; no shardcast publication, subscription "
                     "or slot is left for them. " + (
                         f"Still replicated to: {', '.join(others)}" if others else
@@ -125,6 +124,11 @@ def require_privileges(source: psycopg.Connection, nodes: list[Node] | None) -> 
                          "there:\n" + "\n".join(f"    {fix}" for fix in fixes))
 
 
+def node_channels(source: psycopg.Connection) -> list[str]:
+    """The publication (and subscription and slot) name of every node in shardcast.nodes."""
+    return [channel_name(name) for (name,) in source.execute("SELECT node FROM shardcast.nodes").fetchall()]
+
+
 def without_conninfo(source: psycopg.Connection, out: Out) -> int | None:
     """Where no node has a conninfo (the driver's way to a node), the status to end with: 0 when
     no node's publication or slot is on the source either (the driver replicated to none), 2 when
@@ -132,7 +136,7 @@ def without_conninfo(source: psycopg.Connection, out: Out) -> int | None:
     is nothing to take down). None where some node has a conninfo: `finish` goes on."""
     if source.execute("SELECT EXISTS (SELECT FROM shardcast.nodes WHERE conninfo IS NOT NULL)").fetchone()[0]:
         return None
-    channels = [channel_name(name) for (name,) in source.execute("SELECT node FROM shardcast.nodes").fetchall()]
+    channels = node_channels(source)
     left = [name for (name,) in source.execute(
         "SELECT pubname FROM pg_publication WHERE pubname = ANY(%s)"
         " UNION SELECT slot_name FROM pg_replication_slots WHERE slot_name = ANY(%s) ORDER BY 1",

@@ -83,12 +83,12 @@ def source_problems(source: psycopg.Connection, nodes: list[Node] | None, publis
                 can_create = True  # once
             elif row is not None and not row[0]:
                 fixes.append(f"ALTER PUBLICATION {_q(source, node.channel)} OWNER TO {u};  -- owned by {row[1]}")
-        enabled = source.execute("SELECT EXISTS (SELECT FROM shardcast.nodes WHERE node = ANY(%s) AND enabled)",
-                                 [[n.name for n in nodes]]).fetchone()[0]
-        # (0.1.0's catalog has no alter_node: finish goes on without disabling there.)
-        if finishing and enabled and source.execute(
-                "SELECT NOT has_function_privilege(f, 'EXECUTE') FROM to_regprocedure(%s) AS f WHERE f IS NOT NULL",
-                [ALTER_NODE]).fetchone() == (True,):
+        # (0.1.0's catalog has no alter_node: finish goes on without disabling there.) Only
+        # `finish` disables nodes, and only enabled ones.
+        if finishing and source.execute(
+                "SELECT NOT has_function_privilege(f, 'EXECUTE') FROM to_regprocedure(%s) AS f"
+                " WHERE f IS NOT NULL AND EXISTS (SELECT FROM shardcast.nodes WHERE node = ANY(%s) AND enabled)",
+                [ALTER_NODE, [n.name for n in nodes]]).fetchone() == (True,):
             fixes.append(f"GRANT EXECUTE ON FUNCTION {ALTER_NODE} TO {u};  -- finish disables a node before it "
                          "takes its replication down, so that no driver sets it up again")
         if not finishing:
