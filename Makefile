@@ -83,11 +83,13 @@ bench: bench-forecast-core install-release
 	python3 bench/overhead_bench.py $(OVERHEAD_ARGS)
 	$(MAKE) bench-accuracy bench-events bench-replay bench-citus
 
-# Citus: the coordinator's sampling cycle and the rebalance plan with 1,000 shards on 4 workers
-# (about a minute; needs Citus, which `make deps` builds).
+# Citus: the coordinator's sampling cycle, the rebalance plan and the order of its moves with
+# 1,000 shards on 4 workers, then the orders on 300 synthetic clusters (about two minutes; needs
+# Citus, which `make deps` builds).
 .PHONY: bench-citus
 bench-citus: install-release
 	python3 bench/citus_bench.py $(CITUS_ARGS)
+	cargo run --release -q -p shardcast-core --example rebalance_orders
 
 # Ranking and model cost on the traces in bench/data, without a database.
 TRACES ?= bench/data/nab/*.csv

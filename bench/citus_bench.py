@@ -6,7 +6,9 @@ node added to a running cluster), read by a steady trickle of queries, sampled e
 tables, the Citus registry, the fan-out to every node, history writes) and the time of Citus's
 rebalance plan under the `shardcast` strategy (`get_rebalance_table_shards_plan`, which calls
 `shardcast.citus_shard_cost` per shard) beside Citus's own `by_shard_count` and `by_disk_size`,
-and the throughput of one shard move (`citus_move_shard_placement`) per transfer mode.
+the throughput of one shard move (`citus_move_shard_placement`) per transfer mode, and what the
+order of the moves is worth (`shardcast.citus_rebalance_report` on the plans queued by
+`enqueue_citus_rebalance`, the reads Zipfian over the shards).
 Figures, not a test: every node shares the machine's CPUs, so a busy machine inflates them.
 
     python3 bench/citus_bench.py [--shards 1000] [--workers 4] [--seconds 30]
@@ -17,6 +19,7 @@ Needs Citus (`make deps` builds it) and shardcast installed (`make install-relea
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import threading
@@ -46,6 +49,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--seconds", type=float, default=30.0, help="how long to watch the cycles")
     p.add_argument("--move-mb", type=int, default=32, help="size of each shard moved to measure throughput")
+    p.add_argument("--seed", type=int, default=1, help="the reads' random seed")
     args = p.parse_args()
     if not citus_installed():
         sys.exit("Citus is not installed: run `make deps` (it builds Citus from a local source tarball)")
@@ -69,15 +73,24 @@ def main() -> None:
             print(f"{args.shards} shards on {args.workers} workers ready in {time.monotonic() - started:.0f} s",
                   file=sys.stderr, flush=True)
 
-            # A trickle of reads, so that every cycle has counters that changed.
+            # A trickle of reads, so that every cycle has counters that changed: Zipfian over the
+            # shards (exponent 1.1, the shards in random order), so that the rebalance plans below
+            # have hot and cold groups to order.
+            keys: dict[int, list[int]] = {}
+            for shardid, key in conn.execute(
+                    "SELECT get_shard_id_for_distribution_column('events', g), g FROM generate_series(1, 200000) g"):
+                keys.setdefault(shardid, []).append(key)
+            rng = random.Random(args.seed)
+            shards = sorted(keys)
+            rng.shuffle(shards)
+            weights = [1 / rank ** 1.1 for rank in range(1, len(shards) + 1)]
             stop = threading.Event()
 
             def reader() -> None:
                 with coordinator.connect(DB) as r:
-                    i = 0
                     while not stop.is_set():
-                        r.execute("SELECT payload FROM events WHERE id = %s", [1 + (i * 7919) % 200000])
-                        i += 1
+                        shard = rng.choices(shards, weights)[0]
+                        r.execute("SELECT payload FROM events WHERE id = %s", [rng.choice(keys[shard])])
                         time.sleep(0.01)
 
             thread = threading.Thread(target=reader, daemon=True)
@@ -115,6 +128,16 @@ def main() -> None:
                 plans[strategy] = timed(conn, "SELECT * FROM get_rebalance_table_shards_plan("
                                               f"rebalance_strategy := '{strategy}')", repeat=3)
 
+            # The order of the moves: Citus's plans to the empty node, queued by shardcast, in
+            # Citus's order and in shardcast's, as the report replays them (1 s a move: none ran).
+            wait_for("the blobs' shards registered", lambda: conn.execute(
+                "SELECT count(*) >= %s FROM shardcast.citus_shards", [args.shards + 4]).fetchone()[0], timeout=60)
+            conn.execute("SELECT shardcast.refresh_forecasts()")
+            conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_disk_size')")
+            orders = conn.execute("""
+                SELECT plan, move_order, moves, hottest_share_start, hottest_share_mean, hottest_share_end
+                FROM shardcast.citus_rebalance_report() ORDER BY plan, move_order""").fetchall()
+
     print(f"# shardcast on Citus: {args.shards} shards on {args.workers} workers (+ coordinator), one 2-CPU machine\n")
     if cycles:
         cycles.sort()
@@ -130,6 +153,10 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for mode, size, secs in transfers:
         print(f"| {mode} | {size / 2**20:.0f} MB | {secs:.1f} | {size / 2**20 / secs:.0f} |")
+    print("\n| plan (moves to the added node) | order | moves | hottest share at the start | mean while moving | at the end |")
+    print("|---|---|---:|---:|---:|---:|")
+    for plan, order, moves, start, mean, end in orders:
+        print(f"| {plan} | {order} | {moves} | {start:.3f} | {mean:.3f} | {end:.3f} |")
     print(f"\nWhole run: {time.monotonic() - started:.0f} s.")
 
 

@@ -393,7 +393,7 @@ def test_sampling_cost_per_cycle_at_256_shards_on_2_workers():
 
 
 # --- Hot-first moves: shardcast.enqueue_citus_rebalance queues Citus's plan as move tasks (one
-# per move group, most predicted load per byte first) and `shardcast-driver citus-rebalance`
+# per move group, the most imbalance relieved per byte first) and `shardcast-driver citus-rebalance`
 # runs them with citus_move_shard_placement.
 
 import json

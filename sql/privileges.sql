@@ -48,4 +48,5 @@ REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, i
     shardcast.claim_citus_move(text, integer),
     shardcast._citus_plan(name, real, integer, bigint[], boolean),
     shardcast._citus_keep_plans(name, real, integer, bigint[], boolean),
-    shardcast._citus_move_groups() FROM PUBLIC;
+    shardcast._citus_move_groups(),
+    shardcast._citus_move_order(bigint[], text[], text[], double precision[], double precision[], text[], double precision[]) FROM PUBLIC;

@@ -1040,7 +1040,7 @@ COMMENT ON VIEW shardcast.replication_manifest IS
 
 -- Hot-first shard moves. Citus's rebalancer plans which move groups go where
 -- (get_rebalance_table_shards_plan); shardcast queues those moves as replication tasks of kind
--- 'citus_move' (replication_tasks.kind), most load relieved per byte moved first, and the
+-- 'citus_move' (replication_tasks.kind), the most imbalance relieved per byte moved first, and the
 -- driver (shardcast-driver citus-rebalance) runs them with citus_move_shard_placement. Claims
 -- (claim_citus_move) keep to the nodes' limits; heartbeat, complete_task, release_task,
 -- cancel_task and retry_task, the completion NOTIFY and the manifest are the table tasks'.
@@ -1232,9 +1232,26 @@ $$;
 COMMENT ON FUNCTION shardcast._citus_keep_plans(name, real, integer, bigint[], boolean) IS
     'Internal: keeps a planning of enqueue_citus_rebalance (and the by_shard_count, by_disk_size and shardcast plans beside it) for the rebalance report.';
 
+-- The order enqueue_citus_rebalance ranks its moves in: each next move is the one that most
+-- lowers the sum of the nodes' squared predicted loads per byte it moves, on the node loads the
+-- moves before it leave. A hot group moved from a hot node to a cool one ranks first; one moved
+-- onto a node it would make the hottest (as load-blind plans do) ranks late, after the moves that
+-- make room. Arguments: the moves (task ids, source and target 'host:port', predicted load,
+-- bytes) in Citus's order, which breaks ties, and every node's predicted load now. Written in
+-- Rust (shardcast_core::rebalance::order).
+CREATE FUNCTION shardcast._citus_move_order(
+    ids bigint[], sources text[], targets text[], loads double precision[], bytes double precision[],
+    nodes text[], node_loads double precision[]
+) RETURNS TABLE (id bigint, rank integer)
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'citus_move_order_wrapper';
+COMMENT ON FUNCTION shardcast._citus_move_order(bigint[], text[], text[], double precision[], double precision[], text[], double precision[]) IS
+    'Internal: the rank of each planned Citus move, the most imbalance relieved per byte first.';
+
 -- Turns Citus's rebalance plan into move tasks, one per move group (colocated shards move
--- together), each from its source node to its target node, in WSPT order: the move group's
--- predicted load (its shards' forecasts) per byte moved, densest first. The arguments are
+-- together), each from its source node to its target node, ranked so that the load a rebalance
+-- relieves is relieved early: the move that most lowers the nodes' imbalance per byte first
+-- (shardcast._citus_move_order). The arguments are
 -- get_rebalance_table_shards_plan's: strategy (NULL: Citus's default strategy), threshold and
 -- max_shard_moves (NULL: the strategy's), excluded_shard_list; drain_node ('host:port') marks
 -- that node shouldhaveshards = false and plans only the moves that empty it, as
@@ -1366,16 +1383,29 @@ BEGIN
     -- One open task per move group: the shard's open-task index says so (requested_node is NULL).
     ON CONFLICT DO NOTHING;
 
-    -- WSPT: load relieved per byte moved, densest first; Citus's own order breaks ties.
+    -- The order: each next move the one that most lowers the nodes' imbalance (the sum of their
+    -- squared predicted loads) per byte, on the node loads the moves before it leave; Citus's own
+    -- order breaks ties (shardcast._citus_move_order).
+    WITH queued AS (
+        SELECT pg_catalog.array_agg(q.task_id ORDER BY p.first_step NULLS LAST, q.task_id) AS ids,
+               pg_catalog.array_agg(q.citus_source ORDER BY p.first_step NULLS LAST, q.task_id) AS sources,
+               pg_catalog.array_agg(q.citus_target ORDER BY p.first_step NULLS LAST, q.task_id) AS targets,
+               pg_catalog.array_agg(q.score ORDER BY p.first_step NULLS LAST, q.task_id) AS loads,
+               pg_catalog.array_agg(q.size_bytes::float8 ORDER BY p.first_step NULLS LAST, q.task_id) AS bytes
+        FROM shardcast.replication_tasks q
+        LEFT JOIN pg_temp.shardcast_planned p ON p.shard_id = q.shard_id
+        WHERE q.kind = 'citus_move' AND q.state = 'queued'
+    ), nodes AS (
+        SELECT pg_catalog.array_agg(n.node) AS names, pg_catalog.array_agg(n.load) AS loads
+        FROM (SELECT g.node, sum(g.load)::float8 AS load FROM pg_temp.shardcast_groups g
+              WHERE g.node IS NOT NULL GROUP BY g.node) n
+    )
     UPDATE shardcast.replication_tasks t
-    SET dispatch_rank = r.rank
-    FROM (SELECT q.task_id,
-                 pg_catalog.row_number() OVER (
-                     ORDER BY q.score / greatest(q.size_bytes, 1) DESC, p.first_step NULLS LAST, q.task_id)::integer AS rank
-          FROM shardcast.replication_tasks q
-          LEFT JOIN pg_temp.shardcast_planned p ON p.shard_id = q.shard_id
-          WHERE q.kind = 'citus_move' AND q.state = 'queued') r
-    WHERE t.task_id = r.task_id;
+    SET dispatch_rank = o.rank
+    FROM queued, nodes,
+         shardcast._citus_move_order(queued.ids, queued.sources, queued.targets, queued.loads,
+                                     queued.bytes, coalesce(nodes.names, '{}'), coalesce(nodes.loads, '{}')) o
+    WHERE t.task_id = o.id;
 
     SELECT count(*), sum(t.size_bytes) INTO open_tasks, moved_bytes
     FROM shardcast.replication_tasks t
@@ -1387,14 +1417,14 @@ BEGIN
         RAISE NOTICE 'Citus''s plan has no moves: the cluster is balanced under strategy %',
             coalesce(pg_catalog.quote_literal($1), 'Citus''s default');
     ELSE
-        RAISE NOTICE '% move(s) of % open, hottest per byte first: see shardcast.citus_moves',
+        RAISE NOTICE '% move(s) of % open, the most load relieved per byte first: see shardcast.citus_moves',
             open_tasks, pg_catalog.pg_size_pretty(coalesce(moved_bytes, 0));
     END IF;
     RETURN open_tasks;
 END
 $$;
 COMMENT ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, integer, bigint[]) IS
-    'Queues Citus''s rebalance plan (or the moves that drain a node) as move tasks, one per move group, most predicted load per byte first; returns the number of move tasks open for the plan.';
+    'Queues Citus''s rebalance plan (or the moves that drain a node) as move tasks, one per move group, the most imbalance relieved per byte first; returns the number of move tasks open for the plan.';
 
 -- Claims the next move under the plan for the driver, under a lease (shardcast.claim_lease),
 -- within the nodes' limits: at most max_moves_per_node moves in flight per node (a move counts
@@ -1557,8 +1587,8 @@ COMMENT ON VIEW shardcast.citus_moves IS
 -- forecast when it was planned) over the rebalance and at its end, for the plan that
 -- enqueue_citus_rebalance queued in the order the driver ran it (move_order 'shardcast') and in
 -- Citus's own order ('citus'), and for the by_shard_count, by_disk_size and (when registered)
--- shardcast plans made beside it, each in Citus's order and in shardcast's (most predicted load
--- per byte first); each replayed with moves_per_node moves per node and one per colocation
+-- shardcast plans made beside it, each in Citus's order and in shardcast's (the most imbalance
+-- relieved per byte first); each replayed with moves_per_node moves per node and one per colocation
 -- group, on the measured move durations (a move not measured takes the measured moves' seconds
 -- per byte, at least the quickest one's; 1 s when none was measured). Every row's mean is over
 -- the same window, until the slowest replay ends. planned_at: a planning (NULL: the latest;
@@ -1591,7 +1621,8 @@ REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, i
     shardcast.claim_citus_move(text, integer),
     shardcast._citus_plan(name, real, integer, bigint[], boolean),
     shardcast._citus_keep_plans(name, real, integer, bigint[], boolean),
-    shardcast._citus_move_groups() FROM PUBLIC;
+    shardcast._citus_move_groups(),
+    shardcast._citus_move_order(bigint[], text[], text[], double precision[], double precision[], text[], double precision[]) FROM PUBLIC;
 
 -- Columns of the views a DBA reads most, for \d+.
 COMMENT ON COLUMN shardcast.priority_scores.predicted_load IS

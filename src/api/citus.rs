@@ -3,7 +3,9 @@
 //! driver ran it and in Citus's own order, and for Citus's `by_shard_count` and `by_disk_size`
 //! plans and the `shardcast` strategy's (made at the same moment from the same placement) in
 //! Citus's order and in shardcast's, each replayed by `shardcast_core::rebalance` on the measured
-//! move durations. The rest of the Citus surface is PL/pgSQL in sql/citus.sql.
+//! move durations; and `_citus_move_order`, the order `enqueue_citus_rebalance` ranks its moves in
+//! (`shardcast_core::rebalance::order`). The rest of the Citus surface is PL/pgSQL in
+//! sql/citus.sql.
 
 // pgrx reads the returned columns from the written-out TableIterator type, so it cannot be aliased.
 #![allow(clippy::type_complexity)]
@@ -13,7 +15,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
-use shardcast_core::rebalance::{self, Move};
+use shardcast_core::rebalance::{self, Move, Planned};
 
 use super::invalid;
 use crate::catalog::citus;
@@ -70,6 +72,61 @@ fn citus_rebalance_report(
         return Ok(TableIterator::new(Vec::<Row>::new()));
     };
     Ok(TableIterator::new(report(&planning, per_node as usize)))
+}
+
+/// Internal (`enqueue_citus_rebalance`): the rank of each move, 1 first, in the order of
+/// [`rebalance::order`]. The moves are `ids` with their `sources`, `targets` (node names),
+/// predicted `loads` and `bytes`, in Citus's order (which breaks ties); `nodes` and `node_loads`
+/// are every node's predicted load now (a node not listed holds none). STRICT: NULL arrays (no
+/// queued move) return no row.
+#[pg_extern(sql = false)]
+fn citus_move_order(
+    ids: Vec<Option<i64>>,
+    sources: Vec<Option<String>>,
+    targets: Vec<Option<String>>,
+    loads: Vec<Option<f64>>,
+    bytes: Vec<Option<f64>>,
+    nodes: Vec<Option<String>>,
+    node_loads: Vec<Option<f64>>,
+) -> Result<TableIterator<'static, (name!(id, i64), name!(rank, i32))>, ErrorReport> {
+    let n = ids.len();
+    if [sources.len(), targets.len(), loads.len(), bytes.len()]
+        .iter()
+        .any(|&len| len != n)
+        || nodes.len() != node_loads.len()
+    {
+        return Err(invalid(
+            "the moves' arrays (and the nodes' two) must be of one length".to_string(),
+            "One element per move: id, source, target, load, bytes; one per node: name, load.",
+        ));
+    }
+    let mut names: Vec<String> = nodes
+        .iter()
+        .map(|n| n.clone().unwrap_or_default())
+        .collect();
+    let mut at: Vec<f64> = node_loads.iter().map(|l| l.unwrap_or(0.0)).collect();
+    let mut index = |name: &Option<String>| {
+        let name = name.as_deref().unwrap_or("");
+        names.iter().position(|n| n == name).unwrap_or_else(|| {
+            names.push(name.to_string());
+            at.push(0.0);
+            names.len() - 1
+        })
+    };
+    let moves: Vec<Planned> = (0..n)
+        .map(|i| Planned {
+            source: index(&sources[i]),
+            target: index(&targets[i]),
+            load: loads[i].unwrap_or(0.0),
+            bytes: bytes[i].unwrap_or(0.0),
+        })
+        .collect();
+    let ranked = rebalance::order(&moves, &at)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(rank, i)| ids[i].map(|id| (id, rank as i32 + 1)))
+        .collect::<Vec<_>>();
+    Ok(TableIterator::new(ranked))
 }
 
 /// Citus 13 or later in this database, as `shardcast._citus_require()` (sql/citus.sql) says it:
@@ -129,6 +186,11 @@ fn report(planning: &citus::Planning, per_node: usize) -> Vec<Row> {
         .collect();
     let loads: Vec<f64> = planning.groups.iter().map(|g| g.4).collect();
     let bytes_of = |group: usize| planning.groups[group].3;
+    // Each node's load at the planning (nodes that hold no group are added below, holding none).
+    let mut node_loads = vec![0.0; nodes.len()];
+    for (group, &n) in placement.iter().enumerate() {
+        node_loads[n] += loads[group].max(0.0);
+    }
 
     let measured: HashMap<i64, f64> = planning
         .realised
@@ -207,12 +269,22 @@ fn report(planning: &citus::Planning, per_node: usize) -> Vec<Row> {
             .filter(|m| !m.1 && m.0 == name)
             .filter_map(|m| to_move(m, &mut nodes))
             .collect();
-        // shardcast's order of the same plan: most predicted load per byte first (WSPT, as
-        // enqueue_citus_rebalance ranks), Citus's order breaking ties.
-        let mut wspt = citus_order.clone();
-        let density = |m: &Move| loads[m.group] / bytes_of(m.group).max(1.0);
-        wspt.sort_by(|a, b| density(b).total_cmp(&density(a)));
-        plans.push((name.clone(), "shardcast".into(), wspt));
+        // shardcast's order of the same plan, as enqueue_citus_rebalance ranks: the most
+        // imbalance relieved per byte first, Citus's order breaking ties.
+        let planned: Vec<Planned> = citus_order
+            .iter()
+            .map(|m| Planned {
+                source: m.source,
+                target: m.target,
+                load: loads[m.group],
+                bytes: bytes_of(m.group),
+            })
+            .collect();
+        let ours = rebalance::order(&planned, &node_loads)
+            .into_iter()
+            .map(|i| citus_order[i].clone())
+            .collect();
+        plans.push((name.clone(), "shardcast".into(), ours));
         plans.push((name, "citus".into(), citus_order));
     }
 
