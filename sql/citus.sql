@@ -246,7 +246,12 @@ COMMENT ON FUNCTION shardcast._citus_move_groups() IS
 -- moves once, A to C; one that ends where it started does not move. A group whose moves do not
 -- chain (a replicated group, shard_replication_factor > 1, whose placements A and B go to C and
 -- D) is refused (0A000): one task per move group cannot carry two moves. A shard of colocation
--- group 0 (an append or range table's) is colocated with nothing: its own move group.
+-- group 0 (an append or range table's) is colocated with nothing: its own move group. Under a
+-- strategy whose cost is shardcast's (citus_shard_cost), a group forecast idle (at most the
+-- cost's floor of 1, or under a twentieth of the mean move group's load) is left out, with a
+-- NOTICE, unless the plan drains a node: Citus moves the cheapest groups to fill the last gap
+-- between two nodes, and idle ones would copy their bytes and balance no load. What is left out
+-- carries under 5% of the total load, so the plan's balance moves by less than that.
 CREATE FUNCTION shardcast._citus_plan(
     strategy name, threshold real, max_shard_moves integer, excluded_shard_list bigint[], drain_only boolean
 ) RETURNS TABLE (move_group bigint, colocation_id integer, source text, target text, step bigint)
@@ -255,9 +260,26 @@ AS $$
 #variable_conflict use_column
 DECLARE
     g record;
+    by_load boolean;
+    idle bigint := 0;
 BEGIN
+    by_load := NOT $5 AND EXISTS (
+        SELECT 1 FROM pg_catalog.pg_dist_rebalance_strategy r
+        WHERE (r.name = $1 OR ($1 IS NULL AND r.default_strategy))
+          AND r.shard_cost_function = 'shardcast.citus_shard_cost'::regproc);
     FOR g IN
-        WITH plan AS (
+        WITH loads AS (
+            SELECT m.move_group, coalesce(sum(f.point), 0) AS load
+            FROM shardcast._citus_move_groups() m
+            LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
+            LEFT JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
+            GROUP BY m.move_group
+        ), busy AS (
+            -- Move groups that carry load: above the cost's floor, and at least a twentieth of
+            -- the mean move group's.
+            SELECT l.move_group FROM loads l
+            WHERE l.load > 1 AND l.load >= 0.05 * (SELECT avg(a.load) FROM loads a)
+        ), plan AS (
             SELECT p.step, p.shardid,
                    p.sourcename || ':' || p.sourceport AS source, p.targetname || ':' || p.targetport AS target
             FROM pg_catalog.get_rebalance_table_shards_plan(NULL, $2, $3, $4, $5, $1, NULL)
@@ -279,7 +301,8 @@ BEGIN
                         OR (s.previous_source = s.source AND s.previous_target = s.target)) AS chained,
                string_agg(s.source || ' -> ' || s.target, ', ' ORDER BY s.step)
                    FILTER (WHERE s.previous_target IS NULL OR s.previous_source <> s.source
-                           OR s.previous_target <> s.target) AS moves
+                           OR s.previous_target <> s.target) AS moves,
+               s.move_group IN (SELECT b.move_group FROM busy b) AS busy
         FROM steps s
         GROUP BY s.move_group
         ORDER BY first_step
@@ -290,6 +313,10 @@ BEGIN
                       HINT = 'shardcast queues one move per move group, following a chain of moves (A to B, then B to C); a group with more than one placement (shard_replication_factor > 1) is rebalanced by Citus: SELECT citus_rebalance_start().';
         END IF;
         CONTINUE WHEN g.source = g.target;
+        IF by_load AND NOT g.busy THEN
+            idle := idle + 1;
+            CONTINUE;
+        END IF;
         move_group := g.move_group;
         colocation_id := g.colocationid;
         source := g.source;
@@ -297,10 +324,14 @@ BEGIN
         step := g.first_step;
         RETURN NEXT;
     END LOOP;
+    IF idle > 0 THEN
+        RAISE NOTICE 'left out % move(s) of Citus''s plan: their shard groups are forecast idle, and moving them would balance no load', idle
+            USING HINT = 'A group is idle when its forecast is at most 1 or under a twentieth of the mean move group''s; Citus moves such cheap groups to even out the last gap between nodes. A drain (drain_node) moves them all.';
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION shardcast._citus_plan(name, real, integer, bigint[], boolean) IS
-    'Internal: Citus''s rebalance plan as one move per move group, in Citus''s order.';
+    'Internal: Citus''s rebalance plan as one move per move group, in Citus''s order (under shardcast''s cost, without the groups forecast idle).';
 
 -- What enqueue_citus_rebalance planned, kept for shardcast.citus_rebalance_report: every move
 -- group as it was (node, bytes, predicted load), and the moves of the enqueued plan and of
@@ -559,7 +590,7 @@ BEGIN
     PERFORM shardcast._citus_keep_plans($1::name, $3, $4, $5, $2 IS NOT NULL);
     DROP TABLE pg_temp.shardcast_planned, pg_temp.shardcast_groups;
     IF planned = 0 THEN
-        RAISE NOTICE 'Citus''s plan has no moves: the cluster is balanced under strategy %',
+        RAISE NOTICE 'no move to queue: the cluster is balanced under strategy %',
             coalesce(pg_catalog.quote_literal($1), 'Citus''s default');
     ELSE
         RAISE NOTICE '% move(s) of % open, the most load relieved per byte first: see shardcast.citus_moves',
