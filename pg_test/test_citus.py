@@ -752,7 +752,7 @@ def test_enqueue_citus_rebalance_bad_input_enqueues_nothing_and_claims_keep_the_
             notices = []
             conn.add_notice_handler(lambda d: notices.append(d.message_primary))
             assert conn.execute("SELECT shardcast.enqueue_citus_rebalance('by_shard_count')").fetchone()[0] == 0
-            assert any(n.startswith("no move to queue: the cluster is balanced") for n in notices), notices
+            assert any("no moves" in n for n in notices), notices
             # The driver: a database without Citus is an environment error (3).
             with coordinator.connect() as plain:
                 plain.execute("CREATE DATABASE plain")

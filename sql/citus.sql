@@ -246,22 +246,20 @@ COMMENT ON FUNCTION shardcast._citus_move_groups() IS
 -- moves once, A to C; one that ends where it started does not move. A group whose moves do not
 -- chain (a replicated group, shard_replication_factor > 1, whose placements A and B go to C and
 -- D) is refused (0A000): one task per move group cannot carry two moves. A shard of colocation
--- group 0 (an append or range table's) is colocated with nothing: its own move group. Under a
--- strategy whose cost is shardcast's (citus_shard_cost), a group forecast idle (at most the
--- cost's floor of 1, or under a twentieth of the mean move group's load) is left out, with a
--- NOTICE, unless the plan drains a node: Citus moves the cheapest groups to fill the last gap
--- between two nodes, and idle ones would copy their bytes and balance no load. What is left out
--- carries under 5% of the total load, so the plan's balance moves by less than that.
+-- group 0 (an append or range table's) is colocated with nothing: its own move group. idle: the
+-- plan is made under shardcast's cost (citus_shard_cost), it drains no node, and every shard of
+-- the group has a forecast, none above the cost's floor of 1 or all together under a twentieth
+-- of the mean move group's load. Citus moves the cheapest groups to fill the last gap between two
+-- nodes, and idle ones would copy their bytes and balance no load: the callers leave them out.
 CREATE FUNCTION shardcast._citus_plan(
     strategy name, threshold real, max_shard_moves integer, excluded_shard_list bigint[], drain_only boolean
-) RETURNS TABLE (move_group bigint, colocation_id integer, source text, target text, step bigint)
+) RETURNS TABLE (move_group bigint, colocation_id integer, source text, target text, step bigint, idle boolean)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
     g record;
     by_load boolean;
-    idle bigint := 0;
 BEGIN
     by_load := NOT $5 AND EXISTS (
         SELECT 1 FROM pg_catalog.pg_dist_rebalance_strategy r
@@ -269,16 +267,15 @@ BEGIN
           AND r.shard_cost_function = 'shardcast.citus_shard_cost'::regproc);
     FOR g IN
         WITH loads AS (
-            SELECT m.move_group, coalesce(sum(f.point), 0) AS load
+            SELECT m.move_group, coalesce(sum(f.point), 0) AS load, max(f.point) AS top,
+                   count(f.point) = count(*) AS known
             FROM shardcast._citus_move_groups() m
             LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
             LEFT JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
             GROUP BY m.move_group
-        ), busy AS (
-            -- Move groups that carry load: above the cost's floor, and at least a twentieth of
-            -- the mean move group's.
+        ), idle AS (
             SELECT l.move_group FROM loads l
-            WHERE l.load > 1 AND l.load >= 0.05 * (SELECT avg(a.load) FROM loads a)
+            WHERE l.known AND (l.top <= 1 OR l.load < 0.05 * (SELECT avg(a.load) FROM loads a))
         ), plan AS (
             SELECT p.step, p.shardid,
                    p.sourcename || ':' || p.sourceport AS source, p.targetname || ':' || p.targetport AS target
@@ -302,7 +299,7 @@ BEGIN
                string_agg(s.source || ' -> ' || s.target, ', ' ORDER BY s.step)
                    FILTER (WHERE s.previous_target IS NULL OR s.previous_source <> s.source
                            OR s.previous_target <> s.target) AS moves,
-               s.move_group IN (SELECT b.move_group FROM busy b) AS busy
+               s.move_group IN (SELECT i.move_group FROM idle i) AS idle
         FROM steps s
         GROUP BY s.move_group
         ORDER BY first_step
@@ -313,25 +310,18 @@ BEGIN
                       HINT = 'shardcast queues one move per move group, following a chain of moves (A to B, then B to C); a group with more than one placement (shard_replication_factor > 1) is rebalanced by Citus: SELECT citus_rebalance_start().';
         END IF;
         CONTINUE WHEN g.source = g.target;
-        IF by_load AND NOT g.busy THEN
-            idle := idle + 1;
-            CONTINUE;
-        END IF;
         move_group := g.move_group;
         colocation_id := g.colocationid;
         source := g.source;
         target := g.target;
         step := g.first_step;
+        idle := by_load AND g.idle;
         RETURN NEXT;
     END LOOP;
-    IF idle > 0 THEN
-        RAISE NOTICE 'left out % move(s) of Citus''s plan: their shard groups are forecast idle, and moving them would balance no load', idle
-            USING HINT = 'A group is idle when its forecast is at most 1 or under a twentieth of the mean move group''s; Citus moves such cheap groups to even out the last gap between nodes. A drain (drain_node) moves them all.';
-    END IF;
 END
 $$;
 COMMENT ON FUNCTION shardcast._citus_plan(name, real, integer, bigint[], boolean) IS
-    'Internal: Citus''s rebalance plan as one move per move group, in Citus''s order (under shardcast''s cost, without the groups forecast idle).';
+    'Internal: Citus''s rebalance plan as one move per move group, in Citus''s order; idle marks the moves of groups forecast idle under shardcast''s cost, which the callers leave out.';
 
 -- What enqueue_citus_rebalance planned, kept for shardcast.citus_rebalance_report: every move
 -- group as it was (node, bytes, predicted load), and the moves of the enqueued plan and of
@@ -398,7 +388,8 @@ BEGIN
         BEGIN
             INSERT INTO shardcast.citus_plan_moves (planned_at, strategy, enqueued, step, move_group, source, target)
             SELECT now(), other, false, p.step, p.move_group, p.source, p.target
-            FROM shardcast._citus_plan(other, NULL, $3, $4, $5) p;
+            FROM shardcast._citus_plan(other, NULL, $3, $4, $5) p
+            WHERE NOT p.idle;
         EXCEPTION WHEN OTHERS THEN
             RAISE NOTICE 'Citus''s % plan is left out of the rebalance report: %', other, SQLERRM;
         END;
@@ -450,6 +441,7 @@ DECLARE
     planned bigint;
     open_tasks bigint;
     moved_bytes numeric;
+    idle_moves bigint;
 BEGIN
     PERFORM shardcast._citus_require();
     -- A worker has Citus's metadata tables, empty of what a plan needs: say where to run it.
@@ -521,10 +513,13 @@ BEGIN
     CREATE TEMPORARY TABLE pg_temp.shardcast_planned ON COMMIT DROP AS
     SELECT p.move_group, g.colocationid, p.source, p.target, p.step AS first_step,
            coalesce(g.size_bytes, 0) AS size_bytes, coalesce(g.load, 0) AS load,
-           coalesce(g.weight, 0) AS weight, sh.shard_id
+           coalesce(g.weight, 0) AS weight, sh.shard_id, p.idle
     FROM shardcast._citus_plan($1::name, $3, $4, $5, $2 IS NOT NULL) p
     LEFT JOIN pg_temp.shardcast_groups g USING (move_group)
     LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = p.move_group AND sh.retired_at IS NULL;
+    -- Idle groups Citus would move to fill the last gap (see _citus_plan): left out, said below.
+    DELETE FROM pg_temp.shardcast_planned p WHERE p.idle;
+    GET DIAGNOSTICS idle_moves = ROW_COUNT;
 
     SELECT count(*) FILTER (WHERE shard_id IS NULL), count(*) INTO missing, planned
     FROM pg_temp.shardcast_planned;
@@ -572,9 +567,14 @@ BEGIN
         LEFT JOIN pg_temp.shardcast_planned p ON p.shard_id = q.shard_id
         WHERE q.kind = 'citus_move' AND q.state = 'queued'
     ), nodes AS (
+        -- Each node's load, a move under way counted on its target.
         SELECT pg_catalog.array_agg(n.node) AS names, pg_catalog.array_agg(n.load) AS loads
-        FROM (SELECT g.node, sum(g.load)::float8 AS load FROM pg_temp.shardcast_groups g
-              WHERE g.node IS NOT NULL GROUP BY g.node) n
+        FROM (SELECT coalesce(c.citus_target, g.node) AS node, sum(g.load)::float8 AS load
+              FROM pg_temp.shardcast_groups g
+              LEFT JOIN shardcast.replication_tasks c
+                ON c.kind = 'citus_move' AND c.state = 'claimed' AND c.citus_shard_id = g.move_group
+              WHERE coalesce(c.citus_target, g.node) IS NOT NULL
+              GROUP BY 1) n
     )
     UPDATE shardcast.replication_tasks t
     SET dispatch_rank = o.rank
@@ -589,10 +589,14 @@ BEGIN
     WHERE t.kind = 'citus_move' AND t.state IN ('queued', 'claimed');
     PERFORM shardcast._citus_keep_plans($1::name, $3, $4, $5, $2 IS NOT NULL);
     DROP TABLE pg_temp.shardcast_planned, pg_temp.shardcast_groups;
-    IF planned = 0 THEN
-        RAISE NOTICE 'no move to queue: the cluster is balanced under strategy %',
+    IF idle_moves > 0 THEN
+        RAISE NOTICE 'left out % move(s) of Citus''s plan: their shard groups are forecast idle, and moving them would balance no load', idle_moves
+            USING HINT = 'Under shardcast''s cost a group is idle when none of its shards is forecast above 1, or all together under a twentieth of the mean group''s load; Citus moves such cheap groups to fill the last gap between nodes. A drain (drain_node) moves them.';
+    END IF;
+    IF planned = 0 AND idle_moves = 0 THEN
+        RAISE NOTICE 'Citus''s plan has no moves: the cluster is balanced under strategy %',
             coalesce(pg_catalog.quote_literal($1), 'Citus''s default');
-    ELSE
+    ELSIF planned > 0 THEN
         RAISE NOTICE '% move(s) of % open, the most load relieved per byte first: see shardcast.citus_moves',
             open_tasks, pg_catalog.pg_size_pretty(coalesce(moved_bytes, 0));
     END IF;

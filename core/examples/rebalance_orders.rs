@@ -140,7 +140,7 @@ fn main() {
                     bytes: c.bytes[m.group],
                 })
                 .collect();
-            let ours: Vec<Move> = rebalance::order(&weighed, &node_loads)
+            let ours: Vec<Move> = rebalance::order(&weighed, &node_loads, || {})
                 .into_iter()
                 .map(|i| own[i].clone())
                 .collect();

@@ -77,8 +77,9 @@ fn citus_rebalance_report(
 /// Internal (`enqueue_citus_rebalance`): the rank of each move, 1 first, in the order of
 /// [`rebalance::order`]. The moves are `ids` with their `sources`, `targets` (node names),
 /// predicted `loads` and `bytes`, in Citus's order (which breaks ties); `nodes` and `node_loads`
-/// are every node's predicted load now (a node not listed holds none). STRICT: NULL arrays (no
-/// queued move) return no row.
+/// are every node's predicted load, the moves under way counted on their targets (a node not
+/// listed holds none). STRICT: NULL arrays (no queued move) return no row. Checks for interrupts
+/// as it goes: the order is quadratic in the moves.
 #[pg_extern(sql = false)]
 fn citus_move_order(
     ids: Vec<Option<i64>>,
@@ -121,11 +122,13 @@ fn citus_move_order(
             bytes: bytes[i].unwrap_or(0.0),
         })
         .collect();
-    let ranked = rebalance::order(&moves, &at)
-        .into_iter()
-        .enumerate()
-        .filter_map(|(rank, i)| ids[i].map(|id| (id, rank as i32 + 1)))
-        .collect::<Vec<_>>();
+    let ranked = rebalance::order(&moves, &at, || {
+        pgrx::check_for_interrupts!();
+    })
+    .into_iter()
+    .enumerate()
+    .filter_map(|(rank, i)| ids[i].map(|id| (id, rank as i32 + 1)))
+    .collect::<Vec<_>>();
     Ok(TableIterator::new(ranked))
 }
 
@@ -280,10 +283,12 @@ fn report(planning: &citus::Planning, per_node: usize) -> Vec<Row> {
                 bytes: bytes_of(m.group),
             })
             .collect();
-        let ours = rebalance::order(&planned, &node_loads)
-            .into_iter()
-            .map(|i| citus_order[i].clone())
-            .collect();
+        let ours = rebalance::order(&planned, &node_loads, || {
+            pgrx::check_for_interrupts!();
+        })
+        .into_iter()
+        .map(|i| citus_order[i].clone())
+        .collect();
         plans.push((name.clone(), "shardcast".into(), ours));
         plans.push((name, "citus".into(), citus_order));
     }

@@ -65,13 +65,13 @@ fn citus_rows_share_their_table_s_relid_without_disturbing_local_shards() {
 #[pg_test]
 fn citus_moves_are_ranked_by_the_imbalance_they_relieve_per_byte() {
     // Node a holds a hot group (4) and a cold one (1), node b two warm ones (3 each), node c is
-    // new. A plan blind to load moves the hot group onto b (11 = the task id) and b's two groups
-    // to c. The hot group has the most load per byte, but moved first it would make b carry 10
-    // of 14: it goes last, after b's groups made room.
+    // new. A plan blind to load moves the hot group (1 GB) onto b first (task 11), then b's two
+    // groups (2 GB each) to c. The hot group has the most load per byte, but moved first it would
+    // make b carry 10 of 14: it goes last, after b's groups made room.
     let ranks = Spi::get_one::<String>(
         "SELECT string_agg(id || ':' || rank, ' ' ORDER BY rank)
-         FROM shardcast._citus_move_order('{12,13,11}', '{b:1,b:1,a:1}', '{c:1,c:1,b:1}',
-                                          '{3,3,4}', '{2,2,1}', '{a:1,b:1}', '{5,6}')",
+         FROM shardcast._citus_move_order('{11,12,13}', '{a:1,b:1,b:1}', '{b:1,c:1,c:1}', '{4,3,3}',
+                                          '{1073741824,2147483648,2147483648}', '{a:1,b:1}', '{5,6}')",
     )
     .unwrap();
     assert_eq!(ranks.as_deref(), Some("12:1 13:2 11:3"));
