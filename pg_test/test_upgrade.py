@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from cluster import pg_bindir, running_cluster, wait_for
@@ -291,6 +292,11 @@ def test_0_1_0_functions_work_on_the_new_library_before_the_update(cluster):
         assert manifest["node"] == "n1" and manifest["tasks"]
         assert all(t["node"] == "n1" for t in manifest["tasks"])
         assert conn.execute("SELECT task_id FROM shardcast.claim_task('w9', 'n1')").fetchone() is not None
+        # A refresh would write 0.2.0's forecasts into 0.1.0's tables: it says to update first.
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+            conn.execute("SELECT shardcast.refresh_forecasts()")
+        assert f"is version {OLD} in this database" in refused.value.diag.message_primary
+        assert "ALTER EXTENSION shardcast UPDATE" in refused.value.diag.message_hint
     finally:
         conn.close()
 

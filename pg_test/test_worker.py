@@ -279,6 +279,13 @@ def test_without_preloading_the_setup_mistake_is_named():
             assert one(conn, "SELECT shardcast.refresh_forecasts()") == 0
             assert [m[0] for m in messages] == ["WARNING"]
             assert "shared_preload_libraries" in messages[0][2]
+        # In a new session, the view first: the library is not loaded yet, so its settings do
+        # not exist (it failed with 42704 "unrecognized configuration parameter").
+        with cluster.connect() as conn:
+            messages = collect_messages(conn)
+            assert one(conn, "SELECT state FROM shardcast.worker_status") == \
+                "not running: shardcast is not in shared_preload_libraries"
+            assert [m[0] for m in messages] == ["WARNING"]
 
 
 def test_worker_status_is_the_same_for_a_role_without_stats_privileges():

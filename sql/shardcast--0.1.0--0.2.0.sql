@@ -379,11 +379,13 @@ SELECT a.pid,
                THEN 'not running: shardcast is not in shared_preload_libraries'
            WHEN NOT EXISTS (SELECT 1 FROM shardcast._worker_processes() l
                             WHERE l.backend_type = 'shardcast launcher') THEN 'not running'
-           WHEN NOT pg_catalog.current_setting('shardcast.enabled')::boolean
+           -- (missing_ok: without the library loaded in this session the settings do not
+           -- exist, and the planner folds these calls before the branches above are tried.)
+           WHEN NOT pg_catalog.current_setting('shardcast.enabled', true)::boolean
                THEN 'paused (shardcast.enabled = off)'
            WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d
-                            WHERE d.datname = pg_catalog.current_setting('shardcast.database'))
-               THEN 'waiting for database "' || pg_catalog.current_setting('shardcast.database') || '"'
+                            WHERE d.datname = pg_catalog.current_setting('shardcast.database', true))
+               THEN 'waiting for database "' || pg_catalog.current_setting('shardcast.database', true) || '"'
            ELSE 'restarting'
        END AS state,
        w.started_at,
