@@ -3,15 +3,19 @@
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::catalog::worker_state;
+use crate::catalog::{history, worker_state};
 use crate::error::{spi_error, sql_error, SqlResult};
-use crate::{queue, worker};
+use crate::{gucs, queue, worker};
 
 /// Refreshes forecasts and Shard Priority Scores now; returns the number of shards scored.
 #[pg_extern(sql = false)]
 fn refresh_forecasts() -> SqlResult<i64> {
     worker::warn_about_setup();
     require_current_catalog()?;
+    // In a database the worker does not sample, or while it is paused, nothing else compacts
+    // and purges what record_access imported: the refresh does, as the worker's sample does
+    // (safe beside it: a bucket is moved by the one transaction that deletes it).
+    history::compact_and_purge(gucs::history_retention()).map_err(spi_error)?;
     let report = worker::refresh::refresh().map_err(spi_error)?;
     // Claims follow the stored dispatch order: it must follow the new scores, as after the
     // worker's refreshes.

@@ -106,6 +106,29 @@ fn bad_input_is_an_error_with_sqlstate_and_hint_and_writes_nothing() {
 }
 
 #[pg_test]
+fn a_refresh_compacts_imported_history_where_no_worker_samples() {
+    // The test database is not shardcast.database: no worker compacts here.
+    Spi::run("CREATE TABLE public.t_imported (id int)").unwrap();
+    Spi::run(
+        "SELECT shardcast.record_access('public.t_imported', now() - interval '10 days', 5);
+         SELECT shardcast.record_access('public.t_imported', now() - interval '1 minute', 2);",
+    )
+    .unwrap();
+    let fine = || {
+        Spi::get_one::<i64>(
+            "SELECT count(*) FROM shardcast.recent_access r JOIN shardcast.shards s USING (shard_id)
+             WHERE s.table_name = 't_imported'",
+        )
+        .unwrap()
+    };
+    assert_eq!(fine(), Some(2));
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    // The old bucket is in the hourly history now, the fresh one stays fine-grained.
+    assert_eq!(fine(), Some(1));
+    assert_eq!(history_reads("public.t_imported"), 7.0);
+}
+
+#[pg_test]
 fn compaction_moves_old_buckets_into_hourly_slots_and_retention_purges() {
     Spi::run("CREATE TABLE public.t_old (id int)").unwrap();
     Spi::run(
