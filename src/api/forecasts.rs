@@ -12,10 +12,10 @@ use crate::{gucs, queue, worker};
 fn refresh_forecasts() -> SqlResult<i64> {
     worker::warn_about_setup();
     require_current_catalog()?;
-    // In a database the worker does not sample, or while it is paused, nothing else compacts
-    // and purges what record_access imported: the refresh does, as the worker's sample does
-    // (safe beside it: a bucket is moved by the one transaction that deletes it).
-    history::compact_and_purge(gucs::history_retention()).map_err(spi_error)?;
+    // In a database the worker does not sample, or while it is paused, nothing else purges what
+    // record_access imported: the refresh does (it does not compact, so that it forecasts from
+    // the history as it was imported).
+    history::purge(gucs::history_retention()).map_err(spi_error)?;
     let report = worker::refresh::refresh().map_err(spi_error)?;
     // Claims follow the stored dispatch order: it must follow the new scores, as after the
     // worker's refreshes.

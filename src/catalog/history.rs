@@ -142,6 +142,24 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
         &[fine_span.into(), retention.into()],
     )?
     .unwrap_or(0);
+    purge_older(retention)?;
+    Ok(moved)
+}
+
+/// Purges history older than `retention` (compacted history by whole UTC days) without
+/// compacting: what `refresh_forecasts()` does, so that history imported where no worker samples
+/// (another database, or while the worker is paused) stays bounded. It leaves the 5-minute
+/// buckets as they are, so a refresh forecasts from the same history it read before.
+pub fn purge(retention: Duration) -> Result<(), pgrx::spi::Error> {
+    let retention = pgrx::datum::Interval::from_micros(retention.as_micros() as i64);
+    Spi::run_with_args(
+        "DELETE FROM shardcast.recent_access WHERE bucket_start < now() - $1::interval",
+        &[retention.into()],
+    )?;
+    purge_older(retention)
+}
+
+fn purge_older(retention: pgrx::datum::Interval) -> Result<(), pgrx::spi::Error> {
     Spi::run_with_args(
         "DELETE FROM shardcast.daily_access
          WHERE day < ((now() - $1::interval) AT TIME ZONE 'UTC')::date",
@@ -154,8 +172,7 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
     Spi::run_with_args(
         "DELETE FROM shardcast.shard_gaps WHERE ended_at < now() - $1::interval",
         &[retention.into()],
-    )?;
-    Ok(moved)
+    )
 }
 
 /// Records that the worker observed up to `now`: the period that ended at the previous sample

@@ -106,12 +106,19 @@ fn bad_input_is_an_error_with_sqlstate_and_hint_and_writes_nothing() {
 }
 
 #[pg_test]
-fn a_refresh_compacts_imported_history_where_no_worker_samples() {
-    // The test database is not shardcast.database: no worker compacts here.
+fn a_refresh_purges_imported_history_where_no_worker_samples() {
+    // The test database is not shardcast.database: no worker purges here.
     Spi::run("CREATE TABLE public.t_imported (id int)").unwrap();
     Spi::run(
-        "SELECT shardcast.record_access('public.t_imported', now() - interval '10 days', 5);
+        "SELECT shardcast.record_access('public.t_imported', now() - interval '10 days', 3);
          SELECT shardcast.record_access('public.t_imported', now() - interval '1 minute', 2);",
+    )
+    .unwrap();
+    // A bucket imported long ago, now past the retention (28 days), as time would make it.
+    Spi::run(
+        "INSERT INTO shardcast.recent_access (shard_id, bucket_start, scans, tuples_read, blocks_hit)
+         SELECT shard_id, date_trunc('hour', now()) - interval '30 days', 5, 5, 5
+         FROM shardcast.shards WHERE table_name = 't_imported'",
     )
     .unwrap();
     let fine = || {
@@ -121,11 +128,11 @@ fn a_refresh_compacts_imported_history_where_no_worker_samples() {
         )
         .unwrap()
     };
-    assert_eq!(fine(), Some(2));
+    assert_eq!(fine(), Some(3));
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
-    // The old bucket is in the hourly history now, the fresh one stays fine-grained.
-    assert_eq!(fine(), Some(1));
-    assert_eq!(history_reads("public.t_imported"), 7.0);
+    // The bucket past the retention is gone; the others stay as imported.
+    assert_eq!(fine(), Some(2));
+    assert_eq!(history_reads("public.t_imported"), 5.0);
 }
 
 #[pg_test]
