@@ -58,7 +58,7 @@ fn warn_too_old(skipped: usize, of: usize) {
     sql_error(
         PgSqlErrorCode::ERRCODE_WARNING,
         message,
-        "The worker keeps no older history (forecasts read the last 28 days); raise shardcast.history_retention to keep more.",
+        "The worker keeps no older history; raise shardcast.history_retention to keep more (forecasts read up to the last 28 days).",
     )
     .report(PgLogLevel::WARNING);
 }
@@ -66,9 +66,10 @@ fn warn_too_old(skipped: usize, of: usize) {
 /// `shardcast.history_retention` as a DBA would write it: days, hours or minutes.
 fn retention_text() -> String {
     let minutes = gucs::history_retention().as_secs() / 60;
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
     match minutes {
-        m if m % (24 * 60) == 0 => format!("{} days", m / (24 * 60)),
-        m if m % 60 == 0 => format!("{} hours", m / 60),
+        m if m % (24 * 60) == 0 => plural(m / (24 * 60), "day"),
+        m if m % 60 == 0 => plural(m / 60, "hour"),
         m => format!("{m} min"),
     }
 }
