@@ -84,6 +84,18 @@ def _keys_by_shard(conn, rows=20000):
     return keys
 
 
+def _sampled_orders(conn):
+    """_distributed_orders with every shard registered at the coordinator and read once (a
+    baseline) before the workload: its keys by shard."""
+    _distributed_orders(conn)
+    keys = _keys_by_shard(conn)
+    assert len(keys) == 8
+    wait_for("every Citus shard registered", lambda: conn.execute(
+        "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
+    time.sleep(3)
+    return keys
+
+
 def _skewed_reads(conn, keys, hot, n, rng):
     """n point reads through the coordinator, 95% on the hot shards' keys; reads made per shard."""
     made = {shard: 0 for shard in keys}
@@ -128,13 +140,7 @@ def test_citus_shards_have_history_forecasts_and_costs_at_the_coordinator():
     rng = random.Random(7)
     with citus_cluster(DB, workers=2, settings=FAST, name="citus-hist") as (coordinator, workers):
         with coordinator.connect(DB) as conn:
-            _distributed_orders(conn)
-            keys = _keys_by_shard(conn)
-            assert len(keys) == 8
-            wait_for("every Citus shard registered", lambda: conn.execute(
-                "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
-            # Every shard has been read once (a baseline) before the workload.
-            time.sleep(3)
+            keys = _sampled_orders(conn)
             base = _recorded(conn)
             hot = sorted(keys)[2:4]
             made = _skewed_reads(conn, keys, hot, 2000, rng)
@@ -179,11 +185,7 @@ def test_a_moved_shard_keeps_its_history_and_a_down_node_is_unknown_not_idle():
     rng = random.Random(11)
     with citus_cluster(DB, workers=2, settings=FAST, name="citus-mv") as (coordinator, workers):
         with coordinator.connect(DB) as conn:
-            _distributed_orders(conn)
-            keys = _keys_by_shard(conn)
-            wait_for("every Citus shard registered", lambda: conn.execute(
-                "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
-            time.sleep(3)
+            keys = _sampled_orders(conn)
             base = _recorded(conn)
             hot = sorted(keys)[:2]
             made = _skewed_reads(conn, keys, hot, 1000, rng)
@@ -269,11 +271,7 @@ def test_the_shardcast_strategy_evens_predicted_load_across_nodes():
             # The third worker takes no shards at first: it is "added" later.
             conn.execute("SELECT citus_set_node_property('127.0.0.1', %s, 'shouldhaveshards', false)",
                          [third.port])
-            _distributed_orders(conn)
-            keys = _keys_by_shard(conn)
-            wait_for("every Citus shard registered", lambda: conn.execute(
-                "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
-            time.sleep(3)
+            keys = _sampled_orders(conn)
             # Hot shards on one worker, so that this worker is overloaded.
             by_node: dict[int, list[int]] = {}
             for shardid, port in conn.execute("SELECT shardid, nodeport FROM citus_shards "
@@ -335,11 +333,7 @@ def test_a_load_plan_leaves_out_the_idle_groups_citus_fills_gaps_with():
     out (and says so), but a drain still moves everything."""
     with citus_cluster(DB, workers=2, settings=FAST, name="citus-idle") as (coordinator, workers):
         with coordinator.connect(DB) as conn:
-            _distributed_orders(conn)
-            keys = _keys_by_shard(conn)
-            wait_for("every Citus shard registered", lambda: conn.execute(
-                "SELECT count(*) = 8 FROM shardcast.citus_shards").fetchone()[0], timeout=30)
-            time.sleep(3)
+            keys = _sampled_orders(conn)
             hot = min(keys)
             base = _recorded(conn)
             for key in keys[hot][:600]:

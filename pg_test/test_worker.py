@@ -85,7 +85,7 @@ def test_a_long_refresh_delays_neither_samples_nor_a_fast_shutdown():
         started = time.monotonic()
         db.execute("SELECT shardcast.refresh_forecasts()")
         per_shard = (time.monotonic() - started) / 8
-        count = max(20, min(1000, int(40 / per_shard)))
+        count = max(20, min(4000, int(40 / per_shard)))
         import_month(db, "big", count)
         db.execute("ALTER SYSTEM SET shardcast.enabled = on")
         db.execute("SELECT pg_reload_conf()")
