@@ -335,6 +335,17 @@ def test_in_another_database_worker_status_says_where_the_worker_runs():
             conn.execute("SELECT shardcast.refresh_forecasts()")
             assert [m[0] for m in messages] == ["NOTICE"]
             assert 'not "postgres"' in messages[0][1]
+            # No worker purges history here: a refresh does. (It grew without bound.)
+            conn.execute("CREATE TABLE public.imported (id int)")
+            conn.execute("SELECT shardcast.record_access('public.imported', now() - interval '1 hour', 2)")
+            conn.execute("INSERT INTO shardcast.recent_access (shard_id, bucket_start, scans) "
+                         "SELECT shard_id, now() - interval '30 days', 5 FROM shardcast.shards "
+                         "WHERE table_name = 'imported'")
+            old = "SELECT count(*) FROM shardcast.recent_access WHERE bucket_start < now() - interval '28 days'"
+            assert one(conn, old) == 1
+            conn.execute("SELECT shardcast.refresh_forecasts()")
+            assert one(conn, old) == 0
+            assert one(conn, "SELECT count(*) FROM shardcast.recent_access") == 1
 
 
 def test_a_paused_worker_lets_its_database_be_dropped():

@@ -106,8 +106,8 @@ fn bad_input_is_an_error_with_sqlstate_and_hint_and_writes_nothing() {
 }
 
 #[pg_test]
-fn a_refresh_purges_imported_history_where_no_worker_samples() {
-    // The test database is not shardcast.database: no worker purges here.
+fn purging_drops_what_is_past_the_retention_and_compacts_nothing() {
+    // What refresh_forecasts() runs where no sampler runs (pg_test/test_worker.py checks that).
     Spi::run("CREATE TABLE public.t_imported (id int)").unwrap();
     Spi::run(
         "SELECT shardcast.record_access('public.t_imported', now() - interval '10 days', 3);
@@ -129,8 +129,8 @@ fn a_refresh_purges_imported_history_where_no_worker_samples() {
         .unwrap()
     };
     assert_eq!(fine(), Some(3));
-    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
-    // The bucket past the retention is gone; the others stay as imported.
+    crate::catalog::history::purge(crate::gucs::history_retention()).unwrap();
+    // The bucket past the retention is gone; the 10-day-old one is still a 5-minute bucket.
     assert_eq!(fine(), Some(2));
     assert_eq!(history_reads("public.t_imported"), 5.0);
 }

@@ -56,13 +56,32 @@ pub extern "C-unwind" fn shardcast_worker_main(_arg: pg_sys::Datum) {
     log!("shardcast worker exiting");
 }
 
+/// The sampler's session-level advisory lock (two int4 keys), held in its database while it runs.
+pub const SAMPLER_LOCK: (i64, i64) = (1936221793, 1935893859);
+
 /// Takes the sampler's session-level advisory lock: one sampler at a time, even if a launcher
 /// died without stopping its sampler and its successor started another.
 fn sole_sampler() -> bool {
     run_in_transaction(true, || {
-        Spi::get_one::<bool>("SELECT pg_catalog.pg_try_advisory_lock(1936221793, 1935893859)")
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.pg_try_advisory_lock($1::int4, $2::int4)",
+            &[SAMPLER_LOCK.0.into(), SAMPLER_LOCK.1.into()],
+        )
     })
     .is_ok_and(|locked| locked == Some(true))
+}
+
+/// Whether a sampler runs in this database now: it holds [`SAMPLER_LOCK`] here.
+pub fn sampled_here() -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                          AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                            WHERE d.datname = pg_catalog.current_database())
+                          AND l.classid = $1::oid AND l.objid = $2::oid)",
+        &[SAMPLER_LOCK.0.into(), SAMPLER_LOCK.1.into()],
+    )?
+    .unwrap_or(false))
 }
 
 /// What the worker remembers between cycles.

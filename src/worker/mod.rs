@@ -32,6 +32,9 @@ use crate::gucs;
 
 mod cycle;
 mod launcher;
+
+pub use cycle::sampled_here;
+
 pub mod refresh;
 mod sample;
 mod transaction;
