@@ -1123,10 +1123,12 @@ BEGIN
         WHERE (r.name = $1 OR ($1 IS NULL AND r.default_strategy))
           AND r.shard_cost_function = 'shardcast.citus_shard_cost'::regproc);
     FOR g IN
-        WITH loads AS (
+        WITH groups AS MATERIALIZED (
+            SELECT * FROM shardcast._citus_move_groups()
+        ), loads AS (
             SELECT m.move_group, coalesce(sum(f.point), 0) AS load, max(f.point) AS top,
                    count(f.point) = count(*) AS known
-            FROM shardcast._citus_move_groups() m
+            FROM groups m
             LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
             LEFT JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
             GROUP BY m.move_group
@@ -1143,7 +1145,7 @@ BEGIN
             SELECT m.move_group, m.colocationid, p.source, p.target, p.step,
                    pg_catalog.lag(p.source) OVER (PARTITION BY m.move_group ORDER BY p.step) AS previous_source,
                    pg_catalog.lag(p.target) OVER (PARTITION BY m.move_group ORDER BY p.step) AS previous_target
-            FROM plan p JOIN shardcast._citus_move_groups() m ON m.shardid = p.shardid
+            FROM plan p JOIN groups m ON m.shardid = p.shardid
         )
         SELECT s.move_group, min(s.colocationid) AS colocationid,
                (array_agg(s.source ORDER BY s.step))[1] AS source,

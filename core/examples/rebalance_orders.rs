@@ -127,10 +127,7 @@ fn main() {
             let mut density = own.clone();
             let per_byte = |m: &Move| c.loads[m.group] / c.bytes[m.group].max(1.0);
             density.sort_by(|a, b| per_byte(b).total_cmp(&per_byte(a)));
-            let mut node_loads = vec![0.0; c.nodes];
-            for (g, &p) in c.placement.iter().enumerate() {
-                node_loads[p] += c.loads[g];
-            }
+            let node_loads = rebalance::node_loads(&c.loads, &c.placement, c.nodes);
             let weighed: Vec<Planned> = own
                 .iter()
                 .map(|m| Planned {

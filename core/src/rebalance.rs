@@ -161,6 +161,18 @@ pub fn schedule(moves: &[Move], per_node: usize) -> Vec<(f64, f64)> {
     out
 }
 
+/// Each of `nodes` nodes' load: the sum of `loads` (per group, negative ones as 0) over the groups
+/// `placement` puts on it (a group placed past the last node is left out).
+pub fn node_loads(loads: &[f64], placement: &[usize], nodes: usize) -> Vec<f64> {
+    let mut node_load = vec![0.0; nodes];
+    for (g, &n) in placement.iter().enumerate() {
+        if let (Some(l), Some(slot)) = (loads.get(g), node_load.get_mut(n)) {
+            *slot += l.max(0.0);
+        }
+    }
+    node_load
+}
+
 /// The hottest node's share of `loads` (per group, on `placement[group]` at first) when each
 /// move is applied at its finish (`finishes`), over [0, `window`) (a window shorter than the
 /// replay is taken to its end). None when there is no load.
@@ -176,13 +188,8 @@ pub fn hottest_share(
     if total <= 0.0 || nodes == 0 {
         return None;
     }
-    let mut node_load = vec![0.0; nodes];
+    let mut node_load = node_loads(loads, placement, nodes);
     let mut at = placement.to_vec();
-    for (g, &n) in placement.iter().enumerate() {
-        if let (Some(l), Some(slot)) = (loads.get(g), node_load.get_mut(n)) {
-            *slot += l.max(0.0);
-        }
-    }
     let share = |node_load: &[f64]| node_load.iter().cloned().fold(0.0, f64::max) / total;
     let start = share(&node_load);
     let mut events: Vec<(f64, usize)> = finishes.iter().cloned().zip(0..moves.len()).collect();

@@ -190,10 +190,7 @@ fn report(planning: &citus::Planning, per_node: usize) -> Vec<Row> {
     let loads: Vec<f64> = planning.groups.iter().map(|g| g.4).collect();
     let bytes_of = |group: usize| planning.groups[group].3;
     // Each node's load at the planning (nodes that hold no group are added below, holding none).
-    let mut node_loads = vec![0.0; nodes.len()];
-    for (group, &n) in placement.iter().enumerate() {
-        node_loads[n] += loads[group].max(0.0);
-    }
+    let node_loads = rebalance::node_loads(&loads, &placement, nodes.len());
 
     let measured: HashMap<i64, f64> = planning
         .realised

@@ -30,7 +30,7 @@ fn refresh_forecasts() -> SqlResult<i64> {
 /// and `ALTER EXTENSION shardcast UPDATE`, a refresh would write forecasts in the new shape to
 /// the old tables. (The worker waits for the update in the same case.)
 fn require_current_catalog() -> SqlResult<()> {
-    let library = env!("CARGO_PKG_VERSION");
+    let library = worker_state::LIBRARY_VERSION;
     let version = match worker_state::extension().map_err(spi_error)? {
         Some(extension) => worker_state::extension_version(extension).map_err(spi_error)?,
         None => return Ok(()),

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use pgrx::prelude::*;
 
+/// The extension version whose catalog this library reads and writes.
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The OID of the extension in this database; None while it is not installed.
 pub fn extension() -> Result<Option<pg_sys::Oid>, pgrx::spi::Error> {
     Spi::get_one::<pg_sys::Oid>(

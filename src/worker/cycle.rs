@@ -13,7 +13,8 @@ use super::refresh::{Publisher, Refresh, RefreshReport};
 use super::sample::{SampleReport, Sampler};
 use super::stopping;
 use super::transaction::{in_transaction, report_activity, run_in_transaction};
-use crate::catalog::{claims, forecasts, shards, tasks, worker_state};
+use crate::catalog::worker_state::{self, LIBRARY_VERSION};
+use crate::catalog::{claims, forecasts, shards, tasks};
 use crate::{gucs, queue};
 
 /// A written shard's size is measured again after this many sample intervals.
@@ -121,9 +122,6 @@ enum Registration {
     Done { registered: i64, retired: i64 },
     Waiting(Outcome),
 }
-
-/// The extension version whose catalog this library reads and writes.
-const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Worker {
     fn cycle(&mut self, started: Instant) {
