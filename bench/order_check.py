@@ -117,7 +117,8 @@ def main() -> None:
             forecasts = shardcast.forecast("order", hours, requests, {})
             if forecasts is None:
                 raise SystemExit(f"forecast_cli failed: {shardcast.reason}")
-            points[name] = iter(point for _, point, _, _, _ in forecasts)
+            # WSPT on the expected load, as the queue orders (the path sums to it).
+            points[name] = iter(sum(path) for _, _, _, _, path in forecasts)
         for j, c in enumerate(cuts):
             predicted = {name: [next(p) for _ in values] for name, p in points.items()}
             # The same draws as replay_bench.replay_cut: sizes, then the FIFO order.

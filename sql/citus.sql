@@ -60,8 +60,8 @@ $$;
 COMMENT ON FUNCTION shardcast._citus_require() IS
     'Internal: the installed Citus version; an error (0A000) when Citus is missing or older than 13.';
 
--- The rebalance strategy's shard cost: the shard's predicted load over the forecast horizon
--- (shardcast.forecasts.point), at least 1, because Citus needs positive costs (a shard never
+-- The rebalance strategy's shard cost: the shard's expected load over the forecast horizon
+-- (shardcast.forecasts.expected), at least 1, because Citus needs positive costs (a shard never
 -- sampled or idle costs 1). Citus adds the costs of colocated shards itself: a move group costs
 -- the sum of its shards'.
 CREATE FUNCTION shardcast.citus_shard_cost(shardid bigint) RETURNS real
@@ -97,7 +97,7 @@ BEGIN
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Only shards of distributed tables are rebalanced: a reference table is on every node, a Citus local table on the coordinator.';
     END IF;
-    SELECT f.point INTO load
+    SELECT f.expected INTO load
       FROM shardcast.shards sh
       JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
      WHERE sh.citus_shard_id = shardid AND sh.retired_at IS NULL;
@@ -153,8 +153,8 @@ SELECT l.citus_shard_id AS shardid,
        l.move_group,
        l.node,
        l.size_bytes,
-       f.point AS predicted_load,
-       sum(f.point) OVER (PARTITION BY l.move_group) AS move_group_load,
+       f.expected AS predicted_load,
+       sum(f.expected) OVER (PARTITION BY l.move_group) AS move_group_load,
        sc.score,
        sum(sc.score) OVER (PARTITION BY l.move_group) AS move_group_score,
        sc.rank,
@@ -171,8 +171,8 @@ CREATE VIEW shardcast.citus_node_load AS
 SELECT l.node,
        count(*) AS shards,
        sum(l.size_bytes)::bigint AS size_bytes,
-       sum(f.point) AS predicted_load,
-       sum(greatest(coalesce(f.point, 0), 1)) AS strategy_cost
+       sum(f.expected) AS predicted_load,
+       sum(greatest(coalesce(f.expected, 0), 1)) AS strategy_cost
 FROM shardcast.citus_shard_locations l
 JOIN shardcast.shards s ON s.shard_id = l.shard_id AND s.retired_at IS NULL
 LEFT JOIN shardcast.forecast_state f ON f.shard_id = l.shard_id
@@ -269,8 +269,8 @@ BEGIN
         WITH groups AS MATERIALIZED (
             SELECT * FROM shardcast._citus_move_groups()
         ), loads AS (
-            SELECT m.move_group, coalesce(sum(f.point), 0) AS load, max(f.point) AS top,
-                   count(f.point) = count(*) AS known
+            SELECT m.move_group, coalesce(sum(f.expected), 0) AS load, max(f.expected) AS top,
+                   count(f.expected) = count(*) AS known
             FROM groups m
             LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
             LEFT JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
@@ -504,7 +504,7 @@ BEGIN
             JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid AND n.noderole = 'primary'
             WHERE pl.shardid = m.move_group) AS node,
            coalesce(sum(z.size), 0)::bigint AS size_bytes,
-           coalesce(sum(f.point), 0) AS load, coalesce(max(sc.priority_weight), 0) AS weight
+           coalesce(sum(f.expected), 0) AS load, coalesce(max(sc.priority_weight), 0) AS weight
     FROM shardcast._citus_move_groups() m
     LEFT JOIN sizes z ON z.shard_id = m.shardid
     LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL

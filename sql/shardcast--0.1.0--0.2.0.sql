@@ -206,9 +206,12 @@ ALTER TABLE shardcast.forecast_state
     ADD COLUMN selected_members text[] NOT NULL,
     ADD COLUMN selected_weights double precision[] NOT NULL,
     ADD COLUMN selected_mase    double precision,
-    ADD COLUMN error_offset     double precision NOT NULL;
+    ADD COLUMN error_offset     double precision NOT NULL,
+    ADD COLUMN expected         double precision NOT NULL CHECK (expected >= 0),
+    ADD COLUMN last_weight      double precision NOT NULL CHECK (last_weight BETWEEN 0 AND 1),
+    ADD COLUMN error_median     double precision NOT NULL;
 COMMENT ON TABLE shardcast.forecast_state IS
-    'Latest forecast per shard: total load over [window_start, window_end), its interval, the models combined, the history used, and why it changed.';
+    'Latest forecast per shard: total load over [window_start, window_end), its point, interval and expected value, the models combined, the history used, and why it changed.';
 -- The forecasts view shows the window, the models combined and the history used: new columns
 -- amid the old ones, so the view is dropped and created.
 DROP VIEW shardcast.forecasts;
@@ -223,6 +226,7 @@ SELECT s.relid::regclass AS shard,
        f.point,
        f.lower,
        f.upper,
+       f.expected,
        (SELECT string_agg(format('%s %s', m, round(w::numeric, 2)), ', ' ORDER BY w DESC, m)
         FROM unnest(f.selected_members, f.selected_weights) AS u(m, w)) AS models,
        f.backtest_mase,
@@ -233,7 +237,7 @@ SELECT s.relid::regclass AS shard,
 FROM shardcast.forecast_state f
 JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.forecasts IS
-    'Latest forecast per live shard: load over [window_start, window_end), interval, models and weights, backtest MASE, history used, why it changed.';
+    'Latest forecast per live shard: load over [window_start, window_end), point, interval and expected load, models and weights, backtest MASE, history used, why it changed.';
 GRANT SELECT ON shardcast.forecasts TO PUBLIC;
 
 -- Hours nobody observed are unknown, not idle. 0.1.0 read every hour since a shard was first
@@ -811,8 +815,8 @@ $$;
 COMMENT ON FUNCTION shardcast._citus_require() IS
     'Internal: the installed Citus version; an error (0A000) when Citus is missing or older than 13.';
 
--- The rebalance strategy's shard cost: the shard's predicted load over the forecast horizon
--- (shardcast.forecasts.point), at least 1, because Citus needs positive costs (a shard never
+-- The rebalance strategy's shard cost: the shard's expected load over the forecast horizon
+-- (shardcast.forecasts.expected), at least 1, because Citus needs positive costs (a shard never
 -- sampled or idle costs 1). Citus adds the costs of colocated shards itself: a move group costs
 -- the sum of its shards'.
 CREATE FUNCTION shardcast.citus_shard_cost(shardid bigint) RETURNS real
@@ -848,7 +852,7 @@ BEGIN
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Only shards of distributed tables are rebalanced: a reference table is on every node, a Citus local table on the coordinator.';
     END IF;
-    SELECT f.point INTO load
+    SELECT f.expected INTO load
       FROM shardcast.shards sh
       JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
      WHERE sh.citus_shard_id = shardid AND sh.retired_at IS NULL;
@@ -904,8 +908,8 @@ SELECT l.citus_shard_id AS shardid,
        l.move_group,
        l.node,
        l.size_bytes,
-       f.point AS predicted_load,
-       sum(f.point) OVER (PARTITION BY l.move_group) AS move_group_load,
+       f.expected AS predicted_load,
+       sum(f.expected) OVER (PARTITION BY l.move_group) AS move_group_load,
        sc.score,
        sum(sc.score) OVER (PARTITION BY l.move_group) AS move_group_score,
        sc.rank,
@@ -922,8 +926,8 @@ CREATE VIEW shardcast.citus_node_load AS
 SELECT l.node,
        count(*) AS shards,
        sum(l.size_bytes)::bigint AS size_bytes,
-       sum(f.point) AS predicted_load,
-       sum(greatest(coalesce(f.point, 0), 1)) AS strategy_cost
+       sum(f.expected) AS predicted_load,
+       sum(greatest(coalesce(f.expected, 0), 1)) AS strategy_cost
 FROM shardcast.citus_shard_locations l
 JOIN shardcast.shards s ON s.shard_id = l.shard_id AND s.retired_at IS NULL
 LEFT JOIN shardcast.forecast_state f ON f.shard_id = l.shard_id
@@ -1126,8 +1130,8 @@ BEGIN
         WITH groups AS MATERIALIZED (
             SELECT * FROM shardcast._citus_move_groups()
         ), loads AS (
-            SELECT m.move_group, coalesce(sum(f.point), 0) AS load, max(f.point) AS top,
-                   count(f.point) = count(*) AS known
+            SELECT m.move_group, coalesce(sum(f.expected), 0) AS load, max(f.expected) AS top,
+                   count(f.expected) = count(*) AS known
             FROM groups m
             LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
             LEFT JOIN shardcast.forecast_state f ON f.shard_id = sh.shard_id
@@ -1361,7 +1365,7 @@ BEGIN
             JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid AND n.noderole = 'primary'
             WHERE pl.shardid = m.move_group) AS node,
            coalesce(sum(z.size), 0)::bigint AS size_bytes,
-           coalesce(sum(f.point), 0) AS load, coalesce(max(sc.priority_weight), 0) AS weight
+           coalesce(sum(f.expected), 0) AS load, coalesce(max(sc.priority_weight), 0) AS weight
     FROM shardcast._citus_move_groups() m
     LEFT JOIN sizes z ON z.shard_id = m.shardid
     LEFT JOIN shardcast.shards sh ON sh.citus_shard_id = m.shardid AND sh.retired_at IS NULL
@@ -1665,9 +1669,9 @@ REVOKE EXECUTE ON FUNCTION shardcast.enqueue_citus_rebalance(text, text, real, i
 
 -- Columns of the views a DBA reads most, for \d+.
 COMMENT ON COLUMN shardcast.priority_scores.predicted_load IS
-    'The forecast load over the horizon (shardcast.horizon) from the refresh: reads counted as shardcast.load_measure counts them.';
+    'The expected load over the horizon (shardcast.horizon) from the refresh (forecasts.expected): reads counted as shardcast.load_measure counts them.';
 COMMENT ON COLUMN shardcast.priority_scores.predicted_load_lower IS
-    'Lower bound of the forecast''s interval (shardcast.interval_level, calibrated on the backtest''s errors).';
+    'Lower bound of the forecast''s interval of outcomes (shardcast.interval_level, calibrated on the backtest''s errors; around forecasts.point).';
 COMMENT ON COLUMN shardcast.priority_scores.predicted_load_upper IS
     'Upper bound of the forecast''s interval.';
 COMMENT ON COLUMN shardcast.priority_scores.lift IS
@@ -1685,9 +1689,11 @@ COMMENT ON COLUMN shardcast.priority_scores.sparkline IS
 COMMENT ON COLUMN shardcast.forecasts.window_start IS
     'The forecast covers [window_start, window_end): it starts when its history was read, at any minute of the hour.';
 COMMENT ON COLUMN shardcast.forecasts.point IS
-    'The total load forecast over the window.';
+    'The total load forecast over the window: the one figure nearest the outcome (least absolute error; below the expected load where load comes in bursts or sittings).';
 COMMENT ON COLUMN shardcast.forecasts.lower IS
     'Lower bound of the interval: shardcast.interval_level of outcomes fall in [lower, upper] (split-conformal, from the backtest''s errors).';
+COMMENT ON COLUMN shardcast.forecasts.expected IS
+    'The expected (mean) total load over the window: what scores, the queue and Citus balancing use (priority_scores.predicted_load).';
 COMMENT ON COLUMN shardcast.forecasts.models IS
     'The models combined and their weights (inverse squared backtest error), heaviest first.';
 COMMENT ON COLUMN shardcast.forecasts.backtest_mase IS

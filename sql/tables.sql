@@ -187,10 +187,15 @@ CREATE TABLE shardcast.forecast_state (
     selected_members text[] NOT NULL,
     selected_weights double precision[] NOT NULL,
     selected_mase    double precision,
-    error_offset     double precision NOT NULL
+    error_offset     double precision NOT NULL,
+    -- The expected load (what scores and the queue use) beside the point (the one figure
+    -- nearest the outcome), and how the selection makes the point from it.
+    expected         double precision NOT NULL CHECK (expected >= 0),
+    last_weight      double precision NOT NULL CHECK (last_weight BETWEEN 0 AND 1),
+    error_median     double precision NOT NULL
 );
 COMMENT ON TABLE shardcast.forecast_state IS
-    'Latest forecast per shard: total load over [window_start, window_end), its interval, the models combined, the history used, and why it changed.';
+    'Latest forecast per shard: total load over [window_start, window_end), its point, interval and expected value, the models combined, the history used, and why it changed.';
 
 -- When the worker sampled: history inside these periods was observed (an idle shard's hour is
 -- then a measured zero); hours outside them are unknown unless imported with record_access.

@@ -217,7 +217,8 @@ LEFT JOIN shardcast.shards src ON src.shard_id = sc.lift_source;
 COMMENT ON VIEW shardcast.priority_scores IS
     'Shard Priority Scores: forecast load x class weight, lifted along foreign keys; rank 1 first.';
 -- Each live shard's latest forecast: total load over [window_start, window_end) (the window
--- starts when the forecast's history was read), its interval, the models combined and their weights, the
+-- starts when the forecast's history was read), its point (the one figure nearest the outcome)
+-- and interval, its expected load (what scores use), the models combined and their weights, the
 -- combination's backtest MASE (NULL without a backtest: cold start), the history it used
 -- (observed_hours measured by the worker, imported_hours known only from record_access; hours
 -- nobody observed are not read as zero) and why it changed since the last refresh.
@@ -232,6 +233,7 @@ SELECT s.relid::regclass AS shard,
        f.point,
        f.lower,
        f.upper,
+       f.expected,
        (SELECT string_agg(format('%s %s', m, round(w::numeric, 2)), ', ' ORDER BY w DESC, m)
         FROM unnest(f.selected_members, f.selected_weights) AS u(m, w)) AS models,
        f.backtest_mase,
@@ -242,7 +244,7 @@ SELECT s.relid::regclass AS shard,
 FROM shardcast.forecast_state f
 JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL;
 COMMENT ON VIEW shardcast.forecasts IS
-    'Latest forecast per live shard: load over [window_start, window_end), interval, models and weights, backtest MASE, history used, why it changed.';
+    'Latest forecast per live shard: load over [window_start, window_end), point, interval and expected load, models and weights, backtest MASE, history used, why it changed.';
 
 -- The replication queue in dispatch order under the server's shardcast.ordering ('wspt' by
 -- default: score per byte to copy; 'score'; 'fifo'): the express lane first, then that order,
@@ -257,9 +259,9 @@ COMMENT ON VIEW shardcast.prioritized_queue IS
 
 -- Columns of the views a DBA reads most, for \d+.
 COMMENT ON COLUMN shardcast.priority_scores.predicted_load IS
-    'The forecast load over the horizon (shardcast.horizon) from the refresh: reads counted as shardcast.load_measure counts them.';
+    'The expected load over the horizon (shardcast.horizon) from the refresh (forecasts.expected): reads counted as shardcast.load_measure counts them.';
 COMMENT ON COLUMN shardcast.priority_scores.predicted_load_lower IS
-    'Lower bound of the forecast''s interval (shardcast.interval_level, calibrated on the backtest''s errors).';
+    'Lower bound of the forecast''s interval of outcomes (shardcast.interval_level, calibrated on the backtest''s errors; around forecasts.point).';
 COMMENT ON COLUMN shardcast.priority_scores.predicted_load_upper IS
     'Upper bound of the forecast''s interval.';
 COMMENT ON COLUMN shardcast.priority_scores.lift IS
@@ -277,9 +279,11 @@ COMMENT ON COLUMN shardcast.priority_scores.sparkline IS
 COMMENT ON COLUMN shardcast.forecasts.window_start IS
     'The forecast covers [window_start, window_end): it starts when its history was read, at any minute of the hour.';
 COMMENT ON COLUMN shardcast.forecasts.point IS
-    'The total load forecast over the window.';
+    'The total load forecast over the window: the one figure nearest the outcome (least absolute error; below the expected load where load comes in bursts or sittings).';
 COMMENT ON COLUMN shardcast.forecasts.lower IS
     'Lower bound of the interval: shardcast.interval_level of outcomes fall in [lower, upper] (split-conformal, from the backtest''s errors).';
+COMMENT ON COLUMN shardcast.forecasts.expected IS
+    'The expected (mean) total load over the window: what scores, the queue and Citus balancing use (priority_scores.predicted_load).';
 COMMENT ON COLUMN shardcast.forecasts.models IS
     'The models combined and their weights (inverse squared backtest error), heaviest first.';
 COMMENT ON COLUMN shardcast.forecasts.backtest_mase IS

@@ -7,9 +7,10 @@
 //! per hour, the last three 5-minute buckets' (each capped at the largest after it) and the last
 //! hour's, both ending at the last whole 5-minute bucket (the hour defaults to the last point)}`
 //! and writes, per line and in order,
-//! `{"id": .., "model": .., "members": {..}, "point": .., "lower": .., "upper": .., "path": [..]}`:
-//! the total forecast over the horizon, its interval and its hourly path, made exactly as the
-//! extension makes them (selection by backtest, combination, calibrated interval).
+//! `{"id": .., "model": .., "members": {..}, "point": .., "lower": .., "upper": .., "expected": ..,
+//! "path": [..]}`: the point forecast of the total over the horizon, its interval, the expected
+//! total and its hourly path, made exactly as the extension makes them (selection by backtest,
+//! combination, calibrated interval).
 
 use std::io::{BufRead, Write};
 
@@ -91,6 +92,7 @@ fn run() -> Result<(), String> {
             "model": f.model_name(),
             "members": members,
             "point": f.point,
+            "expected": f.expected,
             "lower": f.lower,
             "upper": f.upper,
             "path": f.path,

@@ -104,6 +104,8 @@ mod tests {
             error_low: 0.0,
             error_high: 0.0,
             error_offset: 0.0,
+            last_weight: 0.0,
+            error_median: 0.0,
         }
     }
 

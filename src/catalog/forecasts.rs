@@ -33,7 +33,7 @@ pub fn published(horizon_minutes: usize) -> Result<Vec<Published>, pgrx::spi::Er
                     extract(epoch FROM now() - f.selected_at)::float8,
                     f.imported_hours, f.shard_id IS NOT NULL,
                     sc.score, c.class, c.weight,
-                    extract(epoch FROM o.horizon)::float8 / 60
+                    extract(epoch FROM o.horizon)::float8 / 60, f.last_weight, f.error_median
              FROM shardcast.shards s
              JOIN shardcast.effective_classes c USING (shard_id)
              LEFT JOIN shardcast.forecast_state f ON f.shard_id = s.shard_id AND f.horizon = $1::interval
@@ -59,6 +59,8 @@ pub fn published(horizon_minutes: usize) -> Result<Vec<Published>, pgrx::spi::Er
                 error_high: row.get::<f64>(6).ok().flatten().unwrap_or_default(),
                 error_offset: row.get::<f64>(7).ok().flatten().unwrap_or_default(),
                 mase: row.get::<f64>(8).ok().flatten(),
+                last_weight: row.get::<f64>(16).ok().flatten().unwrap_or_default(),
+                error_median: row.get::<f64>(17).ok().flatten().unwrap_or_default(),
             });
             shards.push(Published {
                 shard_id: row.get::<i32>(1)?.unwrap_or_default(),
@@ -137,6 +139,9 @@ pub fn write_forecasts(
     let imported: Vec<i32> = made.iter().map(|m| m.imported_hours as i32).collect();
     let reason: Vec<String> = made.iter().map(|m| m.reason.clone()).collect();
     let selected_mase: Vec<Option<f64>> = made.iter().map(|m| m.selection.mase).collect();
+    let expected: Vec<f64> = made.iter().map(|m| m.forecast.expected).collect();
+    let last_weight: Vec<f64> = made.iter().map(|m| m.selection.last_weight).collect();
+    let error_median: Vec<f64> = made.iter().map(|m| m.selection.error_median).collect();
     Spi::run_with_args(
         "DELETE FROM shardcast.forecast_state f USING shardcast.shards s
          WHERE s.shard_id = f.shard_id AND s.retired_at IS NOT NULL",
@@ -146,18 +151,20 @@ pub fn write_forecasts(
         "INSERT INTO shardcast.forecast_state AS f (shard_id, computed_at, horizon, window_start, window_end,
                 model, point, lower, upper, backtest_mase, history_points, observed_hours, imported_hours,
                 change_reason, selected_at, selected_members, selected_weights, selected_mase,
-                error_low, error_high, error_offset)
+                error_low, error_high, error_offset, expected, last_weight, error_median)
          SELECT u.id, now(), make_interval(mins => $18), $19, $19 + make_interval(mins => $18),
                 u.model, u.point, u.lower, u.upper, u.mase, u.points, u.observed, u.imported, u.reason,
                 CASE WHEN u.fresh THEN now()
                      ELSE (SELECT selected_at FROM shardcast.forecast_state WHERE shard_id = u.id) END,
                 u.members::text[], u.weights::float8[], u.selected_mase,
-                u.error_low, u.error_high, u.error_offset
+                u.error_low, u.error_high, u.error_offset, u.expected, u.last_weight, u.error_median
          FROM unnest($1::int4[], $2::text[], $3::float8[], $4::float8[], $5::float8[], $6::float8[],
                      $7::int4[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::float8[],
-                     $13::bool[], $14::int4[], $15::int4[], $16::text[], $17::float8[])
+                     $13::bool[], $14::int4[], $15::int4[], $16::text[], $17::float8[], $20::float8[],
+                     $21::float8[], $22::float8[])
               AS u(id, model, point, lower, upper, mase, points, members, weights, error_low, error_high,
-                   error_offset, fresh, observed, imported, reason, selected_mase)
+                   error_offset, fresh, observed, imported, reason, selected_mase, expected, last_weight,
+                   error_median)
          ON CONFLICT (shard_id) DO UPDATE SET
                 computed_at = excluded.computed_at, horizon = excluded.horizon,
                 window_start = excluded.window_start, window_end = excluded.window_end,
@@ -169,7 +176,8 @@ pub fn write_forecasts(
                 selected_members = excluded.selected_members,
                 selected_weights = excluded.selected_weights, selected_mase = excluded.selected_mase,
                 error_low = excluded.error_low, error_high = excluded.error_high,
-                error_offset = excluded.error_offset",
+                error_offset = excluded.error_offset, expected = excluded.expected,
+                last_weight = excluded.last_weight, error_median = excluded.error_median",
         &[
             ids.into(),
             model.into(),
@@ -190,6 +198,9 @@ pub fn write_forecasts(
             selected_mase.into(),
             (horizon_minutes as i32).into(),
             read_at.into(),
+            expected.into(),
+            last_weight.into(),
+            error_median.into(),
         ],
     )
 }
@@ -236,10 +247,10 @@ pub fn live_points() -> Result<Option<Vec<f64>>, pgrx::spi::Error> {
     )
 }
 
-/// The forecast per hour of the live shard of `relid`; None when it has none.
+/// The expected load per hour of the live shard of `relid`; None when it has none.
 pub fn hourly_forecast(relid: pg_sys::Oid) -> Result<Option<f64>, pgrx::spi::Error> {
     Spi::get_one_with_args::<f64>(
-        "SELECT (SELECT f.point / greatest(extract(epoch FROM f.horizon) / 3600, 1)
+        "SELECT (SELECT f.expected / greatest(extract(epoch FROM f.horizon) / 3600, 1)
                  FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
                  WHERE s.relid = $1 AND s.retired_at IS NULL
                    AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)",

@@ -28,10 +28,10 @@ fn import_hours(table: &str, hours: i32, reads: &str) {
     .unwrap();
 }
 
-/// `table`'s forecast as "point|change_reason".
+/// `table`'s forecast as "expected|change_reason": the expected load, which scores use.
 fn forecast_row(table: &str) -> String {
     Spi::get_one::<String>(&format!(
-        "SELECT concat_ws('|', point, change_reason)
+        "SELECT concat_ws('|', expected, change_reason)
          FROM shardcast.forecasts WHERE shard = '{table}'::regclass"
     ))
     .unwrap()
@@ -336,11 +336,47 @@ fn bursts_that_come_every_day_are_forecast_and_said() {
     // An hour's window seldom holds one of the day's bursts: a 24th of a day's share.
     Spi::run("SET LOCAL shardcast.horizon = '1h'; SELECT shardcast.refresh_forecasts()").unwrap();
     let hour = Spi::get_one::<f64>(
-        "SELECT point FROM shardcast.forecasts WHERE shard = 'public.w_sittings'::regclass",
+        "SELECT expected FROM shardcast.forecasts WHERE shard = 'public.w_sittings'::regclass",
     )
     .unwrap()
     .unwrap();
     assert!(hour < 14.0 + 0.5 * 300.0 / 24.0, "{hour} after {row}");
+}
+
+#[pg_test]
+fn scores_use_the_expected_load_and_the_point_is_nearest_the_outcome() {
+    // Three weeks of 3 reads an hour, and in one hour of eight, at random, a sitting of 200:
+    // the likeliest next hour holds no sitting, the expected load an eighth of one. The point is
+    // the first, scores and the queue use the second.
+    Spi::run("CREATE TABLE public.w_sessions (id int)").unwrap();
+    import_hours(
+        "public.w_sessions",
+        21 * 24,
+        "3.0 + CASE WHEN abs(hashint4(h)) % 8 = 0 THEN 200.0 ELSE 0.0 END",
+    );
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let row = Spi::get_one::<String>(
+        "SELECT concat_ws('|', f.point, f.expected, f.lower <= f.point AND f.point <= f.upper,
+                          p.predicted_load = f.expected)
+         FROM shardcast.forecasts f JOIN shardcast.priority_scores p USING (shard)
+         WHERE shard = 'public.w_sessions'::regclass",
+    )
+    .unwrap()
+    .unwrap();
+    let p: Vec<&str> = row.split('|').collect();
+    let (point, expected): (f64, f64) = (p[0].parse().unwrap(), p[1].parse().unwrap());
+    assert!(point < 0.8 * expected, "{row}");
+    assert!(expected > 3.0 + 0.5 * 200.0 / 8.0, "{row}");
+    assert_eq!(&p[2..], ["t", "t"], "{row}");
+    // Every shard's score is made from its expected load.
+    assert_eq!(
+        Spi::get_one::<bool>(
+            "SELECT bool_and(p.predicted_load = f.expected)
+             FROM shardcast.forecasts f JOIN shardcast.priority_scores p USING (shard)"
+        )
+        .unwrap(),
+        Some(true)
+    );
 }
 
 #[pg_test]

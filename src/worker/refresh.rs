@@ -397,7 +397,7 @@ impl Refresh {
             .zip(&made)
             .map(|(s, m)| ScoreInput {
                 shard_id: s.shard_id,
-                predicted_load: m.forecast.point,
+                predicted_load: m.forecast.expected,
                 class_weight: s.weight,
                 published: s.published_score,
             })
@@ -415,7 +415,12 @@ impl Refresh {
         let classes: HashMap<i32, (&str, f64, f64)> = shards
             .iter()
             .zip(&made)
-            .map(|(s, m)| (s.shard_id, (s.class.as_str(), s.weight, m.forecast.point)))
+            .map(|(s, m)| {
+                (
+                    s.shard_id,
+                    (s.class.as_str(), s.weight, m.forecast.expected),
+                )
+            })
             .collect();
         scores::write_scores(&scored, &classes)?;
         let mut report = self.report;

@@ -4,7 +4,7 @@
 use super::{sanitise, Selection};
 
 /// Fewer backtest errors than this make no empirical interval.
-const MIN_INTERVAL_ERRORS: usize = 8;
+pub(super) const MIN_INTERVAL_ERRORS: usize = 8;
 
 /// The interval from backtest outcomes and forecasts: relative errors e / (forecast + offset),
 /// where the offset (a tenth of the mean outcome) keeps quiet hours from blowing them up; the

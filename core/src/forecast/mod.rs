@@ -141,11 +141,18 @@ pub struct Selection {
     /// Backtest MASE of the combination (capped mean absolute error of the horizon totals,
     /// scaled by seasonal naive's); None without a backtest.
     pub mase: Option<f64>,
-    /// The interval: bounds are `point + error_low/high × (point + error_offset)`, from the
-    /// quantiles of the backtest's relative errors at this horizon.
+    /// The interval: bounds are `base + error_low/high × (base + error_offset)`, from the
+    /// quantiles of the backtest's relative errors at this horizon, where `base` is the
+    /// expected load blended with the last hour by `last_weight` (see [`point_of`]).
     pub error_low: f64,
     pub error_high: f64,
     pub error_offset: f64,
+    /// The last hour's weight in the point: 0 unless leaning on the last hour cut the
+    /// backtest's absolute error (see [`select()`]).
+    pub last_weight: f64,
+    /// The median of the same relative errors where they are skewed, else 0: the point is the
+    /// likeliest outcome's side of the expected load.
+    pub error_median: f64,
 }
 
 impl Selection {
@@ -156,6 +163,8 @@ impl Selection {
             error_low: 0.0,
             error_high: 0.0,
             error_offset: 0.0,
+            last_weight: 0.0,
+            error_median: 0.0,
         }
     }
 
@@ -179,14 +188,22 @@ impl Selection {
 /// The name of a forecast that combines several models.
 pub const COMBINATION: &str = "combination";
 
-/// A shard's forecast: total load over the horizon, and per hour.
+/// A shard's forecast of its total load over the horizon: two numbers, because the queue and
+/// the error want different ones. `expected` is the mean of the outcomes foreseen, what the
+/// queue orders by (the load it saves per byte is the expected load); `point` is the one figure
+/// nearest the outcome (least absolute error: the median's side of the mean where the backtest's
+/// errors are skewed, leaning on the last hour where that was more accurate), with the interval
+/// around it. On loads that come in sittings or bursts they differ: the likeliest next hour
+/// holds no burst, while the mean holds a share of one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forecast {
     pub selection: Selection,
     pub point: f64,
     pub lower: f64,
     pub upper: f64,
-    /// The point forecast of each hour of the horizon (sums to `point`).
+    /// The expected load over the horizon (sums `path`).
+    pub expected: f64,
+    /// The expected load of each hour of the horizon (sums to `expected`).
     pub path: Vec<f64>,
     pub history_points: usize,
     /// How far, per hour, the last 15 minutes ran above the last hour beyond the noise
@@ -226,15 +243,17 @@ impl Forecast {
                 *last *= part;
             }
         }
-        let point = sanitise(self.path.iter().sum());
-        let ratio = if self.point > 0.0 {
-            point / self.point
+        let expected = sanitise(self.path.iter().sum());
+        let ratio = if self.expected > 0.0 {
+            expected / self.expected
         } else {
             0.0
         };
+        let point = sanitise(self.point * ratio);
         self.lower = sanitise(self.lower * ratio).min(point);
         self.upper = sanitise(self.upper * ratio).max(point);
         self.point = point;
+        self.expected = expected;
         self
     }
 
@@ -384,6 +403,17 @@ fn onset(path: &mut [f64], history: &History) -> f64 {
     excess
 }
 
+/// The point and its interval from the expected load and the last hour's load times the
+/// horizon, as `selection` learnt them: the blend of the two by the last hour's weight is the
+/// base the interval is put around, and the point is the base moved by the errors' median.
+pub(crate) fn point_of(expected: f64, last: f64, selection: &Selection) -> (f64, f64, f64) {
+    let weight = selection.last_weight.clamp(0.0, 1.0);
+    let base = sanitise((1.0 - weight) * expected + weight * sanitise(last));
+    let point = sanitise(base + selection.error_median * (base + selection.error_offset));
+    let (lower, upper) = interval::bounds(base, selection);
+    (point, lower.min(point), upper.max(point))
+}
+
 /// Forecasts with an already selected combination: one fit per member, no backtest.
 /// `hour_of_day` is the UTC hour of the point after the last one, for cold-start profiles.
 pub fn forecast_with(
@@ -430,13 +460,15 @@ pub fn forecast_with(
         path.iter_mut().for_each(|v| *v *= MAX_LOAD / total);
         bursts *= MAX_LOAD / total;
     }
-    let point = sanitise(path.iter().sum());
-    let (lower, upper) = interval::bounds(point, &selection);
+    let expected = sanitise(path.iter().sum());
+    let last = cleaned.scaled.last().copied().unwrap_or_default() * horizon as f64;
+    let (point, lower, upper) = point_of(expected, last, &selection);
     Forecast {
         selection,
         point,
         lower,
         upper,
+        expected,
         path,
         history_points: history.len(),
         onset,

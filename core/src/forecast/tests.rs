@@ -11,14 +11,14 @@ fn daily_wave(days: usize, level: f64) -> Vec<f64> {
 }
 
 fn ok(f: &Forecast) -> bool {
-    [f.point, f.lower, f.upper]
+    [f.point, f.lower, f.upper, f.expected]
         .iter()
         .all(|v| v.is_finite() && *v >= 0.0)
         && f.lower <= f.point
         && f.point <= f.upper
         && f.backtest_mase().is_none_or(|m| m.is_finite() && m >= 0.0)
         && f.path.iter().all(|v| v.is_finite() && *v >= 0.0)
-        && (f.path.iter().sum::<f64>() - f.point).abs() <= 1e-9 * f.point.max(1.0)
+        && (f.path.iter().sum::<f64>() - f.expected).abs() <= 1e-9 * f.expected.max(1.0)
         && (f.selection.members.iter().map(|(_, w)| w).sum::<f64>() - 1.0).abs() < 1e-9
 }
 
@@ -1080,5 +1080,164 @@ fn the_daily_mean_is_combined_where_hours_hold_a_few_events() {
             .iter()
             .all(|(m, _)| *m != ModelKind::DailyMean),
         "{selection:?}"
+    );
+}
+
+/// The last hour's weight in the point is the backtest's best blend, kept only where it cuts
+/// the loss by a quarter.
+#[test]
+fn the_last_hour_weighs_in_the_point_only_where_it_cuts_the_backtest_loss_by_a_quarter() {
+    let weights = vec![1.0; 24];
+    let combined = vec![100.0; 24];
+    // The outcomes were the last hour's, whatever the combination said: all weight on it.
+    let lasts: Vec<f64> = (0..24).map(|i| 50.0 + 5.0 * i as f64).collect();
+    let loss = |blend: &[f64]| {
+        let errors: Vec<f64> = lasts.iter().zip(blend).map(|(a, f)| a - f).collect();
+        select::capped_mean_abs(&errors, 1e9, &weights)
+    };
+    let plain = loss(&combined);
+    assert_eq!(
+        select::last_weight(&lasts, &combined, &lasts, 1e9, &weights, plain),
+        1.0
+    );
+    // Outcomes halfway between: the blend of one half.
+    let halfway: Vec<f64> = lasts.iter().map(|l| (l + 100.0) / 2.0).collect();
+    let errors: Vec<f64> = halfway.iter().zip(&combined).map(|(a, f)| a - f).collect();
+    let plain = select::capped_mean_abs(&errors, 1e9, &weights);
+    assert_eq!(
+        select::last_weight(&halfway, &combined, &lasts, 1e9, &weights, plain),
+        0.5
+    );
+    // Outcomes a tenth of the way towards the last hour, and 20 off either way: the blend of
+    // 0.1 is best, but it cuts the loss by far less than a quarter, and the combination stands.
+    let near: Vec<f64> = lasts
+        .iter()
+        .enumerate()
+        .map(|(i, l)| 100.0 + 0.1 * (l - 100.0) + if i % 2 == 0 { 20.0 } else { -20.0 })
+        .collect();
+    let errors: Vec<f64> = near.iter().zip(&combined).map(|(a, f)| a - f).collect();
+    let plain = select::capped_mean_abs(&errors, 1e9, &weights);
+    assert_eq!(
+        select::last_weight(&near, &combined, &lasts, 1e9, &weights, plain),
+        0.0
+    );
+}
+
+/// The point leans on the last hour by the selection's weight, and moves by its errors'
+/// median; the expected load and its path, which the queue orders by, do not move.
+#[test]
+fn the_point_moves_and_the_expected_load_stays() {
+    let mut noise = Noise(11);
+    let mut y: Vec<f64> = (0..21 * DAY).map(|_| noise.poisson(100.0)).collect();
+    let n = y.len();
+    y[n - 1] = 1000.0;
+    let h = history(&y);
+    let cleaned = h.cleaned();
+    let settings = Settings::default();
+    let plain = Selection {
+        last_weight: 0.0,
+        error_median: 0.0,
+        ..select(&cleaned, &settings)
+    };
+    let f = forecast_with(&cleaned, &plain, &settings, &Profiles::default(), 0);
+    assert!(ok(&f) && f.point == f.expected, "{f:?}");
+    let leaning = Selection {
+        last_weight: 0.5,
+        ..plain.clone()
+    };
+    let g = forecast_with(&cleaned, &leaning, &settings, &Profiles::default(), 0);
+    assert!(ok(&g), "{g:?}");
+    assert_eq!((g.expected, &g.path), (f.expected, &f.path));
+    assert!(
+        (g.point - (0.5 * f.expected + 0.5 * 1000.0)).abs() < 1e-9,
+        "{g:?}"
+    );
+    let lower = Selection {
+        error_median: -0.2,
+        ..plain
+    };
+    let m = forecast_with(&cleaned, &lower, &settings, &Profiles::default(), 0);
+    assert!(ok(&m), "{m:?}");
+    assert_eq!(m.expected, f.expected);
+    let want = f.expected - 0.2 * (f.expected + lower.error_offset);
+    assert!((m.point - want).abs() < 1e-9, "{m:?}");
+    // A window cut short keeps the two numbers in proportion.
+    let short = g.clone().truncated(0.5);
+    assert!(ok(&short), "{short:?}");
+    assert!((short.point / short.expected - g.point / g.expected).abs() < 1e-9);
+}
+
+/// Loads that come in sittings: a few events an hour, and now and then (one hour in five, at
+/// random) a sitting of 200. The backtest's errors are skewed to the right and their median
+/// cuts its loss, so that the point, the one figure nearest the outcome, is below the expected
+/// load (which holds a fifth of a sitting), and the interval still holds the point.
+#[test]
+fn where_sittings_skew_the_errors_the_point_is_below_the_expected_load() {
+    let mut noise = Noise(1);
+    let y: Vec<f64> = (0..21 * DAY)
+        .map(|_| {
+            let sitting = if noise.next() < 0.2 { 200.0 } else { 0.0 };
+            noise.poisson(3.0) + sitting
+        })
+        .collect();
+    let f = forecast(&history(&y), &Settings::default(), &Profiles::default(), 0);
+    assert!(ok(&f), "{f:?}");
+    assert!(f.selection.error_median < 0.0, "{f:?}");
+    assert!(f.point < f.expected, "{f:?}");
+    assert!(f.lower <= f.point && f.point <= f.upper, "{f:?}");
+}
+
+/// Where the load follows its daily shape with small, even noise, the errors are not skewed and
+/// the last hour adds nothing: the point is the expected load.
+#[test]
+fn a_smooth_load_has_one_number() {
+    let mut noise = Noise(3);
+    let y: Vec<f64> = daily_wave(21, 100.0)
+        .into_iter()
+        .map(|v| v + 2.0 * (noise.next() - 0.5))
+        .collect();
+    for horizon in [1, 4] {
+        let settings = Settings {
+            horizon,
+            ..Settings::default()
+        };
+        let f = forecast(&history(&y), &settings, &Profiles::default(), 0);
+        assert!(ok(&f), "{f:?}");
+        assert_eq!(f.selection.last_weight, 0.0, "{f:?}");
+        assert_eq!(f.selection.error_median, 0.0, "{f:?}");
+        assert_eq!(f.point, f.expected, "{f:?}");
+    }
+}
+
+/// The errors' median moves the point where the errors are skewed and moving it cuts the
+/// backtest's loss by a tenth, not where the cut is smaller.
+#[test]
+fn the_errors_median_moves_the_point_only_where_it_cuts_the_loss_by_a_tenth() {
+    let weights = vec![1.0; 24];
+    let forecast = vec![10.0; 24];
+    // Twenty outcomes 5 under the forecast and four 50 over: moving the point down by 5 cuts the
+    // loss from 12.5 to 9.2.
+    let far: Vec<f64> = (0..24)
+        .map(|i| if i % 6 == 0 { 60.0 } else { 5.0 })
+        .collect();
+    assert_eq!(
+        select::skewed_median(&far, &forecast, 0.0, 1e9, &weights),
+        -0.5
+    );
+    // One under instead of five: the same skew, but the cut is from 9.2 to 8.5, under a tenth.
+    let near: Vec<f64> = (0..24)
+        .map(|i| if i % 6 == 0 { 60.0 } else { 9.0 })
+        .collect();
+    assert_eq!(
+        select::skewed_median(&near, &forecast, 0.0, 1e9, &weights),
+        0.0
+    );
+    // Errors skewed the other way never move it.
+    let under: Vec<f64> = (0..24)
+        .map(|i| if i % 6 == 0 { 0.0 } else { 15.0 })
+        .collect();
+    assert_eq!(
+        select::skewed_median(&under, &forecast, 0.0, 1e9, &weights),
+        0.0
     );
 }

@@ -11,6 +11,9 @@
 -- [window_start, window_end) (it starts when the forecast is made), the model and its members'
 -- weights, the backtest MASE (NULL: no backtest), the hours of history used (observed by the
 -- worker, or imported with record_access) and why it changed since the last refresh.
+-- A forecast has two numbers: point, the one figure nearest the outcome (with the interval
+-- around it), and expected, the mean load, which scores and the queue use (they differ where
+-- load comes in bursts or sittings: the likeliest hour holds none, the mean a share of one).
 --
 -- A forecast's hourly series ends at the moment of the refresh. The history of 03_history has
 -- one sample in each of those hours whenever this runs, so these forecasts are exact: a
@@ -18,8 +21,8 @@
 \set VERBOSITY verbose
 SELECT shardcast.refresh_forecasts();
 -- events: 200 reads an hour (its 50 writes weigh 0 by default).
-SELECT shard, horizon, window_end - window_start AS window_length, model, point, lower, upper, models,
-       backtest_mase, history_points, observed_hours, imported_hours, change_reason
+SELECT shard, horizon, window_end - window_start AS window_length, model, point, lower, upper, expected,
+       models, backtest_mase, history_points, observed_hours, imported_hours, change_reason
 FROM shardcast.forecasts ORDER BY shard_id;
 -- The window starts when the forecast is made.
 SELECT bool_and(window_start = computed_at) AS starts_when_made FROM shardcast.forecasts;
