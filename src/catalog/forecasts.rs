@@ -247,10 +247,13 @@ pub fn live_points() -> Result<Option<Vec<f64>>, pgrx::spi::Error> {
     )
 }
 
-/// The expected load per hour of the live shard of `relid`; None when it has none.
+/// The expected load per hour of the live shard of `relid`; None when it has none. (to_jsonb:
+/// 0.1.0's catalog, which the new library may meet before `ALTER EXTENSION UPDATE`, has no
+/// `expected`, and its point was the expected load.)
 pub fn hourly_forecast(relid: pg_sys::Oid) -> Result<Option<f64>, pgrx::spi::Error> {
     Spi::get_one_with_args::<f64>(
-        "SELECT (SELECT f.expected / greatest(extract(epoch FROM f.horizon) / 3600, 1)
+        "SELECT (SELECT coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)
+                        / greatest(extract(epoch FROM f.horizon) / 3600, 1)
                  FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
                  WHERE s.relid = $1 AND s.retired_at IS NULL
                    AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)",
