@@ -6,7 +6,7 @@ enqueue, read the queue) and takes minutes for 16 cuts. This script replays the 
 replay_bench.py's docstring) on the core's forecasts alone, through `forecast_cli` on each
 shard's now-aligned hourly history, so that 200 cuts take about 10 seconds and every
 5-minute step of a data set can be a cut (--cuts larger than the steps takes them all). It
-orders by WSPT on the point forecast
+orders by WSPT on the expected load (the sum of the forecast's path)
 (what `prioritized_queue` does when no shard waits long), beside the last hour's and
 yesterday's rules on the same cuts, sizes and FIFO orders. Prints a markdown table; asserts
 nothing.

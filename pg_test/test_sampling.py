@@ -105,7 +105,7 @@ def test_history_imported_for_a_table_created_seconds_ago_is_not_scaled_up(db):
     import_720_an_hour(db, "public.imported_now")
     db.execute("SELECT shardcast.refresh_forecasts()")
     point, observed, imported = db.execute("""
-        SELECT point, observed_hours, imported_hours FROM shardcast.forecasts
+        SELECT expected, observed_hours, imported_hours FROM shardcast.forecasts
         WHERE shard = 'public.imported_now'::regclass""").fetchone()
     # 60 reads every 5 minutes: 720 an hour.
     assert 600 <= point <= 900, f"forecast {point} for an import of 720 an hour"
@@ -128,7 +128,7 @@ def test_a_bulk_load_is_not_read_load(db):
         with db.transaction():
             db.execute(f"SET LOCAL shardcast.write_weight = {write_weight}")
             db.execute("SELECT shardcast.refresh_forecasts()")
-            return one(db, "SELECT point FROM shardcast.forecasts WHERE shard = 'public.loaded'::regclass")
+            return one(db, "SELECT expected FROM shardcast.forecasts WHERE shard = 'public.loaded'::regclass")
 
     point = forecast("DEFAULT")
     assert 600 <= point <= 900, f"forecast {point} for 720 reads an hour and a load of 20,000 rows"

@@ -47,7 +47,7 @@ impl QueueSettings {
 /// Scores and tiers are the stored ones (a shard not scored yet takes the coldest stored tier),
 /// never the session's settings.
 fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Error> {
-    let threshold = forecasts::live_points()?
+    let threshold = forecasts::live_loads()?
         .map(|points| schedule::prefetch_threshold(&points, settings.prefetch_quantile))
         .unwrap_or(f64::INFINITY);
     let mut queued = tasks::queued()?;

@@ -239,10 +239,12 @@ pub fn published_age_unless(
     .map(|age| age.and_then(|secs| Duration::try_from_secs_f64(secs).ok()))
 }
 
-/// The point forecasts of the live shards (the express lane's threshold is a quantile of them).
-pub fn live_points() -> Result<Option<Vec<f64>>, pgrx::spi::Error> {
+/// The expected loads of the live shards (the express lane's threshold is a quantile of them).
+/// (to_jsonb: see [`hourly_forecast`].)
+pub fn live_loads() -> Result<Option<Vec<f64>>, pgrx::spi::Error> {
     Spi::get_one::<Vec<f64>>(
-        "SELECT coalesce(array_agg(f.point), '{}') FROM shardcast.forecast_state f
+        "SELECT coalesce(array_agg(coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)), '{}')
+         FROM shardcast.forecast_state f
          JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL",
     )
 }

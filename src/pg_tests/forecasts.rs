@@ -154,7 +154,7 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let row = Spi::get_one::<String>(
         "SELECT concat_ws('|', window_start = now(), window_end = now() + interval '1 hour',
-                          horizon = interval '1 hour', point, lower <= point AND point <= upper,
+                          horizon = interval '1 hour', expected, lower <= point AND point <= upper,
                           imported_hours >= 7 * 24, change_reason)
          FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
     )
@@ -162,15 +162,15 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
     .unwrap();
     let p: Vec<&str> = row.split('|').collect();
     assert_eq!(&p[..3], ["t", "t", "t"], "{row}");
-    let point: f64 = p[3].parse().unwrap();
+    let expected: f64 = p[3].parse().unwrap();
     // Hourly history says 100; the last 40 minutes say 3,000 an hour. Clock hours would forecast
     // about 100: the surge must lift the forecast several times over.
-    assert!(point > 500.0, "the surge of the last 40 minutes sets the level: {row}");
+    assert!(expected > 500.0, "the surge of the last 40 minutes sets the level: {row}");
     assert_eq!(&p[4..], ["t", "t", "first forecast"], "{row}");
     // A horizon that is not whole hours is forecast, not rounded: 90 minutes.
     Spi::run("SET LOCAL shardcast.horizon = '90min'; SELECT shardcast.refresh_forecasts()").unwrap();
     let window = Spi::get_one::<String>(
-        "SELECT concat_ws('|', window_end - window_start, point)
+        "SELECT concat_ws('|', window_end - window_start, expected)
          FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
     )
     .unwrap()
@@ -178,7 +178,10 @@ fn a_refresh_forecasts_the_window_from_now_from_the_freshest_buckets() {
     let (span, longer) = window.split_once('|').unwrap();
     assert_eq!(span, "01:30:00");
     let longer: f64 = longer.parse().unwrap();
-    assert!(longer > point * 1.2 && longer < point * 1.8, "{longer} vs {point}");
+    assert!(
+        longer > expected * 1.2 && longer < expected * 1.8,
+        "{longer} vs {expected}"
+    );
     // A forecast over another horizon than the last says so.
     let reason = Spi::get_one::<String>(
         "SELECT change_reason FROM shardcast.forecasts WHERE shard = 'public.w_surge'::regclass",
@@ -388,7 +391,7 @@ fn hours_nobody_observed_are_not_read_as_zero() {
     import_steps("public.w_sparse", 0..12 * 24, "500.0");
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
     let before = Spi::get_one::<f64>(
-        "SELECT point FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
+        "SELECT expected FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
     )
     .unwrap()
     .unwrap();
@@ -398,7 +401,7 @@ fn hours_nobody_observed_are_not_read_as_zero() {
     )
     .unwrap();
     let row = Spi::get_one::<String>(
-        "SELECT concat_ws('|', point, history_points, change_reason)
+        "SELECT concat_ws('|', expected, history_points, change_reason)
          FROM shardcast.forecasts WHERE shard = 'public.w_sparse'::regclass",
     )
     .unwrap()
