@@ -48,7 +48,7 @@ impl QueueSettings {
 /// never the session's settings.
 fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Error> {
     let threshold = forecasts::live_loads()?
-        .map(|points| schedule::prefetch_threshold(&points, settings.prefetch_quantile))
+        .map(|loads| schedule::prefetch_threshold(&loads, settings.prefetch_quantile))
         .unwrap_or(f64::INFINITY);
     let mut queued = tasks::queued()?;
     for q in &mut queued {

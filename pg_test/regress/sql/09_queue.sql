@@ -50,7 +50,7 @@ SELECT shardcast.refresh_forecasts();
 SELECT t.task_id, s.relid::regclass AS shard, t.requested_node, t.node, t.state, t.size_bytes, t.dispatch_rank
 FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) ORDER BY t.task_id;
 -- The dispatch order. orders is in the express lane: its forecast is certain (lower bound =
--- point) and above the 0.99 quantile of all forecasts. The rest by score per byte.
+-- point) and above the 0.99 quantile of all shards' expected loads. The rest by score per byte.
 SELECT position, task_id, shard, size_bytes, round(score::numeric, 2) AS score, priority_weight,
        round(density::numeric, 6) AS density, tier, prefetch, node
 FROM shardcast.prioritized_queue ORDER BY position;
