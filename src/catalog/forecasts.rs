@@ -239,26 +239,29 @@ pub fn published_age_unless(
     .map(|age| age.and_then(|secs| Duration::try_from_secs_f64(secs).ok()))
 }
 
+/// A forecast's (`f`) expected load in SQL. (to_jsonb: 0.1.0's catalog, which the new library
+/// may meet before `ALTER EXTENSION UPDATE`, has no `expected`, and its point was the expected
+/// load.)
+const EXPECTED_LOAD: &str = "coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)";
+
 /// The expected loads of the live shards (the express lane's threshold is a quantile of them).
-/// (to_jsonb: see [`hourly_forecast`].)
 pub fn live_loads() -> Result<Option<Vec<f64>>, pgrx::spi::Error> {
-    Spi::get_one::<Vec<f64>>(
-        "SELECT coalesce(array_agg(coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)), '{}')
+    Spi::get_one::<Vec<f64>>(&format!(
+        "SELECT coalesce(array_agg({EXPECTED_LOAD}), '{{}}')
          FROM shardcast.forecast_state f
-         JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL",
-    )
+         JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL"
+    ))
 }
 
-/// The expected load per hour of the live shard of `relid`; None when it has none. (to_jsonb:
-/// 0.1.0's catalog, which the new library may meet before `ALTER EXTENSION UPDATE`, has no
-/// `expected`, and its point was the expected load.)
+/// The expected load per hour of the live shard of `relid`; None when it has none.
 pub fn hourly_forecast(relid: pg_sys::Oid) -> Result<Option<f64>, pgrx::spi::Error> {
     Spi::get_one_with_args::<f64>(
-        "SELECT (SELECT coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)
-                        / greatest(extract(epoch FROM f.horizon) / 3600, 1)
-                 FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
-                 WHERE s.relid = $1 AND s.retired_at IS NULL
-                   AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)",
+        &format!(
+            "SELECT (SELECT {EXPECTED_LOAD} / greatest(extract(epoch FROM f.horizon) / 3600, 1)
+                     FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
+                     WHERE s.relid = $1 AND s.retired_at IS NULL
+                       AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)"
+        ),
         &[relid.into()],
     )
 }

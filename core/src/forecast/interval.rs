@@ -22,12 +22,7 @@ pub(super) fn interval(
     if n < MIN_INTERVAL_ERRORS {
         return (-0.5, 0.5, offset);
     }
-    let mut relative: Vec<f64> = actual
-        .iter()
-        .zip(predicted)
-        .map(|(a, f)| (a - f) / (f + offset))
-        .collect();
-    relative.sort_by(f64::total_cmp);
+    let relative = relative_errors(actual, predicted, offset);
     let alpha = 1.0 - level.clamp(0.5, 0.999);
     // The split-conformal quantile for `independent` errors, read off all n of them.
     let m = independent.clamp(1.0, n as f64);
@@ -37,6 +32,18 @@ pub(super) fn interval(
     let low = relative[low_rank.clamp(1, n) - 1].min(0.0);
     let high = relative[high_rank.clamp(1, n) - 1].max(0.0);
     (low, high, offset)
+}
+
+/// The relative errors (a - f) / (f + offset) of forecasts `predicted` of outcomes `actual`,
+/// in ascending order: what the interval's quantiles and the point's median are read from.
+pub(super) fn relative_errors(actual: &[f64], predicted: &[f64], offset: f64) -> Vec<f64> {
+    let mut relative: Vec<f64> = actual
+        .iter()
+        .zip(predicted)
+        .map(|(a, f)| (a - f) / (f + offset))
+        .collect();
+    relative.sort_by(f64::total_cmp);
+    relative
 }
 
 /// How many independent errors `origins` backtest origins `stride` hours apart are worth at a

@@ -403,12 +403,18 @@ fn onset(path: &mut [f64], history: &History) -> f64 {
     excess
 }
 
+/// The expected load leaning on the last hour's load by `weight`: the base of the point, in the
+/// backtest ([`select()`]) as when serving ([`point_of`]).
+fn blend(expected: f64, last: f64, weight: f64) -> f64 {
+    (1.0 - weight) * expected + weight * last
+}
+
 /// The point and its interval from the expected load and the last hour's load times the
 /// horizon, as `selection` learnt them: the blend of the two by the last hour's weight is the
 /// base the interval is put around, and the point is the base moved by the errors' median.
 pub(crate) fn point_of(expected: f64, last: f64, selection: &Selection) -> (f64, f64, f64) {
     let weight = selection.last_weight.clamp(0.0, 1.0);
-    let base = sanitise((1.0 - weight) * expected + weight * sanitise(last));
+    let base = sanitise(blend(expected, sanitise(last), weight));
     let point = sanitise(base + selection.error_median * (base + selection.error_offset));
     let (lower, upper) = interval::bounds(base, selection);
     (point, lower.min(point), upper.max(point))

@@ -2,11 +2,11 @@
 //! combination of the best few ([`select`]).
 
 use super::history::served_history;
-use super::interval::{independent_errors, interval};
+use super::interval::{independent_errors, interval, relative_errors, MIN_INTERVAL_ERRORS};
 use super::models::{ModelKind, DAY};
 use super::{
-    bounded, burst_load, horizon_sums, predict_path, sanitise, total_ceiling, Cleaned, Selection,
-    Settings,
+    blend, bounded, burst_load, horizon_sums, predict_path, sanitise, total_ceiling, Cleaned,
+    Selection, Settings,
 };
 
 /// Mean absolute error of seasonal naive (lag one day, or one hour with under two days of
@@ -181,7 +181,7 @@ pub fn select(cleaned: &Cleaned, settings: &Settings) -> Selection {
     let base: Vec<f64> = combined
         .iter()
         .zip(&lasts)
-        .map(|(f, l)| (1.0 - last_weight) * f + last_weight * l)
+        .map(|(f, l)| blend(*f, *l, last_weight))
         .collect();
     let (error_low, error_high, error_offset) = interval(
         &actual,
@@ -238,7 +238,7 @@ pub(super) fn last_weight(
         let errors: Vec<f64> = actual
             .iter()
             .zip(combined.iter().zip(lasts))
-            .map(|(a, (f, l))| a - ((1.0 - weight) * f + weight * l))
+            .map(|(a, (f, l))| a - blend(*f, *l, weight))
             .collect();
         let blended = capped_mean_abs(&errors, cap, weights);
         if blended < best.1 {
@@ -278,16 +278,10 @@ pub(super) fn skewed_median(
     cap: f64,
     weights: &[f64],
 ) -> f64 {
-    let mut relative: Vec<f64> = actual
-        .iter()
-        .zip(forecast)
-        .map(|(a, f)| (a - f) / (f + offset))
-        .filter(|r| r.is_finite())
-        .collect();
-    if relative.len() < super::interval::MIN_INTERVAL_ERRORS {
+    if actual.len() < MIN_INTERVAL_ERRORS {
         return 0.0;
     }
-    relative.sort_by(f64::total_cmp);
+    let relative = relative_errors(actual, forecast, offset);
     let quantile = |q: f64| relative[((q * (relative.len() - 1) as f64).round()) as usize];
     let (low, median, high) = (quantile(0.1), quantile(0.5), quantile(0.9));
     let spread = high - low;
