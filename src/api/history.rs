@@ -1,6 +1,7 @@
 //! Importing history: `record_access` (one sample, or many at once), and the internal functions
 //! that compaction uses to build day rows. The catalog side is `catalog::history`.
 
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use shardcast_core::access::{self, BucketSums, ExternalSample, SampleError};
@@ -29,6 +30,20 @@ fn check_sample(sample: &ExternalSample, now: i64, position: Option<usize>) -> S
         };
         sql_error(code, message, err.hint())
     })
+}
+
+/// `report` with the bulk call's element named in its DETAIL (its message names the relation):
+/// an import of thousands of samples is fixed by finding the one at fault.
+fn at_element(report: ErrorReport, position: usize) -> ErrorReport {
+    let element = format!(
+        "The sample at fault is element {} of the arrays.",
+        position + 1
+    );
+    let detail = match report.detail() {
+        Some(detail) => format!("{detail}\n{element}"),
+        None => element,
+    };
+    report.set_detail(detail)
 }
 
 /// The start of the oldest 5-minute bucket the worker keeps at `now`: `now` minus
@@ -171,7 +186,9 @@ fn record_access_bulk(
             writes,
         };
         check_sample(&sample, now, Some(i))?;
-        let shard_id = shard_ids.get(relid)?;
+        let shard_id = shard_ids
+            .get(relid)
+            .map_err(|report| at_element(report, i))?;
         if too_old(sample.at, oldest) {
             skipped += 1;
             continue;

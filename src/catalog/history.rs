@@ -84,16 +84,29 @@ pub fn add_to_buckets(rows: &[(i32, i64, Access)]) -> Result<usize, pgrx::spi::E
     Ok(rows.len())
 }
 
-/// Moves fine buckets of whole hours older than [`FINE_HISTORY_SPAN`] into the day rows, drops
-/// history older than the retention, and returns the number of fine buckets moved or dropped.
-pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
-    let retention = pgrx::datum::Interval::from_micros(retention.as_micros() as i64);
+/// Moves fine buckets of whole hours older than [`FINE_HISTORY_SPAN`] into the day rows, the
+/// oldest hours first and about `batch` buckets at most (the oldest hour whole, however many
+/// it holds): an import of weeks of 5-minute history for thousands of shards is compacted over
+/// several short transactions, never in one that runs for minutes. Whole hours (of every
+/// shard) move together, so that no hour is read half from its day row and half from its
+/// buckets between two batches. Returns the number of buckets moved; 0 when none is left.
+/// Buckets older than the retention are [`purge`]'s, which runs first.
+pub fn compact(batch: i64) -> Result<i64, pgrx::spi::Error> {
     let fine_span = pgrx::datum::Interval::from_micros(FINE_HISTORY_SPAN.as_micros() as i64);
     let moved = Spi::get_one_with_args::<i64>(
-        "WITH moved AS (
+        "WITH bound AS (
+             -- Before the hour of the bucket `batch` places on, but past the oldest hour.
+             SELECT least(
+                 date_trunc('hour', now() - $1::interval),
+                 greatest(
+                     coalesce(date_trunc('hour', (SELECT bucket_start FROM shardcast.recent_access
+                                                  ORDER BY bucket_start OFFSET $2 LIMIT 1)),
+                              'infinity'),
+                     date_trunc('hour', (SELECT min(bucket_start) FROM shardcast.recent_access))
+                         + interval '1 hour')) AS before
+         ), moved AS (
              DELETE FROM shardcast.recent_access
-             WHERE bucket_start < date_trunc('hour', now() - $1::interval)
-                OR bucket_start < now() - $2::interval
+             WHERE bucket_start < (SELECT before FROM bound)
              RETURNING *
          ), hourly AS (
              SELECT m.shard_id,
@@ -112,7 +125,6 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
                               < least(p.ended_at, m.bucket_start + interval '5 minutes'))) AS imported
              FROM moved m
              JOIN shardcast.shards s ON s.shard_id = m.shard_id
-             WHERE m.bucket_start >= now() - $2::interval
              GROUP BY 1, 2, 3
          ), merged AS (
              INSERT INTO shardcast.daily_access AS d
@@ -139,17 +151,30 @@ pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
                     blocks_read = shardcast._add_slots(d.blocks_read, excluded.blocks_read)
          )
          SELECT count(*) FROM moved",
-        &[fine_span.into(), retention.into()],
+        &[fine_span.into(), batch.max(1).into()],
     )?
     .unwrap_or(0);
-    purge_older(retention)?;
     Ok(moved)
+}
+
+/// [`purge`], then [`compact`] until nothing is left, in the caller's transaction: for tests.
+#[cfg(any(test, feature = "pg_test"))]
+pub fn compact_and_purge(retention: Duration) -> Result<i64, pgrx::spi::Error> {
+    purge(retention)?;
+    let mut moved = 0;
+    loop {
+        match compact(i64::MAX)? {
+            0 => return Ok(moved),
+            n => moved += n,
+        }
+    }
 }
 
 /// Purges history older than `retention` (compacted history by whole UTC days) without
 /// compacting: what `refresh_forecasts()` does, so that history imported where no worker samples
-/// (another database, or while the worker is paused) stays bounded. It leaves the 5-minute
-/// buckets as they are, so a refresh forecasts from the same history it read before.
+/// (another database, or while the worker is paused) stays bounded, and what the worker does
+/// before it compacts. It leaves the newer 5-minute buckets as they are, so a refresh forecasts
+/// from the same history it read before.
 pub fn purge(retention: Duration) -> Result<(), pgrx::spi::Error> {
     let retention = pgrx::datum::Interval::from_micros(retention.as_micros() as i64);
     Spi::run_with_args(

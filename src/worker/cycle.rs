@@ -14,7 +14,7 @@ use super::sample::{SampleReport, Sampler};
 use super::stopping;
 use super::transaction::{in_transaction, report_activity, run_in_transaction};
 use crate::catalog::worker_state::{self, LIBRARY_VERSION};
-use crate::catalog::{claims, forecasts, shards, tasks};
+use crate::catalog::{claims, forecasts, history, shards, tasks};
 use crate::{gucs, queue};
 
 /// A written shard's size is measured again after this many sample intervals.
@@ -23,6 +23,10 @@ const SIZE_REFRESH_INTERVALS: u32 = 5;
 /// DDL (or a client's open transaction) holds fails them, and they are retried, instead of
 /// delaying samples.
 const REFRESH_LOCK_TIMEOUT: &str = "500ms";
+/// The most 5-minute buckets one compaction transaction moves into day rows (whole hours, and at
+/// least the oldest): about half a minute of one core on this project's 2-core test machine at
+/// most, an hour of 40,000 shards.
+const COMPACT_BATCH: i64 = 500_000;
 
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -165,10 +169,11 @@ impl Worker {
                 }
             }
             Ok(Outcome::Sampled(report)) => {
+                let compacted = self.compact_stage(started + gucs::sample_interval() / 4);
                 debug1!(
                     "shardcast worker: sampled {} shards ({} new, {} retired, {} resets), wrote {} buckets, compacted {}",
                     report.shards, report.registered, report.retired, report.resets,
-                    report.buckets_written, report.compacted
+                    report.buckets_written, compacted
                 );
                 // Sizes are secondary: a failure here is retried next cycle, not an error.
                 match in_transaction(AssertUnwindSafe(|| {
@@ -402,6 +407,43 @@ impl Worker {
         })
     }
 
+    /// Purges history past the retention, then moves 5-minute buckets older than the fine span
+    /// into day rows, [`COMPACT_BATCH`] buckets to a transaction, until none is left or
+    /// `deadline` (a quarter of the sample interval into the cycle) has passed: the rest waits
+    /// for the next cycle. Runs after the sample committed, under the refresh's lock timeout, so
+    /// that a large import (weeks of 5-minute history for thousands of shards) or a client's
+    /// transaction holding imported buckets never holds up or rolls back a sample. Returns the
+    /// buckets moved.
+    fn compact_stage(&mut self, deadline: Instant) -> i64 {
+        report_activity("compacting history");
+        let retention = gucs::history_retention();
+        if let Err(message) = in_transaction(|| {
+            set_lock_timeout()?;
+            history::purge(retention)
+        }) {
+            debug1!("shardcast worker: history purge skipped: {message}");
+            return 0;
+        }
+        let mut moved = 0;
+        loop {
+            match in_transaction(|| {
+                set_lock_timeout()?;
+                history::compact(COMPACT_BATCH)
+            }) {
+                Ok(0) => break,
+                Ok(n) => moved += n,
+                Err(message) => {
+                    debug1!("shardcast worker: history compaction skipped: {message}");
+                    break;
+                }
+            }
+            if stopping() || Instant::now() >= deadline {
+                break;
+            }
+        }
+        moved
+    }
+
     /// Takes one sample, right after [`Self::register_stage`] registered `registered` tables
     /// and retired `retired`.
     fn sample_stage(
@@ -410,9 +452,7 @@ impl Worker {
         registered: i64,
         retired: i64,
     ) -> Result<Outcome, pgrx::spi::Error> {
-        let report = self
-            .sampler
-            .sample(gucs::history_retention(), registered, retired)?;
+        let report = self.sampler.sample(registered, retired)?;
         worker_state::record_sample(
             report.shards,
             report.buckets_written,

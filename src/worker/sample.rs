@@ -25,7 +25,6 @@ pub struct SampleReport {
     pub resets: usize,
     pub registered: i64,
     pub retired: i64,
-    pub compacted: i64,
 }
 
 /// The sampler's memory between cycles: the previous counters of every shard. It is not
@@ -54,7 +53,6 @@ impl Sampler {
     /// cumulative statistics are read through a snapshot taken once per transaction.
     pub fn sample(
         &mut self,
-        retention: std::time::Duration,
         registered: i64,
         retired: i64,
     ) -> Result<SampleReport, pgrx::spi::Error> {
@@ -112,7 +110,6 @@ impl Sampler {
             .collect();
         rows.sort_by_key(|(shard_id, bucket, _)| (*shard_id, *bucket));
         report.buckets_written = history::add_to_buckets(&rows)?;
-        report.compacted = history::compact_and_purge(retention)?;
         history::record_sampling(since, read_at)?;
         self.last_sample_at = Some(read_at);
         Ok(report)

@@ -87,6 +87,9 @@ SELECT shardcast.record_access('pg_class', now(), 1);
 SELECT shardcast.record_access('shardcast.nodes', now(), 1);
 -- An OID that names no relation: 42P01.
 SELECT shardcast.record_access(4000000000::oid::regclass, now(), 1);
+-- The bulk form names the element here too, and writes none of the call's samples.
+SELECT shardcast.record_access(ARRAY['orders', 'order_totals']::regclass[], ARRAY[now(), now()], ARRAY[1, 1]);
+SELECT shardcast.record_access(ARRAY['orders', 4000000000::oid::regclass], ARRAY[now(), now()], ARRAY[1, 1]);
 -- Older than shardcast.history_retention (28 days): not recorded, since the worker would purge
 -- it at once; a WARNING says so, and the bulk form counts only the samples it recorded.
 SELECT shardcast.record_access('orders', now() - interval '29 days', 1);
