@@ -1037,17 +1037,20 @@ proptest! {
 }
 
 #[test]
-fn the_daily_mean_is_each_hour_s_mean_over_the_last_week() {
-    // Hour h of day d holds 100 d + h: the mean of the last seven days' is 600 + h.
-    let y: Vec<f64> = (0..10 * DAY)
+fn the_daily_mean_is_each_hour_s_mean_over_the_last_four_weeks() {
+    // Hour h of day d holds 100 d + h: the mean of the last 28 days' (days 2-29) is 1550 + h.
+    let y: Vec<f64> = (0..30 * DAY)
         .map(|t| (100 * (t / DAY) + t % DAY) as f64)
         .collect();
     let path = models::predict(ModelKind::DailyMean, &y, DAY + 6).unwrap();
     for (k, v) in path.iter().enumerate() {
-        assert_eq!(*v, 600.0 + (k % DAY) as f64, "hour {k}");
+        assert_eq!(*v, 1550.0 + (k % DAY) as f64, "hour {k}");
     }
+    // Ten days: all ten, (0 + .. + 9) / 10 × 100 + h.
+    let path = models::predict(ModelKind::DailyMean, &y[..10 * DAY], 1).unwrap();
+    assert_eq!(path, vec![450.0]);
     // Two and a half days: the two whole days before now, hour by hour of the day.
-    let young = &y[7 * DAY + 12..];
+    let young = &y[7 * DAY + 12..10 * DAY];
     let path = models::predict(ModelKind::DailyMean, young, 2).unwrap();
     assert_eq!(path, vec![850.0, 851.0]);
     // Under two days it is no candidate.
