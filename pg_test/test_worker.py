@@ -89,8 +89,9 @@ def test_a_long_refresh_delays_neither_samples_nor_a_fast_shutdown():
         import_month(db, "big", count)
         db.execute("ALTER SYSTEM SET shardcast.enabled = on")
         db.execute("SELECT pg_reload_conf()")
-        # The first sample compacts the imported 5-minute buckets into day rows (a long cycle of
-        # its own); the refresh starts after it, and has forecast some shards once a slice ended.
+        # The first cycles compact the imported 5-minute buckets into day rows, a batch at a time
+        # after each sample; the refresh starts after them, and has forecast some shards once a
+        # slice ended.
         wait_for("the compaction", lambda: one(db, """
             SELECT count(*) = 0 FROM shardcast.recent_access
             WHERE bucket_start < now() - interval '7 hours'"""), timeout=300, every=0.5)

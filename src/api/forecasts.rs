@@ -15,7 +15,8 @@ fn refresh_forecasts() -> SqlResult<i64> {
     // In a database the worker does not sample, or while it is paused, nothing else purges what
     // record_access imported: the refresh does (it does not compact, so that it forecasts from
     // the history as it was imported). Not where a sampler runs: it purges every cycle, and the
-    // rows this transaction deleted would hold its sample up until the refresh commits.
+    // rows this transaction deleted would hold its purge (and so its compaction) up until the
+    // refresh commits.
     if !worker::sampled_here().map_err(spi_error)? {
         history::purge(gucs::history_retention()).map_err(spi_error)?;
     }

@@ -1,6 +1,17 @@
 // Importing history (`record_access`, api/history.rs), its compaction and retention
 // (catalog/history.rs), and the `shard_activity` view over it.
 
+/// The 5-minute buckets of the live table `table_name` (not yet compacted).
+fn fine_buckets(table_name: &str) -> i64 {
+    Spi::get_one_with_args::<i64>(
+        "SELECT count(*) FROM shardcast.recent_access r JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name = $1",
+        &[table_name.into()],
+    )
+    .unwrap()
+    .unwrap()
+}
+
 fn total_buckets() -> i64 {
     Spi::get_one::<i64>(
         "SELECT (SELECT count(*) FROM shardcast.recent_access) + (SELECT count(*) FROM shardcast.daily_access)",
@@ -121,17 +132,11 @@ fn purging_drops_what_is_past_the_retention_and_compacts_nothing() {
          FROM shardcast.shards WHERE table_name = 't_imported'",
     )
     .unwrap();
-    let fine = || {
-        Spi::get_one::<i64>(
-            "SELECT count(*) FROM shardcast.recent_access r JOIN shardcast.shards s USING (shard_id)
-             WHERE s.table_name = 't_imported'",
-        )
-        .unwrap()
-    };
-    assert_eq!(fine(), Some(3));
+    let fine = || fine_buckets("t_imported");
+    assert_eq!(fine(), 3);
     crate::catalog::history::purge(crate::gucs::history_retention()).unwrap();
     // The bucket past the retention is gone; the 10-day-old one is still a 5-minute bucket.
-    assert_eq!(fine(), Some(2));
+    assert_eq!(fine(), 2);
     assert_eq!(history_reads("public.t_imported"), 5.0);
 }
 
@@ -186,14 +191,7 @@ fn compaction_moves_whole_hours_a_batch_at_a_time() {
                                         array_fill(1::float8, ARRAY[36]))",
     )
     .unwrap();
-    let fine = || {
-        Spi::get_one::<i64>(
-            "SELECT count(*) FROM shardcast.recent_access r JOIN shardcast.shards s USING (shard_id)
-             WHERE s.table_name = 't_batch'",
-        )
-        .unwrap()
-        .unwrap()
-    };
+    let fine = || fine_buckets("t_batch");
     let compact = |batch: i64| crate::catalog::history::compact(batch).unwrap();
     assert_eq!(fine(), 36);
     // A batch smaller than an hour still moves the oldest hour, whole.
@@ -215,7 +213,7 @@ fn compaction_moves_whole_hours_a_batch_at_a_time() {
     .unwrap();
     assert_eq!(hourly, Some(3));
     // Nothing older than the fine span is left (in this transaction's catalog): 0 moved.
-    Spi::run("DELETE FROM shardcast.recent_access WHERE bucket_start < date_trunc('hour', now() - interval '6 hours')").unwrap();
+    Spi::run("DELETE FROM shardcast.recent_access WHERE bucket_start < date_trunc('hour', now() - interval '6 hours', 'UTC')").unwrap();
     assert_eq!(compact(5), 0);
 }
 

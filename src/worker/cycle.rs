@@ -24,9 +24,13 @@ const SIZE_REFRESH_INTERVALS: u32 = 5;
 /// delaying samples.
 const REFRESH_LOCK_TIMEOUT: &str = "500ms";
 /// The most 5-minute buckets one compaction transaction moves into day rows (whole hours, and at
-/// least the oldest): about half a minute of one core on this project's 2-core test machine at
-/// most, an hour of 40,000 shards.
-const COMPACT_BATCH: i64 = 500_000;
+/// least the oldest): about half a second on this project's 2-core test machine, and an hour of
+/// 20,000 shards. With nothing to compact, a cycle's probe costs about a millisecond (10,000
+/// shards, 700,000 recent buckets).
+const COMPACT_BATCH: i64 = 250_000;
+/// Compaction failing in this many cycles in a row is reported (see `Worker::compact_stage`):
+/// once or twice is a lock a client held for a moment.
+const COMPACT_FAILURES_REPORTED: u32 = 3;
 
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -109,6 +113,8 @@ struct Worker {
     published: Option<TimestampWithTimeZone>,
     /// Shards measured whose queued tasks could not take their size yet (retried each cycle).
     unresized: Vec<i32>,
+    /// Cycles in a row whose history purge or compaction failed.
+    compact_failures: u32,
 }
 
 /// What a cycle found.
@@ -408,37 +414,58 @@ impl Worker {
     }
 
     /// Purges history past the retention, then moves 5-minute buckets older than the fine span
-    /// into day rows, [`COMPACT_BATCH`] buckets to a transaction, until none is left or
-    /// `deadline` (a quarter of the sample interval into the cycle) has passed: the rest waits
-    /// for the next cycle. Runs after the sample committed, under the refresh's lock timeout, so
-    /// that a large import (weeks of 5-minute history for thousands of shards) or a client's
-    /// transaction holding imported buckets never holds up or rolls back a sample. Returns the
-    /// buckets moved.
+    /// into day rows, [`COMPACT_BATCH`] buckets to a transaction, until none is left; no batch
+    /// starts after `deadline` (a quarter of the sample interval into the cycle), and the rest
+    /// waits for the next cycle. Runs after the sample committed, under the refresh's lock
+    /// timeout, so that a large import (weeks of 5-minute history for thousands of shards) or a
+    /// client's transaction holding imported buckets never rolls a sample back, and holds the
+    /// next one up by a batch at most. A failure is retried next cycle; failures in
+    /// [`COMPACT_FAILURES_REPORTED`] cycles in a row are a WARNING and `worker_status`'s
+    /// `last_error`, since buckets that are never compacted pile up to the retention. Returns
+    /// the buckets moved.
     fn compact_stage(&mut self, deadline: Instant) -> i64 {
         report_activity("compacting history");
         let retention = gucs::history_retention();
-        if let Err(message) = in_transaction(|| {
+        let mut failure = in_transaction(|| {
             set_lock_timeout()?;
             history::purge(retention)
-        }) {
-            debug1!("shardcast worker: history purge skipped: {message}");
-            return 0;
-        }
+        })
+        .err()
+        .map(|message| format!("history purge failed: {message}"));
         let mut moved = 0;
         loop {
             match in_transaction(|| {
                 set_lock_timeout()?;
+                // A batch is planned once and runs once: compiling it costs more than it saves.
+                Spi::run("SET LOCAL jit = off")?;
                 history::compact(COMPACT_BATCH)
             }) {
                 Ok(0) => break,
                 Ok(n) => moved += n,
                 Err(message) => {
-                    debug1!("shardcast worker: history compaction skipped: {message}");
+                    failure = Some(format!("history compaction failed: {message}"));
                     break;
                 }
             }
             if stopping() || Instant::now() >= deadline {
                 break;
+            }
+        }
+        match failure {
+            None => self.compact_failures = 0,
+            Some(message) => {
+                self.compact_failures += 1;
+                if self.compact_failures < COMPACT_FAILURES_REPORTED {
+                    debug1!("shardcast worker: {message}; retried next cycle");
+                } else {
+                    warning!(
+                        "shardcast worker: {message} ({} cycles in a row)",
+                        self.compact_failures
+                    );
+                    if let Err(again) = in_transaction(|| worker_state::record_error(&message)) {
+                        debug1!("shardcast worker: could not record the error: {again}");
+                    }
+                }
             }
         }
         moved
