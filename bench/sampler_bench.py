@@ -4,8 +4,9 @@ Prints figures; asserts nothing. Run with `make bench` (release build), or
 `python3 bench/sampler_bench.py 1000 10000` after `make install-release`.
 
 Cycle time is the worker's own `last_cycle_ms` (registry sync, reading the statistics views,
-deltas, writing buckets, compaction and purge) while every table is read between two samples,
-so every shard writes a bucket each cycle: the busiest case.
+deltas, writing buckets; not the purge and compaction, which run after the sample in their own
+transactions since 2026-11-28) while every table is read between two samples, so every shard
+writes a bucket each cycle: the busiest case.
 
 History bytes are measured on 28 days of history for every shard, at full density (every shard
 active in every hour, random values that do not compress) in the shape the worker writes: day

@@ -90,8 +90,8 @@ def test_a_long_refresh_delays_neither_samples_nor_a_fast_shutdown():
         db.execute("ALTER SYSTEM SET shardcast.enabled = on")
         db.execute("SELECT pg_reload_conf()")
         # The first cycles compact the imported 5-minute buckets into day rows, a batch at a time
-        # after each sample; the refresh starts after them, and has forecast some shards once a
-        # slice ended.
+        # after each sample; the refresh goes on in slices between them, and has forecast some
+        # shards once a slice ended.
         wait_for("the compaction", lambda: one(db, """
             SELECT count(*) = 0 FROM shardcast.recent_access
             WHERE bucket_start < now() - interval '7 hours'"""), timeout=300, every=0.5)

@@ -181,11 +181,14 @@ fn compaction_moves_old_buckets_into_hourly_slots_and_retention_purges() {
 
 #[pg_test]
 fn compaction_moves_whole_hours_a_batch_at_a_time() {
-    // Three hours of 5-minute buckets 20 days ago, older than anything else in the catalog.
+    // Three UTC hours of 5-minute buckets 20 days ago, older than anything else in the catalog;
+    // in a time zone whose hours are not UTC hours (India's, +05:30), since day rows hold UTC
+    // hours and the batches move whole ones.
+    Spi::run("SET LOCAL timezone = 'Asia/Kolkata'").unwrap();
     Spi::run("CREATE TABLE public.t_batch (id int)").unwrap();
     Spi::run(
         "SELECT shardcast.record_access(array_fill('public.t_batch'::regclass, ARRAY[36]),
-                                        ARRAY(SELECT date_trunc('hour', now()) - interval '20 days'
+                                        ARRAY(SELECT date_trunc('hour', now(), 'UTC') - interval '20 days'
                                                      + k * interval '5 minutes'
                                               FROM generate_series(0, 35) k),
                                         array_fill(1::float8, ARRAY[36]))",

@@ -400,6 +400,7 @@ impl Worker {
             self.refresh = None;
             self.published = None;
             self.unresized.clear();
+            self.compact_failures = 0;
             self.extension = Some(extension);
             self.told_waiting = false;
             self.told_version = None;
@@ -414,9 +415,9 @@ impl Worker {
     }
 
     /// Purges history past the retention, then moves 5-minute buckets older than the fine span
-    /// into day rows, [`COMPACT_BATCH`] buckets to a transaction, until none is left; no batch
-    /// starts after `deadline` (a quarter of the sample interval into the cycle), and the rest
-    /// waits for the next cycle. Runs after the sample committed, under the refresh's lock
+    /// into day rows, [`COMPACT_BATCH`] buckets to a transaction, until none is left: one batch
+    /// a cycle at least, and no further one once `deadline` (a quarter of the sample interval
+    /// into the cycle) has passed; the rest waits for the next cycle. Runs after the sample committed, under the refresh's lock
     /// timeout, so that a large import (weeks of 5-minute history for thousands of shards) or a
     /// client's transaction holding imported buckets never rolls a sample back, and holds the
     /// next one up by a batch at most. A failure is retried next cycle; failures in
@@ -443,7 +444,11 @@ impl Worker {
                 Ok(0) => break,
                 Ok(n) => moved += n,
                 Err(message) => {
-                    failure = Some(format!("history compaction failed: {message}"));
+                    let compaction = format!("history compaction failed: {message}");
+                    failure = Some(match failure {
+                        Some(purge) => format!("{purge}; {compaction}"),
+                        None => compaction,
+                    });
                     break;
                 }
             }

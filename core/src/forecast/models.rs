@@ -215,7 +215,8 @@ const PROFILE_DAYS: usize = 7;
 /// since at a few events an hour a week holds seven counts per hour of the day, mostly noise.
 /// Against one week (2026-11-28, `forecast_accuracy.py --only nab --nab-origins 96`, four weeks
 /// of cuts), the mean WAPE fell on each of the seven sets that have the model, at 1 and 4 h, on
-/// the hour and at a random minute, by 0.1-2.0 points (police stops 111.0 / 74.5% to 109.8 /
+/// the hour and at a random minute, by 0.1-2.0 points (but for the sparse kind at 4 h on the
+/// hour, +0.1) (police stops 111.0 / 74.5% to 109.8 /
 /// 73.4% on the hour, the pizzeria 93.0 to 91.0% at 1 h, the film ratings 87.4 to 86.0% at 4 h),
 /// two weeks did half as well, and the queue's order moved within the noise but for the stops
 /// (`order_check --cuts 1000`: pooled capture +0.013 [+0.002, +0.024] at 1 h, +0.008 [+0.004,
