@@ -211,9 +211,7 @@ impl Worker {
                 // The sample was rolled back; the next one starts from a fresh baseline, so
                 // that the lost interval is never added as a burst.
                 self.sampler.forget();
-                if let Err(again) = in_transaction(|| worker_state::record_error(&message)) {
-                    debug1!("shardcast worker: could not record the error: {again}");
-                }
+                record_error(&message);
             }
         }
         report_activity("idle");
@@ -245,9 +243,7 @@ impl Worker {
             Err(message) => {
                 self.refresh = None;
                 warning!("shardcast worker: forecast refresh failed: {message}");
-                if let Err(again) = in_transaction(|| worker_state::record_error(&message)) {
-                    debug1!("shardcast worker: could not record the error: {again}");
-                }
+                record_error(&message);
             }
         }
     }
@@ -417,10 +413,10 @@ impl Worker {
     /// Purges history past the retention, then moves 5-minute buckets older than the fine span
     /// into day rows, [`COMPACT_BATCH`] buckets to a transaction, until none is left: one batch
     /// a cycle at least, and no further one once `deadline` (a quarter of the sample interval
-    /// into the cycle) has passed; the rest waits for the next cycle. Runs after the sample committed, under the refresh's lock
-    /// timeout, so that a large import (weeks of 5-minute history for thousands of shards) or a
-    /// client's transaction holding imported buckets never rolls a sample back, and holds the
-    /// next one up by a batch at most. A failure is retried next cycle; failures in
+    /// into the cycle) has passed; the rest waits for the next cycle. Runs after the sample
+    /// committed, under the refresh's lock timeout, so that a large import (weeks of 5-minute
+    /// history for thousands of shards) or a client's transaction holding imported buckets
+    /// never rolls a sample back, and holds the next one up by a batch at most. A failure is retried next cycle; failures in
     /// [`COMPACT_FAILURES_REPORTED`] cycles in a row are a WARNING and `worker_status`'s
     /// `last_error`, since buckets that are never compacted pile up to the retention. Returns
     /// the buckets moved.
@@ -467,9 +463,7 @@ impl Worker {
                         "shardcast worker: {message} ({} cycles in a row)",
                         self.compact_failures
                     );
-                    if let Err(again) = in_transaction(|| worker_state::record_error(&message)) {
-                        debug1!("shardcast worker: could not record the error: {again}");
-                    }
+                    record_error(&message);
                 }
             }
         }
@@ -492,6 +486,14 @@ impl Worker {
             started.elapsed(),
         )?;
         Ok(Outcome::Sampled(report))
+    }
+}
+
+/// Records a failure in `worker_status.last_error`, in a transaction of its own (the failed one
+/// was rolled back); a failure to record it is only logged at DEBUG1.
+fn record_error(message: &str) {
+    if let Err(again) = in_transaction(|| worker_state::record_error(message)) {
+        debug1!("shardcast worker: could not record the error: {again}");
     }
 }
 
