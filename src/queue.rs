@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 use shardcast_core::queue as policy;
 use shardcast_core::schedule::{self, Order, Reason, Task};
 
-use crate::catalog::{forecasts, nodes, tasks};
+use crate::catalog::{nodes, tasks};
 use crate::gucs;
 
 /// One queued task in dispatch order.
@@ -47,14 +47,18 @@ impl QueueSettings {
 /// Scores and tiers are the stored ones (a shard not scored yet takes the coldest stored tier),
 /// never the session's settings.
 fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Error> {
-    let threshold = forecasts::live_loads()?
-        .map(|loads| schedule::prefetch_threshold(&loads, settings.prefetch_quantile))
-        .unwrap_or(f64::INFINITY);
     let mut queued = tasks::queued()?;
-    for q in &mut queued {
-        q.task.prefetch = policy::express(q.lower, threshold);
+    let mut all: Vec<Task> = queued.iter().map(|q| q.task.clone()).collect();
+    let bounds: Vec<Option<policy::Bounds>> = queued.iter().map(|q| q.bounds).collect();
+    policy::mark_express(
+        &mut all,
+        &bounds,
+        settings.order,
+        settings.prefetch_quantile,
+    );
+    for (q, task) in queued.iter_mut().zip(&all) {
+        q.task.prefetch = task.prefetch;
     }
-    let all: Vec<Task> = queued.iter().map(|q| q.task.clone()).collect();
     let order = schedule::dispatch_order_explained(&all, settings.order, settings.window_secs);
 
     let mut nodes = nodes::enabled()?;
@@ -113,13 +117,17 @@ pub fn explain(reason: &Reason) -> String {
             number(own)
         ),
     };
+    // The express lane compares the order's key, the score under FIFO (core's `mark_express`).
+    let lane = match settings.order {
+        Order::Wspt => "density",
+        Order::Score | Order::Fifo => "score",
+    };
+    let express = format!(
+        "express lane: at its forecast's lower bound, its {lane} is above shardcast.prefetch_quantile of the queue's"
+    );
     match reason {
-        Reason::Express { after: None } => {
-            "express lane: forecast lower bound above the threshold".to_string()
-        }
-        Reason::Express { after: Some(p) } => format!(
-            "express lane: forecast lower bound above the threshold; after express task {p}"
-        ),
+        Reason::Express { after: None } => express,
+        Reason::Express { after: Some(p) } => format!("{express}; after express task {p}"),
         Reason::First => match settings.order {
             Order::Wspt => "first after the express lane: the densest (score per byte) of the tasks the overtake window lets go".to_string(),
             Order::Score => "first after the express lane: the highest score of the tasks the overtake window lets go".to_string(),

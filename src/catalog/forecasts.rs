@@ -242,16 +242,7 @@ pub fn published_age_unless(
 /// A forecast's (`f`) expected load in SQL. (to_jsonb: 0.1.0's catalog, which the new library
 /// may meet before `ALTER EXTENSION UPDATE`, has no `expected`, and its point was the expected
 /// load.)
-const EXPECTED_LOAD: &str = "coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)";
-
-/// The expected loads of the live shards (the express lane's threshold is a quantile of them).
-pub fn live_loads() -> Result<Option<Vec<f64>>, pgrx::spi::Error> {
-    Spi::get_one::<Vec<f64>>(&format!(
-        "SELECT coalesce(array_agg({EXPECTED_LOAD}), '{{}}')
-         FROM shardcast.forecast_state f
-         JOIN shardcast.shards s ON s.shard_id = f.shard_id AND s.retired_at IS NULL"
-    ))
-}
+pub(crate) const EXPECTED_LOAD: &str = "coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)";
 
 /// The expected load per hour of the live shard of `relid`; None when it has none.
 pub fn hourly_forecast(relid: pg_sys::Oid) -> Result<Option<f64>, pgrx::spi::Error> {

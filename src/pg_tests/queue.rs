@@ -147,16 +147,21 @@ fn hot_tasks_enqueued_later_than_the_window_do_not_overtake_a_cold_one() {
 fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
     shop_with_history();
     Spi::run("SET LOCAL shardcast.inheritance_factor = 0; SELECT shardcast.refresh_forecasts()").unwrap();
-    // With three shards, the 0.5 quantile of points is the middle one: only orders' lower
-    // bound can exceed it.
+    // With three tasks, the 0.5 quantile of their densities is the middle one's: at equal sizes,
+    // only orders' density at its lower bound can exceed it.
     as_if_reloaded("shardcast.prefetch_quantile", "0.5");
     Spi::run("SELECT shardcast.enqueue_all()").unwrap();
-    set_size("public.f_orders", 100_000_000_000);
-    set_size("public.f_customers", 10_000);
-    set_size("public.f_audit", 10_000);
-    let first = Spi::get_one::<String>("SELECT shard::text || ':' || prefetch FROM shardcast.prioritized_queue WHERE position = 1")
-        .unwrap();
-    assert_eq!(first.as_deref(), Some("f_orders:true"));
+    for t in ["public.f_orders", "public.f_customers", "public.f_audit"] {
+        set_size(t, 10_000);
+    }
+    let lane = || {
+        Spi::get_one::<String>(
+            "SELECT string_agg(shard::text || ':' || prefetch, ',' ORDER BY position) FROM shardcast.prioritized_queue",
+        )
+        .unwrap()
+        .unwrap_or_default()
+    };
+    assert_eq!(lane(), "f_orders:true,f_customers:false,f_audit:false");
     let plan = Spi::get_one::<String>(
         "SELECT shard::text || ':' || worker || ':' || (expected_start = now()) FROM shardcast.allocation_plan(2, 1000000) WHERE position = 1",
     )
@@ -166,6 +171,20 @@ fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
     assert_eq!(manifest["version"], 2);
     assert_eq!(manifest["tasks"][0]["shard"], "public.f_orders");
     assert_eq!(manifest["tasks"][0]["prefetch"], true);
+    // Hottest but huge, orders is the least dense: the lane compares the order's key, so it
+    // no longer goes first, and customers, now the densest by far, does. Under the plain sort
+    // the key is the score, and orders is in the lane again.
+    set_size("public.f_orders", 100_000_000_000);
+    assert_eq!(lane(), "f_customers:true,f_audit:false,f_orders:false");
+    as_if_reloaded("shardcast.ordering", "score");
+    crate::queue::replan().unwrap();
+    assert_eq!(lane(), "f_orders:true,f_customers:false,f_audit:false");
+    let reason = Spi::get_one::<String>("SELECT reason FROM shardcast.queue_explained WHERE position = 1").unwrap();
+    assert_eq!(
+        reason.as_deref(),
+        Some("express lane: at its forecast's lower bound, its score is above shardcast.prefetch_quantile of the queue's")
+    );
+    as_if_reloaded("shardcast.ordering", "wspt");
 }
 
 #[pg_test]

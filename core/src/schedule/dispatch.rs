@@ -164,10 +164,10 @@ pub fn dispatch_order_explained(
     out
 }
 
-/// Tasks whose forecast lower bound is extreme: above the `quantile` of all shards' expected
-/// loads (`loads`). They go to the express lane.
-pub fn prefetch_threshold(loads: &[f64], quantile: f64) -> f64 {
-    let mut sorted: Vec<f64> = loads.iter().copied().filter(|v| v.is_finite()).collect();
+/// The `quantile` of `keys` (interpolated; infinite without keys): what a task's key at its
+/// forecast's lower bound must exceed for the express lane ([`crate::queue::mark_express`]).
+pub fn prefetch_threshold(keys: &[f64], quantile: f64) -> f64 {
+    let mut sorted: Vec<f64> = keys.iter().copied().filter(|v| v.is_finite()).collect();
     if sorted.is_empty() {
         return f64::INFINITY;
     }

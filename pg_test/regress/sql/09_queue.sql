@@ -6,9 +6,10 @@
 -- the enabled node that would finish it earliest (capacity, current load, bytes assigned).
 -- Enqueueing is idempotent: a shard never has two open tasks to one node.
 -- shardcast.prioritized_queue is the dispatch order (position 1 = next): the express lane
--- first (shards whose forecast's lower bound is above shardcast.prefetch_quantile of all
--- forecasts: pre-replication), then shardcast.ordering: 'wspt' (default: score per byte to
--- copy, Smith's rule; density is that ratio), 'score' or 'fifo', no task overtaking one
+-- first (tasks whose density, even at their forecast's lower bound, is above
+-- shardcast.prefetch_quantile of the queued tasks': pre-replication), then
+-- shardcast.ordering: 'wspt' (default: score per byte to copy, Smith's rule; density is that
+-- ratio), 'score' or 'fifo', no task overtaking one
 -- enqueued more than shardcast.overtake_window (1 hour) before it. Claims (10_claims) follow
 -- the order stored at the last replan (every enqueue, failed completion and worker refresh).
 --   allocation_plan(workers int DEFAULT NULL, bandwidth bigint DEFAULT NULL)
@@ -49,8 +50,10 @@ SELECT shardcast.refresh_forecasts();
 -- Sizes are measured at enqueue when the worker has not measured them yet.
 SELECT t.task_id, s.relid::regclass AS shard, t.requested_node, t.node, t.state, t.size_bytes, t.dispatch_rank
 FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) ORDER BY t.task_id;
--- The dispatch order. orders is in the express lane: its forecast is certain (lower bound =
--- point) and above the 0.99 quantile of all shards' expected loads. The rest by score per byte.
+-- The dispatch order. customers is in the express lane: its forecast is certain (lower bound =
+-- point) and its density above the 0.99 quantile of the queued tasks'. orders, as hot but four
+-- times its size, is not: the lane compares the order's key, not the load. The rest by score
+-- per byte.
 SELECT position, task_id, shard, size_bytes, round(score::numeric, 2) AS score, priority_weight,
        round(density::numeric, 6) AS density, tier, prefetch, node
 FROM shardcast.prioritized_queue ORDER BY position;

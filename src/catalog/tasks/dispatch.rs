@@ -2,18 +2,20 @@
 //! nodes to avoid), and the dispatch order it stores for claims to follow.
 
 use pgrx::prelude::*;
+use shardcast_core::queue::Bounds;
 use shardcast_core::schedule::Task;
 
 use crate::catalog::compat_0_1::{for_catalog, replicas_relation};
+use crate::catalog::forecasts::EXPECTED_LOAD;
 
 /// A queued task as read for dispatch, before it is ordered and placed.
 pub struct QueuedRow {
-    /// The task; `prefetch` is left false (the caller decides it from `lower`).
+    /// The task; `prefetch` is left false (the caller decides it from `bounds`).
     pub task: Task,
     pub relid: pg_sys::Oid,
     pub priority_weight: i32,
-    /// Its shard's forecast lower bound.
-    pub lower: Option<f64>,
+    /// Its shard's forecast: the expected load and the lower bound.
+    pub bounds: Option<Bounds>,
     /// The node asked for at enqueue (None: node assignment chooses).
     pub requested_node: Option<String>,
     /// Nodes that other open tasks of the same shard copy to, or that already have it
@@ -25,7 +27,8 @@ pub struct QueuedRow {
 /// The queued tasks of live shards whose relation is still theirs, with the stored scores and
 /// tiers (a shard not scored yet takes the coldest stored tier).
 pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
-    let sql = for_catalog(QUEUED)?.replace("shardcast.replicas", replicas_relation()?);
+    let sql = for_catalog(&QUEUED.replace("{expected_load}", EXPECTED_LOAD))?
+        .replace("shardcast.replicas", replicas_relation()?);
     Spi::connect(|client| {
         client
             .select(&sql, None, &[])?
@@ -42,7 +45,10 @@ pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
                     },
                     relid: row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
                     priority_weight: row.get::<i32>(5)?.unwrap_or_default(),
-                    lower: row.get::<f64>(7)?,
+                    bounds: match (row.get::<f64>(11)?, row.get::<f64>(7)?) {
+                        (Some(expected), Some(lower)) => Some(Bounds { expected, lower }),
+                        _ => None,
+                    },
                     requested_node: row.get::<String>(8)?,
                     taken: row
                         .get::<Vec<Option<String>>>(10)?
@@ -56,7 +62,7 @@ pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
     })
 }
 
-/// The queued tasks statement (see [`queued`]).
+/// The queued tasks statement (see [`queued`]; `{expected_load}` stands for [`EXPECTED_LOAD`]).
 const QUEUED: &str = "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
                     coalesce(sc.priority_weight, 0),
                     coalesce(sc.tier, (SELECT max(tier) FROM shardcast.scores), 1), f.lower,
@@ -67,7 +73,8 @@ const QUEUED: &str = "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(
                                 AND o.state IN ('queued', 'claimed') AND o.node IS NOT NULL
                               UNION
                               SELECT r.node FROM shardcast.replicas r WHERE r.shard_id = t.shard_id)
-                    END
+                    END,
+                    {expected_load}
              FROM shardcast.replication_tasks t
              JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
              JOIN pg_catalog.pg_class c ON c.oid = s.relid AND c.relname = s.table_name
