@@ -1709,7 +1709,7 @@ COMMENT ON COLUMN shardcast.prioritized_queue.position IS
 COMMENT ON COLUMN shardcast.prioritized_queue.density IS
     'Score per byte to copy: the key of the default order (wspt).';
 COMMENT ON COLUMN shardcast.prioritized_queue.prefetch IS
-    'In the express lane: at the forecast''s lower bound, the task''s density (its score under ordering score or fifo) is above shardcast.prefetch_quantile of the queued tasks''.';
+    'In the express lane: even at the lower bounds of the forecasts its score rests on, the task''s density (its score under ordering score or fifo) is above shardcast.prefetch_quantile of the queued tasks''.';
 COMMENT ON COLUMN shardcast.prioritized_queue.node IS
     'The node the task copies to: the one asked for at enqueue, or node assignment''s choice; NULL without an enabled node.';
 

@@ -221,7 +221,7 @@ pub fn init(preloading: bool) {
     // follows, so it is a server setting.
     GucRegistry::define_float_guc(
         c"shardcast.prefetch_quantile",
-        c"Quantile of the queued tasks' densities that a task's density at its forecast's lower bound must exceed for pre-replication.",
+        c"Quantile of the queued tasks' densities that a task's density at its forecasts' lower bounds must exceed for pre-replication.",
         c"Such tasks go to the express lane, dispatched before everything else. Under shardcast.ordering score or fifo, scores are compared instead.",
         &PREFETCH_QUANTILE,
         0.0,

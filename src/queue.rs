@@ -49,10 +49,10 @@ impl QueueSettings {
 fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Error> {
     let mut queued = tasks::queued()?;
     let mut all: Vec<Task> = queued.iter().map(|q| q.task.clone()).collect();
-    let bounds: Vec<Option<policy::Bounds>> = queued.iter().map(|q| q.bounds).collect();
+    let certain: Vec<f64> = queued.iter().map(|q| q.certain).collect();
     policy::mark_express(
         &mut all,
-        &bounds,
+        &certain,
         settings.order,
         settings.prefetch_quantile,
     );
@@ -123,7 +123,7 @@ pub fn explain(reason: &Reason) -> String {
         Order::Score | Order::Fifo => "score",
     };
     let express = format!(
-        "express lane: at its forecast's lower bound, its {lane} is above shardcast.prefetch_quantile of the queue's"
+        "express lane: even at its forecasts' lower bounds, its {lane} is above shardcast.prefetch_quantile of the queue's"
     );
     match reason {
         Reason::Express { after: None } => express,

@@ -50,10 +50,11 @@ SELECT shardcast.refresh_forecasts();
 -- Sizes are measured at enqueue when the worker has not measured them yet.
 SELECT t.task_id, s.relid::regclass AS shard, t.requested_node, t.node, t.state, t.size_bytes, t.dispatch_rank
 FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) ORDER BY t.task_id;
--- The dispatch order. customers is in the express lane: its forecast is certain (lower bound =
--- point) and its density above the 0.99 quantile of the queued tasks'. orders, as hot but four
--- times its size, is not: the lane compares the order's key, not the load. The rest by score
--- per byte.
+-- The dispatch order. customers is in the express lane: most of its score is what orders lifts
+-- it by (06_scores), orders' forecast is certain (lower bound = point), so even at the lower
+-- bounds its density is above the 0.99 quantile of the queued tasks'. orders, with the same
+-- score and four times its size, is not: the lane compares the order's key, not the load. The
+-- rest by score per byte.
 SELECT position, task_id, shard, size_bytes, round(score::numeric, 2) AS score, priority_weight,
        round(density::numeric, 6) AS density, tier, prefetch, node
 FROM shardcast.prioritized_queue ORDER BY position;

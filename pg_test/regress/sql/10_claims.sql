@@ -34,7 +34,7 @@ SELECT count(*) FROM shardcast.claim_task('copier-3', 'replica-c');
 -- A failure: back in the queue in its place, one attempt counted, the detail kept.
 SELECT task_id, shard, node FROM shardcast.claim_task('copier-3') \gset failed_
 SELECT :failed_task_id AS task_id, :'failed_shard' AS shard;
-SELECT shardcast.complete_task(:failed_task_id, false, 'could not connect to replica-a');
+SELECT shardcast.complete_task(:failed_task_id, false, 'could not connect to ' || :'failed_node');
 SELECT task_id, state, attempts, claimed_by, detail FROM shardcast.replication_tasks WHERE task_id = :failed_task_id;
 -- Released by a script that stops: back in the queue in its place, no attempt counted.
 SELECT task_id = :failed_task_id AS same_task, attempts FROM shardcast.claim_task('copier-3');
@@ -81,7 +81,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$ LANGUAGE plpgsql;
 SET shardcast.claim_lease = '1s';
-SELECT task_id, attempts FROM shardcast.claim_task('copier-6') \gset short_
+SELECT task_id, node, attempts FROM shardcast.claim_task('copier-6') \gset short_
 SELECT task_id FROM shardcast.claim_task('copier-8') \gset other_
 RESET shardcast.claim_lease;
 SELECT pg_sleep(1.2);
@@ -95,7 +95,7 @@ SELECT shardcast.release_task(:other_task_id, 'copier-8');
 SELECT task_id = :short_task_id AS same_task, attempts FROM shardcast.claim_task('copier-7');
 SELECT state, attempts, claimed_by, detail FROM shardcast.replication_tasks WHERE task_id = :short_task_id;
 -- After shardcast.max_attempts attempts (3) a task fails for good.
-SELECT shardcast.complete_task(:short_task_id, false, 'disk full on replica-a');
+SELECT shardcast.complete_task(:short_task_id, false, 'disk full on ' || :'short_node');
 SELECT state, attempts, detail FROM shardcast.replication_tasks WHERE task_id = :short_task_id;
 SELECT task_id, table_name, node, worker, succeeded, attempts, priority_weight, detail
 FROM shardcast.completion_log ORDER BY finished_at, task_id;
