@@ -222,6 +222,9 @@ def test_tables_become_ready_in_the_queue_order_hot_and_small_first(clusters, sy
         claims = pub.execute(
             "SELECT t.node, array_agg(s.table_name::text ORDER BY t.claimed_at)"
             " FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) GROUP BY t.node").fetchall()
+        claimed_at = dict(pub.execute(
+            "SELECT s.table_name::text, t.claimed_at FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id)"))
+        first_done = one(pub, "SELECT min(finished_at) FROM shardcast.completion_log")
     ready_rank = {table: i for i, (table,) in enumerate(finished)}
     positions = [plan[table][0] for (table,) in finished]
     assert spearman(positions, list(range(len(positions)))) > 0.6, positions
@@ -233,8 +236,9 @@ def test_tables_become_ready_in_the_queue_order_hot_and_small_first(clusters, sy
     for node, order in claims:
         mine = [shard for shard in order if shard in express]
         assert order[:len(mine)] == mine, (node, order)
-    # ... and ready among the first round of syncs (plan_workers = 4 at once).
-    assert all(ready_rank[shard] < 4 for shard in express), [(s, ready_rank[s]) for s in express]
+    # ... in the first round of claims, before any sync finished (which one finishes first is a
+    # race between copies under way at once).
+    assert all(claimed_at[shard] < first_done for shard in express), (claimed_at, first_done, express)
 
 
 def test_a_listener_hears_one_notification_per_task(clusters, synced):
@@ -242,8 +246,10 @@ def test_a_listener_hears_one_notification_per_task(clusters, synced):
     notes = synced["notifications"]
     with publisher.connect(DB) as pub:
         done = dict(pub.execute("SELECT task_id, priority_weight FROM shardcast.completion_log WHERE succeeded"))
-    assert sorted(n["task"] for n in notes) == sorted(done)
-    assert all(n["succeeded"] and n["priority_weight"] == done[n["task"]] for n in notes)
+    # One success per task (a sync that failed and was retried is announced as failed too).
+    succeeded = [n for n in notes if n["succeeded"]]
+    assert sorted(n["task"] for n in succeeded) == sorted(done)
+    assert all(n["priority_weight"] == done[n["task"]] for n in succeeded)
     assert "100% of the priority weight" in synced["driver"].stdout
 
 

@@ -80,12 +80,14 @@ def test_heartbeats_keep_a_lease(db):
     db.execute("CREATE TABLE public.r_slow (id int)")
     task = one(db, "SELECT shardcast.enqueue('public.r_slow')")
     with psycopg.connect(db.info.dsn, autocommit=True) as worker:
-        worker.execute("SET shardcast.claim_lease = '2s'")
+        # Heartbeats every half second hold a 3 s lease for 4 s: past the lease, with room for a
+        # stall of seconds on a loaded machine.
+        worker.execute("SET shardcast.claim_lease = '3s'")
         got = None
         while got != task:
             got = worker.execute("SELECT task_id FROM shardcast.claim_task('steady')").fetchone()[0]
-        for _ in range(3):
-            time.sleep(1)
+        for _ in range(8):
+            time.sleep(0.5)
             worker.execute("SELECT shardcast.heartbeat(%s)", (task,))
         assert one(db, "SELECT state || ':' || claimed_by FROM shardcast.replication_tasks WHERE task_id = %s", task) == "claimed:steady"
         worker.execute("SELECT shardcast.complete_task(%s)", (task,))
