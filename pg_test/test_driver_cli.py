@@ -311,7 +311,7 @@ def test_a_task_held_by_another_driver_is_waited_for_out_loud_or_exits_4(pair):
         src.execute("CREATE TABLE t_held_a (id int PRIMARY KEY); INSERT INTO t_held_a VALUES (1)")
     task = enqueue(source, "t_held_a", node)
     # The ghost's lease is long enough that the first run (Python's start, a subscription) meets
-    # it held on a loaded machine, then cut to seconds for the second run to wait out.
+    # it held on a loaded machine, then cut to 15 s for the second run to meet and wait out.
     with source.connect(DB) as src:
         src.execute("SET shardcast.claim_lease = '60s'")
         assert one(src, "SELECT task_id FROM shardcast.claim_task('ghost', %s)", node) == task
@@ -321,7 +321,7 @@ def test_a_task_held_by_another_driver_is_waited_for_out_loud_or_exits_4(pair):
     assert task_state(source, task)[2] == "ghost"
     # Without --no-wait: it says it waits, and takes the task over once the ghost's lease runs out.
     with source.connect(DB) as src:
-        src.execute("UPDATE shardcast.replication_tasks SET lease_expires_at = clock_timestamp() + interval '6 s'"
+        src.execute("UPDATE shardcast.replication_tasks SET lease_expires_at = clock_timestamp() + interval '15 s'"
                     " WHERE task_id = %s", [task])
     waited = run(source, "--node", node)
     assert waited.returncode == 0, waited.stdout + waited.stderr

@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 use shardcast_core::queue as policy;
 use shardcast_core::schedule::{self, Order, Reason, Task};
 
-use crate::catalog::{nodes, tasks};
+use crate::catalog::{nodes, scores, tasks};
 use crate::gucs;
 
 /// One queued task in dispatch order.
@@ -49,7 +49,11 @@ impl QueueSettings {
 fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Error> {
     let mut queued = tasks::queued()?;
     let mut all: Vec<Task> = queued.iter().map(|q| q.task.clone()).collect();
-    let certain: Vec<f64> = queued.iter().map(|q| q.certain).collect();
+    let shares = policy::certain_shares(&scores::certainty()?);
+    let certain: Vec<f64> = queued
+        .iter()
+        .map(|q| shares.get(&q.shard_id).copied().unwrap_or(0.0))
+        .collect();
     policy::mark_express(
         &mut all,
         &certain,

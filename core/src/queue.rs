@@ -2,6 +2,8 @@
 //! ([`crate::schedule::dispatch_order`]): whether it takes the express lane, and which node it
 //! copies to.
 
+use std::collections::HashMap;
+
 use crate::schedule::{self, density, Node, Order, Task};
 
 /// A forecast as the express lane reads it: the expected load and the interval's lower bound.
@@ -29,19 +31,65 @@ impl Bounds {
     }
 }
 
-/// The share of a task's score that is left when the forecasts it rests on are at their lower
-/// bounds, in [0, 1]: the base score (its own expected load times its class weight) rests on
-/// its shard's forecast, `own`; what priority inheritance lifted it by rests on the forecast of
-/// the referencing shard that lifted it, `source` (the next hop of the chain). A table that a
-/// certain hot table references is as certain as that table, whatever its own forecast.
-pub fn certain_share(base: f64, lift: f64, own: Option<Bounds>, source: Option<Bounds>) -> f64 {
+/// A scored shard as the express lane judges its certainty: its base score (its own expected
+/// load times its class weight), what priority inheritance lifted it by, the shard that lifted it
+/// (the next hop of the chain), and its own forecast.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    pub base: f64,
+    pub lift: f64,
+    pub source: Option<i32>,
+    pub own: Option<Bounds>,
+}
+
+/// The share of each shard's score that is left when every forecast it rests on is at its lower
+/// bound, in [0, 1]. Inheritance takes the larger of a shard's own score and `factor` times its
+/// source's (lifted) score, so a lifted shard's certain score is the larger of its own base at
+/// its own lower bound and its score times its source's certain share, along the whole chain: a
+/// table that a certain hot table references is as certain as that table, whatever its own
+/// forecast, and one lifted by an uncertain table is no more certain than its own load makes it.
+/// A chain that loops (published scores can lag one another) counts as uncertain where it loops.
+pub fn certain_shares(scored: &HashMap<i32, Scored>) -> HashMap<i32, f64> {
     let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
-    let (base, lift) = (finite(base), finite(lift));
-    let total = base + lift;
-    if !(total > 0.0 && total.is_finite()) {
-        return 0.0;
+    let mut shares: HashMap<i32, f64> = HashMap::with_capacity(scored.len());
+    for &start in scored.keys() {
+        // Walk up the chain to a shard without a lift (or one already known), then back down.
+        let mut chain: Vec<i32> = Vec::new();
+        let mut at = Some(start);
+        let mut above = 0.0;
+        while let Some(id) = at {
+            if let Some(&known) = shares.get(&id) {
+                above = known;
+                break;
+            }
+            if chain.contains(&id) {
+                above = 0.0;
+                break;
+            }
+            let Some(s) = scored.get(&id) else {
+                above = 0.0;
+                break;
+            };
+            chain.push(id);
+            at = if finite(s.lift) > 0.0 { s.source } else { None };
+        }
+        for &id in chain.iter().rev() {
+            let s = scored[&id];
+            let (base, lift) = (finite(s.base), finite(s.lift));
+            let total = base + lift;
+            let own = base * Bounds::certain(s.own);
+            let share = if !(total > 0.0 && total.is_finite()) {
+                0.0
+            } else if lift > 0.0 {
+                (own.max(total * above) / total).clamp(0.0, 1.0)
+            } else {
+                (own / total).clamp(0.0, 1.0)
+            };
+            shares.insert(id, share);
+            above = share;
+        }
     }
-    ((base * Bounds::certain(own) + lift * Bounds::certain(source)) / total).clamp(0.0, 1.0)
+    shares
 }
 
 /// What the express lane compares under `order`: the key the order sorts by where it has one
@@ -61,7 +109,7 @@ fn lane_key(order: Order, task: &Task) -> f64 {
 
 /// Marks the express lane (`Task::prefetch`) among the queued `tasks`: a task goes there when
 /// its key under `order`, times the share of its score that is certain (`certain[i]`, see
-/// [`certain_share`]; 0 where missing), is above the `quantile` of all queued tasks' keys
+/// [`certain_shares`]; 0 where missing), is above the `quantile` of all queued tasks' keys
 /// ([`schedule::prefetch_threshold`]), and above zero.
 ///
 /// The lane goes first, before the order and outside the overtaking window. Comparing in the
@@ -176,29 +224,58 @@ mod tests {
         assert_eq!(lane(&tasks), [false, false, false]);
     }
 
+    fn scored(base: f64, lift: f64, source: Option<i32>, own: Option<Bounds>) -> Scored {
+        Scored {
+            base,
+            lift,
+            source,
+            own,
+        }
+    }
+
     #[test]
-    fn the_certain_share_weighs_the_lift_by_its_sources_forecast() {
-        // Only its own forecast: lower / expected.
-        assert_eq!(certain_share(10.0, 0.0, bounds(10.0, 9.0), None), 0.9);
-        // Mostly lifted by a certain table: nearly certain, whatever its own forecast.
-        let share = certain_share(2.0, 998.0, None, bounds(500.0, 500.0));
-        assert!((share - 0.998).abs() < 1e-12, "{share}");
-        // ... and by an uncertain one: uncertain, however certain its own forecast.
-        let share = certain_share(2.0, 998.0, bounds(2.0, 2.0), bounds(500.0, 0.0));
-        assert!((share - 0.002).abs() < 1e-12, "{share}");
-        // Nothing to be certain of, or values that are no loads: 0. A lower bound above the
-        // expected load counts as the expected load.
-        assert_eq!(certain_share(0.0, 0.0, bounds(1.0, 1.0), None), 0.0);
+    fn the_certain_share_follows_the_chain_of_lifts() {
+        let shares = certain_shares(&HashMap::from([
+            // Its own forecast only: lower / expected.
+            (1, scored(10.0, 0.0, None, bounds(10.0, 9.0))),
+            // A certain hot table (2) lifts 3 (unknown of its own) to its score: as certain as 2;
+            // 3 lifts 4 in turn (a chain): still certain.
+            (2, scored(1000.0, 0.0, None, bounds(500.0, 500.0))),
+            (3, scored(2.0, 998.0, Some(2), None)),
+            (4, scored(0.0, 1000.0, Some(3), bounds(0.0, 0.0))),
+            // An uncertain table (5, half) lifts 6, certain of its own at half the score: the
+            // larger of the two certain parts, a half, not their sum.
+            (5, scored(1000.0, 0.0, None, bounds(10.0, 5.0))),
+            (6, scored(500.0, 500.0, Some(5), bounds(1.0, 1.0))),
+            // ... and one lifted by an idle middle table whose own forecast is nothing: the
+            // middle table's certainty is its source's.
+            (7, scored(0.0, 1000.0, Some(2), bounds(0.0, 0.0))),
+            (8, scored(1.0, 999.0, Some(7), None)),
+            // A loop (scores published at different times), a source that is gone, nothing to
+            // be certain of, values that are no loads, a lower bound above the expected load.
+            (9, scored(1.0, 9.0, Some(10), None)),
+            (10, scored(1.0, 9.0, Some(9), None)),
+            (11, scored(1.0, 9.0, Some(99), bounds(1.0, 1.0))),
+            (12, scored(0.0, 0.0, None, bounds(1.0, 1.0))),
+            (13, scored(f64::NAN, f64::INFINITY, None, bounds(1.0, 1.0))),
+            (
+                14,
+                scored(5.0, 0.0, None, bounds(f64::INFINITY, f64::INFINITY)),
+            ),
+            (15, scored(5.0, 0.0, None, bounds(1.0, 3.0))),
+        ]));
+        let share = |id: i32| shares[&id];
+        assert_eq!(share(1), 0.9);
+        assert_eq!((share(2), share(3), share(4)), (1.0, 1.0, 1.0));
+        assert_eq!((share(5), share(6)), (0.5, 0.5));
+        assert_eq!((share(7), share(8)), (1.0, 1.0));
+        assert_eq!((share(9), share(10)), (0.0, 0.0));
+        assert_eq!(share(11), 0.1);
         assert_eq!(
-            certain_share(f64::NAN, f64::INFINITY, bounds(1.0, 1.0), None),
-            0.0
+            (share(12), share(13), share(14), share(15)),
+            (0.0, 0.0, 0.0, 1.0)
         );
-        assert_eq!(certain_share(5.0, 0.0, bounds(0.0, 0.0), None), 0.0);
-        assert_eq!(
-            certain_share(5.0, 0.0, bounds(f64::INFINITY, f64::INFINITY), None),
-            0.0
-        );
-        assert_eq!(certain_share(5.0, 0.0, bounds(1.0, 3.0), None), 1.0);
+        assert_eq!(shares.len(), 15);
     }
 
     /// The interpolated quantile, computed apart from `prefetch_threshold`.

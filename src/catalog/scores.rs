@@ -4,12 +4,49 @@
 use std::collections::{HashMap, HashSet};
 
 use pgrx::prelude::*;
+use shardcast_core::queue::{Bounds, Scored};
 use shardcast_core::score;
+
+use crate::catalog::forecasts::expected_load;
 
 /// Serialises publishers until the end of the transaction: the worker and a
 /// `refresh_forecasts()` call both replace the published scores.
 pub fn lock_publication() -> Result<(), pgrx::spi::Error> {
     Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('shardcast.publish'))")
+}
+
+/// Each live scored shard's certainty as the express lane reads it
+/// (`shardcast_core::queue::certain_shares`): its base score, lift and lift source from the
+/// published scores, and its own forecast's expected load and lower bound.
+pub fn certainty() -> Result<HashMap<i32, Scored>, pgrx::spi::Error> {
+    let sql = format!(
+        "SELECT sc.shard_id, sc.base_score, sc.lift, sc.lift_source, {}, f.lower
+         FROM shardcast.scores sc
+         JOIN shardcast.shards s ON s.shard_id = sc.shard_id AND s.retired_at IS NULL
+         LEFT JOIN shardcast.forecast_state f ON f.shard_id = sc.shard_id",
+        expected_load("f")
+    );
+    Spi::connect(|client| {
+        client
+            .select(&sql, None, &[])?
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                let own = match (row.get::<f64>(5)?, row.get::<f64>(6)?) {
+                    (Some(expected), Some(lower)) => Some(Bounds { expected, lower }),
+                    _ => None,
+                };
+                Ok((
+                    row.get::<i32>(1)?.unwrap_or_default(),
+                    Scored {
+                        base: row.get::<f64>(2)?.unwrap_or_default(),
+                        lift: row.get::<f64>(3)?.unwrap_or_default(),
+                        source: row.get::<i32>(4)?,
+                        own,
+                    },
+                ))
+            })
+            .collect::<Result<HashMap<_, _>, pgrx::spi::Error>>()
+    })
 }
 
 /// The ids of the live shards.

@@ -214,6 +214,46 @@ fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
 }
 
 #[pg_test]
+fn a_lifted_table_is_as_certain_as_the_table_that_lifts_it() {
+    shop_with_history();
+    // customers is referenced by orders, and lifted to its score (inheritance_factor 1): its own
+    // load is a hundredth of that. Small, it is the densest task by far; at the default 0.99
+    // quantile of three tasks it takes the lane only if nearly all of its score is certain.
+    Spi::run("SELECT shardcast.refresh_forecasts(); SELECT shardcast.enqueue_all()").unwrap();
+    set_size("public.f_orders", 100_000_000_000);
+    set_size("public.f_customers", 10_000);
+    set_size("public.f_audit", 10_000);
+    let lifted = Spi::get_one::<bool>(
+        "SELECT lift > 10 * base_score FROM shardcast.scores sc JOIN shardcast.shards s USING (shard_id)
+         WHERE s.table_name = 'f_customers'",
+    )
+    .unwrap();
+    assert_eq!(lifted, Some(true));
+    let forecast = |table: &str, lower_share: f64| {
+        Spi::run_with_args(
+            "UPDATE shardcast.forecast_state f SET lower = f.expected * $2 FROM shardcast.shards s
+             WHERE s.shard_id = f.shard_id AND s.table_name = $1",
+            &[table.into(), lower_share.into()],
+        )
+        .unwrap();
+        crate::queue::replan().unwrap();
+        Spi::get_one::<bool>(
+            "SELECT prefetch FROM shardcast.prioritized_queue q JOIN shardcast.shards s ON s.relid = q.shard
+             WHERE s.table_name = 'f_customers'",
+        )
+        .unwrap()
+    };
+    // Certain orders, certain customers: in the lane.
+    forecast("f_customers", 1.0);
+    assert_eq!(forecast("f_orders", 1.0), Some(true));
+    // Orders uncertain: so is what it lifts, however certain customers' own small load is.
+    assert_eq!(forecast("f_orders", 0.3), Some(false));
+    // Orders certain again, customers' own forecast unknown: the lift alone carries it.
+    assert_eq!(forecast("f_orders", 1.0), Some(true));
+    assert_eq!(forecast("f_customers", 0.0), Some(true));
+}
+
+#[pg_test]
 fn the_plan_shares_workers_and_bandwidth() {
     shop_with_history();
     Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();

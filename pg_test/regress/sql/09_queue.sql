@@ -6,8 +6,9 @@
 -- the enabled node that would finish it earliest (capacity, current load, bytes assigned).
 -- Enqueueing is idempotent: a shard never has two open tasks to one node.
 -- shardcast.prioritized_queue is the dispatch order (position 1 = next): the express lane
--- first (tasks whose density, even at their forecast's lower bound, is above
--- shardcast.prefetch_quantile of the queued tasks': pre-replication), then
+-- first (tasks whose density, even at the lower bounds of the forecasts their score rests on,
+-- is above shardcast.prefetch_quantile of the queued tasks'; under 'score' or 'fifo' the score
+-- is compared: pre-replication), then
 -- shardcast.ordering: 'wspt' (default: score per byte to copy, Smith's rule; density is that
 -- ratio), 'score' or 'fifo', no task overtaking one
 -- enqueued more than shardcast.overtake_window (1 hour) before it. Claims (10_claims) follow
@@ -51,8 +52,8 @@ SELECT shardcast.refresh_forecasts();
 SELECT t.task_id, s.relid::regclass AS shard, t.requested_node, t.node, t.state, t.size_bytes, t.dispatch_rank
 FROM shardcast.replication_tasks t JOIN shardcast.shards s USING (shard_id) ORDER BY t.task_id;
 -- The dispatch order. customers is in the express lane: most of its score is what orders lifts
--- it by (06_scores), orders' forecast is certain (lower bound = point), so even at the lower
--- bounds its density is above the 0.99 quantile of the queued tasks'. orders, with the same
+-- it by (06_scores), orders' forecast is certain (its lower bound is its expected load), so even
+-- at the lower bounds its density is above the 0.99 quantile of the queued tasks'. orders, with the same
 -- score and four times its size, is not: the lane compares the order's key, not the load. The
 -- rest by score per byte.
 SELECT position, task_id, shard, size_bytes, round(score::numeric, 2) AS score, priority_weight,

@@ -2,21 +2,18 @@
 //! nodes to avoid), and the dispatch order it stores for claims to follow.
 
 use pgrx::prelude::*;
-use shardcast_core::queue::{certain_share, Bounds};
 use shardcast_core::schedule::Task;
 
 use crate::catalog::compat_0_1::{for_catalog, replicas_relation};
-use crate::catalog::forecasts::expected_load;
 
 /// A queued task as read for dispatch, before it is ordered and placed.
 pub struct QueuedRow {
-    /// The task; `prefetch` is left false (the caller decides it from `certain`).
+    /// The task; `prefetch` is left false (the caller decides it, see `crate::queue`).
     pub task: Task,
     pub relid: pg_sys::Oid,
     pub priority_weight: i32,
-    /// The share of its score that is certain (`shardcast_core::queue::certain_share`): what
-    /// the express lane weighs its key by.
-    pub certain: f64,
+    /// Its shard (the express lane looks its certainty up by it).
+    pub shard_id: i32,
     /// The node asked for at enqueue (None: node assignment chooses).
     pub requested_node: Option<String>,
     /// Nodes that other open tasks of the same shard copy to, or that already have it
@@ -28,10 +25,7 @@ pub struct QueuedRow {
 /// The queued tasks of live shards whose relation is still theirs, with the stored scores and
 /// tiers (a shard not scored yet takes the coldest stored tier).
 pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
-    let queued = QUEUED
-        .replace("{expected_load}", &expected_load("f"))
-        .replace("{lift_source_expected_load}", &expected_load("fl"));
-    let sql = for_catalog(&queued)?.replace("shardcast.replicas", replicas_relation()?);
+    let sql = for_catalog(QUEUED)?.replace("shardcast.replicas", replicas_relation()?);
     Spi::connect(|client| {
         client
             .select(&sql, None, &[])?
@@ -48,12 +42,7 @@ pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
                     },
                     relid: row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
                     priority_weight: row.get::<i32>(5)?.unwrap_or_default(),
-                    certain: certain_share(
-                        row.get::<f64>(12)?.unwrap_or_default(),
-                        row.get::<f64>(13)?.unwrap_or_default(),
-                        bounds(row.get::<f64>(11)?, row.get::<f64>(7)?),
-                        bounds(row.get::<f64>(14)?, row.get::<f64>(15)?),
-                    ),
+                    shard_id: row.get::<i32>(7)?.unwrap_or_default(),
                     requested_node: row.get::<String>(8)?,
                     taken: row
                         .get::<Vec<Option<String>>>(10)?
@@ -67,19 +56,10 @@ pub fn queued() -> Result<Vec<QueuedRow>, pgrx::spi::Error> {
     })
 }
 
-/// A forecast's expected load and lower bound, when both are known.
-fn bounds(expected: Option<f64>, lower: Option<f64>) -> Option<Bounds> {
-    Some(Bounds {
-        expected: expected?,
-        lower: lower?,
-    })
-}
-
-/// The queued tasks statement (see [`queued`]; `{expected_load}` and
-/// `{lift_source_expected_load}` stand for [`expected_load`] of `f` and of `fl`).
+/// The queued tasks statement (see [`queued`]).
 const QUEUED: &str = "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(sc.score, 0),
                     coalesce(sc.priority_weight, 0),
-                    coalesce(sc.tier, (SELECT max(tier) FROM shardcast.scores), 1), f.lower,
+                    coalesce(sc.tier, (SELECT max(tier) FROM shardcast.scores), 1), t.shard_id,
                     t.requested_node, extract(epoch FROM t.enqueued_at)::float8,
                     CASE WHEN t.requested_node IS NULL THEN
                         ARRAY(SELECT o.node FROM shardcast.replication_tasks o
@@ -87,16 +67,12 @@ const QUEUED: &str = "SELECT t.task_id, s.relid, t.size_bytes::float8, coalesce(
                                 AND o.state IN ('queued', 'claimed') AND o.node IS NOT NULL
                               UNION
                               SELECT r.node FROM shardcast.replicas r WHERE r.shard_id = t.shard_id)
-                    END,
-                    {expected_load}, sc.base_score, sc.lift,
-                    {lift_source_expected_load}, fl.lower
+                    END
              FROM shardcast.replication_tasks t
              JOIN shardcast.shards s ON s.shard_id = t.shard_id AND s.retired_at IS NULL
              JOIN pg_catalog.pg_class c ON c.oid = s.relid AND c.relname = s.table_name
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schema_name
              LEFT JOIN shardcast.scores sc ON sc.shard_id = t.shard_id
-             LEFT JOIN shardcast.forecast_state f ON f.shard_id = t.shard_id
-             LEFT JOIN shardcast.forecast_state fl ON fl.shard_id = sc.lift_source
              WHERE t.state = 'queued'
                -- Table copies only: Citus moves are ranked by enqueue_citus_rebalance (to_jsonb:
                -- 0.1.0's catalog has no kind, and every task there is a copy).
