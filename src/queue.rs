@@ -49,7 +49,13 @@ impl QueueSettings {
 fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Error> {
     let mut queued = tasks::queued()?;
     let mut all: Vec<Task> = queued.iter().map(|q| q.task.clone()).collect();
-    let shares = policy::certain_shares(&scores::certainty()?);
+    // Every scored shard's certainty, since a chain of lifts runs through shards not queued; not
+    // read for an empty queue (most replans after the last claim).
+    let shares = if queued.is_empty() {
+        Default::default()
+    } else {
+        policy::certain_shares(&scores::certainty()?)
+    };
     let certain: Vec<f64> = queued
         .iter()
         .map(|q| shares.get(&q.shard_id).copied().unwrap_or(0.0))

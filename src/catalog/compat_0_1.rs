@@ -14,6 +14,22 @@ pub fn remembers_replicas() -> Result<bool, pgrx::spi::Error> {
     )
 }
 
+/// The expected load of the `shardcast.forecast_state` row aliased `alias`, as a column: 0.1.0's
+/// catalog has no `expected`, and its point was the expected load. (Where a statement reads many
+/// rows this beats a `to_jsonb` of each, as `forecasts` does for one: that took 107 ms for
+/// 10,000 rows.)
+pub fn expected_column(alias: &str) -> Result<String, pgrx::spi::Error> {
+    let current = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                        WHERE attrelid = 'shardcast.forecast_state'::pg_catalog.regclass
+                          AND attname = 'expected' AND NOT attisdropped)",
+    )? == Some(true);
+    Ok(format!(
+        "{alias}.{}",
+        if current { "expected" } else { "point" }
+    ))
+}
+
 /// `statement` for this catalog: 0.1.0's names the node asked for at enqueue
 /// `replication_tasks.destination`, 0.2.0's `requested_node`. Statements that 0.1.0's functions
 /// (enqueue, enqueue_all, enqueue_publication) and the worker's replan run through this library

@@ -239,22 +239,19 @@ pub fn published_age_unless(
     .map(|age| age.and_then(|secs| Duration::try_from_secs_f64(secs).ok()))
 }
 
-/// The expected load of the `shardcast.forecast_state` row aliased `alias`, in SQL. (to_jsonb:
-/// 0.1.0's catalog, which the new library may meet before `ALTER EXTENSION UPDATE`, has no
-/// `expected`, and its point was the expected load.)
-pub(crate) fn expected_load(alias: &str) -> String {
-    format!("coalesce((to_jsonb({alias}) ->> 'expected')::float8, {alias}.point)")
-}
+/// A forecast's (`f`) expected load in SQL. (to_jsonb: 0.1.0's catalog, which the new library
+/// may meet before `ALTER EXTENSION UPDATE`, has no `expected`, and its point was the expected
+/// load.)
+const EXPECTED_LOAD: &str = "coalesce((to_jsonb(f) ->> 'expected')::float8, f.point)";
 
 /// The expected load per hour of the live shard of `relid`; None when it has none.
 pub fn hourly_forecast(relid: pg_sys::Oid) -> Result<Option<f64>, pgrx::spi::Error> {
     Spi::get_one_with_args::<f64>(
         &format!(
-            "SELECT (SELECT {} / greatest(extract(epoch FROM f.horizon) / 3600, 1)
+            "SELECT (SELECT {EXPECTED_LOAD} / greatest(extract(epoch FROM f.horizon) / 3600, 1)
                      FROM shardcast.forecast_state f JOIN shardcast.shards s USING (shard_id)
                      WHERE s.relid = $1 AND s.retired_at IS NULL
-                       AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)",
-            expected_load("f")
+                       AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)"
         ),
         &[relid.into()],
     )

@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 use shardcast_core::queue::{Bounds, Scored};
 use shardcast_core::score;
 
-use crate::catalog::forecasts::expected_load;
+use crate::catalog::compat_0_1::expected_column;
 
 /// Serialises publishers until the end of the transaction: the worker and a
 /// `refresh_forecasts()` call both replace the published scores.
@@ -24,7 +24,7 @@ pub fn certainty() -> Result<HashMap<i32, Scored>, pgrx::spi::Error> {
          FROM shardcast.scores sc
          JOIN shardcast.shards s ON s.shard_id = sc.shard_id AND s.retired_at IS NULL
          LEFT JOIN shardcast.forecast_state f ON f.shard_id = sc.shard_id",
-        expected_load("f")
+        expected_column("f")?
     );
     Spi::connect(|client| {
         client
