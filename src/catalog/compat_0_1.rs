@@ -19,15 +19,20 @@ pub fn remembers_replicas() -> Result<bool, pgrx::spi::Error> {
 /// rows this beats a `to_jsonb` of each, as `forecasts` does for one: that took 107 ms for
 /// 10,000 rows.)
 pub fn expected_column(alias: &str) -> Result<String, pgrx::spi::Error> {
-    let current = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
-                        WHERE attrelid = 'shardcast.forecast_state'::pg_catalog.regclass
-                          AND attname = 'expected' AND NOT attisdropped)",
-    )? == Some(true);
+    let current = has_column("shardcast.forecast_state", "expected")?;
     Ok(format!(
         "{alias}.{}",
         if current { "expected" } else { "point" }
     ))
+}
+
+/// Whether the catalog's `table` has a column `column`.
+fn has_column(table: &str, column: &str) -> Result<bool, pgrx::spi::Error> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                        WHERE attrelid = $1::pg_catalog.regclass AND attname = $2 AND NOT attisdropped)",
+        &[table.into(), column.into()],
+    )? == Some(true))
 }
 
 /// `statement` for this catalog: 0.1.0's names the node asked for at enqueue
@@ -37,16 +42,13 @@ pub fn expected_column(alias: &str) -> Result<String, pgrx::spi::Error> {
 /// here. Only the whole word `requested_node` is renamed ([`destination_for_requested_node`]):
 /// in these statements it is that column, never part of a longer name.
 pub fn for_catalog(statement: &str) -> Result<String, pgrx::spi::Error> {
-    let old = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
-                        WHERE attrelid = 'shardcast.replication_tasks'::pg_catalog.regclass
-                          AND attname = 'destination' AND NOT attisdropped)",
-    )? == Some(true);
-    Ok(if old {
-        destination_for_requested_node(statement)
-    } else {
-        statement.to_string()
-    })
+    Ok(
+        if has_column("shardcast.replication_tasks", "destination")? {
+            destination_for_requested_node(statement)
+        } else {
+            statement.to_string()
+        },
+    )
 }
 
 /// `statement` with each word `requested_node` renamed `destination`: the whole word only, not
