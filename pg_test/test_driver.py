@@ -219,8 +219,10 @@ def test_tables_become_ready_in_the_queue_order_hot_and_small_first(clusters, sy
     with publisher.connect(DB) as pub:
         finished = pub.execute(
             "SELECT table_name FROM shardcast.completion_log WHERE succeeded ORDER BY finished_at").fetchall()
-        # Each table's first claim (a sync that failed and was claimed again keeps its first).
-        first_claims = "SELECT node, table_name::text AS shard, min(claimed_at) AS at FROM shardcast.completion_log GROUP BY 1, 2"
+        # Each table's first claim and its node (a sync that failed is claimed again later, maybe
+        # for the other node: its first claim counts).
+        first_claims = ("SELECT DISTINCT ON (table_name) node, table_name::text AS shard, claimed_at AS at"
+                        " FROM shardcast.completion_log ORDER BY table_name, claimed_at")
         claims = pub.execute(
             f"SELECT node, array_agg(shard ORDER BY at) FROM ({first_claims}) c GROUP BY node").fetchall()
         claimed_at = dict(pub.execute(f"SELECT shard, at FROM ({first_claims}) c"))

@@ -48,7 +48,7 @@ pub struct Scored {
 /// its own lower bound and its score times its source's certain share, along the whole chain: a
 /// table that a certain hot table references is as certain as that table, whatever its own
 /// forecast, and one lifted by an uncertain table is no more certain than its own load makes it.
-/// A chain that loops (published scores can lag one another) counts as uncertain where it loops.
+/// A chain that loops (which inheritance never makes) counts as uncertain where it loops.
 pub fn certain_shares(scored: &HashMap<i32, Scored>) -> HashMap<i32, f64> {
     let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
     let mut shares: HashMap<i32, f64> = HashMap::with_capacity(scored.len());
