@@ -65,6 +65,7 @@ fn compute_queue(settings: QueueSettings) -> Result<Vec<Queued>, pgrx::spi::Erro
         &certain,
         settings.order,
         settings.prefetch_quantile,
+        settings.window_secs,
     );
     for (q, task) in queued.iter_mut().zip(&all) {
         q.task.prefetch = task.prefetch;

@@ -110,21 +110,40 @@ fn lane_key(order: Order, task: &Task) -> f64 {
 /// Marks the express lane (`Task::prefetch`) among the queued `tasks`: a task goes there when
 /// its key under `order`, times the share of its score that is certain (`certain[i]`, see
 /// [`certain_shares`]; 0 where missing), is above the `quantile` of all queued tasks' keys
-/// ([`schedule::prefetch_threshold`]), and above zero.
+/// ([`schedule::prefetch_threshold`]), and above zero; and when it was enqueued at most
+/// `window_secs` (the overtaking window) after the oldest queued task.
 ///
-/// The lane goes first, before the order and outside the overtaking window. Comparing in the
-/// order's own key keeps that cheap: what the lane takes is above the quantile even at its lower
-/// bounds, so on a one-shot queue under WSPT it can go before only tasks above the quantile
-/// too (with certain forecasts, the lane is exactly the head of WSPT's order), while a
-/// certainly dense task enqueued late still overtakes the window. When the lane compared loads,
-/// the hottest shard went first whatever its size: on groups of ten real hourly series (M4) and
-/// one copy channel the queue captured 0.979 of the foresight order's gain at 1 h, against
-/// 1.000 for WSPT on the same forecasts. In a queue of n tasks the densest one takes the lane
-/// only when its certain share is above 1 - (1 - quantile) (n - 1) or so (the quantile is
-/// interpolated), so that with the default 0.99 a short queue takes only near-certain tasks.
-pub fn mark_express(tasks: &mut [Task], certain: &[f64], order: Order, quantile: f64) {
+/// The lane goes first. Comparing in the order's own key keeps that cheap: what the lane takes
+/// is above the quantile even at its lower bounds, so on a one-shot queue under WSPT it can go
+/// before only tasks above the quantile too (with certain forecasts, the lane is exactly the
+/// head of WSPT's order). When the lane compared loads, the hottest shard went first whatever
+/// its size: on groups of ten real hourly series (M4) and one copy channel the queue captured
+/// 0.979 of the foresight order's gain at 1 h, against 1.000 for WSPT on the same forecasts.
+/// The window bounds the lane as it bounds the order: the quantile is the queue's, and in an
+/// endless stream of hot tasks the backlog keeps the less dense, so that a lane outside the
+/// window took most new arrivals and a cold task waited for ever (simulated in
+/// `schedule::dispatch`). In a queue of n tasks the densest one takes the lane only when its
+/// certain share is above 1 - (1 - quantile) (n - 1) or so (the quantile is interpolated), so
+/// that with the default 0.99 a short queue takes only near-certain tasks.
+pub fn mark_express(
+    tasks: &mut [Task],
+    certain: &[f64],
+    order: Order,
+    quantile: f64,
+    window_secs: f64,
+) {
     let keys: Vec<f64> = tasks.iter().map(|t| lane_key(order, t)).collect();
     let threshold = schedule::prefetch_threshold(&keys, quantile);
+    let window = if window_secs.is_nan() {
+        0.0
+    } else {
+        window_secs.max(0.0)
+    };
+    let oldest = tasks
+        .iter()
+        .map(|t| t.enqueued_at)
+        .filter(|at| at.is_finite())
+        .fold(f64::INFINITY, f64::min);
     for (i, task) in tasks.iter_mut().enumerate() {
         let share = certain.get(i).copied().unwrap_or(0.0);
         let share = if share.is_nan() {
@@ -133,7 +152,8 @@ pub fn mark_express(tasks: &mut [Task], certain: &[f64], order: Order, quantile:
             share.clamp(0.0, 1.0)
         };
         let key = keys[i] * share;
-        task.prefetch = key > threshold && key > 0.0;
+        let in_window = task.enqueued_at <= oldest + window;
+        task.prefetch = key > threshold && key > 0.0 && in_window;
     }
 }
 
@@ -201,27 +221,76 @@ mod tests {
         // The hottest shard is also the largest: by load it would be extreme, by density it is
         // the coldest, so WSPT keeps it out of the lane; the plain sort puts it there.
         let mut tasks = queued(&[(1e9, 100.0), (1e6, 10.0), (1e6, 5.0)]);
-        mark_express(&mut tasks, &[0.9, 0.9, 0.0], Order::Wspt, 0.5);
+        mark_express(
+            &mut tasks,
+            &[0.9, 0.9, 0.0],
+            Order::Wspt,
+            0.5,
+            f64::INFINITY,
+        );
         assert_eq!(lane(&tasks), [false, true, false]);
-        mark_express(&mut tasks, &[0.9, 0.9, 0.0], Order::Score, 0.5);
+        mark_express(
+            &mut tasks,
+            &[0.9, 0.9, 0.0],
+            Order::Score,
+            0.5,
+            f64::INFINITY,
+        );
         assert_eq!(lane(&tasks), [true, false, false]);
-        mark_express(&mut tasks, &[0.9, 0.9, 0.0], Order::Fifo, 0.5);
+        mark_express(
+            &mut tasks,
+            &[0.9, 0.9, 0.0],
+            Order::Fifo,
+            0.5,
+            f64::INFINITY,
+        );
         assert_eq!(lane(&tasks), [true, false, false]);
         // A wide interval keeps the densest out: at its lower bound it is no denser than the
         // middle task.
-        mark_express(&mut tasks, &[0.0, 0.4, 0.0], Order::Wspt, 0.5);
+        mark_express(
+            &mut tasks,
+            &[0.0, 0.4, 0.0],
+            Order::Wspt,
+            0.5,
+            f64::INFINITY,
+        );
         assert_eq!(lane(&tasks), [false, false, false]);
         // Nothing without a certain share, above the top quantile, or with shares missing (a
         // flag set before is cleared).
-        mark_express(&mut tasks, &[0.0, 0.0, f64::NAN], Order::Wspt, 0.0);
+        mark_express(
+            &mut tasks,
+            &[0.0, 0.0, f64::NAN],
+            Order::Wspt,
+            0.0,
+            f64::INFINITY,
+        );
         assert_eq!(lane(&tasks), [false, false, false]);
-        mark_express(&mut tasks, &[1.0, 1.0, 1.0], Order::Wspt, 1.0);
+        mark_express(
+            &mut tasks,
+            &[1.0, 1.0, 1.0],
+            Order::Wspt,
+            1.0,
+            f64::INFINITY,
+        );
         assert_eq!(lane(&tasks), [false, false, false]);
         // At quantile 0 everything above the least dense goes.
-        mark_express(&mut tasks, &[1.0, 1.0, 1.0], Order::Wspt, 0.0);
+        mark_express(
+            &mut tasks,
+            &[1.0, 1.0, 1.0],
+            Order::Wspt,
+            0.0,
+            f64::INFINITY,
+        );
         assert_eq!(lane(&tasks), [false, true, true]);
-        mark_express(&mut tasks, &[], Order::Wspt, 0.0);
+        mark_express(&mut tasks, &[], Order::Wspt, 0.0, f64::INFINITY);
         assert_eq!(lane(&tasks), [false, false, false]);
+        // The window bounds the lane: enqueued more than the window after the oldest queued
+        // task, the densest waits for its turn like any other.
+        tasks[1].enqueued_at = 3601.0;
+        mark_express(&mut tasks, &[0.9, 0.9, 0.0], Order::Wspt, 0.5, 3600.0);
+        assert_eq!(lane(&tasks), [false, false, false]);
+        mark_express(&mut tasks, &[0.9, 0.9, 0.0], Order::Wspt, 0.5, 3601.0);
+        assert_eq!(lane(&tasks), [false, true, false]);
     }
 
     fn scored(base: f64, lift: f64, source: Option<i32>, own: Option<Bounds>) -> Scored {
@@ -299,7 +368,7 @@ mod tests {
         ) {
             let mut tasks = queued(&specs.iter().map(|&(b, s, _)| (b, s)).collect::<Vec<_>>());
             let shares: Vec<f64> = specs.iter().map(|s| s.2).collect();
-            mark_express(&mut tasks, &shares, order, quantile);
+            mark_express(&mut tasks, &shares, order, quantile, f64::INFINITY);
             let key = |t: &Task| if order == Order::Wspt { density(t) } else { t.score };
             let keys: Vec<f64> = tasks.iter().map(key).collect();
             let threshold = quantile_of(&keys, quantile);
@@ -315,7 +384,7 @@ mod tests {
                     prop_assert!(density(t) > threshold);
                 }
                 let mut certain = tasks.clone();
-                mark_express(&mut certain, &vec![1.0; tasks.len()], order, quantile);
+                mark_express(&mut certain, &vec![1.0; tasks.len()], order, quantile, f64::INFINITY);
                 for t in &certain {
                     prop_assert_eq!(t.prefetch, density(t) > threshold && density(t) > 0.0);
                 }

@@ -171,9 +171,9 @@ fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
     assert_eq!(manifest["version"], 2);
     assert_eq!(manifest["tasks"][0]["shard"], "public.f_orders");
     assert_eq!(manifest["tasks"][0]["prefetch"], true);
-    // The lane is outside the overtaking window: enqueued two hours after the others, under a
-    // window of 0 (first come, first served), orders still goes first, in the view and in the
-    // order stored for claims; without the lane it goes last.
+    // The window bounds the lane as it bounds the order: enqueued two hours after the others,
+    // under a window of 0 (first come, first served), orders waits its turn, last, in the view
+    // and in the order stored for claims; under a window of three hours it is in the lane again.
     as_if_reloaded("shardcast.overtake_window", "0");
     Spi::run(
         "UPDATE shardcast.replication_tasks t SET enqueued_at = t.enqueued_at + interval '2 hours'
@@ -181,7 +181,6 @@ fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
     )
     .unwrap();
     crate::queue::replan().unwrap();
-    assert_eq!(lane(), "f_orders:true,f_customers:false,f_audit:false");
     let stored = || {
         Spi::get_one::<String>(
             "SELECT string_agg(s.table_name::text, ',' ORDER BY t.dispatch_rank)
@@ -190,13 +189,18 @@ fn the_express_lane_goes_first_in_queue_plan_and_manifest() {
         .unwrap()
         .unwrap_or_default()
     };
-    assert_eq!(stored(), "f_orders,f_customers,f_audit");
-    as_if_reloaded("shardcast.prefetch_quantile", "1");
-    crate::queue::replan().unwrap();
     assert_eq!(lane(), "f_customers:false,f_audit:false,f_orders:false");
     assert_eq!(stored(), "f_customers,f_audit,f_orders");
-    as_if_reloaded("shardcast.prefetch_quantile", "0.5");
+    as_if_reloaded("shardcast.overtake_window", "3h");
+    crate::queue::replan().unwrap();
+    assert_eq!(lane(), "f_orders:true,f_customers:false,f_audit:false");
+    assert_eq!(stored(), "f_orders,f_customers,f_audit");
     as_if_reloaded("shardcast.overtake_window", "1h");
+    Spi::run(
+        "UPDATE shardcast.replication_tasks t SET enqueued_at = t.enqueued_at - interval '2 hours'
+         FROM shardcast.shards s WHERE s.shard_id = t.shard_id AND s.table_name = 'f_orders'",
+    )
+    .unwrap();
     // Hottest but huge, orders is the least dense: the lane compares the order's key, so it
     // no longer goes first, and customers, now the densest by far, does. Under the plain sort
     // the key is the score, and orders is in the lane again.

@@ -49,8 +49,9 @@ impl Eq for Ready<'_> {}
 /// included), and also at the latest at a + (R + B + A) / b, where R is the rest of the copy in
 /// flight at a, B the bytes queued at a and A the bytes enqueued during (a, a + window]: however
 /// hot the tasks that keep arriving, nothing enqueued later than a + window goes first. The
-/// express lane is outside the window: express-lane bytes that arrive while a task waits add to
-/// its bound.
+/// express lane goes first whatever its tasks' enqueue times, so the bound holds because
+/// `crate::queue::mark_express` takes no task enqueued more than the window after the oldest
+/// queued one.
 pub fn dispatch_order(tasks: &[Task], order: Order, window_secs: f64) -> Vec<usize> {
     dispatch_order_explained(tasks, order, window_secs)
         .into_iter()
@@ -251,7 +252,11 @@ mod tests {
     /// queue is replanned (as the driver's --follow does at every arrival, and nothing else
     /// changes between arrivals) and the first task is dispatched. Returns the cold task's
     /// dispatch time, if it is dispatched before `until`, and the bytes (in flight, queued,
-    /// arriving within the window) that the bound counts at its arrival.
+    /// arriving within the window) that the bound counts at its arrival. With `lane` (a quantile
+    /// and the window the lane is held to), the hot tasks' scores vary (1000-2000, spread
+    /// evenly) and every replan marks the express lane, every forecast certain
+    /// (`crate::queue::mark_express`); the third value is the bytes of express tasks enqueued
+    /// after the cold task's window that went before it.
     fn simulate_stream(
         window: f64,
         bandwidth: f64,
@@ -259,15 +264,20 @@ mod tests {
         every: f64,
         cold_at: f64,
         until: f64,
-    ) -> (Option<f64>, f64) {
+        lane: Option<(f64, f64)>,
+    ) -> (Option<f64>, f64, f64) {
         const COLD: i64 = -1;
+        let score = |i: usize| match lane {
+            Some(_) => 1000.0 * (1.0 + ((i * 37) % 100) as f64 / 100.0),
+            None => 1000.0,
+        };
         let mut arrivals: Vec<Task> = (0..)
             .map(|i| i as f64 * every)
             .take_while(|at| *at < until)
             .enumerate()
             .map(|(i, at)| Task {
                 enqueued_at: at,
-                ..task(i as i64, hot_bytes, 1000.0, 1)
+                ..task(i as i64, hot_bytes, score(i), 1)
             })
             .collect();
         arrivals.push(Task {
@@ -278,6 +288,7 @@ mod tests {
         let (mut now, mut arrived, mut busy_until) = (0.0f64, 0, 0.0f64);
         let mut queue: Vec<Task> = Vec::new();
         let mut counted = None;
+        let mut express_late = 0.0;
         while now < until {
             while arrived < arrivals.len() && arrivals[arrived].enqueued_at <= now {
                 if arrivals[arrived].task_id == COLD {
@@ -296,10 +307,23 @@ mod tests {
                 arrived += 1;
             }
             if busy_until <= now && !queue.is_empty() {
+                if let Some((quantile, lane_window)) = lane {
+                    let certain = vec![1.0; queue.len()];
+                    crate::queue::mark_express(
+                        &mut queue,
+                        &certain,
+                        Order::Wspt,
+                        quantile,
+                        lane_window,
+                    );
+                }
                 let first = dispatch_order(&queue, Order::Wspt, window)[0];
                 let task = queue.swap_remove(first);
                 if task.task_id == COLD {
-                    return (Some(now), counted.unwrap_or(0.0));
+                    return (Some(now), counted.unwrap_or(0.0), express_late);
+                }
+                if task.prefetch && task.enqueued_at > cold_at + window && counted.is_some() {
+                    express_late += task.bytes;
                 }
                 busy_until = now + task.bytes / bandwidth;
             }
@@ -314,14 +338,15 @@ mod tests {
             };
             now = next_arrival.min(free);
         }
-        (None, counted.unwrap_or(0.0))
+        (None, counted.unwrap_or(0.0), express_late)
     }
 
     #[test]
     fn an_endless_stream_of_hot_tasks_does_not_starve_a_cold_one() {
         // 1 MB hot tasks every 0.5 s on a 1 MB/s channel: the backlog grows without end.
         let (bandwidth, hot, every, cold_at, window) = (1e6, 1e6, 0.5, 10.25, 30.0);
-        let (dispatched, counted) = simulate_stream(window, bandwidth, hot, every, cold_at, 1000.0);
+        let (dispatched, counted, _) =
+            simulate_stream(window, bandwidth, hot, every, cold_at, 1000.0, None);
         let dispatched = dispatched.expect("the cold task is dispatched");
         let wait = dispatched - cold_at;
         // The stated bound, in both forms (the second is tighter when the channel is busy).
@@ -335,7 +360,40 @@ mod tests {
         // Here it is tight: the cold task goes right after the hot tasks of its window.
         assert!(wait >= counted / bandwidth - 1.0 - 1e-9, "waited {wait} s");
         // Without the window it starves: the hot tasks are always denser.
-        let (starved, _) = simulate_stream(f64::INFINITY, bandwidth, hot, every, cold_at, 1000.0);
+        let (starved, _, _) =
+            simulate_stream(f64::INFINITY, bandwidth, hot, every, cold_at, 1000.0, None);
+        assert_eq!(starved, None);
+    }
+
+    #[test]
+    fn the_express_lane_in_an_endless_stream_keeps_the_wait_bound() {
+        // As above, the hot tasks' densities varied and every forecast certain, so that each
+        // replan sends the densest of the queue to the express lane: the window bounds it, and
+        // the cold task starts within the bound that holds without the lane. (A lane outside the
+        // window took most new arrivals, the backlog keeping the less dense: it starved.)
+        let (bandwidth, hot, every, cold_at, window) = (1e6, 1e6, 0.5, 10.25, 30.0);
+        for quantile in [0.99, 0.9, 0.5] {
+            let (dispatched, counted, late) = simulate_stream(
+                window,
+                bandwidth,
+                hot,
+                every,
+                cold_at,
+                2000.0,
+                Some((quantile, window)),
+            );
+            let dispatched = dispatched.expect("the cold task is dispatched");
+            let wait = dispatched - cold_at;
+            let bound = counted / bandwidth;
+            assert!(
+                wait <= bound + 1e-9,
+                "q {quantile}: waited {wait} s, bound {bound} s"
+            );
+            assert_eq!(late, 0.0, "q {quantile}: a task past the window went first");
+        }
+        // With the lane outside the window, it starves.
+        let lane = Some((0.99, f64::INFINITY));
+        let (starved, _, _) = simulate_stream(window, bandwidth, hot, every, cold_at, 2000.0, lane);
         assert_eq!(starved, None);
     }
 
