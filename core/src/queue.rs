@@ -216,81 +216,42 @@ mod tests {
         Some(Bounds { expected, lower })
     }
 
+    /// A case of the lane: its name, the certain shares, the order, the quantile, the window,
+    /// and which of the three tasks take the lane.
+    type Case = (&'static str, &'static [f64], Order, f64, f64, [bool; 3]);
+
     #[test]
     fn the_express_lane_compares_the_orders_key_at_the_lower_bound() {
-        // The hottest shard is also the largest: by load it would be extreme, by density it is
-        // the coldest, so WSPT keeps it out of the lane; the plain sort puts it there.
+        use Order::{Fifo, Score, Wspt};
         let mut tasks = queued(&[(1e9, 100.0), (1e6, 10.0), (1e6, 5.0)]);
-        mark_express(
-            &mut tasks,
-            &[0.9, 0.9, 0.0],
-            Order::Wspt,
-            0.5,
-            f64::INFINITY,
-        );
-        assert_eq!(lane(&tasks), [false, true, false]);
-        mark_express(
-            &mut tasks,
-            &[0.9, 0.9, 0.0],
-            Order::Score,
-            0.5,
-            f64::INFINITY,
-        );
-        assert_eq!(lane(&tasks), [true, false, false]);
-        mark_express(
-            &mut tasks,
-            &[0.9, 0.9, 0.0],
-            Order::Fifo,
-            0.5,
-            f64::INFINITY,
-        );
-        assert_eq!(lane(&tasks), [true, false, false]);
-        // A wide interval keeps the densest out: at its lower bound it is no denser than the
-        // middle task.
-        mark_express(
-            &mut tasks,
-            &[0.0, 0.4, 0.0],
-            Order::Wspt,
-            0.5,
-            f64::INFINITY,
-        );
-        assert_eq!(lane(&tasks), [false, false, false]);
-        // Nothing without a certain share, above the top quantile, or with shares missing (a
-        // flag set before is cleared).
-        mark_express(
-            &mut tasks,
-            &[0.0, 0.0, f64::NAN],
-            Order::Wspt,
-            0.0,
-            f64::INFINITY,
-        );
-        assert_eq!(lane(&tasks), [false, false, false]);
-        mark_express(
-            &mut tasks,
-            &[1.0, 1.0, 1.0],
-            Order::Wspt,
-            1.0,
-            f64::INFINITY,
-        );
-        assert_eq!(lane(&tasks), [false, false, false]);
-        // At quantile 0 everything above the least dense goes.
-        mark_express(
-            &mut tasks,
-            &[1.0, 1.0, 1.0],
-            Order::Wspt,
-            0.0,
-            f64::INFINITY,
-        );
-        assert_eq!(lane(&tasks), [false, true, true]);
-        mark_express(&mut tasks, &[], Order::Wspt, 0.0, f64::INFINITY);
-        assert_eq!(lane(&tasks), [false, false, false]);
-        // The window bounds the lane: enqueued more than the window after the oldest queued
-        // task, the densest waits for its turn like any other.
-        tasks[1].enqueued_at = 3601.0;
-        mark_express(&mut tasks, &[0.9, 0.9, 0.0], Order::Wspt, 0.5, 3600.0);
-        assert_eq!(lane(&tasks), [false, false, false]);
-        mark_express(&mut tasks, &[0.9, 0.9, 0.0], Order::Wspt, 0.5, 3601.0);
-        assert_eq!(lane(&tasks), [false, true, false]);
+        const ALL: f64 = f64::INFINITY;
+        #[rustfmt::skip]
+        let cases: [Case; 10] = [
+            // The hottest shard is also the largest: by load it would be extreme, by density it
+            // is the coldest, so WSPT keeps it out of the lane; the plain sort puts it there.
+            ("wspt", &[0.9, 0.9, 0.0], Wspt, 0.5, ALL, [false, true, false]),
+            ("score", &[0.9, 0.9, 0.0], Score, 0.5, ALL, [true, false, false]),
+            ("fifo", &[0.9, 0.9, 0.0], Fifo, 0.5, ALL, [true, false, false]),
+            // A wide interval keeps the densest out: at its lower bound it is no denser than
+            // the middle task.
+            ("wide", &[0.0, 0.4, 0.0], Wspt, 0.5, ALL, [false, false, false]),
+            // Nothing without a certain share, above the top quantile, or with shares missing
+            // (a flag set before is cleared).
+            ("no share", &[0.0, 0.0, f64::NAN], Wspt, 0.0, ALL, [false, false, false]),
+            ("top", &[1.0, 1.0, 1.0], Wspt, 1.0, ALL, [false, false, false]),
+            // At quantile 0 everything above the least dense goes.
+            ("bottom", &[1.0, 1.0, 1.0], Wspt, 0.0, ALL, [false, true, true]),
+            ("missing", &[], Wspt, 0.0, ALL, [false, false, false]),
+            // The window bounds the lane: enqueued more than the window after the oldest queued
+            // task (the middle one, 3601 s late in these two), the densest waits its turn.
+            ("late", &[0.9, 0.9, 0.0], Wspt, 0.5, 3600.0, [false, false, false]),
+            ("in time", &[0.9, 0.9, 0.0], Wspt, 0.5, 3601.0, [false, true, false]),
+        ];
+        for (name, certain, order, quantile, window, expected) in cases {
+            tasks[1].enqueued_at = if window < ALL { 3601.0 } else { 0.0 };
+            mark_express(&mut tasks, certain, order, quantile, window);
+            assert_eq!(lane(&tasks), expected, "{name}");
+        }
     }
 
     fn scored(base: f64, lift: f64, source: Option<i32>, own: Option<Bounds>) -> Scored {
