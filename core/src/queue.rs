@@ -134,11 +134,7 @@ pub fn mark_express(
 ) {
     let keys: Vec<f64> = tasks.iter().map(|t| lane_key(order, t)).collect();
     let threshold = schedule::prefetch_threshold(&keys, quantile);
-    let window = if window_secs.is_nan() {
-        0.0
-    } else {
-        window_secs.max(0.0)
-    };
+    let window = schedule::overtake_window(window_secs);
     let oldest = tasks
         .iter()
         .map(|t| t.enqueued_at)

@@ -416,10 +416,10 @@ impl Worker {
     /// into the cycle) has passed; the rest waits for the next cycle. Runs after the sample
     /// committed, under the refresh's lock timeout, so that a large import (weeks of 5-minute
     /// history for thousands of shards) or a client's transaction holding imported buckets
-    /// never rolls a sample back, and holds the next one up by a batch at most. A failure is retried next cycle; failures in
-    /// [`COMPACT_FAILURES_REPORTED`] cycles in a row are a WARNING and `worker_status`'s
-    /// `last_error`, since buckets that are never compacted pile up to the retention. Returns
-    /// the buckets moved.
+    /// never rolls a sample back, and holds the next one up by a batch at most. A failure is
+    /// retried next cycle; failures in [`COMPACT_FAILURES_REPORTED`] cycles in a row are a
+    /// WARNING and `worker_status`'s `last_error`, since buckets that are never compacted pile
+    /// up to the retention. Returns the buckets moved.
     fn compact_stage(&mut self, deadline: Instant) -> i64 {
         report_activity("compacting history");
         let retention = gucs::history_retention();

@@ -98,11 +98,7 @@ pub fn dispatch_order_explained(
         let after = k.checked_sub(1).map(|p| tasks[express[p]].task_id);
         out.push((i, Reason::Express { after }));
     }
-    let window = if window_secs.is_nan() {
-        0.0
-    } else {
-        window_secs.max(0.0)
-    };
+    let window = overtake_window(window_secs);
     let arrival = |i: usize| {
         let at = tasks[i].enqueued_at;
         if at.is_nan() {
@@ -163,6 +159,16 @@ pub fn dispatch_order_explained(
         out.push((first.index, reason));
     }
     out
+}
+
+/// An overtaking window of `secs` as the dispatch order and the express lane read it: negative
+/// is 0, and so is NaN.
+pub fn overtake_window(secs: f64) -> f64 {
+    if secs.is_nan() {
+        0.0
+    } else {
+        secs.max(0.0)
+    }
 }
 
 /// The `quantile` of `keys` (interpolated; infinite without keys): what a task's key at its

@@ -17,7 +17,9 @@ mod slots;
 mod testing;
 
 pub use assign::{assign_node_except, assign_nodes, Node};
-pub use dispatch::{dispatch_order, dispatch_order_explained, prefetch_threshold, Reason};
+pub use dispatch::{
+    dispatch_order, dispatch_order_explained, overtake_window, prefetch_threshold, Reason,
+};
 pub use order::{density, order_key, Order};
 pub use plan::{plan, plan_on_nodes, NodeCapacity, Placement, Slot};
 pub use slots::Slots;
