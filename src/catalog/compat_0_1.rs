@@ -26,11 +26,11 @@ pub fn expected_column(alias: &str) -> Result<String, pgrx::spi::Error> {
     ))
 }
 
-/// Whether the catalog's `table` has a column `column`.
+/// Whether the catalog's `table` has a column `column` (false when there is no such table).
 fn has_column(table: &str, column: &str) -> Result<bool, pgrx::spi::Error> {
     Ok(Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
-                        WHERE attrelid = $1::pg_catalog.regclass AND attname = $2 AND NOT attisdropped)",
+                        WHERE attrelid = pg_catalog.to_regclass($1) AND attname = $2 AND NOT attisdropped)",
         &[table.into(), column.into()],
     )? == Some(true))
 }

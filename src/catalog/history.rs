@@ -391,7 +391,8 @@ pub fn read_into(
 }
 
 /// The hourly load of the live shard of `relid` over the last `hours` hours (0 where there is
-/// none, and for an OID that is no shard).
+/// none, and for an OID that is no shard). Hours are UTC hours, as history's buckets are: in a
+/// session zone half an hour off UTC, the session's hours would split each of them.
 pub fn hourly_load(
     relid: pg_sys::Oid,
     hours: i32,
@@ -403,13 +404,13 @@ pub fn hourly_load(
             .select(
                 &format!(
                     "SELECT coalesce(sum({}), 0)::float8
-                     FROM generate_series(date_trunc('hour', now()) - make_interval(hours => $2),
-                                          date_trunc('hour', now()), interval '1 hour') AS g(hour)
+                     FROM generate_series(date_trunc('hour', now(), 'UTC') - make_interval(hours => $2),
+                                          date_trunc('hour', now(), 'UTC'), interval '1 hour') AS g(hour)
                      LEFT JOIN shardcast.access_history h
                             ON h.shard_id = (SELECT s.shard_id FROM shardcast.shards s
                                              WHERE s.relid = $1 AND s.retired_at IS NULL
                                                AND to_jsonb(s) ->> 'citus_shard_id' IS NULL)
-                           AND date_trunc('hour', h.bucket_start) = g.hour
+                           AND date_trunc('hour', h.bucket_start, 'UTC') = g.hour
                      GROUP BY g.hour ORDER BY g.hour",
                     load_expression(measure, "h", "$3")
                 ),

@@ -34,3 +34,22 @@ fn priority_scores_survive_a_dropped_shard_and_never_open_relations() {
     .unwrap();
     assert_eq!(opens, Some(false));
 }
+
+#[pg_test]
+fn sparkline_hours_are_utc_hours_in_a_half_hour_zone() {
+    // Two imports 40 minutes apart in one UTC hour, three hours ago. In India's zone (+05:30)
+    // the session's hours begin at :30 UTC and would split them into two bars.
+    Spi::run(
+        "CREATE TABLE public.tz_table (id int);
+         SET LOCAL TimeZone = 'Asia/Kolkata';
+         SELECT shardcast.record_access('public.tz_table', date_trunc('hour', now(), 'UTC') - interval '3 hours' + m, reads => 100)
+         FROM (VALUES (interval '10 minutes'), (interval '50 minutes')) v(m);",
+    )
+    .unwrap();
+    let line = Spi::get_one::<String>("SELECT shardcast.sparkline('public.tz_table', '6 hours')").unwrap().unwrap();
+    let bars: Vec<char> = line.chars().take_while(|&c| c != '│').collect();
+    assert_eq!(bars.len(), 7, "{line}");
+    // Oldest first, the current hour last: the hour that began three hours ago is the fourth.
+    assert_eq!(bars.iter().filter(|&&c| c != '▁').count(), 1, "{line}");
+    assert_eq!(bars[3], '█', "{line}");
+}
