@@ -272,6 +272,25 @@ fn a_burst_that_began_minutes_ago_raises_the_forecast() {
 }
 
 #[pg_test]
+fn a_quiet_last_hour_is_said_in_the_change_reason() {
+    // Two tables with the same week: idle at 100 reads an hour, bursting to 100,000 one hour in
+    // five. The last hour was idle for one and a burst for the other.
+    Spi::run("CREATE TABLE public.w_quiet (id int); CREATE TABLE public.w_busy (id int)").unwrap();
+    for table in ["public.w_quiet", "public.w_busy"] {
+        import_hours(table, 7 * 24, "CASE WHEN h % 5 = 0 THEN 100000.0 ELSE 100.0 END");
+    }
+    import_steps("public.w_quiet", 0..12, "100.0 / 12");
+    import_steps("public.w_busy", 0..12, "100000.0 / 12");
+    Spi::run("SELECT shardcast.refresh_forecasts()").unwrap();
+    let (quiet, busy) = (forecast_row("public.w_quiet"), forecast_row("public.w_busy"));
+    assert!(
+        quiet.contains("the last hour ran well below its usual load: the next hour is expected at 0.")
+            && !busy.contains("well below"),
+        "{quiet} against {busy}"
+    );
+}
+
+#[pg_test]
 fn a_level_shift_is_forecast_at_the_new_level_and_said() {
     // Two weeks of a daily cycle around 9,000 reads an hour, the last 30 hours around 2,600 (a
     // release moved most queries elsewhere), with 2% noise.

@@ -68,8 +68,8 @@ struct ShardHistory {
 }
 
 /// Why a forecast differs from the last one, in a DBA's words, whether it follows a burst that
-/// began in the last minutes, what bursts that come every day add to it, and a level shift that
-/// its history was scaled to.
+/// began in the last minutes or a quiet last hour, what bursts that come every day add to it,
+/// and a level shift that its history was scaled to.
 fn change_reason(
     shard: &ShardHistory,
     selection: &Selection,
@@ -81,6 +81,13 @@ fn change_reason(
         why.push_str(&format!(
             "; a burst began: the last 15 minutes ran {} an hour above the last hour, beyond noise",
             load_words(forecast.onset)
+        ));
+    }
+    // A lean that rounds to nothing is not worth a clause either.
+    if forecast.quiet < 0.995 {
+        why.push_str(&format!(
+            "; the last hour ran well below its usual load: the next hour is expected at {} of the forecast (bursts are less likely after a quiet hour)",
+            factor_words(forecast.quiet)
         ));
     }
     // What rounds to nothing is not worth a clause.

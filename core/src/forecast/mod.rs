@@ -215,6 +215,9 @@ pub struct Forecast {
     pub bursts: f64,
     /// The level shift the history before it was scaled to, when there was one.
     pub shift: Option<Shift>,
+    /// What the first hour's expected load was multiplied by because the last hour ran below
+    /// it ([`quiet`]); 1 when it was not.
+    pub quiet: f64,
 }
 
 impl Forecast {
@@ -403,6 +406,82 @@ fn onset(path: &mut [f64], history: &History) -> f64 {
     excess
 }
 
+/// How far the first hour's expected load follows a last hour that ran below it: it is
+/// multiplied by the ratio of the two (last over first, see [`QUIET_EVENTS`] and
+/// [`QUIET_FLOOR`]) to this power. The expected load of a shard that bursts now and then holds
+/// a share of a burst in every hour, and a quiet hour makes one in the next hour less likely
+/// than that share says: on NAB's server metrics, where two traces sit idle for most hours and
+/// write half a gigabyte in a fifth of them, WSPT on the expected load captured 0.676 of the
+/// oracle's gain at 1 h over all 1,873 steps, and 0.766 with this lean at 0.5 (+0.090, 95%
+/// interval +0.054 to +0.127 by 12-hour blocks; 0.7 gave +0.109, with more cost elsewhere). On
+/// twelve real and synthetic event-count sets the order moved by -0.005 to +0.005. It leans the
+/// first hour only: leaning the later ones by half as much for each hour ahead cost wrist
+/// actigraphy 0.017 at 4 h (a sleeper's quiet hour says little about the hours when they wake).
+/// It leans one way: a last hour above the forecast is a burst under way, which [`onset`]
+/// follows, and leaning up as well moved nothing on NAB and cost the bursty kinds at 12 h.
+pub const QUIET_LEAN: f64 = 0.5;
+/// Events added to both the last hour and the first hour's expected load before they are
+/// compared: at a few events an hour, an hour of none is a count's noise, not a quiet state
+/// (the scheduled flights' order at 1 h fell by 0.026 with none added, and moved within 0.003
+/// with ten).
+pub const QUIET_EVENTS: f64 = 10.0;
+/// The least ratio [`quiet`] reads (a factor of 0.1 at [`QUIET_LEAN`] 0.5): an idle hour beside
+/// a forecast of millions says the state is quiet, not how quiet.
+pub const QUIET_FLOOR: f64 = 0.01;
+
+/// Days whose hours [`daily_step`] averages.
+const QUIET_SHAPE_DAYS: usize = 7;
+/// [`daily_step`] stays within this factor of 1, as the seasonal level's ratio does.
+const QUIET_SHAPE_BOUND: f64 = 4.0;
+
+/// How the last hour's load usually compares with the next one's, by the means of their hours
+/// of the day over the last [`QUIET_SHAPE_DAYS`] days of `y`: the step the day's shape takes
+/// between them, so that the quiet lean compares the last hour with what the forecast would
+/// have said of it, not with an hour the day makes busier (the hour before a rush is no quiet
+/// hour). 1 where there is no full day before them or either mean is 0.
+fn daily_step(y: &[f64]) -> f64 {
+    let n = y.len();
+    let (mut last, mut next) = (0.0, 0.0);
+    for day in 1..=QUIET_SHAPE_DAYS {
+        let Some(at) = n.checked_sub(day * models::DAY + 1) else {
+            break;
+        };
+        last += y[at];
+        next += y[at + 1];
+    }
+    if last > 0.0 && next > 0.0 {
+        (last / next).clamp(1.0 / QUIET_SHAPE_BOUND, QUIET_SHAPE_BOUND)
+    } else {
+        1.0
+    }
+}
+
+/// Leans the first hour of `path` towards a last hour that ran below it (see [`QUIET_LEAN`]),
+/// the first hour taken back to the last one's hour of the day by [`daily_step`] of `shape`
+/// (the history the models fit), and returns the factor it was multiplied by: 1 when the last
+/// hour was not below it, was not observed, or a burst's onset was followed (a burst under way
+/// is no quiet hour).
+fn quiet(path: &mut [f64], history: &History, shape: &[f64], onset: f64) -> f64 {
+    let (Some(&last), Some(&true), Some(first)) =
+        (history.y.last(), history.known.last(), path.first_mut())
+    else {
+        return 1.0;
+    };
+    if onset > 0.0 {
+        return 1.0;
+    }
+    // Within the onset's margin of its usual load, the last hour ran as usual, give or take
+    // its noise: no lean.
+    let usual = (1.0 - ONSET_MARGIN) * *first * daily_step(shape);
+    let ratio = ((last + QUIET_EVENTS) / (usual + QUIET_EVENTS)).clamp(QUIET_FLOOR, 1.0);
+    if !ratio.is_finite() {
+        return 1.0;
+    }
+    let factor = ratio.powf(QUIET_LEAN);
+    *first *= factor;
+    factor
+}
+
 /// The expected load leaning on the last hour's load by `weight`: the base of the point, in the
 /// backtest ([`select()`]) as when serving ([`point_of`]).
 fn blend(expected: f64, last: f64, weight: f64) -> f64 {
@@ -466,9 +545,13 @@ pub fn forecast_with(
         path.iter_mut().for_each(|v| *v *= MAX_LOAD / total);
         bursts *= MAX_LOAD / total;
     }
-    let expected = sanitise(path.iter().sum());
+    // The point and its interval are learnt by the backtest around the expected load before
+    // the quiet lean, which the backtest does not make: they are computed from it.
+    let unleaned = sanitise(path.iter().sum());
     let last = cleaned.scaled.last().copied().unwrap_or_default() * horizon as f64;
-    let (point, lower, upper) = point_of(expected, last, &selection);
+    let (point, lower, upper) = point_of(unleaned, last, &selection);
+    let quiet = quiet(&mut path, history, &cleaned.y, onset);
+    let expected = sanitise(path.iter().sum());
     Forecast {
         selection,
         point,
@@ -480,6 +563,7 @@ pub fn forecast_with(
         onset,
         bursts,
         shift,
+        quiet,
     }
 }
 

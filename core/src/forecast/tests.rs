@@ -1244,3 +1244,114 @@ fn the_errors_median_moves_the_point_only_where_it_cuts_the_loss_by_a_tenth() {
         0.0
     );
 }
+
+/// Four weeks of a load idle at 100 an hour that bursts to 100,000 in about a fifth of its
+/// hours, the bursts drawn at random, the last hour as given.
+fn idle_and_bursting(last: f64) -> Vec<f64> {
+    let mut noise = Noise(17);
+    let mut y: Vec<f64> = (0..28 * DAY)
+        .map(|_| {
+            let idle = 90.0 + 20.0 * noise.next();
+            if noise.next() < 0.2 {
+                idle + 100_000.0
+            } else {
+                idle
+            }
+        })
+        .collect();
+    *y.last_mut().unwrap() = last;
+    y
+}
+
+#[test]
+fn a_quiet_hour_lowers_the_next_hour_s_expected_load_and_not_the_point() {
+    for horizon in [1, 4] {
+        let settings = Settings {
+            horizon,
+            ..Settings::default()
+        };
+        let f = forecast(
+            &history(&idle_and_bursting(100.0)),
+            &settings,
+            &Profiles::default(),
+            0,
+        );
+        assert!(ok(&f), "{f:?}");
+        // The expected first hour holds a share of a burst (some 20,000): an idle hour beside
+        // it is at the floor's ratio, a factor of 0.1.
+        assert!(
+            (f.quiet - QUIET_FLOOR.powf(QUIET_LEAN)).abs() < 1e-9,
+            "{f:?}"
+        );
+        // The point and its interval are those of the expected load before the lean.
+        let unleaned = f.expected - f.path[0] + f.path[0] / f.quiet;
+        let last = 100.0 * horizon as f64;
+        assert_eq!(
+            point_of(unleaned, last, &f.selection),
+            (f.point, f.lower, f.upper)
+        );
+    }
+    // After a burst hour there is no lean.
+    let f = forecast(
+        &history(&idle_and_bursting(100_100.0)),
+        &Settings::default(),
+        &Profiles::default(),
+        0,
+    );
+    assert_eq!(f.quiet, 1.0, "{f:?}");
+    // Only the first hour leans, by the ratio to the power of the lean.
+    let y = vec![1000.0; 2 * DAY];
+    let mut path = vec![990.0, 1000.0, 1000.0];
+    let mut quiet_history = history(&y);
+    *quiet_history.y.last_mut().unwrap() = 190.0;
+    let factor = quiet(&mut path, &quiet_history, &y, 0.0);
+    let ratio: f64 = (190.0 + QUIET_EVENTS) / ((1.0 - ONSET_MARGIN) * 990.0 + QUIET_EVENTS);
+    assert!((factor - ratio.powf(QUIET_LEAN)).abs() < 1e-12, "{factor}");
+    assert_eq!(path, vec![990.0 * factor, 1000.0, 1000.0]);
+}
+
+#[test]
+fn a_burst_under_way_or_an_unobserved_hour_is_no_quiet_hour() {
+    let y = idle_and_bursting(100.0);
+    let at = |h: History| forecast(&h, &Settings::default(), &Profiles::default(), 0);
+    // The last 15 minutes ran at 60,000 an hour: a burst began, the onset follows it.
+    let onset = at(history(&y).with_recent_excess(Some(60_000.0 - 100.0)));
+    assert!(onset.onset > 0.0 && onset.quiet == 1.0, "{onset:?}");
+    // A last hour nobody observed is held at the hour before it: it says nothing of now.
+    let mut stale = y.clone();
+    *stale.last_mut().unwrap() = f64::NAN;
+    let stale = at(prepare(&stale));
+    assert_eq!(stale.quiet, 1.0, "{stale:?}");
+}
+
+#[test]
+fn a_few_events_an_hour_or_the_day_s_shape_make_no_quiet_hour() {
+    // At three events an hour, an hour of none is a count's noise: the lean stays small.
+    let mut noise = Noise(23);
+    let mut sparse: Vec<f64> = (0..28 * DAY).map(|_| noise.poisson(3.0)).collect();
+    *sparse.last_mut().unwrap() = 0.0;
+    let f = forecast(
+        &history(&sparse),
+        &Settings::default(),
+        &Profiles::default(),
+        0,
+    );
+    assert!(ok(&f) && f.quiet > 0.9, "{f:?}");
+    // A daily wave whose last hour is its night's low before the morning's rise (the hour of
+    // the day after the last is 100, the last 74): the last hour ran as it does every day.
+    let wave = daily_wave(21, 100.0);
+    assert!((daily_step(&wave) - wave[wave.len() - 1] / wave[0]).abs() < 1e-9);
+    let f = forecast(
+        &history(&wave),
+        &Settings::default(),
+        &Profiles::default(),
+        0,
+    );
+    assert!(ok(&f) && f.quiet == 1.0, "{f:?}");
+    // Without a full day before the last hour there is no shape to read; the step is bounded.
+    assert_eq!(daily_step(&wave[..DAY]), 1.0);
+    let mut steep = vec![1.0; 3 * DAY];
+    steep[2 * DAY - 1] = 1000.0;
+    steep[DAY - 1] = 1000.0;
+    assert_eq!(daily_step(&steep), QUIET_SHAPE_BOUND);
+}
