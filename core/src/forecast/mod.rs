@@ -226,10 +226,20 @@ impl Forecast {
     /// half. The interval shrinks in proportion. The burst load per hour is the shorter
     /// window's ([`burst_load`] shares a day's out by the part of a day the window covers), so
     /// that 90 minutes get what 90 minutes would, not what two hours would.
-    pub fn truncated(mut self, hours: f64) -> Forecast {
+    pub fn truncated(self, hours: f64) -> Forecast {
         if !(hours.is_finite() && hours > 0.0) || hours >= self.path.len() as f64 {
             return self;
         }
+        // The quiet lean is the first hour's, of whatever part of it the window keeps: it is
+        // taken off, the window cut, and put back.
+        let quiet = self.quiet;
+        let mut cut = self.unleaned();
+        cut.cut_to(hours);
+        cut.leaned(quiet)
+    }
+
+    /// [`Self::truncated`] on a forecast without the quiet lean.
+    fn cut_to(&mut self, hours: f64) {
         // The burst load went to every hour alike, so the difference comes off every hour. The
         // interval below is the rounded-up horizon's, scaled with the point: its relative
         // errors were learnt with that horizon's share, and hardly differ.
@@ -257,6 +267,44 @@ impl Forecast {
         self.upper = sanitise(self.upper * ratio).max(point);
         self.point = point;
         self.expected = expected;
+    }
+
+    /// The forecast with its first hour's expected load multiplied by `quiet`, in (0, 1] (see
+    /// [`QUIET_LEAN`]), and the interval's lower bound moved down with the expected load, so
+    /// that the share of it that is certain (what the express lane reads, lower over expected)
+    /// is the backtest's. The point and the upper bound stay.
+    fn leaned(mut self, quiet: f64) -> Forecast {
+        self.quiet = 1.0;
+        if !(quiet > 0.0 && quiet < 1.0) {
+            return self;
+        }
+        let before = self.expected;
+        if let Some(first) = self.path.first_mut() {
+            *first = sanitise(*first * quiet);
+        }
+        self.expected = sanitise(self.path.iter().sum());
+        if before > 0.0 {
+            self.lower = sanitise(self.lower * self.expected / before).min(self.lower);
+        }
+        self.quiet = quiet;
+        self
+    }
+
+    /// The forecast before [`Self::leaned`].
+    fn unleaned(mut self) -> Forecast {
+        let quiet = self.quiet;
+        self.quiet = 1.0;
+        if !(quiet > 0.0 && quiet < 1.0) {
+            return self;
+        }
+        let before = self.expected;
+        if let Some(first) = self.path.first_mut() {
+            *first = sanitise(*first / quiet);
+        }
+        self.expected = sanitise(self.path.iter().sum());
+        if before > 0.0 {
+            self.lower = sanitise(self.lower * self.expected / before).min(self.point);
+        }
         self
     }
 
@@ -412,18 +460,20 @@ fn onset(path: &mut [f64], history: &History) -> f64 {
 /// a share of a burst in every hour, and a quiet hour makes one in the next hour less likely
 /// than that share says: on NAB's server metrics, where two traces sit idle for most hours and
 /// write half a gigabyte in a fifth of them, WSPT on the expected load captured 0.676 of the
-/// oracle's gain at 1 h over all 1,873 steps, and 0.766 with this lean at 0.5 (+0.090, 95%
-/// interval +0.054 to +0.127 by 12-hour blocks; 0.7 gave +0.109, with more cost elsewhere). On
-/// twelve real and synthetic event-count sets the order moved by -0.005 to +0.005. It leans the
-/// first hour only: leaning the later ones by half as much for each hour ahead cost wrist
-/// actigraphy 0.017 at 4 h (a sleeper's quiet hour says little about the hours when they wake).
-/// It leans one way: a last hour above the forecast is a burst under way, which [`onset`]
-/// follows, and leaning up as well moved nothing on NAB and cost the bursty kinds at 12 h.
+/// oracle's gain at 1 h over all 1,873 steps, and 0.764 with this lean at 0.5 (+0.088, 95%
+/// interval +0.049 to +0.124 by 12-hour blocks; 0.7 gave more there and cost the destinations
+/// 0.005). On M4 and thirteen real and synthetic event-count sets the order moved by 0.004 at
+/// most. It leans the first hour only: leaning the later ones by half as much for each hour
+/// ahead cost wrist actigraphy 0.017 at 4 h (a sleeper's quiet hour says little about the hours
+/// when they wake). It leans one way: a last hour above the forecast is a burst under way,
+/// which [`onset`] follows, and leaning up as well moved nothing on NAB and cost a bursty
+/// synthetic kind 0.006 at 12 h (bench/HISTORY.md).
 pub const QUIET_LEAN: f64 = 0.5;
 /// Events added to both the last hour and the first hour's expected load before they are
 /// compared: at a few events an hour, an hour of none is a count's noise, not a quiet state
-/// (the scheduled flights' order at 1 h fell by 0.026 with none added, and moved within 0.003
-/// with ten).
+/// (the scheduled flights' order at 1 h fell by 0.042 with none added, and moved within 0.004
+/// with ten). Loads count scans by default, events of their own; under `load_measure` `tuples`
+/// or `blocks` ten is a few tuples or blocks, and guards less.
 pub const QUIET_EVENTS: f64 = 10.0;
 /// The least ratio [`quiet`] reads (a factor of 0.1 at [`QUIET_LEAN`] 0.5): an idle hour beside
 /// a forecast of millions says the state is quiet, not how quiet.
@@ -456,30 +506,30 @@ fn daily_step(y: &[f64]) -> f64 {
     }
 }
 
-/// Leans the first hour of `path` towards a last hour that ran below it (see [`QUIET_LEAN`]),
-/// the first hour taken back to the last one's hour of the day by [`daily_step`] of `shape`
-/// (the history the models fit), and returns the factor it was multiplied by: 1 when the last
-/// hour was not below it, was not observed, or a burst's onset was followed (a burst under way
-/// is no quiet hour).
-fn quiet(path: &mut [f64], history: &History, shape: &[f64], onset: f64) -> f64 {
-    let (Some(&last), Some(&true), Some(first)) =
-        (history.y.last(), history.known.last(), path.first_mut())
-    else {
+/// What the quiet lean multiplies a first hour's expected load of `first` by (see
+/// [`QUIET_LEAN`]), that load taken back to the last hour's hour of the day by [`daily_step`]
+/// of `shape` (the history the models fit) to be compared with the last hour: 1 when the last
+/// hour was not below it or was not observed, and when a burst began in the last minutes (the
+/// recent excess beyond [`onset_margin`], at any horizon: a burst under way is no quiet hour,
+/// whether or not [`onset`] adds it to this horizon).
+fn quiet(first: f64, history: &History, shape: &[f64]) -> f64 {
+    let (Some(&last), Some(&true)) = (history.y.last(), history.known.last()) else {
         return 1.0;
     };
-    if onset > 0.0 {
+    if history
+        .recent_excess
+        .is_some_and(|excess| excess > onset_margin(last))
+    {
         return 1.0;
     }
     // Within the onset's margin of its usual load, the last hour ran as usual, give or take
     // its noise: no lean.
-    let usual = (1.0 - ONSET_MARGIN) * *first * daily_step(shape);
+    let usual = (1.0 - ONSET_MARGIN) * first * daily_step(shape);
     let ratio = ((last + QUIET_EVENTS) / (usual + QUIET_EVENTS)).clamp(QUIET_FLOOR, 1.0);
     if !ratio.is_finite() {
         return 1.0;
     }
-    let factor = ratio.powf(QUIET_LEAN);
-    *first *= factor;
-    factor
+    ratio.powf(QUIET_LEAN)
 }
 
 /// The expected load leaning on the last hour's load by `weight`: the base of the point, in the
@@ -547,11 +597,15 @@ pub fn forecast_with(
     }
     // The point and its interval are learnt by the backtest around the expected load before
     // the quiet lean, which the backtest does not make: they are computed from it.
-    let unleaned = sanitise(path.iter().sum());
-    let last = cleaned.scaled.last().copied().unwrap_or_default() * horizon as f64;
-    let (point, lower, upper) = point_of(unleaned, last, &selection);
-    let quiet = quiet(&mut path, history, &cleaned.y, onset);
     let expected = sanitise(path.iter().sum());
+    let last = cleaned.scaled.last().copied().unwrap_or_default() * horizon as f64;
+    let (point, lower, upper) = point_of(expected, last, &selection);
+    // A young shard's path is a cluster's daily profile, whose shape its own short history
+    // cannot take the last hour back through: no lean.
+    let quiet = match path.first() {
+        Some(&first) if !cold => quiet(first, history, &cleaned.y),
+        _ => 1.0,
+    };
     Forecast {
         selection,
         point,
@@ -563,8 +617,9 @@ pub fn forecast_with(
         onset,
         bursts,
         shift,
-        quiet,
+        quiet: 1.0,
     }
+    .leaned(quiet)
 }
 
 /// Selection and forecast in one, on one cleaned history.

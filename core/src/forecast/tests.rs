@@ -927,6 +927,17 @@ fn a_young_shard_takes_the_profile_it_resembles() {
     let f = forecast(&history(&young), &Settings::default(), &profiles, 12);
     assert_eq!(f.selection.model(), ModelKind::ClusterProfile);
     assert!(f.backtest_mase().is_none());
+    // A last hour far below the profile's next hour (the morning before the day's busy hours)
+    // is the profile's shape, which a young shard's few hours cannot take it back through: a
+    // young shard does not lean.
+    let mut quiet_young = young.clone();
+    *quiet_young.last_mut().unwrap() = 1.0;
+    let f = forecast(&history(&quiet_young), &Settings::default(), &profiles, 12);
+    assert_eq!(
+        (f.selection.model(), f.quiet),
+        (ModelKind::ClusterProfile, 1.0),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -1283,13 +1294,19 @@ fn a_quiet_hour_lowers_the_next_hour_s_expected_load_and_not_the_point() {
             (f.quiet - QUIET_FLOOR.powf(QUIET_LEAN)).abs() < 1e-9,
             "{f:?}"
         );
-        // The point and its interval are those of the expected load before the lean.
-        let unleaned = f.expected - f.path[0] + f.path[0] / f.quiet;
+        // The point and the upper bound are those of the expected load before the lean; the
+        // lower bound moves with the expected load, so that its certain share is the same.
+        let unleaned = f.clone().unleaned();
+        assert_eq!(unleaned.quiet, 1.0);
+        assert!((unleaned.path[0] * f.quiet - f.path[0]).abs() < 1e-9 * f.path[0].max(1.0));
         let last = 100.0 * horizon as f64;
-        assert_eq!(
-            point_of(unleaned, last, &f.selection),
-            (f.point, f.lower, f.upper)
+        let (point, lower, upper) = point_of(unleaned.expected, last, &f.selection);
+        assert_eq!((f.point, f.upper), (point, upper));
+        assert!(
+            (f.lower / f.expected - lower / unleaned.expected).abs() < 1e-9,
+            "{f:?}"
         );
+        assert!(f.lower < lower || lower == 0.0, "{f:?}");
     }
     // After a burst hour there is no lean.
     let f = forecast(
@@ -1299,15 +1316,26 @@ fn a_quiet_hour_lowers_the_next_hour_s_expected_load_and_not_the_point() {
         0,
     );
     assert_eq!(f.quiet, 1.0, "{f:?}");
-    // Only the first hour leans, by the ratio to the power of the lean.
+    // The factor is the ratio to the power of the lean, and only the first hour takes it.
     let y = vec![1000.0; 2 * DAY];
-    let mut path = vec![990.0, 1000.0, 1000.0];
     let mut quiet_history = history(&y);
     *quiet_history.y.last_mut().unwrap() = 190.0;
-    let factor = quiet(&mut path, &quiet_history, &y, 0.0);
+    let factor = quiet(990.0, &quiet_history, &y);
     let ratio: f64 = (190.0 + QUIET_EVENTS) / ((1.0 - ONSET_MARGIN) * 990.0 + QUIET_EVENTS);
     assert!((factor - ratio.powf(QUIET_LEAN)).abs() < 1e-12, "{factor}");
-    assert_eq!(path, vec![990.0 * factor, 1000.0, 1000.0]);
+    let three = Settings {
+        horizon: 3,
+        ..Settings::default()
+    };
+    let plain = forecast(&history(&y), &three, &Profiles::default(), 0);
+    assert_eq!(plain.quiet, 1.0);
+    let leaned = plain.clone().leaned(factor);
+    assert_eq!(leaned.quiet, factor);
+    assert_eq!(
+        leaned.path,
+        vec![plain.path[0] * factor, plain.path[1], plain.path[2]]
+    );
+    assert!(ok(&leaned), "{leaned:?}");
 }
 
 #[test]
@@ -1317,6 +1345,20 @@ fn a_burst_under_way_or_an_unobserved_hour_is_no_quiet_hour() {
     // The last 15 minutes ran at 60,000 an hour: a burst began, the onset follows it.
     let onset = at(history(&y).with_recent_excess(Some(60_000.0 - 100.0)));
     assert!(onset.onset > 0.0 && onset.quiet == 1.0, "{onset:?}");
+    // Beyond the onset's horizons the onset adds nothing, and the burst is still no quiet hour.
+    let settings = Settings {
+        horizon: 12,
+        ..Settings::default()
+    };
+    let long = forecast(
+        &history(&y).with_recent_excess(Some(60_000.0 - 100.0)),
+        &settings,
+        &Profiles::default(),
+        0,
+    );
+    assert!(long.onset == 0.0 && long.quiet == 1.0, "{long:?}");
+    let calm = forecast(&history(&y), &settings, &Profiles::default(), 0);
+    assert!(calm.quiet < 1.0, "{calm:?}");
     // A last hour nobody observed is held at the hour before it: it says nothing of now.
     let mut stale = y.clone();
     *stale.last_mut().unwrap() = f64::NAN;
@@ -1354,4 +1396,27 @@ fn a_few_events_an_hour_or_the_day_s_shape_make_no_quiet_hour() {
     steep[2 * DAY - 1] = 1000.0;
     steep[DAY - 1] = 1000.0;
     assert_eq!(daily_step(&steep), QUIET_SHAPE_BOUND);
+}
+
+#[test]
+fn a_window_cut_short_keeps_the_quiet_lean_of_its_first_hour() {
+    let y = idle_and_bursting(100.0);
+    let settings = Settings {
+        horizon: 2,
+        ..Settings::default()
+    };
+    let f = forecast(&history(&y), &settings, &Profiles::default(), 0);
+    assert!(f.quiet < 1.0, "{f:?}");
+    for hours in [0.5, 1.5] {
+        let cut = f.clone().truncated(hours);
+        assert!(ok(&cut), "{cut:?}");
+        // The same as cutting the forecast before the lean and leaning its first hour.
+        let mut plain = f.clone().unleaned();
+        plain.cut_to(hours);
+        assert_eq!(cut, plain.clone().leaned(f.quiet), "{hours} h");
+        assert!((cut.path[0] - f.quiet * plain.path[0]).abs() < 1e-9 * plain.path[0].max(1.0));
+        // The point and the upper bound are the unleaned cut's; the lower keeps its share.
+        assert_eq!((cut.point, cut.upper), (plain.point, plain.upper));
+        assert!((cut.lower / cut.expected - plain.lower / plain.expected).abs() < 1e-9);
+    }
 }
