@@ -273,33 +273,33 @@ impl Forecast {
     /// [`QUIET_LEAN`]), and the interval's lower bound moved down with the expected load, so
     /// that the share of it that is certain (what the express lane reads, lower over expected)
     /// is the backtest's. The point and the upper bound stay.
-    fn leaned(mut self, quiet: f64) -> Forecast {
-        self.quiet = 1.0;
+    fn leaned(self, quiet: f64) -> Forecast {
         if !(quiet > 0.0 && quiet < 1.0) {
-            return self;
+            return Forecast { quiet: 1.0, ..self };
         }
-        let before = self.expected;
-        if let Some(first) = self.path.first_mut() {
-            *first = sanitise(*first * quiet);
+        Forecast {
+            quiet,
+            ..self.first_hour_times(quiet)
         }
-        self.expected = sanitise(self.path.iter().sum());
-        if before > 0.0 {
-            self.lower = sanitise(self.lower * self.expected / before).min(self.lower);
-        }
-        self.quiet = quiet;
-        self
     }
 
     /// The forecast before [`Self::leaned`].
-    fn unleaned(mut self) -> Forecast {
+    fn unleaned(self) -> Forecast {
         let quiet = self.quiet;
-        self.quiet = 1.0;
-        if !(quiet > 0.0 && quiet < 1.0) {
-            return self;
+        let plain = Forecast { quiet: 1.0, ..self };
+        if quiet > 0.0 && quiet < 1.0 {
+            plain.first_hour_times(1.0 / quiet)
+        } else {
+            plain
         }
+    }
+
+    /// The first hour's expected load times `factor`, and the lower bound with the expected
+    /// load (at most the point).
+    fn first_hour_times(mut self, factor: f64) -> Forecast {
         let before = self.expected;
         if let Some(first) = self.path.first_mut() {
-            *first = sanitise(*first / quiet);
+            *first = sanitise(*first * factor);
         }
         self.expected = sanitise(self.path.iter().sum());
         if before > 0.0 {
