@@ -24,7 +24,9 @@ def recorded(conn, table, column="scans"):
 
 
 def registered_and_sampled(conn, table, seconds):
-    """Waits until the worker has registered `table` and sampled it for `seconds` since."""
+    """Waits until the worker has registered `table` and sampled it for `seconds` since; with 0,
+    until its first reading of the table (the baseline) is committed: the sample that ends after
+    the registration began is the one that follows it."""
     wait_for("registration", lambda: live_shard(conn, table))
     wait_for(f"samples of {table}", lambda: one(conn, """
         SELECT max(ended_at) > (SELECT first_seen FROM shardcast.shards
@@ -57,8 +59,7 @@ def read_by_clients(db, lookups, scans):
     for table in {**lookups, **scans}:
         db.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, v text)")
         db.execute(f"INSERT INTO public.{table} SELECT i, 'x' FROM generate_series(1, 1000) i")
-        wait_for(f"{table} to be registered", lambda: live_shard(db, f"public.{table}"))
-    time.sleep(1.5)  # let the worker take its baseline of the new tables
+        registered_and_sampled(db, f"public.{table}", 0)  # the worker's baseline, before the reads
     with psycopg.connect(db.info.dsn, autocommit=True) as client:
         for table, count in lookups.items():
             for i in range(count):
@@ -173,6 +174,14 @@ def test_enqueue_does_not_wait_for_a_table_under_ddl(db):
             db.execute("SELECT shardcast.cancel_task(%s)", [task])
 
 
+def worker_waits_for(db, session):
+    """Whether the worker waits, in its sampling stage, for a lock that `session` holds."""
+    return one(db, """
+        SELECT count(*) > 0 FROM pg_stat_activity
+        WHERE backend_type = 'shardcast' AND query = 'shardcast: sampling'
+          AND %s = ANY(pg_blocking_pids(pid))""", session.info.backend_pid)
+
+
 def test_a_client_registering_a_table_the_worker_registers_does_not_deadlock(db):
     """A client's transaction holds the row of a bucket that the worker is about to add reads
     to, and then imports history for a table just created, which the worker has just registered.
@@ -186,17 +195,28 @@ def test_a_client_registering_a_table_the_worker_registers_does_not_deadlock(db)
     if into_bucket > 270:
         time.sleep(301 - into_bucket)
     started = one(db, "SELECT now()")
-    with psycopg.connect(db.info.dsn) as client:  # one transaction until the commit below
+    # One transaction each until the commit (the client) and the rollback (the holder) below.
+    with psycopg.connect(db.info.dsn) as client, psycopg.connect(db.info.dsn) as holder:
+        # The new table and the reads must reach the worker in the same cycle: the one that
+        # registers the table must be the one whose sample waits for the client's bucket. Left to
+        # the worker's schedule, a registration could run just before the table was committed
+        # and its sample read the counters just after the reads: the worker then waited with the
+        # table unregistered (and the client registered it itself), or had registered it a cycle
+        # before the reads (and waited holding nothing of it). So a sample is held, after its
+        # registration and its reading of the counters, while the table is created and read: the
+        # next cycle registers it and samples the reads.
+        holder.execute("LOCK TABLE shardcast.sampling_periods IN SHARE MODE")
+        wait_for("the worker to wait in a sample", lambda: worker_waits_for(db, holder))
         client.execute("SELECT shardcast.record_access('public.dl_read', now(), 5)")
-        # The new table first, then the reads: the cycle that sees the reads (and waits for the
-        # client's bucket) is the one that registers the table.
         with psycopg.connect(db.info.dsn, autocommit=True) as other:
             other.execute("CREATE TABLE public.dl_new (id int)")
             for _ in range(3):
                 other.execute("SELECT count(*) FROM public.dl_read").fetchone()
-        wait_for("the worker to wait for the client's bucket", lambda: one(db, """
-            SELECT count(*) FROM pg_stat_activity
-            WHERE backend_type = 'shardcast' AND wait_event_type = 'Lock'"""), timeout=15)
+        # (The session's statistics reach the worker when it ends, a moment after it is closed.)
+        wait_for("the reads in the statistics", lambda: one(
+            db, "SELECT seq_scan >= 3 FROM pg_stat_user_tables WHERE relid = 'public.dl_read'::regclass"))
+        holder.rollback()
+        wait_for("the worker to wait for the client's bucket", lambda: worker_waits_for(db, client), timeout=15)
         # Registered and committed before the sample that waits.
         assert live_shard(db, "public.dl_new")
         client.execute("SELECT shardcast.record_access('public.dl_new', now(), 7)")
@@ -252,8 +272,7 @@ def test_a_queued_task_follows_its_table_s_growth_and_the_queue_is_reordered(db)
 def test_stats_reset_gives_no_negative_and_no_spike(db):
     db.execute("CREATE TABLE public.steady (id int PRIMARY KEY)")
     db.execute("INSERT INTO public.steady SELECT generate_series(1, 100)")
-    wait_for("registration", lambda: live_shard(db, "public.steady"))
-    time.sleep(1.5)
+    registered_and_sampled(db, "public.steady", 0)
     resets_before = one(db, "SELECT resets_detected FROM shardcast.worker_status")
     made = 0
     stop = threading.Event()
@@ -289,7 +308,11 @@ def test_drop_and_recreate_gives_a_new_shard_and_a_retired_one(db):
     db.execute("DROP TABLE public.phoenix")
     db.execute("CREATE TABLE public.phoenix (id int)")
     second = wait_for("the successor", lambda: (s := live_shard(db, "public.phoenix")) != first and s)
-    assert one(db, "SELECT retired_at IS NOT NULL FROM shardcast.shards WHERE shard_id = %s", first)
+    # Not at once: registration retires and registers in statements of their own, each seeing
+    # what was committed when it began; a drop and create committed between the two register
+    # the successor a cycle before its predecessor is retired.
+    wait_for("the predecessor to be retired", lambda: one(
+        db, "SELECT retired_at IS NOT NULL FROM shardcast.shards WHERE shard_id = %s", first))
     assert second != first
 
 
@@ -356,7 +379,9 @@ def test_worker_status_moves(db):
 
 def test_an_error_in_a_cycle_is_recorded_and_the_next_cycle_runs(db):
     db.execute("CREATE TABLE public.flaky (id int)")
-    wait_for("registration", lambda: live_shard(db, "public.flaky"))
+    # Sampled, not only registered: a scan made before the worker's first reading of the table
+    # is in that reading (its baseline), and no cycle would write it.
+    registered_and_sampled(db, "public.flaky", 0)
     db.execute("ALTER TABLE shardcast.recent_access ADD CONSTRAINT sabotage CHECK (scans < 0) NOT VALID")
     try:
         db.execute("SELECT count(*) FROM public.flaky")
@@ -413,8 +438,7 @@ def test_worker_survives_drop_and_create_extension(cluster, db):
     db.execute("CREATE EXTENSION shardcast")
     wait_for("sampling in the new extension", lambda: one(db, "SELECT last_sample_at FROM shardcast.worker_status"))
     assert one(db, "SELECT pid FROM shardcast.worker_status") == pid
-    wait_for("shards registered again", lambda: live_shard(db, "public.survivor"))
-    time.sleep(1.5)
+    registered_and_sampled(db, "public.survivor", 0)
     with psycopg.connect(db.info.dsn, autocommit=True) as client:
         for _ in range(10):
             client.execute("SELECT count(*) FROM public.survivor").fetchone()
