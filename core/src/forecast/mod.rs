@@ -433,10 +433,10 @@ fn burst_share(hours: f64) -> f64 {
     (hours / models::DAY as f64).min(1.0)
 }
 
-/// Adds a burst's onset to the first hours of `path` (see [`ONSET_SHARE`]) and returns the
-/// excess followed: nothing when the recent excess is unknown or within [`onset_margin`], or
-/// the last hour was not observed.
-fn onset(path: &mut [f64], history: &History) -> f64 {
+/// How far the recent rate ran above the last hour beyond [`onset_margin`]: a burst that began
+/// in the last minutes. 0 when the recent excess is unknown or within the margin, or the last
+/// hour was not observed.
+fn burst_begun(history: &History) -> f64 {
     let (Some(excess), Some(&last), Some(&true)) = (
         history.recent_excess,
         history.y.last(),
@@ -444,10 +444,16 @@ fn onset(path: &mut [f64], history: &History) -> f64 {
     ) else {
         return 0.0;
     };
+    sanitise(excess - onset_margin(last))
+}
+
+/// Adds a burst's onset ([`burst_begun`]) to the first hours of `path` (see [`ONSET_SHARE`])
+/// and returns the excess followed: nothing beyond [`ONSET_HORIZON_HOURS`].
+fn onset(path: &mut [f64], history: &History) -> f64 {
     if path.len() > ONSET_HORIZON_HOURS {
         return 0.0;
     }
-    let excess = sanitise(excess - onset_margin(last));
+    let excess = burst_begun(history);
     for (hour, share) in path.iter_mut().zip([ONSET_SHARE, ONSET_SHARE / 2.0]) {
         *hour += excess * share;
     }
@@ -509,17 +515,14 @@ fn daily_step(y: &[f64]) -> f64 {
 /// What the quiet lean multiplies a first hour's expected load of `first` by (see
 /// [`QUIET_LEAN`]), that load taken back to the last hour's hour of the day by [`daily_step`]
 /// of `shape` (the history the models fit) to be compared with the last hour: 1 when the last
-/// hour was not below it or was not observed, and when a burst began in the last minutes (the
-/// recent excess beyond [`onset_margin`], at any horizon: a burst under way is no quiet hour,
-/// whether or not [`onset`] adds it to this horizon).
+/// hour was not below it or was not observed, and when a burst began in the last minutes
+/// ([`burst_begun`], at any horizon: a burst under way is no quiet hour, whether or not
+/// [`onset`] adds it to this horizon).
 fn quiet(first: f64, history: &History, shape: &[f64]) -> f64 {
     let (Some(&last), Some(&true)) = (history.y.last(), history.known.last()) else {
         return 1.0;
     };
-    if history
-        .recent_excess
-        .is_some_and(|excess| excess > onset_margin(last))
-    {
+    if burst_begun(history) > 0.0 {
         return 1.0;
     }
     // Within the onset's margin of its usual load, the last hour ran as usual, give or take
